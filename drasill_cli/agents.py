@@ -1,0 +1,278 @@
+"""Agents: register, unregister, heartbeat, and their derived state (active, idle, dead).
+
+An agent's record (`agents/NAME.json`) holds what it declared; its heartbeat is the mtime of
+`heartbeats/NAME`, touched by any command run as it, so a heartbeat never rewrites the record.
+State is derived when read: dead when its process or session is verifiably gone (or prune
+recorded a death), otherwise idle or active by heartbeat age. A verifiably live process or
+session keeps an agent from being declared dead by heartbeat age alone: a long task without
+mesh calls is not death.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from pydantic import ValidationError
+
+from drasill_cli import clock, liveness
+from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
+from drasill_cli.mesh import Mesh
+from drasill_cli.models import AgentRecord
+from drasill_cli.names import check_agent_name
+
+BACKENDS = ("heimdall", "tmux")
+MAX_FIELD_CHARS = 200
+
+
+def record_path(name: str) -> str:
+    """Where the agent's record is stored."""
+    return f"agents/{name}.json"
+
+
+def heartbeat_path(name: str) -> str:
+    """The file whose mtime is the agent's last sign of life."""
+    return f"heartbeats/{name}"
+
+
+@dataclasses.dataclass
+class Observer:
+    """Caches what is costly to look up once per command (tmux's session list)."""
+
+    mesh: Mesh
+    _tmux: set[str] | None = None
+    _tmux_loaded: bool = False
+
+    def tmux_targets(self) -> set[str] | None:
+        """tmux's live sessions and panes, looked up once."""
+        if not self._tmux_loaded:
+            self._tmux = liveness.tmux_targets()
+            self._tmux_loaded = True
+        return self._tmux
+
+    def process_or_session_alive(self, agent: AgentRecord) -> bool | None:
+        """True/False when the pid or session can be checked, None when neither can."""
+        verdicts: list[bool] = []
+        if agent.pid is not None:
+            alive = liveness.pid_alive(agent.pid, agent.pid_started, agent.host)
+            if alive is not None:
+                verdicts.append(alive)
+        if agent.session and agent.host == liveness.hostname():
+            if agent.backend == "heimdall":
+                socket_dir = self.mesh.config.heimdall_socket_dir()
+                verdicts.append(liveness.heimdall_session_alive(socket_dir, agent.session))
+            elif agent.backend == "tmux":
+                alive = liveness.tmux_session_alive(agent.session, self.tmux_targets())
+                if alive is not None:
+                    verdicts.append(alive)
+        if not verdicts:
+            return None
+        return all(verdicts)
+
+    def last_seen(self, agent: AgentRecord) -> float:
+        """The latest heartbeat, or the registration time."""
+        beat = self.mesh.store.mtime(heartbeat_path(agent.name))
+        registered = clock.parse_iso(agent.registered_at)
+        return max(beat or registered, registered)
+
+    def state(self, agent: AgentRecord, now: float | None = None) -> str:
+        """active, idle or dead, by the contract's lifecycle rules."""
+        if agent.dead_at is not None:
+            return "dead"
+        alive = self.process_or_session_alive(agent)
+        if alive is False:
+            return "dead"
+        age = (now or clock.now()) - self.last_seen(agent)
+        lifecycle = self.mesh.config.lifecycle
+        if age >= lifecycle.dead_after and alive is None:
+            return "dead"
+        if age >= lifecycle.idle_after:
+            return "idle"
+        return "active"
+
+    def view(self, agent: AgentRecord, now: float | None = None) -> dict[str, Any]:
+        """The agent object of the contract: the record plus state, last_seen and unread."""
+        data = agent.to_record()
+        data.pop("pid_started", None)
+        data["state"] = self.state(agent, now)
+        data["last_seen"] = clock.iso(self.last_seen(agent))
+        data["unread"] = unread_count(self.mesh, agent.name)
+        return data
+
+
+def unread_count(mesh: Mesh, name: str) -> int:
+    """Unread messages in the agent's inbox."""
+    return len(mesh.store.names(f"inbox/{name}/new"))
+
+
+def load(mesh: Mesh, name: str) -> AgentRecord | None:
+    """The agent's record, or None; a record that fails validation is quarantined."""
+    raw = mesh.store.read(record_path(name))
+    if raw is None:
+        return None
+    try:
+        return AgentRecord.model_validate(raw)
+    except ValidationError:
+        mesh.store.quarantine(record_path(name), "is not a valid agent record")
+        return None
+
+
+def get(mesh: Mesh, name: str) -> AgentRecord:
+    """The agent's record, or NotFound (exit 3)."""
+    check_agent_name(name)
+    agent = load(mesh, name)
+    if agent is None:
+        raise NotFound(
+            f"no agent named {name!r} is registered; see `mesh agents --all`",
+            code="unknown-agent",
+        )
+    return agent
+
+
+def names(mesh: Mesh) -> list[str]:
+    """Names of every registered agent, sorted."""
+    return [n.removesuffix(".json") for n in mesh.store.names("agents")]
+
+
+def _clean_text(field: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if (
+        not value
+        or len(value) > MAX_FIELD_CHARS
+        or any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
+        raise InvalidInput(
+            f"--{field} must be 1 to {MAX_FIELD_CHARS} printable characters, got {value!r}",
+            code=f"invalid-{field}",
+        )
+    return value
+
+
+def _holder_differs(existing: AgentRecord, pid: int | None, session: str | None) -> bool:
+    pid_differs = pid is not None and existing.pid is not None and pid != existing.pid
+    session_differs = (
+        session is not None and existing.session is not None and session != existing.session
+    )
+    return pid_differs or session_differs
+
+
+def register(
+    mesh: Mesh,
+    name: str,
+    *,
+    session: str | None = None,
+    backend: str | None = None,
+    pid: int | None = None,
+    role: str | None = None,
+    tool: str | None = None,
+    ram_gb: float | None = None,
+    vram_gb: float | None = None,
+    replace: bool = False,
+    cwd: str | None = None,
+) -> dict[str, Any]:
+    """Register or refresh `name`; refuse a name held by a different live pid or session."""
+    check_agent_name(name)
+    session = _clean_text("session", session)
+    role = _clean_text("role", role)
+    tool = _clean_text("tool", tool)
+    if backend is not None and backend not in BACKENDS:
+        raise InvalidInput(
+            f"--backend must be heimdall or tmux, got {backend!r}", code="invalid-backend"
+        )
+    if pid is not None and pid <= 0:
+        raise InvalidInput(f"--pid must be a positive process id, got {pid}", code="invalid-pid")
+    for flag, amount in (("ram-gb", ram_gb), ("vram-gb", vram_gb)):
+        if amount is not None and not amount >= 0:
+            raise InvalidInput(
+                f"--{flag} must be zero or more, got {amount}", code="invalid-budget"
+            )
+    if session is not None and backend is None:
+        backend = "heimdall"
+    started = liveness.process_start_time(pid) if pid is not None else None
+    observer = Observer(mesh)
+    with mesh.store.lock(f"agent-{name}"):
+        existing = load(mesh, name)
+        if (
+            existing is not None
+            and not replace
+            and observer.state(existing) != "dead"
+            and _holder_differs(existing, pid, session)
+        ):
+            raise NegativeOutcome(
+                f"agent name {name!r} is held by pid {existing.pid} session "
+                f"{existing.session} on {existing.host} (registered {existing.registered_at}); "
+                "pick another name, or take it over with --replace",
+                code="name-taken",
+                holder={"pid": existing.pid, "session": existing.session, "host": existing.host},
+            )
+        refresh = existing is not None and existing.dead_at is None and not replace
+        previous = existing.to_record() if refresh and existing is not None else {}
+        declared = {
+            "pid": pid,
+            "session": session,
+            "backend": backend,
+            "role": role,
+            "tool": tool,
+            "ram_gb": ram_gb,
+            "vram_gb": vram_gb,
+        }
+        fields = {
+            key: previous.get(key) if value is None else value for key, value in declared.items()
+        }
+        record = AgentRecord.model_validate(
+            {
+                **fields,
+                "name": name,
+                "pid_started": started if pid is not None else previous.get("pid_started"),
+                "host": liveness.hostname(),
+                "cwd": cwd or os.getcwd(),
+                "registered_at": previous.get("registered_at") or clock.iso(),
+            }
+        )
+        mesh.store.write(record_path(name), record.to_record())
+        mesh.store.touch(heartbeat_path(name))
+    mesh.record(
+        "register",
+        name,
+        pid=record.pid,
+        session=record.session,
+        backend=record.backend,
+        replaced=bool(existing and replace),
+    )
+    return observer.view(record)
+
+
+def unregister(mesh: Mesh, name: str, actor: str | None = None) -> dict[str, Any]:
+    """Remove the agent's registration; returns the record it had."""
+    agent = get(mesh, name)
+    observer = Observer(mesh)
+    view = observer.view(agent)
+    with mesh.store.lock(f"agent-{name}"):
+        mesh.store.remove(record_path(name))
+        mesh.store.remove(heartbeat_path(name))
+    mesh.record("unregister", actor or name, agent=name)
+    return view
+
+
+def heartbeat(mesh: Mesh, name: str) -> dict[str, Any]:
+    """Refresh the agent's heartbeat; NotFound when it is not registered."""
+    agent = get(mesh, name)
+    mesh.store.touch(heartbeat_path(name))
+    return Observer(mesh).view(agent)
+
+
+def list_agents(mesh: Mesh, *, include_dead: bool = False) -> list[dict[str, Any]]:
+    """Agent objects sorted by name; dead ones only with `include_dead`."""
+    observer = Observer(mesh)
+    now = clock.now()
+    views = []
+    for name in names(mesh):
+        agent = load(mesh, name)
+        if agent is None:
+            continue
+        view = observer.view(agent, now)
+        if include_dead or view["state"] != "dead":
+            views.append(view)
+    return views

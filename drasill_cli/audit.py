@@ -1,0 +1,81 @@
+"""The audit log: every state change as one JSON line, safe under concurrent appends.
+
+Each event is written with a single write(2) on a file opened O_APPEND, so lines from many
+processes never interleave on a local file system. When the file passes `audit.max_bytes` it is
+renamed to `audit/events-<time>.jsonl` (under a lock) and a fresh one starts; `audit.keep`
+rotated files are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from drasill_cli import clock
+
+if TYPE_CHECKING:
+    from drasill_cli.mesh import Mesh
+
+AUDIT_DIR = "audit"
+CURRENT = f"{AUDIT_DIR}/events.jsonl"
+
+
+def append(mesh: Mesh, event: str, actor: str | None, **details: Any) -> None:
+    """Append one event line: time, event, actor and details."""
+    line = {"time": clock.iso(), "event": event, "actor": actor, **details}
+    data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    size = mesh.store.append(CURRENT, data)
+    if size > mesh.config.audit.max_bytes:
+        _rotate(mesh, size)
+
+
+def _rotate(mesh: Mesh, seen_size: int) -> None:
+    store = mesh.store
+    with store.lock("audit"):
+        current = store.path(CURRENT)
+        try:
+            if os.stat(current).st_size < seen_size:
+                return  # another process rotated it already
+        except FileNotFoundError:
+            return
+        stamp = clock.iso().replace(":", "")
+        store.move(CURRENT, f"{AUDIT_DIR}/events-{stamp}.jsonl")
+        rotated = sorted(n for n in store.names(AUDIT_DIR, ".jsonl") if n != "events.jsonl")
+        for old in rotated[: max(0, len(rotated) - mesh.config.audit.keep)]:
+            store.remove(f"{AUDIT_DIR}/{old}")
+
+
+def log_files(mesh: Mesh) -> list[str]:
+    """Audit files oldest first: rotated ones by time, then the current one."""
+    rotated = sorted(n for n in mesh.store.names(AUDIT_DIR, ".jsonl") if n != "events.jsonl")
+    return [f"{AUDIT_DIR}/{n}" for n in rotated] + [CURRENT]
+
+
+def read_events(mesh: Mesh, since: float | None = None) -> Iterator[dict[str, Any]]:
+    """Every parseable event, oldest first, optionally only those at or after `since`."""
+    for rel in log_files(mesh):
+        with contextlib.suppress(FileNotFoundError), open(mesh.store.path(rel), "rb") as handle:
+            for raw in handle:
+                event = _parse(raw)
+                if event is not None and _after(event, since):
+                    yield event
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _after(event: dict[str, Any], since: float | None) -> bool:
+    if since is None:
+        return True
+    try:
+        return clock.parse_iso(str(event.get("time"))) >= since
+    except ValueError:
+        return False

@@ -1,0 +1,112 @@
+"""`mesh register`, `unregister`, `heartbeat`, `agents`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.render import ago, table
+
+
+def show_agent(agent: dict[str, Any], verb: str, json_out: bool) -> None:
+    """One agent, as JSON or as a human line."""
+    if json_out:
+        print_json(agent)
+    else:
+        where = f" session {agent['session']}" if agent.get("session") else ""
+        pid = f" pid {agent['pid']}" if agent.get("pid") else ""
+        say(f"{verb} {agent['name']} ({agent['state']}){pid}{where}")
+
+
+@command(app, "register")
+def register_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name: a-z, 0-9, '_' and '-', up to 64.")],
+    session: Annotated[
+        str | None, typer.Option(help="Supervisor session id (heimdall id or tmux target).")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Session backend used to wake it: heimdall or tmux.")
+    ] = None,
+    pid: Annotated[int | None, typer.Option(help="Process whose life is the agent's life.")] = None,
+    role: Annotated[str | None, typer.Option(help="Free-form role, e.g. reviewer.")] = None,
+    tool: Annotated[str | None, typer.Option(help="The AI CLI it runs, e.g. claude.")] = None,
+    ram_gb: Annotated[float | None, typer.Option(help="RAM budget to reserve, in GB.")] = None,
+    vram_gb: Annotated[float | None, typer.Option(help="GPU memory to reserve, in GB.")] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Take the name over from a live holder.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Join the mesh as NAME (or refresh an existing registration)."""
+    from drasill_cli import agents
+
+    agent = agents.register(
+        state(ctx).mesh(),
+        name,
+        session=session,
+        backend=backend,
+        pid=pid,
+        role=role,
+        tool=tool,
+        ram_gb=ram_gb,
+        vram_gb=vram_gb,
+        replace=replace,
+    )
+    show_agent(agent, "registered", json_out)
+
+
+@command(app, "unregister")
+def unregister_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The agent to remove.")],
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Leave the mesh: the record goes, its locks and budget are released, its tasks requeued."""
+    from drasill_cli import agents
+
+    cli = state(ctx)
+    actor = cli.identity(as_, required=False)
+    agent = agents.unregister(cli.mesh(), name, actor)
+    show_agent(agent, "unregistered", json_out)
+
+
+@command(app, "heartbeat")
+def heartbeat_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) -> None:
+    """Tell the mesh the agent is alive (any command run --as NAME does this too)."""
+    from drasill_cli import agents
+
+    cli = state(ctx)
+    name = cli.identity(as_)
+    assert name is not None  # noqa: S101 -- identity(required=True) never returns None
+    agent = agents.heartbeat(cli.mesh(), name)
+    show_agent(agent, "heartbeat", json_out)
+
+
+@command(app, "agents")
+def agents_cmd(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", help="Include dead agents.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List active and idle agents with their unread counts."""
+    from drasill_cli import agents
+
+    found = agents.list_agents(state(ctx).mesh(), include_dead=all_)
+    if json_out:
+        print_json(found)
+        return
+    if not found:
+        say("no agents registered (mesh register NAME)")
+        return
+    table(
+        None,
+        ["name", "state", "unread", "role", "tool", "last seen"],
+        [
+            [a["name"], a["state"], a["unread"], a["role"], a["tool"], ago(a["last_seen"])]
+            for a in found
+        ],
+    )

@@ -1,0 +1,138 @@
+"""What every command shares: the Typer app, common options, error rendering, output.
+
+Exit codes come from the core's error classes and are applied here, in one place.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from drasill_cli.errors import InvalidInput, MeshError
+
+if TYPE_CHECKING:
+    from drasill_cli.mesh import Mesh
+
+app = typer.Typer(
+    name="mesh",
+    help="A serverless mesh for AI coding agents: messages, task claims, file locks, wake-ups "
+    "and RAM/GPU budgets, all kept as files in one shared directory.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print exactly one JSON value on stdout (errors too).")
+]
+AsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as", help="Act as this agent (default: $DRASILL_AGENT); counts as its heartbeat."
+    ),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliState:
+    """Per-invocation state: the global options and the lazily opened mesh."""
+
+    def __init__(self, mesh_dir: str | None = None) -> None:
+        self.mesh_dir = mesh_dir
+        self._mesh: Mesh | None = None
+
+    def mesh(self) -> Mesh:
+        """Open the mesh on first use (so `--help` never touches the disk)."""
+        if self._mesh is None:
+            from drasill_cli.mesh import Mesh
+
+            self._mesh = Mesh.open(self.mesh_dir)
+        return self._mesh
+
+    def identity(self, as_name: str | None, *, required: bool = True) -> str | None:
+        """The acting agent (`--as` > $DRASILL_AGENT); its heartbeat is refreshed."""
+        from drasill_cli.names import check_agent_name
+
+        name = as_name or os.environ.get("DRASILL_AGENT") or None
+        if name is None:
+            if required:
+                raise InvalidInput(
+                    "no identity: pass --as NAME or set DRASILL_AGENT", code="missing-identity"
+                )
+            return None
+        check_agent_name(name)
+        self.mesh().touch_heartbeat(name)
+        return name
+
+    def flush_warnings(self) -> None:
+        """Report what the core handled on the way (quarantined files) on stderr."""
+        if self._mesh is not None:
+            for warning in self._mesh.warnings:
+                sys.stderr.write(f"warning: {warning}\n")
+            self._mesh.warnings.clear()
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The invocation's CliState (set up by the app callback)."""
+    found = ctx.find_object(CliState)
+    if found is None:
+        found = CliState()
+        ctx.obj = found
+    return found
+
+
+def print_json(value: Any) -> None:
+    """Write one JSON value (one line) to stdout."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
+def say(text: str) -> None:
+    """Human-facing text on stdout (only when --json is off)."""
+    sys.stdout.write(text + "\n")
+
+
+def note(text: str) -> None:
+    """Progress and hints for humans: always stderr."""
+    sys.stderr.write(text + "\n")
+
+
+def render_error(exc: MeshError, json_out: bool) -> None:
+    """The contract's error form: a JSON object on stdout, or one `error:` line on stderr."""
+    if json_out:
+        print_json(exc.to_json())
+    else:
+        sys.stderr.write(f"error: {exc.message}\n")
+
+
+def command(target: typer.Typer, name: str | None = None, **options: Any) -> Callable[[F], F]:
+    """Register a command whose MeshErrors become the contract's output and exit code.
+
+    The command must take `ctx: typer.Context` and, where it has one, `json_out`.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ctx: typer.Context = kwargs["ctx"]
+            cli = state(ctx)
+            try:
+                return func(*args, **kwargs)
+            except MeshError as exc:
+                render_error(exc, bool(kwargs.get("json_out")))
+                raise typer.Exit(exc.exit_code) from None
+            finally:
+                cli.flush_warnings()
+
+        target.command(name, **options)(wrapper)
+        return func
+
+    return decorate

@@ -1,0 +1,51 @@
+"""Time stamps and ids.
+
+Time stamps are ISO-8601 UTC strings with microseconds. Ids sort in creation order, also
+within one clock tick: a nanosecond clock made strictly increasing per process, written in a
+fixed-width Crockford base32, followed by random characters so two processes never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_last_ns = 0
+
+
+def now() -> float:
+    """Seconds since the epoch (wall clock)."""
+    return time.time()
+
+
+def iso(ts: float | None = None) -> str:
+    """An ISO-8601 UTC string such as `2026-11-23T11:20:26.123456Z`."""
+    moment = datetime.fromtimestamp(now() if ts is None else ts, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> float:
+    """Seconds since the epoch for an ISO-8601 string; naive times are taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _encode(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str) -> str:
+    """A new id such as `m-01jd3f8k2q4c7x-9zk2`: prefix, 13 time characters, 4 random ones."""
+    global _last_ns  # noqa: PLW0603 -- per-process monotonic guard for ids within one tick
+    stamp = max(time.time_ns(), _last_ns + 1)
+    _last_ns = stamp
+    noise = int.from_bytes(os.urandom(3), "big") % (32**4)
+    return f"{prefix}-{_encode(stamp, 13)}-{_encode(noise, 4)}"

@@ -1,0 +1,248 @@
+"""Configuration: where the mesh lives and every timing, limit and budget, each with a default.
+
+Resolution (the contract's "Where the mesh lives"): the config file is `$DRASILL_CONFIG`, else
+`$XDG_CONFIG_HOME/drasill/config.toml`; it is optional. The mesh directory is `--mesh-dir` >
+`$DRASILL_MESH_DIR` > `mesh_dir` in the file > `$XDG_DATA_HOME/drasill/mesh`.
+
+Validation is hand-written over dataclasses rather than pydantic: the config is read by every
+`mesh` call, and pydantic's import and model build would double the start-up of `mesh send`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from drasill_cli.errors import InvalidInput
+
+BUDGET_POLICIES = ("warn", "pause", "kill")
+WAKE_BACKENDS = ("heimdall", "tmux")
+
+
+@dataclasses.dataclass(frozen=True)
+class LifecycleConfig:
+    """Seconds without a heartbeat before idle and dead, after death before removal."""
+
+    idle_after: float = 120.0
+    dead_after: float = 600.0
+    remove_after: float = 3600.0
+    max_attempts: int = 3
+    stale_tmp_after: float = 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MessagesConfig:
+    """Size limits for bodies and attachments."""
+
+    max_body_bytes: int = 256 * 1024
+    max_attachment_bytes: int = 16 * 1024 * 1024
+    max_attachments: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class LocksConfig:
+    """Lease length of a lock that is not renewed."""
+
+    default_ttl: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetsConfig:
+    """Global RAM/VRAM limits (None: what the machine has) and the enforcement policy."""
+
+    ram_gb: float | None = None
+    vram_gb: float | None = None
+    reserve_ram_gb: float = 0.0
+    policy: str = "warn"
+    kill_grace: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WakeConfig:
+    """How idle sessions are recognised and woken."""
+
+    idle_ms: int = 3000
+    heimdall_socket_dir: str | None = None
+    retry_max: int = 5
+    retry_base_s: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchConfig:
+    """How often `mesh watch` applies the lifecycle and samples hardware."""
+
+    lifecycle_every: float = 30.0
+    hardware_every: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """Size at which the audit log rotates, and how many rotated files are kept."""
+
+    max_bytes: int = 16 * 1024 * 1024
+    keep: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeConfig:
+    """Limits for `mesh bridge`."""
+
+    timeout: float = 3600.0
+    output_tail_bytes: int = 4000
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole configuration. Sections mirror the TOML tables."""
+
+    mesh_dir: str | None = None
+    group_shared: bool = False
+    lifecycle: LifecycleConfig = dataclasses.field(default_factory=LifecycleConfig)
+    messages: MessagesConfig = dataclasses.field(default_factory=MessagesConfig)
+    locks: LocksConfig = dataclasses.field(default_factory=LocksConfig)
+    budgets: BudgetsConfig = dataclasses.field(default_factory=BudgetsConfig)
+    wake: WakeConfig = dataclasses.field(default_factory=WakeConfig)
+    watch: WatchConfig = dataclasses.field(default_factory=WatchConfig)
+    audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)
+    bridge: BridgeConfig = dataclasses.field(default_factory=BridgeConfig)
+    tools: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    source: str | None = None
+
+    def heimdall_socket_dir(self) -> Path:
+        """heimdall's session directory: the configured one, else heimdall's own default."""
+        if self.wake.heimdall_socket_dir:
+            return Path(self.wake.heimdall_socket_dir).expanduser()
+        home = os.environ.get("HOME")
+        if not home:
+            return Path("/tmp")  # noqa: S108 -- heimdall's documented fallback without HOME
+        return Path(home) / ".local/share/heimdall/sessions"
+
+
+_CHECKS: dict[str, tuple[type, ...]] = {
+    "float": (int, float),
+    "int": (int,),
+    "bool": (bool,),
+    "str": (str,),
+}
+
+
+def _check_value(where: str, annotation: str, value: Any) -> Any:
+    allowed = annotation.replace(" ", "").split("|")
+    for kind in allowed:
+        if kind == "None":
+            continue
+        types = _CHECKS[kind]
+        if not isinstance(value, types) or (kind != "bool" and isinstance(value, bool)):
+            continue
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value < 0:
+                raise InvalidInput(
+                    f"config key {where} must not be negative (got {value!r}); fix the config file",
+                    code="invalid-config",
+                )
+            return float(value) if kind == "float" else value
+        return value
+    wanted = " or ".join(k for k in allowed if k != "None")
+    raise InvalidInput(
+        f"config key {where} must be {wanted}, got {value!r}; fix it in the config file",
+        code="invalid-config",
+    )
+
+
+def _build(cls: type[Any], table: dict[str, Any], prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise InvalidInput(
+                f"unknown config key {where!r}; known keys here: {known}", code="invalid-config"
+            )
+        annotation = str(fields[key].type)
+        if annotation.endswith("Config"):
+            if not isinstance(value, dict):
+                raise InvalidInput(f"config key {where} must be a table", code="invalid-config")
+            values[key] = _build(_SECTIONS[annotation], value, f"{where}.")
+        elif key == "tools":
+            values[key] = _tool_profiles(value)
+        else:
+            values[key] = _check_value(where, annotation, value)
+    return cls(**values)
+
+
+def _tool_profiles(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise InvalidInput(
+            "config key tools must hold one table per tool, e.g. [tools.mycli]",
+            code="invalid-config",
+        )
+    return {str(name): dict(profile) for name, profile in value.items()}
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        LifecycleConfig,
+        MessagesConfig,
+        LocksConfig,
+        BudgetsConfig,
+        WakeConfig,
+        WatchConfig,
+        AuditConfig,
+        BridgeConfig,
+    )
+}
+
+
+def config_path() -> Path:
+    """Where the config file is looked for (it need not exist)."""
+    explicit = os.environ.get("DRASILL_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    return Path(base) / "drasill" / "config.toml"
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate the config file; a missing file gives the defaults."""
+    path = path or config_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot read config file {path}: {exc.strerror}; "
+            "fix its permissions or unset DRASILL_CONFIG",
+            code="invalid-config",
+        ) from exc
+    import tomllib
+
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            f"config file {path} is not valid TOML ({exc}); fix the syntax", code="invalid-config"
+        ) from exc
+    config: Config = _build(Config, table, "")
+    if config.budgets.policy not in BUDGET_POLICIES:
+        raise InvalidInput(
+            f"config key budgets.policy must be one of {', '.join(BUDGET_POLICIES)}, "
+            f"got {config.budgets.policy!r}",
+            code="invalid-config",
+        )
+    return dataclasses.replace(config, source=str(path))
+
+
+def resolve_mesh_dir(explicit: str | os.PathLike[str] | None, config: Config) -> Path:
+    """The mesh directory by the contract's precedence, as an absolute path."""
+    chosen: str | os.PathLike[str] | None = explicit or os.environ.get("DRASILL_MESH_DIR")
+    if not chosen:
+        chosen = config.mesh_dir
+    if not chosen:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+        chosen = Path(base) / "drasill" / "mesh"
+    return Path(chosen).expanduser().absolute()

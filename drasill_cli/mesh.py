@@ -1,0 +1,58 @@
+"""`Mesh`: an opened mesh directory with its config; the handle every core function takes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from drasill_cli import audit
+from drasill_cli.config import Config, load_config, resolve_mesh_dir
+from drasill_cli.names import check_agent_name
+from drasill_cli.store import FileStore, Store
+
+
+class Mesh:
+    """A store plus the config that governs it."""
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+
+    @classmethod
+    def open(
+        cls,
+        mesh_dir: str | os.PathLike[str] | None = None,
+        config: Config | None = None,
+    ) -> Mesh:
+        """Open the mesh by the contract's precedence; it is created by its first write."""
+        config = config or load_config()
+        root = resolve_mesh_dir(mesh_dir, config)
+        store = FileStore.open(root, group_shared=config.group_shared)
+        return cls(store, config)
+
+    @property
+    def root(self) -> Path:
+        """The mesh directory."""
+        return self.store.root
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems met and handled (quarantined files); the CLI shows them on stderr."""
+        return self.store.warnings
+
+    def is_registered(self, name: str) -> bool:
+        """Whether `name` has an agent record (a stat, no parse: cheap on hot paths)."""
+        return self.store.mtime(f"agents/{name}.json") is not None
+
+    def touch_heartbeat(self, name: str) -> bool:
+        """Count a command run as `name` as its heartbeat; False if `name` is not registered."""
+        check_agent_name(name)
+        if not self.is_registered(name):
+            return False
+        self.store.touch(f"heartbeats/{name}")
+        return True
+
+    def record(self, event: str, actor: str | None, **details: Any) -> None:
+        """Append one event to the audit log."""
+        audit.append(self, event, actor, **details)

@@ -1,0 +1,29 @@
+"""Agent name rules, shared by every command that takes a name."""
+
+from __future__ import annotations
+
+import re
+
+from drasill_cli.errors import InvalidInput
+
+AGENT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+RESERVED_NAMES = frozenset({"all"})
+
+
+def check_agent_name(name: str, *, allow_all: bool = False) -> str:
+    """Return `name` if it is a valid agent name, else raise InvalidInput (exit 2)."""
+    if name == "all" and allow_all:
+        return name
+    if not AGENT_NAME_RE.fullmatch(name):
+        shown = name.encode("unicode_escape").decode("ascii")
+        raise InvalidInput(
+            f"invalid agent name {shown!r}: use 1 to 64 characters of a-z, 0-9, '_' and '-', "
+            "starting with a letter or digit",
+            code="invalid-name",
+        )
+    if name in RESERVED_NAMES:
+        raise InvalidInput(
+            f"agent name {name!r} is reserved (it addresses every agent); pick another name",
+            code="reserved-name",
+        )
+    return name

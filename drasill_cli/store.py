@@ -1,0 +1,436 @@
+"""The store: the mesh directory as one file per record, behind one small interface.
+
+Everything the mesh keeps goes through `Store`, so a backend for meshes that span machines can
+replace `FileStore` without touching the feature modules. Paths given to the store are relative,
+slash-separated record names such as `agents/alpha.json`.
+
+Guarantees of `FileStore`:
+- writes are atomic: a temp file in the same directory, fsync, rename, fsync of the directory, so
+  a reader sees a whole file or none, and a killed writer leaves at most a `.tmp-*` file that
+  `prune` clears;
+- files are opened with O_NOFOLLOW, so a planted symlink is never followed;
+- read-modify-write sections hold a filelock on a sidecar `.lock` file that is never deleted;
+- a file that does not parse is moved to `quarantine/` and reported through `warnings`,
+  never fatal and never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from drasill_cli import SCHEMA_VERSION, clock
+from drasill_cli.errors import MeshError, MeshUnusable
+
+TMP_PREFIX = ".tmp-"
+LOCK_DIR = ".locks"
+QUARANTINE_DIR = "quarantine"
+META_FILE = "meta.json"
+
+
+class StoreFull(MeshError):
+    """The file system refused a write (full disk, quota, read-only): nothing was written."""
+
+    exit_code = 4
+    default_code = "store-write-failed"
+
+
+class Store(Protocol):
+    """The operations the feature modules need from a mesh backend."""
+
+    root: Path
+    warnings: list[str]
+
+    def read(self, rel: str) -> dict[str, Any] | None:
+        """The record at `rel`, or None when it is absent or was quarantined."""
+        ...
+
+    def write(self, rel: str, record: dict[str, Any]) -> None:
+        """Replace (or create) the record at `rel` atomically."""
+        ...
+
+    def create(self, rel: str, record: dict[str, Any]) -> bool:
+        """Create the record only if `rel` does not exist yet; False if it did."""
+        ...
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Store raw bytes (attachments) atomically."""
+        ...
+
+    def remove(self, rel: str) -> bool:
+        """Delete `rel`; False if it was already gone."""
+        ...
+
+    def move(self, src: str, dst: str) -> bool:
+        """Rename `src` to `dst` atomically; False if `src` was gone (someone else moved it)."""
+        ...
+
+    def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
+        """Names in `rel_dir` ending in `suffix` (temp files excluded), sorted."""
+        ...
+
+    def lock(self, name: str, timeout: float = -1) -> contextlib.AbstractContextManager[object]:
+        """An exclusive lock on the sidecar `.locks/<name>.lock` for read-modify-write."""
+        ...
+
+    def touch(self, rel: str) -> None:
+        """Create `rel` empty or set its modification time to now (a heartbeat)."""
+        ...
+
+    def mtime(self, rel: str) -> float | None:
+        """Modification time of `rel`, or None when it is absent."""
+        ...
+
+    def append(self, rel: str, data: bytes) -> int:
+        """Append `data` with one write on an O_APPEND file; returns the new size."""
+        ...
+
+    def ensure_dir(self, rel_dir: str) -> Path:
+        """Create the folder `rel_dir` with the mesh's mode if needed."""
+        ...
+
+    def quarantine(self, rel: str, reason: str) -> None:
+        """Move a damaged record aside (never delete it) and report it in `warnings`."""
+        ...
+
+    def path(self, rel: str) -> Path:
+        """The real file-system path of `rel`, for tools that must see a file (attachments)."""
+        ...
+
+
+class FileStore:
+    """`Store` on a local directory tree."""
+
+    def __init__(self, root: Path, *, group_shared: bool = False) -> None:
+        self.root = root
+        self.group_shared = group_shared
+        self.dir_mode = 0o2770 if group_shared else 0o700
+        self.file_mode = 0o660 if group_shared else 0o600
+        self.warnings: list[str] = []
+        self._known_dirs: set[str] = set()
+        self._materialized = False
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path, *, group_shared: bool = False) -> FileStore:
+        """Open the mesh at `root` after checking it is safe.
+
+        A mesh that does not exist yet is created by the first write, so a command refused
+        for bad input leaves no trace on disk.
+        """
+        store = cls(root, group_shared=group_shared)
+        if os.path.lexists(root):
+            store.check_safety()
+            store._check_meta()
+        return store
+
+    def _materialize(self) -> None:
+        """Create the mesh directory and its meta file before the first write."""
+        if self._materialized:
+            return
+        self._materialized = True
+        self._create_root()
+        self.check_safety()
+        if self.read(META_FILE) is None:
+            self.create(META_FILE, {"schema_version": SCHEMA_VERSION, "created_at": clock.iso()})
+
+    def _create_root(self) -> None:
+        try:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(self.root, self.dir_mode)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise MeshUnusable(
+                f"cannot create mesh directory {self.root}: {exc.strerror}; "
+                "choose another one with --mesh-dir or DRASILL_MESH_DIR",
+                code="mesh-dir-unwritable",
+            ) from exc
+        os.chmod(self.root, self.dir_mode)
+
+    def check_safety(self) -> None:
+        """Refuse (exit 4) a mesh dir that is not ours or that others may write."""
+        try:
+            info = os.stat(self.root)
+        except FileNotFoundError as exc:
+            raise MeshUnusable(
+                f"mesh directory {self.root} does not exist", code="mesh-dir-missing"
+            ) from exc
+        if not stat.S_ISDIR(info.st_mode):
+            raise MeshUnusable(
+                f"mesh path {self.root} is not a directory; remove it or choose another --mesh-dir",
+                code="mesh-dir-not-directory",
+            )
+        if info.st_uid != os.geteuid():
+            raise MeshUnusable(
+                f"mesh directory {self.root} is owned by uid {info.st_uid}, not by you "
+                f"(uid {os.geteuid()}); use a mesh directory of your own (--mesh-dir) "
+                f"or have its owner run: chown {os.geteuid()} {self.root}",
+                code="unsafe-owner",
+            )
+        if info.st_mode & stat.S_IWOTH:
+            raise MeshUnusable(
+                f"mesh directory {self.root} is writable by every user; fix it with: "
+                f"chmod o-rwx {self.root}",
+                code="unsafe-permissions",
+            )
+        if info.st_mode & stat.S_IWGRP and not self.group_shared:
+            raise MeshUnusable(
+                f"mesh directory {self.root} is group-writable but group_shared is off; fix it "
+                f"with: chmod g-w {self.root}, or set group_shared = true in the config",
+                code="unsafe-permissions",
+            )
+
+    def _check_meta(self) -> None:
+        meta = self.read(META_FILE)
+        if meta is None:
+            return
+        version = meta.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise MeshUnusable(
+                f"mesh directory {self.root} has store format {version!r}, newer than this "
+                f"mesh ({SCHEMA_VERSION}); upgrade drasill-cli",
+                code="schema-too-new",
+            )
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def path(self, rel: str) -> Path:
+        """The real path of `rel` (no `..` or absolute parts allowed)."""
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise ValueError(f"record name escapes the mesh: {rel!r}")
+        return self.root / rel
+
+    def ensure_dir(self, rel_dir: str) -> Path:
+        """Create `rel_dir` (and parents) with the mesh's mode; refuse symlinked folders."""
+        target = self.path(rel_dir)
+        if rel_dir in self._known_dirs:
+            return target
+        self._materialize()
+        current = self.root
+        for part in rel_dir.split("/"):
+            current = current / part
+            try:
+                os.mkdir(current, self.dir_mode)
+                os.chmod(current, self.dir_mode)
+            except FileExistsError:
+                if current.is_symlink() or not current.is_dir():
+                    raise MeshUnusable(
+                        f"{current} should be a directory of the mesh but is a symlink or a "
+                        "file; move it away and run the command again",
+                        code="unsafe-entry",
+                    ) from None
+        self._known_dirs.add(rel_dir)
+        return target
+
+    def _fsync_dir(self, directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_temp(self, directory: Path, name: str, data: bytes) -> Path:
+        tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, self.file_mode)
+            try:
+                if self.group_shared:
+                    os.fchmod(fd, self.file_mode)
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _write_error(directory / name, exc) from exc
+        return tmp
+
+    def _place(self, rel: str, data: bytes, *, exclusive: bool) -> bool:
+        self._materialize()
+        parent, _, name = rel.rpartition("/")
+        directory = self.ensure_dir(parent) if parent else self.root
+        tmp = self._write_temp(directory, name, data)
+        final = directory / name
+        try:
+            if exclusive:
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    return False
+            else:
+                os.rename(tmp, final)
+        except OSError as exc:
+            raise _write_error(final, exc) from exc
+        finally:
+            if exclusive:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        self._fsync_dir(directory)
+        return True
+
+    # ---- Store interface -----------------------------------------------------------------
+
+    def read(self, rel: str) -> dict[str, Any] | None:
+        """The record at `rel`; damaged files are quarantined and None is returned."""
+        target = self.path(rel)
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self.quarantine(rel, "is a symlink")
+                return None
+            raise
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                raw = handle.read()
+        except IsADirectoryError:
+            self.quarantine(rel, "is a directory")
+            return None
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            self.quarantine(rel, "does not parse as JSON")
+            return None
+        if not isinstance(record, dict):
+            self.quarantine(rel, "is not a JSON object")
+            return None
+        return record
+
+    def write(self, rel: str, record: dict[str, Any]) -> None:
+        """Replace the record atomically."""
+        self._place(rel, _encode(record), exclusive=False)
+
+    def create(self, rel: str, record: dict[str, Any]) -> bool:
+        """Create the record only if absent: one atomic link(2), so exactly one creator wins."""
+        return self._place(rel, _encode(record), exclusive=True)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Store raw bytes atomically."""
+        self._place(rel, data, exclusive=False)
+
+    def remove(self, rel: str) -> bool:
+        """Delete the file; False if it was already gone."""
+        try:
+            os.unlink(self.path(rel))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def move(self, src: str, dst: str) -> bool:
+        """Atomic rename; False when `src` is gone, e.g. taken by a concurrent consumer."""
+        parent = dst.rpartition("/")[0]
+        if parent:
+            self.ensure_dir(parent)
+        try:
+            os.rename(self.path(src), self.path(dst))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _write_error(self.path(dst), exc) from exc
+        return True
+
+    def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
+        """Sorted names of records in `rel_dir` (no temp files, no sidecar locks)."""
+        try:
+            entries = os.listdir(self.path(rel_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = [e for e in entries if e.endswith(suffix) and not e.startswith(TMP_PREFIX)]
+        found.sort()
+        return found
+
+    def lock(self, name: str, timeout: float = -1) -> contextlib.AbstractContextManager[object]:
+        """A filelock on `.locks/<name>.lock`; the file is kept so exclusion never breaks."""
+        from filelock import FileLock
+
+        directory = self.ensure_dir(LOCK_DIR)
+        return FileLock(
+            directory / f"{name}.lock",
+            timeout=timeout,
+            mode=self.file_mode,
+            poll_interval=0.005,
+            preserve_lock_file=True,
+            thread_local=False,
+        )
+
+    def touch(self, rel: str) -> None:
+        """Set the modification time to now, creating the file if needed."""
+        target = self.path(rel)
+        try:
+            os.utime(target, follow_symlinks=False)
+        except FileNotFoundError:
+            parent = rel.rpartition("/")[0]
+            if parent:
+                self.ensure_dir(parent)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(target, flags, self.file_mode))
+
+    def append(self, rel: str, data: bytes) -> int:
+        """One write(2) on an O_APPEND descriptor: lines from many processes never interleave."""
+        parent = rel.rpartition("/")[0]
+        if parent:
+            self.ensure_dir(parent)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path(rel), flags, self.file_mode)
+            try:
+                os.write(fd, data)
+                return os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _write_error(self.path(rel), exc) from exc
+
+    def mtime(self, rel: str) -> float | None:
+        """Modification time, or None."""
+        try:
+            return os.stat(self.path(rel), follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            return None
+
+    # ---- damage handling -----------------------------------------------------------------
+
+    def quarantine(self, rel: str, reason: str) -> None:
+        """Move a damaged file aside, keep it, and report it in `warnings`."""
+        self.ensure_dir(QUARANTINE_DIR)
+        flat = rel.replace("/", "__")
+        dest = f"{QUARANTINE_DIR}/{clock.iso().replace(':', '')}-{os.getpid()}-{flat}"
+        if self.move(rel, dest):
+            self.warnings.append(f"quarantined {rel} ({reason}); it was moved to {self.path(dest)}")
+
+    def iter_tree(self) -> Iterator[Path]:
+        """Every file under the mesh directory (for prune, doctor and tests)."""
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for filename in filenames:
+                yield Path(dirpath) / filename
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _write_error(target: Path, exc: OSError) -> MeshError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+        return StoreFull(
+            f"could not write {target}: {exc.strerror}; free disk space (or fix the file "
+            "system) and run the command again; nothing was written",
+        )
+    return MeshUnusable(
+        f"could not write {target}: {exc.strerror}; check the mesh directory with `mesh doctor`",
+        code="store-write-failed",
+    )
