@@ -130,11 +130,6 @@ def get(mesh: Mesh, name: str) -> AgentRecord:
     return agent
 
 
-def names(mesh: Mesh) -> list[str]:
-    """Names of every registered agent, sorted."""
-    return [n.removesuffix(".json") for n in mesh.store.names("agents")]
-
-
 def _clean_text(field: str, value: str | None) -> str | None:
     if value is None:
         return None
@@ -268,7 +263,7 @@ def list_agents(mesh: Mesh, *, include_dead: bool = False) -> list[dict[str, Any
     observer = Observer(mesh)
     now = clock.now()
     views = []
-    for name in names(mesh):
+    for name in mesh.agent_names():
         agent = load(mesh, name)
         if agent is None:
             continue

@@ -45,6 +45,10 @@ class Mesh:
         """Whether `name` has an agent record (a stat, no parse: cheap on hot paths)."""
         return self.store.mtime(f"agents/{name}.json") is not None
 
+    def agent_names(self) -> list[str]:
+        """Names of every registered agent, sorted (from file names: no parse, no pydantic)."""
+        return [n.removesuffix(".json") for n in self.store.names("agents")]
+
     def touch_heartbeat(self, name: str) -> bool:
         """Count a command run as `name` as its heartbeat; False if `name` is not registered."""
         check_agent_name(name)
