@@ -79,3 +79,67 @@ def _after(event: dict[str, Any], since: float | None) -> bool:
         return clock.parse_iso(str(event.get("time"))) >= since
     except ValueError:
         return False
+
+
+def follow(mesh: Mesh, since: float | None = None) -> Iterator[dict[str, Any]]:
+    """Every event from `since` on, then new ones as they are appended (never returns).
+
+    Waits on file-system events (watchfiles), not a sleep loop, and follows rotation: when
+    `events.jsonl` is renamed away, the old file is read to its end and the new one opened.
+    """
+    import watchfiles
+
+    history = log_files(mesh)[:-1]
+    for rel in history:
+        with contextlib.suppress(FileNotFoundError), open(mesh.store.path(rel), "rb") as old:
+            yield from _events_in(old.read(), since)
+    current = mesh.store.path(CURRENT)
+    mesh.store.ensure_dir(AUDIT_DIR)
+    handle = None
+    pending = b""
+    try:
+        for _changes in watchfiles.watch(
+            current.parent,
+            debounce=20,
+            step=10,
+            rust_timeout=500,
+            yield_on_timeout=True,
+            raise_interrupt=True,
+        ):
+            if handle is None:
+                try:
+                    handle = open(current, "rb")  # noqa: SIM115 -- kept open across iterations
+                except FileNotFoundError:
+                    continue
+            pending += handle.read()
+            pending, lines = _split(pending)
+            yield from _events_in(lines, since)
+            if _rotated(handle.fileno(), current):
+                pending += handle.read()
+                pending, lines = _split(pending)
+                yield from _events_in(lines, since)
+                handle.close()
+                handle, pending = None, b""
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _split(buffer: bytes) -> tuple[bytes, bytes]:
+    """Complete lines, and the unfinished rest kept for the next read."""
+    cut = buffer.rfind(b"\n") + 1
+    return buffer[cut:], buffer[:cut]
+
+
+def _events_in(data: bytes, since: float | None) -> Iterator[dict[str, Any]]:
+    for raw in data.splitlines():
+        event = _parse(raw)
+        if event is not None and _after(event, since):
+            yield event
+
+
+def _rotated(fd: int, current: os.PathLike[str]) -> bool:
+    try:
+        return os.stat(current).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return True

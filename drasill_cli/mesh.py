@@ -31,6 +31,10 @@ class Mesh:
         store = FileStore.open(root, group_shared=config.group_shared)
         return cls(store, config)
 
+    def read_only(self) -> Mesh:
+        """A view of this mesh that refuses every write (dry runs)."""
+        return Mesh(self.store.read_only_view(), self.config)
+
     @property
     def root(self) -> Path:
         """The mesh directory."""

@@ -46,6 +46,7 @@ class Store(Protocol):
 
     root: Path
     warnings: list[str]
+    read_only: bool
 
     def read(self, rel: str) -> dict[str, Any] | None:
         """The record at `rel`, or None when it is absent or was quarantined."""
@@ -99,6 +100,10 @@ class Store(Protocol):
         """Move a damaged record aside (never delete it) and report it in `warnings`."""
         ...
 
+    def read_only_view(self) -> Store:
+        """The same mesh, refusing every write (for dry runs)."""
+        ...
+
     def path(self, rel: str) -> Path:
         """The real file-system path of `rel`, for tools that must see a file (attachments)."""
         ...
@@ -115,6 +120,18 @@ class FileStore:
         self.warnings: list[str] = []
         self._known_dirs: set[str] = set()
         self._materialized = False
+        self.read_only = False
+
+    def read_only_view(self) -> FileStore:
+        """The same mesh, refusing every write: for dry runs that must change nothing."""
+        view = FileStore(self.root, group_shared=self.group_shared)
+        view.read_only = True
+        view.warnings = self.warnings
+        return view
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError("a write was attempted through a read-only store view")
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -135,6 +152,7 @@ class FileStore:
         """Create the mesh directory and its meta file before the first write."""
         if self._materialized:
             return
+        self._writable()
         self._materialized = True
         self._create_root()
         self.check_safety()
@@ -213,6 +231,7 @@ class FileStore:
         target = self.path(rel_dir)
         if rel_dir in self._known_dirs:
             return target
+        self._writable()
         self._materialize()
         current = self.root
         for part in rel_dir.split("/"):
@@ -259,6 +278,7 @@ class FileStore:
         return tmp
 
     def _place(self, rel: str, data: bytes, *, exclusive: bool) -> bool:
+        self._writable()
         self._materialize()
         parent, _, name = rel.rpartition("/")
         directory = self.ensure_dir(parent) if parent else self.root
@@ -325,6 +345,7 @@ class FileStore:
 
     def remove(self, rel: str) -> bool:
         """Delete the file; False if it was already gone."""
+        self._writable()
         try:
             os.unlink(self.path(rel))
         except FileNotFoundError:
@@ -333,6 +354,7 @@ class FileStore:
 
     def move(self, src: str, dst: str) -> bool:
         """Atomic rename; False when `src` is gone, e.g. taken by a concurrent consumer."""
+        self._writable()
         parent = dst.rpartition("/")[0]
         if parent:
             self.ensure_dir(parent)
@@ -358,6 +380,7 @@ class FileStore:
         """A filelock on `.locks/<name>.lock`; the file is kept so exclusion never breaks."""
         from filelock import FileLock
 
+        self._writable()
         directory = self.ensure_dir(LOCK_DIR)
         return FileLock(
             directory / f"{name}.lock",
@@ -370,6 +393,7 @@ class FileStore:
 
     def touch(self, rel: str) -> None:
         """Set the modification time to now, creating the file if needed."""
+        self._writable()
         target = self.path(rel)
         try:
             os.utime(target, follow_symlinks=False)
@@ -382,6 +406,7 @@ class FileStore:
 
     def append(self, rel: str, data: bytes) -> int:
         """One write(2) on an O_APPEND descriptor: lines from many processes never interleave."""
+        self._writable()
         parent = rel.rpartition("/")[0]
         if parent:
             self.ensure_dir(parent)
@@ -407,6 +432,9 @@ class FileStore:
 
     def quarantine(self, rel: str, reason: str) -> None:
         """Move a damaged file aside, keep it, and report it in `warnings`."""
+        if self.read_only:
+            self.warnings.append(f"damaged file {rel} ({reason}); left in place by a read-only run")
+            return
         self.ensure_dir(QUARANTINE_DIR)
         flat = rel.replace("/", "__")
         dest = f"{QUARANTINE_DIR}/{clock.iso().replace(':', '')}-{os.getpid()}-{flat}"

@@ -1,0 +1,114 @@
+"""`mesh prune` and `mesh log`."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from drasill_cli import clock
+from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.errors import InvalidInput
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str) -> float:
+    """An ISO-8601 time, or a duration back from now such as `90s`, `10m`, `2h`, `1d`."""
+    match = _DURATION.fullmatch(text.strip())
+    if match:
+        return clock.now() - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return clock.parse_iso(text)
+    except ValueError:
+        raise InvalidInput(
+            f"--since {text!r} is neither an ISO-8601 time (2026-11-23T10:00:00Z) "
+            "nor a duration such as 30s, 10m, 2h or 1d",
+            code="invalid-since",
+        ) from None
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    verb = "would " if report["dry_run"] else ""
+    lines = [f"{verb}mark {name} dead" for name in report["marked_dead"]]
+    lines += [f"{verb}remove {name}" for name in report["removed"]]
+    lines += [
+        f"{verb}archive {count} unread message(s) of {name}"
+        for name, count in report["archived_messages"].items()
+    ]
+    lines += [
+        f"{verb}release {lock['mode']} lock on {lock['path']} held by {lock['holder']}"
+        for lock in report["locks_released"]
+    ]
+    lines += [f"{verb}requeue task {t['id']} ({t['title']})" for t in report["tasks_requeued"]]
+    lines += [
+        f"{verb}abandon task {t['id']} ({t['title']}): too many attempts"
+        for t in report["tasks_abandoned"]
+    ]
+    lines += [f"{verb}release the budget of {name}" for name in report["budgets_released"]]
+    if report["temp_files_removed"]:
+        lines.append(f"{verb}remove {len(report['temp_files_removed'])} stale temp file(s)")
+    return lines
+
+
+@command(app, "prune")
+def prune_cmd(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Apply the lifecycle now: mark the dead, free their locks and tasks, archive, clean up.
+
+    Safe from cron, concurrently, at any rate; prints nothing when nothing changed.
+    """
+    from drasill_cli import lifecycle
+
+    report = lifecycle.prune(state(ctx).mesh(), dry_run=dry_run)
+    if json_out:
+        print_json(report)
+        return
+    for line in _summary(report):
+        say(line)
+
+
+def _human(event: dict[str, Any]) -> str:
+    details = " ".join(
+        f"{key}={value}" for key, value in event.items() if key not in ("time", "event", "actor")
+    )
+    return (
+        f"{event.get('time')} {event.get('actor') or '-'} {event.get('event')} {details}".rstrip()
+    )
+
+
+@command(app, "log")
+def log_cmd(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events as they happen.")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only events from this time (ISO-8601, or 10m, 2h, 1d ago).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The audit trail of every change, one event per line (JSON Lines with --json)."""
+    from drasill_cli import audit
+
+    start = parse_since(since) if since else None
+    mesh = state(ctx).mesh()
+    events = audit.follow(mesh, start) if follow else audit.read_events(mesh, start)
+    try:
+        for event in events:
+            if json_out:
+                print_json(event)
+            else:
+                say(_human(event))
+            if follow:
+                sys.stdout.flush()
+    except (KeyboardInterrupt, BrokenPipeError):
+        return

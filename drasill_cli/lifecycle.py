@@ -1,0 +1,194 @@
+"""The lifecycle: agents go active -> idle -> dead -> removed, and prune applies it.
+
+`prune` is idempotent and safe to run concurrently (from cron, from `mesh watch`, by hand):
+every step re-reads under the record's lock and acts only if the condition still holds, so
+eight prunes racing end in the same state as one. It never deletes mail: a removed agent's
+unread messages are archived under `archive/`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from drasill_cli import clock
+from drasill_cli.agents import Observer, heartbeat_path, load, record_path
+from drasill_cli.mesh import Mesh
+from drasill_cli.store import TMP_PREFIX
+
+MAILDIR_TMP = "tmp"
+
+
+def _empty_report() -> dict[str, Any]:
+    return {
+        "dry_run": False,
+        "marked_dead": [],
+        "removed": [],
+        "archived_messages": {},
+        "locks_released": [],
+        "tasks_requeued": [],
+        "tasks_abandoned": [],
+        "budgets_released": [],
+        "temp_files_removed": [],
+    }
+
+
+def report_is_empty(report: dict[str, Any]) -> bool:
+    """True when prune changed (or, dry, would change) nothing: cron runs stay quiet."""
+    return not any(value for key, value in report.items() if key != "dry_run")
+
+
+def release_agent(mesh: Mesh, name: str, report: dict[str, Any]) -> None:
+    """Free what a dead or departing agent held: its locks and its claimed tasks."""
+    from drasill_cli import locks, tasks
+
+    report["locks_released"].extend(locks.release_all(mesh, name))
+    for task in tasks.requeue_tasks_of(mesh, name):
+        key = "tasks_abandoned" if task["state"] == "abandoned" else "tasks_requeued"
+        report[key].append(task)
+
+
+def retire_agent(mesh: Mesh, name: str, reason: str, actor: str | None) -> dict[str, Any]:
+    """Remove an agent for good: release its holdings, archive its unread mail, drop it.
+
+    Used by `unregister` (reason "unregistered") and by prune after `remove_after`.
+    """
+    from drasill_cli import messages
+
+    report = _empty_report()
+    release_agent(mesh, name, report)
+    with mesh.store.lock(f"agent-{name}"):
+        if load(mesh, name) is None:
+            return report
+        archived = messages.archive_inbox(mesh, name)
+        if archived:
+            report["archived_messages"][name] = archived
+        mesh.store.remove(record_path(name))
+        mesh.store.remove(heartbeat_path(name))
+    report["removed"].append(name)
+    mesh.record("agent-removed", actor, agent=name, reason=reason, archived=archived)
+    return report
+
+
+def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> bool:
+    with mesh.store.lock(f"agent-{name}"):
+        agent = load(mesh, name)
+        if agent is None or agent.dead_at is not None or observer.state(agent) != "dead":
+            return False
+        agent.dead_at = clock.iso()
+        mesh.store.write(record_path(name), agent.to_record())
+    mesh.record("agent-dead", "prune", agent=name, pid=agent.pid, session=agent.session)
+    if agent.ram_gb or agent.vram_gb:
+        mesh.record(
+            "budget-released", "prune", agent=name, ram_gb=agent.ram_gb, vram_gb=agent.vram_gb
+        )
+    return True
+
+
+def _stale_temp_files(mesh: Mesh, now: float) -> list[str]:
+    """Temp files of killed writers: `.tmp-*` anywhere, and maildir `tmp/` leftovers."""
+    limit = mesh.config.lifecycle.stale_tmp_after
+    stale = []
+    root = mesh.root
+    for dirpath, _dirs, files in os.walk(root):
+        in_maildir_tmp = os.path.basename(dirpath) == MAILDIR_TMP
+        for filename in files:
+            if not (filename.startswith(TMP_PREFIX) or in_maildir_tmp):
+                continue
+            full = os.path.join(dirpath, filename)
+            try:
+                age = now - os.stat(full, follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue
+            if age >= limit:
+                stale.append(os.path.relpath(full, root))
+    return sorted(stale)
+
+
+def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
+    """Apply the lifecycle now; with `dry_run`, report what would happen and change nothing."""
+    if dry_run:
+        return _plan(mesh.read_only())
+    report = _empty_report()
+    observer = Observer(mesh)
+    now = clock.now()
+    remove_after = mesh.config.lifecycle.remove_after
+    for name in mesh.agent_names():
+        agent = load(mesh, name)
+        if agent is None:
+            continue
+        if _mark_dead(mesh, observer, name):
+            report["marked_dead"].append(name)
+            if agent.ram_gb or agent.vram_gb:
+                report["budgets_released"].append(name)
+            agent = load(mesh, name)
+        if agent is None or agent.dead_at is None:
+            continue
+        if now - clock.parse_iso(agent.dead_at) >= remove_after:
+            removal = retire_agent(mesh, name, "dead past remove_after", "prune")
+            _merge(report, removal)
+        else:
+            release_agent(mesh, name, report)
+    from drasill_cli import locks
+
+    report["locks_released"].extend(locks.clear_stale(mesh))
+    for rel in _stale_temp_files(mesh, now):
+        if mesh.store.remove(rel):
+            report["temp_files_removed"].append(rel)
+    if not report_is_empty(report):
+        mesh.record("prune", "prune", **{k: _count(v) for k, v in report.items() if k != "dry_run"})
+    return report
+
+
+def _plan(view: Mesh) -> dict[str, Any]:
+    """What prune would do, computed from a read-only view of the mesh."""
+    from drasill_cli import locks, messages, tasks
+
+    report = _empty_report()
+    report["dry_run"] = True
+    observer = Observer(view)
+    now = clock.now()
+    remove_after = view.config.lifecycle.remove_after
+    departing: list[str] = []
+    for name in view.agent_names():
+        agent = load(view, name)
+        if agent is None:
+            continue
+        if agent.dead_at is None and observer.state(agent) == "dead":
+            report["marked_dead"].append(name)
+            if agent.ram_gb or agent.vram_gb:
+                report["budgets_released"].append(name)
+            dead_since = now
+        elif agent.dead_at is not None:
+            dead_since = clock.parse_iso(agent.dead_at)
+        else:
+            continue
+        departing.append(name)
+        if now - dead_since >= remove_after:
+            report["removed"].append(name)
+            unread = messages.unread_count(view, name)
+            if unread:
+                report["archived_messages"][name] = unread
+    held = locks.list_locks(view)
+    report["locks_released"] = [
+        lock for lock in held if lock["holder"] in departing or locks.is_stale(view, lock)
+    ]
+    max_attempts = view.config.lifecycle.max_attempts
+    for task in tasks.list_tasks(view):
+        if task["claimed_by"] in departing and task["state"] in ("claimed", "working"):
+            abandoned = task["attempts"] + 1 >= max_attempts
+            report["tasks_abandoned" if abandoned else "tasks_requeued"].append(task)
+    report["temp_files_removed"] = _stale_temp_files(view, now)
+    return report
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, list):
+            into[key].extend(value)
+        elif isinstance(value, dict):
+            into[key].update(value)
+
+
+def _count(value: Any) -> Any:
+    return len(value) if isinstance(value, list | dict) else value
