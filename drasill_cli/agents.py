@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from drasill_cli import clock, liveness
+from drasill_cli import clock, hardware, liveness
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
 from drasill_cli.models import AgentRecord
@@ -166,8 +166,13 @@ def register(
     vram_gb: float | None = None,
     replace: bool = False,
     cwd: str | None = None,
+    wait: float | None = None,
 ) -> dict[str, Any]:
-    """Register or refresh `name`; refuse a name held by a different live pid or session."""
+    """Register or refresh `name`; refuse a name held by a different live pid or session.
+
+    A RAM/VRAM declaration must fit in what is free (`hardware.admission`), else BudgetDenied
+    (exit 1), after retrying for up to `wait` seconds when given.
+    """
     check_agent_name(name)
     session = _clean_text("session", session)
     role = _clean_text("role", role)
@@ -183,6 +188,8 @@ def register(
             raise InvalidInput(
                 f"--{flag} must be zero or more, got {amount}", code="invalid-budget"
             )
+    if wait is not None and not wait >= 0:
+        raise InvalidInput(f"--wait must be zero or more seconds, got {wait}", code="invalid-wait")
     if session is not None and backend is None:
         backend = "heimdall"
     started = liveness.process_start_time(pid) if pid is not None else None
@@ -226,7 +233,10 @@ def register(
                 "registered_at": previous.get("registered_at") or clock.iso(),
             }
         )
-        mesh.store.write(record_path(name), record.to_record())
+        live = existing is not None and refresh and observer.state(existing) != "dead"
+        admitted = existing if live else None
+        with hardware.admission(mesh, record, admitted, wait):
+            mesh.store.write(record_path(name), record.to_record())
         mesh.store.touch(heartbeat_path(name))
     mesh.record(
         "register",
@@ -234,6 +244,8 @@ def register(
         pid=record.pid,
         session=record.session,
         backend=record.backend,
+        ram_gb=record.ram_gb,
+        vram_gb=record.vram_gb,
         replaced=bool(existing and replace),
     )
     return observer.view(record)

@@ -38,6 +38,12 @@ def register_cmd(
     replace: Annotated[
         bool, typer.Option("--replace", help="Take the name over from a live holder.")
     ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            help="If the --ram-gb/--vram-gb budget is not free, wait up to SECONDS for it."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Join the mesh as NAME (or refresh an existing registration)."""
@@ -54,6 +60,7 @@ def register_cmd(
         ram_gb=ram_gb,
         vram_gb=vram_gb,
         replace=replace,
+        wait=wait,
     )
     show_agent(agent, "registered", json_out)
 

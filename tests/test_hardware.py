@@ -1,0 +1,386 @@
+"""Hardware budgets with real processes: measure, admit, enforce, `mesh hw` (issue 8)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from drasill_cli import agents, audit, hardware
+from drasill_cli.config import BudgetsConfig, Config, WakeConfig
+from drasill_cli.errors import InvalidInput
+from drasill_cli.mesh import Mesh
+from tests.conftest import MeshRunner
+
+HOG = (
+    "import signal, sys, time\n"
+    "if '--ignore-term' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "held = b'x' * (300 * 1024 * 1024)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(120)\n"
+)
+PARENT = (
+    "import subprocess, sys\nsubprocess.run([sys.executable, '-c', sys.argv[1]], check=False)\n"
+)
+
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start processes that hold ~300 MB once they print `ready`; all are reaped at the end."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*extra: str, tree: bool = False) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-c", PARENT, HOG] if tree else [sys.executable, "-c", HOG]
+        proc = subprocess.Popen([*argv, *extra], stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    yield start
+    for proc in started:
+        for member in hardware.process_tree([proc.pid]):
+            for signum in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    member.send_signal(signum)
+                except psutil.NoSuchProcess:
+                    break
+        proc.wait(timeout=10)
+
+
+def mesh_with(mesh_dir: Path, **budgets: Any) -> Mesh:
+    """The Python API on the test's mesh with these budget settings."""
+    return Mesh.open(mesh_dir, Config(budgets=BudgetsConfig(**budgets)))
+
+
+def events(mesh: Mesh, name: str) -> list[dict[str, object]]:
+    """Audit events of one kind."""
+    return [e for e in audit.read_events(mesh) if e["event"] == name]
+
+
+def wait_status(pid: int, wanted: set[str], timeout: float = 5.0) -> str:
+    """Poll psutil until the process status is one of `wanted` (signals land asynchronously)."""
+    deadline = time.monotonic() + timeout
+    status = psutil.Process(pid).status()
+    while status not in wanted and time.monotonic() < deadline:
+        time.sleep(0.02)
+        status = psutil.Process(pid).status()
+    return status
+
+
+def proc_state(pid: int) -> str:
+    """The one-letter state in /proc/PID/stat (T for stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+
+def test_hw_report_measures_the_registered_process_tree(mesh: Mesh, spawn: Spawn) -> None:
+    parent = spawn(tree=True)
+    agents.register(mesh, "hog", pid=parent.pid, ram_gb=2.0)
+    agents.register(mesh, "idle", ram_gb=0.5)
+    report = hardware.hw_report(mesh)
+    ram = report["ram"]
+    assert ram["total_gb"] >= ram["available_gb"] > 0
+    assert ram["declared_gb"] == 2.5
+    assert ram["free_gb"] == round(min(ram["limit_gb"] - 2.5, ram["available_gb"]), 3)
+    rows = {row["name"]: row for row in report["agents"]}
+    hog = rows["hog"]
+    assert len(hog["pids"]) == 2  # the parent and the child that holds the memory
+    assert hog["pids"][0] == parent.pid
+    assert 0.28 < hog["measured"]["ram_gb"] < 1.0
+    assert hog["declared"] == {"ram_gb": 2.0, "vram_gb": None}
+    assert hog["over"] == []
+    assert rows["idle"]["measured"] == {"ram_gb": None}  # nothing to measure, not zero
+    assert "gpu" not in report
+
+
+def test_heimdall_session_child_is_measured(mesh_dir: Path, tmp_path: Path, spawn: Spawn) -> None:
+    sockets = tmp_path / "heimdall"
+    sockets.mkdir()
+    hog = spawn()
+    (sockets / "s1.sock").touch()
+    (sockets / "s1.pid").write_text(f"{os.getpid()}\n{hog.pid}\n")
+    mesh = Mesh.open(mesh_dir, Config(wake=WakeConfig(heimdall_socket_dir=str(sockets))))
+    agents.register(mesh, "sess", session="s1", backend="heimdall", ram_gb=1.0)
+    [row] = hardware.hw_report(mesh)["agents"]
+    assert row["pids"] == [hog.pid]
+    assert row["measured"]["ram_gb"] > 0.28
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_tmux_pane_process_is_measured(mesh: Mesh) -> None:
+    session = f"drasill-hw-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "sleep 60"], check=True)
+    try:
+        pane_pid = int(
+            subprocess.run(
+                ["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        agents.register(mesh, "pane", session=session, backend="tmux")
+        [row] = hardware.hw_report(mesh)["agents"]
+        assert row["pids"][0] == pane_pid
+        assert row["measured"]["ram_gb"] > 0
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+# ---- admission -------------------------------------------------------------------------------
+
+
+def test_second_declaration_beyond_ram_gb_is_refused_until_the_first_unregisters(
+    cli: MeshRunner,
+) -> None:
+    cli.config("[budgets]\nram_gb = 1.0\n")
+    cli.json("register", "one", "--ram-gb", "0.7")
+    done = cli.run("register", "two", "--ram-gb", "0.5", "--json")
+    assert done.returncode == 1, done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "budget-denied"
+    assert error["needed"] == {"ram_gb": 0.5}
+    assert error["free"] == {"ram_gb": 0.3}
+    human = cli.run("register", "two", "--ram-gb", "0.5")
+    assert human.returncode == 1
+    assert human.stdout == ""
+    assert "needs 0.5 GB of RAM but 0.3 GB is free" in human.stderr
+    assert [a["name"] for a in cli.json("agents")] == ["one"]  # nothing was written
+    cli.json("unregister", "one")
+    assert cli.json("register", "two", "--ram-gb", "0.5")["ram_gb"] == 0.5
+
+
+def test_wait_admits_once_budget_is_released_and_times_out_otherwise(cli: MeshRunner) -> None:
+    cli.config("[budgets]\nram_gb = 1.0\n")
+    cli.json("register", "one", "--ram-gb", "0.7")
+    started = time.monotonic()
+    timed_out = cli.run("register", "two", "--ram-gb", "0.5", "--wait", "0.6", "--json")
+    assert timed_out.returncode == 1
+    assert time.monotonic() - started >= 0.6
+    assert json.loads(timed_out.stdout)["error"]["free"] == {"ram_gb": 0.3}
+    waiter = subprocess.Popen(
+        cli.argv("register", "two", "--ram-gb", "0.5", "--wait", "30", "--json"),
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    assert waiter.poll() is None  # still waiting for budget
+    cli.json("unregister", "one")
+    out, _ = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0
+    assert json.loads(out)["name"] == "two"
+
+
+def test_concurrent_registrations_never_exceed_the_limit(cli: MeshRunner) -> None:
+    cli.config("[budgets]\nram_gb = 1.0\n")
+    procs = [
+        subprocess.Popen(
+            cli.argv("register", f"racer-{i}", "--ram-gb", "0.4", "--json"),
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(5)
+    ]
+    codes = sorted(proc.wait(timeout=60) for proc in procs)
+    for proc in procs:
+        proc.communicate()
+    assert codes == [0, 0, 1, 1, 1]
+    assert hardware.hw_report(Mesh.open(cli.mesh_dir, Config()))["ram"]["declared_gb"] == 0.8
+
+
+def test_refresh_counts_only_the_increase_and_dead_agents_release(mesh_dir: Path) -> None:
+    mesh = mesh_with(mesh_dir, ram_gb=1.0)
+    agents.register(mesh, "one", ram_gb=0.7)
+    agents.register(mesh, "one", ram_gb=0.9)  # its own 0.7 is not counted against it
+    agents.register(mesh, "one", ram_gb=0.9)  # keeping an admitted declaration needs no check
+    with pytest.raises(hardware.BudgetDenied) as denied:
+        agents.register(mesh, "two", ram_gb=0.2)
+    assert denied.value.exit_code == 1
+    assert denied.value.details == {"needed": {"ram_gb": 0.2}, "free": {"ram_gb": 0.1}}
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    agents.register(mesh, "one", pid=gone.pid, ram_gb=0.9, replace=True)  # a dead agent
+    assert agents.register(mesh, "two", ram_gb=1.0)["ram_gb"] == 1.0
+    with pytest.raises(InvalidInput):
+        agents.register(mesh, "three", ram_gb=0.1, wait=-1)
+
+
+def test_free_is_capped_by_available_ram_plus_the_agents_own_use(
+    mesh: Mesh, spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hog = spawn()
+    scarce = {"total_gb": 16.0, "available_gb": 0.05, "used_gb": 15.95}
+    monkeypatch.setattr(hardware, "ram_probe", lambda: scarce)
+    with pytest.raises(hardware.BudgetDenied) as denied:
+        agents.register(mesh, "newcomer", ram_gb=0.1)
+    assert denied.value.details["free"] == {"ram_gb": 0.05}
+    # The machine's available RAM already excludes the hog's 300 MB: they are its own.
+    assert agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.3)["pid"] == hog.pid
+
+
+# ---- enforcement -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def inbox(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mesh, str], list[str]]:
+    """Bodies of the messages an agent received from the mesh: its real inbox once messages.py
+    exists; until it lands, a stand-in records `send` calls so the warn path runs."""
+    if importlib.util.find_spec("drasill_cli.messages") is not None:
+        from drasill_cli import messages
+
+        return lambda mesh, name: [
+            m["body"] for m in messages.list_unread(mesh, name) if m["from"] == "mesh"
+        ]
+    sent: list[tuple[str, str]] = []
+
+    def send(_mesh: Mesh, to: str, body: str, **_options: Any) -> list[dict[str, Any]]:
+        sent.append((to, body))
+        return []
+
+    stand_in = types.ModuleType("drasill_cli.messages")
+    stand_in.send = send  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "drasill_cli.messages", stand_in)
+    return lambda _mesh, name: [body for to, body in sent if to == name]
+
+
+def test_warn_policy_messages_the_agent_once_per_overrun(
+    mesh: Mesh, spawn: Spawn, inbox: Callable[[Mesh, str], list[str]]
+) -> None:
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    [action] = hardware.enforce(mesh, "warn")
+    assert action["action"] == "warn"
+    assert action["delivered"] is True
+    [over] = action["over"]
+    assert over["resource"] == "ram"
+    assert over["declared_gb"] == 0.1
+    assert over["measured_gb"] > 0.28
+    [event] = events(mesh, "budget-warn")
+    assert event["agent"] == "hog"
+    assert event["actor"] == "mesh"
+    [body] = inbox(mesh, "hog")
+    assert "GB of RAM (declared 0.1 GB)" in body
+    assert "--ram-gb" in body
+    assert hardware.enforce(mesh, "warn") == []  # the same overrun is not warned again
+    assert len(inbox(mesh, "hog")) == 1
+    assert psutil.Process(hog.pid).status() != psutil.STATUS_STOPPED
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=1.0)
+    assert hardware.enforce(mesh, "warn") == []  # under again: the warning is forgotten
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.2)
+    assert [a["action"] for a in hardware.enforce(mesh, "warn")] == ["warn"]
+
+
+def test_pause_policy_stops_the_tree_and_resumes_it_when_declaration_is_raised(
+    mesh_dir: Path, spawn: Spawn
+) -> None:
+    mesh = mesh_with(mesh_dir, policy="pause")
+    parent = spawn(tree=True)
+    [child] = psutil.Process(parent.pid).children()
+    agents.register(mesh, "hog", pid=parent.pid, ram_gb=0.1)
+    [action] = hardware.enforce(mesh)  # the configured policy
+    assert action["action"] == "pause"
+    assert sorted(action["pids"]) == sorted([parent.pid, child.pid])
+    for pid in (parent.pid, child.pid):
+        assert wait_status(pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
+        assert proc_state(pid) == "T"
+    assert hardware.enforce(mesh) == []  # stays paused, nothing to do twice
+    assert hardware.hw_report(mesh)["agents"][0]["paused"] is True
+    agents.register(mesh, "hog", pid=parent.pid, ram_gb=1.0)
+    [resumed] = hardware.enforce(mesh)
+    assert resumed["action"] == "resume"
+    for pid in (parent.pid, child.pid):
+        assert wait_status(pid, {psutil.STATUS_SLEEPING}) == psutil.STATUS_SLEEPING
+    assert [e["agent"] for e in events(mesh, "budget-resume")] == ["hog"]
+    assert hardware.hw_report(mesh)["agents"][0]["paused"] is False
+
+
+def test_a_paused_agent_that_unregisters_is_resumed(mesh: Mesh, spawn: Spawn) -> None:
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    assert [a["action"] for a in hardware.enforce(mesh, "pause")] == ["pause"]
+    assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
+    agents.unregister(mesh, "hog")
+    [action] = hardware.enforce(mesh, "pause")
+    assert action == {
+        "agent": "hog",
+        "action": "resume",
+        "pids": [hog.pid],
+        "reason": "unregistered or dead",
+    }
+    assert wait_status(hog.pid, {psutil.STATUS_SLEEPING}) == psutil.STATUS_SLEEPING
+
+
+def test_kill_policy_terminates_the_agent(mesh_dir: Path, spawn: Spawn) -> None:
+    mesh = mesh_with(mesh_dir, kill_grace=10.0)
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    started = time.monotonic()
+    [action] = hardware.enforce(mesh, "kill")
+    assert time.monotonic() - started < 5  # SIGTERM sufficed: no wait for the grace period
+    assert action["action"] == "kill"
+    assert action["forced"] == []
+    hog.wait(timeout=5)
+    assert not psutil.pid_exists(hog.pid)
+    assert agents.list_agents(mesh, include_dead=True)[0]["state"] == "dead"
+    assert events(mesh, "budget-kill")[0]["pids"] == [hog.pid]
+
+
+def test_kill_policy_sigkills_what_ignores_sigterm_after_the_grace(
+    mesh_dir: Path, spawn: Spawn
+) -> None:
+    mesh = mesh_with(mesh_dir, kill_grace=0.5)
+    hog = spawn("--ignore-term")
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    [action] = hardware.enforce(mesh, "kill")
+    assert action["forced"] == [hog.pid]
+    hog.wait(timeout=5)
+    assert not psutil.pid_exists(hog.pid)
+
+
+def test_enforce_never_signals_its_own_process(mesh: Mesh) -> None:
+    agents.register(mesh, "me", pid=os.getpid(), ram_gb=0.001)
+    [action] = hardware.enforce(mesh, "pause")
+    assert action["pids"] == []
+    with pytest.raises(InvalidInput):
+        hardware.enforce(mesh, "explode")
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+
+
+def test_mesh_hw_json_without_gpu(cli: MeshRunner, spawn: Spawn) -> None:
+    hog = spawn()
+    cli.json("register", "hog", "--pid", str(hog.pid), "--ram-gb", "0.5")
+    report = cli.json("hw")
+    assert {"total_gb", "available_gb", "used_gb", "limit_gb", "free_gb"} <= report["ram"].keys()
+    assert "gpu" not in report
+    [row] = report["agents"]
+    assert row["declared"]["ram_gb"] == 0.5
+    assert row["measured"]["ram_gb"] > 0.28
+    assert "vram_gb" not in row["measured"]
+    human = cli.run("hw")
+    assert human.returncode == 0
+    assert "RAM: total" in human.stdout
+    assert "GPU: none found" in human.stdout
+    assert "hog" in human.stdout
