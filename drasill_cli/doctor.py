@@ -1,0 +1,263 @@
+"""`mesh doctor`: what is installed, whether the mesh directory is safe, what to do about each.
+
+Required (exit 1 when one fails): a usable Python environment, a config file that parses, and a
+mesh directory that is safe and writable. Everything else (heimdall, tmux, git, the AI CLIs,
+NVML, a local file system) is optional and only warned about, with the fix.
+
+Doctor never creates or changes the mesh: it inspects what is there, so it can be run on a
+broken setup to learn why other commands refuse it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from drasill_cli import tools
+from drasill_cli.config import Config, load_config, resolve_mesh_dir
+from drasill_cli.errors import MeshError
+from drasill_cli.store import FileStore
+
+PYTHON_MIN = (3, 11)
+DEPENDENCIES = ("typer", "rich", "pydantic", "filelock", "watchfiles", "psutil")
+MOUNTS = Path("/proc/mounts")
+# File systems where an OS lock taken on one client does not exclude another client.
+NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb3",
+        "smbfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "davfs",
+        "fuse.sshfs",
+        "fuse.rclone",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.glusterfs",
+    }
+)
+
+
+def _check(
+    name: str, status: str, detail: str, fix: str | None = None, *, required: bool = False
+) -> dict[str, Any]:
+    return {"name": name, "status": status, "required": required, "detail": detail, "fix": fix}
+
+
+def check_python() -> dict[str, Any]:
+    """The interpreter is new enough and every runtime dependency can be imported."""
+    version = ".".join(str(part) for part in sys.version_info[:3])
+    if sys.version_info[:2] < PYTHON_MIN:
+        return _check(
+            "python",
+            "fail",
+            f"Python {version} at {sys.executable}",
+            f"install Python {'.'.join(map(str, PYTHON_MIN))} or newer and reinstall drasill-cli",
+            required=True,
+        )
+    missing = [name for name in DEPENDENCIES if importlib.util.find_spec(name) is None]
+    if missing:
+        return _check(
+            "python",
+            "fail",
+            f"Python {version}; missing packages: {', '.join(missing)}",
+            f"{sys.executable} -m pip install drasill-cli (or: pip install {' '.join(missing)})",
+            required=True,
+        )
+    return _check("python", "ok", f"Python {version} at {sys.executable}", required=True)
+
+
+def _load_config() -> tuple[Config, dict[str, Any]]:
+    try:
+        config = load_config()
+        tools.profiles(config)  # a bad [tools.NAME] table makes `bridge` and `tools` exit 2
+    except MeshError as exc:
+        return Config(), _check(
+            "config", "fail", exc.message, "fix the file, or unset DRASILL_CONFIG", required=True
+        )
+    where = config.source or "none (defaults)"
+    return config, _check("config", "ok", f"config file: {where}", required=True)
+
+
+def _nearest_existing(path: Path) -> Path:
+    current = path
+    while not os.path.lexists(current) and current != current.parent:
+        current = current.parent
+    return current
+
+
+def check_mesh_dir(root: Path, config: Config) -> dict[str, Any]:
+    """The mesh directory is ours, not writable by others, and writable by us."""
+    if not os.path.lexists(root):
+        parent = _nearest_existing(root.parent)
+        if os.access(parent, os.W_OK | os.X_OK):
+            return _check(
+                "mesh-dir",
+                "ok",
+                f"{root} does not exist yet; the first command that writes creates it (0700)",
+                required=True,
+            )
+        return _check(
+            "mesh-dir",
+            "fail",
+            f"{root} does not exist and {parent} is not writable",
+            "choose a mesh directory you can create: --mesh-dir DIR or DRASILL_MESH_DIR",
+            required=True,
+        )
+    try:
+        FileStore.open(root, group_shared=config.group_shared)
+    except MeshError as exc:
+        return _check(
+            "mesh-dir", "fail", f"{root}: refused ({exc.code})", exc.message, required=True
+        )
+    if not os.access(root, os.W_OK | os.X_OK):
+        return _check(
+            "mesh-dir",
+            "fail",
+            f"{root} is not writable by you",
+            f"chmod u+rwx {root}",
+            required=True,
+        )
+    mode = "group-shared" if config.group_shared else "private"
+    return _check("mesh-dir", "ok", f"{root} is safe and writable ({mode})", required=True)
+
+
+def _unescape(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def filesystem_of(path: Path, mounts_text: str) -> tuple[str, str] | None:
+    """(mount point, file system type) of the mount holding `path`, from /proc/mounts text."""
+    target = str(path)
+    best: tuple[str, str] | None = None
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point, fstype = _unescape(fields[1]), fields[2]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = (point, fstype)
+    return best
+
+
+def check_filesystem(root: Path) -> dict[str, Any]:
+    """Warn when the mesh lives on a network file system, where OS locks do not exclude."""
+    where = Path(os.path.realpath(_nearest_existing(root)))
+    try:
+        mounts = MOUNTS.read_text()
+    except OSError:
+        return _check("filesystem", "warn", "cannot read /proc/mounts to tell the file system")
+    found = filesystem_of(where, mounts)
+    if found is None:
+        return _check("filesystem", "warn", f"no mount found for {where}")
+    point, fstype = found
+    if fstype in NETWORK_FS or fstype.split(".")[0] in NETWORK_FS:
+        return _check(
+            "filesystem",
+            "warn",
+            f"{root} is on {fstype} (mounted at {point}): file locks taken on one machine do "
+            "not exclude processes on another, so claims and locks are only safe when every "
+            "agent runs on this one machine",
+            "put the mesh on a local disk (--mesh-dir or DRASILL_MESH_DIR), e.g. under "
+            "~/.local/share or /tmp",
+        )
+    return _check("filesystem", "ok", f"{root} is on {fstype} (mounted at {point})")
+
+
+def check_program(
+    name: str, program: str, why: str, fix: str, version_args: tuple[str, ...] = ("--version",)
+) -> dict[str, Any]:
+    """An optional program on PATH, with its version."""
+    path = shutil.which(program)
+    if path is None:
+        return _check(name, "warn", f"`{program}` not found on PATH: {why}", fix)
+    version = tools.version_of((path, *version_args)) or "version unknown"
+    return _check(name, "ok", f"{path}: {version}")
+
+
+def check_ai_clis(config: Config) -> dict[str, Any]:
+    """At least one AI coding CLI is installed."""
+    found = [row for row in tools.detect(config) if row["installed"]]
+    if not found:
+        known = ", ".join(tools.profiles(config))
+        return _check(
+            "ai-clis",
+            "warn",
+            f"no AI coding CLI found on PATH (looked for {known})",
+            "install one (e.g. Claude Code: npm install -g @anthropic-ai/claude-code), or add "
+            'yours to the config file: [tools.NAME] command = ["mycli", "{prompt}"]',
+        )
+    names = ", ".join(f"{row['name']} ({row['version'] or 'version unknown'})" for row in found)
+    return _check("ai-clis", "ok", names)
+
+
+def check_nvml() -> dict[str, Any]:
+    """GPU memory can be measured (only needed for --vram-gb budgets)."""
+    from drasill_cli import hardware
+
+    gpu = hardware.gpu_probe()
+    if gpu is None:
+        return _check(
+            "nvml",
+            "warn",
+            "no NVIDIA GPU visible through NVML: GPU budgets (--vram-gb) cannot be measured",
+            "ignore this on machines without a GPU; else install the NVIDIA driver "
+            "(nvidia-smi must work)",
+        )
+    names = ", ".join(device["name"] for device in gpu["devices"])
+    return _check("nvml", "ok", f"{len(gpu['devices'])} GPU(s): {names}")
+
+
+def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Every check, and whether all required ones passed."""
+    checks = [check_python()]
+    config, config_check = _load_config()
+    checks.append(config_check)
+    root = resolve_mesh_dir(mesh_dir, config)
+    checks.append(check_mesh_dir(root, config))
+    checks.append(check_filesystem(root))
+    checks.append(
+        check_program(
+            "heimdall",
+            "hm",
+            "agents cannot run in heimdall sessions (wake-ups then need tmux)",
+            "install heimdall (the `hm` pty supervisor), or launch agents with --backend tmux",
+        )
+    )
+    checks.append(
+        check_program(
+            "tmux",
+            "tmux",
+            "tmux-backed agents cannot be launched or woken",
+            "install tmux (e.g. apt install tmux), or use heimdall",
+            ("-V",),
+        )
+    )
+    checks.append(
+        check_program(
+            "git",
+            "git",
+            "agents usually need git to work on a repository",
+            "install git (e.g. apt install git)",
+        )
+    )
+    checks.append(check_ai_clis(config))
+    checks.append(check_nvml())
+    ok = all(c["status"] != "fail" for c in checks if c["required"])
+    return {"ok": ok, "mesh_dir": str(root), "checks": checks}
