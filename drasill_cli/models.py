@@ -44,3 +44,31 @@ class AgentRecord(Record):
     vram_gb: float | None = Field(default=None, ge=0)
     registered_at: str
     dead_at: str | None = None
+
+
+TaskState = Literal["queued", "claimed", "working", "review", "completed", "failed", "abandoned"]
+
+
+class Task(Record):
+    """A task's stored record: the single truth about it (the queue and held indexes are hints).
+
+    `attempts` counts claimants that died holding the task; `claimed_by` stays set after `done`
+    and `fail` (who did it) and is cleared when the task goes back to the queue.
+    """
+
+    id: str
+    title: str
+    body: str = ""
+    state: TaskState
+    priority: int = 0
+    created_by: str | None = None
+    claimed_by: str | None = None
+    claimed_at: str | None = None
+    created_at: str
+    updated_at: str
+    attempts: int = Field(default=0, ge=0)
+    result: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    review: bool = False
+    approved_by: str | None = None
+    cwd: str | None = None

@@ -1,0 +1,625 @@
+"""Tasks: add, claim exactly once, move through the lifecycle, depend on each other, get reviewed.
+
+Each task is one record, `tasks/<id>.json`, and every change to it is a read-decide-write under
+the task's own filelock (`task-<id>`), so of any number of racing claimers exactly one wins and
+only the claimant can move its task. Two indexes of empty marker files keep the hot paths from
+reading every record:
+
+- `tasks/queued/<priority key>_<id>.ref`: the queued tasks; the names sort by priority (highest
+  first), then by id (oldest first), so `claim --next` walks them in claim order;
+- `tasks/held/<agent>/<id>.ref`: the claimed and working tasks of each agent, for requeueing the
+  tasks of a dead agent.
+
+The record is the truth and the markers are hints: a marker is created before the record enters
+its state and removed after the record leaves it, so a crash can leave a stale marker (skipped
+and removed under the task's lock when met) but never hide a queued or held task.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from drasill_cli import clock
+from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
+from drasill_cli.mesh import Mesh
+from drasill_cli.models import Task, TaskState
+from drasill_cli.names import check_agent_name
+
+TASK_DIR = "tasks"
+QUEUE_DIR = f"{TASK_DIR}/queued"
+HELD_DIR = f"{TASK_DIR}/held"
+MARKER_SUFFIX = ".ref"
+STATES: tuple[str, ...] = get_args(TaskState)
+HELD_STATES = frozenset({"claimed", "working"})
+PRIORITY_LIMIT = 1_000_000
+MAX_TITLE_CHARS = 200
+LOCK_TIMEOUT_S = 30.0
+_ID_RE = re.compile(r"[a-z0-9-]{1,64}")
+
+Decide = Callable[[Task], Task]
+
+
+class TaskBusy(NegativeOutcome):
+    """Another process holds the task's lock (a racing claimer, or one that hangs)."""
+
+    default_code = "task-busy"
+
+
+def record_path(task_id: str) -> str:
+    """Where the task's record is stored."""
+    return f"{TASK_DIR}/{task_id}.json"
+
+
+def _queue_marker(task: Task) -> str:
+    # Fixed width, so that the names sort by priority descending: 0000000 is PRIORITY_LIMIT.
+    return f"{QUEUE_DIR}/{PRIORITY_LIMIT - task.priority:07d}_{task.id}{MARKER_SUFFIX}"
+
+
+def _marker_task_id(marker: str) -> str:
+    return marker.removesuffix(MARKER_SUFFIX).partition("_")[2]
+
+
+def _held_marker(agent: str, task_id: str) -> str:
+    return f"{HELD_DIR}/{agent}/{task_id}{MARKER_SUFFIX}"
+
+
+def _holder(task: Task | None) -> str | None:
+    """The agent a claimed or working task belongs to (None in every other state)."""
+    if task is None or task.state not in HELD_STATES:
+        return None
+    return task.claimed_by
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+def _load(mesh: Mesh, task_id: str) -> Task | None:
+    """The task's record, or None; a record that is not a valid task is quarantined."""
+    raw = mesh.store.read(record_path(task_id))
+    if raw is None:
+        return None
+    try:
+        task = Task.model_validate(raw)
+    except ValidationError:
+        mesh.store.quarantine(record_path(task_id), "is not a valid task record")
+        return None
+    if task.id != task_id:
+        mesh.store.quarantine(record_path(task_id), f"holds task {task.id!r}, not {task_id!r}")
+        return None
+    return task
+
+
+def _require(mesh: Mesh, task_id: str) -> Task:
+    task = _load(mesh, task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id!r}; see `mesh task list`", code="unknown-task")
+    return task
+
+
+def resolve_id(mesh: Mesh, ref: str) -> str:
+    """The full id of the task `ref` names: the id itself or a unique prefix of one."""
+    ref = ref.strip().lower()
+    if not _ID_RE.fullmatch(ref):
+        raise InvalidInput(
+            f"{ref!r} is not a task id: ids look like t-0123456789abc-wxyz (a unique prefix "
+            "is enough)",
+            code="invalid-task-id",
+        )
+    if mesh.store.mtime(record_path(ref)) is not None:
+        return ref
+    matches = [
+        name.removesuffix(".json") for name in mesh.store.names(TASK_DIR) if name.startswith(ref)
+    ]
+    if not matches:
+        raise NotFound(f"no task matches {ref!r}; see `mesh task list`", code="unknown-task")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise InvalidInput(
+            f"task id prefix {ref!r} is ambiguous ({len(matches)} tasks: {shown}); "
+            "give more characters",
+            code="ambiguous-task-id",
+        )
+    return matches[0]
+
+
+def get_task(mesh: Mesh, ref: str) -> dict[str, Any]:
+    """The task object for an id or unique id prefix; NotFound (exit 3) if there is none."""
+    return _require(mesh, resolve_id(mesh, ref)).to_record()
+
+
+def list_tasks(mesh: Mesh, state: str | None = None) -> list[dict[str, Any]]:
+    """Every task (or those in `state`), oldest first."""
+    if state is not None and state not in STATES:
+        raise InvalidInput(
+            f"unknown task state {state!r}; use one of {', '.join(STATES)}",
+            code="invalid-state",
+        )
+    found = []
+    for name in mesh.store.names(TASK_DIR):
+        task = _load(mesh, name.removesuffix(".json"))
+        if task is not None and (state is None or task.state == state):
+            found.append(task.to_record())
+    return found
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(mesh: Mesh, task_id: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """The task's filelock; a holder that never lets go becomes a clear exit 1, not a hang."""
+    from filelock import Timeout
+
+    try:
+        with mesh.store.lock(f"task-{task_id}", timeout=timeout):
+            yield
+    except Timeout:
+        raise TaskBusy(
+            f"task {task_id} is busy: another mesh process held its lock for {timeout:g}s; "
+            "try again"
+        ) from None
+
+
+def _save(mesh: Mesh, before: Task | None, after: Task) -> None:
+    """Write the record and keep both indexes in step (markers added first, removed last)."""
+    store = mesh.store
+    was_queued = before is not None and before.state == "queued"
+    old_holder, new_holder = _holder(before), _holder(after)
+    if after.state == "queued" and not was_queued:
+        store.touch(_queue_marker(after))
+    if new_holder is not None and new_holder != old_holder:
+        store.touch(_held_marker(new_holder, after.id))
+    store.write(record_path(after.id), after.to_record())
+    if before is not None and was_queued and after.state != "queued":
+        store.remove(_queue_marker(before))
+    if old_holder is not None and old_holder != new_holder:
+        store.remove(_held_marker(old_holder, after.id))
+
+
+def _change(
+    mesh: Mesh,
+    task_id: str,
+    actor: str | None,
+    event: str,
+    decide: Decide,
+    **details: Any,
+) -> dict[str, Any]:
+    """Read, decide and write one task under its lock, and audit the change.
+
+    `decide` raises (nothing is written) or returns the new record. The audit line, with the
+    state before and after, is appended inside the lock, so the log orders each task's events
+    as they happened.
+    """
+    if actor is not None:
+        check_agent_name(actor)
+    with _locked(mesh, task_id):
+        before = _require(mesh, task_id)
+        after = decide(before).model_copy(update={"updated_at": clock.iso()})
+        _save(mesh, before, after)
+        if before.claimed_by is not None and before.claimed_by != after.claimed_by:
+            details["previous_claimant"] = before.claimed_by
+        mesh.record(
+            event, actor, task=task_id, state=after.state, from_state=before.state, **details
+        )
+    return after.to_record()
+
+
+# ---- add -------------------------------------------------------------------------------------
+
+
+def _check_text(field: str, value: str, limit: int) -> None:
+    if len(value.encode("utf-8")) > limit:
+        raise InvalidInput(
+            f"--{field} is {len(value.encode('utf-8'))} bytes, over the limit of {limit} "
+            "(messages.max_body_bytes); put long text in a file and refer to its path",
+            code=f"invalid-{field}",
+        )
+
+
+def _check_title(title: str) -> str:
+    title = title.strip()
+    if (
+        not title
+        or len(title) > MAX_TITLE_CHARS
+        or any(ord(c) < 32 or ord(c) == 127 for c in title)
+    ):
+        raise InvalidInput(
+            f"a task title must be one line of 1 to {MAX_TITLE_CHARS} printable characters, "
+            f"got {title!r}; put details in --body",
+            code="invalid-title",
+        )
+    return title
+
+
+def _find_cycle(mesh: Mesh, start: str) -> list[str] | None:
+    """A cycle of unfinished tasks reachable from `start` (the ids along it), or None.
+
+    Dependencies are fixed when a task is added and must exist then, so only edited or
+    damaged records can hold a cycle. Completed tasks end the walk: they block nobody,
+    whatever they depend on, and that keeps the walk short in long pipelines.
+    """
+    finished: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+    pending: list[Iterator[str]] = []
+
+    def enter(task_id: str) -> None:
+        task = _load(mesh, task_id)
+        path.append(task_id)
+        on_path.add(task_id)
+        unfinished = task is not None and task.state != "completed"
+        pending.append(iter(task.depends_on if task is not None and unfinished else []))
+
+    enter(start)
+    while pending:
+        dep = next(pending[-1], None)
+        if dep is None:
+            pending.pop()
+            on_path.discard(path[-1])
+            finished.add(path.pop())
+        elif dep in on_path:
+            return [*path[path.index(dep) :], dep]
+        elif dep not in finished:
+            enter(dep)
+    return None
+
+
+def _check_dependencies(mesh: Mesh, refs: Sequence[str]) -> list[str]:
+    """Full ids of the dependencies, each existing and free of cycles; else exit 2."""
+    resolved: list[str] = []
+    for ref in refs:
+        try:
+            task_id = resolve_id(mesh, ref)
+        except NotFound:
+            raise InvalidInput(
+                f"--depends {ref!r}: no such task; add it first (see `mesh task list`)",
+                code="unknown-dependency",
+            ) from None
+        if task_id not in resolved:
+            resolved.append(task_id)
+    for task_id in resolved:
+        cycle = _find_cycle(mesh, task_id)
+        if cycle is not None:
+            raise InvalidInput(
+                f"--depends {task_id}: its dependencies form a cycle ({' -> '.join(cycle)}), "
+                "so it could never run; fix those tasks first",
+                code="dependency-cycle",
+            )
+    return resolved
+
+
+def add_task(
+    mesh: Mesh,
+    title: str,
+    *,
+    actor: str | None = None,
+    body: str = "",
+    priority: int = 0,
+    depends_on: Sequence[str] = (),
+    review: bool = False,
+    cwd: str | None = None,
+) -> dict[str, Any]:
+    """Queue a new task; invalid input (exit 2) writes nothing."""
+    if actor is not None:
+        check_agent_name(actor)
+    title = _check_title(title)
+    limit = mesh.config.messages.max_body_bytes
+    _check_text("body", body, limit)
+    if not -PRIORITY_LIMIT <= priority <= PRIORITY_LIMIT:
+        raise InvalidInput(
+            f"--priority must be between {-PRIORITY_LIMIT} and {PRIORITY_LIMIT}, got {priority}",
+            code="invalid-priority",
+        )
+    deps = _check_dependencies(mesh, depends_on)
+    now = clock.iso()
+    task = Task(
+        id=clock.new_id("t"),
+        title=title,
+        body=body,
+        state="queued",
+        priority=priority,
+        created_by=actor,
+        created_at=now,
+        updated_at=now,
+        depends_on=deps,
+        review=review,
+        cwd=cwd or os.getcwd(),
+    )
+    _save(mesh, None, task)  # a new id: nobody else can reach the task yet, so no lock
+    mesh.record(
+        "task-add", actor, task=task.id, state=task.state, priority=priority, depends_on=deps
+    )
+    return task.to_record()
+
+
+# ---- claim -----------------------------------------------------------------------------------
+
+
+def _pending_dependencies(mesh: Mesh, task: Task, cache: dict[str, str]) -> list[str]:
+    """`id (state)` of each dependency not completed yet (completed is final, so cacheable)."""
+    pending = []
+    for dep in task.depends_on:
+        if dep not in cache:
+            found = _load(mesh, dep)
+            cache[dep] = found.state if found is not None else "missing"
+        if cache[dep] != "completed":
+            pending.append(f"{dep} ({cache[dep]})")
+    return pending
+
+
+def _claim_lost(task: Task) -> NegativeOutcome:
+    holder = f" by {task.claimed_by}" if task.claimed_by else ""
+    return NegativeOutcome(
+        f"claim lost: task {task.id} is {task.state}{holder}; take another with "
+        "`mesh claim --next`",
+        code="claim-lost",
+        state=task.state,
+        claimed_by=task.claimed_by,
+    )
+
+
+def _claimed(mesh: Mesh, task: Task, actor: str) -> Task:
+    """The decision of a claim: the task held by `actor`, or NegativeOutcome (claim lost)."""
+    if task.state != "queued":
+        raise _claim_lost(task)
+    pending = _pending_dependencies(mesh, task, {})
+    if pending:
+        raise NegativeOutcome(
+            f"task {task.id} waits for its dependencies: {', '.join(pending)}; claim it once "
+            "they are completed, or take another with `mesh claim --next`",
+            code="dependencies-pending",
+        )
+    return task.model_copy(
+        update={"state": "claimed", "claimed_by": actor, "claimed_at": clock.iso()}
+    )
+
+
+def claim(mesh: Mesh, actor: str, ref: str) -> dict[str, Any]:
+    """Claim one task: exactly one of any number of racing claimers wins, the others exit 1."""
+    task_id = resolve_id(mesh, ref)
+    seen = _require(mesh, task_id)
+    if seen.state != "queued":
+        # Records are replaced atomically, so this unlocked look is a whole, true past state:
+        # losers of a race leave without queueing for the lock.
+        raise _claim_lost(seen)
+    return _change(mesh, task_id, actor, "task-claim", lambda task: _claimed(mesh, task, actor))
+
+
+def _try_claim_next(mesh: Mesh, actor: str, marker: str, timeout: float) -> Task | None:
+    """Claim the task of a queue marker if it is still queued and ready; else None."""
+    task_id = _marker_task_id(marker)
+    with _locked(mesh, task_id, timeout):
+        task = _load(mesh, task_id)
+        if task is None or task.state != "queued":
+            mesh.store.remove(f"{QUEUE_DIR}/{marker}")  # stale: the record moved on
+            return None
+        if _pending_dependencies(mesh, task, {}):
+            return None
+        after = _claimed(mesh, task, actor).model_copy(update={"updated_at": clock.iso()})
+        _save(mesh, task, after)
+        mesh.record(
+            "task-claim", actor, task=task_id, state=after.state, from_state="queued", next=True
+        )
+        return after
+
+
+def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
+    """Claim the highest-priority, oldest queued task whose dependencies are all completed.
+
+    Candidates come from the queue index in claim order. A candidate whose lock is taken is
+    being claimed by a racer, so it is skipped at once and only retried (waiting for the lock)
+    when nothing else could be claimed; racing claimers thus spread over the queue.
+    """
+    check_agent_name(actor)
+    states: dict[str, str] = {}
+    busy: list[str] = []
+    waiting = 0
+    for marker in mesh.store.names(QUEUE_DIR, MARKER_SUFFIX):
+        seen = _load(mesh, _marker_task_id(marker))
+        if (
+            seen is not None
+            and seen.state == "queued"
+            and _pending_dependencies(mesh, seen, states)
+        ):
+            waiting += 1
+            continue
+        try:
+            won = _try_claim_next(mesh, actor, marker, timeout=0)
+        except TaskBusy:
+            busy.append(marker)
+            continue
+        if won is not None:
+            return won.to_record()
+    for marker in busy:
+        won = _try_claim_next(mesh, actor, marker, timeout=LOCK_TIMEOUT_S)
+        if won is not None:
+            return won.to_record()
+    if waiting:
+        why = (
+            f"{waiting} queued task(s) wait for dependencies that are not completed; "
+            "see `mesh task list`"
+        )
+    else:
+        why = "no task is queued; add work with `mesh task add`"
+    raise NegativeOutcome(
+        f"nothing to claim: {why}",
+        code="nothing-claimable",
+        waiting=waiting,
+    )
+
+
+# ---- lifecycle -------------------------------------------------------------------------------
+
+
+def _revive_hint(task: Task) -> str:
+    if task.state in ("failed", "abandoned"):
+        return f"; requeue it with `mesh task release {task.id} --force`"
+    if task.state == "queued":
+        return f"; claim it first with `mesh claim {task.id}`"
+    return ""
+
+
+def _own(task: Task, actor: str, verb: str) -> None:
+    """Refuse (exit 1) unless `actor` is the claimant of the claimed or working task."""
+    if task.claimed_by is None:
+        raise NegativeOutcome(
+            f"task {task.id} is {task.state} and nobody holds it{_revive_hint(task)}",
+            code="not-claimant",
+        )
+    if task.claimed_by != actor:
+        raise NegativeOutcome(
+            f"task {task.id} is claimed by {task.claimed_by}, not {actor}; only the claimant may "
+            f"{verb} it",
+            code="not-claimant",
+            claimed_by=task.claimed_by,
+        )
+    if task.state not in HELD_STATES:
+        raise NegativeOutcome(
+            f"cannot {verb} task {task.id}: it is {task.state}, not claimed or working"
+            f"{_revive_hint(task)}",
+            code="wrong-state",
+            state=task.state,
+        )
+
+
+def _with_result(task: Task, result: str | None, limit: int, **update: Any) -> Task:
+    if result is not None:
+        _check_text("result", result, limit)
+        update["result"] = result
+    return task.model_copy(update=update)
+
+
+def start(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
+    """The claimant begins work: claimed -> working (repeating it is harmless)."""
+    limit = mesh.config.messages.max_body_bytes
+
+    def decide(task: Task) -> Task:
+        _own(task, actor, "start")
+        return _with_result(task, result, limit, state="working")
+
+    return _change(mesh, resolve_id(mesh, ref), actor, "task-start", decide)
+
+
+def done(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
+    """The claimant finishes: completed, or review for a task added with `--review`."""
+    limit = mesh.config.messages.max_body_bytes
+
+    def decide(task: Task) -> Task:
+        _own(task, actor, "finish")
+        return _with_result(task, result, limit, state="review" if task.review else "completed")
+
+    return _change(mesh, resolve_id(mesh, ref), actor, "task-done", decide)
+
+
+def fail(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
+    """The claimant gives up for good: failed (requeue it with `release --force`)."""
+    limit = mesh.config.messages.max_body_bytes
+
+    def decide(task: Task) -> Task:
+        _own(task, actor, "fail")
+        return _with_result(task, result, limit, state="failed")
+
+    return _change(mesh, resolve_id(mesh, ref), actor, "task-fail", decide)
+
+
+FORCE_RELEASABLE = frozenset({"claimed", "working", "review", "failed", "abandoned"})
+
+
+def release(
+    mesh: Mesh, ref: str, actor: str, result: str | None = None, *, force: bool = False
+) -> dict[str, Any]:
+    """Put the task back in the queue, only if it is still the actor's (unless `force`).
+
+    `force` lets any agent requeue a task from any state but queued and completed: a failed or
+    abandoned task gets another run, and a claimed, working or review task is taken back from
+    its claimant. `attempts` is kept.
+    """
+    limit = mesh.config.messages.max_body_bytes
+
+    def decide(task: Task) -> Task:
+        if not force:
+            _own(task, actor, "release")
+        elif task.state not in FORCE_RELEASABLE:
+            raise NegativeOutcome(
+                f"task {task.id} is {task.state}; only a task that is "
+                f"{', '.join(sorted(FORCE_RELEASABLE))} can be put back in the queue",
+                code="wrong-state",
+                state=task.state,
+            )
+        return _with_result(
+            task, result, limit, state="queued", claimed_by=None, claimed_at=None, approved_by=None
+        )
+
+    return _change(mesh, resolve_id(mesh, ref), actor, "task-release", decide, forced=force)
+
+
+def approve(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
+    """A reviewer other than the claimant completes a task in review."""
+    limit = mesh.config.messages.max_body_bytes
+
+    def decide(task: Task) -> Task:
+        if task.state != "review":
+            raise NegativeOutcome(
+                f"task {task.id} is {task.state}, not review; only a task added with --review "
+                "and marked done can be approved",
+                code="wrong-state",
+                state=task.state,
+            )
+        if task.claimed_by == actor:
+            raise NegativeOutcome(
+                f"{actor} did task {task.id} and cannot approve its own work; ask another "
+                "agent to run `mesh task approve`",
+                code="self-approval",
+            )
+        return _with_result(task, result, limit, state="completed", approved_by=actor)
+
+    return _change(mesh, resolve_id(mesh, ref), actor, "task-approve", decide)
+
+
+def requeue_tasks_of(mesh: Mesh, agent_name: str) -> list[dict[str, Any]]:
+    """Return a dead agent's claimed and working tasks to the queue, with attempts + 1.
+
+    A task whose attempts reach `lifecycle.max_attempts` is abandoned instead (`mesh task
+    release ID --force` requeues it). The caller decides the agent is dead. Each task is changed
+    under its lock and only while it is still held by `agent_name`, so running this twice, or
+    from several prune processes at once, changes each task once.
+    """
+    check_agent_name(agent_name)
+    max_attempts = mesh.config.lifecycle.max_attempts
+    changed = []
+    for marker in mesh.store.names(f"{HELD_DIR}/{agent_name}", MARKER_SUFFIX):
+        task_id = marker.removesuffix(MARKER_SUFFIX)
+        with _locked(mesh, task_id):
+            before = _load(mesh, task_id)
+            if before is None or _holder(before) != agent_name:
+                mesh.store.remove(_held_marker(agent_name, task_id))  # stale
+                continue
+            attempts = before.attempts + 1
+            gone = attempts >= max_attempts
+            after = before.model_copy(
+                update={
+                    "state": "abandoned" if gone else "queued",
+                    "claimed_by": None,
+                    "claimed_at": None,
+                    "attempts": attempts,
+                    "updated_at": clock.iso(),
+                }
+            )
+            _save(mesh, before, after)
+            mesh.record(
+                "task-abandon" if gone else "task-requeue",
+                None,
+                task=task_id,
+                state=after.state,
+                agent=agent_name,
+                attempts=attempts,
+                reason="claimant dead",
+            )
+        changed.append(after.to_record())
+    return changed

@@ -1,0 +1,316 @@
+"""Tasks: add, show, list, the claimant-only lifecycle, dependencies, review, requeue (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drasill_cli import agents, tasks
+from drasill_cli.config import Config, LifecycleConfig
+from drasill_cli.errors import NegativeOutcome
+from drasill_cli.mesh import Mesh
+from tests.conftest import MeshRunner, tree
+
+TASK_KEYS = {
+    "id",
+    "title",
+    "body",
+    "state",
+    "priority",
+    "created_by",
+    "claimed_by",
+    "created_at",
+    "updated_at",
+    "attempts",
+    "result",
+    "depends_on",
+    "review",
+    "approved_by",
+}
+
+
+def fails(cli: MeshRunner, *args: str) -> tuple[int, dict[str, Any]]:
+    """Run `mesh ARGS --json` expecting a failure: its exit code and its error object."""
+    done = cli.run(*args, "--json")
+    assert done.returncode != 0, done.stdout
+    return done.returncode, json.loads(done.stdout)["error"]
+
+
+def task_file(cli: MeshRunner, task_id: str) -> bytes:
+    return (cli.mesh_dir / "tasks" / f"{task_id}.json").read_bytes()
+
+
+def events(mesh_dir: Path) -> list[dict[str, Any]]:
+    lines = (mesh_dir / "audit" / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_add_show_list(cli: MeshRunner, tmp_path: Path) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    added = cli.json(
+        "task", "add", "fix the parser", "--body", "see issue 7\nline two", "--priority", "3",
+        "--review", "--as", "lead", cwd=workdir,
+    )  # fmt: skip
+    assert added.keys() >= TASK_KEYS
+    assert added["id"].startswith("t-")
+    assert added["state"] == "queued"
+    assert (added["priority"], added["created_by"], added["review"]) == (3, "lead", True)
+    assert (added["attempts"], added["depends_on"], added["claimed_by"]) == (0, [], None)
+    assert added["cwd"] == str(workdir)
+    assert cli.json("task", "show", added["id"][:12]) == added
+    second = cli.json("task", "add", "write docs")
+    assert second["created_by"] is None
+    assert second["id"] > added["id"]
+    assert [t["id"] for t in cli.json("task", "list")] == [added["id"], second["id"]]
+    assert cli.json("task", "list", "--state", "completed") == []
+    human = cli.run("task", "show", added["id"])
+    assert "fix the parser" in human.stdout
+    assert "line two" in human.stdout
+    listing = cli.run("task", "list")
+    assert listing.returncode == 0
+    assert "write docs" in listing.stdout
+
+
+def test_claim_start_done_and_the_audit_trail(cli: MeshRunner) -> None:
+    task = cli.json("task", "add", "build it")
+    claimed = cli.json("claim", task["id"], "--as", "ann")
+    assert (claimed["state"], claimed["claimed_by"]) == ("claimed", "ann")
+    assert claimed["claimed_at"] is not None
+    assert cli.json("task", "start", task["id"], "--as", "ann")["state"] == "working"
+    finished = cli.json("task", "done", task["id"], "--result", "built", "--as", "ann")
+    assert (finished["state"], finished["result"], finished["claimed_by"]) == (
+        "completed",
+        "built",
+        "ann",
+    )
+    trail = [(e["event"], e["actor"], e["state"]) for e in events(cli.mesh_dir)]
+    assert trail == [
+        ("task-add", None, "queued"),
+        ("task-claim", "ann", "claimed"),
+        ("task-start", "ann", "working"),
+        ("task-done", "ann", "completed"),
+    ]
+    assert all(e["task"] == task["id"] for e in events(cli.mesh_dir))
+
+
+def test_done_by_a_non_claimant_exits_1_and_changes_nothing(cli: MeshRunner) -> None:
+    task = cli.json("task", "add", "guarded")
+    cli.json("claim", task["id"], "--as", "ann")
+    before = tree(cli.mesh_dir)
+    for verb in ("done", "start", "fail", "release"):
+        code, error = fails(cli, "task", verb, task["id"], "--as", "bob")
+        assert (code, error["code"]) == (1, "not-claimant")
+        assert "claimed by ann" in error["message"]
+    assert tree(cli.mesh_dir) == before
+    human = cli.run("task", "done", task["id"], "--as", "bob")
+    assert human.returncode == 1
+    assert human.stderr.startswith("error: ") and "only the claimant" in human.stderr
+
+
+def test_review_needs_another_agent(cli: MeshRunner) -> None:
+    task = cli.json("task", "add", "risky change", "--review")
+    cli.json("claim", task["id"], "--as", "ann")
+    in_review = cli.json("task", "done", task["id"], "--as", "ann", "--result", "patch ready")
+    assert in_review["state"] == "review"
+    before = task_file(cli, task["id"])
+    code, error = fails(cli, "task", "approve", task["id"], "--as", "ann")
+    assert (code, error["code"]) == (1, "self-approval")
+    assert task_file(cli, task["id"]) == before
+    approved = cli.json("task", "approve", task["id"], "--as", "rev")
+    assert (approved["state"], approved["approved_by"], approved["result"]) == (
+        "completed",
+        "rev",
+        "patch ready",
+    )
+    code, error = fails(cli, "task", "approve", task["id"], "--as", "other")
+    assert (code, error["code"]) == (1, "wrong-state")
+
+
+def test_dependencies_gate_claims(cli: MeshRunner) -> None:
+    base = cli.json("task", "add", "base")
+    top = cli.json("task", "add", "on top", "--priority", "9", "--depends", base["id"][:15])
+    assert top["depends_on"] == [base["id"]]
+    first = cli.json("claim", "--next", "--as", "ann")
+    assert first["id"] == base["id"]  # the higher-priority task waits for it
+    code, error = fails(cli, "claim", "--next", "--as", "bob")
+    assert (code, error["code"], error["waiting"]) == (1, "nothing-claimable", 1)
+    code, error = fails(cli, "claim", top["id"], "--as", "bob")
+    assert (code, error["code"]) == (1, "dependencies-pending")
+    assert base["id"] in error["message"]
+    cli.json("task", "done", base["id"], "--as", "ann")
+    assert cli.json("claim", "--next", "--as", "bob")["id"] == top["id"]
+
+
+def test_unknown_dependency_exits_2_and_writes_nothing(cli: MeshRunner) -> None:
+    cli.json("task", "add", "exists")
+    before = tree(cli.mesh_dir)
+    code, error = fails(cli, "task", "add", "orphan", "--depends", "t-nope")
+    assert (code, error["code"]) == (2, "unknown-dependency")
+    assert tree(cli.mesh_dir) == before
+
+
+def test_dependency_cycle_exits_2_and_writes_nothing(cli: MeshRunner, mesh: Mesh) -> None:
+    one = tasks.add_task(mesh, "one")
+    two = tasks.add_task(mesh, "two", depends_on=[one["id"]])
+    mesh.store.write(tasks.record_path(one["id"]), {**one, "depends_on": [two["id"]]})
+    before = tree(cli.mesh_dir)
+    code, error = fails(cli, "task", "add", "three", "--depends", two["id"])
+    assert (code, error["code"]) == (2, "dependency-cycle")
+    assert one["id"] in error["message"] and two["id"] in error["message"]
+    assert tree(cli.mesh_dir) == before
+    # A completed task blocks nobody, so a cycle through it is harmless.
+    mesh.store.write(tasks.record_path(one["id"]), {**one, "state": "completed"})
+    assert cli.json("task", "add", "four", "--depends", two["id"])["depends_on"] == [two["id"]]
+
+
+def test_release_is_conditional_on_the_owner(cli: MeshRunner) -> None:
+    task = cli.json("task", "add", "contested")
+    cli.json("claim", task["id"], "--as", "ann")
+    taken = cli.json("task", "release", task["id"], "--force", "--as", "lead")
+    assert (taken["state"], taken["claimed_by"]) == ("queued", None)
+    cli.json("claim", task["id"], "--as", "bob")
+    # ann's late release must not clobber bob's newer claim.
+    code, error = fails(cli, "task", "release", task["id"], "--as", "ann")
+    assert (code, error["code"]) == (1, "not-claimant")
+    assert cli.json("task", "show", task["id"])["claimed_by"] == "bob"
+    released = cli.json("task", "release", task["id"], "--as", "bob")
+    assert (released["state"], released["claimed_by"]) == ("queued", None)
+    code, error = fails(cli, "task", "release", task["id"], "--force", "--as", "lead")
+    assert (code, error["code"]) == (1, "wrong-state")
+    forced = [e for e in events(cli.mesh_dir) if e["event"] == "task-release" and e["forced"]]
+    assert forced[0]["previous_claimant"] == "ann"
+
+
+def test_failed_task_runs_again_only_when_forced(cli: MeshRunner) -> None:
+    task = cli.json("task", "add", "flaky")
+    cli.json("claim", task["id"], "--as", "ann")
+    failed = cli.json("task", "fail", task["id"], "--result", "tests red", "--as", "ann")
+    assert (failed["state"], failed["result"]) == ("failed", "tests red")
+    code, error = fails(cli, "claim", task["id"], "--as", "bob")
+    assert (code, error["code"]) == (1, "claim-lost")
+    cli.json("task", "release", task["id"], "--force", "--as", "lead")
+    assert cli.json("claim", "--next", "--as", "bob")["id"] == task["id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error_code"),
+    [
+        (["task", "add", "   "], 2, "invalid-title"),
+        (["task", "add", "two\nlines"], 2, "invalid-title"),
+        (["task", "add", "x", "--priority", "2000000"], 2, "invalid-priority"),
+        (["task", "add", "x", "--as", "Bad Name"], 2, "invalid-name"),
+        (["task", "list", "--state", "done"], 2, "invalid-state"),
+        (["claim", "--next"], 2, "missing-identity"),
+        (["claim", "t-", "--next", "--as", "ann"], 2, "invalid-usage"),
+        (["claim", "t-", "--as", "ann"], 2, "ambiguous-task-id"),
+        (["claim", "t-zzzz", "--as", "ann"], 3, "unknown-task"),
+        (["task", "show", "../etc"], 2, "invalid-task-id"),
+        (["task", "done", "t-zzzz", "--as", "ann"], 3, "unknown-task"),
+    ],
+)
+def test_bad_input_exit_codes(
+    cli: MeshRunner, mesh: Mesh, args: list[str], code: int, error_code: str
+) -> None:
+    tasks.add_task(mesh, "one")
+    tasks.add_task(mesh, "two")
+    before = tree(cli.mesh_dir)
+    got_code, error = fails(cli, *args)
+    assert (got_code, error["code"]) == (code, error_code)
+    assert tree(cli.mesh_dir) == before
+
+
+def test_nothing_to_claim_exits_1(cli: MeshRunner) -> None:
+    code, error = fails(cli, "claim", "--as", "ann")
+    assert (code, error["code"], error["waiting"]) == (1, "nothing-claimable", 0)
+
+
+def test_stale_queue_marker_is_skipped_and_cleared(mesh: Mesh) -> None:
+    stale = tasks.add_task(mesh, "claimed before a crash", priority=5)
+    fresh = tasks.add_task(mesh, "still queued")
+    record = {**stale, "state": "claimed", "claimed_by": "ghost"}
+    mesh.store.write(tasks.record_path(stale["id"]), record)  # as if killed before the unlink
+    mesh.store.touch(f"{tasks.QUEUE_DIR}/0000000_t-gone.ref")  # record never written
+    assert tasks.claim_next(mesh, "ann")["id"] == fresh["id"]
+    assert mesh.store.names(tasks.QUEUE_DIR, tasks.MARKER_SUFFIX) == []
+
+
+def test_damaged_task_record_is_quarantined_not_fatal(cli: MeshRunner, mesh: Mesh) -> None:
+    good = tasks.add_task(mesh, "good")
+    (cli.mesh_dir / "tasks" / "t-broken.json").write_text("{not json")
+    (cli.mesh_dir / "tasks" / "t-wrong.json").write_text(json.dumps({"id": "t-wrong"}))
+    listed = cli.run("task", "list", "--json")
+    assert listed.returncode == 0
+    assert [t["id"] for t in json.loads(listed.stdout)] == [good["id"]]
+    assert listed.stderr.count("quarantined") == 2
+    assert len(list((cli.mesh_dir / "quarantine").iterdir())) == 2
+
+
+def test_killed_claimant_task_is_requeued_by_prune(cli: MeshRunner, mesh: Mesh) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cli.json("register", "w1", "--pid", str(worker.pid))
+        task = cli.json("task", "add", "long job")
+        cli.json("claim", task["id"], "--as", "w1")
+        cli.json("task", "start", task["id"], "--as", "w1")
+        assert tasks.requeue_tasks_of(mesh, "other") == []
+    finally:
+        worker.kill()
+        worker.wait()
+    assert agents.Observer(mesh).state(agents.get(mesh, "w1")) == "dead"
+    report = cli.json("prune")
+    assert [
+        (t["id"], t["state"], t["attempts"], t["claimed_by"]) for t in report["tasks_requeued"]
+    ] == [(task["id"], "queued", 1, None)]
+    assert tasks.requeue_tasks_of(mesh, "w1") == []  # idempotent
+    assert cli.json("prune")["tasks_requeued"] == []
+    shown = cli.json("task", "show", task["id"])
+    assert (shown["state"], shown["attempts"]) == ("queued", 1)
+    assert cli.json("claim", "--next", "--as", "w2")["id"] == task["id"]
+    requeue = [e for e in events(cli.mesh_dir) if e["event"] == "task-requeue"]
+    assert [(e["task"], e["agent"], e["attempts"]) for e in requeue] == [(task["id"], "w1", 1)]
+
+
+def test_requeue_abandons_at_max_attempts_and_force_revives(mesh_dir: Path) -> None:
+    mesh = Mesh.open(mesh_dir, Config(lifecycle=LifecycleConfig(max_attempts=2)))
+    task = tasks.add_task(mesh, "cursed")
+    tasks.claim(mesh, "w1", task["id"])
+    assert tasks.requeue_tasks_of(mesh, "w1")[0]["state"] == "queued"
+    tasks.claim(mesh, "w2", task["id"])
+    abandoned = tasks.requeue_tasks_of(mesh, "w2")
+    assert [(t["state"], t["attempts"]) for t in abandoned] == [("abandoned", 2)]
+    with pytest.raises(NegativeOutcome):
+        tasks.claim_next(mesh, "w3")
+    revived = tasks.release(mesh, task["id"], "lead", force=True)
+    assert (revived["state"], revived["attempts"]) == ("queued", 2)
+    assert tasks.claim_next(mesh, "w3")["id"] == task["id"]
+    assert os.listdir(mesh_dir / "tasks" / "held" / "w1") == []
+
+
+def _requeue_worker(mesh_dir: Path, out: Any) -> None:
+    mesh = Mesh.open(mesh_dir, Config())
+    out.put([t["id"] for t in tasks.requeue_tasks_of(mesh, "gone")])
+
+
+def test_concurrent_requeues_change_each_task_once(mesh: Mesh, mesh_dir: Path) -> None:
+    ids = [tasks.add_task(mesh, f"job {i}")["id"] for i in range(20)]
+    for task_id in ids:
+        tasks.claim(mesh, "gone", task_id)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_requeue_worker, args=(mesh_dir, out)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    changed = [task_id for _ in procs for task_id in out.get(timeout=60)]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    assert sorted(changed) == ids
+    assert {t["attempts"] for t in tasks.list_tasks(mesh)} == {1}
