@@ -41,7 +41,7 @@ COMPACT = Rows(agents=10, tasks=6, locks=5, recent=5)
 
 
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    return "-" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _pair(declared: float | None, measured: float | None) -> str:

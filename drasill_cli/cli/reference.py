@@ -2,6 +2,9 @@
 
 Run `python -m drasill_cli.cli.reference` from the repository root after changing any command;
 the docs tests fail while the committed files differ from what the CLI says now.
+`python -m drasill_cli.cli.reference --capture` also redraws the status screen capture of the
+tutorial (`docs/status-demo.txt` and `.svg`, taken after `mesh demo`); it holds times and ids,
+so it changes on every run and is only refreshed on request.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 HELP_ENV = {"COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1"}
 SHELLS = {"bash": "mesh.bash", "zsh": "mesh.zsh", "fish": "mesh.fish"}
 REFERENCE = Path("docs/reference/cli.md")
+CAPTURE = Path("docs/status-demo")
+CAPTURE_WIDTH = 80
 COMPLETIONS = Path("completions")
 
 HEADER = """# CLI reference
@@ -88,6 +93,36 @@ def write_all(root: Path) -> list[Path]:
     return written
 
 
+def write_capture(root: Path) -> list[Path]:
+    """Run the demo and save its status screen as text and as an SVG picture."""
+    import io
+
+    from rich.console import Console
+
+    from drasill_cli import demo
+    from drasill_cli.cli.people import status_screen
+
+    snap = demo.run()["status"]
+    console = Console(record=True, width=CAPTURE_WIDTH, file=io.StringIO(), force_terminal=True)
+    console.print(status_screen(snap))
+    text = root / CAPTURE.with_suffix(".txt")
+    svg = root / CAPTURE.with_suffix(".svg")
+    lines = console.export_text(clear=False).splitlines()
+    text.write_text("".join(line.rstrip() + "\n" for line in lines))
+    svg.write_text(console.export_svg(title="mesh status (after mesh demo)"))
+    return [text, svg]
+
+
+def main(argv: list[str]) -> None:
+    """Regenerate the reference and completions (and the capture with --capture)."""
+    args = [a for a in argv if a != "--capture"]
+    root = Path(args[0] if args else os.getcwd())
+    written = write_all(root)
+    if "--capture" in argv:
+        written += write_capture(root)
+    for path in written:
+        sys.stderr.write(f"wrote {path}\n")
+
+
 if __name__ == "__main__":
-    for written_path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else os.getcwd())):
-        sys.stderr.write(f"wrote {written_path}\n")
+    main(sys.argv[1:])
