@@ -1,0 +1,102 @@
+"""The audit log: concurrent appends, rotation, `mesh log` and `--follow` (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from drasill_cli import audit
+from drasill_cli.config import AuditConfig, Config
+from drasill_cli.mesh import Mesh
+from tests.conftest import MeshRunner
+
+APPENDER = """
+import sys
+from drasill_cli.mesh import Mesh
+from drasill_cli.config import Config
+mesh = Mesh.open(sys.argv[1], Config())
+worker = int(sys.argv[2])
+for i in range(int(sys.argv[3])):
+    mesh.record("test-event", f"w{worker}", seq=i, padding="x" * (i % 300))
+"""
+
+
+def test_16_concurrent_appenders_lose_and_interleave_nothing(mesh_dir: Path) -> None:
+    Mesh.open(mesh_dir, Config()).record("start", None)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", APPENDER, str(mesh_dir), str(w), "400"])
+        for w in range(16)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    lines = (mesh_dir / "audit" / "events.jsonl").read_bytes().splitlines()
+    events = [json.loads(line) for line in lines]
+    seen = {(e["actor"], e["seq"]) for e in events if e["event"] == "test-event"}
+    assert len(seen) == 16 * 400
+    assert len(events) == 16 * 400 + 1
+
+
+def test_rotation_keeps_every_event_readable(mesh_dir: Path) -> None:
+    mesh = Mesh.open(mesh_dir, Config(audit=AuditConfig(max_bytes=2000, keep=100)))
+    for i in range(200):
+        mesh.record("tick", "me", seq=i)
+    rotated = [p for p in (mesh_dir / "audit").iterdir() if p.name != "events.jsonl"]
+    assert rotated
+    assert [e["seq"] for e in audit.read_events(mesh)] == list(range(200))
+
+
+def test_rotation_drops_only_beyond_keep(mesh_dir: Path) -> None:
+    mesh = Mesh.open(mesh_dir, Config(audit=AuditConfig(max_bytes=500, keep=2)))
+    for i in range(100):
+        mesh.record("tick", "me", seq=i)
+    assert len(list((mesh_dir / "audit").iterdir())) <= 3
+
+
+def test_log_lists_events_and_filters_since(cli: MeshRunner) -> None:
+    cli.json("register", "alpha")
+    cli.json("register", "beta")
+    done = cli.run("log", "--json")
+    assert done.returncode == 0
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["register", "register"]
+    assert {"time", "event", "actor"} <= events[0].keys()
+    human = cli.run("log")
+    assert "alpha register" in human.stdout
+    assert cli.run("log", "--since", "1d", "--json").stdout.count("\n") == 2
+    future = cli.run("log", "--since", "2999-01-01T00:00:00Z", "--json")
+    assert future.stdout == ""
+    bad = cli.run("log", "--since", "yesterday-ish", "--json")
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["error"]["code"] == "invalid-since"
+
+
+def test_log_follow_shows_a_change_from_another_process_within_1s(cli: MeshRunner) -> None:
+    cli.json("register", "alpha")
+    follower = subprocess.Popen(
+        cli.argv("log", "--follow", "--json"),
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert first["event"] == "register"
+        time.sleep(0.5)
+        started = time.monotonic()
+        cli.json("register", "beta")
+        written = time.monotonic()
+        line = follower.stdout.readline()
+        seen = time.monotonic()
+        event = json.loads(line)
+        assert event["event"] == "register"
+        assert event["actor"] == "beta"
+        assert seen - written < 1.0, f"follow took {seen - written:.2f}s after the write"
+        assert written > started
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
