@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -243,3 +244,16 @@ def test_demo_shows_the_status_screen(cli: MeshRunner) -> None:
     assert done.returncode == 0, done.stderr
     assert "Agents (3: 3 active)" in done.stdout
     assert "beta claims" in done.stderr
+
+
+def test_core_modules_import_neither_typer_nor_rich() -> None:
+    code = (
+        "import sys\n"
+        "from drasill_cli import bridge, demo, doctor, status, tools\n"
+        "loaded = sorted(m for m in ('typer', 'rich') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

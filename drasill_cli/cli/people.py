@@ -319,8 +319,10 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 def tools_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the AI coding CLIs mesh knows, which are on PATH, and how bridge runs each."""
     from drasill_cli import tools
+    from drasill_cli.config import load_config
 
-    rows = tools.detect(state(ctx).mesh().config)
+    del ctx  # only the config matters: the mesh directory need not exist or be usable
+    rows = tools.detect(load_config())
     if json_out:
         print_json(rows)
         return
