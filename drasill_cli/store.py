@@ -186,7 +186,7 @@ class FileStore:
                 f"mesh path {self.root} is not a directory; remove it or choose another --mesh-dir",
                 code="mesh-dir-not-directory",
             )
-        if info.st_uid != os.geteuid():
+        if info.st_uid != os.geteuid() and not self._shared_with_me(info):
             raise MeshUnusable(
                 f"mesh directory {self.root} is owned by uid {info.st_uid}, not by you "
                 f"(uid {os.geteuid()}); use a mesh directory of your own (--mesh-dir) "
@@ -205,6 +205,12 @@ class FileStore:
                 f"with: chmod g-w {self.root}, or set group_shared = true in the config",
                 code="unsafe-permissions",
             )
+
+    def _shared_with_me(self, info: os.stat_result) -> bool:
+        """A group-shared mesh of another user is ours too when it is setgid to our group."""
+        if not self.group_shared or not info.st_mode & stat.S_ISGID:
+            return False
+        return info.st_gid == os.getegid() or info.st_gid in os.getgroups()
 
     def _check_meta(self) -> None:
         meta = self.read(META_FILE)

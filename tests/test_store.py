@@ -139,3 +139,16 @@ def test_mesh_dir_flag_beats_env(cli: MeshRunner, tmp_path: Path) -> None:
     assert (other / "agents" / "alpha.json").exists()
     assert not cli.mesh_dir.exists()
     assert os.stat(other).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another uid")
+def test_group_shared_mesh_of_another_user_is_accepted_for_group_members(tmp_path: Path) -> None:
+    root = tmp_path / "shared"
+    FileStore.open(root, group_shared=True).write("agents/a.json", {})
+    os.chown(root, 12345, os.getegid())
+    assert FileStore.open(root, group_shared=True).read("agents/a.json") == {}
+    with pytest.raises(MeshUnusable, match="owned by uid 12345"):
+        FileStore.open(root, group_shared=False)
+    root.chmod(0o770)
+    with pytest.raises(MeshUnusable, match="owned by uid 12345"):
+        FileStore.open(root, group_shared=True)
