@@ -67,6 +67,7 @@ class WakeConfig:
     heimdall_socket_dir: str | None = None
     retry_max: int = 5
     retry_base_s: float = 1.0
+    enter_delay_ms: int = 200
 
 
 @dataclasses.dataclass(frozen=True)

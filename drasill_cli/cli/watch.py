@@ -1,0 +1,139 @@
+"""`mesh watch`, `mesh prompt`, `mesh launch`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+
+_HUMAN: dict[str, str] = {
+    "start": "watching {mesh} (pid {pid})",
+    "stop": "stopped",
+    "queued": "{agent}: {messages} new message(s) waiting for a wake",
+    "wake": "woke {agent} ({backend} {session}): {text}",
+    "busy": "{agent} is busy; its wake waits until it is idle",
+    "blocked": "{agent} cannot be woken: {reason}",
+    "dead": "{agent}: {backend} session {session} is gone; reported dead",
+    "retry": "{agent}: wake failed ({error}); retrying in {in_s:g} s",
+    "failed": "{agent}: wake failed {attempts} times ({error}); waiting for new mail",
+    "consumed": "{agent} has read the mail it was woken for",
+    "warning": "warning: {message}",
+    "error": "error in {job} {agent}: {error}",
+}
+
+
+def _human(event: dict[str, Any]) -> None:
+    """One line per event on stderr, for people and journald."""
+    from drasill_cli import clock
+
+    template = _HUMAN.get(event["event"])
+    try:
+        text = template.format(**event) if template else None
+    except (KeyError, ValueError):
+        text = None
+    if text is None:
+        details = {k: v for k, v in event.items() if k != "event"}
+        text = f"{event['event']}: {json.dumps(details, ensure_ascii=False, default=str)}"
+    sys.stderr.write(f"{clock.iso()[11:19]} {text}\n")
+    sys.stderr.flush()
+
+
+def _json_line(event: dict[str, Any]) -> None:
+    """One JSON object per event on stdout (JSON Lines), flushed at once."""
+    from drasill_cli import clock
+
+    print_json({"time": clock.iso(), **event})
+    sys.stdout.flush()
+
+
+@command(app, "watch")
+def watch_cmd(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="Do one full pass (wake, lifecycle, budgets), then exit.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Wake idle agents that have new mail; apply the lifecycle and budgets. One per mesh."""
+    from drasill_cli import watcher
+
+    mesh = state(ctx).mesh()
+    report = _json_line if json_out else _human
+    with watcher.single_instance(mesh):
+        watch = watcher.Watcher(mesh, report)
+        if once:
+            watch.full_pass()
+            return
+        previous = {
+            signum: signal.signal(signum, lambda _signum, _frame: watch.stop())
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            watch.run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+@command(app, "prompt")
+def prompt_cmd(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Argument(help="The agent (default: $DRASILL_AGENT, else generic).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the short block an agent needs in its system prompt to use the mesh."""
+    import os
+
+    from drasill_cli import onboarding
+
+    del ctx
+    name = name or os.environ.get("DRASILL_AGENT") or None
+    text = onboarding.prompt(name)
+    if json_out:
+        print_json({"name": name, "prompt": text})
+    else:
+        say(text)
+
+
+@command(app, "launch")
+def launch_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The agent name to register it under.")],
+    tool_args: Annotated[
+        list[str] | None, typer.Argument(help="Arguments for the tool, after --.")
+    ] = None,
+    tool: Annotated[str, typer.Option(help="The AI CLI to start.")] = "claude",
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Session backend: heimdall or tmux (default: heimdall if hm exists)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start an agent in a detached supervised session with the mesh prompt, and register it."""
+    from drasill_cli import onboarding
+
+    agent = onboarding.launch(
+        state(ctx).mesh(), name, tool=tool, backend=backend, tool_args=tool_args or ()
+    )
+    if json_out:
+        print_json(agent)
+        return
+    attach = (
+        f"tmux attach -t {agent['session']}"
+        if agent["backend"] == "tmux"
+        else f"hm attach {agent['session']}"
+    )
+    say(f"launched {agent['name']} ({tool}) in {agent['backend']} session {agent['session']}")
+    sys.stderr.write(f"attach with: {attach}\n")
+    if not agent["prompt_passed"]:
+        sys.stderr.write(
+            f"note: {tool} has no known system-prompt flag; give it the text of "
+            f"`mesh prompt {name}` yourself\n"
+        )

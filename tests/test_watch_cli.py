@@ -1,0 +1,200 @@
+"""`mesh watch` as a process: single instance, signals, restarts, real tmux panes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drasill_cli import agents, audit, clock, messages, watcher
+from drasill_cli.mesh import Mesh
+from tests.conftest import MeshRunner
+from tests.heimdall_standin import IDLE, THINKING, HeimdallStandIn
+from tests.wake_support import (
+    BUSY_THEN_READ,
+    READER,
+    needs_tmux,
+    read_lines,
+    start_pane,
+    wait_quiet,
+    wait_until,
+)
+
+pytest_plugins = ["tests.wake_fixtures"]  # socket_dir, tmux_tmpdir
+
+
+class WatchProcess:
+    """A running `mesh watch --json`, its JSON lines collected as they come."""
+
+    def __init__(self, cli: MeshRunner, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            cli.argv("watch", "--json"),
+            env={**cli.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self.wait(lambda e: e["event"] == "start", 15):
+            self.proc.kill()
+            _out, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"mesh watch did not start: {err}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.append(json.loads(line))
+
+    def wait(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> bool:
+        return wait_until(lambda: any(match(e) for e in list(self.events)), timeout)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        code = self.proc.wait(10)
+        self._reader.join(5)
+        return code
+
+
+@pytest.fixture
+def watch_cli(cli: MeshRunner, socket_dir: Path) -> MeshRunner:
+    """The CLI with short wake timings and the stand-in's socket dir."""
+    cli.config(
+        f'[wake]\nidle_ms = 300\nenter_delay_ms = 20\nheimdall_socket_dir = "{socket_dir}"\n'
+    )
+    return cli
+
+
+@pytest.fixture
+def started() -> Iterator[list[WatchProcess]]:
+    """Watch processes a test starts; any still running are killed at the end."""
+    running: list[WatchProcess] = []
+    yield running
+    for watch in running:
+        watch.stop(signal.SIGKILL)
+
+
+def test_second_watch_exits_1_and_sigterm_stops_cleanly(
+    watch_cli: MeshRunner, started: list[WatchProcess]
+) -> None:
+    first = WatchProcess(watch_cli, {})
+    started.append(first)
+    second = watch_cli.run("watch", "--once", "--json")
+    assert second.returncode == 1
+    error = json.loads(second.stdout)["error"]
+    assert error["code"] == "watch-running"
+    assert str(first.proc.pid) in error["message"]
+    human = watch_cli.run("watch")
+    assert human.returncode == 1
+    assert human.stderr.startswith("error: another mesh watch is already running")
+    assert first.stop(signal.SIGTERM) == 0
+    assert first.events[-1]["event"] == "stop"
+    assert watch_cli.run("watch", "--once").returncode == 0  # the lock was released
+
+
+def test_watch_once_wakes_and_survives_a_damaged_record(
+    watch_cli: MeshRunner, mesh: Mesh, socket_dir: Path
+) -> None:
+    server = HeimdallStandIn(socket_dir, "s-alpha").start()
+    try:
+        agents.register(mesh, "alpha", session="s-alpha", backend="heimdall")
+        mesh.store.write_bytes("agents/zeta.json", b'{"name": 3}')
+        messages.send(mesh, "alpha", "hello", sender="human")
+        done = watch_cli.run("watch", "--once")
+        assert done.returncode == 0, done.stderr
+        assert server.typed() == [b"[mesh] 1 new message from human: run mesh inbox alpha", b"\r"]
+        assert "woke alpha (heimdall s-alpha)" in done.stderr
+        assert "quarantined agents/zeta.json" in done.stderr
+    finally:
+        server.stop()
+
+
+def test_killed_watch_restarted_loses_no_pending_wake(
+    watch_cli: MeshRunner, mesh: Mesh, socket_dir: Path, started: list[WatchProcess]
+) -> None:
+    server = HeimdallStandIn(socket_dir, "s-alpha", state=THINKING).start()
+    try:
+        agents.register(mesh, "alpha", session="s-alpha", backend="heimdall")
+        first = WatchProcess(watch_cli, {})
+        started.append(first)
+        for n in range(3):
+            messages.send(mesh, "alpha", f"m{n}", sender="beta")
+
+        def queued() -> bool:
+            state = watcher.load_state(mesh, "alpha")
+            return state is not None and len(state.get("queued_ids", [])) == 3
+
+        assert wait_until(queued, 5)
+        first.stop(signal.SIGKILL)
+        assert server.typed() == []  # busy: nothing was typed
+        server.state = IDLE
+        second = WatchProcess(watch_cli, {})
+        started.append(second)
+        inputs = server.wait_for_inputs(2, 5)
+        assert [i.data for i in inputs] == [
+            b"[mesh] 3 new messages from beta: run mesh inbox alpha",
+            b"\r",
+        ]
+        assert second.stop() == 0
+        third = WatchProcess(watch_cli, {})  # a restart does not wake it again
+        started.append(third)
+        time.sleep(1)
+        assert third.stop() == 0
+        assert len(server.typed()) == 2
+    finally:
+        server.stop()
+
+
+@needs_tmux
+def test_tmux_pane_reads_the_notice_within_two_seconds(
+    watch_cli: MeshRunner,
+    mesh: Mesh,
+    tmp_path: Path,
+    tmux_tmpdir: Path,
+    started: list[WatchProcess],
+) -> None:
+    out = start_pane("reader", READER, tmp=tmp_path)
+    agents.register(mesh, "alpha", session="reader", backend="tmux")
+    watch = WatchProcess(watch_cli, {"TMUX_TMPDIR": str(tmux_tmpdir)})
+    started.append(watch)
+    wait_quiet("reader", 0.3)
+    sent_at = time.time()
+    messages.send(mesh, "alpha", "hello", sender="beta")
+    assert wait_until(lambda: read_lines(out) != [], 2), watch.events
+    [line] = read_lines(out)
+    read_at, text = line.split(" ", 1)
+    assert text == repr("[mesh] 1 new message from beta: run mesh inbox alpha\n")
+    assert float(read_at) - sent_at <= 2.0
+    assert watch.stop() == 0
+
+
+@needs_tmux
+def test_tmux_busy_pane_is_not_typed_into_until_quiet(
+    watch_cli: MeshRunner,
+    mesh: Mesh,
+    tmp_path: Path,
+    tmux_tmpdir: Path,
+    started: list[WatchProcess],
+) -> None:
+
+    watch = WatchProcess(watch_cli, {"TMUX_TMPDIR": str(tmux_tmpdir)})
+    started.append(watch)
+    out = start_pane("busy", BUSY_THEN_READ, "2.5", tmp=tmp_path)
+    agents.register(mesh, "alpha", session="busy", backend="tmux")
+    messages.send(mesh, "alpha", "hello", sender="beta")
+    assert watch.wait(lambda e: e["event"] == "busy", 3), watch.events
+    assert wait_until(lambda: read_lines(out) != [], 8), watch.events
+    quiet_at = float(next(x for x in out.read_text().splitlines() if x.startswith("quiet"))[6:])
+    [wake] = [e for e in audit.read_events(mesh) if e["event"] == "wake"]
+    assert clock.parse_iso(wake["time"]) >= quiet_at
+    assert len(read_lines(out)) == 1
+    assert watch.stop() == 0
