@@ -1,0 +1,180 @@
+"""`mesh lock`, `mesh unlock`, `mesh locks`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer.core import TyperCommand
+
+from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from drasill_cli.locks import Lease
+
+COMMAND_KEY = "drasill.lock.command"
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class SplitAtDoubleDash(TyperCommand):
+    """Keeps what follows `--` as the command to run, instead of more PATH arguments."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        """Cut the argument list at the first `--`."""
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta[COMMAND_KEY] = args[cut + 1 :]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        """Show the optional command in the usage line."""
+        return [*super().collect_usage_pieces(ctx), "[-- COMMAND ARGS...]"]
+
+
+PathsArg = Annotated[
+    list[str],
+    typer.Argument(metavar="PATH", help="Files or directories (a directory covers all under it)."),
+]
+
+
+def show_locks(found: list[dict[str, Any]], verb: str, json_out: bool) -> None:
+    """Locks as a JSON list, or one human line each."""
+    if json_out:
+        print_json(found)
+        return
+    for lock in found:
+        say(f"{verb} {lock['path']} ({lock['mode']}, {lock['holder']}) until {lock['expires_at']}")
+
+
+@command(app, "lock", cls=SplitAtDoubleDash)
+def lock_cmd(
+    ctx: typer.Context,
+    paths: PathsArg,
+    mode: Annotated[
+        str, typer.Option(help="read, write, intent or co_write (see the contract's table).")
+    ] = "write",
+    ttl: Annotated[
+        float | None,
+        typer.Option(help="Lease in seconds (default: locks.default_ttl in the config)."),
+    ] = None,
+    wait: Annotated[
+        float | None, typer.Option(help="Keep retrying this many seconds before giving up.")
+    ] = None,
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Lock PATHs for the agent (all or none); locking again renews.
+
+    With `-- COMMAND`, runs it holding the locks (renewed while it runs), releases them after
+    and exits with COMMAND's code; its output is the output, so --json then shapes errors only.
+    """
+    from drasill_cli import locks
+
+    run = ctx.meta.get(COMMAND_KEY)
+    locks.check_options(mode, ttl, wait)
+    if run is not None and not run:
+        raise InvalidInput(
+            "nothing after `--`: give the command to run, e.g. mesh lock F -- make test",
+            code="missing-command",
+        )
+    cli = state(ctx)
+    holder = cli.identity(as_)
+    assert holder is not None  # noqa: S101 -- identity(required=True) never returns None
+    mesh = cli.mesh()
+    if run is None:
+        granted = locks.acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait)
+        show_locks(granted, "locked", json_out)
+        return
+    with locks.hold(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait) as lease:
+        code = _run_holding(run, lease)
+    raise typer.Exit(code)
+
+
+def _run_holding(argv: list[str], lease: Lease) -> int:
+    """Run `argv` with the terminal's stdio; forward SIGTERM/SIGHUP; return its exit code."""
+    try:
+        child = subprocess.Popen(argv)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot run {argv[0]!r}: {exc.strerror}; check the command name and PATH "
+            "(the locks were released)",
+            code="command-not-found",
+        ) from exc
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:
+                continue  # the child got the same Ctrl-C; its exit decides ours
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for problem in lease.errors:
+        note(f"warning: {problem}")
+    for path in lease.lost:
+        note(f"warning: the lock on {path} was lost while the command ran (forced or expired)")
+    return 128 - code if code < 0 else code
+
+
+@command(app, "unlock")
+def unlock_cmd(
+    ctx: typer.Context,
+    paths: PathsArg,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also take other agents' locks (each holder is told)."),
+    ] = False,
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Release your locks on exactly these PATHs (all or none)."""
+    from drasill_cli import locks
+
+    cli = state(ctx)
+    holder = cli.identity(as_)
+    assert holder is not None  # noqa: S101 -- identity(required=True) never returns None
+    released = locks.release(cli.mesh(), paths, holder, force=force)
+    show_locks(released, "unlocked", json_out)
+
+
+@command(app, "locks")
+def locks_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) -> None:
+    """List locks; stale ones (lease ran out, holder dead) bind no one and await prune."""
+    from drasill_cli import locks
+
+    cli = state(ctx)
+    me = cli.identity(as_, required=False)
+    found = locks.list_locks(cli.mesh())
+    if json_out:
+        print_json(found)
+        return
+    if not found:
+        say("no locks held (mesh lock PATH)")
+        return
+    from drasill_cli.cli.render import table
+
+    table(
+        None,
+        ["path", "mode", "holder", "expires", "state"],
+        [
+            [
+                lock["path"],
+                lock["mode"],
+                f"{lock['holder']} (you)" if lock["holder"] == me else lock["holder"],
+                lock["expires_at"],
+                "stale" if lock["stale"] else "held",
+            ]
+            for lock in found
+        ],
+    )

@@ -1,0 +1,528 @@
+"""Advisory file locks with leases: four modes, directory coverage, waiting, run-while-holding.
+
+Each lock is one record, `locks/<sha256 of path>-<holder>.json`, holding the contract's lock
+object (path, mode, holder, acquired_at, expires_at) plus its ttl. Every decision that reads the
+lock table and then changes it (acquire, renew, release, clear) runs under the one store lock
+`locks`, so two agents can never both be granted conflicting locks.
+
+A lock is stale when its lease expired (its holder stopped renewing it) or its holder is a dead
+registered agent. Stale locks never block anyone; `acquire` drops the stale locks it would
+otherwise conflict with, and `clear_stale` drops them all (for prune).
+
+Records are plain dicts checked by hand rather than pydantic models: `mesh lock` runs once per
+protected command in scripts and loops, and pydantic's import would double its start-up. The
+agent records (pydantic) are loaded only to judge a conflicting holder that is registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from drasill_cli import SCHEMA_VERSION, clock
+from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound
+from drasill_cli.mesh import Mesh
+from drasill_cli.names import check_agent_name
+
+LOCK_DIR = "locks"
+TABLE_LOCK = "locks"
+MODES = ("read", "write", "intent", "co_write")
+
+# held mode -> modes another agent may be granted on an overlapping path (the contract's table)
+COMPATIBLE: dict[str, frozenset[str]] = {
+    "read": frozenset({"read", "intent"}),
+    "intent": frozenset({"read"}),
+    "write": frozenset(),
+    "co_write": frozenset({"co_write"}),
+}
+
+WAIT_FIRST_S = 0.005
+WAIT_MAX_S = 0.1
+VIEW_KEYS = ("path", "mode", "holder", "acquired_at", "expires_at", "ttl")
+
+
+# ---- input -------------------------------------------------------------------------------
+
+
+def check_options(mode: str = "write", ttl: float | None = None, wait: float | None = None) -> None:
+    """Refuse a bad mode, ttl or wait (exit 2) before anything is written."""
+    if mode not in MODES:
+        raise InvalidInput(
+            f"unknown lock mode {mode!r}; use one of: {', '.join(MODES)}", code="invalid-mode"
+        )
+    if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
+        raise InvalidInput(
+            f"--ttl must be a positive number of seconds, got {ttl}", code="invalid-ttl"
+        )
+    if wait is not None and not (math.isfinite(wait) and wait >= 0):
+        raise InvalidInput(f"--wait must be zero or more seconds, got {wait}", code="invalid-wait")
+
+
+def resolve(path: str) -> str:
+    """The absolute real path, so agents in different directories name one file alike."""
+    if not path or "\0" in path:
+        raise InvalidInput(
+            f"invalid lock path {path!r}: give a non-empty file or directory path",
+            code="invalid-path",
+        )
+    return os.path.realpath(path)
+
+
+def resolve_all(paths: Sequence[str]) -> list[str]:
+    """Resolved, de-duplicated paths in the order given; at least one is required."""
+    if not paths:
+        raise InvalidInput("give at least one PATH to lock", code="missing-path")
+    return list(dict.fromkeys(resolve(p) for p in paths))
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Whether a lock on `outer` covers `inner`, by whole path components."""
+    if outer == inner:
+        return True
+    prefix = outer if outer.endswith("/") else outer + "/"
+    return inner.startswith(prefix)
+
+
+def overlaps(one: str, two: str) -> bool:
+    """Whether locks on the two paths guard any file in common."""
+    return covers(one, two) or covers(two, one)
+
+
+def compatible(held: str, asked: str) -> bool:
+    """The contract's table: may another agent get `asked` while `held` is held?"""
+    return asked in COMPATIBLE[held]
+
+
+# ---- records -------------------------------------------------------------------------------
+
+
+def record_name(path: str, holder: str) -> str:
+    """The file name of `holder`'s lock on `path` (one record per path and holder)."""
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{digest}-{holder}.json"
+
+
+def _rel(name: str) -> str:
+    return f"{LOCK_DIR}/{name}"
+
+
+def view(lock: dict[str, Any]) -> dict[str, Any]:
+    """The contract's lock object (plus ttl)."""
+    return {key: lock[key] for key in VIEW_KEYS}
+
+
+def _valid(raw: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The record with its expiry parsed, or None when it is not a lock record."""
+    try:
+        path, holder, mode = raw["path"], raw["holder"], raw["mode"]
+        ttl = raw["ttl"]
+        fields_ok = (
+            isinstance(path, str)
+            and path.startswith("/")
+            and isinstance(holder, str)
+            and mode in MODES
+            and isinstance(ttl, int | float)
+            and ttl > 0
+            and isinstance(raw["acquired_at"], str)
+            and isinstance(raw["expires_at"], str)
+        )
+        if not fields_ok or record_name(path, holder) != name:
+            return None
+        check_agent_name(holder)
+        expires = clock.parse_iso(raw["expires_at"])
+        clock.parse_iso(raw["acquired_at"])
+    except (KeyError, TypeError, ValueError, InvalidInput):
+        return None
+    return {**raw, "_expires": expires, "_name": name}
+
+
+def _read_table(mesh: Mesh) -> list[dict[str, Any]]:
+    """Every lock record; damaged ones are quarantined (and reported), never fatal."""
+    table = []
+    for name in mesh.store.names(LOCK_DIR):
+        raw = mesh.store.read(_rel(name))
+        if raw is None:
+            continue
+        lock = _valid(raw, name)
+        if lock is None:
+            mesh.store.quarantine(_rel(name), "is not a valid lock record")
+            continue
+        table.append(lock)
+    return table
+
+
+def _stored(lock: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in lock.items() if not k.startswith("_")}
+
+
+class _Judge:
+    """Decides staleness; agent records are loaded once, and only for registered holders."""
+
+    def __init__(self, mesh: Mesh, now: float) -> None:
+        self.mesh = mesh
+        self.now = now
+        self._dead: dict[str, bool] = {}
+
+    def holder_dead(self, holder: str) -> bool:
+        """Whether `holder` is a registered agent that is dead (unregistered: never)."""
+        if holder not in self._dead:
+            dead = False
+            if self.mesh.is_registered(holder):
+                from drasill_cli import agents
+
+                record = agents.load(self.mesh, holder)
+                dead = record is not None and agents.Observer(self.mesh).state(record) == "dead"
+            self._dead[holder] = dead
+        return self._dead[holder]
+
+    def expired(self, lock: dict[str, Any]) -> bool:
+        """Whether the lease ran out without renewal."""
+        return bool(lock["_expires"] <= self.now)
+
+    def stale(self, lock: dict[str, Any]) -> bool:
+        """Expired, or held by a dead agent: it blocks no one."""
+        return self.expired(lock) or self.holder_dead(lock["holder"])
+
+
+def _describe(lock: dict[str, Any], now: float) -> str:
+    left = max(0, round(lock["_expires"] - now))
+    return (
+        f"{lock['holder']} holds a {lock['mode']} lock on {lock['path']} "
+        f"(expires {lock['expires_at']}, in {left}s)"
+    )
+
+
+def _drop(mesh: Mesh, locks: Sequence[dict[str, Any]], actor: str | None, why: str) -> None:
+    """Remove records (caller holds the table lock) and audit each removal."""
+    for lock in locks:
+        if mesh.store.remove(_rel(lock["_name"])):
+            mesh.record("lock-cleared", actor, path=lock["path"], holder=lock["holder"], reason=why)
+
+
+# ---- acquire -------------------------------------------------------------------------------
+
+
+def _try_grant(
+    mesh: Mesh, paths: list[str], holder: str, mode: str, ttl: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One read-decide-write under the table lock: (granted, []) or ([], conflicts)."""
+    with mesh.store.lock(TABLE_LOCK):
+        now = clock.now()
+        judge = _Judge(mesh, now)
+        table = _read_table(mesh)
+        conflicts: list[dict[str, Any]] = []
+        stale: list[dict[str, Any]] = []
+        for lock in table:
+            if lock["holder"] == holder or compatible(lock["mode"], mode):
+                continue
+            if not any(overlaps(lock["path"], p) for p in paths):
+                continue
+            (stale if judge.stale(lock) else conflicts).append(lock)
+        if conflicts:
+            return [], conflicts
+        _drop(mesh, stale, holder, "stale")
+        mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
+        stamp = clock.iso(now)
+        granted = []
+        for path in paths:
+            previous = mine.get(path)
+            held = previous is not None and not judge.expired(previous)
+            record = {
+                "schema_version": SCHEMA_VERSION,
+                "path": path,
+                "mode": mode,
+                "holder": holder,
+                "acquired_at": previous["acquired_at"] if held and previous else stamp,
+                "expires_at": clock.iso(now + ttl),
+                "ttl": ttl,
+            }
+            mesh.store.write(_rel(record_name(path, holder)), record)
+            granted.append(record)
+    return granted, []
+
+
+def acquire(
+    mesh: Mesh,
+    paths: Sequence[str],
+    holder: str,
+    *,
+    mode: str = "write",
+    ttl: float | None = None,
+    wait: float | None = None,
+) -> list[dict[str, Any]]:
+    """Grant `holder` every path or none; a path it already holds is renewed (or re-moded).
+
+    With `wait`, retries with a short jittered backoff until granted or the time is up. A
+    denial is NegativeOutcome (exit 1) naming each conflicting holder, with the conflicting
+    lock objects in its `conflicts` detail.
+    """
+    check_options(mode, ttl, wait)
+    check_agent_name(holder)
+    resolved = resolve_all(paths)
+    lease = ttl if ttl is not None else mesh.config.locks.default_ttl
+    if lease <= 0:
+        raise InvalidInput(
+            f"locks.default_ttl must be positive, got {lease}; fix the config file",
+            code="invalid-config",
+        )
+    deadline = time.monotonic() + (wait or 0.0)
+    delay = WAIT_FIRST_S
+    while True:
+        granted, conflicts = _try_grant(mesh, resolved, holder, mode, lease)
+        if granted:
+            mesh.record(
+                "lock",
+                holder,
+                paths=resolved,
+                mode=mode,
+                expires_at=granted[0]["expires_at"],
+            )
+            return [view(lock) for lock in granted]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _denied(resolved, mode, conflicts, wait)
+        time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))  # noqa: S311 -- jitter
+        delay = min(delay * 2, WAIT_MAX_S)
+
+
+def _denied(
+    paths: list[str], mode: str, conflicts: list[dict[str, Any]], wait: float | None
+) -> NegativeOutcome:
+    now = clock.now()
+    conflicts = sorted(conflicts, key=lambda lock: (lock["path"], lock["holder"]))
+    held = "; ".join(_describe(lock, now) for lock in conflicts)
+    asked = ", ".join(paths)
+    if wait:
+        message = (
+            f"gave up after {wait:g}s waiting for a {mode} lock on {asked}: {held}; "
+            "wait longer, or ask the holder to run `mesh unlock`"
+        )
+        code = "lock-wait-timeout"
+    else:
+        message = (
+            f"{mode} lock on {asked} denied: {held}; retry with --wait SECONDS, "
+            "or ask the holder to run `mesh unlock`"
+        )
+        code = "lock-conflict"
+    return NegativeOutcome(message, code=code, conflicts=[view(lock) for lock in conflicts])
+
+
+# ---- renew, release ----------------------------------------------------------------------
+
+
+def renew(
+    mesh: Mesh, paths: Sequence[str], holder: str, ttl: float | None = None
+) -> list[dict[str, Any]]:
+    """Extend `holder`'s live locks on `paths`; returns those renewed.
+
+    A lock that is gone (force-unlocked, cleared) or already expired is not brought back: in
+    the meantime another agent may have been granted a conflicting lock.
+    """
+    check_options(ttl=ttl)
+    check_agent_name(holder)
+    return _renew(mesh, resolve_all(paths), holder, ttl)
+
+
+def _renew(
+    mesh: Mesh, paths: Sequence[str], holder: str, ttl: float | None
+) -> list[dict[str, Any]]:
+    """`renew` on already resolved paths (a lease must not re-resolve a replaced symlink)."""
+    renewed = []
+    with mesh.store.lock(TABLE_LOCK):
+        now = clock.now()
+        for path in paths:
+            name = record_name(path, holder)
+            raw = mesh.store.read(_rel(name))
+            lock = _valid(raw, name) if raw is not None else None
+            if lock is None or lock["_expires"] <= now:
+                continue
+            lease = ttl if ttl is not None else float(lock["ttl"])
+            record = {**_stored(lock), "expires_at": clock.iso(now + lease), "ttl": lease}
+            mesh.store.write(_rel(name), record)
+            renewed.append(view(record))
+    return renewed
+
+
+def release(
+    mesh: Mesh, paths: Sequence[str], holder: str, *, force: bool = False
+) -> list[dict[str, Any]]:
+    """Release locks on exactly these paths: all or none.
+
+    Only `holder`'s own locks, unless `force`, which also takes other agents' locks and tells
+    each registered holder so. A path locked only by others: NegativeOutcome (exit 1); a path
+    with no live lock: NotFound (exit 3).
+    """
+    check_agent_name(holder)
+    resolved = resolve_all(paths)
+    with mesh.store.lock(TABLE_LOCK):
+        judge = _Judge(mesh, clock.now())
+        table = _read_table(mesh)
+        removed: list[dict[str, Any]] = []
+        for path in resolved:
+            here = [lock for lock in table if lock["path"] == path]
+            mine = [lock for lock in here if lock["holder"] == holder]
+            others = [lock for lock in here if lock["holder"] != holder]
+            if force:
+                removed += mine + others
+            elif mine:
+                removed += mine
+            elif any(not judge.stale(lock) for lock in others):
+                held = "; ".join(_describe(lock, judge.now) for lock in others)
+                raise NegativeOutcome(
+                    f"{path} is not locked by {holder}: {held}; only the holder may unlock it "
+                    "(or take it with --force, which tells the holder)",
+                    code="lock-not-yours",
+                    conflicts=[view(lock) for lock in others],
+                )
+            else:
+                raise NotFound(
+                    f"{path} is not locked; see `mesh locks` for what is", code="lock-not-found"
+                )
+        for lock in removed:
+            mesh.store.remove(_rel(lock["_name"]))
+    taken = [lock for lock in removed if lock["holder"] != holder]
+    if removed:
+        mesh.record(
+            "unlock",
+            holder,
+            paths=[lock["path"] for lock in removed],
+            forced_from=sorted({lock["holder"] for lock in taken}),
+        )
+    _tell_holders(mesh, holder, taken)
+    return [view(lock) for lock in removed]
+
+
+def _tell_holders(mesh: Mesh, actor: str, taken: list[dict[str, Any]]) -> None:
+    """Message each registered holder whose lock was taken; a failure is only a warning."""
+    by_holder: dict[str, list[str]] = {}
+    for lock in taken:
+        by_holder.setdefault(lock["holder"], []).append(f"{lock['path']} ({lock['mode']})")
+    for holder, what in by_holder.items():
+        if not mesh.is_registered(holder):
+            continue
+        from drasill_cli import messages
+
+        body = (
+            f"{actor} force-unlocked your lock(s) on {', '.join(what)}; "
+            "lock again (mesh lock PATH) before you edit those files"
+        )
+        try:
+            messages.send(mesh, holder, body, sender=actor)
+        except MeshError as exc:
+            mesh.warnings.append(f"could not tell {holder} about the forced unlock: {exc}")
+
+
+# ---- listing and cleanup -----------------------------------------------------------------
+
+
+def list_locks(mesh: Mesh) -> list[dict[str, Any]]:
+    """Every lock record, sorted by path then holder, each with `stale`: true when it no
+    longer binds anyone (lease ran out or holder dead) and only awaits prune."""
+    judge = _Judge(mesh, clock.now())
+    table = sorted(_read_table(mesh), key=lambda lock: (lock["path"], lock["holder"]))
+    return [{**view(lock), "stale": judge.stale(lock)} for lock in table]
+
+
+def is_stale(mesh: Mesh, lock: dict[str, Any]) -> bool:
+    """Whether a lock object no longer binds: its lease ran out or its holder is dead."""
+    judge = _Judge(mesh, clock.now())
+    return clock.parse_iso(lock["expires_at"]) <= judge.now or judge.holder_dead(lock["holder"])
+
+
+def clear_stale(mesh: Mesh, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Remove expired locks and locks of dead agents (prune); returns them. Idempotent."""
+    with mesh.store.lock(TABLE_LOCK):
+        judge = _Judge(mesh, clock.now())
+        stale = [lock for lock in _read_table(mesh) if judge.stale(lock)]
+        if not dry_run:
+            _drop(mesh, stale, None, "stale")
+    return [view(lock) for lock in stale]
+
+
+def release_all(mesh: Mesh, holder: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Remove every lock of `holder` (a dead or removed agent); returns them. Idempotent."""
+    check_agent_name(holder)
+    with mesh.store.lock(TABLE_LOCK):
+        theirs = [lock for lock in _read_table(mesh) if lock["holder"] == holder]
+        if not dry_run:
+            _drop(mesh, theirs, None, "holder-gone")
+    return [view(lock) for lock in theirs]
+
+
+# ---- holding while something runs ----------------------------------------------------------
+
+
+class Lease:
+    """Locks held by `hold`, renewed by a background thread every ttl/3 until released."""
+
+    def __init__(self, mesh: Mesh, locks: list[dict[str, Any]], holder: str) -> None:
+        self.mesh = mesh
+        self.locks = locks
+        self.holder = holder
+        self.paths = [lock["path"] for lock in locks]
+        self.lost: list[str] = []
+        self.errors: list[str] = []
+        self._ttl = float(locks[0]["ttl"])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_loop, name="lock-renewer", daemon=True)
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self._ttl / 3):
+            held = [p for p in self.paths if p not in self.lost]
+            try:
+                self.mesh.touch_heartbeat(self.holder)  # a holder still renewing is alive
+                renewed = {lock["path"] for lock in _renew(self.mesh, held, self.holder, None)}
+            except (MeshError, OSError) as exc:
+                self.errors.append(f"renewing locks failed: {exc}")
+                continue
+            self.lost += [p for p in held if p not in renewed]
+
+    def start(self) -> None:
+        """Begin renewing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (and wait for a renewal in progress to finish)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+@contextlib.contextmanager
+def hold(
+    mesh: Mesh,
+    paths: Sequence[str],
+    holder: str,
+    *,
+    mode: str = "write",
+    ttl: float | None = None,
+    wait: float | None = None,
+) -> Iterator[Lease]:
+    """Acquire, keep renewed while the block runs, then release what is still ours.
+
+    If the process dies, renewals stop and the leases run out by themselves.
+    """
+    lease = Lease(mesh, acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait), holder)
+    lease.start()
+    try:
+        yield lease
+    finally:
+        lease.stop()
+        _release_own(mesh, [p for p in lease.paths if p not in lease.lost], holder)
+
+
+def _release_own(mesh: Mesh, paths: list[str], holder: str) -> None:
+    """Drop whichever of `holder`'s locks on `paths` still exist (others may be gone)."""
+    if not paths:
+        return
+    with mesh.store.lock(TABLE_LOCK):
+        gone = [p for p in paths if mesh.store.remove(_rel(record_name(p, holder)))]
+    if gone:
+        mesh.record("unlock", holder, paths=gone, forced_from=[])

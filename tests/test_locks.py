@@ -1,0 +1,470 @@
+"""File locks: the compatibility table, paths, renewals, unlock rules, stale locks (issue 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from drasill_cli import audit, clock, locks
+from drasill_cli.config import Config
+from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
+from drasill_cli.mesh import Mesh
+from tests.conftest import MeshRunner, tree
+
+LOCK_KEYS = {"path", "mode", "holder", "acquired_at", "expires_at"}
+
+# The contract's table: held (rows) x asked (columns) between two different agents.
+TABLE = {
+    "read": {"read": True, "intent": True, "write": False, "co_write": False},
+    "intent": {"read": True, "intent": False, "write": False, "co_write": False},
+    "write": {"read": False, "intent": False, "write": False, "co_write": False},
+    "co_write": {"read": False, "intent": False, "write": False, "co_write": True},
+}
+
+
+def dead_pid() -> int:
+    """The pid of a process that has already exited."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("first", ["alpha", "beta"])
+@pytest.mark.parametrize("asked", locks.MODES)
+@pytest.mark.parametrize("held", locks.MODES)
+def test_compatibility_table(
+    cli: MeshRunner, tmp_path: Path, held: str, asked: str, first: str
+) -> None:
+    second = "beta" if first == "alpha" else "alpha"
+    target = str(tmp_path / "f.py")
+    cli.json("lock", target, "--mode", held, "--as", first)
+    done = cli.run("lock", target, "--mode", asked, "--as", second, "--json")
+    out = json.loads(done.stdout)
+    if TABLE[held][asked]:
+        assert done.returncode == 0, done.stdout
+        assert [(lock["holder"], lock["mode"]) for lock in out] == [(second, asked)]
+    else:
+        assert done.returncode == 1, done.stdout
+        assert out["error"]["code"] == "lock-conflict"
+        [conflict] = out["error"]["conflicts"]
+        assert conflict.keys() >= LOCK_KEYS
+        assert (conflict["holder"], conflict["mode"]) == (first, held)
+    assert {lock["holder"] for lock in cli.json("locks")} == (
+        {first, second} if TABLE[held][asked] else {first}
+    )
+
+
+def test_table_matches_the_core(mesh: Mesh) -> None:
+    for held, row in TABLE.items():
+        for asked, allowed in row.items():
+            assert locks.compatible(held, asked) is allowed
+
+
+@pytest.mark.parametrize("held", locks.MODES)
+def test_an_agent_never_conflicts_with_itself(mesh: Mesh, tmp_path: Path, held: str) -> None:
+    target = str(tmp_path / "f")
+    locks.acquire(mesh, [target, str(tmp_path)], "alpha", mode=held)
+    for asked in locks.MODES:
+        [granted] = locks.acquire(mesh, [target], "alpha", mode=asked)
+        assert granted["mode"] == asked
+    assert len(locks.list_locks(mesh)) == 2
+
+
+def test_upgrade_succeeds_only_without_other_readers(mesh: Mesh, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    locks.acquire(mesh, [target], "alpha", mode="read")
+    locks.acquire(mesh, [target], "beta", mode="read")
+    with pytest.raises(NegativeOutcome) as denied:
+        locks.acquire(mesh, [target], "alpha", mode="write")
+    assert [c["holder"] for c in denied.value.details["conflicts"]] == ["beta"]
+    assert [lock["mode"] for lock in locks.list_locks(mesh)] == ["read", "read"]
+    locks.release(mesh, [target], "beta")
+    [upgraded] = locks.acquire(mesh, [target], "alpha", mode="write")
+    assert upgraded["mode"] == "write"
+    locks.acquire(mesh, [target], "alpha", mode="read")
+    locks.acquire(mesh, [target], "beta", mode="read")
+
+
+def test_directory_lock_conflicts_with_file_lock_both_ways(cli: MeshRunner, tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    cli.json("lock", "src/a.py", "--as", "alpha", cwd=tmp_path)
+    done = cli.run("lock", "src/", "--as", "beta", "--json", cwd=tmp_path)
+    assert done.returncode == 1
+    [conflict] = json.loads(done.stdout)["error"]["conflicts"]
+    assert conflict["path"] == str(tmp_path.resolve() / "src" / "a.py")
+    assert conflict["holder"] == "alpha"
+    cli.json("unlock", "src/a.py", "--as", "alpha", cwd=tmp_path)
+
+    cli.json("lock", "src/", "--as", "beta", cwd=tmp_path)
+    done = cli.run("lock", "src/a.py", "--as", "alpha", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "beta holds a write lock on" in done.stderr
+    assert str(tmp_path.resolve() / "src") in done.stderr
+    assert cli.run("lock", "srcx/a.py", "--as", "alpha", cwd=tmp_path).returncode == 0
+
+
+def test_coverage_compares_whole_components() -> None:
+    assert locks.covers("/a/b", "/a/b/c")
+    assert locks.covers("/a/b", "/a/b")
+    assert not locks.covers("/a/b", "/a/bc")
+    assert not locks.covers("/a/b/c", "/a/b")
+    assert locks.covers("/", "/anything")
+    assert locks.overlaps("/a/b/c", "/a/b")
+
+
+def test_agents_in_other_directories_and_through_symlinks_agree(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(repo)
+    cli.json("lock", "pkg/mod.py", "--as", "alpha", cwd=repo)
+    for cwd, path in ((repo / "pkg", "mod.py"), (tmp_path, "link/pkg/mod.py")):
+        done = cli.run("lock", path, "--as", "beta", cwd=cwd)
+        assert done.returncode == 1, done.stderr
+    [held] = cli.json("locks")
+    assert held["path"] == os.path.realpath(repo / "pkg" / "mod.py")
+
+
+def test_several_paths_are_granted_all_or_none(mesh: Mesh, tmp_path: Path) -> None:
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    locks.acquire(mesh, [two], "alpha")
+    with pytest.raises(NegativeOutcome):
+        locks.acquire(mesh, [one, two], "beta")
+    assert [lock["path"] for lock in locks.list_locks(mesh)] == [two]
+    locks.release(mesh, [two], "alpha")
+    granted = locks.acquire(mesh, [one, two, one], "beta")
+    assert [lock["path"] for lock in granted] == [one, two]
+
+
+def test_locking_again_renews_and_keeps_acquired_at(mesh: Mesh, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    [first] = locks.acquire(mesh, [target], "alpha", ttl=10)
+    time.sleep(0.05)
+    [again] = locks.acquire(mesh, [target], "alpha", ttl=100)
+    assert again["acquired_at"] == first["acquired_at"]
+    assert again["expires_at"] > first["expires_at"]
+    assert len(locks.list_locks(mesh)) == 1
+
+
+def test_denial_names_holder_mode_and_expiry(cli: MeshRunner, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    [held] = cli.json("lock", target, "--mode", "intent", "--ttl", "90", "--as", "alpha")
+    done = cli.run("lock", target, "--as", "beta", "--json")
+    assert done.returncode == 1
+    error = json.loads(done.stdout)["error"]
+    [conflict] = error["conflicts"]
+    assert conflict["holder"] == "alpha"
+    assert conflict["mode"] == "intent"
+    assert conflict["expires_at"] == held["expires_at"]
+    for part in ("alpha", "intent", held["expires_at"], "--wait"):
+        assert part in error["message"]
+    human = cli.run("lock", target, "--as", "beta")
+    assert human.returncode == 1
+    assert human.stdout == ""
+    assert human.stderr.startswith("error: write lock on")
+    assert held["expires_at"] in human.stderr
+
+
+def test_wait_is_granted_when_the_holder_lets_go(cli: MeshRunner, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    holder = subprocess.Popen(
+        cli.argv("lock", target, "--as", "alpha", "--", "sleep", "3"), env=cli.env
+    )
+    _wait_for_lock(cli.mesh_dir, target)
+    [granted] = cli.json("lock", target, "--as", "beta", "--wait", "30")
+    assert granted["holder"] == "beta"
+    assert holder.wait(timeout=30) == 0
+
+
+def test_wait_times_out_with_the_conflicts_and_does_not_spin(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
+    target = str(tmp_path / "f")
+    cli.json("lock", target, "--as", "alpha")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = cli.run("lock", target, "--as", "beta", "--wait", "2", "--json")
+    waited = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.returncode == 1
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "lock-wait-timeout"
+    assert error["conflicts"][0]["holder"] == "alpha"
+    assert waited >= 2
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 1.2, f"waiting 2 s burnt {cpu:.2f} s of CPU"
+
+
+def test_command_runs_holding_the_lock_and_its_exit_code_passes_through(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
+    target = str(tmp_path / "f")
+    script = f'mesh_locks=$({" ".join(cli.argv("locks", "--json"))}); echo "$mesh_locks"; exit 7'
+    done = cli.run("lock", target, "--as", "alpha", "--", "sh", "-c", script)
+    assert done.returncode == 7, done.stderr
+    [seen] = json.loads(done.stdout)
+    assert (seen["path"], seen["holder"]) == (target, "alpha")
+    assert cli.json("locks") == []
+
+
+def test_command_sees_arguments_after_double_dash_untouched(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
+    done = cli.run(
+        "lock", str(tmp_path / "f"), "--as", "alpha", "--", "echo", "--json", "--as", "x"
+    )
+    assert done.returncode == 0
+    assert done.stdout == "--json --as x\n"
+
+
+def test_command_not_found_exits_2_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
+    done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--json", "--", "no-such-cmd-x")
+    assert done.returncode == 2
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "command-not-found"
+    assert "no-such-cmd-x" in error["message"]
+    assert cli.json("locks") == []
+
+
+def test_command_renews_the_lease_while_it_runs(cli: MeshRunner, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    holder = subprocess.Popen(
+        cli.argv("lock", target, "--as", "alpha", "--ttl", "2", "--", "sleep", "6"), env=cli.env
+    )
+    _wait_for_lock(cli.mesh_dir, target)
+    mesh = Mesh.open(cli.mesh_dir, Config())
+    [first] = locks.list_locks(mesh)
+    while time.time() < clock.parse_iso(first["expires_at"]) + 1:
+        time.sleep(0.1)
+    with pytest.raises(NegativeOutcome):
+        locks.acquire(mesh, [target], "beta")
+    [later] = locks.list_locks(mesh)
+    assert later["expires_at"] > first["expires_at"]
+    assert later["acquired_at"] == first["acquired_at"]
+    assert holder.wait(timeout=60) == 0
+    assert locks.acquire(mesh, [target], "beta")[0]["holder"] == "beta"
+
+
+def test_sigkilled_holder_frees_the_lock_when_the_lease_runs_out(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
+    target = str(tmp_path / "f")
+    holder = subprocess.Popen(
+        cli.argv("lock", target, "--as", "alpha", "--ttl", "3", "--", "sleep", "100"),
+        env=cli.env,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_lock(cli.mesh_dir, target)
+        mesh = Mesh.open(cli.mesh_dir, Config())
+        with pytest.raises(NegativeOutcome):
+            locks.acquire(mesh, [target], "beta")
+        [killed] = locks.list_locks(mesh)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        [granted] = cli.json("lock", target, "--as", "beta", "--wait", "30")
+        assert granted["holder"] == "beta"
+        assert granted["acquired_at"] >= killed["expires_at"]
+        assert not list((cli.mesh_dir / "locks").glob("*-alpha.json"))
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+
+
+def test_dead_registered_holder_blocks_no_one(cli: MeshRunner, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    cli.json("register", "alpha", "--pid", str(dead_pid()))
+    cli.json("lock", target, "--as", "alpha", "--ttl", "600")
+    [listed] = cli.json("locks")
+    assert (listed["holder"], listed["stale"]) == ("alpha", True)
+    assert locks.is_stale(Mesh.open(cli.mesh_dir, Config()), listed)
+    assert "stale" in cli.run("locks").stdout
+    [granted] = cli.json("lock", target, "--as", "beta")
+    assert granted["holder"] == "beta"
+    assert not list((cli.mesh_dir / "locks").glob("*-alpha.json"))
+
+
+def test_live_registered_holder_blocks(cli: MeshRunner, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    cli.json("register", "alpha", "--pid", str(os.getpid()))
+    cli.json("lock", target, "--as", "alpha")
+    assert cli.run("lock", target, "--as", "beta").returncode == 1
+
+
+def test_unlock_only_your_own(cli: MeshRunner, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    cli.json("lock", target, "--as", "alpha")
+    done = cli.run("unlock", target, "--as", "beta", "--json")
+    assert done.returncode == 1
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "lock-not-yours"
+    assert "--force" in error["message"]
+    missing = cli.run("unlock", str(tmp_path / "other"), "--as", "alpha", "--json")
+    assert missing.returncode == 3
+    assert json.loads(missing.stdout)["error"]["code"] == "lock-not-found"
+    both = cli.run("unlock", target, str(tmp_path / "other"), "--as", "alpha")
+    assert both.returncode == 3
+    assert len(cli.json("locks")) == 1
+    [released] = cli.json("unlock", target, "--as", "alpha")
+    assert released["holder"] == "alpha"
+    assert cli.json("locks") == []
+
+
+def test_force_unlock_takes_an_unregistered_holders_lock(cli: MeshRunner, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    cli.json("lock", target, "--as", "alpha")
+    [taken] = cli.json("unlock", target, "--as", "beta", "--force")
+    assert taken["holder"] == "alpha"
+    assert cli.json("locks") == []
+    mesh = Mesh.open(cli.mesh_dir, Config())
+    events = [e for e in audit.read_events(mesh) if e["event"] == "unlock"]
+    assert events[-1]["actor"] == "beta"
+    assert events[-1]["forced_from"] == ["alpha"]
+
+
+def test_force_unlock_tells_a_registered_holder(cli: MeshRunner, tmp_path: Path) -> None:
+    messages = pytest.importorskip("drasill_cli.messages")
+    target = str(tmp_path / "f")
+    cli.json("register", "alpha", "--pid", str(os.getpid()))
+    cli.json("lock", target, "--as", "alpha")
+    cli.json("unlock", target, "--as", "beta", "--force")
+    message = messages.consume(Mesh.open(cli.mesh_dir, Config()), "alpha")
+    assert message["from"] == "beta"
+    assert target in message["body"]
+    assert "force-unlocked" in message["body"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--mode", "exclusive", "--as", "alpha"],
+        ["--ttl", "-5", "--as", "alpha"],
+        ["--ttl", "0", "--as", "alpha"],
+        ["--wait", "-1", "--as", "alpha"],
+        ["--ttl", "soon", "--as", "alpha"],
+        ["--as", "Bad Name"],
+        [],
+        ["--as", "alpha", "--"],
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(
+    cli: MeshRunner, tmp_path: Path, args: list[str]
+) -> None:
+    cli.json("lock", str(tmp_path / "held"), "--as", "alpha")
+    before = tree(cli.mesh_dir)
+    done = cli.run("lock", str(tmp_path / "f"), "--json", *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "error" in json.loads(done.stdout)
+    assert tree(cli.mesh_dir) == before
+
+
+def test_bad_input_through_the_api(mesh: Mesh, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput):
+        locks.acquire(mesh, [str(tmp_path / "f")], "alpha", mode="exclusive")
+    with pytest.raises(InvalidInput):
+        locks.acquire(mesh, [], "alpha")
+    with pytest.raises(InvalidInput):
+        locks.acquire(mesh, [""], "alpha")
+    with pytest.raises(InvalidInput):
+        locks.acquire(mesh, [str(tmp_path / "f")], "alpha", ttl=float("nan"))
+    assert not mesh.root.exists()
+
+
+def test_release_all_and_clear_stale_are_idempotent(mesh_dir: Path, tmp_path: Path) -> None:
+    mesh = Mesh.open(mesh_dir, Config())
+    locks.acquire(mesh, [str(tmp_path / "a"), str(tmp_path / "b")], "alpha")
+    locks.acquire(mesh, [str(tmp_path / "c")], "beta", ttl=0.05)
+    locks.acquire(mesh, [str(tmp_path / "d")], "gamma")
+    time.sleep(0.1)
+
+    listed = locks.list_locks(mesh)
+    assert [(lock["holder"], lock["stale"]) for lock in listed] == [
+        ("alpha", False),
+        ("alpha", False),
+        ("beta", True),
+        ("gamma", False),
+    ]
+    assert [locks.is_stale(mesh, lock) for lock in listed] == [False, False, True, False]
+    assert [lock["holder"] for lock in locks.clear_stale(mesh, dry_run=True)] == ["beta"]
+    assert [lock["holder"] for lock in locks.clear_stale(mesh)] == ["beta"]
+    assert locks.clear_stale(mesh) == []
+
+    assert len(locks.release_all(mesh, "alpha", dry_run=True)) == 2
+    assert len(locks.release_all(mesh, "alpha")) == 2
+    assert locks.release_all(mesh, "alpha") == []
+    assert [lock["holder"] for lock in locks.list_locks(mesh)] == ["gamma"]
+    cleared = [e for e in audit.read_events(mesh) if e["event"] == "lock-cleared"]
+    assert {(e["holder"], e["reason"]) for e in cleared} == {
+        ("beta", "stale"),
+        ("alpha", "holder-gone"),
+    }
+
+
+def test_clear_stale_drops_dead_agents_locks(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.json("register", "alpha", "--pid", str(dead_pid()))
+    cli.json("lock", str(tmp_path / "f"), "--as", "alpha")
+    mesh = Mesh.open(cli.mesh_dir, Config())
+    assert [lock["holder"] for lock in locks.clear_stale(mesh)] == ["alpha"]
+    assert locks.clear_stale(mesh) == []
+
+
+def test_expired_lease_stops_renewal_from_reviving_it(mesh: Mesh, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    locks.acquire(mesh, [target], "alpha", ttl=0.05)
+    time.sleep(0.1)
+    locks.acquire(mesh, [target], "beta")
+    assert locks.renew(mesh, [target], "alpha") == []
+    assert [lock["holder"] for lock in locks.list_locks(mesh)] == ["beta"]
+
+
+def test_hold_releases_and_reports_a_lock_taken_meanwhile(mesh: Mesh, tmp_path: Path) -> None:
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    with locks.hold(mesh, [one, two], "alpha", ttl=0.3) as lease:
+        locks.release(mesh, [one], "beta", force=True)
+        time.sleep(0.5)
+        assert lease.lost == [one]
+        assert [lock["path"] for lock in locks.list_locks(mesh)] == [two]
+    assert locks.list_locks(mesh) == []
+
+
+def test_damaged_lock_record_is_quarantined_not_fatal(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.json("lock", str(tmp_path / "f"), "--as", "alpha")
+    (cli.mesh_dir / "locks" / "junk.json").write_text("{not json")
+    forged = cli.mesh_dir / "locks" / ("0" * 64 + "-beta.json")
+    forged.write_text(json.dumps({"path": "/x", "holder": "beta", "mode": "write"}))
+    done = cli.run("locks", "--json")
+    assert done.returncode == 0
+    assert [lock["holder"] for lock in json.loads(done.stdout)] == ["alpha"]
+    assert done.stderr.count("quarantined") == 2
+    assert len(list((cli.mesh_dir / "quarantine").iterdir())) == 2
+
+
+def test_locks_lists_human_table(cli: MeshRunner, tmp_path: Path) -> None:
+    assert "no locks" in cli.run("locks").stdout
+    cli.json("lock", str(tmp_path / "f"), "--as", "alpha", "--mode", "read")
+    done = cli.run("locks", "--as", "alpha")
+    assert done.returncode == 0
+    assert "alpha (you)" in done.stdout
+    assert "read" in done.stdout
+
+
+def _wait_for_lock(mesh_dir: Path, target: str, timeout: float = 30) -> None:
+    mesh = Mesh.open(mesh_dir, Config())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if mesh.root.exists() and any(lock["path"] == target for lock in locks.list_locks(mesh)):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no lock on {target} appeared within {timeout}s")
+
+
+def test_missing_lock_on_unlock_api(mesh: Mesh, tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        locks.release(mesh, [str(tmp_path / "f")], "alpha")
