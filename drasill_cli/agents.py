@@ -102,8 +102,10 @@ class Observer:
 
 
 def unread_count(mesh: Mesh, name: str) -> int:
-    """Unread messages in the agent's inbox."""
-    return len(mesh.store.names(f"inbox/{name}/new"))
+    """Unread messages in the agent's inbox (the maildir layout belongs to messages.py)."""
+    from drasill_cli import messages
+
+    return messages.unread_count(mesh, name)
 
 
 def load(mesh: Mesh, name: str) -> AgentRecord | None:

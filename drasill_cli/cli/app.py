@@ -12,6 +12,7 @@ from drasill_cli.cli import agents as _agents  # noqa: F401 -- registers its com
 from drasill_cli.cli import hardware as _hardware  # noqa: F401 -- registers its commands
 from drasill_cli.cli import lifecycle as _lifecycle  # noqa: F401 -- registers its commands
 from drasill_cli.cli import locks as _locks  # noqa: F401 -- registers its commands
+from drasill_cli.cli import messages as _messages  # noqa: F401 -- registers its commands
 from drasill_cli.cli import people as _people  # noqa: F401 -- registers its commands
 from drasill_cli.cli import tasks as _tasks  # noqa: F401 -- registers its commands
 from drasill_cli.cli import watch as _watch  # noqa: F401 -- registers its commands

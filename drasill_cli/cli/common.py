@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from drasill_cli.cli import lightparams
 from drasill_cli.errors import InvalidInput, MeshError
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
+
+lightparams.install()
 
 app = typer.Typer(
     name="mesh",

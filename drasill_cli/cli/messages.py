@@ -1,0 +1,211 @@
+"""`mesh send`, `inbox`, `history`: the commands agents run most, so they stay light.
+
+Nothing heavy is imported here or in `drasill_cli.messages` (a test guards the import set);
+only `inbox --wait` loads watchfiles.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from drasill_cli.mesh import Mesh
+
+
+def _read_stdin() -> str:
+    """The body from stdin, exactly as given (bytes must be UTF-8)."""
+    if sys.stdin is None:
+        raise InvalidInput("no message body: pass BODY or pipe it on stdin", code="empty-body")
+    if sys.stdin.isatty():
+        note("reading the message from stdin; end it with Ctrl-D")
+    raw = sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "the message body on stdin is not valid UTF-8; send text (put binary data in "
+            "--attach FILE)",
+            code="invalid-body",
+        ) from None
+
+
+def _printable(text: str) -> str:
+    """Escape terminal control characters, but only when a terminal will interpret them."""
+    if not sys.stdout.isatty():
+        return text
+    return "".join(
+        c if c in "\n\t" or not (ord(c) < 32 or 127 <= ord(c) < 160) else f"\\x{ord(c):02x}"
+        for c in text
+    )
+
+
+def _show(message: dict[str, Any]) -> None:
+    """A header line (from, time, priority, id), attachments, then the body as stored."""
+    header = [f"from {message['from']}", message["created_at"], message["priority"], message["id"]]
+    if message.get("reply_to"):
+        header.append(f"reply to {message['reply_to']}")
+    say(" | ".join(header))
+    for item in message.get("attachments") or []:
+        say(_printable(f"attachment {item['name']} ({item['size']} bytes): {item['path']}"))
+    body = _printable(message["body"])
+    sys.stdout.write(body if body.endswith("\n") else body + "\n")
+
+
+@command(app, "send")
+def send_cmd(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Argument(help="A registered agent, or `all` for every other one.")],
+    body: Annotated[
+        str | None, typer.Argument(help="The message; `-` or absent: read it from stdin.")
+    ] = None,
+    as_: AsOpt = None,
+    priority: Annotated[
+        str, typer.Option(help="normal or urgent (urgent mail is read first).")
+    ] = "normal",
+    reply_to: Annotated[
+        str | None, typer.Option("--reply-to", help="Id of the message this answers.")
+    ] = None,
+    attach: Annotated[
+        list[str] | None,
+        typer.Option("--attach", help="A file to copy into the mesh with the message (repeat)."),
+    ] = None,
+    no_wake: Annotated[
+        bool, typer.Option("--no-wake", help="Deliver without waking an idle recipient.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send a message to an agent (or to all); the sender defaults to `human`."""
+    from drasill_cli import messages
+
+    cli = state(ctx)
+    sender = cli.identity(as_, required=False) or "human"
+    text = _read_stdin() if body is None or body == "-" else body
+    sent = messages.send(
+        cli.mesh(),
+        to,
+        text,
+        sender=sender,
+        priority=priority,
+        reply_to=reply_to,
+        attachments=attach or (),
+        wake=not no_wake,
+    )
+    if json_out:
+        print_json(sent if to == "all" else sent[0])
+        return
+    if not sent:
+        note("no other agent is registered: nothing was sent")
+    for message in sent:
+        extra = f", {len(message['attachments'])} attachment(s)" if message["attachments"] else ""
+        say(f"sent {message['id']} to {message['to']} ({message['priority']}{extra})")
+
+
+@command(app, "inbox")
+def inbox_cmd(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Whose inbox (default: the identity).")] = None,
+    peek: Annotated[bool, typer.Option("--peek", help="Show the next message, keep it.")] = False,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Show every unread message, keep them.")
+    ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option("--wait", help="Block up to SECONDS for mail to arrive.", metavar="SECONDS"),
+    ] = None,
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Read the next message (urgent first, then oldest); exit 1 when there is none."""
+    from drasill_cli import messages
+
+    if peek and list_:
+        raise InvalidInput("--peek and --list do not go together; pick one", code="invalid-usage")
+    if wait is not None and not wait >= 0:
+        raise InvalidInput(f"--wait must be zero or more seconds, got {wait}", code="invalid-wait")
+    cli = state(ctx)
+    identity = cli.identity(as_, required=name is None)
+    who = name or identity
+    assert who is not None  # noqa: S101 -- identity(required=True) never returns None
+    mesh = cli.mesh()
+    deadline = time.monotonic() + (wait or 0.0)
+    while True:
+        found = _fetch(mesh, who, peek=peek, list_=list_)
+        if found:
+            break
+        remaining = deadline - time.monotonic()
+        if wait is None or remaining <= 0 or not messages.wait_for(mesh, who, remaining):
+            _report_empty(who, wait, json_out)
+    if json_out:
+        print_json(found)
+        return
+    for index, message in enumerate(found if isinstance(found, list) else [found]):
+        if index:
+            say("")
+        _show(message)
+
+
+def _fetch(mesh: Mesh, who: str, *, peek: bool, list_: bool) -> Any:
+    """All unread (--list), the next one kept (--peek), or the next one taken."""
+    from drasill_cli import messages
+
+    if list_:
+        return messages.list_unread(mesh, who)
+    if peek:
+        return messages.peek(mesh, who)
+    return messages.consume(mesh, who)
+
+
+def _report_empty(who: str, wait: float | None, json_out: bool) -> NoReturn:
+    """Empty inbox: exit 1, with exactly `null` on stdout under --json."""
+    if json_out:
+        print_json(None)
+    else:
+        waited = f" after waiting {wait:g}s" if wait is not None else ""
+        note(
+            f"error: no unread messages for {who}{waited}; "
+            "wait for one with `mesh inbox --wait SECONDS`"
+        )
+    raise typer.Exit(1)
+
+
+@command(app, "history")
+def history_cmd(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Argument(help="Whose history (default: the identity).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most N messages.")] = 20,
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Messages sent and read, newest first."""
+    from drasill_cli import messages
+
+    cli = state(ctx)
+    identity = cli.identity(as_, required=name is None)
+    who = name or identity
+    assert who is not None  # noqa: S101 -- identity(required=True) never returns None
+    found = messages.history(cli.mesh(), who, limit)
+    if json_out:
+        print_json(found)
+        return
+    if not found:
+        say(f"no messages sent or read by {who}")
+        return
+    for message in found:
+        first = message["body"].strip().splitlines()[0] if message["body"].strip() else ""
+        if len(first) > 60:
+            first = first[:57] + "..."
+        say(
+            _printable(
+                f"{message['created_at']}  {message['from']} -> {message['to']}  "
+                f"{message['id']}  {first}"
+            )
+        )

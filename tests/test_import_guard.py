@@ -1,0 +1,106 @@
+"""The hot commands stay light: `mesh send` and `mesh inbox` never import heavy modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drasill_cli import messages
+from drasill_cli.config import Config
+from drasill_cli.mesh import Mesh
+from tests.conftest import MeshRunner
+
+HEAVY = {"pydantic", "pydantic_core", "rich", "psutil", "filelock", "watchfiles", "pynvml"}
+
+# Runs the real CLI entry point and reports, at exit, which heavy top-level packages it loaded.
+PROBE = """
+import atexit, json, sys
+heavy = set(json.loads(sys.argv[1]))
+def report():
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & heavy)
+    sys.__stderr__.write("LOADED " + json.dumps(loaded) + "\\n")
+atexit.register(report)
+sys.argv = ["mesh", *sys.argv[2:]]
+from drasill_cli.cli.app import main
+main()
+"""
+
+
+def loaded_by(cli: MeshRunner, *args: str, stdin: str = "") -> tuple[int, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(sorted(HEAVY)), *args],
+        input=stdin,
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    line = next(x for x in done.stderr.splitlines() if x.startswith("LOADED "))
+    loaded: list[str] = json.loads(line.removeprefix("LOADED "))
+    return done.returncode, loaded
+
+
+@pytest.fixture
+def ready(cli: MeshRunner) -> MeshRunner:
+    cli.json("register", "alice")
+    cli.json("register", "bob")
+    mesh = Mesh.open(cli.mesh_dir, Config())
+    for body in ("first", "second"):
+        messages.send(mesh, "bob", body, sender="alice")
+    return cli
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("send", "bob", "hello", "--as", "alice"), 0),
+        (("send", "bob", "hello", "--as", "alice", "--priority", "urgent", "--json"), 0),
+        (("send", "all", "hello", "--as", "alice", "--json"), 0),
+        (("send", "nobody", "hello", "--json"), 3),
+        (("inbox", "bob", "--peek", "--json"), 0),
+        (("inbox", "bob", "--list"), 0),
+        (("inbox", "bob", "--json"), 0),
+        (("inbox", "--as", "bob"), 0),
+        (("inbox", "alice", "--json"), 1),
+        (("history", "bob", "--limit", "3", "--json"), 0),
+    ],
+)
+def test_send_and_inbox_import_nothing_heavy(
+    ready: MeshRunner, args: tuple[str, ...], code: int
+) -> None:
+    returncode, loaded = loaded_by(ready, *args)
+    assert returncode == code
+    assert loaded == []
+
+
+def test_send_with_stdin_body_and_attachment_imports_nothing_heavy(
+    ready: MeshRunner, tmp_path: Path
+) -> None:
+    attachment = tmp_path / "notes.txt"
+    attachment.write_text("notes")
+    returncode, loaded = loaded_by(
+        ready, "send", "bob", "-", "--attach", str(attachment), stdin="body on stdin\n"
+    )
+    assert (returncode, loaded) == (0, [])
+
+
+def test_inbox_wait_loads_only_watchfiles(ready: MeshRunner) -> None:
+    returncode, loaded = loaded_by(ready, "inbox", "alice", "--wait", "0.2", "--json")
+    assert returncode == 1
+    assert set(loaded) <= {"watchfiles"}
+
+
+def test_core_package_never_imports_the_cli_stack() -> None:
+    code = (
+        "import sys, drasill_cli.messages, drasill_cli.agents, drasill_cli.mesh; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'click', 'rich'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
