@@ -71,10 +71,9 @@ class Observer:
         return all(verdicts)
 
     def last_seen(self, agent: AgentRecord) -> float:
-        """The latest heartbeat, or the registration time."""
+        """The latest heartbeat (registering is one), else the registration time."""
         beat = self.mesh.store.mtime(heartbeat_path(agent.name))
-        registered = clock.parse_iso(agent.registered_at)
-        return max(beat or registered, registered)
+        return beat if beat is not None else clock.parse_iso(agent.registered_at)
 
     def state(self, agent: AgentRecord, now: float | None = None) -> str:
         """active, idle or dead, by the contract's lifecycle rules."""
@@ -254,14 +253,11 @@ def register(
 
 
 def unregister(mesh: Mesh, name: str, actor: str | None = None) -> dict[str, Any]:
-    """Remove the agent's registration; returns the record it had."""
-    agent = get(mesh, name)
-    observer = Observer(mesh)
-    view = observer.view(agent)
-    with mesh.store.lock(f"agent-{name}"):
-        mesh.store.remove(record_path(name))
-        mesh.store.remove(heartbeat_path(name))
-    mesh.record("unregister", actor or name, agent=name)
+    """Leave the mesh: locks released, tasks requeued, unread mail archived, record removed."""
+    from drasill_cli import lifecycle
+
+    view = Observer(mesh).view(get(mesh, name))
+    lifecycle.retire_agent(mesh, name, event="unregister", actor=actor or name)
     return view
 
 

@@ -48,10 +48,11 @@ def release_agent(mesh: Mesh, name: str, report: dict[str, Any]) -> None:
         report[key].append(task)
 
 
-def retire_agent(mesh: Mesh, name: str, reason: str, actor: str | None) -> dict[str, Any]:
+def retire_agent(mesh: Mesh, name: str, *, event: str, actor: str | None) -> dict[str, Any]:
     """Remove an agent for good: release its holdings, archive its unread mail, drop it.
 
-    Used by `unregister` (reason "unregistered") and by prune after `remove_after`.
+    Used by `unregister` (event "unregister") and by prune after `remove_after`
+    (event "agent-removed").
     """
     from drasill_cli import messages
 
@@ -66,7 +67,7 @@ def retire_agent(mesh: Mesh, name: str, reason: str, actor: str | None) -> dict[
         mesh.store.remove(record_path(name))
         mesh.store.remove(heartbeat_path(name))
     report["removed"].append(name)
-    mesh.record("agent-removed", actor, agent=name, reason=reason, archived=archived)
+    mesh.record(event, actor, agent=name, archived=archived)
     return report
 
 
@@ -124,8 +125,8 @@ def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
             agent = load(mesh, name)
         if agent is None or agent.dead_at is None:
             continue
-        if now - clock.parse_iso(agent.dead_at) >= remove_after:
-            removal = retire_agent(mesh, name, "dead past remove_after", "prune")
+        if clock.now() - clock.parse_iso(agent.dead_at) >= remove_after:
+            removal = retire_agent(mesh, name, event="agent-removed", actor="prune")
             _merge(report, removal)
         else:
             release_agent(mesh, name, report)

@@ -43,7 +43,7 @@ class MeshRunner:
     def run(
         self,
         *args: str,
-        input: str | bytes | None = None,  # noqa: A002 -- mirrors subprocess.run
+        input: str | bytes | None = None,
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
         timeout: float = 60,

@@ -40,7 +40,7 @@ def test_agents_from_two_directories_see_each_other(cli: MeshRunner, tmp_path: P
         found = cli.json("agents", cwd=where)
         assert [a["name"] for a in found] == ["alpha", "beta"]
         for agent in found:
-            assert AGENT_KEYS <= agent.keys()
+            assert agent.keys() >= AGENT_KEYS
             assert agent["state"] == "active"
             assert agent["unread"] == 0
 

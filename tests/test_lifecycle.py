@@ -1,0 +1,219 @@
+"""Lifecycle and prune: death, release, requeue, archive, removal, dry runs (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import MeshRunner, tree
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+
+def _dir_listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _populate_dying_agent(cli: MeshRunner, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    worker = _sleeper()
+    cli.json("register", "worker", "--pid", str(worker.pid), "--ram-gb", "0")
+    cli.json("register", "lead")
+    task = cli.json("task", "add", "build it", "--as", "lead")
+    cli.json("claim", task["id"], "--as", "worker")
+    target = tmp_path / "src.py"
+    target.write_text("x = 1\n")
+    cli.json("lock", str(target), "--as", "worker", "--ttl", "3600")
+    cli.json("send", "worker", "please build it", "--as", "lead")
+    cli.json("send", "worker", "and test it", "--as", "lead", "--priority", "urgent")
+    return worker, task["id"]
+
+
+def test_dead_pid_is_marked_dead_released_requeued_then_removed_and_archived(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
+    cli.config("[lifecycle]\nremove_after = 2\n")
+    worker, task_id = _populate_dying_agent(cli, tmp_path)
+    worker.kill()
+    worker.wait()
+
+    report = cli.json("prune")
+    assert report["marked_dead"] == ["worker"]
+    assert [t["id"] for t in report["tasks_requeued"]] == [task_id]
+    assert [lock["holder"] for lock in report["locks_released"]] == ["worker"]
+    assert report["removed"] == []
+    task = cli.json("task", "show", task_id)
+    assert task["state"] == "queued"
+    assert task["attempts"] == 1
+    assert task["claimed_by"] is None
+    assert cli.json("locks") == []
+    dead = [a for a in cli.json("agents", "--all") if a["name"] == "worker"]
+    assert dead[0]["state"] == "dead"
+    assert dead[0]["unread"] == 2, "a dead agent's mail is kept until it is removed"
+
+    time.sleep(2.2)
+    report = cli.json("prune")
+    assert report["removed"] == ["worker"]
+    assert report["archived_messages"] == {"worker": 2}
+    assert "worker" not in [a["name"] for a in cli.json("agents", "--all")]
+    archived = list((cli.mesh_dir / "archive").rglob("*.json"))
+    bodies = sorted(json.loads(p.read_text())["body"] for p in archived)
+    assert bodies == ["and test it", "please build it"]
+    assert cli.run("prune").stdout == "", "prune is quiet when nothing changes"
+
+
+def test_idle_and_dead_by_heartbeat_age(cli: MeshRunner) -> None:
+    cli.config("[lifecycle]\nidle_after = 60\ndead_after = 120\n")
+    cli.json("register", "quiet")
+    beat = cli.mesh_dir / "heartbeats" / "quiet"
+    os.utime(beat, (time.time() - 90, time.time() - 90))
+    assert cli.json("agents")[0]["state"] == "idle"
+    assert cli.json("prune")["marked_dead"] == []
+    os.utime(beat, (time.time() - 500, time.time() - 500))
+    assert cli.json("prune")["marked_dead"] == ["quiet"]
+    assert cli.json("agents") == []
+
+
+def test_dry_run_changes_nothing(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.config("[lifecycle]\nremove_after = 0\nstale_tmp_after = 0\n")
+    worker, task_id = _populate_dying_agent(cli, tmp_path)
+    worker.kill()
+    worker.wait()
+    (cli.mesh_dir / "agents" / ".tmp-999-dead-x.json").write_text("{half")
+    (cli.mesh_dir / "agents" / "garbage.json").write_text("{not json")
+    before_tree, before_listing = tree(cli.mesh_dir), _dir_listing(cli.mesh_dir)
+    stat_before = {p: p.stat().st_mtime_ns for p in cli.mesh_dir.rglob("*")}
+
+    plan = cli.json("prune", "--dry-run")
+    assert plan["dry_run"] is True
+    assert plan["marked_dead"] == ["worker"]
+    assert plan["removed"] == ["worker"]
+    assert [t["id"] for t in plan["tasks_requeued"]] == [task_id]
+    assert len(plan["locks_released"]) == 1
+    assert plan["archived_messages"] == {"worker": 2}
+    assert plan["temp_files_removed"] == ["agents/.tmp-999-dead-x.json"]
+    human = cli.run("prune", "--dry-run")
+    assert "would mark worker dead" in human.stdout
+
+    assert tree(cli.mesh_dir) == before_tree
+    assert _dir_listing(cli.mesh_dir) == before_listing
+    assert {p: p.stat().st_mtime_ns for p in cli.mesh_dir.rglob("*")} == stat_before
+
+    report = cli.json("prune")
+    assert report["removed"] == ["worker"]
+    assert report["temp_files_removed"] == ["agents/.tmp-999-dead-x.json"]
+
+
+CHURN = """
+import sys, os
+from drasill_cli.mesh import Mesh
+from drasill_cli import messages, tasks, locks
+mesh = Mesh.open(sys.argv[1])
+me = sys.argv[2]
+sent = 0
+for i in range(40):
+    messages.send(mesh, "sink", f"{me} {i}", sender=me)
+    sent += 1
+    try:
+        tasks.claim_next(mesh, me)
+    except Exception:
+        pass
+    try:
+        locks.acquire(mesh, [os.path.join(sys.argv[3], f"f{i % 5}")], me, ttl=60)
+        locks.release(mesh, [os.path.join(sys.argv[3], f"f{i % 5}")], me)
+    except Exception:
+        pass
+print(sent)
+"""
+
+
+def test_concurrent_prunes_during_activity(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.json("register", "sink")
+    ghosts = []
+    for i in range(6):
+        ghost = _sleeper()
+        ghosts.append(ghost)
+        cli.json("register", f"ghost{i}", "--pid", str(ghost.pid))
+        task = cli.json("task", "add", f"ghost task {i}")
+        cli.json("claim", task["id"], "--as", f"ghost{i}")
+        cli.json("lock", str(tmp_path / f"g{i}"), "--as", f"ghost{i}", "--ttl", "3600")
+    for i in range(30):
+        cli.json("task", "add", f"work {i}")
+    for ghost in ghosts:
+        ghost.kill()
+        ghost.wait()
+    for i in range(3):
+        cli.json("register", f"busy{i}")
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHURN, str(cli.mesh_dir), f"busy{i}", str(tmp_path)],
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    prunes = [
+        subprocess.Popen(
+            cli.argv("prune", "--json"),
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    reports = []
+    for proc in prunes:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert err == ""
+        reports.append(json.loads(out))
+    sent = sum(int(w.communicate(timeout=120)[0]) for w in workers)
+    marked = sorted(n for r in reports for n in r["marked_dead"])
+    assert marked == [f"ghost{i}" for i in range(6)], "each death is recorded exactly once"
+    requeued = [t["id"] for r in reports for t in r["tasks_requeued"]]
+    assert len(requeued) == len(set(requeued)) == 6
+    final = cli.json("prune")
+    assert final["marked_dead"] == final["tasks_requeued"] == final["locks_released"] == []
+    inbox = cli.json("inbox", "sink", "--list")
+    assert len(inbox) == sent == 120
+    tasks = cli.json("task", "list")
+    ghost_tasks = [t for t in tasks if t["title"].startswith("ghost task")]
+    assert all(t["attempts"] == 1 for t in ghost_tasks)
+    assert all(t["claimed_by"] is None or t["claimed_by"].startswith("busy") for t in tasks)
+    held = cli.json("locks")
+    assert all(not lock["holder"].startswith("ghost") for lock in held)
+
+
+def test_stale_temp_files_are_cleared(cli: MeshRunner) -> None:
+    cli.config("[lifecycle]\nstale_tmp_after = 60\n")
+    cli.json("register", "alpha")
+    old = cli.mesh_dir / "agents" / ".tmp-1-aa-old.json"
+    fresh = cli.mesh_dir / "agents" / ".tmp-1-bb-fresh.json"
+    old.write_text("{")
+    fresh.write_text("{")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    report = cli.json("prune")
+    assert report["temp_files_removed"] == ["agents/.tmp-1-aa-old.json"]
+    assert fresh.exists()
+    assert not old.exists()
+
+
+def test_unregister_releases_and_archives(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.json("register", "lead")
+    cli.json("register", "leaver")
+    task = cli.json("task", "add", "t")
+    cli.json("claim", task["id"], "--as", "leaver")
+    cli.json("lock", str(tmp_path / "f"), "--as", "leaver")
+    cli.json("send", "leaver", "bye", "--as", "lead")
+    cli.json("unregister", "leaver")
+    assert cli.json("task", "show", task["id"])["state"] == "queued"
+    assert cli.json("locks") == []
+    archived = list((cli.mesh_dir / "archive").rglob("*.json"))
+    assert len(archived) == 1
