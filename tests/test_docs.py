@@ -13,9 +13,11 @@ import typer.main
 
 from drasill_cli import config as config_module
 from drasill_cli.cli import reference
-from drasill_cli.cli.app import main as _registers_every_command  # noqa: F401
+from drasill_cli.cli.app import load_commands
 from drasill_cli.cli.common import app
 from tests.conftest import MeshRunner
+
+load_commands()
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

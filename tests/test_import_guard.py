@@ -104,3 +104,20 @@ def test_core_package_never_imports_the_cli_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_command_module_map_matches_what_the_modules_register() -> None:
+    """`main` loads one module per command: the map must name every command's module."""
+    import importlib
+
+    import typer.main
+
+    from drasill_cli.cli.app import COMMAND_MODULES, load_commands
+    from drasill_cli.cli.common import app
+
+    load_commands()
+    registered = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    assert registered == set(COMMAND_MODULES)
+    for name, module in COMMAND_MODULES.items():
+        source = importlib.import_module(f"drasill_cli.cli.{module}")
+        assert f'"{name}"' in open(source.__file__ or "").read(), (name, module)

@@ -1,22 +1,70 @@
-"""The `mesh` entry point: global options, command registration, usage errors as JSON."""
+"""The `mesh` entry point: global options, command loading, usage errors as JSON.
+
+Commands live in one module per area and register themselves on import. `main` imports only
+the module of the command being run (Typer inspects every registered command's signature on
+each call, so loading all of them would add tens of milliseconds to every `mesh send`); help,
+completion and unknown commands load them all.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from typing import Annotated
 
 import typer
 
 from drasill_cli import __version__
-from drasill_cli.cli import agents as _agents  # noqa: F401 -- registers its commands
-from drasill_cli.cli import hardware as _hardware  # noqa: F401 -- registers its commands
-from drasill_cli.cli import lifecycle as _lifecycle  # noqa: F401 -- registers its commands
-from drasill_cli.cli import locks as _locks  # noqa: F401 -- registers its commands
-from drasill_cli.cli import messages as _messages  # noqa: F401 -- registers its commands
-from drasill_cli.cli import people as _people  # noqa: F401 -- registers its commands
-from drasill_cli.cli import tasks as _tasks  # noqa: F401 -- registers its commands
-from drasill_cli.cli import watch as _watch  # noqa: F401 -- registers its commands
 from drasill_cli.cli.common import CliState, app, print_json
+
+
+# Command name -> the module in drasill_cli.cli that defines it; modules in help order.
+COMMAND_MODULES: dict[str, str] = {
+    "register": "agents",
+    "unregister": "agents",
+    "heartbeat": "agents",
+    "agents": "agents",
+    "send": "messages",
+    "inbox": "messages",
+    "history": "messages",
+    "task": "tasks",
+    "claim": "tasks",
+    "lock": "locks",
+    "unlock": "locks",
+    "locks": "locks",
+    "prune": "lifecycle",
+    "log": "lifecycle",
+    "watch": "watch",
+    "prompt": "watch",
+    "launch": "watch",
+    "hw": "hardware",
+    "status": "people",
+    "doctor": "people",
+    "tools": "people",
+    "bridge": "people",
+    "demo": "people",
+}
+GLOBAL_OPTIONS_WITH_VALUE = ("--mesh-dir",)
+
+
+def _command_word(args: list[str]) -> str | None:
+    """The command named on the command line, skipping global options and their values."""
+    words = iter(args)
+    for word in words:
+        if word in GLOBAL_OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def load_commands(args: list[str] | None = None) -> None:
+    """Register the commands `args` need: only the named one's module when it is known."""
+    word = None if args is None or "_MESH_COMPLETE" in os.environ else _command_word(args)
+    wanted = [COMMAND_MODULES[word]] if word in COMMAND_MODULES else COMMAND_MODULES.values()
+    for module in dict.fromkeys(wanted):
+        importlib.import_module(f"drasill_cli.cli.{module}")
 
 
 def _show_version(value: bool) -> None:
@@ -50,6 +98,7 @@ def root(
 
 def main() -> None:
     """Run `mesh`; a usage error exits 2, as JSON on stdout when --json was given."""
+    load_commands(sys.argv[1:])
     try:
         code = app(standalone_mode=False)
     except Exception as exc:

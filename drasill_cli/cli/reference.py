@@ -35,8 +35,10 @@ def command_paths() -> Iterator[list[str]]:
     """Every command as its words after `mesh`, groups before their subcommands, in order."""
     import typer.main
 
-    from drasill_cli.cli.app import main as _registers_every_command  # noqa: F401
+    from drasill_cli.cli.app import load_commands
     from drasill_cli.cli.common import app
+
+    load_commands()
 
     def walk(command: Any, prefix: list[str]) -> Iterator[list[str]]:
         yield prefix
@@ -50,8 +52,10 @@ def command_paths() -> Iterator[list[str]]:
 def _invoke(args: list[str], env: dict[str, str]) -> str:
     from typer.testing import CliRunner
 
-    from drasill_cli.cli.app import main as _registers_every_command  # noqa: F401
+    from drasill_cli.cli.app import load_commands
     from drasill_cli.cli.common import app
+
+    load_commands()
 
     done = CliRunner().invoke(app, args, prog_name="mesh", env=env)
     if done.exit_code != 0:
