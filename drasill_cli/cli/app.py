@@ -18,7 +18,6 @@ import typer
 from drasill_cli import __version__
 from drasill_cli.cli.common import CliState, app, print_json
 
-
 # Command name -> the module in drasill_cli.cli that defines it; modules in help order.
 COMMAND_MODULES: dict[str, str] = {
     "register": "agents",
