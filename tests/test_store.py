@@ -108,7 +108,7 @@ def test_config_file_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     path = tmp_path / "config.toml"
     monkeypatch.setenv("DRASILL_CONFIG", str(path))
     assert load_config() == Config()
-    path.write_text('group_shared = true\n[lifecycle]\nidle_after = 5\n[budgets]\nram_gb = 8\n')
+    path.write_text("group_shared = true\n[lifecycle]\nidle_after = 5\n[budgets]\nram_gb = 8\n")
     config = load_config()
     assert config.group_shared is True
     assert config.lifecycle.idle_after == 5.0
