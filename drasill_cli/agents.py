@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,16 +39,16 @@ def heartbeat_path(name: str) -> str:
 
 @dataclasses.dataclass
 class Observer:
-    """Caches what is costly to look up once per command (tmux's session list)."""
+    """Caches what is costly to look up once per command (tmux's pane list)."""
 
     mesh: Mesh
-    _tmux: set[str] | None = None
+    _tmux: liveness.TmuxPanes | None = None
     _tmux_loaded: bool = False
 
-    def tmux_targets(self) -> set[str] | None:
-        """tmux's live sessions and panes, looked up once."""
+    def tmux_panes(self) -> liveness.TmuxPanes | None:
+        """tmux's live sessions and panes, listed once."""
         if not self._tmux_loaded:
-            self._tmux = liveness.tmux_targets()
+            self._tmux = liveness.tmux_panes()
             self._tmux_loaded = True
         return self._tmux
 
@@ -63,7 +64,7 @@ class Observer:
                 socket_dir = self.mesh.config.heimdall_socket_dir()
                 verdicts.append(liveness.heimdall_session_alive(socket_dir, agent.session))
             elif agent.backend == "tmux":
-                alive = liveness.tmux_session_alive(agent.session, self.tmux_targets())
+                alive = liveness.tmux_session_alive(agent.session, self.tmux_panes())
                 if alive is not None:
                     verdicts.append(alive)
         if not verdicts:
@@ -117,6 +118,14 @@ def load(mesh: Mesh, name: str) -> AgentRecord | None:
     except ValidationError:
         mesh.store.quarantine(record_path(name), "is not a valid agent record")
         return None
+
+
+def records(mesh: Mesh) -> Iterator[AgentRecord]:
+    """Every registered agent's record, sorted by name (invalid ones are quarantined, skipped)."""
+    for name in mesh.agent_names():
+        agent = load(mesh, name)
+        if agent is not None:
+            yield agent
 
 
 def get(mesh: Mesh, name: str) -> AgentRecord:
@@ -273,10 +282,7 @@ def list_agents(mesh: Mesh, *, include_dead: bool = False) -> list[dict[str, Any
     observer = Observer(mesh)
     now = clock.now()
     views = []
-    for name in mesh.agent_names():
-        agent = load(mesh, name)
-        if agent is None:
-            continue
+    for agent in records(mesh):
         view = observer.view(agent, now)
         if include_dead or view["state"] != "dead":
             views.append(view)

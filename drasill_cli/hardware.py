@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,7 @@ from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome
 if TYPE_CHECKING:
     import psutil
 
+    from drasill_cli import agents
     from drasill_cli.mesh import Mesh
     from drasill_cli.models import AgentRecord
 
@@ -120,79 +119,52 @@ def heimdall_child_pid(socket_dir: Path, session: str) -> int | None:
         return None
 
 
-def tmux_pane_pid(target: str) -> int | None:
-    """The pid of the process running in a tmux pane (or a session's active pane)."""
-    tmux = shutil.which("tmux")
-    if tmux is None:
-        return None
-    try:
-        done = subprocess.run(
-            [tmux, "display-message", "-p", "-t", target, "#{pane_pid}"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    try:
-        return int(done.stdout.strip()) if done.returncode == 0 else None
-    except ValueError:
-        return None
+class ProcessTable:
+    """One pass over the process table: each process, its children, start time and RSS."""
 
+    def __init__(self) -> None:
+        import psutil
 
-def root_pids(mesh: Mesh, agent: AgentRecord) -> list[int]:
-    """The processes whose trees are the agent: its pid, else its session's child process.
+        self.procs: dict[int, psutil.Process] = {}
+        self.started: dict[int, float] = {}
+        self.rss: dict[int, int] = {}
+        self.children: dict[int, list[int]] = {}
+        for proc in psutil.process_iter(["ppid", "create_time", "memory_info"]):
+            info = proc.info
+            self.procs[proc.pid] = proc
+            self.started[proc.pid] = info["create_time"] or 0.0
+            memory = info["memory_info"]
+            self.rss[proc.pid] = memory.rss if memory is not None else 0
+            if info["ppid"] is not None:
+                self.children.setdefault(info["ppid"], []).append(proc.pid)
 
-    Only processes on this host are measurable, and a registered pid counts only while its start
-    time matches, so a recycled pid is never measured (or signalled) as the agent.
-    """
-    if agent.host != liveness.hostname():
-        return []
-    if agent.pid is not None:
-        alive = liveness.pid_alive(agent.pid, agent.pid_started, agent.host)
-        return [agent.pid] if alive else []
-    found: int | None = None
-    if agent.session and agent.backend == "heimdall":
-        found = heimdall_child_pid(mesh.config.heimdall_socket_dir(), agent.session)
-    elif agent.session and agent.backend == "tmux":
-        found = tmux_pane_pid(agent.session)
-    return [found] if found is not None else []
+    def alive(self, pid: int, started: float | None) -> bool:
+        """Whether `pid` exists and is the process that was registered (same start time)."""
+        if pid not in self.started or started is None:
+            return False
+        return abs(self.started[pid] - started) <= liveness.START_TIME_TOLERANCE_S
+
+    def tree(self, roots: Iterable[int]) -> list[int]:
+        """Each root that exists and all its descendants (started after it, as psutil counts)."""
+        found: dict[int, None] = {}
+        for root in roots:
+            if root not in self.started:
+                continue
+            born = self.started[root]
+            stack = [root]
+            while stack:
+                pid = stack.pop()
+                if pid in found:
+                    continue
+                found[pid] = None
+                stack.extend(c for c in self.children.get(pid, ()) if self.started[c] >= born)
+        return list(found)
 
 
 def process_tree(roots: list[int]) -> list[psutil.Process]:
     """The root processes and all their descendants that still exist."""
-    import psutil
-
-    tree: dict[int, psutil.Process] = {}
-    for pid in roots:
-        try:
-            root = psutil.Process(pid)
-            tree[pid] = root
-            tree.update((child.pid, child) for child in root.children(recursive=True))
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return list(tree.values())
-
-
-def tree_rss(procs: list[psutil.Process]) -> int:
-    """Resident memory of the processes together, in bytes (vanished ones count zero)."""
-    import psutil
-
-    total = 0
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += proc.memory_info().rss
-    return total
-
-
-def tree_vram_gb(gpu: dict[str, Any] | None, procs: list[psutil.Process]) -> float:
-    """GPU memory NVML attributes to the processes, over all devices."""
-    pids = {p.pid for p in procs}
-    used = 0.0
-    for device in (gpu or {}).get("devices", []):
-        used += sum(p["used_gb"] for p in device["processes"] if p["pid"] in pids)
-    return round(used, 3)
+    table = ProcessTable()
+    return [table.procs[pid] for pid in table.tree(roots)]
 
 
 @dataclasses.dataclass
@@ -226,24 +198,84 @@ class Usage:
         return found
 
 
+class Meter:
+    """One measuring pass over many agents, fast with hundreds of them.
+
+    The process table is read once (on first need), tmux panes are listed once (shared with the
+    observer's session checks) and GPU memory comes from one NVML sample, mapped by pid.
+    """
+
+    def __init__(
+        self, mesh: Mesh, gpu: dict[str, Any] | None, observer: agents.Observer | None = None
+    ) -> None:
+        from drasill_cli import agents
+
+        self.mesh = mesh
+        self.gpu = gpu
+        self.observer = observer or agents.Observer(mesh)
+        self._table: ProcessTable | None = None
+        self.gpu_by_pid: dict[int, float] = {}
+        for device in (gpu or {}).get("devices", []):
+            for proc in device["processes"]:
+                pid = proc["pid"]
+                self.gpu_by_pid[pid] = self.gpu_by_pid.get(pid, 0.0) + float(proc["used_gb"])
+
+    @property
+    def table(self) -> ProcessTable:
+        """The process table, read on first use."""
+        if self._table is None:
+            self._table = ProcessTable()
+        return self._table
+
+    def root(self, agent: AgentRecord) -> int | None:
+        """The process whose tree is the agent: its pid, else its session's child process.
+
+        Only processes on this host are measurable, and a registered pid counts only while its
+        start time matches, so a recycled pid is never measured (or signalled) as the agent.
+        """
+        if agent.host != liveness.hostname():
+            return None
+        if agent.pid is not None:
+            return agent.pid if self.table.alive(agent.pid, agent.pid_started) else None
+        if agent.session and agent.backend == "heimdall":
+            return heimdall_child_pid(self.mesh.config.heimdall_socket_dir(), agent.session)
+        if agent.session and agent.backend == "tmux":
+            panes = self.observer.tmux_panes()
+            return panes.pid(agent.session) if panes is not None else None
+        return None
+
+    def processes(self, agent: AgentRecord) -> list[psutil.Process]:
+        """The agent's process tree (root first); empty when there is nothing to measure."""
+        root = self.root(agent)
+        if root is None:
+            return []
+        return [self.table.procs[pid] for pid in self.table.tree([root])]
+
+    def ram_gb(self, procs: list[psutil.Process]) -> float:
+        """Resident memory of the processes together."""
+        return _gib(sum(self.table.rss.get(p.pid, 0) for p in procs))
+
+    def vram_gb(self, procs: list[psutil.Process]) -> float | None:
+        """GPU memory NVML attributes to the processes over all devices; None without a GPU."""
+        if self.gpu is None:
+            return None
+        return round(sum(self.gpu_by_pid.get(p.pid, 0.0) for p in procs), 3)
+
+    def usage(self, agent: AgentRecord, state: str) -> Usage:
+        """The agent's measured use (a dead agent, or one without processes, is not measured)."""
+        procs = self.processes(agent) if state != "dead" else []
+        if not procs:
+            return Usage(agent, state, [], None, None)
+        return Usage(agent, state, procs, self.ram_gb(procs), self.vram_gb(procs))
+
+
 def sample(mesh: Mesh, gpu: dict[str, Any] | None) -> list[Usage]:
     """Every registered agent with its state and measured use, sorted by name."""
     from drasill_cli import agents
 
-    observer = agents.Observer(mesh)
+    meter = Meter(mesh, gpu)
     now = clock.now()
-    usages = []
-    for name in mesh.agent_names():
-        agent = agents.load(mesh, name)
-        if agent is None:
-            continue
-        state = observer.state(agent, now)
-        roots = root_pids(mesh, agent) if state != "dead" else []
-        procs = process_tree(roots)
-        ram_gb = _gib(tree_rss(procs)) if procs else None
-        vram_gb = tree_vram_gb(gpu, procs) if gpu is not None and procs else None
-        usages.append(Usage(agent, state, procs, ram_gb, vram_gb))
-    return usages
+    return [meter.usage(a, meter.observer.state(a, now)) for a in agents.records(mesh)]
 
 
 # ---- limits and admission ----------------------------------------------------------------------
@@ -289,16 +321,15 @@ def shortfall(mesh: Mesh, record: AgentRecord, wanted: dict[str, float]) -> Budg
 
     ram = ram_probe()
     gpu = gpu_probe() if "vram" in wanted else None
-    observer = agents.Observer(mesh)
+    meter = Meter(mesh, gpu)
     declared = dict.fromkeys(wanted, 0.0)
-    for name in mesh.agent_names():
-        other = agents.load(mesh, name) if name != record.name else None
-        if other is None or observer.state(other) == "dead":
+    for other in agents.records(mesh):
+        if other.name == record.name or meter.observer.state(other) == "dead":
             continue
         for resource in wanted:
             declared[resource] += getattr(other, f"{resource}_gb") or 0.0
-    own = process_tree(root_pids(mesh, record))
-    own_use = {"ram": _gib(tree_rss(own)), "vram": tree_vram_gb(gpu, own)}
+    own = meter.processes(record)
+    own_use = {"ram": meter.ram_gb(own), "vram": meter.vram_gb(own) or 0.0}
     needed: dict[str, float] = {}
     free: dict[str, float] = {}
     reasons = []
@@ -355,23 +386,23 @@ def admission(
 # ---- report ----------------------------------------------------------------------------------
 
 
-def _section(
+def budget(
     mesh: Mesh,
     resource: str,
     ram: dict[str, float],
     gpu: dict[str, Any] | None,
     usages: list[Usage],
-) -> dict[str, Any]:
-    machine: dict[str, Any] = ram if resource == "ram" else (gpu or {})
+) -> dict[str, float]:
+    """The budget of `ram` or `vram`: limit, declared by live agents, free, and their use."""
+    available = _available_gb(resource, ram, gpu)
     limit = limit_gb(mesh, resource, ram, gpu)
     live = [u for u in usages if u.state != "dead"]
     declared = round(sum(u.declared(resource) or 0.0 for u in live), 3)
     measured = round(sum(u.measured(resource) or 0.0 for u in live), 3)
     return {
-        **machine,
         "limit_gb": limit,
         "declared_gb": declared,
-        "free_gb": round(max(0.0, min(limit - declared, machine["available_gb"])), 3),
+        "free_gb": round(max(0.0, min(limit - declared, available)), 3),
         "agents_gb": measured,
     }
 
@@ -381,9 +412,9 @@ def hw_report(mesh: Mesh) -> dict[str, Any]:
     ram = ram_probe()
     gpu = gpu_probe()
     usages = sample(mesh, gpu)
-    report: dict[str, Any] = {"ram": _section(mesh, "ram", ram, gpu, usages)}
+    report: dict[str, Any] = {"ram": {**ram, **budget(mesh, "ram", ram, gpu, usages)}}
     if gpu is not None:
-        report["gpu"] = _section(mesh, "vram", ram, gpu, usages)
+        report["gpu"] = {**gpu, **budget(mesh, "vram", ram, gpu, usages)}
     paused = set(_names(mesh, PAUSED_DIR))
     rows = []
     for usage in usages:

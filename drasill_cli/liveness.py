@@ -7,11 +7,13 @@ counts as unknown.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 START_TIME_TOLERANCE_S = 0.05
@@ -65,14 +67,49 @@ def heimdall_session_alive(socket_dir: Path, session: str) -> bool:
     return True
 
 
-def tmux_targets() -> set[str] | None:
-    """Every live tmux session name and pane id, or None when tmux is absent or not running."""
+@dataclasses.dataclass(frozen=True)
+class TmuxPane:
+    """One tmux pane: its session's name, its id (`%3`) and the pid of the process it runs."""
+
+    session: str
+    pane_id: str
+    pid: int | None
+
+
+class TmuxPanes:
+    """Every tmux pane from one listing, looked up by session name or pane id."""
+
+    def __init__(self, panes: Iterable[TmuxPane] = ()) -> None:
+        self.panes = list(panes)
+        self._pids: dict[str, int | None] = {}
+        for pane in self.panes:
+            self._pids.setdefault(pane.session, pane.pid)  # a session counts its first pane
+            self._pids[pane.pane_id] = pane.pid
+
+    def alive(self, target: str) -> bool:
+        """Whether a session name or pane id (`%3`) exists (`sess:1.0` counts as `sess`)."""
+        return target in self._pids or _tmux_session(target) in self._pids
+
+    def pid(self, target: str) -> int | None:
+        """The process in the pane `target` names, or in the first pane of its session."""
+        if target in self._pids:
+            return self._pids[target]
+        return self._pids.get(_tmux_session(target))
+
+
+def _tmux_session(target: str) -> str:
+    """The session part of a tmux target (`sess:window.pane`)."""
+    return target.split(":", 1)[0].split(".", 1)[0]
+
+
+def tmux_panes() -> TmuxPanes | None:
+    """Every live tmux pane (one `tmux list-panes -a` call); None when tmux is absent or fails."""
     tmux = shutil.which("tmux")
     if tmux is None:
         return None
     try:
         done = subprocess.run(
-            [tmux, "list-panes", "-a", "-F", "#{session_name}\t#{pane_id}"],
+            [tmux, "list-panes", "-a", "-F", "#{session_name}\t#{pane_id}\t#{pane_pid}"],
             capture_output=True,
             text=True,
             timeout=5,
@@ -81,16 +118,18 @@ def tmux_targets() -> set[str] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:
-        return set()  # no server running: no session exists
-    targets: set[str] = set()
+        return TmuxPanes()  # no server running: no session exists
+    panes = []
     for line in done.stdout.splitlines():
-        targets.update(part for part in line.split("\t") if part)
-    return targets
+        parts = line.split("\t")
+        if len(parts) == 3:
+            session, pane_id, pid = parts
+            panes.append(TmuxPane(session, pane_id, int(pid) if pid.isdigit() else None))
+    return TmuxPanes(panes)
 
 
-def tmux_session_alive(session: str, targets: set[str] | None) -> bool | None:
+def tmux_session_alive(session: str, panes: TmuxPanes | None) -> bool | None:
     """Whether a tmux session name or pane id (`%3`) exists; None when tmux is absent."""
-    if targets is None:
+    if panes is None:
         return None
-    base = session.split(":", 1)[0].split(".", 1)[0]
-    return session in targets or base in targets
+    return panes.alive(session)

@@ -1,9 +1,9 @@
 """The status snapshot: agents, tasks, locks, budgets and recent traffic in one object.
 
 `mesh status` is what people judge the mesh by, so it must stay fast with hundreds of agents:
-- every process is read once (one `psutil.process_iter` pass builds the whole process forest),
-  instead of one /proc scan per agent;
-- tmux panes are listed with one `tmux list-panes -a` call, never one call per agent;
+- agents are measured by one `hardware.Meter` pass: every process is read once (one
+  `psutil.process_iter` pass builds the whole process forest), instead of one /proc scan per
+  agent, and tmux panes are listed with one `tmux list-panes -a` call, never one per agent;
 - the audit log is read from its tail only, never parsed whole.
 """
 
@@ -12,185 +12,58 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drasill_cli import audit, clock, liveness
+from drasill_cli import audit, clock
 from drasill_cli.mesh import Mesh
-from drasill_cli.models import AgentRecord
+
+if TYPE_CHECKING:
+    from drasill_cli import hardware
 
 RECENT_EVENTS = 20
 WATCH_DEBOUNCE_MS = 150
 WATCH_REFRESH_S = 5.0
 TAIL_BYTES = 64 * 1024
-GIB = 1024**3
 AGENT_STATE_ORDER = {"active": 0, "idle": 1, "dead": 2}
 
 
-class _Processes:
-    """One pass over the process table: parents, start times and resident memory."""
+def _agents(
+    mesh: Mesh, gpu: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], list[hardware.Usage]]:
+    """Every registered agent (dead ones too: a person wants to see them), live ones first,
+    with each one's measured use (one `hardware.Meter` pass for all of them)."""
+    from drasill_cli import agents, hardware
 
-    def __init__(self) -> None:
-        import psutil
-
-        self.started: dict[int, float] = {}
-        self.rss: dict[int, int] = {}
-        self.children: dict[int, list[int]] = {}
-        for proc in psutil.process_iter(["ppid", "create_time", "memory_info"]):
-            info = proc.info
-            self.started[proc.pid] = info["create_time"] or 0.0
-            memory = info["memory_info"]
-            self.rss[proc.pid] = memory.rss if memory is not None else 0
-            if info["ppid"] is not None:
-                self.children.setdefault(info["ppid"], []).append(proc.pid)
-
-    def alive(self, pid: int, started: float | None) -> bool:
-        """Whether `pid` exists and is the process that was registered (same start time)."""
-        if pid not in self.started or started is None:
-            return False
-        return abs(self.started[pid] - started) <= liveness.START_TIME_TOLERANCE_S
-
-    def tree(self, root: int) -> list[int]:
-        """`root` and every descendant."""
-        found, stack = [], [root]
-        while stack:
-            pid = stack.pop()
-            if pid in self.started:
-                found.append(pid)
-                stack.extend(self.children.get(pid, ()))
-        return found
-
-
-def _tmux_pane_pids() -> dict[str, int]:
-    """Every tmux session name and pane id mapped to its pane's process (one tmux call)."""
-    tmux = shutil.which("tmux")
-    if tmux is None:
-        return {}
-    try:
-        done = subprocess.run(
-            [tmux, "list-panes", "-a", "-F", "#{session_name}\t#{pane_id}\t#{pane_pid}"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    found: dict[str, int] = {}
-    for line in done.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[2].isdigit():
-            found.setdefault(parts[0], int(parts[2]))  # a session counts its first pane
-            found[parts[1]] = int(parts[2])
-    return found
-
-
-class _Meter:
-    """Measures each live agent's RAM and GPU memory from one process and one GPU sample."""
-
-    def __init__(self, mesh: Mesh, gpu: dict[str, Any] | None) -> None:
-        self.mesh = mesh
-        self.gpu = gpu
-        self._procs: _Processes | None = None
-        self._panes: dict[str, int] | None = None
-        self.gpu_by_pid: dict[int, float] = {}
-        for device in (gpu or {}).get("devices", []):
-            for proc in device["processes"]:
-                self.gpu_by_pid[proc["pid"]] = self.gpu_by_pid.get(proc["pid"], 0.0) + float(
-                    proc["used_gb"]
-                )
-
-    def _root(self, agent: AgentRecord) -> int | None:
-        procs = self._procs or _Processes()
-        self._procs = procs
-        if agent.pid is not None:
-            return agent.pid if procs.alive(agent.pid, agent.pid_started) else None
-        if agent.session and agent.backend == "heimdall":
-            from drasill_cli import hardware
-
-            return hardware.heimdall_child_pid(
-                self.mesh.config.heimdall_socket_dir(), agent.session
-            )
-        if agent.session and agent.backend == "tmux":
-            if self._panes is None:
-                self._panes = _tmux_pane_pids()
-            base = agent.session.split(":", 1)[0].split(".", 1)[0]
-            return self._panes.get(agent.session, self._panes.get(base))
-        return None
-
-    def measure(self, agent: AgentRecord) -> dict[str, float | None]:
-        """`ram_gb` and `vram_gb` used by the agent's process tree (None: not measurable)."""
-        measured: dict[str, float | None] = {"ram_gb": None, "vram_gb": None}
-        if agent.host != liveness.hostname():
-            return measured
-        root = self._root(agent)
-        if root is None or self._procs is None:
-            return measured
-        tree = self._procs.tree(root)
-        if not tree:
-            return measured
-        measured["ram_gb"] = round(sum(self._procs.rss.get(pid, 0) for pid in tree) / GIB, 3)
-        if self.gpu is not None:
-            measured["vram_gb"] = round(sum(self.gpu_by_pid.get(pid, 0.0) for pid in tree), 3)
-        return measured
-
-
-def _agents(mesh: Mesh, meter: _Meter) -> list[dict[str, Any]]:
-    """Every registered agent (dead ones too: a person wants to see them), live ones first."""
-    from drasill_cli import agents, messages
-
-    observer = agents.Observer(mesh)
+    meter = hardware.Meter(mesh, gpu)
     now = clock.now()
-    found = []
-    for name in mesh.agent_names():
-        record = agents.load(mesh, name)
-        if record is None:
-            continue
-        view = observer.view(record, now)
-        view["unread"] = messages.unread_count(mesh, name)
+    found, usages = [], []
+    for record in agents.records(mesh):
+        view = meter.observer.view(record, now)
+        usage = meter.usage(record, view["state"])
         view["declared"] = {"ram_gb": record.ram_gb, "vram_gb": record.vram_gb}
-        dead = view["state"] == "dead"
-        view["measured"] = {"ram_gb": None, "vram_gb": None} if dead else meter.measure(record)
+        view["measured"] = {"ram_gb": usage.ram_gb, "vram_gb": usage.vram_gb}
         found.append(view)
+        usages.append(usage)
     found.sort(key=lambda a: (AGENT_STATE_ORDER.get(a["state"], 3), a["name"]))
-    return found
-
-
-def _budget(
-    mesh: Mesh,
-    resource: str,
-    machine: dict[str, Any],
-    ram: dict[str, float],
-    gpu: dict[str, Any] | None,
-    live: list[dict[str, Any]],
-) -> dict[str, Any]:
-    from drasill_cli import hardware
-
-    limit = hardware.limit_gb(mesh, resource, ram, gpu)
-    key = f"{resource}_gb"
-    declared = round(sum(a["declared"][key] or 0.0 for a in live), 3)
-    measured = round(sum(a["measured"][key] or 0.0 for a in live), 3)
-    return {
-        "total_gb": machine["total_gb"],
-        "used_gb": machine["used_gb"],
-        "available_gb": machine["available_gb"],
-        "limit_gb": limit,
-        "declared_gb": declared,
-        "free_gb": round(max(0.0, min(limit - declared, machine["available_gb"])), 3),
-        "agents_gb": measured,
-    }
+    return found, usages
 
 
 def _budgets(
-    mesh: Mesh, ram: dict[str, float], gpu: dict[str, Any] | None, agents: list[dict[str, Any]]
+    mesh: Mesh, ram: dict[str, float], gpu: dict[str, Any] | None, usages: list[hardware.Usage]
 ) -> dict[str, Any]:
-    live = [a for a in agents if a["state"] != "dead"]
-    report: dict[str, Any] = {"ram": _budget(mesh, "ram", ram, ram, gpu, live)}
-    if gpu is not None:
-        report["gpu"] = _budget(mesh, "vram", gpu, ram, gpu, live)
+    from drasill_cli import hardware
+
+    report: dict[str, Any] = {}
+    for key, resource, machine in (("ram", "ram", ram), ("gpu", "vram", gpu)):
+        if machine is not None:
+            report[key] = {
+                "total_gb": machine["total_gb"],
+                "used_gb": machine["used_gb"],
+                "available_gb": machine["available_gb"],
+                **hardware.budget(mesh, resource, ram, gpu, usages),
+            }
     report["policy"] = mesh.config.budgets.policy
     return report
 
@@ -239,7 +112,7 @@ def snapshot(mesh: Mesh) -> dict[str, Any]:
 
     ram = hardware.ram_probe()
     gpu = hardware.gpu_probe()
-    agents = _agents(mesh, _Meter(mesh, gpu))
+    agents, usages = _agents(mesh, gpu)
     task_list = tasks.list_tasks(mesh)
     lock_list = locks.list_locks(mesh)
     return {
@@ -248,7 +121,7 @@ def snapshot(mesh: Mesh) -> dict[str, Any]:
         "agents": agents,
         "tasks": task_list,
         "locks": lock_list,
-        "budgets": _budgets(mesh, ram, gpu, agents),
+        "budgets": _budgets(mesh, ram, gpu, usages),
         "recent": recent_events(mesh),
         "counts": {
             "agents": _count(agents, "state"),

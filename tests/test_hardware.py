@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from drasill_cli import agents, audit, hardware
+from drasill_cli import agents, audit, hardware, liveness, status
 from drasill_cli.config import BudgetsConfig, Config, WakeConfig
 from drasill_cli.errors import InvalidInput
 from drasill_cli.mesh import Mesh
@@ -144,6 +144,69 @@ def test_tmux_pane_process_is_measured(mesh: Mesh) -> None:
         assert row["measured"]["ram_gb"] > 0
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def test_tmux_panes_resolve_sessions_pane_ids_and_windows() -> None:
+    panes = liveness.TmuxPanes(
+        [
+            liveness.TmuxPane("work", "%1", 101),
+            liveness.TmuxPane("work", "%2", 102),
+            liveness.TmuxPane("other", "%7", None),
+        ]
+    )
+    assert panes.pid("work") == 101  # a session counts its first pane
+    assert panes.pid("%2") == 102
+    assert panes.pid("work:1.0") == 101
+    assert panes.pid("other") is None
+    assert panes.pid("gone") is None
+    assert panes.alive("other") is True  # a pane without a pid still exists
+    assert panes.alive("work.1") is True
+    assert panes.alive("gone") is False
+    assert liveness.tmux_session_alive("work", panes) is True
+    assert liveness.tmux_session_alive("work", None) is None
+    assert liveness.tmux_session_alive("work", liveness.TmuxPanes()) is False
+
+
+def test_one_measuring_pass_lists_tmux_panes_and_reads_processes_once(
+    mesh: Mesh, spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hog = spawn(tree=True)
+    fake = liveness.TmuxPanes([liveness.TmuxPane(f"s{i}", f"%{i}", hog.pid) for i in range(3)])
+    listings: list[int] = []
+    tables: list[int] = []
+
+    def listing() -> liveness.TmuxPanes:
+        listings.append(1)
+        return fake
+
+    monkeypatch.setattr(liveness, "tmux_panes", listing)
+    real_table = hardware.ProcessTable.__init__
+
+    def counted(table: hardware.ProcessTable) -> None:
+        tables.append(1)
+        real_table(table)
+
+    monkeypatch.setattr(hardware.ProcessTable, "__init__", counted)
+    for i in range(3):
+        agents.register(mesh, f"pane-{i}", session=f"s{i}:0.0", backend="tmux")
+    agents.register(mesh, "pid", pid=hog.pid, ram_gb=2.0)
+    listings.clear()
+    tables.clear()
+    rows = {row["name"]: row for row in hardware.hw_report(mesh)["agents"]}
+    assert (len(listings), len(tables)) == (1, 1)
+    assert {name: len(row["pids"]) for name, row in rows.items()} == dict.fromkeys(rows, 2)
+    listings.clear()
+    tables.clear()
+    snapshot = status.snapshot(mesh)
+    assert (len(listings), len(tables)) == (1, 1)
+    for view in snapshot["agents"]:
+        assert view["state"] != "dead"
+        assert view["measured"]["ram_gb"] == pytest.approx(
+            rows[view["name"]]["measured"]["ram_gb"], abs=0.01
+        )
+    budgets = snapshot["budgets"]["ram"]
+    assert budgets["declared_gb"] == 2.0
+    assert budgets["agents_gb"] > 4 * 0.28
 
 
 # ---- admission -------------------------------------------------------------------------------
