@@ -107,10 +107,8 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10)
-    args = parser.parse_args()
+def measure(rounds: int) -> dict[str, object]:
+    """Run the heimdall and tmux rounds against a real `mesh watch`; the summary figures."""
     work = Path(tempfile.mkdtemp(prefix="bw", dir="/tmp"))
     socket_dir = work / "hm"
     config_file = work / "config.toml"
@@ -124,29 +122,45 @@ def main() -> None:
         DRASILL_CONFIG=str(config_file),
         TMUX_TMPDIR=str(work),
     )
+    saved = {key: os.environ.get(key) for key in ("TMUX_TMPDIR", "TMUX")}
     os.environ.update(TMUX_TMPDIR=str(work))
     os.environ.pop("TMUX", None)
     mesh = Mesh.open(work / "mesh", Config())
     mesh.store.ensure_dir("inbox")
     watch = _start_watch(env)
     results: dict[str, object] = {
-        "rounds": args.rounds,
+        "rounds": rounds,
         "idle_ms": IDLE_MS,
         "enter_delay_ms": ENTER_DELAY_MS,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
         "python": platform.python_version(),
     }
     try:
-        to_text, to_enter = _heimdall_rounds(mesh, socket_dir, args.rounds)
+        to_text, to_enter = _heimdall_rounds(mesh, socket_dir, rounds)
         results["heimdall_send_to_notice"] = _summary(to_text)
         results["heimdall_send_to_enter"] = _summary(to_enter)
         if shutil.which("tmux"):
-            results["tmux_send_to_line_read"] = _summary(_tmux_rounds(mesh, work, args.rounds))
+            results["tmux_send_to_line_read"] = _summary(_tmux_rounds(mesh, work, rounds))
+        else:
+            results["tmux_skipped"] = "tmux is not installed"
     finally:
         watch.send_signal(signal.SIGTERM)
         watch.wait(10)
         subprocess.run(["tmux", "kill-server"], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    results = measure(args.rounds)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -1,0 +1,464 @@
+"""All benchmarks in one run, side by side: `.venv/bin/python -m benchmarks [--quick]`.
+
+Measures, in one process tree on this machine:
+- CLI latency of `mesh send` and `mesh inbox` (the installed `.venv/bin/mesh` entry point) beside
+  the interpreter floor, `python -c "import typer, pydantic"`, and the original Drasill 1.0.0
+  driven by one `curl` per call (with curl's own start-up measured alone);
+- throughput with 8 concurrent senders: Python API (8 processes), CLI (8 threads each running
+  `mesh send` processes) and Drasill's HTTP API (8 threads, one keep-alive connection each);
+- scale: consume with 10 vs 10,000 unread, `agents`/`status` with 10 vs 1,000 agents, prune with
+  10,000 stale temp files;
+- wake latency (send to injection) with a real `mesh watch`, heimdall stand-in and tmux;
+- memory: peak RSS of `mesh send`, RSS of an idle `mesh watch` over 50 agents, Drasill's server.
+
+Prints a table, the targets with met/missed, and writes the figures as JSON to
+benchmarks/results/benchmark-<time>.json (and latest.json). `--quick` uses fewer rounds and
+smaller scale sizes (it still prints every figure); `--no-drasill` skips the baseline.
+Exit status: 0 when every section ran (targets missed or not), 1 when a section failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bench_compare, bench_scale, bench_wake
+from benchmarks.drasill_baseline import DrasillServer, DrasillUnavailable
+from benchmarks.harness import proc_status_kib
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+FULL = {
+    "latency_runs": 25,
+    "throughput_rounds": 3,
+    "api_per_sender": 250,
+    "cli_per_sender": 4,
+    "unread_big": 10_000,
+    "consume_api_rounds": 150,
+    "consume_cli_rounds": 20,
+    "agents_big": 1_000,
+    "agents_rounds": 5,
+    "prune_stale": 10_000,
+    "prune_rounds": 3,
+    "wake_rounds": 8,
+    "rss_runs": 5,
+}
+QUICK = {
+    "latency_runs": 20,
+    "throughput_rounds": 1,
+    "api_per_sender": 60,
+    "cli_per_sender": 2,
+    "unread_big": 2_000,
+    "consume_api_rounds": 60,
+    "consume_cli_rounds": 20,
+    "agents_big": 200,
+    "agents_rounds": 3,
+    "prune_stale": 2_000,
+    "prune_rounds": 1,
+    "wake_rounds": 3,
+    "rss_runs": 3,
+}
+
+LATENCY_BAR = 1.3
+THROUGHPUT_BAR = 5.0
+CONSUME_BAR = 3.0
+
+
+def _section(results: dict[str, Any], name: str, func: Callable[[], Any]) -> None:
+    started = time.perf_counter()
+    print(f"[{name}] ...", file=sys.stderr, flush=True)
+    try:
+        results[name] = func()
+    except Exception as exc:
+        results.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    took = time.perf_counter() - started
+    results.setdefault("section_s", {})[name] = round(took, 1)
+    print(f"[{name}] {took:.1f}s", file=sys.stderr, flush=True)
+
+
+def _start_drasill(results: dict[str, Any], skip: bool) -> DrasillServer | None:
+    if skip:
+        results["drasill"] = {"skipped": "--no-drasill was given"}
+        return None
+    server = DrasillServer()
+    try:
+        server.start()
+    except DrasillUnavailable as exc:
+        server.stop()
+        results["drasill"] = {"skipped": str(exc)}
+        print(f"Drasill baseline skipped: {exc}", file=sys.stderr)
+        return None
+    results["drasill"] = {
+        "version": "1.0.0",
+        "python": server.python,
+        "install_s": round(server.install_s, 1),
+        "server": "uvicorn drasill.app:create_app --factory on 127.0.0.1, SQLite in a temp dir",
+    }
+    return server
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+
+
+def _verdict(ratio: float, bar: float, *, at_most: bool) -> dict[str, Any]:
+    """`missed_by`: for an upper bar, how far over it (ratio/bar - 1); for a lower bar, the
+    factor still needed (bar/ratio)."""
+    met = ratio <= bar if at_most else ratio >= bar
+    by = (ratio / bar - 1) if at_most else bar / ratio
+    return {
+        "ratio": round(ratio, 2),
+        "bar": bar,
+        "at_most": at_most,
+        "met": met,
+        "missed_by": None if met else by,
+    }
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's three targets, each with its ratio, verdict and, if missed, the remedy."""
+    targets: list[dict[str, Any]] = []
+    latency = results.get("latency", {}).get("median_ms", {})
+    framework = latency.get("python -c 'import typer, pydantic'")
+    imports = latency.get("python -c 'import drasill_cli.cli.app'")
+    for command in ("mesh send", "mesh inbox"):
+        if framework and command in latency:
+            ms = latency[command]
+            target = {
+                "target": f"{command} median <= {LATENCY_BAR}x `import typer, pydantic`",
+                **_verdict(ms / framework, LATENCY_BAR, at_most=True),
+            }
+            if not target["met"] and imports:
+                target["gap"] = (
+                    f"{ms - LATENCY_BAR * framework:.0f} ms over the bar "
+                    f"({LATENCY_BAR * framework:.0f} ms). Importing the CLI (typer app with "
+                    f"every command module) alone takes {imports:.0f} ms "
+                    f"({imports - framework:+.0f} ms vs typer+pydantic); building the click "
+                    f"command tree, parsing and the command itself take {ms - imports:.0f} ms "
+                    "more. Closing it: register commands lazily (import only the invoked "
+                    "command's module), or dispatch send/inbox from argv before Typer builds "
+                    "the full app."
+                )
+            targets.append(target)
+    rates = results.get("throughput", {}).get("msgs_per_s", {})
+    if "python_api" in rates and "drasill_http" in rates:
+        target = {
+            "target": f"Python API, 8 senders >= {THROUGHPUT_BAR}x Drasill HTTP, 8 clients",
+            **_verdict(rates["python_api"] / rates["drasill_http"], THROUGHPUT_BAR, at_most=False),
+        }
+        if not target["met"]:
+            relaxed = rates.get("python_api_no_fsync")
+            diag = (
+                f" With fsync made a no-op the same senders reach {relaxed:.0f} msg/s "
+                f"({relaxed / rates['drasill_http']:.1f}x Drasill)."
+                if relaxed
+                else ""
+            )
+            target["gap"] = (
+                "fsync dominates a send: three per message (the message file, its new/ shard "
+                "folder, the sender's sent/ folder), while Drasill's SQLite runs in WAL mode "
+                f"with synchronous=NORMAL and flushes nothing per message.{diag} Closing it "
+                "without losing durability: skip the fsync of sent/ (history, not delivery), "
+                "and a batched send that flushes each folder once per batch; or an opt-in "
+                "relaxed-durability setting matching Drasill's."
+            )
+        targets.append(target)
+    elif "python_api" in rates:
+        targets.append(
+            {
+                "target": f"Python API, 8 senders >= {THROUGHPUT_BAR}x Drasill HTTP, 8 clients",
+                "met": None,
+                "skipped": results.get("drasill", {}).get("skipped", "no Drasill figure"),
+            }
+        )
+    scale = results.get("consume", {})
+    if scale:
+        big = scale["unread"]["big"]
+        for kind in ("api", "cli"):
+            target = {
+                "target": f"consume at {big:,} unread <= {CONSUME_BAR}x at 10 ({kind.upper()})",
+                **_verdict(scale[f"{kind}_ratio"], CONSUME_BAR, at_most=True),
+            }
+            if not target["met"]:
+                target["gap"] = (
+                    "the consumer lists shard folders of new/; a deeper shard level or "
+                    "keeping a cursor of the oldest shard would close it"
+                )
+            targets.append(target)
+    return targets
+
+
+# ---- printing -------------------------------------------------------------------------------
+
+
+def _row(label: str, value: str, note: str = "") -> None:
+    print(f"  {label:<46} {value:>14}  {note}")
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def print_report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+    meta = results["meta"]
+    print()
+    print(f"drasill-cli benchmarks  {meta['date']}  {meta['machine']}  Python {meta['python']}")
+    print(f"mode: {meta['mode']}; command: {meta['command']}")
+    drasill = results.get("drasill", {})
+    if "skipped" in drasill:
+        print(f"Drasill baseline: SKIPPED ({drasill['skipped']})")
+    else:
+        print(f"Drasill baseline: {drasill.get('version')} on {drasill.get('python')}")
+
+    _print_latency(results)
+    _print_throughput(results)
+    _print_scale(results)
+    _print_wake(results)
+    _print_memory(results)
+    _print_targets(results, targets)
+
+
+def _print_latency(results: dict[str, Any]) -> None:
+    latency = results.get("latency")
+    if latency:
+        med = latency["median_ms"]
+        print(
+            f"\nCLI latency (median of {latency['runs_per_command']} interleaved runs, "
+            f"entry point {latency['entry_point']})"
+        )
+        floor = med.get("python -I -S -c pass")
+        framework = med.get("python -c 'import typer, pydantic'")
+        for name, ms in med.items():
+            _row(name, f"{ms:8.1f} ms", f"min {latency['min_ms'][name]:.1f}")
+        for command, curl in (
+            ("mesh send", "curl send (Drasill)"),
+            ("mesh inbox", "curl consume (Drasill)"),
+        ):
+            ms = med.get(command)
+            _row(f"{command} / interpreter floor", _ratio(ms, floor))
+            _row(f"{command} / import typer, pydantic", _ratio(ms, framework), "target <= 1.3x")
+            _row(f"{command} / {curl}", _ratio(ms, med.get(curl)))
+        if "curl --version" in med:
+            _row(
+                "curl start-up share of a curl send",
+                _ratio(med["curl --version"], med.get("curl send (Drasill)")),
+            )
+
+
+def _print_throughput(results: dict[str, Any]) -> None:
+    thr = results.get("throughput")
+    if thr:
+        rates = thr["msgs_per_s"]
+        print(
+            f"\nThroughput, {thr['senders']} concurrent senders (median of {thr['rounds']} "
+            "interleaved rounds)"
+        )
+        _row("Python API (8 processes)", f"{rates['python_api']:8.0f} msg/s")
+        _row("CLI (8 threads running `mesh send`)", f"{rates['cli']:8.1f} msg/s")
+        if "python_api_no_fsync" in rates:
+            _row(
+                "Python API, fsync a no-op (diagnostic)",
+                f"{rates['python_api_no_fsync']:8.0f} msg/s",
+            )
+        if "drasill_http" in rates:
+            _row("Drasill HTTP (8 keep-alive clients)", f"{rates['drasill_http']:8.0f} msg/s")
+            _row(
+                "Python API / Drasill HTTP",
+                _ratio(rates["python_api"], rates["drasill_http"]),
+                "target >= 5x",
+            )
+            _row("CLI / Drasill HTTP", _ratio(rates["cli"], rates["drasill_http"]))
+
+
+def _print_scale(results: dict[str, Any]) -> None:
+    consume = results.get("consume")
+    if consume:
+        small, big = consume["unread"]["small"], consume["unread"]["big"]
+        print(f"\nScale (filled {small} + {big:,} unread in {consume['fill_s']:.1f}s)")
+        for kind, label in (("api", "messages.consume"), ("cli", "mesh inbox")):
+            values = consume[f"{kind}_median_ms"]
+            _row(f"{label}, {small} unread", f"{values['small']:8.2f} ms")
+            _row(
+                f"{label}, {big:,} unread",
+                f"{values['big']:8.2f} ms",
+                f"ratio {consume[f'{kind}_ratio']:.2f}x (target <= 3x)",
+            )
+    ag = results.get("agents_status")
+    if ag:
+        for name, ms in ag["median_ms"].items():
+            _row(f"mesh {name.split()[0]} --json, {int(name.split()[1]):,} agents", f"{ms:8.1f} ms")
+        _row(
+            f"agents ratio {ag['agents']['big']:,} / {ag['agents']['small']}",
+            f"{ag['agents_ratio']:.2f}x",
+        )
+        _row(
+            f"status ratio {ag['agents']['big']:,} / {ag['agents']['small']}",
+            f"{ag['status_ratio']:.2f}x",
+        )
+    pr = results.get("prune")
+    if pr:
+        _row("mesh prune --json, nothing stale", f"{pr['median_ms']['none']:8.1f} ms")
+        _row(
+            f"mesh prune --json, {pr['stale_files']:,} stale temp files",
+            f"{pr['median_ms']['stale']:8.1f} ms",
+            f"{pr['per_file_us']:.0f} us per file",
+        )
+
+
+def _print_wake(results: dict[str, Any]) -> None:
+    wake = results.get("wake")
+    if wake:
+        print(
+            f"\nWake latency, send to injection ({wake['rounds']} rounds, idle_ms "
+            f"{wake['idle_ms']}, enter_delay_ms {wake['enter_delay_ms']})"
+        )
+        for key in ("heimdall_send_to_notice", "heimdall_send_to_enter", "tmux_send_to_line_read"):
+            if key in wake:
+                fig = wake[key]
+                _row(
+                    key.replace("_", " "),
+                    f"{fig['median_ms']:8.0f} ms",
+                    f"min {fig['min_ms']:.0f}, max {fig['max_ms']:.0f}",
+                )
+        if "tmux_skipped" in wake:
+            _row("tmux", "skipped", wake["tmux_skipped"])
+
+
+def _print_memory(results: dict[str, Any]) -> None:
+    mem = results.get("memory")
+    if mem:
+        print("\nMemory")
+        for name, kib in mem["peak_rss_kib"].items():
+            _row(f"peak RSS {name}", f"{kib / 1024:8.1f} MiB")
+        watch = mem.get("watch_50_agents_kib")
+        if watch:
+            _row(
+                "mesh watch idle, 50 agents (RSS / peak)",
+                f"{watch['rss'] / 1024:5.1f}/{watch['peak'] / 1024:.1f} MiB",
+            )
+        server = mem.get("drasill_server_50_agents_kib")
+        if server:
+            _row(
+                "Drasill server idle, 50 agents (RSS / peak)",
+                f"{server['rss'] / 1024:5.1f}/{server['peak'] / 1024:.1f} MiB",
+            )
+        after = mem.get("drasill_server_after_load_kib")
+        if after:
+            _row(
+                "Drasill server after the load (RSS / peak)",
+                f"{after['rss'] / 1024:5.1f}/{after['peak'] / 1024:.1f} MiB",
+            )
+
+
+def _print_targets(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+    print("\nTargets")
+    for target in targets:
+        if target.get("met") is None:
+            print(f"  [skip] {target['target']}: {target.get('skipped')}")
+            continue
+        if target["met"]:
+            verdict = "met"
+        elif target["at_most"]:
+            verdict = f"MISSED: {target['missed_by'] * 100:.0f}% over the bar"
+        else:
+            verdict = (
+                f"MISSED: reaches {100 / target['missed_by']:.0f}% of the bar, "
+                f"needs {target['missed_by']:.2f}x more"
+            )
+        print(
+            f"  [{'ok' if target['met'] else '!!'}] {target['target']}: "
+            f"{target['ratio']:.2f}x -> {verdict}"
+        )
+        if "gap" in target:
+            print(f"       to close: {target['gap']}")
+    for name, error in results.get("errors", {}).items():
+        print(f"  [error] section {name}: {error}")
+    print(f"\ntotal {results['meta']['total_s']:.0f}s; sections: {results['section_s']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller sizes")
+    parser.add_argument("--no-drasill", action="store_true", help="skip the Drasill baseline")
+    args = parser.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    results: dict[str, Any] = {
+        "meta": {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "python": platform.python_version(),
+            "mode": "quick" if args.quick else "full",
+            "command": " ".join([".venv/bin/python -m benchmarks", *(argv or sys.argv[1:])]),
+            "profile": profile,
+            "tmux": shutil.which("tmux") is not None,
+        }
+    }
+    drasill = _start_drasill(results, args.no_drasill)
+    try:
+        _section(results, "memory", lambda: bench_compare.memory(drasill, profile["rss_runs"]))
+        _section(
+            results, "latency", lambda: bench_compare.cli_latency(drasill, profile["latency_runs"])
+        )
+        _section(
+            results,
+            "throughput",
+            lambda: bench_compare.throughput(
+                drasill,
+                profile["throughput_rounds"],
+                profile["api_per_sender"],
+                profile["cli_per_sender"],
+            ),
+        )
+        if drasill is not None and "memory" in results:
+            status = proc_status_kib(drasill.pid)
+            results["memory"]["drasill_server_after_load_kib"] = {
+                "rss": status["VmRSS"],
+                "peak": status["VmHWM"],
+            }
+    finally:
+        if drasill is not None:
+            drasill.stop()
+    _section(
+        results,
+        "consume",
+        lambda: bench_scale.consume(
+            10, profile["unread_big"], profile["consume_api_rounds"], profile["consume_cli_rounds"]
+        ),
+    )
+    _section(
+        results,
+        "agents_status",
+        lambda: bench_scale.agents_status(10, profile["agents_big"], profile["agents_rounds"]),
+    )
+    _section(
+        results, "prune", lambda: bench_scale.prune(profile["prune_stale"], profile["prune_rounds"])
+    )
+    _section(results, "wake", lambda: bench_wake.measure(profile["wake_rounds"]))
+    results["meta"]["total_s"] = round(time.perf_counter() - began, 1)
+    targets = evaluate(results)
+    results["targets"] = targets
+    print_report(results, targets)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(results, indent=2, default=str) + "\n"
+    (RESULTS_DIR / f"benchmark-{stamp}.json").write_text(text)
+    (RESULTS_DIR / "latest.json").write_text(text)
+    print(f"JSON: {RESULTS_DIR / f'benchmark-{stamp}.json'}")
+    return 1 if results.get("errors") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
