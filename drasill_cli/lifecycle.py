@@ -38,12 +38,15 @@ def report_is_empty(report: dict[str, Any]) -> bool:
     return not any(value for key, value in report.items() if key != "dry_run")
 
 
-def release_agent(mesh: Mesh, name: str, report: dict[str, Any]) -> None:
-    """Free what a dead or departing agent held: its locks and its claimed tasks."""
+def release_agent(mesh: Mesh, name: str, report: dict[str, Any], *, died: bool = True) -> None:
+    """Free what a dead or departing agent held: its locks and its claimed tasks.
+
+    `died=False` (unregister): its tasks are requeued without counting a failed attempt.
+    """
     from drasill_cli import locks, tasks
 
     report["locks_released"].extend(locks.release_all(mesh, name))
-    for task in tasks.requeue_tasks_of(mesh, name):
+    for task in tasks.requeue_tasks_of(mesh, name, died=died):
         key = "tasks_abandoned" if task["state"] == "abandoned" else "tasks_requeued"
         report[key].append(task)
 
@@ -57,7 +60,7 @@ def retire_agent(mesh: Mesh, name: str, *, event: str, actor: str | None) -> dic
     from drasill_cli import messages
 
     report = _empty_report()
-    release_agent(mesh, name, report)
+    release_agent(mesh, name, report, died=event != "unregister")
     with mesh.store.lock(f"agent-{name}"):
         if load(mesh, name) is None:
             return report

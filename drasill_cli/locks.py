@@ -43,6 +43,7 @@ COMPATIBLE: dict[str, frozenset[str]] = {
     "co_write": frozenset({"co_write"}),
 }
 
+MAX_TTL_S = 30 * 24 * 3600  # 2,592,000 s: a lease longer than this is a typo, not a plan
 WAIT_FIRST_S = 0.005
 WAIT_MAX_S = 0.1
 VIEW_KEYS = ("path", "mode", "holder", "acquired_at", "expires_at", "ttl")
@@ -57,12 +58,26 @@ def check_options(mode: str = "write", ttl: float | None = None, wait: float | N
         raise InvalidInput(
             f"unknown lock mode {mode!r}; use one of: {', '.join(MODES)}", code="invalid-mode"
         )
-    if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
+    if ttl is not None:
+        check_ttl(ttl, "--ttl")
+    if wait is not None and not wait >= 0:  # nan compares false; inf means until granted
         raise InvalidInput(
-            f"--ttl must be a positive number of seconds, got {ttl}", code="invalid-ttl"
+            f"--wait must be zero or more seconds (inf: until granted), got {wait}",
+            code="invalid-wait",
         )
-    if wait is not None and not (math.isfinite(wait) and wait >= 0):
-        raise InvalidInput(f"--wait must be zero or more seconds, got {wait}", code="invalid-wait")
+
+
+def check_ttl(ttl: float, source: str) -> float:
+    """Refuse (exit 2) a lease that is not a number of seconds in (0, MAX_TTL_S]."""
+    if not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL_S):
+        in_config = source != "--ttl"
+        raise InvalidInput(
+            f"{source} must be more than 0 and at most {MAX_TTL_S} seconds (30 days), "
+            f"got {ttl:g}; {'fix the config file' if in_config else 'give a lease in that range'}"
+            " (a lock held longer is renewed by locking it again, or by `mesh lock -- COMMAND`)",
+            code="invalid-config" if in_config else "invalid-ttl",
+        )
+    return ttl
 
 
 def resolve(path: str) -> str:
@@ -266,12 +281,9 @@ def acquire(
     check_options(mode, ttl, wait)
     check_agent_name(holder)
     resolved = resolve_all(paths)
-    lease = ttl if ttl is not None else mesh.config.locks.default_ttl
-    if lease <= 0:
-        raise InvalidInput(
-            f"locks.default_ttl must be positive, got {lease}; fix the config file",
-            code="invalid-config",
-        )
+    lease = (
+        ttl if ttl is not None else check_ttl(mesh.config.locks.default_ttl, "locks.default_ttl")
+    )
     deadline = time.monotonic() + (wait or 0.0)
     delay = WAIT_FIRST_S
     while True:
@@ -343,7 +355,8 @@ def _renew(
             lock = _valid(raw, name) if raw is not None else None
             if lock is None or lock["_expires"] <= now:
                 continue
-            lease = ttl if ttl is not None else float(lock["ttl"])
+            # A record written by hand or by an older version may hold a longer ttl.
+            lease = ttl if ttl is not None else min(float(lock["ttl"]), MAX_TTL_S)
             record = {**_stored(lock), "expires_at": clock.iso(now + lease), "ttl": lease}
             mesh.store.write(_rel(name), record)
             renewed.append(view(record))

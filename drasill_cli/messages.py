@@ -44,6 +44,8 @@ _RANK = {"urgent": "0", "normal": "1"}
 INBOX_DIR = "inbox"
 SENT_DIR = "sent"
 ATTACHMENTS_DIR = "attachments"
+# File names are at most 255 bytes, and the store writes through a longer temp name first.
+MAX_ATTACHMENT_NAME_BYTES = 200
 ARCHIVE_DIR = "archive"
 MAILDIR_TMP = "tmp"
 # Slices of the id's 13 time characters (5 bits each) that name the shard folders of `new/`.
@@ -212,6 +214,14 @@ def _read_attachments(mesh: Mesh, paths: Iterable[str]) -> list[tuple[str, bytes
                 f"attachment {given!r} has no usable file name; rename the file",
                 code="invalid-attachment",
             )
+        size = len(name.encode("utf-8", "surrogateescape"))
+        if size > MAX_ATTACHMENT_NAME_BYTES:
+            raise InvalidInput(
+                f"attachment file name {_abbreviated(name)!r} is {size} bytes long (UTF-8), "
+                f"over the limit of {MAX_ATTACHMENT_NAME_BYTES} bytes; rename the file (or "
+                "copy it to a shorter name) and attach that",
+                code="invalid-attachment",
+            )
         if name in {n for n, _, _ in found}:
             raise InvalidInput(
                 f"two attachments are named {name!r}; rename one of them",
@@ -220,6 +230,10 @@ def _read_attachments(mesh: Mesh, paths: Iterable[str]) -> list[tuple[str, bytes
         data = _read_file(given, limits.max_attachment_bytes)
         found.append((name, data, hashlib.sha256(data).hexdigest()))
     return found
+
+
+def _abbreviated(name: str, keep: int = 40) -> str:
+    return name if len(name) <= keep else name[:keep] + "..."
 
 
 def _read_file(given: str, limit: int) -> bytes:
@@ -348,21 +362,34 @@ def _store_attachments(
 
     Each message owns its own links, so archiving one message never breaks another's files.
     """
-    described = []
-    for name, data, digest in files:
-        rel = f"{ATTACHMENTS_DIR}/{msg_id}/{name}"
-        target = str(mesh.store.path(rel))
-        if name in first_copy:
-            mesh.store.ensure_dir(f"{ATTACHMENTS_DIR}/{msg_id}")
-            try:
-                os.link(first_copy[name], target)
-            except OSError as exc:
-                raise _io_error(target, exc) from exc
-        else:
-            mesh.store.write_bytes(rel, data)
-            first_copy[name] = target
-        described.append({"name": name, "path": target, "size": len(data), "sha256": digest})
+    described: list[dict[str, Any]] = []
+    try:
+        for name, data, digest in files:
+            rel = f"{ATTACHMENTS_DIR}/{msg_id}/{name}"
+            target = str(mesh.store.path(rel))
+            if name in first_copy:
+                mesh.store.ensure_dir(f"{ATTACHMENTS_DIR}/{msg_id}")
+                try:
+                    os.link(first_copy[name], target)
+                except OSError as exc:
+                    raise _io_error(target, exc) from exc
+            else:
+                mesh.store.write_bytes(rel, data)
+                first_copy[name] = target
+            described.append({"name": name, "path": target, "size": len(data), "sha256": digest})
+    except (MeshError, OSError):
+        _discard_attachments(mesh, msg_id, described)
+        raise
     return described
+
+
+def _discard_attachments(mesh: Mesh, msg_id: str, described: list[dict[str, Any]]) -> None:
+    """Undo a half-stored message's attachments (best effort): no message refers to them."""
+    for item in described:
+        with contextlib.suppress(OSError):
+            os.unlink(item["path"])
+    with contextlib.suppress(OSError):
+        os.rmdir(mesh.store.path(f"{ATTACHMENTS_DIR}/{msg_id}"))
 
 
 def _deliver(mesh: Mesh, message: dict[str, Any]) -> None:

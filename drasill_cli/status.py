@@ -131,6 +131,18 @@ def snapshot(mesh: Mesh) -> dict[str, Any]:
     }
 
 
+MOVING_AGENT_KEYS = frozenset({"last_seen", "measured"})
+
+
+def change_key(snap: dict[str, Any]) -> Any:
+    """What a change in the mesh alters in a snapshot: not its time stamp, the heartbeats or
+    the measured memory, which move by themselves (for redrawing only on real changes)."""
+    agents = [
+        {k: v for k, v in agent.items() if k not in MOVING_AGENT_KEYS} for agent in snap["agents"]
+    ]
+    return (agents, snap["tasks"], snap["locks"], snap["recent"])
+
+
 def _relevant(_change: Any, path: str) -> bool:
     """Changes that can alter the screen: not sidecar lock files, not temp files."""
     return "/.locks/" not in path and not os.path.basename(path).startswith(".tmp-")

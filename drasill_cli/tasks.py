@@ -380,14 +380,39 @@ def _claimed(mesh: Mesh, task: Task, actor: str) -> Task:
     )
 
 
+def _check_claimant_alive(mesh: Mesh, actor: str) -> None:
+    """Refuse (exit 1) a registered agent that is dead: prune would take its claim back.
+
+    An unregistered claimant is allowed (its tasks are then never requeued).
+    """
+    if not mesh.is_registered(actor):
+        return
+    from drasill_cli import agents
+
+    record = agents.load(mesh, actor)
+    if record is None or agents.Observer(mesh).state(record) != "dead":
+        return
+    raise NegativeOutcome(
+        f"{actor} is registered but dead (its process or session is gone), so a task it "
+        "claimed would go back to the queue at the next prune; register it again with its "
+        f"live process first: `mesh register {actor} --pid PID` (or `--replace`)",
+        code="claimant-dead",
+    )
+
+
 def claim(mesh: Mesh, actor: str, ref: str) -> dict[str, Any]:
-    """Claim one task: exactly one of any number of racing claimers wins, the others exit 1."""
+    """Claim one task: exactly one of any number of racing claimers wins, the others exit 1.
+
+    A registered claimant that is dead is refused (NegativeOutcome `claimant-dead`).
+    """
+    check_agent_name(actor)
     task_id = resolve_id(mesh, ref)
     seen = _require(mesh, task_id)
     if seen.state != "queued":
         # Records are replaced atomically, so this unlocked look is a whole, true past state:
         # losers of a race leave without queueing for the lock.
         raise _claim_lost(seen)
+    _check_claimant_alive(mesh, actor)
     return _change(mesh, task_id, actor, "task-claim", lambda task: _claimed(mesh, task, actor))
 
 
@@ -414,9 +439,11 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
 
     Candidates come from the queue index in claim order. A candidate whose lock is taken is
     being claimed by a racer, so it is skipped at once and only retried (waiting for the lock)
-    when nothing else could be claimed; racing claimers thus spread over the queue.
+    when nothing else could be claimed; racing claimers thus spread over the queue. A
+    registered claimant that is dead is refused (NegativeOutcome `claimant-dead`).
     """
     check_agent_name(actor)
+    _check_claimant_alive(mesh, actor)
     states: dict[str, str] = {}
     busy: list[str] = []
     waiting = 0
@@ -582,11 +609,13 @@ def approve(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict
     return _change(mesh, resolve_id(mesh, ref), actor, "task-approve", decide)
 
 
-def requeue_tasks_of(mesh: Mesh, agent_name: str) -> list[dict[str, Any]]:
-    """Return a dead agent's claimed and working tasks to the queue, with attempts + 1.
+def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[dict[str, Any]]:
+    """Return an agent's claimed and working tasks to the queue.
 
-    A task whose attempts reach `lifecycle.max_attempts` is abandoned instead (`mesh task
-    release ID --force` requeues it). The caller decides the agent is dead. Each task is changed
+    With `died` (the caller decides the agent is dead), each counts as a failed attempt:
+    attempts + 1, and a task whose attempts reach `lifecycle.max_attempts` is abandoned instead
+    (`mesh task release ID --force` requeues it). With `died=False` (the agent was
+    unregistered) the tasks go back to queued with attempts unchanged. Each task is changed
     under its lock and only while it is still held by `agent_name`, so running this twice, or
     from several prune processes at once, changes each task once.
     """
@@ -600,8 +629,8 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str) -> list[dict[str, Any]]:
             if before is None or _holder(before) != agent_name:
                 mesh.store.remove(_held_marker(agent_name, task_id))  # stale
                 continue
-            attempts = before.attempts + 1
-            gone = attempts >= max_attempts
+            attempts = before.attempts + 1 if died else before.attempts
+            gone = died and attempts >= max_attempts
             after = before.model_copy(
                 update={
                     "state": "abandoned" if gone else "queued",
@@ -619,7 +648,7 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str) -> list[dict[str, Any]]:
                 state=after.state,
                 agent=agent_name,
                 attempts=attempts,
-                reason="claimant dead",
+                reason="claimant dead" if died else "claimant unregistered",
             )
         changed.append(after.to_record())
     return changed

@@ -217,3 +217,18 @@ def test_unregister_releases_and_archives(cli: MeshRunner, tmp_path: Path) -> No
     assert cli.json("locks") == []
     archived = list((cli.mesh_dir / "archive").rglob("*.json"))
     assert len(archived) == 1
+
+
+def test_unregister_requeues_without_counting_an_attempt(cli: MeshRunner) -> None:
+    cli.json("register", "a")
+    task = cli.json("task", "add", "t")
+    cli.json("claim", task["id"], "--as", "a")
+    cli.json("task", "start", task["id"], "--as", "a")
+    assert cli.json("unregister", "a")["name"] == "a"
+    shown = cli.json("task", "show", task["id"])
+    assert (shown["state"], shown["attempts"], shown["claimed_by"]) == ("queued", 0, None)
+    lines = (cli.mesh_dir / "audit" / "events.jsonl").read_text().splitlines()
+    requeue = [e for e in map(json.loads, lines) if e["event"] == "task-requeue"]
+    assert [(e["agent"], e["attempts"], e["reason"]) for e in requeue] == [
+        ("a", 0, "claimant unregistered")
+    ]

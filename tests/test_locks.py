@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from drasill_cli import audit, clock, locks
-from drasill_cli.config import Config
+from drasill_cli.config import Config, LocksConfig
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, tree
@@ -225,13 +225,88 @@ def test_command_sees_arguments_after_double_dash_untouched(
     assert done.stdout == "--json --as x\n"
 
 
-def test_command_not_found_exits_2_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
+def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
     done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--json", "--", "no-such-cmd-x")
-    assert done.returncode == 2
+    assert done.returncode == 127
     error = json.loads(done.stdout)["error"]
     assert error["code"] == "command-not-found"
     assert "no-such-cmd-x" in error["message"]
     assert cli.json("locks") == []
+    human = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--", "/nonexistent/cmd")
+    assert human.returncode == 127
+    assert human.stdout == ""
+    assert human.stderr.startswith("error: ")
+    assert "/nonexistent/cmd" in human.stderr
+    assert cli.json("locks") == []
+
+
+def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
+    script = tmp_path / "not-executable.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    for command in (str(script), str(tmp_path)):  # a file without +x, a folder
+        done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--json", "--", command)
+        assert done.returncode == 126, (command, done.stdout, done.stderr)
+        error = json.loads(done.stdout)["error"]
+        assert error["code"] == "command-not-executable"
+        assert command in error["message"]
+        assert cli.json("locks") == []
+    human = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--", str(script))
+    assert human.returncode == 126
+    assert human.stderr.startswith("error: ") and str(script) in human.stderr
+
+
+def test_wait_inf_waits_until_granted(cli: MeshRunner, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    holder = subprocess.Popen(
+        cli.argv("lock", target, "--as", "alpha", "--", "sleep", "2"), env=cli.env
+    )
+    _wait_for_lock(cli.mesh_dir, target)
+    started = time.monotonic()
+    [granted] = cli.json("lock", target, "--as", "beta", "--wait", "inf")
+    assert granted["holder"] == "beta"
+    assert time.monotonic() - started > 0.5  # it waited for alpha to let go
+    assert holder.wait(timeout=30) == 0
+
+
+def test_ttl_over_30_days_exits_2_naming_the_limit(cli: MeshRunner, tmp_path: Path) -> None:
+    for ttl in ("1e12", "1e300", "2592001"):
+        done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--ttl", ttl, "--json")
+        assert done.returncode == 2, (ttl, done.stdout, done.stderr)
+        error = json.loads(done.stdout)["error"]
+        assert error["code"] == "invalid-ttl"
+        assert "2592000" in error["message"]
+        human = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--ttl", ttl)
+        assert human.returncode == 2
+        assert human.stderr.startswith("error: --ttl") and "Traceback" not in human.stderr
+    assert not cli.mesh_dir.exists()
+    [held] = cli.json("lock", str(tmp_path / "f"), "--as", "alpha", "--ttl", "2592000")
+    assert held["ttl"] == 2592000
+
+
+def test_config_default_ttl_is_bounded_where_used(mesh_dir: Path, tmp_path: Path) -> None:
+    for default_ttl in (1e12, 1e300, float("inf")):
+        mesh = Mesh.open(mesh_dir, Config(locks=LocksConfig(default_ttl=default_ttl)))
+        with pytest.raises(InvalidInput) as caught:
+            locks.acquire(mesh, [str(tmp_path / "f")], "alpha")
+        assert caught.value.code == "invalid-config"
+        assert "locks.default_ttl" in caught.value.message
+        assert "2592000" in caught.value.message
+        assert locks.list_locks(mesh) == []
+        # An explicit --ttl does not need the default.
+        assert locks.acquire(mesh, [str(tmp_path / "f")], "alpha", ttl=5)[0]["ttl"] == 5
+        locks.release(mesh, [str(tmp_path / "f")], "alpha")
+
+
+def test_renewal_caps_an_oversized_stored_ttl(mesh: Mesh, tmp_path: Path) -> None:
+    target = str(tmp_path / "f")
+    [held] = locks.acquire(mesh, [target], "alpha", ttl=10)
+    rel = f"locks/{locks.record_name(held['path'], 'alpha')}"
+    stored = mesh.store.read(rel)
+    assert stored is not None
+    mesh.store.write(rel, {**stored, "ttl": 1e300})  # hand-edited, or written by an older version
+    [renewed] = locks.renew(mesh, [target], "alpha")
+    assert renewed["ttl"] == locks.MAX_TTL_S
 
 
 def test_command_renews_the_lease_while_it_runs(cli: MeshRunner, tmp_path: Path) -> None:
@@ -348,6 +423,10 @@ def test_force_unlock_tells_a_registered_holder(cli: MeshRunner, tmp_path: Path)
         ["--ttl", "-5", "--as", "alpha"],
         ["--ttl", "0", "--as", "alpha"],
         ["--wait", "-1", "--as", "alpha"],
+        ["--wait", "nan", "--as", "alpha"],
+        ["--ttl", "1e12", "--as", "alpha"],
+        ["--ttl", "1e300", "--as", "alpha"],
+        ["--ttl", "inf", "--as", "alpha"],
         ["--ttl", "soon", "--as", "alpha"],
         ["--as", "Bad Name"],
         [],

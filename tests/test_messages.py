@@ -530,3 +530,53 @@ def test_wait_for_sees_mail_already_there_and_new_mail(mesh: Mesh) -> None:
     started = time.monotonic()
     assert messages.wait_for(mesh, "bob", 0.3) is False
     assert time.monotonic() - started >= 0.3
+
+
+def _all_paths(root: Path) -> list[str]:
+    """Every file and folder under `root` (tree() sees files only; an empty folder counts)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_long_attachment_name_is_refused_before_anything_is_written(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
+    cli.json("register", "bob")
+    small = tmp_path / "small.txt"
+    small.write_text("fine")
+    for name in ("z" * 250, "é" * 101):  # 250 bytes; 101 characters but 202 bytes in UTF-8
+        source = tmp_path / name
+        source.write_text("x")
+        before = _all_paths(cli.mesh_dir)
+        error = _refused(
+            cli, 2, "send", "bob", "hi", "--attach", str(small), "--attach", str(source)
+        )
+        assert error["code"] == "invalid-attachment"
+        assert "200 bytes" in error["message"] and "rename the file" in error["message"]
+        assert _all_paths(cli.mesh_dir) == before
+        assert not (cli.mesh_dir / "attachments").exists()
+    longest = tmp_path / ("y" * 200)
+    longest.write_text("ok")
+    sent = cli.json("send", "bob", "hi", "--attach", str(longest))
+    assert sent["attachments"][0]["name"] == "y" * 200
+    assert Path(sent["attachments"][0]["path"]).read_text() == "ok"
+
+
+def test_failed_attachment_storage_leaves_no_folder(
+    mesh: Mesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(mesh, "bob")
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.write_text("1")
+    two.write_text("2")
+    real = mesh.store.write_bytes
+
+    def second_fails(rel: str, data: bytes) -> None:
+        if rel.endswith("/two"):
+            raise OSError(28, "No space left on device")
+        real(rel, data)
+
+    monkeypatch.setattr(mesh.store, "write_bytes", second_fails)
+    with pytest.raises(OSError):
+        messages.send(mesh, "bob", "hi", sender="x", attachments=[str(one), str(two)])
+    assert list((mesh.root / "attachments").iterdir()) == []
+    assert messages.list_unread(mesh, "bob") == []

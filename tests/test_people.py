@@ -102,6 +102,41 @@ def test_status_watch_streams_a_snapshot_per_change(cli: MeshRunner) -> None:
         proc.wait(10)
 
 
+def test_status_watch_prints_plain_screens_when_not_a_terminal(cli: MeshRunner) -> None:
+    import threading
+
+    cli.json("register", "alpha")
+    proc = subprocess.Popen(
+        cli.argv("status", "--watch"),
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 30
+        while not any(text in line for line in list(lines)):
+            assert time.monotonic() < deadline, (text, lines)
+            time.sleep(0.05)
+
+    try:
+        wait_for("mesh status")
+        cli.json("task", "add", "New work")
+        wait_for("New work")
+        shown = list(lines)
+        assert sum(1 for line in shown if line.startswith("mesh status")) >= 2
+        assert sum(1 for line in shown if line.startswith("---- ")) >= 2
+        assert not any("\x1b" in line for line in shown), "plain text, no terminal codes"
+        assert max(len(line.rstrip("\n")) for line in shown) <= 80
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 # ---- doctor ----------------------------------------------------------------------------------
 
 
@@ -257,3 +292,23 @@ def test_core_modules_import_neither_typer_nor_rich() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_status_change_key_ignores_what_moves_by_itself(cli: MeshRunner) -> None:
+    from drasill_cli import status
+    from drasill_cli.mesh import Mesh
+
+    cli.json("register", "alpha")
+    mesh = Mesh.open(cli.mesh_dir, Config())
+    first = status.snapshot(mesh)
+    moved = {
+        **first,
+        "generated_at": "2099-01-01T00:00:00Z",
+        "agents": [
+            {**a, "last_seen": "2099-01-01T00:00:00Z", "measured": {"ram_gb": 9.9}}
+            for a in first["agents"]
+        ],
+    }
+    assert status.change_key(moved) == status.change_key(first)
+    cli.json("task", "add", "New work")
+    assert status.change_key(status.snapshot(mesh)) != status.change_key(first)

@@ -314,3 +314,68 @@ def test_concurrent_requeues_change_each_task_once(mesh: Mesh, mesh_dir: Path) -
         assert proc.exitcode == 0
     assert sorted(changed) == ids
     assert {t["attempts"] for t in tasks.list_tasks(mesh)} == {1}
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has already exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_dead_registered_agent_cannot_claim(cli: MeshRunner) -> None:
+    cli.json("register", "d", "--pid", str(_gone_pid()))
+    task = cli.json("task", "add", "work")
+    for args in (["claim", "--next", "--as", "d"], ["claim", task["id"], "--as", "d"]):
+        before = tree(cli.mesh_dir / "tasks")
+        code, error = fails(cli, *args)
+        assert code == 1
+        assert error["code"] == "claimant-dead"
+        assert "mesh register d --pid" in error["message"] and "--replace" in error["message"]
+        assert tree(cli.mesh_dir / "tasks") == before
+        human = cli.run(*args)
+        assert human.returncode == 1
+        assert human.stderr.startswith("error: ") and "mesh register d" in human.stderr
+    assert cli.json("task", "show", task["id"])["state"] == "queued"
+    cli.json("register", "d", "--pid", str(os.getpid()), "--replace")
+    assert cli.json("claim", "--next", "--as", "d")["claimed_by"] == "d"
+
+
+def test_dead_claimant_refused_through_the_api(mesh: Mesh) -> None:
+    agents.register(mesh, "d", pid=_gone_pid())
+    task = tasks.add_task(mesh, "work")
+    with pytest.raises(NegativeOutcome) as caught:
+        tasks.claim_next(mesh, "d")
+    assert caught.value.code == "claimant-dead"
+    with pytest.raises(NegativeOutcome) as caught:
+        tasks.claim(mesh, "d", task["id"])
+    assert caught.value.code == "claimant-dead"
+    assert tasks.claim(mesh, "unregistered-worker", task["id"])["state"] == "claimed"
+
+
+def test_unregistered_warning_only_after_a_successful_claim(cli: MeshRunner) -> None:
+    nothing = cli.run("claim", "--next", "--as", "k5")
+    assert nothing.returncode == 1
+    assert "not registered" not in nothing.stderr
+    assert nothing.stderr.startswith("error: nothing to claim")
+    task = cli.json("task", "add", "work")
+    done = cli.run("claim", "--next", "--as", "k5", "--json")
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["id"] == task["id"]
+    assert "warning: k5 is not registered" in done.stderr
+    lost = cli.run("claim", task["id"], "--as", "k6")
+    assert lost.returncode == 1
+    assert "not registered" not in lost.stderr
+
+
+def test_requeue_of_an_unregistered_claimant_keeps_attempts(mesh_dir: Path) -> None:
+    mesh = Mesh.open(mesh_dir, Config(lifecycle=LifecycleConfig(max_attempts=1)))
+    task = tasks.add_task(mesh, "work")
+    tasks.claim(mesh, "w1", task["id"])
+    [back] = tasks.requeue_tasks_of(mesh, "w1", died=False)
+    assert (back["state"], back["attempts"], back["claimed_by"]) == ("queued", 0, None)
+    requeue = [e for e in events(mesh_dir) if e["event"] == "task-requeue"]
+    assert [(e["reason"], e["attempts"]) for e in requeue] == [("claimant unregistered", 0)]
+    tasks.claim(mesh, "w2", task["id"])
+    [gone] = tasks.requeue_tasks_of(mesh, "w2")  # died: attempts + 1 reaches max_attempts
+    assert (gone["state"], gone["attempts"]) == ("abandoned", 1)

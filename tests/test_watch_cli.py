@@ -118,6 +118,36 @@ def test_watch_once_wakes_and_survives_a_damaged_record(
         server.stop()
 
 
+def test_watch_once_json_prints_exactly_one_object(
+    watch_cli: MeshRunner, mesh: Mesh, socket_dir: Path
+) -> None:
+    quiet = watch_cli.run("watch", "--once", "--json")
+    assert quiet.returncode == 0, quiet.stderr
+    [line] = quiet.stdout.splitlines()
+    summary = json.loads(line)
+    assert (summary["woken"], summary["errors"]) == ([], 0)
+    assert isinstance(summary["events"], list)
+    assert summary["mesh"] == str(watch_cli.mesh_dir)
+    servers = [HeimdallStandIn(socket_dir, f"s-{n}").start() for n in ("alpha", "beta")]
+    try:
+        for name in ("alpha", "beta"):
+            agents.register(mesh, name, session=f"s-{name}", backend="heimdall")
+            messages.send(mesh, name, "hello", sender="human")
+        mesh.store.write_bytes("agents/zeta.json", b'{"name": 3}')
+        done = watch_cli.run("watch", "--once", "--json")
+        assert done.returncode == 0, done.stderr
+        [line] = done.stdout.splitlines()
+        summary = json.loads(line)
+        assert summary["woken"] == ["alpha", "beta"]
+        kinds = [event["event"] for event in summary["events"]]
+        assert kinds.count("wake") == 2 and "warning" in kinds
+        assert all("time" in event for event in summary["events"])
+        assert summary["started_at"] <= summary["finished_at"]
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def test_killed_watch_restarted_loses_no_pending_wake(
     watch_cli: MeshRunner, mesh: Mesh, socket_dir: Path, started: list[WatchProcess]
 ) -> None:

@@ -11,13 +11,27 @@ import typer
 from typer.core import TyperCommand
 
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
-from drasill_cli.errors import InvalidInput
+from drasill_cli.errors import InvalidInput, MeshError
 
 if TYPE_CHECKING:
     from drasill_cli.locks import Lease
 
 COMMAND_KEY = "drasill.lock.command"
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class CommandNotFound(MeshError):
+    """The command after `--` does not exist: exit 127, as a shell does."""
+
+    exit_code = 127
+    default_code = "command-not-found"
+
+
+class CommandNotExecutable(MeshError):
+    """The command after `--` exists but cannot be run: exit 126, as a shell does."""
+
+    exit_code = 126
+    default_code = "command-not-executable"
 
 
 class SplitAtDoubleDash(TyperCommand):
@@ -60,10 +74,18 @@ def lock_cmd(
     ] = "write",
     ttl: Annotated[
         float | None,
-        typer.Option(help="Lease in seconds (default: locks.default_ttl in the config)."),
+        typer.Option(
+            help="Lease in seconds, at most 2592000 (30 days); default: locks.default_ttl "
+            "in the config.",
+            metavar="SECONDS",
+        ),
     ] = None,
     wait: Annotated[
-        float | None, typer.Option(help="Keep retrying this many seconds before giving up.")
+        float | None,
+        typer.Option(
+            help="Keep retrying this many seconds before giving up (inf: until granted).",
+            metavar="SECONDS",
+        ),
     ] = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
@@ -71,7 +93,8 @@ def lock_cmd(
     """Lock PATHs for the agent (all or none); locking again renews.
 
     With `-- COMMAND`, runs it holding the locks (renewed while it runs), releases them after
-    and exits with COMMAND's code; its output is the output, so --json then shapes errors only.
+    and exits with COMMAND's code; 127 when COMMAND is not found and 126 when it cannot be
+    executed, as a shell does. Its output is the output, so --json then shapes errors only.
     """
     from drasill_cli import locks
 
@@ -99,11 +122,15 @@ def _run_holding(argv: list[str], lease: Lease) -> int:
     """Run `argv` with the terminal's stdio; forward SIGTERM/SIGHUP; return its exit code."""
     try:
         child = subprocess.Popen(argv)
+    except FileNotFoundError as exc:
+        raise CommandNotFound(
+            f"command not found: {argv[0]!r} ({exc.strerror}); check the command name and PATH "
+            "(the locks were released)"
+        ) from exc
     except OSError as exc:
-        raise InvalidInput(
-            f"cannot run {argv[0]!r}: {exc.strerror}; check the command name and PATH "
-            "(the locks were released)",
-            code="command-not-found",
+        raise CommandNotExecutable(
+            f"cannot execute {argv[0]!r}: {exc.strerror}; check that it is an executable file "
+            "(chmod +x) and not a folder (the locks were released)"
         ) from exc
 
     def forward(signum: int, _frame: FrameType | None) -> None:

@@ -117,7 +117,11 @@ def inbox_cmd(
     ] = False,
     wait: Annotated[
         float | None,
-        typer.Option("--wait", help="Block up to SECONDS for mail to arrive.", metavar="SECONDS"),
+        typer.Option(
+            "--wait",
+            help="Block up to SECONDS for mail to arrive (inf: until some does).",
+            metavar="SECONDS",
+        ),
     ] = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
@@ -128,7 +132,10 @@ def inbox_cmd(
     if peek and list_:
         raise InvalidInput("--peek and --list do not go together; pick one", code="invalid-usage")
     if wait is not None and not wait >= 0:
-        raise InvalidInput(f"--wait must be zero or more seconds, got {wait}", code="invalid-wait")
+        raise InvalidInput(
+            f"--wait must be zero or more seconds (inf: until mail arrives), got {wait}",
+            code="invalid-wait",
+        )
     cli = state(ctx)
     identity = cli.identity(as_, required=name is None)
     who = name or identity

@@ -7,6 +7,7 @@ with a count of the rest, so the screen stays one screen with hundreds of agents
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -249,6 +250,9 @@ def _watch(ctx: typer.Context, json_out: bool) -> None:
             print_json(snap)
             sys.stdout.flush()
         return
+    if not sys.stdout.isatty():
+        _watch_plain(updates)
+        return
     from rich.live import Live
 
     console = _console()
@@ -257,12 +261,36 @@ def _watch(ctx: typer.Context, json_out: bool) -> None:
             live.update(status_screen(snap, COMPACT), refresh=True)
 
 
+def _watch_plain(updates: Iterator[dict[str, Any]]) -> None:
+    """Not a terminal (a pipe, a log file): a fresh plain render after each change, each after
+    a separator line with its time; a quiet refresh that changed nothing prints nothing."""
+    from drasill_cli import status
+
+    console = _console()
+    previous: Any = None
+    for snap in updates:
+        key = status.change_key(snap)
+        if previous is not None and key == previous:
+            continue
+        if previous is not None:
+            say("")
+        previous = key
+        say(f"---- {snap['generated_at']} " + "-" * 40)
+        console.print(status_screen(snap))
+        sys.stdout.flush()
+
+
 @command(app, "status")
 def status_cmd(
     ctx: typer.Context,
     watch: Annotated[
         bool,
-        typer.Option("--watch", "-w", help="Keep the screen live, redrawn on every change."),
+        typer.Option(
+            "--watch",
+            "-w",
+            help="Keep the screen live, redrawn on every change (not on a terminal: a new "
+            "screen is printed after each change).",
+        ),
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:

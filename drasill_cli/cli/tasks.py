@@ -189,12 +189,12 @@ def claim_cmd(
     cli = state(ctx)
     actor = _actor(cli, as_)
     mesh = cli.mesh()
+    task = tasks.claim_next(mesh, actor) if task_id is None else tasks.claim(mesh, actor, task_id)
     if not mesh.is_registered(actor):
         note(
             f"warning: {actor} is not registered, so its tasks are not requeued if it dies; "
             f"run `mesh register {actor}` first"
         )
-    task = tasks.claim_next(mesh, actor) if task_id is None else tasks.claim(mesh, actor, task_id)
     show_task(task, "claimed", json_out)
 
 

@@ -51,6 +51,36 @@ def _json_line(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+class _Collected:
+    """Gathers one pass's events (each stamped with its time) for `watch --once --json`."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        from drasill_cli import clock
+
+        self.events.append({"time": clock.iso(), **event})
+
+    def summary(self, mesh_dir: str, started_at: str) -> dict[str, Any]:
+        """The one JSON object `--once --json` prints."""
+        from drasill_cli import clock
+
+        def agents(kind: str) -> list[str]:
+            return sorted({e["agent"] for e in self.events if e["event"] == kind})
+
+        return {
+            "mesh": mesh_dir,
+            "started_at": started_at,
+            "finished_at": clock.iso(),
+            "woken": agents("wake"),
+            "busy": agents("busy"),
+            "dead": agents("dead"),
+            "errors": sum(1 for e in self.events if e["event"] == "error"),
+            "events": self.events,
+        }
+
+
 @command(app, "watch")
 def watch_cmd(
     ctx: typer.Context,
@@ -59,16 +89,25 @@ def watch_cmd(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Wake idle agents that have new mail; apply the lifecycle and budgets. One per mesh."""
-    from drasill_cli import watcher
+    """Wake idle agents that have new mail; apply the lifecycle and budgets. One per mesh.
+
+    Without --json, events go to stderr as lines for people. With --json, the long-running
+    watch prints one JSON object per event on stdout (JSON Lines: time, event, details); with
+    --once --json it prints one object for the pass: mesh, started_at, finished_at, woken, busy
+    and dead (agent names), errors (a count) and events (the list of event objects).
+    """
+    from drasill_cli import clock, watcher
 
     mesh = state(ctx).mesh()
-    report = _json_line if json_out else _human
     with watcher.single_instance(mesh):
-        watch = watcher.Watcher(mesh, report)
         if once:
-            watch.full_pass()
+            started_at = clock.iso()
+            collected = _Collected()
+            watcher.Watcher(mesh, collected if json_out else _human).full_pass()
+            if json_out:
+                print_json(collected.summary(str(mesh.root), started_at))
             return
+        watch = watcher.Watcher(mesh, _json_line if json_out else _human)
         previous = {
             signum: signal.signal(signum, lambda _signum, _frame: watch.stop())
             for signum in (signal.SIGINT, signal.SIGTERM)
