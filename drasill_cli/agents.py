@@ -25,6 +25,8 @@ from drasill_cli.names import check_agent_name
 
 BACKENDS = ("heimdall", "tmux")
 MAX_FIELD_CHARS = 200
+MAX_PID = 2**31 - 1
+MAX_BUDGET_GB = 1_000_000  # a petabyte: anything above is a typo, and must stay valid JSON
 
 
 def record_path(name: str) -> str:
@@ -191,12 +193,15 @@ def register(
         raise InvalidInput(
             f"--backend must be heimdall or tmux, got {backend!r}", code="invalid-backend"
         )
-    if pid is not None and pid <= 0:
-        raise InvalidInput(f"--pid must be a positive process id, got {pid}", code="invalid-pid")
+    if pid is not None and not 0 < pid <= MAX_PID:
+        raise InvalidInput(
+            f"--pid must be a process id from 1 to {MAX_PID}, got {pid}", code="invalid-pid"
+        )
     for flag, amount in (("ram-gb", ram_gb), ("vram-gb", vram_gb)):
-        if amount is not None and not amount >= 0:
+        if amount is not None and not 0 <= amount <= MAX_BUDGET_GB:
             raise InvalidInput(
-                f"--{flag} must be zero or more, got {amount}", code="invalid-budget"
+                f"--{flag} must be a number of GB from 0 to {MAX_BUDGET_GB}, got {amount}",
+                code="invalid-budget",
             )
     if wait is not None and not wait >= 0:
         raise InvalidInput(f"--wait must be zero or more seconds, got {wait}", code="invalid-wait")
@@ -212,9 +217,14 @@ def register(
             and observer.state(existing) != "dead"
             and _holder_differs(existing, pid, session)
         ):
+            held_by = ", ".join(
+                f"{label} {value}"
+                for label, value in (("pid", existing.pid), ("session", existing.session))
+                if value is not None
+            )
             raise NegativeOutcome(
-                f"agent name {name!r} is held by pid {existing.pid} session "
-                f"{existing.session} on {existing.host} (registered {existing.registered_at}); "
+                f"agent name {name!r} is held by {held_by} on {existing.host} "
+                f"(registered {existing.registered_at}); "
                 "pick another name, or take it over with --replace",
                 code="name-taken",
                 holder={"pid": existing.pid, "session": existing.session, "host": existing.host},

@@ -11,6 +11,7 @@ Validation is hand-written over dataclasses rather than pydantic: the config is 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,12 @@ def _check_value(where: str, annotation: str, value: Any) -> Any:
         if not isinstance(value, types) or (kind != "bool" and isinstance(value, bool)):
             continue
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise InvalidInput(
+                    f"config key {where} must be a finite number (got {value!r}); "
+                    "fix the config file",
+                    code="invalid-config",
+                )
             if value < 0:
                 raise InvalidInput(
                     f"config key {where} must not be negative (got {value!r}); fix the config file",
@@ -229,6 +236,7 @@ def load_config(path: Path | None = None) -> Config:
             f"config file {path} is not valid TOML ({exc}); fix the syntax", code="invalid-config"
         ) from exc
     config: Config = _build(Config, table, "")
+    _check_consistency(config, path)
     if config.budgets.policy not in BUDGET_POLICIES:
         raise InvalidInput(
             f"config key budgets.policy must be one of {', '.join(BUDGET_POLICIES)}, "
@@ -236,6 +244,30 @@ def load_config(path: Path | None = None) -> Config:
             code="invalid-config",
         )
     return dataclasses.replace(config, source=str(path))
+
+
+def _check_consistency(config: Config, path: Path) -> None:
+    """Values that are each valid but make no sense together, or at zero."""
+    problems = []
+    lifecycle = config.lifecycle
+    if not lifecycle.idle_after < lifecycle.dead_after:
+        problems.append("lifecycle.idle_after must be less than lifecycle.dead_after")
+    if lifecycle.max_attempts < 1:
+        problems.append("lifecycle.max_attempts must be at least 1")
+    if config.locks.default_ttl <= 0:
+        problems.append("locks.default_ttl must be more than 0 seconds")
+    if config.messages.max_body_bytes < 1:
+        problems.append("messages.max_body_bytes must be at least 1")
+    if config.audit.max_bytes < 1024:
+        problems.append("audit.max_bytes must be at least 1024")
+    for key, limit in (("ram_gb", config.budgets.ram_gb), ("vram_gb", config.budgets.vram_gb)):
+        if limit is not None and limit <= 0:
+            problems.append(f"budgets.{key} must be more than 0 (or left out for the machine's)")
+    if problems:
+        raise InvalidInput(
+            f"config file {path}: " + "; ".join(problems) + "; fix the config file",
+            code="invalid-config",
+        )
 
 
 def resolve_mesh_dir(explicit: str | os.PathLike[str] | None, config: Config) -> Path:

@@ -224,6 +224,37 @@ def check_nvml() -> dict[str, Any]:
     return _check("nvml", "ok", f"{len(gpu['devices'])} GPU(s): {names}")
 
 
+def check_mesh_entries(root: Path) -> dict[str, Any]:
+    """No symlink where the mesh keeps its folders and log; damaged files are pointed out."""
+    if not root.is_dir():
+        return _check("mesh-entries", "ok", "nothing stored yet", required=True)
+    suspects = [
+        entry
+        for entry in [*root.iterdir(), root / "audit" / "events.jsonl"]
+        if entry.is_symlink()
+        or (entry.name == "events.jsonl" and entry.exists() and not entry.is_file())
+    ]
+    if suspects:
+        shown = ", ".join(str(entry) for entry in suspects)
+        return _check(
+            "mesh-entries",
+            "fail",
+            f"symlinks or odd files where the mesh keeps its own: {shown}",
+            "move them out of the mesh directory; mesh recreates what it needs",
+            required=True,
+        )
+    quarantine = root / "quarantine"
+    damaged = sum(1 for _ in quarantine.iterdir()) if quarantine.is_dir() else 0
+    if damaged:
+        return _check(
+            "mesh-entries",
+            "warn",
+            f"{damaged} damaged file(s) kept in {quarantine}",
+            "inspect them, then delete them when they are not needed",
+        )
+    return _check("mesh-entries", "ok", "no symlinks or damaged files in the mesh", required=True)
+
+
 def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Every check, and whether all required ones passed."""
     checks = [check_python()]
@@ -231,6 +262,7 @@ def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     checks.append(config_check)
     root = resolve_mesh_dir(mesh_dir, config)
     checks.append(check_mesh_dir(root, config))
+    checks.append(check_mesh_entries(root))
     checks.append(check_filesystem(root))
     checks.append(
         check_program(

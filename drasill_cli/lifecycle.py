@@ -51,19 +51,23 @@ def release_agent(mesh: Mesh, name: str, report: dict[str, Any], *, died: bool =
         report[key].append(task)
 
 
-def retire_agent(mesh: Mesh, name: str, *, event: str, actor: str | None) -> dict[str, Any]:
+def retire_agent(
+    mesh: Mesh, name: str, *, event: str, actor: str | None, only_if_dead: bool = False
+) -> dict[str, Any]:
     """Remove an agent for good: release its holdings, archive its unread mail, drop it.
 
     Used by `unregister` (event "unregister") and by prune after `remove_after`
-    (event "agent-removed").
+    (event "agent-removed", `only_if_dead`). Everything happens under the agent's lock, so a
+    new process registering the name meanwhile never loses its fresh locks or tasks.
     """
     from drasill_cli import messages
 
     report = _empty_report()
-    release_agent(mesh, name, report, died=event != "unregister")
     with mesh.store.lock(f"agent-{name}"):
-        if load(mesh, name) is None:
+        agent = load(mesh, name)
+        if agent is None or (only_if_dead and agent.dead_at is None):
             return report
+        release_agent(mesh, name, report, died=event != "unregister")
         archived = messages.archive_inbox(mesh, name)
         if archived:
             report["archived_messages"][name] = archived
@@ -72,6 +76,15 @@ def retire_agent(mesh: Mesh, name: str, *, event: str, actor: str | None) -> dic
     report["removed"].append(name)
     mesh.record(event, actor, agent=name, archived=archived)
     return report
+
+
+def _release_if_still_dead(mesh: Mesh, name: str, report: dict[str, Any]) -> None:
+    """Free a dead agent's holdings, re-checked under its lock: a process that registered the
+    name again since prune looked must keep the locks and tasks it took."""
+    with mesh.store.lock(f"agent-{name}"):
+        agent = load(mesh, name)
+        if agent is not None and agent.dead_at is not None:
+            release_agent(mesh, name, report)
 
 
 def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> bool:
@@ -129,10 +142,12 @@ def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
         if agent is None or agent.dead_at is None:
             continue
         if clock.now() - clock.parse_iso(agent.dead_at) >= remove_after:
-            removal = retire_agent(mesh, name, event="agent-removed", actor="prune")
+            removal = retire_agent(
+                mesh, name, event="agent-removed", actor="prune", only_if_dead=True
+            )
             _merge(report, removal)
         else:
-            release_agent(mesh, name, report)
+            _release_if_still_dead(mesh, name, report)
     from drasill_cli import locks
 
     report["locks_released"].extend(locks.clear_stale(mesh))

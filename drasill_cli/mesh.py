@@ -8,6 +8,7 @@ from typing import Any
 
 from drasill_cli import audit
 from drasill_cli.config import Config, load_config, resolve_mesh_dir
+from drasill_cli.errors import MeshError
 from drasill_cli.names import check_agent_name
 from drasill_cli.store import FileStore, Store
 
@@ -62,5 +63,12 @@ class Mesh:
         return True
 
     def record(self, event: str, actor: str | None, **details: Any) -> None:
-        """Append one event to the audit log."""
-        audit.append(self, event, actor, **details)
+        """Append one event to the audit log.
+
+        The change it describes has already happened, so a failing audit write is reported as
+        a warning (see `mesh doctor`) instead of failing the command after the fact.
+        """
+        try:
+            audit.append(self, event, actor, **details)
+        except (MeshError, OSError) as exc:
+            self.warnings.append(f"could not append to the audit log: {exc}; run mesh doctor")

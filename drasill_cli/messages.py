@@ -462,7 +462,11 @@ def _make_shard(new_dir: str, shard: list[str], dir_mode: int) -> None:
             os.chmod(folder, dir_mode)
             _fsync_dir(os.path.dirname(folder))
         except FileExistsError:
-            if os.path.islink(folder) or not os.path.isdir(folder):
+            try:
+                kind = os.lstat(folder).st_mode
+            except FileNotFoundError:
+                return  # a consumer removed the empty shard just now: the caller retries
+            if not stat.S_ISDIR(kind):
                 raise MeshUnusable(
                     f"{folder} should be a folder of the mesh but is a symlink or a file; "
                     "move it away and send again",

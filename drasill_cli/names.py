@@ -15,9 +15,8 @@ def check_agent_name(name: str, *, allow_all: bool = False) -> str:
     if name == "all" and allow_all:
         return name
     if not AGENT_NAME_RE.fullmatch(name):
-        shown = name.encode("unicode_escape").decode("ascii")
         raise InvalidInput(
-            f"invalid agent name {shown!r}: use 1 to 64 characters of a-z, 0-9, '_' and '-', "
+            f"invalid agent name {name!a}: use 1 to 64 characters of a-z, 0-9, '_' and '-', "
             "starting with a letter or digit",
             code="invalid-name",
         )

@@ -120,6 +120,7 @@ class FileStore:
         self.warnings: list[str] = []
         self._known_dirs: set[str] = set()
         self._materialized = False
+        self._verified_dirs: set[str] = set()
         self.read_only = False
 
     def read_only_view(self) -> FileStore:
@@ -143,9 +144,14 @@ class FileStore:
         for bad input leaves no trace on disk.
         """
         store = cls(root, group_shared=group_shared)
-        if os.path.lexists(root):
-            store.check_safety()
-            store._check_meta()
+        try:
+            os.stat(root)
+        except NotADirectoryError:
+            raise store._inside_a_file() from None
+        except FileNotFoundError:
+            return store
+        store.check_safety()
+        store._check_meta()
         return store
 
     def _materialize(self) -> None:
@@ -156,12 +162,21 @@ class FileStore:
         self._materialized = True
         self._create_root()
         self.check_safety()
-        if self.read(META_FILE) is None:
+        if not os.path.lexists(self.root / META_FILE):
             self.create(META_FILE, {"schema_version": SCHEMA_VERSION, "created_at": clock.iso()})
 
     def _create_root(self) -> None:
         try:
             self.root.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise self._inside_a_file() from None
+        except OSError as exc:
+            raise MeshUnusable(
+                f"cannot create mesh directory {self.root}: {exc.strerror}; "
+                "choose another one with --mesh-dir or DRASILL_MESH_DIR",
+                code="mesh-dir-unwritable",
+            ) from exc
+        try:
             os.mkdir(self.root, self.dir_mode)
         except FileExistsError:
             return
@@ -172,6 +187,13 @@ class FileStore:
                 code="mesh-dir-unwritable",
             ) from exc
         os.chmod(self.root, self.dir_mode)
+
+    def _inside_a_file(self) -> MeshUnusable:
+        return MeshUnusable(
+            f"mesh path {self.root} lies inside a file, not a directory; "
+            "choose another --mesh-dir or DRASILL_MESH_DIR",
+            code="mesh-dir-not-directory",
+        )
 
     def check_safety(self) -> None:
         """Refuse (exit 4) a mesh dir that is not ours or that others may write."""
@@ -215,6 +237,7 @@ class FileStore:
     def _check_meta(self) -> None:
         meta = self.read(META_FILE)
         if meta is None:
+            self._materialized = False  # a quarantined meta file is rewritten by the next write
             return
         version = meta.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION:
@@ -231,6 +254,25 @@ class FileStore:
         if rel.startswith("/") or ".." in rel.split("/"):
             raise ValueError(f"record name escapes the mesh: {rel!r}")
         return self.root / rel
+
+    def _refuse_symlinked_dirs(self, rel_dir: str) -> None:
+        """Reads never wander outside the mesh through a folder replaced by a symlink."""
+        if not rel_dir or rel_dir in self._verified_dirs:
+            return
+        current = self.root
+        for part in rel_dir.split("/"):
+            current = current / part
+            try:
+                info = os.lstat(current)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if stat.S_ISLNK(info.st_mode):
+                raise MeshUnusable(
+                    f"{current} should be a directory of the mesh but is a symlink; "
+                    "move it away and run the command again",
+                    code="unsafe-entry",
+                )
+        self._verified_dirs.add(rel_dir)
 
     def ensure_dir(self, rel_dir: str) -> Path:
         """Create `rel_dir` (and parents) with the mesh's mode; refuse symlinked folders."""
@@ -268,8 +310,7 @@ class FileStore:
         try:
             fd = os.open(tmp, flags, self.file_mode)
             try:
-                if self.group_shared:
-                    os.fchmod(fd, self.file_mode)
+                self._exact_mode(fd)
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
@@ -312,6 +353,7 @@ class FileStore:
     def read(self, rel: str) -> dict[str, Any] | None:
         """The record at `rel`; damaged files are quarantined and None is returned."""
         target = self.path(rel)
+        self._refuse_symlinked_dirs(rel.rpartition("/")[0])
         try:
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -374,6 +416,7 @@ class FileStore:
 
     def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
         """Sorted names of records in `rel_dir` (no temp files, no sidecar locks)."""
+        self._refuse_symlinked_dirs(rel_dir)
         try:
             entries = os.listdir(self.path(rel_dir))
         except (FileNotFoundError, NotADirectoryError):
@@ -408,7 +451,17 @@ class FileStore:
             if parent:
                 self.ensure_dir(parent)
             flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            os.close(os.open(target, flags, self.file_mode))
+            fd = os.open(target, flags, self.file_mode)
+            try:
+                self._exact_mode(fd)
+            finally:
+                os.close(fd)
+
+    def _exact_mode(self, fd: int) -> None:
+        """Give a file we created the mesh's mode, whatever the umask took away."""
+        info = os.fstat(fd)
+        if stat.S_IMODE(info.st_mode) != self.file_mode and info.st_uid == os.geteuid():
+            os.fchmod(fd, self.file_mode)
 
     def append(self, rel: str, data: bytes) -> int:
         """One write(2) on an O_APPEND descriptor: lines from many processes never interleave."""
@@ -420,6 +473,7 @@ class FileStore:
         try:
             fd = os.open(self.path(rel), flags, self.file_mode)
             try:
+                self._exact_mode(fd)
                 os.write(fd, data)
                 return os.fstat(fd).st_size
             finally:

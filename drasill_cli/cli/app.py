@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from drasill_cli import __version__
-from drasill_cli.cli.common import CliState, app, print_json
+from drasill_cli.cli.common import CliState, app, one_line, print_json
 
 # Command name -> the module in drasill_cli.cli that defines it; modules in help order.
 COMMAND_MODULES: dict[str, str] = {
@@ -99,13 +99,17 @@ def main() -> None:
     """Run `mesh`; a usage error exits 2, as JSON on stdout when --json was given."""
     load_commands(sys.argv[1:])
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="mesh")
     except Exception as exc:
         exit_code = getattr(exc, "exit_code", None)
         format_message = getattr(exc, "format_message", None)
         if exit_code is None or format_message is None:
             raise
         message = str(format_message())
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stdout.write(message + "\n")  # `mesh` or `mesh task` alone asks for help
+            sys.exit(0)
+        message = one_line(message)
         if "--json" in sys.argv[1:]:
             print_json({"error": {"code": "invalid-usage", "message": message}})
         else:

@@ -52,6 +52,7 @@ class CliState:
     def __init__(self, mesh_dir: str | None = None) -> None:
         self.mesh_dir = mesh_dir
         self._mesh: Mesh | None = None
+        self.actor: str | None = None
 
     def mesh(self) -> Mesh:
         """Open the mesh on first use (so `--help` never touches the disk)."""
@@ -62,10 +63,14 @@ class CliState:
         return self._mesh
 
     def identity(self, as_name: str | None, *, required: bool = True) -> str | None:
-        """The acting agent (`--as` > $DRASILL_AGENT); its heartbeat is refreshed."""
+        """The acting agent (`--as` > $DRASILL_AGENT), validated.
+
+        Its heartbeat is refreshed when the command ends, unless the command was refused as
+        invalid (exit 2) or the mesh was unusable (exit 4): then nothing is written.
+        """
         from drasill_cli.names import check_agent_name
 
-        name = as_name or os.environ.get("DRASILL_AGENT") or None
+        name = as_name if as_name is not None else os.environ.get("DRASILL_AGENT") or None
         if name is None:
             if required:
                 raise InvalidInput(
@@ -73,8 +78,17 @@ class CliState:
                 )
             return None
         check_agent_name(name)
-        self.mesh().touch_heartbeat(name)
+        self.actor = name
         return name
+
+    def beat(self) -> None:
+        """Count the finished command as the acting agent's heartbeat (best effort)."""
+        if self.actor is None or self._mesh is None:
+            return
+        try:
+            self._mesh.touch_heartbeat(self.actor)
+        except (MeshError, OSError) as exc:
+            self._mesh.warnings.append(f"could not record the heartbeat of {self.actor}: {exc}")
 
     def flush_warnings(self) -> None:
         """Report what the core handled on the way (quarantined files) on stderr."""
@@ -95,7 +109,7 @@ def state(ctx: typer.Context) -> CliState:
 
 def print_json(value: Any) -> None:
     """Write one JSON value (one line) to stdout."""
-    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def say(text: str) -> None:
@@ -113,7 +127,15 @@ def render_error(exc: MeshError, json_out: bool) -> None:
     if json_out:
         print_json(exc.to_json())
     else:
-        sys.stderr.write(f"error: {exc.message}\n")
+        sys.stderr.write(f"error: {one_line(exc.message)}\n")
+
+
+def one_line(text: str) -> str:
+    """Escape line breaks and control characters so an error stays one line."""
+    return "".join(
+        char if char.isprintable() or char == " " else char.encode("unicode_escape").decode()
+        for char in text
+    )
 
 
 def command(target: typer.Typer, name: str | None = None, **options: Any) -> Callable[[F], F]:
@@ -128,12 +150,20 @@ def command(target: typer.Typer, name: str | None = None, **options: Any) -> Cal
             ctx: typer.Context = kwargs["ctx"]
             cli = state(ctx)
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
             except MeshError as exc:
+                if exc.exit_code in (1, 3):
+                    cli.beat()
                 render_error(exc, bool(kwargs.get("json_out")))
                 raise typer.Exit(exc.exit_code) from None
+            except typer.Exit:
+                cli.beat()
+                raise
             finally:
                 cli.flush_warnings()
+            cli.beat()
+            cli.flush_warnings()
+            return result
 
         target.command(name, **options)(wrapper)
         return func

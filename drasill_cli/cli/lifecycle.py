@@ -78,7 +78,9 @@ def prune_cmd(
 
 def _human(event: dict[str, Any]) -> str:
     details = " ".join(
-        f"{key}={value}" for key, value in event.items() if key not in ("time", "event", "actor")
+        f"{key}={value}"
+        for key, value in event.items()
+        if key not in ("time", "event", "actor") and value not in (None, False, [], {})
     )
     return (
         f"{event.get('time')} {event.get('actor') or '-'} {event.get('event')} {details}".rstrip()

@@ -138,7 +138,7 @@ def inbox_cmd(
         )
     cli = state(ctx)
     identity = cli.identity(as_, required=name is None)
-    who = name or identity
+    who = name if name is not None else identity
     assert who is not None  # noqa: S101 -- identity(required=True) never returns None
     mesh = cli.mesh()
     deadline = time.monotonic() + (wait or 0.0)
@@ -197,7 +197,7 @@ def history_cmd(
 
     cli = state(ctx)
     identity = cli.identity(as_, required=name is None)
-    who = name or identity
+    who = name if name is not None else identity
     assert who is not None  # noqa: S101 -- identity(required=True) never returns None
     found = messages.history(cli.mesh(), who, limit)
     if json_out:
