@@ -96,6 +96,18 @@ class BridgeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StoreConfig:
+    """Durability of the store's writes.
+
+    `fsync = false` skips every flush to disk: writes stay atomic (a killed process never
+    leaves a half record), but a power loss or kernel crash may lose the last writes, the
+    guarantee of SQLite in WAL mode with `synchronous = NORMAL`.
+    """
+
+    fsync: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration. Sections mirror the TOML tables."""
 
@@ -109,6 +121,7 @@ class Config:
     watch: WatchConfig = dataclasses.field(default_factory=WatchConfig)
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)
     bridge: BridgeConfig = dataclasses.field(default_factory=BridgeConfig)
+    store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
     tools: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     source: str | None = None
 
@@ -201,6 +214,7 @@ _SECTIONS: dict[str, type[Any]] = {
         WatchConfig,
         AuditConfig,
         BridgeConfig,
+        StoreConfig,
     )
 }
 

@@ -29,7 +29,7 @@ class Mesh:
         """Open the mesh by the contract's precedence; it is created by its first write."""
         config = config or load_config()
         root = resolve_mesh_dir(mesh_dir, config)
-        store = FileStore.open(root, group_shared=config.group_shared)
+        store = FileStore.open(root, group_shared=config.group_shared, fsync=config.store.fsync)
         return cls(store, config)
 
     def read_only(self) -> Mesh:

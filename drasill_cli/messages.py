@@ -1,11 +1,13 @@
 """Messages: send, consume exactly once, peek, list, wait, history, archive.
 
 Each inbox is a maildir (`inbox/NAME/{tmp,new,cur}`), so senders never take a lock:
-- a sender writes the message into `tmp/`, fsyncs it, hard-links it into `new/` and then renames
-  the temp name into `sent/FROM/ID.json` (its history entry), fsyncing each folder it changed.
-  A killed sender leaves at most a whole `.tmp-*` file in `tmp/` (never read; prune clears it);
-- a reader consumes by renaming the file from `new/` into `cur/`: rename(2) succeeds for exactly
-  one of any number of racing readers, the others get ENOENT and try the next message.
+- a sender publishes the message (`Store.publish`): written into `tmp/` and flushed, hard-linked
+  into `new/`, whose folder is flushed, and the temp name renamed into `sent/FROM/ID.json` (its
+  history entry). A killed sender leaves at most a whole `.tmp-*` file in `tmp/` (never read;
+  prune clears it). `sent/` is not flushed: it is history, not delivery; after a power loss the
+  entry may be missing or still under its temp name, but the delivered copy in `new/` is there;
+- a reader consumes by moving the file from `new/` into `cur/` (`Store.move`): rename(2)
+  succeeds for exactly one of any number of racing readers, the others try the next message.
 
 File names carry the order: `<rank>-<id>.json`, rank 0 for urgent and 1 for normal, and ids sort
 in creation order, so a sorted listing is urgent first, then oldest first, without parsing.
@@ -14,14 +16,13 @@ minutes, 1 second, 33 ms wide), so finding the next message lists a few small fo
 every unread name: consuming with 10,000 unread costs about what it costs with 10. Consumers
 remove the empty shards they pass; a sender whose shard vanished under it simply recreates it.
 
-This module is on the hot path of `mesh send` and `mesh inbox`: it imports nothing heavy
-(watchfiles only inside `wait_for`).
+Every file operation goes through `mesh.store`. This module is on the hot path of `mesh send`
+and `mesh inbox`: it imports nothing heavy (watchfiles only inside `wait_for`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -32,9 +33,8 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
-from drasill_cli.errors import InvalidInput, MeshError, MeshUnusable, NotFound
+from drasill_cli.errors import InvalidInput, MeshError, NotFound
 from drasill_cli.names import check_agent_name
-from drasill_cli.store import TMP_PREFIX, StoreFull
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -51,7 +51,6 @@ MAILDIR_TMP = "tmp"
 # Slices of the id's 13 time characters (5 bits each) that name the shard folders of `new/`.
 _SHARDS = ((0, 5), (5, 7), (7, 8))
 _ID_RE = re.compile(r"m-[0-9a-z]{13}-[0-9a-z]{4}")
-_LINK_RETRIES = 50
 # Events wake `wait_for`; this re-check only guards against an event the kernel dropped.
 _WAIT_RECHECK_S = 5.0
 
@@ -80,81 +79,28 @@ def _id_of(file_name: str) -> str:
     return stem.split("-", 1)[1] if stem[:1] in ("0", "1") and stem[1:2] == "-" else stem
 
 
-def _modes(mesh: Mesh) -> tuple[int, int]:
-    """(directory mode, file mode) the store uses for this mesh."""
-    return (0o2770, 0o660) if mesh.config.group_shared else (0o700, 0o600)
-
-
-def _fsync_dir(directory: str, *, missing_ok: bool = False) -> None:
-    """Make a rename or link durable; `missing_ok` where a consumer may have removed the shard."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        if missing_ok:
-            return
-        raise
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _io_error(target: str, exc: OSError) -> MeshError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-        return StoreFull(
-            f"could not write {target}: {exc.strerror}; free disk space (or fix the file "
-            "system) and send again",
-        )
-    return MeshUnusable(
-        f"could not write {target}: {exc.strerror}; check the mesh directory with `mesh doctor`",
-        code="store-write-failed",
-    )
-
-
 def _encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class _Box:
-    """Paths of one agent's maildir."""
+    """Store names of one agent's maildir."""
 
     def __init__(self, mesh: Mesh, name: str) -> None:
+        self.store = mesh.store
         self.rel = f"{INBOX_DIR}/{name}"
-        root = str(mesh.store.path(self.rel))
-        self.new = os.path.join(root, "new")
-        self.cur = os.path.join(root, "cur")
+        self.new = f"{self.rel}/new"
+        self.cur = f"{self.rel}/cur"
 
     def exists(self) -> bool:
-        return os.path.isdir(self.new)
+        return self.store.mtime(self.new) is not None
 
-    def rel_of(self, path: str) -> str:
-        """The store name of a file under this inbox."""
-        return f"{self.rel}/{os.path.relpath(path, os.path.dirname(self.new))}"
-
-    def unread(self, *, tidy: bool = False) -> Iterator[tuple[str, str]]:
-        """(folder, file name) of each unread message in delivery order, listed lazily.
+    def unread(self, *, tidy: bool = False) -> Iterator[str]:
+        """Store names of the unread messages in delivery order, listed lazily.
 
         With `tidy`, empty shard folders met on the way are removed (consumers do this).
         """
-        yield from _walk(self.new, 0, tidy)
-
-
-def _walk(directory: str, depth: int, tidy: bool) -> Iterator[tuple[str, str]]:
-    try:
-        entries = sorted(os.listdir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in entries:
-        if entry.startswith(TMP_PREFIX):
-            continue
-        if entry.endswith(".json"):
-            yield directory, entry
-        elif depth < len(_SHARDS):
-            yield from _walk(os.path.join(directory, entry), depth + 1, tidy)
-    if tidy and depth > 0:
-        # Reached only once every entry was passed over: the shard is usually empty now.
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
+        return self.store.scan(self.new, depth=len(_SHARDS), remove_empty=tidy)
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -363,117 +309,44 @@ def _store_attachments(
     Each message owns its own links, so archiving one message never breaks another's files.
     """
     described: list[dict[str, Any]] = []
+    rels: list[str] = []
     try:
         for name, data, digest in files:
             rel = f"{ATTACHMENTS_DIR}/{msg_id}/{name}"
-            target = str(mesh.store.path(rel))
             if name in first_copy:
-                mesh.store.ensure_dir(f"{ATTACHMENTS_DIR}/{msg_id}")
-                try:
-                    os.link(first_copy[name], target)
-                except OSError as exc:
-                    raise _io_error(target, exc) from exc
+                mesh.store.link(first_copy[name], rel)
             else:
                 mesh.store.write_bytes(rel, data)
-                first_copy[name] = target
+                first_copy[name] = rel
+            rels.append(rel)
+            target = str(mesh.store.path(rel))
             described.append({"name": name, "path": target, "size": len(data), "sha256": digest})
     except (MeshError, OSError):
-        _discard_attachments(mesh, msg_id, described)
+        _discard_attachments(mesh, msg_id, rels)
         raise
     return described
 
 
-def _discard_attachments(mesh: Mesh, msg_id: str, described: list[dict[str, Any]]) -> None:
+def _discard_attachments(mesh: Mesh, msg_id: str, rels: list[str]) -> None:
     """Undo a half-stored message's attachments (best effort): no message refers to them."""
-    for item in described:
-        with contextlib.suppress(OSError):
-            os.unlink(item["path"])
-    with contextlib.suppress(OSError):
-        os.rmdir(mesh.store.path(f"{ATTACHMENTS_DIR}/{msg_id}"))
+    for rel in rels:
+        with contextlib.suppress(MeshError, OSError):
+            mesh.store.remove(rel)
+    with contextlib.suppress(MeshError, OSError):
+        mesh.store.remove_dir(f"{ATTACHMENTS_DIR}/{msg_id}")
 
 
 def _deliver(mesh: Mesh, message: dict[str, Any]) -> None:
-    """tmp/ (fsync) -> hard link into new/<shard>/ -> rename into sent/FROM/; fsync folders."""
-    store = mesh.store
+    """Staged in the inbox's tmp/, linked into new/<shard>/ (flushed), kept in sent/FROM/."""
     box = _Box(mesh, message["to"])
-    dir_mode, file_mode = _modes(mesh)
-    tmp_dir = str(store.ensure_dir(f"{box.rel}/{MAILDIR_TMP}"))
-    store.ensure_dir(f"{box.rel}/new")
-    sent_dir = str(store.ensure_dir(f"{SENT_DIR}/{message['from']}"))
-    name = _file_name(message["id"], message["priority"])
-    tmp = os.path.join(tmp_dir, f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}")
-    try:
-        _write_synced(tmp, _encode(message), file_mode, fix_mode=mesh.config.group_shared)
-        shard = _shard(message["id"], _rank(message["priority"]))
-        leaf = _link_into_shard(tmp, box.new, shard, name, dir_mode)
-        os.rename(tmp, os.path.join(sent_dir, f"{message['id']}.json"))
-        _fsync_dir(leaf, missing_ok=True)
-        _fsync_dir(sent_dir)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _io_error(box.new, exc) from exc
-        raise
-
-
-def _write_synced(path: str, data: bytes, file_mode: int, *, fix_mode: bool) -> None:
-    fd = os.open(
-        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode
+    rank = _rank(message["priority"])
+    shard = "/".join(_shard(message["id"], rank))
+    mesh.store.publish(
+        _encode(message),
+        links=[f"{box.new}/{shard}/{_file_name(message['id'], message['priority'])}"],
+        keep_as=f"{SENT_DIR}/{message['from']}/{message['id']}.json",
+        staging=f"{box.rel}/{MAILDIR_TMP}",
     )
-    try:
-        if fix_mode:
-            os.fchmod(fd, file_mode)  # the umask may have dropped the group bits
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _link_into_shard(tmp: str, new_dir: str, shard: list[str], name: str, dir_mode: int) -> str:
-    """Hard-link `tmp` into its shard folder, recreating folders a consumer removed meanwhile."""
-    leaf = os.path.join(new_dir, *shard)
-    target = os.path.join(leaf, name)
-    for _ in range(_LINK_RETRIES):
-        try:
-            os.link(tmp, target)
-        except FileNotFoundError:
-            _make_shard(new_dir, shard, dir_mode)
-            continue
-        return leaf
-    raise MeshUnusable(
-        f"could not deliver into {leaf}: its folder kept disappearing; check the mesh "
-        "directory with `mesh doctor`",
-        code="store-write-failed",
-    )
-
-
-def _make_shard(new_dir: str, shard: list[str], dir_mode: int) -> None:
-    """Create the shard folders. A consumer may remove an empty one at any instant; then this
-    stops early and the caller's next link attempt finds out what is still missing."""
-    levels = [new_dir]
-    for part in shard:
-        levels.append(os.path.join(levels[-1], part))
-    for folder in levels:
-        try:
-            os.mkdir(folder, dir_mode)
-            os.chmod(folder, dir_mode)
-            _fsync_dir(os.path.dirname(folder))
-        except FileExistsError:
-            try:
-                kind = os.lstat(folder).st_mode
-            except FileNotFoundError:
-                return  # a consumer removed the empty shard just now: the caller retries
-            if not stat.S_ISDIR(kind):
-                raise MeshUnusable(
-                    f"{folder} should be a folder of the mesh but is a symlink or a file; "
-                    "move it away and send again",
-                    code="unsafe-entry",
-                ) from None
-        except FileNotFoundError:
-            return
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -505,20 +378,11 @@ def _load(mesh: Mesh, rel: str) -> dict[str, Any] | None:
 def consume(mesh: Mesh, name: str) -> dict[str, Any] | None:
     """Take the next message (urgent first, then oldest): exactly one reader gets each one."""
     box = _require_inbox(mesh, name)
-    cur_ready = False
-    for folder, file_name in box.unread(tidy=True):
-        if not cur_ready:
-            mesh.store.ensure_dir(f"{box.rel}/cur")
-            cur_ready = True
-        try:
-            os.rename(os.path.join(folder, file_name), os.path.join(box.cur, file_name))
-        except FileNotFoundError:
+    for rel in box.unread(tidy=True):
+        taken = f"{box.cur}/{rel.rpartition('/')[2]}"
+        if not mesh.store.move(rel, taken):
             continue  # another reader took it first
-        except OSError as exc:
-            raise _io_error(box.cur, exc) from exc
-        _fsync_dir(box.cur)
-        _fsync_dir(folder, missing_ok=True)
-        message = _load(mesh, f"{box.rel}/cur/{file_name}")
+        message = _load(mesh, taken)
         if message is None:
             continue
         mesh.record("consume", name, id=message["id"], sender=message.get("from"))
@@ -529,8 +393,8 @@ def consume(mesh: Mesh, name: str) -> dict[str, Any] | None:
 def peek(mesh: Mesh, name: str) -> dict[str, Any] | None:
     """The message `consume` would take next, left unread."""
     box = _require_inbox(mesh, name)
-    for folder, file_name in box.unread():
-        message = _load(mesh, box.rel_of(os.path.join(folder, file_name)))
+    for rel in box.unread():
+        message = _load(mesh, rel)
         if message is not None:
             return message
     return None
@@ -540,8 +404,8 @@ def list_unread(mesh: Mesh, name: str) -> list[dict[str, Any]]:
     """Every unread message in consume order, left unread."""
     box = _require_inbox(mesh, name)
     found = []
-    for folder, file_name in box.unread():
-        message = _load(mesh, box.rel_of(os.path.join(folder, file_name)))
+    for rel in box.unread():
+        message = _load(mesh, rel)
         if message is not None:
             found.append(message)
     return found
@@ -565,11 +429,11 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     box = _require_inbox(mesh, name)
     if timeout == 0:
         return next(box.unread(), None) is not None
-    mesh.store.ensure_dir(f"{box.rel}/new")
+    watched = str(mesh.store.ensure_dir(box.new))
     from watchfiles._rust_notify import RustNotify
 
     deadline = time.monotonic() + timeout
-    with RustNotify([box.new], False, False, 50, True, False) as notify:
+    with RustNotify([watched], False, False, 50, True, False) as notify:
         while True:
             if next(box.unread(), None) is not None:
                 return True
@@ -628,10 +492,7 @@ def find(mesh: Mesh, msg_id: str) -> dict[str, Any] | None:
 
 
 def _subdirs(mesh: Mesh, rel_dir: str) -> list[str]:
-    try:
-        return sorted(os.listdir(mesh.store.path(rel_dir)))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    return mesh.store.names(rel_dir, suffix="")
 
 
 def archive_inbox(mesh: Mesh, name: str) -> int:
@@ -642,9 +503,9 @@ def archive_inbox(mesh: Mesh, name: str) -> int:
     check_agent_name(name)
     box = _Box(mesh, name)
     moved = 0
-    for folder, file_name in box.unread(tidy=True):
-        rel = box.rel_of(os.path.join(folder, file_name))
+    for rel in box.unread(tidy=True):
         message = _load(mesh, rel)
+        file_name = rel.rpartition("/")[2]
         if message is not None and mesh.store.move(rel, f"{ARCHIVE_DIR}/{name}/{file_name}"):
             moved += 1
             _remove_attachments(mesh, message)
@@ -661,5 +522,5 @@ def _remove_attachments(mesh: Mesh, message: dict[str, Any]) -> None:
         name = attachment.get("name") if isinstance(attachment, dict) else None
         if isinstance(name, str) and name and "/" not in name and name not in (".", ".."):
             mesh.store.remove(f"{ATTACHMENTS_DIR}/{msg_id}/{name}")
-    with contextlib.suppress(OSError):  # absent, or holds files this message does not own
-        os.rmdir(mesh.store.path(f"{ATTACHMENTS_DIR}/{msg_id}"))
+    # Left alone when absent, or when it holds files this message does not own.
+    mesh.store.remove_dir(f"{ATTACHMENTS_DIR}/{msg_id}")

@@ -8,6 +8,9 @@ Guarantees of `FileStore`:
 - writes are atomic: a temp file in the same directory, fsync, rename, fsync of the directory, so
   a reader sees a whole file or none, and a killed writer leaves at most a `.tmp-*` file that
   `prune` clears;
+- with `fsync=False` (config `[store] fsync = false`) every flush is skipped: writes stay atomic
+  (a killed process never leaves a half record), but a power loss or kernel crash may lose the
+  last writes, the guarantee of SQLite in WAL mode with `synchronous = NORMAL`;
 - files are opened with O_NOFOLLOW, so a planted symlink is never followed;
 - read-modify-write sections hold a filelock on a sidecar `.lock` file that is never deleted;
 - a file that does not parse is moved to `quarantine/` and reported through `warnings`,
@@ -21,7 +24,7 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +35,8 @@ TMP_PREFIX = ".tmp-"
 LOCK_DIR = ".locks"
 QUARANTINE_DIR = "quarantine"
 META_FILE = "meta.json"
+# How often `publish` recreates a link's folder that a concurrent `remove_dir` keeps removing.
+_LINK_RETRIES = 50
 
 
 class StoreFull(MeshError):
@@ -69,7 +74,41 @@ class Store(Protocol):
         ...
 
     def move(self, src: str, dst: str) -> bool:
-        """Rename `src` to `dst` atomically; False if `src` was gone (someone else moved it)."""
+        """Rename `src` to `dst` atomically and durably; False if `src` was gone (someone else
+        moved it): of several processes moving the same record, exactly one succeeds."""
+        ...
+
+    def publish(
+        self, data: bytes, links: Sequence[str], keep_as: str, *, staging: str | None = None
+    ) -> None:
+        """Store `data` once under several new names, without a lock.
+
+        The bytes are written and flushed once, in a temp file in `staging` (default: the
+        folder of `keep_as`); each of `links` (which must not exist yet) is then made a hard
+        link to it, its folder recreated if a concurrent `remove_dir` took it away; last, the
+        temp is renamed to `keep_as`. Readers see each name whole or not at all. On return the
+        `links` are durable; `keep_as` is the writer's own copy, and its folder is not flushed:
+        after a power loss it may be missing or still under its temp name, which `prune` clears.
+        """
+        ...
+
+    def link(self, src: str, dst: str) -> None:
+        """Make `dst` another name of the file `src` (a hard link), durably."""
+        ...
+
+    def scan(
+        self, rel_dir: str, suffix: str = ".json", *, depth: int = 0, remove_empty: bool = False
+    ) -> Iterator[str]:
+        """Names (relative to the mesh) of the files ending in `suffix` under `rel_dir`, lazily.
+
+        Each folder is listed sorted, and a subfolder is descended into at its place in that
+        order, at most `depth` levels down, so names come in the order of their paths. With
+        `remove_empty`, each subfolder is removed after it was passed over, if it is empty.
+        """
+        ...
+
+    def remove_dir(self, rel_dir: str) -> bool:
+        """Remove the folder `rel_dir` if it is empty; False if it is absent or not empty."""
         ...
 
     def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
@@ -112,20 +151,21 @@ class Store(Protocol):
 class FileStore:
     """`Store` on a local directory tree."""
 
-    def __init__(self, root: Path, *, group_shared: bool = False) -> None:
+    def __init__(self, root: Path, *, group_shared: bool = False, fsync: bool = True) -> None:
         self.root = root
         self.group_shared = group_shared
+        self.fsync = fsync
         self.dir_mode = 0o2770 if group_shared else 0o700
         self.file_mode = 0o660 if group_shared else 0o600
         self.warnings: list[str] = []
-        self._known_dirs: set[str] = set()
+        self._known_dirs: dict[str, Path] = {}
         self._materialized = False
         self._verified_dirs: set[str] = set()
         self.read_only = False
 
     def read_only_view(self) -> FileStore:
         """The same mesh, refusing every write: for dry runs that must change nothing."""
-        view = FileStore(self.root, group_shared=self.group_shared)
+        view = FileStore(self.root, group_shared=self.group_shared, fsync=self.fsync)
         view.read_only = True
         view.warnings = self.warnings
         return view
@@ -137,13 +177,13 @@ class FileStore:
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: Path, *, group_shared: bool = False) -> FileStore:
+    def open(cls, root: Path, *, group_shared: bool = False, fsync: bool = True) -> FileStore:
         """Open the mesh at `root` after checking it is safe.
 
         A mesh that does not exist yet is created by the first write, so a command refused
-        for bad input leaves no trace on disk.
+        for bad input leaves no trace on disk. `fsync=False` skips every flush to disk.
         """
-        store = cls(root, group_shared=group_shared)
+        store = cls(root, group_shared=group_shared, fsync=fsync)
         try:
             os.stat(root)
         except NotADirectoryError:
@@ -251,9 +291,13 @@ class FileStore:
 
     def path(self, rel: str) -> Path:
         """The real path of `rel` (no `..` or absolute parts allowed)."""
+        return Path(self._fspath(rel))
+
+    def _fspath(self, rel: str) -> str:
+        """`path` as a string, cheaper on the hot paths (send, consume)."""
         if rel.startswith("/") or ".." in rel.split("/"):
             raise ValueError(f"record name escapes the mesh: {rel!r}")
-        return self.root / rel
+        return os.path.join(self.root, rel)
 
     def _refuse_symlinked_dirs(self, rel_dir: str) -> None:
         """Reads never wander outside the mesh through a folder replaced by a symlink."""
@@ -276,36 +320,66 @@ class FileStore:
 
     def ensure_dir(self, rel_dir: str) -> Path:
         """Create `rel_dir` (and parents) with the mesh's mode; refuse symlinked folders."""
+        known = self._known_dirs.get(rel_dir)
+        if known is not None:
+            return known
         target = self.path(rel_dir)
-        if rel_dir in self._known_dirs:
-            return target
         self._writable()
         self._materialize()
-        current = self.root
-        for part in rel_dir.split("/"):
-            current = current / part
-            try:
-                os.mkdir(current, self.dir_mode)
-                os.chmod(current, self.dir_mode)
-            except FileExistsError:
-                if current.is_symlink() or not current.is_dir():
-                    raise MeshUnusable(
-                        f"{current} should be a directory of the mesh but is a symlink or a "
-                        "file; move it away and run the command again",
-                        code="unsafe-entry",
-                    ) from None
-        self._known_dirs.add(rel_dir)
+        if not self._make_dirs(rel_dir, durable=False):
+            raise _not_a_folder(target)
+        self._known_dirs[rel_dir] = target
         return target
 
-    def _fsync_dir(self, directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    def _make_dirs(self, rel_dir: str, *, durable: bool) -> bool:
+        """Create each missing folder of `rel_dir` with the mesh's mode (with `durable`, each
+        new one is flushed into its parent). False when a folder vanished midway, taken by a
+        concurrent `remove_dir`: the caller retries. A symlink or file in the way is refused."""
+        current = str(self.root)
+        for part in rel_dir.split("/"):
+            parent, current = current, os.path.join(current, part)
+            try:
+                os.mkdir(current, self.dir_mode)
+            except FileExistsError:
+                try:
+                    kind = os.lstat(current).st_mode
+                except FileNotFoundError:
+                    return False
+                if not stat.S_ISDIR(kind):
+                    raise _not_a_folder(Path(current)) from None
+                continue
+            except FileNotFoundError:
+                return False
+            try:
+                os.chmod(current, self.dir_mode)
+            except FileNotFoundError:  # removed the instant after it was made
+                return False
+            if durable:
+                self._fsync_dir(parent, missing_ok=True)
+        return True
+
+    def _fsync(self, fd: int) -> None:
+        if self.fsync:
+            os.fsync(fd)
+
+    def _fsync_dir(self, directory: str | Path, *, missing_ok: bool = False) -> None:
+        """Make the renames and links in `directory` durable (no-op with `fsync=False`);
+        `missing_ok` where a concurrent `remove_dir` may have taken the folder."""
+        if not self.fsync:
+            return
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if missing_ok:
+                return
+            raise
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
-    def _write_temp(self, directory: Path, name: str, data: bytes) -> Path:
-        tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}"
+    def _write_temp(self, directory: Path, name: str, data: bytes) -> str:
+        tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(tmp, flags, self.file_mode)
@@ -315,7 +389,7 @@ class FileStore:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                os.fsync(fd)
+                self._fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -401,18 +475,120 @@ class FileStore:
         return True
 
     def move(self, src: str, dst: str) -> bool:
-        """Atomic rename; False when `src` is gone, e.g. taken by a concurrent consumer."""
+        """Atomic rename, then both folders flushed; False when `src` is gone, e.g. taken by a
+        concurrent consumer (rename(2) succeeds for exactly one of them)."""
         self._writable()
         parent = dst.rpartition("/")[0]
         if parent:
             self.ensure_dir(parent)
+        source, target = self._fspath(src), self._fspath(dst)
         try:
-            os.rename(self.path(src), self.path(dst))
+            os.rename(source, target)
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _write_error(self.path(dst), exc) from exc
+            raise _write_error(target, exc) from exc
+        source_dir, target_dir = os.path.dirname(source), os.path.dirname(target)
+        self._fsync_dir(target_dir)
+        if source_dir != target_dir:
+            self._fsync_dir(source_dir, missing_ok=True)
         return True
+
+    def publish(
+        self, data: bytes, links: Sequence[str], keep_as: str, *, staging: str | None = None
+    ) -> None:
+        """One flushed temp file, hard-linked to each of `links`, then renamed to `keep_as`.
+
+        Only the folders of `links` are flushed: the renamed temp is the writer's own copy,
+        and if a power loss forgets the rename, the file is left under its temp name (a link of
+        the same, already flushed, data) for `prune` to clear.
+        """
+        self._writable()
+        if not links:
+            raise ValueError("publish needs at least one link")
+        self._materialize()
+        keep_path = self._fspath(keep_as)
+        targets = [self._fspath(rel) for rel in links]
+        keep_dir = keep_as.rpartition("/")[0]
+        if keep_dir:
+            self.ensure_dir(keep_dir)
+        staging = keep_dir if staging is None else staging
+        staging_dir = self.ensure_dir(staging) if staging else self.root
+        tmp = self._write_temp(staging_dir, os.path.basename(targets[0]), data)
+        try:
+            for rel, target in zip(links, targets, strict=True):
+                self._link_creating_folder(tmp, rel, target)
+            os.rename(tmp, keep_path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise _write_error(keep_path, exc) from exc
+            raise
+        for folder in dict.fromkeys(os.path.dirname(target) for target in targets):
+            self._fsync_dir(folder, missing_ok=True)  # gone: a consumer took it all, flushed
+
+    def _link_creating_folder(self, tmp: str, rel: str, target: str) -> None:
+        """Hard-link `tmp` as `rel`, recreating its folder while a concurrent `remove_dir`
+        keeps taking it away (consumers remove the empty shards they pass)."""
+        for _ in range(_LINK_RETRIES):
+            try:
+                os.link(tmp, target)
+            except FileNotFoundError:
+                if not os.path.lexists(tmp):
+                    raise
+                self._make_dirs(rel.rpartition("/")[0], durable=True)
+                continue
+            except OSError as exc:
+                raise _write_error(target, exc) from exc
+            return
+        raise MeshUnusable(
+            f"could not write into {os.path.dirname(target)}: the folder kept disappearing; "
+            "check the mesh directory with `mesh doctor`",
+            code="store-write-failed",
+        )
+
+    def link(self, src: str, dst: str) -> None:
+        """A hard link `dst` to the file `src`, its folder flushed."""
+        self._writable()
+        parent = dst.rpartition("/")[0]
+        directory = self.ensure_dir(parent) if parent else self.root
+        target = self.path(dst)
+        try:
+            os.link(self.path(src), target, follow_symlinks=False)
+        except OSError as exc:
+            raise _write_error(target, exc) from exc
+        self._fsync_dir(directory)
+
+    def scan(
+        self, rel_dir: str, suffix: str = ".json", *, depth: int = 0, remove_empty: bool = False
+    ) -> Iterator[str]:
+        """Names under `rel_dir` ending in `suffix` (no temp files), in path order, lazily:
+        a consumer that stops early lists only the first few folders."""
+        self._refuse_symlinked_dirs(rel_dir)
+        if remove_empty:
+            self._writable()
+        yield from self._scan(self._fspath(rel_dir), rel_dir, suffix, depth, remove_empty)
+
+    def _scan(
+        self, directory: str, rel_dir: str, suffix: str, depth: int, remove_empty: bool
+    ) -> Iterator[str]:
+        try:
+            entries = sorted(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.startswith(TMP_PREFIX):
+                continue
+            if entry.endswith(suffix):
+                yield f"{rel_dir}/{entry}"
+            elif depth > 0:
+                folder = os.path.join(directory, entry)
+                yield from self._scan(folder, f"{rel_dir}/{entry}", suffix, depth - 1, remove_empty)
+                if remove_empty:  # every entry was passed over: usually empty now
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)
+                        self._known_dirs.pop(f"{rel_dir}/{entry}", None)
 
     def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
         """Sorted names of records in `rel_dir` (no temp files, no sidecar locks)."""
@@ -424,6 +600,16 @@ class FileStore:
         found = [e for e in entries if e.endswith(suffix) and not e.startswith(TMP_PREFIX)]
         found.sort()
         return found
+
+    def remove_dir(self, rel_dir: str) -> bool:
+        """rmdir(2): False when the folder is absent or not empty (nothing is deleted)."""
+        self._writable()
+        try:
+            os.rmdir(self.path(rel_dir))
+        except OSError:
+            return False
+        self._known_dirs.pop(rel_dir, None)
+        return True
 
     def lock(self, name: str, timeout: float = -1) -> contextlib.AbstractContextManager[object]:
         """A filelock on `.locks/<name>.lock`; the file is kept so exclusion never breaks."""
@@ -512,7 +698,15 @@ def _encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _write_error(target: Path, exc: OSError) -> MeshError:
+def _not_a_folder(path: Path) -> MeshUnusable:
+    return MeshUnusable(
+        f"{path} should be a directory of the mesh but is a symlink or a file; move it away "
+        "and run the command again",
+        code="unsafe-entry",
+    )
+
+
+def _write_error(target: str | Path, exc: OSError) -> MeshError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
         return StoreFull(
             f"could not write {target}: {exc.strerror}; free disk space (or fix the file "
