@@ -106,6 +106,7 @@ def test_64_cli_claimers_one_winner(cli: MeshRunner, mesh: Mesh) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 3,200 interpreter starts outlast the suite's 300 s per-test bound
 def test_64_cli_claimers_one_winner_50_rounds(
     cli: MeshRunner, mesh: Mesh, request: pytest.FixtureRequest
 ) -> None:
