@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -10,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from drasill_cli import agents, audit, hardware, liveness, status
+from drasill_cli import agents, audit, hardware, liveness, messages, status
 from drasill_cli.config import BudgetsConfig, Config, WakeConfig
 from drasill_cli.errors import InvalidInput
 from drasill_cli.mesh import Mesh
@@ -306,25 +304,11 @@ def test_free_is_capped_by_available_ram_plus_the_agents_own_use(
 
 
 @pytest.fixture
-def inbox(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mesh, str], list[str]]:
-    """Bodies of the messages an agent received from the mesh: its real inbox once messages.py
-    exists; until it lands, a stand-in records `send` calls so the warn path runs."""
-    if importlib.util.find_spec("drasill_cli.messages") is not None:
-        from drasill_cli import messages
-
-        return lambda mesh, name: [
-            m["body"] for m in messages.list_unread(mesh, name) if m["from"] == "mesh"
-        ]
-    sent: list[tuple[str, str]] = []
-
-    def send(_mesh: Mesh, to: str, body: str, **_options: Any) -> list[dict[str, Any]]:
-        sent.append((to, body))
-        return []
-
-    stand_in = types.ModuleType("drasill_cli.messages")
-    stand_in.send = send  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "drasill_cli.messages", stand_in)
-    return lambda _mesh, name: [body for to, body in sent if to == name]
+def inbox() -> Callable[[Mesh, str], list[str]]:
+    """Bodies of the unread messages an agent received from the mesh."""
+    return lambda mesh, name: [
+        m["body"] for m in messages.list_unread(mesh, name) if m["from"] == "mesh"
+    ]
 
 
 def test_warn_policy_messages_the_agent_once_per_overrun(

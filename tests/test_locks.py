@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from drasill_cli import audit, clock, locks
+from drasill_cli import audit, clock, locks, messages
 from drasill_cli.config import Config, LocksConfig
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
@@ -405,12 +405,12 @@ def test_force_unlock_takes_an_unregistered_holders_lock(cli: MeshRunner, tmp_pa
 
 
 def test_force_unlock_tells_a_registered_holder(cli: MeshRunner, tmp_path: Path) -> None:
-    messages = pytest.importorskip("drasill_cli.messages")
     target = str(tmp_path / "f")
     cli.json("register", "alpha", "--pid", str(os.getpid()))
     cli.json("lock", target, "--as", "alpha")
     cli.json("unlock", target, "--as", "beta", "--force")
     message = messages.consume(Mesh.open(cli.mesh_dir, Config()), "alpha")
+    assert message is not None
     assert message["from"] == "beta"
     assert target in message["body"]
     assert "force-unlocked" in message["body"]
