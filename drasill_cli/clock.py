@@ -42,6 +42,20 @@ def _encode(value: int, width: int) -> str:
     return "".join(reversed(chars))
 
 
+def id_time(record_id: str) -> float | None:
+    """Seconds since the epoch at which an id from `new_id` was made; None if it is not one."""
+    parts = record_id.split("-")
+    if len(parts) != 3 or len(parts[1]) != 13:
+        return None
+    value = 0
+    for char in parts[1]:
+        digit = _ALPHABET.find(char)
+        if digit < 0:
+            return None
+        value = value * 32 + digit
+    return value / 1e9
+
+
 def new_id(prefix: str) -> str:
     """A new id such as `m-01jd3f8k2q4c7x-9zk2`: prefix, 13 time characters, 4 random ones."""
     global _last_ns  # noqa: PLW0603 -- per-process monotonic guard for ids within one tick

@@ -35,11 +35,12 @@ class LifecycleConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MessagesConfig:
-    """Size limits for bodies and attachments."""
+    """Size limits for bodies and attachments, and how long `prune` keeps read and sent mail."""
 
     max_body_bytes: int = 256 * 1024
     max_attachment_bytes: int = 16 * 1024 * 1024
     max_attachments: int = 8
+    history_days: float = 30.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,8 @@ def _empty_report() -> dict[str, Any]:
         "tasks_abandoned": [],
         "budgets_released": [],
         "temp_files_removed": [],
+        "history_expired": [],
+        "attachments_removed": [],
     }
 
 
@@ -154,6 +156,7 @@ def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
     for rel in _stale_temp_files(mesh, now):
         if mesh.store.remove(rel):
             report["temp_files_removed"].append(rel)
+    _tidy_mail(mesh, now, report)
     if not report_is_empty(report):
         mesh.record("prune", "prune", **{k: _count(v) for k, v in report.items() if k != "dry_run"})
     return report
@@ -198,7 +201,29 @@ def _plan(view: Mesh) -> dict[str, Any]:
             abandoned = task["attempts"] + 1 >= max_attempts
             report["tasks_abandoned" if abandoned else "tasks_requeued"].append(task)
     report["temp_files_removed"] = _stale_temp_files(view, now)
+    _tidy_mail(view, now, report, dry_run=True)
     return report
+
+
+def _tidy_mail(mesh: Mesh, now: float, report: dict[str, Any], *, dry_run: bool = False) -> None:
+    """Drop history past `messages.history_days` (0 keeps it forever) and attachment folders
+    that no message refers to (left by killed senders). Unread mail is never touched."""
+    from drasill_cli import messages
+
+    days = mesh.config.messages.history_days
+    if days > 0:
+        cutoff = now - days * 86400
+        if dry_run:
+            report["history_expired"] = messages.expired_history(mesh, cutoff)
+        else:
+            report["history_expired"] = messages.expire_history(mesh, cutoff)
+    orphans = messages.orphan_attachments(mesh, now - mesh.config.lifecycle.stale_tmp_after)
+    if dry_run:
+        report["attachments_removed"] = orphans
+    else:
+        report["attachments_removed"] = [
+            msg_id for msg_id in orphans if messages.remove_attachment_folder(mesh, msg_id)
+        ]
 
 
 def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:

@@ -514,6 +514,63 @@ def archive_inbox(mesh: Mesh, name: str) -> int:
     return moved
 
 
+def expired_history(mesh: Mesh, cutoff: float) -> list[str]:
+    """Sent and consumed copies (`sent/`, `cur/`) of messages created before `cutoff`.
+
+    Unread and archived mail is never included. The time comes from the id in the file name,
+    so nothing is opened.
+    """
+    folders = [f"{SENT_DIR}/{sender}" for sender in _subdirs(mesh, SENT_DIR)]
+    folders += [f"{INBOX_DIR}/{agent}/cur" for agent in _subdirs(mesh, INBOX_DIR)]
+    expired = []
+    for folder in folders:
+        for file_name in mesh.store.names(folder):
+            created = clock.id_time(_id_of(file_name))
+            if created is not None and created < cutoff:
+                expired.append(f"{folder}/{file_name}")
+    return expired
+
+
+def expire_history(mesh: Mesh, cutoff: float) -> list[str]:
+    """Delete the history copies older than `cutoff`; returns those this call removed.
+
+    A consumed copy takes its message's attachment files with it: the reader has had them.
+    Concurrent calls are safe: each copy is removed (and its attachments dropped) by one.
+    """
+    removed = []
+    for rel in expired_history(mesh, cutoff):
+        message = _load(mesh, rel) if rel.startswith(f"{INBOX_DIR}/") else None
+        if mesh.store.remove(rel):
+            removed.append(rel)
+            if message is not None:
+                _remove_attachments(mesh, message)
+    return removed
+
+
+def orphan_attachments(mesh: Mesh, older_than: float) -> list[str]:
+    """Ids under `attachments/` whose message exists nowhere, last changed before `older_than`.
+
+    A sender killed after storing its attachments but before delivering leaves such a folder.
+    """
+    orphans = []
+    for msg_id in _subdirs(mesh, ATTACHMENTS_DIR):
+        if not _ID_RE.fullmatch(msg_id):
+            continue
+        changed = mesh.store.mtime(f"{ATTACHMENTS_DIR}/{msg_id}")
+        if changed is not None and changed < older_than and find(mesh, msg_id) is None:
+            orphans.append(msg_id)
+    return orphans
+
+
+def remove_attachment_folder(mesh: Mesh, msg_id: str) -> bool:
+    """Delete `attachments/<id>/` and what it holds; False if it was gone or not emptied."""
+    folder = f"{ATTACHMENTS_DIR}/{_check_id(msg_id)}"
+    for file_name in mesh.store.names(folder, suffix=""):
+        with contextlib.suppress(OSError):  # not a file: the folder stays, and says so below
+            mesh.store.remove(f"{folder}/{file_name}")
+    return mesh.store.remove_dir(folder)
+
+
 def _remove_attachments(mesh: Mesh, message: dict[str, Any]) -> None:
     msg_id = message.get("id")
     if not isinstance(msg_id, str) or not _ID_RE.fullmatch(msg_id):

@@ -51,6 +51,16 @@ def _summary(report: dict[str, Any]) -> list[str]:
     lines += [f"{verb}release the budget of {name}" for name in report["budgets_released"]]
     if report["temp_files_removed"]:
         lines.append(f"{verb}remove {len(report['temp_files_removed'])} stale temp file(s)")
+    if report["history_expired"]:
+        lines.append(
+            f"{verb}delete {len(report['history_expired'])} sent or read message(s) "
+            "past messages.history_days"
+        )
+    if report["attachments_removed"]:
+        lines.append(
+            f"{verb}remove the attachments of {len(report['attachments_removed'])} "
+            "message(s) never delivered"
+        )
     return lines
 
 
