@@ -283,10 +283,18 @@ def send(
             "created_at": clock.iso(),
             "reply_to": reply_to,
             "thread": thread or msg_id,
-            "attachments": _store_attachments(mesh, msg_id, files, first_copy),
+            "attachments": [],
             "wake": wake,
         }
-        _deliver(mesh, message)
+        try:
+            message["attachments"] = _store_attachments(mesh, msg_id, files, first_copy)
+            _deliver(mesh, message)
+        except MeshError as exc:
+            with contextlib.suppress(MeshError, OSError):
+                remove_attachment_folder(mesh, msg_id)
+            if sent:
+                raise _broadcast_cut_short(exc, sent, recipients[len(sent) :]) from exc
+            raise
         mesh.record(
             "send",
             sender,
@@ -299,6 +307,23 @@ def send(
         )
         sent.append(message)
     return sent
+
+
+def _broadcast_cut_short(
+    cause: MeshError, sent: list[dict[str, Any]], missed: list[str]
+) -> MeshError:
+    """The error for a broadcast that failed partway: who has the message and who does not,
+    so the sender resends to the rest instead of to `all` (which would deliver twice)."""
+    reason = cause.message.split(";", 1)[0]
+    delivered = ", ".join(message["to"] for message in sent)
+    return type(cause)(
+        f"the broadcast reached {delivered} but not {', '.join(missed)} ({reason}); "
+        f"once that is fixed, send to each of {', '.join(missed)} by name, not to `all` "
+        "again, which would deliver twice",
+        code=cause.code,
+        delivered=[message["id"] for message in sent],
+        not_delivered=missed,
+    )
 
 
 def _store_attachments(

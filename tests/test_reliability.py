@@ -319,6 +319,42 @@ def test_full_disk_python_api(
     assert tasks.claim_next(mesh, "worker")["title"] == "existing"
 
 
+def test_broadcast_cut_short_by_a_full_disk_says_who_got_it(
+    mesh: Mesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills after the first copy: the error lists delivered and missed recipients,
+    and the failed copy leaves neither a message nor attachment files."""
+    for name in ("ann", "bea", "cid"):
+        agents.register(mesh, name)
+    source = tmp_path / "notes.txt"
+    source.write_text("see these")
+    real_link = os.link
+    links: list[str] = []
+
+    def full_after_first_copy(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if "/new/" in str(dst) and links:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_link(src, dst, *args, **kwargs)
+        if "/new/" in str(dst):
+            links.append(str(dst))
+
+    monkeypatch.setattr(os, "link", full_after_first_copy)
+    with pytest.raises(StoreFull) as caught:
+        messages.send(mesh, "all", "hello all", sender="human", attachments=[str(source)])
+    monkeypatch.undo()
+    error = caught.value
+    assert "not_delivered" in error.details, error.message
+    assert error.details["not_delivered"] == ["bea", "cid"]
+    assert "reached ann but not bea, cid" in error.message
+    assert "not to `all` again" in error.message
+    [delivered] = messages.list_unread(mesh, "ann")
+    assert error.details["delivered"] == [delivered["id"]]
+    assert Path(delivered["attachments"][0]["path"]).read_text() == "see these"
+    assert messages.list_unread(mesh, "bea") == []
+    assert [p.name for p in (mesh.root / "attachments").iterdir()] == [delivered["id"]]
+    assert temp_leftovers(mesh.root) == []
+
+
 _INJECT = """
 import errno, os, sys
 def full(*args, **kwargs):
