@@ -274,7 +274,7 @@ def send(
     first_copy: dict[str, str] = {}
     for recipient in recipients:
         msg_id = clock.new_id("m")
-        message = {
+        message: dict[str, Any] = {
             "id": msg_id,
             "from": sender,
             "to": recipient,
