@@ -209,19 +209,30 @@ def work_once(
     return result
 
 
-def _wait_for_work(mesh: Mesh, seconds: float) -> None:
-    """Sleep until the task folder changes (a task added or released) or `seconds` pass."""
-    import watchfiles
+class _TaskFolderWatch:
+    """File events under `tasks/`, collected from the moment it is entered.
 
-    folder = mesh.store.ensure_dir(tasks.TASK_DIR)
-    for _changes in watchfiles.watch(
-        folder,
-        debounce=50,
-        rust_timeout=int(seconds * 1000),
-        yield_on_timeout=True,
-        raise_interrupt=True,
-    ):
-        return
+    The bridge enters it before its first claim attempt, so a task added between a failed
+    claim and the wait is still an event: no wake-up is lost.
+    """
+
+    def __init__(self, mesh: Mesh) -> None:
+        from watchfiles._rust_notify import RustNotify
+
+        folder = mesh.store.ensure_dir(tasks.TASK_DIR)
+        self._notify = RustNotify([str(folder)], False, False, 50, True, False)
+
+    def __enter__(self) -> _TaskFolderWatch:
+        self._notify.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._notify.__exit__(*exc_info)
+
+    def wait(self, seconds: float) -> None:
+        """Until the task folder changed since the last wait, or `seconds` pass."""
+        if self._notify.watch(50, 5, max(1, int(seconds * 1000)), None) == "signal":
+            raise KeyboardInterrupt
 
 
 def serve(
@@ -236,16 +247,17 @@ def serve(
     A task taken back from under the bridge (released by force) is reported and skipped.
     """
     waiting = False
-    while True:
-        try:
-            yield work_once(mesh, name, profile, report)
-            waiting = False
-        except NegativeOutcome as exc:
-            if exc.code != "nothing-claimable":
-                report("skipped", {"code": exc.code, "reason": exc.message})
-                continue
-            if not waiting:
-                report("waiting", {"reason": exc.message})
-            waiting = True
-            mesh.touch_heartbeat(name)
-            _wait_for_work(mesh, min(idle_poll, _heartbeat_every(mesh)))
+    with _TaskFolderWatch(mesh) as task_events:
+        while True:
+            try:
+                yield work_once(mesh, name, profile, report)
+                waiting = False
+            except NegativeOutcome as exc:
+                if exc.code != "nothing-claimable":
+                    report("skipped", {"code": exc.code, "reason": exc.message})
+                    continue
+                if not waiting:
+                    report("waiting", {"reason": exc.message})
+                waiting = True
+                mesh.touch_heartbeat(name)
+                task_events.wait(min(idle_poll, _heartbeat_every(mesh)))

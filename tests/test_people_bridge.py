@@ -121,9 +121,12 @@ def test_bridge_loops_and_wakes_for_new_tasks(cli: MeshRunner, tmp_path: Path) -
         first = cli.json("task", "add", "One")
         line = json.loads(proc.stdout.readline())
         assert line["task"]["id"] == first["id"] and line["task"]["state"] == "completed"
+        added = time.monotonic()
         second = cli.json("task", "add", "Two")  # added while the bridge waits
         line = json.loads(proc.stdout.readline())
         assert line["task"]["id"] == second["id"] and line["task"]["state"] == "completed"
+        # Woken by the file event, not by the 30 s poll that backs it up.
+        assert time.monotonic() - added < bridge.IDLE_POLL_S / 2
     finally:
         proc.terminate()
         proc.wait(10)
