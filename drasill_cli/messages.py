@@ -496,9 +496,20 @@ def find(mesh: Mesh, msg_id: str) -> dict[str, Any] | None:
 
     Every location is derived from the id, so this is a few stats per agent, not a scan.
     """
-    _check_id(msg_id)
-    candidates = [f"{SENT_DIR}/{s}/{msg_id}.json" for s in _subdirs(mesh, SENT_DIR)]
-    for agent in _subdirs(mesh, INBOX_DIR):
+    return _find_in(mesh, _check_id(msg_id), _mail_folders(mesh))
+
+
+def _mail_folders(mesh: Mesh) -> tuple[list[str], list[str], list[str]]:
+    """The agents with a `sent/`, an `inbox/` and an `archive/` folder."""
+    return _subdirs(mesh, SENT_DIR), _subdirs(mesh, INBOX_DIR), _subdirs(mesh, ARCHIVE_DIR)
+
+
+def _find_in(
+    mesh: Mesh, msg_id: str, folders: tuple[list[str], list[str], list[str]]
+) -> dict[str, Any] | None:
+    senders, inboxes, archives = folders
+    candidates = [f"{SENT_DIR}/{s}/{msg_id}.json" for s in senders]
+    for agent in inboxes:
         for rank in _RANK.values():
             name = f"{rank}-{msg_id}.json"
             shard = "/".join(_shard(msg_id, rank))
@@ -506,7 +517,7 @@ def find(mesh: Mesh, msg_id: str) -> dict[str, Any] | None:
                 f"{INBOX_DIR}/{agent}/cur/{name}",
                 f"{INBOX_DIR}/{agent}/new/{shard}/{name}",
             ]
-    for agent in _subdirs(mesh, ARCHIVE_DIR):
+    for agent in archives:
         candidates += [f"{ARCHIVE_DIR}/{agent}/{r}-{msg_id}.json" for r in _RANK.values()]
     for rel in candidates:
         if mesh.store.mtime(rel) is not None:
@@ -578,11 +589,12 @@ def orphan_attachments(mesh: Mesh, older_than: float) -> list[str]:
     A sender killed after storing its attachments but before delivering leaves such a folder.
     """
     orphans = []
+    folders = _mail_folders(mesh)
     for msg_id in _subdirs(mesh, ATTACHMENTS_DIR):
         if not _ID_RE.fullmatch(msg_id):
             continue
         changed = mesh.store.mtime(f"{ATTACHMENTS_DIR}/{msg_id}")
-        if changed is not None and changed < older_than and find(mesh, msg_id) is None:
+        if changed is not None and changed < older_than and _find_in(mesh, msg_id, folders) is None:
             orphans.append(msg_id)
     return orphans
 
