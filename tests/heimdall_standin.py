@@ -107,6 +107,13 @@ class HeimdallStandIn:
         with self._lock:
             return list(self.inputs)
 
+    def wait_typed(self, count: int, timeout: float = 15) -> list[bytes]:
+        """Payloads of the INPUT frames once at least `count` arrived (or the time is up).
+
+        The server thread records frames as it reads them, possibly after the sender is done.
+        """
+        return [i.data for i in self.wait_for_inputs(count, timeout)]
+
     # ---- serving -----------------------------------------------------------------------
 
     def _serve(self) -> None:

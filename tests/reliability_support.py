@@ -28,6 +28,8 @@ from drasill_cli.mesh import Mesh
 
 RECEIVER = "rcv"
 ROLES = ("send", "send", "consume", "claim", "claim", "lock", "lock", "prune")
+JOURNALED = ("send", "consume", "claim", "lock")  # roles whose journal `<role>-N.log` shows work
+WORK_CAP_S = 120.0  # how long a storm may go on past its kills for every role to do some work
 LOCK_LEASE_S = 60.0  # long: during the storm only a holder's death frees its locks
 LOCK_MODES = ("write", "read", "co_write", "intent")
 
@@ -168,15 +170,38 @@ class Storm:
         self.deaths[pid] = time.time()  # the holder's pid is gone from here on
         self.kills += 1
 
-    def run(self, kills: int, max_gap_s: float = 0.04) -> None:
+    def idle_roles(self) -> set[str]:
+        """Journaled roles with no completed operation yet (a journal line is written whole)."""
+        return {
+            role
+            for role in JOURNALED
+            if not any(path.stat().st_size for path in self.log.glob(f"{role}-*.log"))
+        }
+
+    def run(self, kills: int, max_gap_s: float = 0.04, work_cap_s: float = WORK_CAP_S) -> None:
+        """Kill `kills` times; then go on until every journaled role has done some work.
+
+        On a slow disk a role may not finish one operation between kills. Past the kill count,
+        such a role's workers are no longer killed (the others still are) until it has done
+        something, for at most `work_cap_s` seconds; the checks then see real work, not none.
+        """
         rng = random.Random(self.seed)
         for slot in range(len(ROLES)):
             self.spawn(slot)
+        cap: float | None = None
         try:
-            while self.kills < kills:
+            while True:
+                idle: set[str] = set()
+                if self.kills >= kills:
+                    idle = self.idle_roles()
+                    cap = time.monotonic() + work_cap_s if cap is None else cap
+                    if not idle or time.monotonic() >= cap:
+                        break
                 time.sleep(rng.uniform(0.001, max_gap_s))
                 self._reap_exited()
                 slot = rng.randrange(len(ROLES))
+                if ROLES[slot] in idle:
+                    continue
                 self.kill(slot)
                 self.spawn(slot)
         finally:

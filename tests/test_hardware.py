@@ -23,6 +23,8 @@ from drasill_cli.errors import InvalidInput
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner
 
+pytest_plugins = ["tests.wake_fixtures"]  # tmux_tmpdir
+
 HOG = (
     "import signal, sys, time\n"
     "if '--ignore-term' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
@@ -124,6 +126,7 @@ def test_heimdall_session_child_is_measured(mesh_dir: Path, tmp_path: Path, spaw
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.usefixtures("tmux_tmpdir")  # a private tmux server, not the user's default one
 def test_tmux_pane_process_is_measured(mesh: Mesh) -> None:
     session = f"drasill-hw-{uuid.uuid4().hex[:8]}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "sleep 60"], check=True)

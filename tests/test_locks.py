@@ -18,6 +18,7 @@ from drasill_cli.config import Config, LocksConfig
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, tree
+from tests.wake_support import wait_until
 
 LOCK_KEYS = {"path", "mode", "holder", "acquired_at", "expires_at"}
 
@@ -508,11 +509,16 @@ def test_expired_lease_stops_renewal_from_reviving_it(mesh: Mesh, tmp_path: Path
 
 def test_hold_releases_and_reports_a_lock_taken_meanwhile(mesh: Mesh, tmp_path: Path) -> None:
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    with locks.hold(mesh, [one, two], "alpha", ttl=0.3) as lease:
+    # A lease long enough that a late renewal (the renewer runs every ttl/3) cannot let `two`
+    # expire on a loaded machine: the renewal that notices `one` is gone also renews `two`.
+    with locks.hold(mesh, [one, two], "alpha", ttl=3) as lease:
+        [granted] = [lock for lock in locks.list_locks(mesh) if lock["path"] == two]
         locks.release(mesh, [one], "beta", force=True)
-        time.sleep(0.5)
-        assert lease.lost == [one]
-        assert [lock["path"] for lock in locks.list_locks(mesh)] == [two]
+        assert wait_until(lambda: lease.lost == [one], 10), lease.lost
+        assert lease.errors == []
+        [kept] = locks.list_locks(mesh)
+        assert kept["path"] == two and not kept["stale"]
+        assert clock.parse_iso(kept["expires_at"]) > clock.parse_iso(granted["expires_at"])
     assert locks.list_locks(mesh) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from drasill_cli.config import Config, MessagesConfig
 from drasill_cli.errors import InvalidInput, NotFound
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, tree
+from tests.wake_support import wait_until
 
 MESSAGE_KEYS = {
     "id",
@@ -492,23 +494,54 @@ def test_audit_records_send_and_consume(mesh: Mesh) -> None:
 # ---- waiting -------------------------------------------------------------------------------
 
 
-def test_inbox_wait_returns_soon_after_a_send_from_another_process(cli: MeshRunner) -> None:
+def _watching(pid: int) -> bool:
+    """Whether process `pid` has an inotify watch in place (Linux): `inbox --wait` is waiting."""
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    try:
+        names = os.listdir(fdinfo)
+    except OSError:
+        return False
+    for name in names:
+        with contextlib.suppress(OSError):
+            if "inotify wd:" in (fdinfo / name).read_text():
+                return True
+    return False
+
+
+def test_inbox_wait_returns_soon_after_a_send_from_another_process(
+    cli: MeshRunner, mesh: Mesh
+) -> None:
     cli.json("register", "bob")
     waiter = subprocess.Popen(
-        cli.argv("inbox", "bob", "--wait", "10", "--json"),
+        cli.argv("inbox", "bob", "--wait", "30", "--json"),
         env=cli.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.5)  # let it start and block
-    assert waiter.poll() is None
-    sent = cli.json("send", "bob", "wake up")
-    sent_at = time.monotonic()
-    out, err = waiter.communicate(timeout=15)
-    latency = time.monotonic() - sent_at
+    try:
+        if Path("/proc/self/fdinfo").is_dir():
+            # Its file watch is in place before its first look at the inbox: from here on a
+            # send cannot be missed, and only the wake-up is timed, not the start-up.
+            assert wait_until(lambda: _watching(waiter.pid) or waiter.poll() is not None, 30)
+        else:
+            time.sleep(1.5)  # no /proc to look into: give it time to start and block
+        assert waiter.poll() is None, waiter.communicate()
+        # Sent from this process through the API: no `mesh send` start-up is in the timing.
+        started = time.monotonic()
+        [sent] = messages.send(mesh, "bob", "wake up", sender="alice")
+        assert waiter.stdout is not None
+        line = waiter.stdout.readline()  # it prints (and flushes, at exit) once it has the mail
+        latency = time.monotonic() - started
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
     assert waiter.returncode == 0, err
-    assert json.loads(out)["id"] == sent["id"]
-    assert latency < 2.0, latency
+    assert json.loads(line + out)["id"] == sent["id"]
+    # Issue 3 asks for 0.5 s; the bound is generous for a loaded machine, yet below the 5 s
+    # re-check of `wait_for`, so only the file-system event can meet it.
+    assert latency < 3.0, f"inbox --wait returned {latency:.2f}s after the send began"
 
 
 def test_inbox_wait_times_out_with_exit_1(cli: MeshRunner) -> None:

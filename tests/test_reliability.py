@@ -175,17 +175,28 @@ def _check_cli(mesh: Mesh, tmp_path: Path) -> None:
     assert every_json_parses(mesh.root) == []
 
 
+@contextlib.contextmanager
+def _reporting_seed(seed: int) -> Iterator[None]:
+    """Name the random seed in any failure, so the kill schedule can be replayed."""
+    try:
+        yield
+    except Exception as exc:
+        exc.add_note(f"random seed of this run: {seed}")
+        raise
+
+
 def _kill_storm(tmp_path: Path, kills: int, seed: int) -> None:
-    mesh, storm, log = _storm(tmp_path, kills, seed)
-    errors = read_journal(log, "errors-")
-    assert not errors, "a worker failed:\n" + "\n".join(json.loads(e[0]) for e in errors[:3])
-    assert not storm.unexpected_exits, storm.unexpected_exits
-    assert storm.kills >= kills
-    _check_messages(mesh, log)
-    _check_claims(mesh, log)
-    _check_locks(mesh, log, storm)
-    _check_files(mesh)
-    _check_cli(mesh, tmp_path)
+    with _reporting_seed(seed):
+        mesh, storm, log = _storm(tmp_path, kills, seed)
+        errors = read_journal(log, "errors-")
+        assert not errors, "a worker failed:\n" + "\n".join(json.loads(e[0]) for e in errors[:3])
+        assert not storm.unexpected_exits, storm.unexpected_exits
+        assert storm.kills >= kills
+        _check_messages(mesh, log)
+        _check_claims(mesh, log)
+        _check_locks(mesh, log, storm)
+        _check_files(mesh)
+        _check_cli(mesh, tmp_path)
 
 
 def test_kill_storm_short(tmp_path: Path) -> None:
@@ -201,6 +212,11 @@ def test_kill_storm_long(tmp_path: Path) -> None:
 
 def _cli_kills(cli: MeshRunner, mesh: Mesh, tmp_path: Path, kills: int, seed: int) -> None:
     """Kill real `mesh` processes at random instants; completed sends must all arrive."""
+    with _reporting_seed(seed):
+        _cli_kills_seeded(cli, mesh, tmp_path, kills, seed)
+
+
+def _cli_kills_seeded(cli: MeshRunner, mesh: Mesh, tmp_path: Path, kills: int, seed: int) -> None:
     rng = random.Random(seed)
     target = str(tmp_path / "locked.py")
     completed: dict[str, str] = {}

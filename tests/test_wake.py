@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from drasill_cli import wake
 from drasill_cli.wake import HeimdallBackend, SessionGone, TmuxBackend, WakeFailed, clean, notice
 from tests.heimdall_standin import DEAD, IDLE, STREAMING, HeimdallStandIn
 from tests.wake_support import (
@@ -22,6 +23,17 @@ from tests.wake_support import (
 )
 
 pytest_plugins = ["tests.wake_fixtures"]  # socket_dir, tmux_tmpdir
+
+
+def window_activity(session: str) -> int:
+    """tmux's mark of the session's last output, in whole seconds."""
+    done = subprocess.run(
+        ["tmux", "display-message", "-p", "-t", f"={session}:", "#{window_activity}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
 
 
 @pytest.fixture
@@ -65,13 +77,24 @@ def test_heimdall_status_idle_and_busy(standin: HeimdallStandIn, socket_dir: Pat
 
 
 def test_heimdall_types_text_then_carriage_return_as_separate_frames(
-    standin: HeimdallStandIn, socket_dir: Path
+    standin: HeimdallStandIn, socket_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The pause is timed where the frames are written: the stand-in's server thread may read
+    # both frames late, which would shrink the gap it sees without the product being at fault.
+    sent_at: list[float] = []
+    send_frame = wake._send_frame
+
+    def timed_send(conn: socket.socket, kind: int, payload: bytes) -> None:
+        sent_at.append(time.monotonic())
+        send_frame(conn, kind, payload)
+
+    monkeypatch.setattr(wake, "_send_frame", timed_send)
     backend = HeimdallBackend(socket_dir, enter_delay=0.1)
     backend.type_line("s1", "[mesh] hello: run mesh inbox x")
-    inputs = standin.wait_for_inputs(2, 2)
+    inputs = standin.wait_for_inputs(2, 10)
     assert [i.data for i in inputs] == [b"[mesh] hello: run mesh inbox x", b"\r"]
-    assert inputs[1].at - inputs[0].at >= 0.08
+    assert len(sent_at) == 2
+    assert sent_at[1] - sent_at[0] >= 0.1, sent_at
     assert all(i.state == IDLE for i in inputs)
 
 
@@ -107,12 +130,17 @@ def test_tmux_quiet_pane_is_idle_and_typing_submits_one_line(tmp_path: Path) -> 
     wait_quiet("reader", 0.2)
     backend = TmuxBackend(200, enter_delay=0.05)
     assert wait_until(lambda: backend.is_idle("reader") is True, 3)
+    # Idle by a 200 ms standard means the last output was in an earlier whole second than now.
+    quiet_mark = window_activity("reader")
     backend.type_line("reader", "[mesh] 1 new message from a: run mesh inbox b")
-    assert wait_until(lambda: read_lines(out) != [], 2)
+    assert wait_until(lambda: read_lines(out) != [], 10)
     [line] = read_lines(out)
     assert line.endswith("'[mesh] 1 new message from a: run mesh inbox b\\n'")
-    # The echo of what was typed is fresh activity: the pane is not idle right after.
-    assert backend.is_idle("reader") is False
+    # The echo of what was typed is fresh activity: tmux's activity mark moved on, and the pane
+    # is not idle right after. tmux's clock has 1 s steps, so a 200 ms idle time would turn
+    # idle again 0.2-1.2 s after the typing; 5 s leaves room for a slow machine.
+    assert window_activity("reader") > quiet_mark
+    assert TmuxBackend(5000, enter_delay=0.05).is_idle("reader") is False
 
 
 @needs_tmux

@@ -60,9 +60,42 @@ class WatchProcess:
     def stop(self, signum: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
-        code = self.proc.wait(10)
-        self._reader.join(5)
+        code = self.proc.wait(15)
+        self._reader.join(15)
         return code
+
+    def count(self, match: Callable[[dict[str, Any]], bool]) -> int:
+        return sum(1 for e in list(self.events) if match(e))
+
+
+PROBE = "probe"
+
+
+def wait_looping(watch: WatchProcess, mesh: Mesh) -> None:
+    """Return once `watch` has finished its first pass and reacts to new mail from its loop.
+
+    Mail for an agent without a session is queued (a `queued` event) and nothing is typed. The
+    second probe is sent only after the first was reported, so it is seen by a later look than
+    the first, i.e. by a tick after the first pass (which looks at every agent, in name order,
+    before the lifecycle and hardware jobs) has ended.
+    """
+    if agents.load(mesh, PROBE) is None:
+        agents.register(mesh, PROBE)
+
+    def probed(e: dict[str, Any]) -> bool:
+        return bool(e["event"] == "queued" and e["agent"] == PROBE)
+
+    def probe() -> None:
+        seen = watch.count(probed)
+        messages.send(mesh, PROBE, "are you there?", sender="beta")
+        assert wait_until(lambda: watch.count(probed) > seen, 15), watch.events
+
+    probe()
+    probe()
+
+
+def audit_wakes(mesh: Mesh) -> list[dict[str, Any]]:
+    return [e for e in audit.read_events(mesh) if e["event"] == "wake"]
 
 
 @pytest.fixture
@@ -111,7 +144,10 @@ def test_watch_once_wakes_and_survives_a_damaged_record(
         messages.send(mesh, "alpha", "hello", sender="human")
         done = watch_cli.run("watch", "--once")
         assert done.returncode == 0, done.stderr
-        assert server.typed() == [b"[mesh] 1 new message from human: run mesh inbox alpha", b"\r"]
+        assert server.wait_typed(2) == [
+            b"[mesh] 1 new message from human: run mesh inbox alpha",
+            b"\r",
+        ]
         assert "woke alpha (heimdall s-alpha)" in done.stderr
         assert "quarantined agents/zeta.json" in done.stderr
     finally:
@@ -163,22 +199,26 @@ def test_killed_watch_restarted_loses_no_pending_wake(
             state = watcher.load_state(mesh, "alpha")
             return state is not None and len(state.get("queued_ids", [])) == 3
 
-        assert wait_until(queued, 5)
+        assert wait_until(queued, 15)
         first.stop(signal.SIGKILL)
         assert server.typed() == []  # busy: nothing was typed
         server.state = IDLE
         second = WatchProcess(watch_cli, {})
         started.append(second)
-        inputs = server.wait_for_inputs(2, 5)
+        inputs = server.wait_for_inputs(2, 15)
         assert [i.data for i in inputs] == [
             b"[mesh] 3 new messages from beta: run mesh inbox alpha",
             b"\r",
         ]
         assert second.stop() == 0
+        assert len(audit_wakes(mesh)) == 1
         third = WatchProcess(watch_cli, {})  # a restart does not wake it again
         started.append(third)
-        time.sleep(1)
+        wait_looping(third, mesh)  # its first pass looked at alpha
         assert third.stop() == 0
+        # A wake is typed before it is reported and recorded: neither happened.
+        assert not any(e["event"] == "wake" for e in third.events), third.events
+        assert len(audit_wakes(mesh)) == 1
         assert len(server.typed()) == 2
     finally:
         server.stop()
@@ -196,14 +236,17 @@ def test_tmux_pane_reads_the_notice_within_two_seconds(
     agents.register(mesh, "alpha", session="reader", backend="tmux")
     watch = WatchProcess(watch_cli, {"TMUX_TMPDIR": str(tmux_tmpdir)})
     started.append(watch)
+    wait_looping(watch, mesh)  # started, first pass done: waiting for mail
     wait_quiet("reader", 0.3)
     sent_at = time.time()
     messages.send(mesh, "alpha", "hello", sender="beta")
-    assert wait_until(lambda: read_lines(out) != [], 2), watch.events
+    # Wait well past the bound, so a slow wake fails on its measured latency below.
+    assert wait_until(lambda: read_lines(out) != [], 15), watch.events
     [line] = read_lines(out)
     read_at, text = line.split(" ", 1)
     assert text == repr("[mesh] 1 new message from beta: run mesh inbox alpha\n")
-    assert float(read_at) - sent_at <= 2.0
+    latency = float(read_at) - sent_at
+    assert latency <= 2.0, f"the notice was read {latency:.2f} s after the send"
     assert watch.stop() == 0
 
 
@@ -218,13 +261,19 @@ def test_tmux_busy_pane_is_not_typed_into_until_quiet(
 
     watch = WatchProcess(watch_cli, {"TMUX_TMPDIR": str(tmux_tmpdir)})
     started.append(watch)
-    out = start_pane("busy", BUSY_THEN_READ, "2.5", tmp=tmp_path)
+    release = tmp_path / "release"
+    # Busy until released (at most 120 s), so it is surely still busy when the watcher looks.
+    out = start_pane("busy", BUSY_THEN_READ, "120", str(release), tmp=tmp_path)
     agents.register(mesh, "alpha", session="busy", backend="tmux")
     messages.send(mesh, "alpha", "hello", sender="beta")
-    assert watch.wait(lambda e: e["event"] == "busy", 3), watch.events
-    assert wait_until(lambda: read_lines(out) != [], 8), watch.events
+    assert watch.wait(lambda e: e["event"] == "busy" and e["agent"] == "alpha", 15), watch.events
+    assert watch.count(lambda e: e["event"] == "wake") == 0
+    release.touch()
+    assert wait_until(lambda: read_lines(out) != [], 15), watch.events
     quiet_at = float(next(x for x in out.read_text().splitlines() if x.startswith("quiet"))[6:])
-    [wake] = [e for e in audit.read_events(mesh) if e["event"] == "wake"]
+    # The wake is recorded only after the typing is done, possibly after the pane read it.
+    assert wait_until(lambda: audit_wakes(mesh) != [], 15), watch.events
+    [wake] = audit_wakes(mesh)
     assert clock.parse_iso(wake["time"]) >= quiet_at
     assert len(read_lines(out)) == 1
     assert watch.stop() == 0

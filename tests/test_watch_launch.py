@@ -53,6 +53,15 @@ def test_prompt_command_uses_the_identity(cli: MeshRunner) -> None:
     assert cli.run("prompt", "Bad Name").returncode == 2
 
 
+def _parses(path: Path) -> bool:
+    """Whether `path` exists and holds one complete JSON value."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 @pytest.fixture
 def fake_tools(tmp_path: Path) -> Path:
     """A bin folder holding a fake `claude`."""
@@ -97,7 +106,8 @@ def test_launch_tmux_starts_a_detached_registered_agent_that_can_be_woken(
     assert (agent["name"], agent["backend"], agent["session"]) == ("alpha", "tmux", "mesh-alpha")
     assert agent["state"] == "active"
     assert agent["pid"] > 0
-    assert wait_until(out.exists, 10)
+    # The file exists as soon as the fake tool opens it: wait until its JSON is complete.
+    assert wait_until(lambda: _parses(out), 15), out.read_text() if out.exists() else "no file"
     seen = json.loads(out.read_text())
     assert seen["argv"] == ["--append-system-prompt", onboarding.prompt("alpha"), "--model", "x"]
     assert (seen["agent"], seen["mesh"]) == ("alpha", str(cli.mesh_dir))
@@ -112,6 +122,8 @@ def test_launch_tmux_starts_a_detached_registered_agent_that_can_be_woken(
     wait_quiet("mesh-alpha", 0.2)
     assert cli.run("watch", "--once", env=env).returncode == 0
     lines = Path(f"{out}.lines")
-    assert wait_until(lines.exists, 3)
+    assert wait_until(lambda: lines.exists() and lines.read_text().endswith("\n"), 15), (
+        lines.read_text() if lines.exists() else "nothing typed"
+    )
     assert lines.read_text() == "[mesh] 1 new message from beta: run mesh inbox alpha\n"
     subprocess.run(["tmux", "kill-session", "-t", "=mesh-alpha"], check=False)

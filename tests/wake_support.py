@@ -23,14 +23,16 @@ with open(sys.argv[1], "a") as out:
         out.write(f"{time.time()} {line!r}\\n"); out.flush()
 """
 
-# Prints continuously for argv[2] seconds (a busy agent), notes when it went quiet, then reads.
+# Prints continuously (a busy agent) until the file argv[3] exists, or for at most argv[2]
+# seconds, notes when it went quiet, then reads.
 BUSY_THEN_READ = """\
-import sys, time
+import os, sys, time
 end = time.time() + float(sys.argv[2])
+release = sys.argv[3] if len(sys.argv) > 3 else None
 with open(sys.argv[1], "a") as out:
     out.write("busy\\n")
 n = 0
-while time.time() < end:
+while time.time() < end and not (release and os.path.exists(release)):
     n += 1
     print(f"working {n}", flush=True)
     time.sleep(0.05)
