@@ -289,10 +289,10 @@ def send(
         try:
             message["attachments"] = _store_attachments(mesh, msg_id, files, first_copy)
             _deliver(mesh, message)
-        except MeshError as exc:
+        except (MeshError, OSError) as exc:
             with contextlib.suppress(MeshError, OSError):
                 remove_attachment_folder(mesh, msg_id)
-            if sent:
+            if sent and isinstance(exc, MeshError):
                 raise _broadcast_cut_short(exc, sent, recipients[len(sent) :]) from exc
             raise
         mesh.record(
@@ -332,33 +332,19 @@ def _store_attachments(
     """Copy the files under `attachments/<id>/`; later recipients of a broadcast get hard links.
 
     Each message owns its own links, so archiving one message never breaks another's files.
+    On failure the caller removes the message's folder (`remove_attachment_folder`).
     """
     described: list[dict[str, Any]] = []
-    rels: list[str] = []
-    try:
-        for name, data, digest in files:
-            rel = f"{ATTACHMENTS_DIR}/{msg_id}/{name}"
-            if name in first_copy:
-                mesh.store.link(first_copy[name], rel)
-            else:
-                mesh.store.write_bytes(rel, data)
-                first_copy[name] = rel
-            rels.append(rel)
-            target = str(mesh.store.path(rel))
-            described.append({"name": name, "path": target, "size": len(data), "sha256": digest})
-    except (MeshError, OSError):
-        _discard_attachments(mesh, msg_id, rels)
-        raise
+    for name, data, digest in files:
+        rel = f"{ATTACHMENTS_DIR}/{msg_id}/{name}"
+        if name in first_copy:
+            mesh.store.link(first_copy[name], rel)
+        else:
+            mesh.store.write_bytes(rel, data)
+            first_copy[name] = rel
+        target = str(mesh.store.path(rel))
+        described.append({"name": name, "path": target, "size": len(data), "sha256": digest})
     return described
-
-
-def _discard_attachments(mesh: Mesh, msg_id: str, rels: list[str]) -> None:
-    """Undo a half-stored message's attachments (best effort): no message refers to them."""
-    for rel in rels:
-        with contextlib.suppress(MeshError, OSError):
-            mesh.store.remove(rel)
-    with contextlib.suppress(MeshError, OSError):
-        mesh.store.remove_dir(f"{ATTACHMENTS_DIR}/{msg_id}")
 
 
 def _deliver(mesh: Mesh, message: dict[str, Any]) -> None:
@@ -544,7 +530,7 @@ def archive_inbox(mesh: Mesh, name: str) -> int:
         file_name = rel.rpartition("/")[2]
         if message is not None and mesh.store.move(rel, f"{ARCHIVE_DIR}/{name}/{file_name}"):
             moved += 1
-            _remove_attachments(mesh, message)
+            remove_attachment_folder(mesh, _id_of(file_name))
     if moved:
         mesh.record("archive-inbox", None, agent=name, messages=moved)
     return moved
@@ -575,11 +561,10 @@ def expire_history(mesh: Mesh, cutoff: float) -> list[str]:
     """
     removed = []
     for rel in expired_history(mesh, cutoff):
-        message = _load(mesh, rel) if rel.startswith(f"{INBOX_DIR}/") else None
         if mesh.store.remove(rel):
             removed.append(rel)
-            if message is not None:
-                _remove_attachments(mesh, message)
+            if rel.startswith(f"{INBOX_DIR}/"):
+                remove_attachment_folder(mesh, _id_of(rel.rpartition("/")[2]))
     return removed
 
 
@@ -600,21 +585,14 @@ def orphan_attachments(mesh: Mesh, older_than: float) -> list[str]:
 
 
 def remove_attachment_folder(mesh: Mesh, msg_id: str) -> bool:
-    """Delete `attachments/<id>/` and what it holds; False if it was gone or not emptied."""
-    folder = f"{ATTACHMENTS_DIR}/{_check_id(msg_id)}"
+    """Delete `attachments/<id>/` and what it holds; False if it was gone or not emptied.
+
+    The folder belongs to that one message (broadcast copies are links in their own folders).
+    """
+    if not _ID_RE.fullmatch(msg_id):
+        return False
+    folder = f"{ATTACHMENTS_DIR}/{msg_id}"
     for file_name in mesh.store.names(folder, suffix=""):
         with contextlib.suppress(OSError):  # not a file: the folder stays, and says so below
             mesh.store.remove(f"{folder}/{file_name}")
     return mesh.store.remove_dir(folder)
-
-
-def _remove_attachments(mesh: Mesh, message: dict[str, Any]) -> None:
-    msg_id = message.get("id")
-    if not isinstance(msg_id, str) or not _ID_RE.fullmatch(msg_id):
-        return
-    for attachment in message.get("attachments") or []:
-        name = attachment.get("name") if isinstance(attachment, dict) else None
-        if isinstance(name, str) and name and "/" not in name and name not in (".", ".."):
-            mesh.store.remove(f"{ATTACHMENTS_DIR}/{msg_id}/{name}")
-    # Left alone when absent, or when it holds files this message does not own.
-    mesh.store.remove_dir(f"{ATTACHMENTS_DIR}/{msg_id}")
