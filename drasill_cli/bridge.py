@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from drasill_cli import agents, tasks, tools
 from drasill_cli.errors import InvalidInput, NegativeOutcome
+from drasill_cli.events import FolderEvents
 from drasill_cli.mesh import Mesh
 
 KILL_GRACE_S = 5.0
@@ -209,32 +210,6 @@ def work_once(
     return result
 
 
-class _TaskFolderWatch:
-    """File events under `tasks/`, collected from the moment it is entered.
-
-    The bridge enters it before its first claim attempt, so a task added between a failed
-    claim and the wait is still an event: no wake-up is lost.
-    """
-
-    def __init__(self, mesh: Mesh) -> None:
-        from watchfiles._rust_notify import RustNotify
-
-        folder = mesh.store.ensure_dir(tasks.TASK_DIR)
-        self._notify = RustNotify([str(folder)], False, False, 50, True, False)
-
-    def __enter__(self) -> _TaskFolderWatch:
-        self._notify.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._notify.__exit__(*exc_info)
-
-    def wait(self, seconds: float) -> None:
-        """Until the task folder changed since the last wait, or `seconds` pass."""
-        if self._notify.watch(50, 5, max(1, int(seconds * 1000)), None) == "signal":
-            raise KeyboardInterrupt
-
-
 def serve(
     mesh: Mesh,
     name: str,
@@ -247,7 +222,8 @@ def serve(
     A task taken back from under the bridge (released by force) is reported and skipped.
     """
     waiting = False
-    with _TaskFolderWatch(mesh) as task_events:
+    # Watched from before the first claim attempt: a task added after a failed claim wakes it.
+    with FolderEvents(mesh.store.ensure_dir(tasks.TASK_DIR)) as task_events:
         while True:
             try:
                 yield work_once(mesh, name, profile, report)

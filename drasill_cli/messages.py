@@ -17,7 +17,7 @@ every unread name: consuming with 10,000 unread costs about what it costs with 1
 remove the empty shards they pass; a sender whose shard vanished under it simply recreates it.
 
 Every file operation goes through `mesh.store`. This module is on the hot path of `mesh send`
-and `mesh inbox`: it imports nothing heavy (watchfiles only inside `wait_for`).
+and `mesh inbox`: it imports nothing heavy (watchfiles only inside `wait_for`, via events.py).
 """
 
 from __future__ import annotations
@@ -440,20 +440,17 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     box = _require_inbox(mesh, name)
     if timeout == 0:
         return next(box.unread(), None) is not None
-    watched = str(mesh.store.ensure_dir(box.new))
-    from watchfiles._rust_notify import RustNotify
+    from drasill_cli.events import FolderEvents
 
     deadline = time.monotonic() + timeout
-    with RustNotify([watched], False, False, 50, True, False) as notify:
+    with FolderEvents(mesh.store.ensure_dir(box.new)) as new_mail:
         while True:
             if next(box.unread(), None) is not None:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            step_ms = max(1, int(min(remaining, _WAIT_RECHECK_S) * 1000))
-            if notify.watch(50, 5, step_ms, None) == "signal":
-                raise KeyboardInterrupt
+            new_mail.wait(min(remaining, _WAIT_RECHECK_S))
 
 
 # ---- history, lookup, archive --------------------------------------------------------------
