@@ -122,6 +122,12 @@ def load(mesh: Mesh, name: str) -> AgentRecord | None:
         return None
 
 
+def is_dead(mesh: Mesh, name: str, observer: Observer | None = None) -> bool:
+    """Whether `name` is a registered agent that is dead (an unregistered name never is)."""
+    record = load(mesh, name)
+    return record is not None and (observer or Observer(mesh)).state(record) == "dead"
+
+
 def records(mesh: Mesh) -> Iterator[AgentRecord]:
     """Every registered agent's record, sorted by name (invalid ones are quarantined, skipped)."""
     for name in mesh.agent_names():
@@ -211,12 +217,9 @@ def register(
     observer = Observer(mesh)
     with mesh.store.lock(f"agent-{name}"):
         existing = load(mesh, name)
-        if (
-            existing is not None
-            and not replace
-            and observer.state(existing) != "dead"
-            and _holder_differs(existing, pid, session)
-        ):
+        # A live holder being re-registered (not replaced); its record has no `dead_at`.
+        alive = existing is not None and not replace and observer.state(existing) != "dead"
+        if existing is not None and alive and _holder_differs(existing, pid, session):
             held_by = ", ".join(
                 f"{label} {value}"
                 for label, value in (("pid", existing.pid), ("session", existing.session))
@@ -253,8 +256,7 @@ def register(
                 "registered_at": previous.get("registered_at") or clock.iso(),
             }
         )
-        live = existing is not None and refresh and observer.state(existing) != "dead"
-        admitted = existing if live else None
+        admitted = existing if alive else None
         with hardware.admission(mesh, record, admitted, wait):
             mesh.store.write(record_path(name), record.to_record())
         mesh.store.touch(heartbeat_path(name))

@@ -28,7 +28,6 @@ from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome
 if TYPE_CHECKING:
     import psutil
 
-    from drasill_cli import agents
     from drasill_cli.mesh import Mesh
     from drasill_cli.models import AgentRecord
 
@@ -205,14 +204,12 @@ class Meter:
     observer's session checks) and GPU memory comes from one NVML sample, mapped by pid.
     """
 
-    def __init__(
-        self, mesh: Mesh, gpu: dict[str, Any] | None, observer: agents.Observer | None = None
-    ) -> None:
+    def __init__(self, mesh: Mesh, gpu: dict[str, Any] | None) -> None:
         from drasill_cli import agents
 
         self.mesh = mesh
         self.gpu = gpu
-        self.observer = observer or agents.Observer(mesh)
+        self.observer = agents.Observer(mesh)
         self._table: ProcessTable | None = None
         self.gpu_by_pid: dict[int, float] = {}
         for device in (gpu or {}).get("devices", []):

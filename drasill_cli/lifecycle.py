@@ -14,9 +14,8 @@ from typing import Any
 from drasill_cli import clock
 from drasill_cli.agents import Observer, heartbeat_path, load, record_path
 from drasill_cli.mesh import Mesh
+from drasill_cli.models import AgentRecord
 from drasill_cli.store import TMP_PREFIX
-
-MAILDIR_TMP = "tmp"
 
 
 def _empty_report() -> dict[str, Any]:
@@ -89,11 +88,12 @@ def _release_if_still_dead(mesh: Mesh, name: str, report: dict[str, Any]) -> Non
             release_agent(mesh, name, report)
 
 
-def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> bool:
+def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
+    """Set `dead_at` on an agent found dead; returns the updated record, or None."""
     with mesh.store.lock(f"agent-{name}"):
         agent = load(mesh, name)
         if agent is None or agent.dead_at is not None or observer.state(agent) != "dead":
-            return False
+            return None
         agent.dead_at = clock.iso()
         mesh.store.write(record_path(name), agent.to_record())
     mesh.record("agent-dead", "prune", agent=name, pid=agent.pid, session=agent.session)
@@ -101,11 +101,13 @@ def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> bool:
         mesh.record(
             "budget-released", "prune", agent=name, ram_gb=agent.ram_gb, vram_gb=agent.vram_gb
         )
-    return True
+    return agent
 
 
 def _stale_temp_files(mesh: Mesh, now: float) -> list[str]:
     """Temp files of killed writers: `.tmp-*` anywhere, and maildir `tmp/` leftovers."""
+    from drasill_cli.messages import MAILDIR_TMP
+
     limit = mesh.config.lifecycle.stale_tmp_after
     stale = []
     root = mesh.root
@@ -136,12 +138,13 @@ def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
         agent = load(mesh, name)
         if agent is None:
             continue
-        if _mark_dead(mesh, observer, name):
+        marked = _mark_dead(mesh, observer, name)
+        if marked is not None:
+            agent = marked
             report["marked_dead"].append(name)
             if agent.ram_gb or agent.vram_gb:
                 report["budgets_released"].append(name)
-            agent = load(mesh, name)
-        if agent is None or agent.dead_at is None:
+        if agent.dead_at is None:
             continue
         if clock.now() - clock.parse_iso(agent.dead_at) >= remove_after:
             removal = retire_agent(
@@ -191,9 +194,8 @@ def _plan(view: Mesh) -> dict[str, Any]:
             unread = messages.unread_count(view, name)
             if unread:
                 report["archived_messages"][name] = unread
-    held = locks.list_locks(view)
     report["locks_released"] = [
-        lock for lock in held if lock["holder"] in departing or locks.is_stale(view, lock)
+        lock for lock in locks.list_locks(view) if lock["holder"] in departing or lock["stale"]
     ]
     max_attempts = view.config.lifecycle.max_attempts
     for task in tasks.list_tasks(view):

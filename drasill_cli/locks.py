@@ -24,12 +24,15 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
 from drasill_cli.names import check_agent_name
+
+if TYPE_CHECKING:
+    from drasill_cli import agents
 
 LOCK_DIR = "locks"
 TABLE_LOCK = "locks"
@@ -184,6 +187,7 @@ class _Judge:
         self.mesh = mesh
         self.now = now
         self._dead: dict[str, bool] = {}
+        self._observer: agents.Observer | None = None
 
     def holder_dead(self, holder: str) -> bool:
         """Whether `holder` is a registered agent that is dead (unregistered: never)."""
@@ -192,8 +196,8 @@ class _Judge:
             if self.mesh.is_registered(holder):
                 from drasill_cli import agents
 
-                record = agents.load(self.mesh, holder)
-                dead = record is not None and agents.Observer(self.mesh).state(record) == "dead"
+                self._observer = self._observer or agents.Observer(self.mesh)
+                dead = agents.is_dead(self.mesh, holder, self._observer)
             self._dead[holder] = dead
         return self._dead[holder]
 

@@ -364,11 +364,18 @@ def _claim_lost(task: Task) -> NegativeOutcome:
     )
 
 
-def _claimed(mesh: Mesh, task: Task, actor: str) -> Task:
-    """The decision of a claim: the task held by `actor`, or NegativeOutcome (claim lost)."""
+def _claimed(
+    mesh: Mesh, task: Task, actor: str, dependency_states: dict[str, str] | None = None
+) -> Task:
+    """The decision of a claim: the task held by `actor`, or NegativeOutcome (claim lost).
+
+    `dependency_states` is the cache of a dependency check just made under the same lock.
+    """
     if task.state != "queued":
         raise _claim_lost(task)
-    pending = _pending_dependencies(mesh, task, {})
+    pending = _pending_dependencies(
+        mesh, task, {} if dependency_states is None else dependency_states
+    )
     if pending:
         raise NegativeOutcome(
             f"task {task.id} waits for its dependencies: {', '.join(pending)}; claim it once "
@@ -389,8 +396,7 @@ def _check_claimant_alive(mesh: Mesh, actor: str) -> None:
         return
     from drasill_cli import agents
 
-    record = agents.load(mesh, actor)
-    if record is None or agents.Observer(mesh).state(record) != "dead":
+    if not agents.is_dead(mesh, actor):
         return
     raise NegativeOutcome(
         f"{actor} is registered but dead (its process or session is gone), so a task it "
@@ -424,9 +430,12 @@ def _try_claim_next(mesh: Mesh, actor: str, marker: str, timeout: float) -> Task
         if task is None or task.state != "queued":
             mesh.store.remove(f"{QUEUE_DIR}/{marker}")  # stale: the record moved on
             return None
-        if _pending_dependencies(mesh, task, {}):
+        dependency_states: dict[str, str] = {}
+        if _pending_dependencies(mesh, task, dependency_states):
             return None
-        after = _claimed(mesh, task, actor).model_copy(update={"updated_at": clock.iso()})
+        after = _claimed(mesh, task, actor, dependency_states).model_copy(
+            update={"updated_at": clock.iso()}
+        )
         _save(mesh, task, after)
         mesh.record(
             "task-claim", actor, task=task_id, state=after.state, from_state="queued", next=True
