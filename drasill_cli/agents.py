@@ -13,30 +13,20 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from drasill_cli import clock, hardware, liveness
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
-from drasill_cli.mesh import Mesh
-from drasill_cli.models import AgentRecord
+from drasill_cli.mesh import Mesh, agent_record_path, heartbeat_path
+from drasill_cli.models import AgentRecord, Backend
 from drasill_cli.names import check_agent_name
 
-BACKENDS = ("heimdall", "tmux")
+BACKENDS: tuple[str, ...] = get_args(Backend)
 MAX_FIELD_CHARS = 200
 MAX_PID = 2**31 - 1
 MAX_BUDGET_GB = 1_000_000  # a petabyte: anything above is a typo, and must stay valid JSON
-
-
-def record_path(name: str) -> str:
-    """Where the agent's record is stored."""
-    return f"agents/{name}.json"
-
-
-def heartbeat_path(name: str) -> str:
-    """The file whose mtime is the agent's last sign of life."""
-    return f"heartbeats/{name}"
 
 
 @dataclasses.dataclass
@@ -112,13 +102,13 @@ def unread_count(mesh: Mesh, name: str) -> int:
 
 def load(mesh: Mesh, name: str) -> AgentRecord | None:
     """The agent's record, or None; a record that fails validation is quarantined."""
-    raw = mesh.store.read(record_path(name))
+    raw = mesh.store.read(agent_record_path(name))
     if raw is None:
         return None
     try:
         return AgentRecord.model_validate(raw)
     except ValidationError:
-        mesh.store.quarantine(record_path(name), "is not a valid agent record")
+        mesh.store.quarantine(agent_record_path(name), "is not a valid agent record")
         return None
 
 
@@ -258,7 +248,7 @@ def register(
         )
         admitted = existing if alive else None
         with hardware.admission(mesh, record, admitted, wait):
-            mesh.store.write(record_path(name), record.to_record())
+            mesh.store.write(agent_record_path(name), record.to_record())
         mesh.store.touch(heartbeat_path(name))
     mesh.record(
         "register",

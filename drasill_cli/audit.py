@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
+from drasill_cli.store import encode_record
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -26,7 +27,7 @@ CURRENT = f"{AUDIT_DIR}/events.jsonl"
 def append(mesh: Mesh, event: str, actor: str | None, **details: Any) -> None:
     """Append one event line: time, event, actor and details."""
     line = {"time": clock.iso(), "event": event, "actor": actor, **details}
-    data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    data = encode_record(line) + b"\n"
     size = mesh.store.append(CURRENT, data)
     if size > mesh.config.audit.max_bytes:
         _rotate(mesh, size)
@@ -43,25 +44,28 @@ def _rotate(mesh: Mesh, seen_size: int) -> None:
             return
         stamp = clock.iso().replace(":", "")
         store.move(CURRENT, f"{AUDIT_DIR}/events-{stamp}.jsonl")
-        rotated = sorted(n for n in store.names(AUDIT_DIR, ".jsonl") if n != "events.jsonl")
+        rotated = log_files(mesh)[:-1]
         for old in rotated[: max(0, len(rotated) - mesh.config.audit.keep)]:
-            store.remove(f"{AUDIT_DIR}/{old}")
+            store.remove(old)
 
 
 def log_files(mesh: Mesh) -> list[str]:
     """Audit files oldest first: rotated ones by time, then the current one."""
-    rotated = sorted(n for n in mesh.store.names(AUDIT_DIR, ".jsonl") if n != "events.jsonl")
+    current = CURRENT.rpartition("/")[2]
+    rotated = [n for n in mesh.store.names(AUDIT_DIR, ".jsonl") if n != current]  # sorted
     return [f"{AUDIT_DIR}/{n}" for n in rotated] + [CURRENT]
 
 
 def read_events(mesh: Mesh, since: float | None = None) -> Iterator[dict[str, Any]]:
     """Every parseable event, oldest first, optionally only those at or after `since`."""
     for rel in log_files(mesh):
-        with contextlib.suppress(FileNotFoundError), open(mesh.store.path(rel), "rb") as handle:
-            for raw in handle:
-                event = _parse(raw)
-                if event is not None and _after(event, since):
-                    yield event
+        yield from _file_events(mesh, rel, since)
+
+
+def _file_events(mesh: Mesh, rel: str, since: float | None) -> Iterator[dict[str, Any]]:
+    """The events of one audit file; none when it is gone (rotated away and pruned)."""
+    with contextlib.suppress(FileNotFoundError), open(mesh.store.path(rel), "rb") as handle:
+        yield from _events_in(handle, since)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -89,10 +93,8 @@ def follow(mesh: Mesh, since: float | None = None) -> Iterator[dict[str, Any]]:
     """
     import watchfiles
 
-    history = log_files(mesh)[:-1]
-    for rel in history:
-        with contextlib.suppress(FileNotFoundError), open(mesh.store.path(rel), "rb") as old:
-            yield from _events_in(old.read(), since)
+    for rel in log_files(mesh)[:-1]:
+        yield from _file_events(mesh, rel, since)
     current = mesh.store.path(CURRENT)
     mesh.store.ensure_dir(AUDIT_DIR)
     handle = None
@@ -113,11 +115,11 @@ def follow(mesh: Mesh, since: float | None = None) -> Iterator[dict[str, Any]]:
                     continue
             pending += handle.read()
             pending, lines = _split(pending)
-            yield from _events_in(lines, since)
+            yield from _events_in(lines.splitlines(), since)
             if _rotated(handle.fileno(), current):
                 pending += handle.read()
                 pending, lines = _split(pending)
-                yield from _events_in(lines, since)
+                yield from _events_in(lines.splitlines(), since)
                 handle.close()
                 handle, pending = None, b""
     finally:
@@ -131,8 +133,8 @@ def _split(buffer: bytes) -> tuple[bytes, bytes]:
     return buffer[cut:], buffer[:cut]
 
 
-def _events_in(data: bytes, since: float | None) -> Iterator[dict[str, Any]]:
-    for raw in data.splitlines():
+def _events_in(lines: Iterable[bytes], since: float | None) -> Iterator[dict[str, Any]]:
+    for raw in lines:
         event = _parse(raw)
         if event is not None and _after(event, since):
             yield event

@@ -19,7 +19,6 @@ from typing import Any
 from drasill_cli.errors import InvalidInput
 
 BUDGET_POLICIES = ("warn", "pause", "kill")
-WAKE_BACKENDS = ("heimdall", "tmux")
 
 
 @dataclasses.dataclass(frozen=True)

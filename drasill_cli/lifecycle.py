@@ -12,8 +12,8 @@ import os
 from typing import Any
 
 from drasill_cli import clock
-from drasill_cli.agents import Observer, heartbeat_path, load, record_path
-from drasill_cli.mesh import Mesh
+from drasill_cli.agents import Observer, load
+from drasill_cli.mesh import Mesh, agent_record_path, heartbeat_path
 from drasill_cli.models import AgentRecord
 from drasill_cli.store import TMP_PREFIX
 
@@ -72,7 +72,7 @@ def retire_agent(
         archived = messages.archive_inbox(mesh, name)
         if archived:
             report["archived_messages"][name] = archived
-        mesh.store.remove(record_path(name))
+        mesh.store.remove(agent_record_path(name))
         mesh.store.remove(heartbeat_path(name))
     report["removed"].append(name)
     mesh.record(event, actor, agent=name, archived=archived)
@@ -95,7 +95,7 @@ def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
         if agent is None or agent.dead_at is not None or observer.state(agent) != "dead":
             return None
         agent.dead_at = clock.iso()
-        mesh.store.write(record_path(name), agent.to_record())
+        mesh.store.write(agent_record_path(name), agent.to_record())
     mesh.record("agent-dead", "prune", agent=name, pid=agent.pid, session=agent.session)
     if agent.ram_gb or agent.vram_gb:
         mesh.record(

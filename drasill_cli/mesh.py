@@ -13,6 +13,16 @@ from drasill_cli.names import check_agent_name
 from drasill_cli.store import FileStore, Store
 
 
+def agent_record_path(name: str) -> str:
+    """Where an agent's record is stored."""
+    return f"agents/{name}.json"
+
+
+def heartbeat_path(name: str) -> str:
+    """The file whose mtime is an agent's last sign of life."""
+    return f"heartbeats/{name}"
+
+
 class Mesh:
     """A store plus the config that governs it."""
 
@@ -48,7 +58,7 @@ class Mesh:
 
     def is_registered(self, name: str) -> bool:
         """Whether `name` has an agent record (a stat, no parse: cheap on hot paths)."""
-        return self.store.mtime(f"agents/{name}.json") is not None
+        return self.store.mtime(agent_record_path(name)) is not None
 
     def agent_names(self) -> list[str]:
         """Names of every registered agent, sorted (from file names: no parse, no pydantic)."""
@@ -59,7 +69,7 @@ class Mesh:
         check_agent_name(name)
         if not self.is_registered(name):
             return False
-        self.store.touch(f"heartbeats/{name}")
+        self.store.touch(heartbeat_path(name))
         return True
 
     def record(self, event: str, actor: str | None, **details: Any) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import stat
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli import clock
 from drasill_cli.errors import InvalidInput, MeshError, NotFound
 from drasill_cli.names import check_agent_name
+from drasill_cli.store import encode_record
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -58,12 +58,9 @@ _WAIT_RECHECK_S = 5.0
 # ---- layout --------------------------------------------------------------------------------
 
 
-def _rank(priority: str) -> str:
-    return _RANK[priority]
-
-
-def _file_name(msg_id: str, priority: str) -> str:
-    return f"{_rank(priority)}-{msg_id}.json"
+def _file_name(msg_id: str, rank: str) -> str:
+    """`<rank>-<id>.json`: a sorted listing is urgent first, then oldest first."""
+    return f"{rank}-{msg_id}.json"
 
 
 def _shard(msg_id: str, rank: str) -> list[str]:
@@ -77,10 +74,6 @@ def _id_of(file_name: str) -> str:
     """`1-m-....json` (inbox) or `m-....json` (sent) to the message id."""
     stem = file_name.removesuffix(".json")
     return stem.split("-", 1)[1] if stem[:1] in ("0", "1") and stem[1:2] == "-" else stem
-
-
-def _encode(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class _Box:
@@ -350,11 +343,11 @@ def _store_attachments(
 def _deliver(mesh: Mesh, message: dict[str, Any]) -> None:
     """Staged in the inbox's tmp/, linked into new/<shard>/ (flushed), kept in sent/FROM/."""
     box = _Box(mesh, message["to"])
-    rank = _rank(message["priority"])
+    rank = _RANK[message["priority"]]
     shard = "/".join(_shard(message["id"], rank))
     mesh.store.publish(
-        _encode(message),
-        links=[f"{box.new}/{shard}/{_file_name(message['id'], message['priority'])}"],
+        encode_record(message),
+        links=[f"{box.new}/{shard}/{_file_name(message['id'], rank)}"],
         keep_as=f"{SENT_DIR}/{message['from']}/{message['id']}.json",
         staging=f"{box.rel}/{MAILDIR_TMP}",
     )
@@ -494,14 +487,14 @@ def _find_in(
     candidates = [f"{SENT_DIR}/{s}/{msg_id}.json" for s in senders]
     for agent in inboxes:
         for rank in _RANK.values():
-            name = f"{rank}-{msg_id}.json"
+            name = _file_name(msg_id, rank)
             shard = "/".join(_shard(msg_id, rank))
             candidates += [
                 f"{INBOX_DIR}/{agent}/cur/{name}",
                 f"{INBOX_DIR}/{agent}/new/{shard}/{name}",
             ]
     for agent in archives:
-        candidates += [f"{ARCHIVE_DIR}/{agent}/{r}-{msg_id}.json" for r in _RANK.values()]
+        candidates += [f"{ARCHIVE_DIR}/{agent}/{_file_name(msg_id, r)}" for r in _RANK.values()]
     for rel in candidates:
         if mesh.store.mtime(rel) is not None:
             message = _load(mesh, rel)

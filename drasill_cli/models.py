@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drasill_cli import SCHEMA_VERSION
 
-AgentState = Literal["active", "idle", "dead"]
 Backend = Literal["heimdall", "tmux"]
 
 

@@ -211,22 +211,21 @@ class FileStore:
         except FileExistsError:
             raise self._inside_a_file() from None
         except OSError as exc:
-            raise MeshUnusable(
-                f"cannot create mesh directory {self.root}: {exc.strerror}; "
-                "choose another one with --mesh-dir or DRASILL_MESH_DIR",
-                code="mesh-dir-unwritable",
-            ) from exc
+            raise self._uncreatable(exc) from exc
         try:
             os.mkdir(self.root, self.dir_mode)
         except FileExistsError:
             return
         except OSError as exc:
-            raise MeshUnusable(
-                f"cannot create mesh directory {self.root}: {exc.strerror}; "
-                "choose another one with --mesh-dir or DRASILL_MESH_DIR",
-                code="mesh-dir-unwritable",
-            ) from exc
+            raise self._uncreatable(exc) from exc
         os.chmod(self.root, self.dir_mode)
+
+    def _uncreatable(self, exc: OSError) -> MeshUnusable:
+        return MeshUnusable(
+            f"cannot create mesh directory {self.root}: {exc.strerror}; "
+            "choose another one with --mesh-dir or DRASILL_MESH_DIR",
+            code="mesh-dir-unwritable",
+        )
 
     def _inside_a_file(self) -> MeshUnusable:
         return MeshUnusable(
@@ -329,6 +328,7 @@ class FileStore:
         if not self._make_dirs(rel_dir, durable=False):
             raise _not_a_folder(target)
         self._known_dirs[rel_dir] = target
+        self._verified_dirs.add(rel_dir)  # `_make_dirs` refused anything but real folders
         return target
 
     def _make_dirs(self, rel_dir: str, *, durable: bool) -> bool:
@@ -455,11 +455,11 @@ class FileStore:
 
     def write(self, rel: str, record: dict[str, Any]) -> None:
         """Replace the record atomically."""
-        self._place(rel, _encode(record), exclusive=False)
+        self._place(rel, encode_record(record), exclusive=False)
 
     def create(self, rel: str, record: dict[str, Any]) -> bool:
         """Create the record only if absent: one atomic link(2), so exactly one creator wins."""
-        return self._place(rel, _encode(record), exclusive=True)
+        return self._place(rel, encode_record(record), exclusive=True)
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Store raw bytes atomically."""
@@ -588,7 +588,7 @@ class FileStore:
                 if remove_empty:  # every entry was passed over: usually empty now
                     with contextlib.suppress(OSError):
                         os.rmdir(folder)
-                        self._known_dirs.pop(f"{rel_dir}/{entry}", None)
+                        self._forget_dir(f"{rel_dir}/{entry}")
 
     def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
         """Sorted names of records in `rel_dir` (no temp files, no sidecar locks)."""
@@ -608,8 +608,13 @@ class FileStore:
             os.rmdir(self.path(rel_dir))
         except OSError:
             return False
-        self._known_dirs.pop(rel_dir, None)
+        self._forget_dir(rel_dir)
         return True
+
+    def _forget_dir(self, rel_dir: str) -> None:
+        """A folder was removed: check it again should it be needed (and made) later."""
+        self._known_dirs.pop(rel_dir, None)
+        self._verified_dirs.discard(rel_dir)
 
     def lock(self, name: str, timeout: float = -1) -> contextlib.AbstractContextManager[object]:
         """A filelock on `.locks/<name>.lock`; the file is kept so exclusion never breaks."""
@@ -687,14 +692,8 @@ class FileStore:
         if self.move(rel, dest):
             self.warnings.append(f"quarantined {rel} ({reason}); it was moved to {self.path(dest)}")
 
-    def iter_tree(self) -> Iterator[Path]:
-        """Every file under the mesh directory (for prune, doctor and tests)."""
-        for dirpath, _dirnames, filenames in os.walk(self.root):
-            for filename in filenames:
-                yield Path(dirpath) / filename
-
-
-def _encode(record: dict[str, Any]) -> bytes:
+def encode_record(record: dict[str, Any]) -> bytes:
+    """A record as stored: compact UTF-8 JSON (also each audit line, before its newline)."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
