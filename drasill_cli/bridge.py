@@ -155,6 +155,17 @@ def _workdir(task: dict[str, Any]) -> tuple[str | None, str | None]:
     return str(cwd), None
 
 
+def _not_run(stderr_tail: str) -> dict[str, Any]:
+    """The outcome of a tool that never ran: no exit status, nothing printed but the reason."""
+    return {
+        "exit_status": None,
+        "timed_out": False,
+        "seconds": 0.0,
+        "stdout_tail": "",
+        "stderr_tail": stderr_tail,
+    }
+
+
 def work_once(
     mesh: Mesh, name: str, profile: tools.Profile, report: Report = _quiet
 ) -> dict[str, Any]:
@@ -168,13 +179,7 @@ def work_once(
     cwd, problem = _workdir(task)
     limit = mesh.config.messages.max_body_bytes
     if problem is not None:
-        outcome: dict[str, Any] = {
-            "exit_status": None,
-            "timed_out": False,
-            "seconds": 0.0,
-            "stdout_tail": "",
-            "stderr_tail": problem,
-        }
+        outcome = _not_run(problem)
         finished = tasks.fail(mesh, task["id"], name, f"not run: {problem}")
     else:
         argv = profile.argv(prompt_for(task))
@@ -185,13 +190,7 @@ def work_once(
             tasks.release(mesh, task["id"], name, "bridge interrupted; back in the queue")
             raise
         except OSError as exc:
-            outcome = {
-                "exit_status": None,
-                "timed_out": False,
-                "seconds": 0.0,
-                "stdout_tail": "",
-                "stderr_tail": f"could not start {argv[0]}: {exc.strerror}",
-            }
+            outcome = _not_run(f"could not start {argv[0]}: {exc.strerror}")
         text = result_text(outcome, limit)
         succeeded = outcome["exit_status"] == 0 and not outcome["timed_out"]
         finish = tasks.done if succeeded else tasks.fail

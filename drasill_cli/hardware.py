@@ -112,10 +112,8 @@ def _gpu_device(pynvml: Any, index: int) -> dict[str, Any]:
 
 def heimdall_child_pid(socket_dir: Path, session: str) -> int | None:
     """The agent process heimdall supervises: line 2 of `<socket_dir>/<session>.pid`."""
-    try:
-        return int((socket_dir / f"{session}.pid").read_text().splitlines()[1].strip())
-    except (OSError, IndexError, ValueError):
-        return None
+    _supervisor, child = liveness.heimdall_pids(liveness.heimdall_files(socket_dir, session).pid)
+    return child
 
 
 class ProcessTable:

@@ -13,8 +13,9 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 START_TIME_TOLERANCE_S = 0.05
 
@@ -47,16 +48,44 @@ def pid_alive(pid: int, started: float | None, host: str) -> bool | None:
     return abs(now_started - started) <= START_TIME_TOLERANCE_S
 
 
+class HeimdallFiles(NamedTuple):
+    """The files heimdall keeps for one session in its socket directory."""
+
+    sock: Path  # the session's Unix socket
+    pid: Path  # line 1: the supervisor's pid; line 2: the pid of the process it supervises
+
+
+def heimdall_files(socket_dir: Path, session: str) -> HeimdallFiles:
+    """`<socket_dir>/<session>.sock` and `<socket_dir>/<session>.pid`."""
+    return HeimdallFiles(socket_dir / f"{session}.sock", socket_dir / f"{session}.pid")
+
+
+def heimdall_pids(pid_file: Path) -> tuple[int | None, int | None]:
+    """The supervisor's pid (line 1 of a heimdall `.pid` file) and its child's (line 2).
+
+    Each is None when the file cannot be read or its line is missing or not a number.
+    """
+    try:
+        lines = pid_file.read_text().splitlines()
+    except (OSError, ValueError):
+        return None, None
+    return _pid_line(lines, 0), _pid_line(lines, 1)
+
+
+def _pid_line(lines: list[str], index: int) -> int | None:
+    try:
+        return int(lines[index].strip())
+    except (IndexError, ValueError):
+        return None
+
+
 def heimdall_session_alive(socket_dir: Path, session: str) -> bool:
     """A heimdall session lives while its `.sock` exists and the supervisor in `.pid` runs."""
-    sock = socket_dir / f"{session}.sock"
-    pid_file = socket_dir / f"{session}.pid"
-    if not sock.exists():
+    files = heimdall_files(socket_dir, session)
+    if not files.sock.exists():
         return False
-    try:
-        first_line = pid_file.read_text().splitlines()[0]
-        supervisor = int(first_line.strip())
-    except (OSError, IndexError, ValueError):
+    supervisor, _child = heimdall_pids(files.pid)
+    if supervisor is None:
         return False
     try:
         os.kill(supervisor, 0)
@@ -80,9 +109,8 @@ class TmuxPanes:
     """Every tmux pane from one listing, looked up by session name or pane id."""
 
     def __init__(self, panes: Iterable[TmuxPane] = ()) -> None:
-        self.panes = list(panes)
         self._pids: dict[str, int | None] = {}
-        for pane in self.panes:
+        for pane in panes:
             self._pids.setdefault(pane.session, pane.pid)  # a session counts its first pane
             self._pids[pane.pane_id] = pane.pid
 
@@ -102,20 +130,36 @@ def _tmux_session(target: str) -> str:
     return target.split(":", 1)[0].split(".", 1)[0]
 
 
-def tmux_panes() -> TmuxPanes | None:
-    """Every live tmux pane (one `tmux list-panes -a` call); None when tmux is absent or fails."""
+def tmux_run(
+    args: Sequence[str], *, timeout: float, start_new_session: bool = False
+) -> subprocess.CompletedProcess[str] | None:
+    """Run `tmux ARGS` (tmux found on PATH), output captured as text; None when tmux is absent.
+
+    A non-zero exit is returned, not raised; OSError and TimeoutExpired reach the caller, which
+    handles them its own way.
+    """
     tmux = shutil.which("tmux")
     if tmux is None:
         return None
+    return subprocess.run(
+        [tmux, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        start_new_session=start_new_session,
+    )
+
+
+def tmux_panes() -> TmuxPanes | None:
+    """Every live tmux pane (one `tmux list-panes -a` call); None when tmux is absent or fails."""
     try:
-        done = subprocess.run(
-            [tmux, "list-panes", "-a", "-F", "#{session_name}\t#{pane_id}\t#{pane_pid}"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+        done = tmux_run(
+            ["list-panes", "-a", "-F", "#{session_name}\t#{pane_id}\t#{pane_pid}"], timeout=5
         )
     except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done is None:
         return None
     if done.returncode != 0:
         return TmuxPanes()  # no server running: no session exists

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from drasill_cli import liveness
 from drasill_cli.errors import InvalidInput, NegativeOutcome
 from drasill_cli.names import check_agent_name
 
@@ -113,22 +114,16 @@ def launch(
 
 def _start_tmux(session: str, argv: list[str], env: dict[str, str], cwd: str) -> int:
     """A detached tmux session running `argv`; returns its pane's pid."""
-    tmux = shutil.which("tmux")
-    if tmux is None:
+    settings = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+    new_session = ["new-session", "-d", "-P", "-F", "#{pane_pid}", "-s", session, "-c", cwd]
+    done = liveness.tmux_run(
+        [*new_session, *settings, "--", *argv], timeout=10, start_new_session=True
+    )
+    if done is None:
         raise InvalidInput(
             "tmux is not on PATH; install it (e.g. apt install tmux) or use --backend heimdall",
             code="tmux-not-found",
         )
-    settings = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-    new_session = ["new-session", "-d", "-P", "-F", "#{pane_pid}", "-s", session, "-c", cwd]
-    done = subprocess.run(
-        [tmux, *new_session, *settings, "--", *argv],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-        start_new_session=True,
-    )
     if done.returncode != 0:
         raise NegativeOutcome(
             f"tmux could not start session {session}: {done.stderr.strip()}; if it already "
@@ -157,8 +152,9 @@ def _start_heimdall(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    sock = liveness.heimdall_files(socket_dir, session).sock
     deadline = time.monotonic() + SOCKET_WAIT_S
-    while not (socket_dir / f"{session}.sock").exists():
+    while not sock.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             raise NegativeOutcome(
                 f"hm run did not start session {session} (exit {process.poll()}); try "
@@ -172,12 +168,7 @@ def _start_heimdall(
 def _stop(backend: str, session: str) -> None:
     """Undo a launch whose registration was refused."""
     if backend == "tmux":
-        subprocess.run(
-            ["tmux", "kill-session", "-t", f"={session}"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
+        liveness.tmux_run(["kill-session", "-t", f"={session}"], timeout=10)
     else:
         hm = shutil.which("hm")
         if hm is not None:

@@ -133,13 +133,13 @@ def version_of(argv: tuple[str, ...], timeout: float = VERSION_TIMEOUT_S) -> str
     return None
 
 
-def detect(config: Config, *, with_versions: bool = True) -> list[dict[str, Any]]:
+def detect(config: Config) -> list[dict[str, Any]]:
     """Each known tool: whether it is on PATH, where, its version and its invocation."""
     rows = []
     for profile in profiles(config).values():
         path = shutil.which(profile.executable)
         version = None
-        if path is not None and with_versions:
+        if path is not None:
             version = version_of(profile.version_command)
         rows.append(
             {

@@ -15,7 +15,6 @@ pick, i.e. the one under `$TMUX_TMPDIR` (default `/tmp`). Run `mesh watch` with 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import socket
 import struct
 import subprocess
@@ -24,6 +23,8 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
+
+from drasill_cli import liveness
 
 # heimdall wire protocol (see heimdall's protocol docs): mode byte, then framed messages.
 MODE_BYTE = 0x00
@@ -124,7 +125,7 @@ class HeimdallBackend:
         self.timeout = timeout
 
     def _connect(self, session: str) -> socket.socket:
-        path = self.socket_dir / f"{session}.sock"
+        path = liveness.heimdall_files(self.socket_dir, session).sock
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(self.timeout)
         try:
@@ -226,15 +227,12 @@ class TmuxBackend:
         return f"={session}:"
 
     def _tmux(self, *args: str) -> str:
-        tmux = shutil.which("tmux")
-        if tmux is None:
-            raise WakeFailed("tmux is not installed; install it (e.g. apt install tmux)")
         try:
-            done = subprocess.run(
-                [tmux, *args], capture_output=True, text=True, timeout=5, check=False
-            )
+            done = liveness.tmux_run(args, timeout=5)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise WakeFailed(f"tmux did not answer: {exc}") from exc
+        if done is None:
+            raise WakeFailed("tmux is not installed; install it (e.g. apt install tmux)")
         if done.returncode != 0:
             reason = done.stderr.strip() or f"exit {done.returncode}"
             if any(hint in reason.lower() for hint in _TMUX_GONE_HINTS):
