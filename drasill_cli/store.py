@@ -692,6 +692,7 @@ class FileStore:
         if self.move(rel, dest):
             self.warnings.append(f"quarantined {rel} ({reason}); it was moved to {self.path(dest)}")
 
+
 def encode_record(record: dict[str, Any]) -> bytes:
     """A record as stored: compact UTF-8 JSON (also each audit line, before its newline)."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
