@@ -21,7 +21,7 @@ from drasill_cli import clock, hardware, liveness
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh, agent_record_path, heartbeat_path
 from drasill_cli.models import AgentRecord, Backend
-from drasill_cli.names import check_agent_name
+from drasill_cli.names import check_agent_name, has_control_chars
 
 BACKENDS: tuple[str, ...] = get_args(Backend)
 MAX_FIELD_CHARS = 200
@@ -141,11 +141,7 @@ def get(mesh: Mesh, name: str) -> AgentRecord:
 def _clean_text(field: str, value: str | None) -> str | None:
     if value is None:
         return None
-    if (
-        not value
-        or len(value) > MAX_FIELD_CHARS
-        or any(ord(c) < 32 or ord(c) == 127 for c in value)
-    ):
+    if not value or len(value) > MAX_FIELD_CHARS or has_control_chars(value):
         raise InvalidInput(
             f"--{field} must be 1 to {MAX_FIELD_CHARS} printable characters, got {value!r}",
             code=f"invalid-{field}",

@@ -481,7 +481,6 @@ class Lease:
 
     def __init__(self, mesh: Mesh, locks: list[dict[str, Any]], holder: str) -> None:
         self.mesh = mesh
-        self.locks = locks
         self.holder = holder
         self.paths = [lock["path"] for lock in locks]
         self.lost: list[str] = []

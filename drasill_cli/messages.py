@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
 from drasill_cli.errors import InvalidInput, MeshError, NotFound
-from drasill_cli.names import check_agent_name
+from drasill_cli.names import check_agent_name, has_control_chars
 from drasill_cli.store import encode_record
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def _read_attachments(mesh: Mesh, paths: Iterable[str]) -> list[tuple[str, bytes
     found: list[tuple[str, bytes, str]] = []
     for given in paths:
         name = os.path.basename(os.path.normpath(given))
-        if any(ord(c) < 32 or ord(c) == 127 for c in name) or name in ("", ".", ".."):
+        if has_control_chars(name) or name in ("", ".", ".."):
             raise InvalidInput(
                 f"attachment {given!r} has no usable file name; rename the file",
                 code="invalid-attachment",

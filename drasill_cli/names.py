@@ -10,6 +10,11 @@ AGENT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 RESERVED_NAMES = frozenset({"all"})
 
 
+def has_control_chars(text: str) -> bool:
+    """Whether `text` holds an ASCII control character (C0 or DEL): unfit for one-line fields."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def check_agent_name(name: str, *, allow_all: bool = False) -> str:
     """Return `name` if it is a valid agent name, else raise InvalidInput (exit 2)."""
     if name == "all" and allow_all:

@@ -29,7 +29,7 @@ from drasill_cli import clock
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
 from drasill_cli.models import Task, TaskState
-from drasill_cli.names import check_agent_name
+from drasill_cli.names import check_agent_name, has_control_chars
 
 TASK_DIR = "tasks"
 QUEUE_DIR = f"{TASK_DIR}/queued"
@@ -224,11 +224,7 @@ def _check_text(field: str, value: str, limit: int) -> None:
 
 def _check_title(title: str) -> str:
     title = title.strip()
-    if (
-        not title
-        or len(title) > MAX_TITLE_CHARS
-        or any(ord(c) < 32 or ord(c) == 127 for c in title)
-    ):
+    if not title or len(title) > MAX_TITLE_CHARS or has_control_chars(title):
         raise InvalidInput(
             f"a task title must be one line of 1 to {MAX_TITLE_CHARS} printable characters, "
             f"got {title!r}; put details in --body",
