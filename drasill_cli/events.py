@@ -7,16 +7,27 @@ when a watch is made, keeping it off the start-up path of the commands that neve
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+
+# What `changes` returns when nothing changed: the time ran out, `stop` was set, or a signal
+# (Ctrl-C) arrived while waiting.
+TIMEOUT, STOPPED, SIGNALLED = "timeout", "stop", "signal"
 
 
 class FolderEvents:
-    """Changes anywhere under some folders, as a context manager with a blocking `wait`."""
+    """Changes anywhere under some folders, as a context manager with blocking waits.
 
-    def __init__(self, *folders: Path) -> None:
+    `ignore_permission_denied` keeps watching when a subfolder cannot be read (the long-running
+    `mesh watch` must not die of one bad folder).
+    """
+
+    def __init__(self, *folders: Path, ignore_permission_denied: bool = False) -> None:
         from watchfiles._rust_notify import RustNotify
 
-        self._notify = RustNotify([str(f) for f in folders], False, False, 50, True, False)
+        self._notify = RustNotify(
+            [str(f) for f in folders], False, False, 50, True, ignore_permission_denied
+        )
 
     def __enter__(self) -> FolderEvents:
         self._notify.__enter__()
@@ -25,7 +36,17 @@ class FolderEvents:
     def __exit__(self, *exc_info: object) -> None:
         self._notify.__exit__(*exc_info)
 
+    def changes(
+        self, seconds: float, stop: threading.Event | None = None, step_ms: int = 5
+    ) -> set[tuple[int, str]] | str:
+        """The (change, path) pairs since the last call, batched over 50 ms; or TIMEOUT after
+        `seconds`, STOPPED once `stop` is set, SIGNALLED on a signal."""
+        result: set[tuple[int, str]] | str = self._notify.watch(
+            50, step_ms, max(1, int(seconds * 1000)), stop
+        )
+        return result
+
     def wait(self, seconds: float) -> None:
         """Until something changed since the last wait, or `seconds` pass; Ctrl-C interrupts."""
-        if self._notify.watch(50, 5, max(1, int(seconds * 1000)), None) == "signal":
+        if self.changes(seconds) == SIGNALLED:
             raise KeyboardInterrupt

@@ -115,16 +115,16 @@ class Watcher:
 
     def run(self) -> None:
         """Full pass, then react to file events and due jobs until `stop` is called."""
-        from watchfiles._rust_notify import RustNotify
+        from drasill_cli import events
 
-        dirs = [str(self.mesh.store.ensure_dir(d)) for d in WATCHED_DIRS]
+        dirs = [self.mesh.store.ensure_dir(d) for d in WATCHED_DIRS]
         self.report({"event": "start", "mesh": str(self.mesh.root), "pid": os.getpid()})
-        with RustNotify(dirs, False, False, 300, True, True) as notify:
+        with events.FolderEvents(*dirs, ignore_permission_denied=True) as folder_events:
             self.full_pass()
             while not self._stop.is_set():
-                wait_ms = max(1, int((self._next_due() - clock.now()) * 1000))
-                changes = notify.watch(50, 20, wait_ms, self._stop)
-                if changes in ("stop", "signal"):
+                wait_s = self._next_due() - clock.now()
+                changes = folder_events.changes(wait_s, self._stop, step_ms=20)
+                if changes in (events.STOPPED, events.SIGNALLED):
                     break
                 names = set() if isinstance(changes, str) else self._names_in(changes)
                 self.tick(names)
