@@ -87,8 +87,7 @@ def heartbeat_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = Fal
     from drasill_cli import agents
 
     cli = state(ctx)
-    name = cli.identity(as_)
-    assert name is not None  # noqa: S101 -- identity(required=True) never returns None
+    name = cli.require_identity(as_)
     agent = agents.heartbeat(cli.mesh(), name)
     show_agent(agent, "heartbeat", json_out)
 

@@ -81,6 +81,22 @@ class CliState:
         self.actor = name
         return name
 
+    def require_identity(self, as_name: str | None) -> str:
+        """The acting agent, which the command cannot do without (see `identity`)."""
+        name = self.identity(as_name)
+        assert name is not None  # noqa: S101 -- identity(required=True) never returns None
+        return name
+
+    def whose(self, name: str | None, as_name: str | None) -> str:
+        """The agent NAME, or else the acting agent (then required).
+
+        The acting agent is still validated and heartbeated when NAME is given.
+        """
+        identity = self.identity(as_name, required=name is None)
+        who = name if name is not None else identity
+        assert who is not None  # noqa: S101 -- identity(required=True) never returns None
+        return who
+
     def beat(self) -> None:
         """Count the finished command as the acting agent's heartbeat (best effort)."""
         if self.actor is None or self._mesh is None:

@@ -106,8 +106,7 @@ def lock_cmd(
             code="missing-command",
         )
     cli = state(ctx)
-    holder = cli.identity(as_)
-    assert holder is not None  # noqa: S101 -- identity(required=True) never returns None
+    holder = cli.require_identity(as_)
     mesh = cli.mesh()
     if run is None:
         granted = locks.acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait)
@@ -169,8 +168,7 @@ def unlock_cmd(
     from drasill_cli import locks
 
     cli = state(ctx)
-    holder = cli.identity(as_)
-    assert holder is not None  # noqa: S101 -- identity(required=True) never returns None
+    holder = cli.require_identity(as_)
     released = locks.release(cli.mesh(), paths, holder, force=force)
     show_locks(released, "unlocked", json_out)
 

@@ -137,9 +137,7 @@ def inbox_cmd(
             code="invalid-wait",
         )
     cli = state(ctx)
-    identity = cli.identity(as_, required=name is None)
-    who = name if name is not None else identity
-    assert who is not None  # noqa: S101 -- identity(required=True) never returns None
+    who = cli.whose(name, as_)
     mesh = cli.mesh()
     deadline = time.monotonic() + (wait or 0.0)
     while True:
@@ -196,9 +194,7 @@ def history_cmd(
     from drasill_cli import messages
 
     cli = state(ctx)
-    identity = cli.identity(as_, required=name is None)
-    who = name if name is not None else identity
-    assert who is not None  # noqa: S101 -- identity(required=True) never returns None
+    who = cli.whose(name, as_)
     found = messages.history(cli.mesh(), who, limit)
     if json_out:
         print_json(found)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
-from drasill_cli.cli.render import ago, table
+from drasill_cli.cli.render import ago, since, span, table
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -54,11 +54,7 @@ def _pair(declared: float | None, measured: float | None) -> str:
 def _until(timestamp: str) -> str:
     from drasill_cli import clock
 
-    seconds = max(0.0, clock.parse_iso(timestamp) - clock.now())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"in {int(seconds // size)}{unit}"
-    return f"in {int(seconds)}s"
+    return f"in {span(clock.parse_iso(timestamp) - clock.now())}"
 
 
 def _short_path(path: str, width: int = 34) -> str:
@@ -97,7 +93,7 @@ def _agents_section(snap: dict[str, Any], rows: Rows) -> list[RenderableType]:
             agent.get("role") or "-",
             agent.get("tool") or "-",
             str(agent["unread"]) if agent["unread"] else "-",
-            ago(agent["last_seen"]).removesuffix(" ago"),
+            since(agent["last_seen"]),
             _pair(agent["declared"]["ram_gb"], agent["measured"]["ram_gb"]),
             _pair(agent["declared"]["vram_gb"], agent["measured"]["vram_gb"]),
         )
@@ -395,6 +391,12 @@ def _progress(json_out: bool) -> Any:
     return report
 
 
+def _say_result(result: dict[str, Any]) -> None:
+    """One handled task, as a human line: `STATE ID: TITLE`."""
+    task = result["task"]
+    say(f"{task['state']} {task['id']}: {task['title']}")
+
+
 @command(app, "bridge")
 def bridge_cmd(
     ctx: typer.Context,
@@ -418,8 +420,7 @@ def bridge_cmd(
     from drasill_cli import bridge
 
     cli = state(ctx)
-    name = cli.identity(as_)
-    assert name is not None  # noqa: S101 -- identity(required=True) never returns None
+    name = cli.require_identity(as_)
     mesh = cli.mesh()
     profile = bridge.start(mesh, name, tool)
     if once:
@@ -427,12 +428,12 @@ def bridge_cmd(
         if json_out:
             print_json(result)
         else:
-            say(f"{result['task']['state']} {result['task']['id']}: {result['task']['title']}")
+            _say_result(result)
         return
     try:
         for result in bridge.serve(mesh, name, profile, _progress(json_out)):
             if not json_out:
-                say(f"{result['task']['state']} {result['task']['id']}: {result['task']['title']}")
+                _say_result(result)
                 sys.stdout.flush()
     except KeyboardInterrupt:
         return

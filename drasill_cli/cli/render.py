@@ -9,15 +9,25 @@ from typing import Any
 from drasill_cli import clock
 
 
-def ago(timestamp: str | None) -> str:
-    """`12s ago`, `5m ago`, `3h ago` for an ISO time stamp."""
-    if not timestamp:
-        return "-"
-    seconds = max(0.0, clock.now() - clock.parse_iso(timestamp))
+def span(seconds: float) -> str:
+    """`12s`, `5m`, `3h`, `2d`: a duration in its largest whole unit (negative counts as 0)."""
+    seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
-    return f"{int(seconds)}s ago"
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def since(timestamp: str | None) -> str:
+    """`12s`, `5m`, `3h` since an ISO time stamp; `-` for none."""
+    if not timestamp:
+        return "-"
+    return span(clock.now() - clock.parse_iso(timestamp))
+
+
+def ago(timestamp: str | None) -> str:
+    """`12s ago`, `5m ago`, `3h ago` for an ISO time stamp; `-` for none."""
+    return f"{since(timestamp)} ago" if timestamp else "-"
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

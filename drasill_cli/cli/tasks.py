@@ -9,7 +9,6 @@ import typer
 
 from drasill_cli.cli.common import (
     AsOpt,
-    CliState,
     JsonOpt,
     app,
     command,
@@ -33,12 +32,6 @@ IdArg = Annotated[str, typer.Argument(help="Task id, or a unique prefix of one."
 ResultOpt = Annotated[
     str | None, typer.Option("--result", help="What came of it (kept in the task's result).")
 ]
-
-
-def _actor(cli: CliState, as_: str | None) -> str:
-    name = cli.identity(as_)
-    assert name is not None  # noqa: S101 -- identity(required=True) never returns None
-    return name
 
 
 def show_task(task: dict[str, Any], verb: str, json_out: bool) -> None:
@@ -187,7 +180,7 @@ def claim_cmd(
     if task_id is not None and next_:
         raise InvalidInput("give a task ID or --next, not both", code="invalid-usage")
     cli = state(ctx)
-    actor = _actor(cli, as_)
+    actor = cli.require_identity(as_)
     mesh = cli.mesh()
     task = tasks.claim_next(mesh, actor) if task_id is None else tasks.claim(mesh, actor, task_id)
     if not mesh.is_registered(actor):
@@ -210,7 +203,7 @@ def start_cmd(
     from drasill_cli import tasks
 
     cli = state(ctx)
-    task = tasks.start(cli.mesh(), task_id, _actor(cli, as_), result)
+    task = tasks.start(cli.mesh(), task_id, cli.require_identity(as_), result)
     show_task(task, "started", json_out)
 
 
@@ -226,7 +219,7 @@ def done_cmd(
     from drasill_cli import tasks
 
     cli = state(ctx)
-    task = tasks.done(cli.mesh(), task_id, _actor(cli, as_), result)
+    task = tasks.done(cli.mesh(), task_id, cli.require_identity(as_), result)
     show_task(task, "done", json_out)
 
 
@@ -242,7 +235,7 @@ def fail_cmd(
     from drasill_cli import tasks
 
     cli = state(ctx)
-    task = tasks.fail(cli.mesh(), task_id, _actor(cli, as_), result)
+    task = tasks.fail(cli.mesh(), task_id, cli.require_identity(as_), result)
     show_task(task, "failed", json_out)
 
 
@@ -266,7 +259,7 @@ def release_cmd(
     from drasill_cli import tasks
 
     cli = state(ctx)
-    task = tasks.release(cli.mesh(), task_id, _actor(cli, as_), result, force=force)
+    task = tasks.release(cli.mesh(), task_id, cli.require_identity(as_), result, force=force)
     show_task(task, "released", json_out)
 
 
@@ -282,5 +275,5 @@ def approve_cmd(
     from drasill_cli import tasks
 
     cli = state(ctx)
-    task = tasks.approve(cli.mesh(), task_id, _actor(cli, as_), result)
+    task = tasks.approve(cli.mesh(), task_id, cli.require_identity(as_), result)
     show_task(task, "approved", json_out)
