@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_compare, bench_scale, bench_wake
+from benchmarks import bench_compare, bench_loop, bench_scale, bench_wake
 from benchmarks.drasill_baseline import DrasillServer, DrasillUnavailable
 from benchmarks.harness import proc_status_kib
 
@@ -152,6 +152,16 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "the full app."
                 )
             targets.append(target)
+    loop = results.get("loop")
+    if loop:
+        worst = max(loop["ratio"], key=loop["ratio"].get)
+        targets.append(
+            {
+                "target": f"every agent loop command <= {LATENCY_BAR}x `import typer, pydantic` "
+                f"(worst: {worst})",
+                **_verdict(loop["ratio"][worst], LATENCY_BAR, at_most=True),
+            }
+        )
     rates = results.get("throughput", {}).get("msgs_per_s", {})
     name = (
         f"Python API, 8 senders >= {THROUGHPUT_BAR}x Drasill HTTP, 8 clients, at equal "
@@ -221,6 +231,7 @@ def print_report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None
         print(f"Drasill baseline: {drasill.get('version')} on {drasill.get('python')}")
 
     _print_latency(results)
+    _print_loop(results)
     _print_throughput(results)
     _print_scale(results)
     _print_wake(results)
@@ -253,6 +264,19 @@ def _print_latency(results: dict[str, Any]) -> None:
                 "curl start-up share of a curl send",
                 _ratio(med["curl --version"], med.get("curl send (Drasill)")),
             )
+
+
+def _print_loop(results: dict[str, Any]) -> None:
+    loop = results.get("loop")
+    if loop:
+        print(
+            f"\nAgent loop commands (median of {loop['runs_per_command']} interleaved runs, "
+            f"ratio to {loop['floor']}; target <= {LATENCY_BAR}x each)"
+        )
+        _row(loop["floor"], f"{loop['median_ms'][loop['floor']]:8.1f} ms")
+        for name, ratio in loop["ratio"].items():
+            mark = "" if ratio <= LATENCY_BAR else "  OVER"
+            _row(name, f"{loop['median_ms'][name]:8.1f} ms", f"{ratio:.2f}x{mark}")
 
 
 def _print_throughput(results: dict[str, Any]) -> None:
@@ -427,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         _section(
             results, "latency", lambda: bench_compare.cli_latency(drasill, profile["latency_runs"])
         )
+        _section(results, "loop", lambda: bench_loop.loop_latency(profile["latency_runs"]))
         _section(
             results,
             "throughput",

@@ -110,15 +110,12 @@ def agents_status(small: int, big: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def _plant_stale_temp_files(work: Scratch, count: int, agent_names: list[str]) -> None:
-    """Leftovers of killed writers: maildir tmp/ files and `.tmp-*` files, two hours old."""
+def _plant_stale_temp_files(work: Scratch, count: int) -> None:
+    """Leftovers of killed writers: temp files in the store's staging folder, two hours old."""
     old = time.time() - 7200
-    folders = [work.mesh_dir / "inbox" / name / "tmp" for name in agent_names]
-    folders += [work.mesh_dir / "agents", work.mesh_dir / "tasks"]
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = work.mesh_dir / "staging"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     for index in range(count):
-        folder = folders[index % len(folders)]
         path = folder / f".tmp-99999-{index:08x}-1-m-stale.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, b'{"partial": ')
@@ -141,7 +138,7 @@ def prune(stale: int, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             empty.append(run_timed(argv, env))
             started = time.perf_counter()
-            _plant_stale_temp_files(work, stale, names)
+            _plant_stale_temp_files(work, stale)
             plant.append(time.perf_counter() - started)
             loaded.append(run_timed(argv, env))
             left = sum(

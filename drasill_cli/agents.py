@@ -13,17 +13,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
-from typing import Any, get_args
-
-from pydantic import ValidationError
+from typing import Any
 
 from drasill_cli import clock, hardware, liveness
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh, agent_record_path, heartbeat_path
-from drasill_cli.models import AgentRecord, Backend
+from drasill_cli.models import BACKENDS, FUTURE_SLACK_S, AgentRecord, RecordError
 from drasill_cli.names import check_agent_name, has_control_chars
 
-BACKENDS: tuple[str, ...] = get_args(Backend)
 MAX_FIELD_CHARS = 200
 MAX_PID = 2**31 - 1
 MAX_BUDGET_GB = 1_000_000  # a petabyte: anything above is a typo, and must stay valid JSON
@@ -64,9 +61,21 @@ class Observer:
         return all(verdicts)
 
     def last_seen(self, agent: AgentRecord) -> float:
-        """The latest heartbeat (registering is one), else the registration time."""
-        beat = self.mesh.store.mtime(heartbeat_path(agent.name))
-        return beat if beat is not None else clock.parse_iso(agent.registered_at)
+        """The latest heartbeat (registering is one), else the registration time.
+
+        A heartbeat from the future (a clock that stepped back) counts as now and is reset to
+        now, so it ages from here instead of keeping a silent agent alive until that time.
+        """
+        rel = heartbeat_path(agent.name)
+        beat = self.mesh.store.mtime(rel)
+        if beat is None:
+            return clock.parse_iso(agent.registered_at)
+        now = clock.now()
+        if beat > now + FUTURE_SLACK_S:
+            if not self.mesh.store.read_only:
+                self.mesh.store.touch(rel)
+            return now
+        return beat
 
     def state(self, agent: AgentRecord, now: float | None = None) -> str:
         """active, idle or dead, by the contract's lifecycle rules."""
@@ -106,8 +115,8 @@ def load(mesh: Mesh, name: str) -> AgentRecord | None:
     if raw is None:
         return None
     try:
-        return AgentRecord.model_validate(raw)
-    except ValidationError:
+        return AgentRecord.from_record(raw)
+    except RecordError:
         mesh.store.quarantine(agent_record_path(name), "is not a valid agent record")
         return None
 
@@ -232,7 +241,7 @@ def register(
         fields = {
             key: previous.get(key) if value is None else value for key, value in declared.items()
         }
-        record = AgentRecord.model_validate(
+        record = AgentRecord.from_record(
             {
                 **fields,
                 "name": name,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -228,11 +229,40 @@ def config_path() -> Path:
     return Path(base) / "drasill" / "config.toml"
 
 
+# A config file is a few hundred bytes; anything near this is not one.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _read_config_file(path: Path) -> bytes:
+    """The file's bytes; never blocks on a FIFO, never reads a device or an endless file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+            return b""  # DRASILL_CONFIG=/dev/null: no config, the defaults
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInput(
+                f"config file {path} is not a regular file; point DRASILL_CONFIG at a TOML "
+                "file (or unset it)",
+                code="invalid-config",
+            )
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise InvalidInput(
+                f"config file {path} is over {MAX_CONFIG_BYTES} bytes: not a mesh config; "
+                "point DRASILL_CONFIG at the right file",
+                code="invalid-config",
+            )
+        return data
+    finally:
+        os.close(fd)
+
+
 def load_config(path: Path | None = None) -> Config:
     """Read and validate the config file; a missing file gives the defaults."""
     path = path or config_path()
     try:
-        raw = path.read_bytes()
+        raw = _read_config_file(path)
     except FileNotFoundError:
         return Config()
     except OSError as exc:

@@ -10,6 +10,7 @@ broken setup to learn why other commands refuse it.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import shutil
@@ -20,10 +21,10 @@ from typing import Any
 from drasill_cli import tools
 from drasill_cli.config import Config, load_config, resolve_mesh_dir
 from drasill_cli.errors import MeshError
-from drasill_cli.store import FileStore
+from drasill_cli.store import LOCK_DIR, QUARANTINE_DIR, TMP_PREFIX, FileStore, decode_record
 
 PYTHON_MIN = (3, 11)
-DEPENDENCIES = ("typer", "rich", "pydantic", "filelock", "watchfiles", "psutil")
+DEPENDENCIES = ("typer", "rich", "pydantic", "watchfiles", "psutil")
 MOUNTS = Path("/proc/mounts")
 # File systems where an OS lock taken on one client does not exclude another client.
 NETWORK_FS = frozenset(
@@ -122,14 +123,9 @@ def check_mesh_dir(root: Path, config: Config) -> dict[str, Any]:
         return _check(
             "mesh-dir", "fail", f"{root}: refused ({exc.code})", exc.message, required=True
         )
-    if not os.access(root, os.W_OK | os.X_OK):
-        return _check(
-            "mesh-dir",
-            "fail",
-            f"{root} is not writable by you",
-            f"chmod u+rwx {root}",
-            required=True,
-        )
+    problem = _write_problem(root)
+    if problem is not None:
+        return _check("mesh-dir", "fail", *problem, required=True)
     mode = "group-shared" if config.group_shared else "private"
     return _check("mesh-dir", "ok", f"{root} is safe and writable ({mode})", required=True)
 
@@ -224,26 +220,124 @@ def check_nvml() -> dict[str, Any]:
     return _check("nvml", "ok", f"{len(gpu['devices'])} GPU(s): {names}")
 
 
-def check_mesh_entries(root: Path) -> dict[str, Any]:
-    """No symlink where the mesh keeps its folders and log; damaged files are pointed out."""
-    if not root.is_dir():
+# Record folders and the kind of record each holds (a path prefix inside the mesh).
+_RECORD_KINDS: tuple[tuple[str, str], ...] = (
+    ("agents/", "agent"),
+    ("tasks/", "task"),
+    ("locks/", "lock"),
+    ("inbox/", "message"),
+    ("sent/", "message"),
+    ("archive/", "message"),
+)
+_SHOWN = 8
+
+
+def _record_problem(path: str, rel: str, max_bytes: int) -> str | None:
+    """Why the record file at `path` cannot be used, or None when it can."""
+    from drasill_cli import models
+
+    try:
+        with open(path, "rb") as handle:  # a regular file: checked by the caller
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if len(raw) > max_bytes:
+        return f"is over the record bound of {max_bytes} bytes"
+    try:
+        record = decode_record(raw)
+    except Exception as exc:  # noqa: BLE001 -- store._Unusable is private; any failure is the answer
+        return str(exc)
+    kind = next((k for prefix, k in _RECORD_KINDS if rel.startswith(prefix)), None)
+    schema: type[models.Record] | None = {
+        "agent": models.AgentRecord,
+        "task": models.Task,
+        "lock": models.LockRecord,
+        "message": models.MessageRecord,
+    }.get(kind or "")
+    if schema is None or rel.startswith(("tasks/queued/", "tasks/held/")):
+        return None
+    try:
+        schema.check(record)
+    except models.RecordError as exc:
+        return f"is not a valid {kind} record: it {exc.reason}"
+    return None
+
+
+def walk_mesh(root: Path, max_bytes: int) -> list[tuple[str, str, str]]:
+    """Every bad entry of the mesh, at any depth: (path, what is wrong, the fix).
+
+    Nothing is followed through a link and nothing is opened but regular `.json` files.
+    """
+    import stat
+
+    bad: list[tuple[str, str, str]] = []
+    pending = [(str(root), "")]
+    while pending:
+        folder, rel_folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            bad.append((folder, f"cannot be listed ({exc.strerror})", "check its owner and mode"))
+            continue
+        for entry in entries:
+            rel = f"{rel_folder}{entry.name}"
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISLNK(mode):
+                target = os.readlink(entry.path)
+                bad.append(
+                    (
+                        entry.path,
+                        f"is a symlink (to {target}); the mesh never follows it",
+                        f"remove the link: rm {entry.path}",
+                    )
+                )
+            elif stat.S_ISDIR(mode):
+                if rel != QUARANTINE_DIR:
+                    pending.append((entry.path, f"{rel}/"))
+            elif not stat.S_ISREG(mode):
+                bad.append(
+                    (entry.path, "is a FIFO, socket or device", f"remove it: rm {entry.path}")
+                )
+            elif rel.startswith((f"{LOCK_DIR}/", "audit/", "heartbeats/")):
+                continue
+            elif entry.name.endswith(".json"):
+                problem = _record_problem(entry.path, rel, max_bytes)
+                if problem is not None:
+                    bad.append(
+                        (
+                            entry.path,
+                            problem,
+                            f"move it into {root / QUARANTINE_DIR} (any mesh command that reads "
+                            "it does so itself)",
+                        )
+                    )
+    return bad
+
+
+def check_mesh_entries(root: Path, config: Config) -> dict[str, Any]:
+    """Every entry of the mesh, at every depth: no symlinks or special files, every record
+    usable; quarantined files are pointed out."""
+    if not root.is_dir() or root.is_symlink():
         return _check("mesh-entries", "ok", "nothing stored yet", required=True)
-    suspects = [
-        entry
-        for entry in [*root.iterdir(), root / "audit" / "events.jsonl"]
-        if entry.is_symlink()
-        or (entry.name == "events.jsonl" and entry.exists() and not entry.is_file())
-    ]
-    if suspects:
-        shown = ", ".join(str(entry) for entry in suspects)
+    from drasill_cli.store import MAX_RECORD_BYTES
+
+    bad = walk_mesh(root, max(MAX_RECORD_BYTES, 8 * config.messages.max_body_bytes))
+    if bad:
+        shown = "; ".join(f"{path} {problem}" for path, problem, _ in bad[:_SHOWN])
+        more = f" (and {len(bad) - _SHOWN} more)" if len(bad) > _SHOWN else ""
+        fixes = "; ".join(dict.fromkeys(fix for _, _, fix in bad[:_SHOWN]))
         return _check(
             "mesh-entries",
             "fail",
-            f"symlinks or odd files where the mesh keeps its own: {shown}",
-            "move them out of the mesh directory; mesh recreates what it needs",
+            f"{len(bad)} bad entr{'y' if len(bad) == 1 else 'ies'} in the mesh: {shown}{more}",
+            fixes,
             required=True,
         )
-    quarantine = root / "quarantine"
+    quarantine = root / QUARANTINE_DIR
     damaged = sum(1 for _ in quarantine.iterdir()) if quarantine.is_dir() else 0
     if damaged:
         return _check(
@@ -252,7 +346,37 @@ def check_mesh_entries(root: Path) -> dict[str, Any]:
             f"{damaged} damaged file(s) kept in {quarantine}",
             "inspect them, then delete them when they are not needed",
         )
-    return _check("mesh-entries", "ok", "no symlinks or damaged files in the mesh", required=True)
+    return _check(
+        "mesh-entries", "ok", "every entry is a usable record or folder of the mesh", required=True
+    )
+
+
+def _write_problem(root: Path) -> tuple[str, str] | None:
+    """Why the mesh cannot be written (read-only mount, immutable, full, mode), with the fix."""
+    try:
+        flags = os.statvfs(root)
+    except OSError as exc:
+        return f"cannot inspect {root}: {exc.strerror}", "check the path and its permissions"
+    if flags.f_flag & os.ST_RDONLY:
+        return (
+            f"{root} is on a read-only file system: no message, claim or lock can be written",
+            "remount it read-write, or choose another --mesh-dir",
+        )
+    if flags.f_bavail * flags.f_frsize < 1024 * 1024:
+        return f"the file system of {root} has less than 1 MiB free", "free disk space"
+    probe = root / f"{TMP_PREFIX}doctor-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if exc.errno == errno.EPERM:
+            return (
+                f"cannot create a file in {root}: {exc.strerror} (the folder is immutable?)",
+                f"check with `lsattr -d {root}` and clear the flag with `chattr -i {root}`",
+            )
+        return f"cannot create a file in {root}: {exc.strerror}", f"chmod u+rwx {root}"
+    return None
 
 
 def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -262,7 +386,7 @@ def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     checks.append(config_check)
     root = resolve_mesh_dir(mesh_dir, config)
     checks.append(check_mesh_dir(root, config))
-    checks.append(check_mesh_entries(root))
+    checks.append(check_mesh_entries(root, config))
     checks.append(check_filesystem(root))
     checks.append(
         check_program(

@@ -8,14 +8,12 @@ unread messages are archived under `archive/`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from drasill_cli import clock
 from drasill_cli.agents import Observer, load
 from drasill_cli.mesh import Mesh, agent_record_path, heartbeat_path
 from drasill_cli.models import AgentRecord
-from drasill_cli.store import TMP_PREFIX
 
 
 def _empty_report() -> dict[str, Any]:
@@ -88,6 +86,14 @@ def _release_if_still_dead(mesh: Mesh, name: str, report: dict[str, Any]) -> Non
             release_agent(mesh, name, report)
 
 
+def _save_reset_death(mesh: Mesh, name: str) -> None:
+    """A time of death from the future was read as now: store it so, so it ages from here."""
+    with mesh.store.lock(f"agent-{name}"):
+        agent = load(mesh, name)
+        if agent is not None and "dead_at" in agent.clock_reset:
+            mesh.store.write(agent_record_path(name), agent.to_record())
+
+
 def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
     """Set `dead_at` on an agent found dead; returns the updated record, or None."""
     with mesh.store.lock(f"agent-{name}"):
@@ -102,28 +108,6 @@ def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
             "budget-released", "prune", agent=name, ram_gb=agent.ram_gb, vram_gb=agent.vram_gb
         )
     return agent
-
-
-def _stale_temp_files(mesh: Mesh, now: float) -> list[str]:
-    """Temp files of killed writers: `.tmp-*` anywhere, and maildir `tmp/` leftovers."""
-    from drasill_cli.messages import MAILDIR_TMP
-
-    limit = mesh.config.lifecycle.stale_tmp_after
-    stale = []
-    root = mesh.root
-    for dirpath, _dirs, files in os.walk(root):
-        in_maildir_tmp = os.path.basename(dirpath) == MAILDIR_TMP
-        for filename in files:
-            if not (filename.startswith(TMP_PREFIX) or in_maildir_tmp):
-                continue
-            full = os.path.join(dirpath, filename)
-            try:
-                age = now - os.stat(full, follow_symlinks=False).st_mtime
-            except FileNotFoundError:
-                continue
-            if age >= limit:
-                stale.append(os.path.relpath(full, root))
-    return sorted(stale)
 
 
 def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
@@ -146,6 +130,8 @@ def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
                 report["budgets_released"].append(name)
         if agent.dead_at is None:
             continue
+        if "dead_at" in agent.clock_reset:
+            _save_reset_death(mesh, name)
         if clock.now() - clock.parse_iso(agent.dead_at) >= remove_after:
             removal = retire_agent(
                 mesh, name, event="agent-removed", actor="prune", only_if_dead=True
@@ -156,9 +142,7 @@ def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
     from drasill_cli import locks
 
     report["locks_released"].extend(locks.clear_stale(mesh))
-    for rel in _stale_temp_files(mesh, now):
-        if mesh.store.remove(rel):
-            report["temp_files_removed"].append(rel)
+    report["temp_files_removed"] = _sweep_temp(mesh, now)
     _tidy_mail(mesh, now, report)
     if not report_is_empty(report):
         mesh.record("prune", "prune", **{k: _count(v) for k, v in report.items() if k != "dry_run"})
@@ -202,9 +186,14 @@ def _plan(view: Mesh) -> dict[str, Any]:
         if task["claimed_by"] in departing and task["state"] in ("claimed", "working"):
             abandoned = task["attempts"] + 1 >= max_attempts
             report["tasks_abandoned" if abandoned else "tasks_requeued"].append(task)
-    report["temp_files_removed"] = _stale_temp_files(view, now)
+    report["temp_files_removed"] = _sweep_temp(view, now, remove=False)
     _tidy_mail(view, now, report, dry_run=True)
     return report
+
+
+def _sweep_temp(mesh: Mesh, now: float, *, remove: bool = True) -> list[str]:
+    """The store's temp files left by killed writers, older than `stale_tmp_after`."""
+    return mesh.store.sweep_temp(now - mesh.config.lifecycle.stale_tmp_after, remove=remove)
 
 
 def _tidy_mail(mesh: Mesh, now: float, report: dict[str, Any], *, dry_run: bool = False) -> None:

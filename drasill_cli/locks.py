@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
+from drasill_cli.models import FUTURE_SLACK_S, LOCK_MODES, LockRecord, RecordError
 from drasill_cli.names import check_agent_name
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 LOCK_DIR = "locks"
 TABLE_LOCK = "locks"
-MODES = ("read", "write", "intent", "co_write")
+MODES = LOCK_MODES
 
 # held mode -> modes another agent may be granted on an overlapping path (the contract's table)
 COMPATIBLE: dict[str, frozenset[str]] = {
@@ -139,31 +140,27 @@ def view(lock: dict[str, Any]) -> dict[str, Any]:
 def _valid(raw: dict[str, Any], name: str) -> dict[str, Any] | None:
     """The record with its expiry parsed, or None when it is not a lock record."""
     try:
-        path, holder, mode = raw["path"], raw["holder"], raw["mode"]
-        ttl = raw["ttl"]
-        fields_ok = (
-            isinstance(path, str)
-            and path.startswith("/")
-            and isinstance(holder, str)
-            and mode in MODES
-            and isinstance(ttl, int | float)
-            and ttl > 0
-            and isinstance(raw["acquired_at"], str)
-            and isinstance(raw["expires_at"], str)
-        )
-        if not fields_ok or record_name(path, holder) != name:
-            return None
-        check_agent_name(holder)
-        expires = clock.parse_iso(raw["expires_at"])
-        clock.parse_iso(raw["acquired_at"])
-    except (KeyError, TypeError, ValueError, InvalidInput):
+        lock = LockRecord.check(raw)
+        expires = clock.parse_iso(lock["expires_at"])
+    except (RecordError, ValueError, OverflowError):
         return None
-    return {**raw, "_expires": expires, "_name": name}
+    if (
+        not lock["path"].startswith("/")
+        or lock["ttl"] <= 0
+        or record_name(lock["path"], lock["holder"]) != name
+    ):
+        return None
+    return {**lock, "_expires": expires, "_name": name}
 
 
-def _read_table(mesh: Mesh) -> list[dict[str, Any]]:
-    """Every lock record; damaged ones are quarantined (and reported), never fatal."""
+def _read_table(mesh: Mesh, *, locked: bool = True) -> list[dict[str, Any]]:
+    """Every lock record; damaged ones are quarantined (and reported), never fatal.
+
+    A lease that ends more than its ttl from now was stamped by a clock that has since stepped
+    back: it is reset to start now (and, under the table lock, saved so), so it ages from here.
+    """
     table = []
+    now = clock.now()
     for name in mesh.store.names(LOCK_DIR):
         raw = mesh.store.read(_rel(name))
         if raw is None:
@@ -172,6 +169,11 @@ def _read_table(mesh: Mesh) -> list[dict[str, Any]]:
         if lock is None:
             mesh.store.quarantine(_rel(name), "is not a valid lock record")
             continue
+        if lock["_expires"] > now + lock["ttl"] + FUTURE_SLACK_S:
+            lock["_expires"] = now + lock["ttl"]
+            lock["acquired_at"], lock["expires_at"] = clock.iso(now), clock.iso(lock["_expires"])
+            if locked and not mesh.store.read_only:
+                mesh.store.write(_rel(name), _stored(lock))
         table.append(lock)
     return table
 
@@ -443,7 +445,7 @@ def list_locks(mesh: Mesh) -> list[dict[str, Any]]:
     """Every lock record, sorted by path then holder, each with `stale`: true when it no
     longer binds anyone (lease ran out or holder dead) and only awaits prune."""
     judge = _Judge(mesh, clock.now())
-    table = sorted(_read_table(mesh), key=lambda lock: (lock["path"], lock["holder"]))
+    table = sorted(_read_table(mesh, locked=False), key=lambda lock: (lock["path"], lock["holder"]))
     return [{**view(lock), "stale": judge.stale(lock)} for lock in table]
 
 

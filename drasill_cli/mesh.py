@@ -10,7 +10,7 @@ from drasill_cli import audit
 from drasill_cli.config import Config, load_config, resolve_mesh_dir
 from drasill_cli.errors import MeshError
 from drasill_cli.names import check_agent_name
-from drasill_cli.store import FileStore, Store
+from drasill_cli.store import MAX_RECORD_BYTES, FileStore, Store
 
 
 def agent_record_path(name: str) -> str:
@@ -39,7 +39,12 @@ class Mesh:
         """Open the mesh by the contract's precedence; it is created by its first write."""
         config = config or load_config()
         root = resolve_mesh_dir(mesh_dir, config)
-        store = FileStore.open(root, group_shared=config.group_shared, fsync=config.store.fsync)
+        store = FileStore.open(
+            root,
+            group_shared=config.group_shared,
+            fsync=config.store.fsync,
+            max_record_bytes=max(MAX_RECORD_BYTES, 8 * config.messages.max_body_bytes),
+        )
         return cls(store, config)
 
     def read_only(self) -> Mesh:

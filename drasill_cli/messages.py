@@ -1,11 +1,12 @@
 """Messages: send, consume exactly once, peek, list, wait, history, archive.
 
-Each inbox is a maildir (`inbox/NAME/{tmp,new,cur}`), so senders never take a lock:
-- a sender publishes the message (`Store.publish`): written into `tmp/` and flushed, hard-linked
-  into `new/`, whose folder is flushed, and the temp name renamed into `sent/FROM/ID.json` (its
-  history entry). A killed sender leaves at most a whole `.tmp-*` file in `tmp/` (never read;
-  prune clears it). `sent/` is not flushed: it is history, not delivery; after a power loss the
-  entry may be missing or still under its temp name, but the delivered copy in `new/` is there;
+Each inbox is a maildir (`inbox/NAME/{new,cur}`), so senders never take a lock:
+- a sender publishes the message (`Store.publish`): written into the store's staging folder and
+  flushed, hard-linked into `new/`, whose folder is flushed, and the temp name renamed into
+  `sent/FROM/ID.json` (its history entry). A killed sender leaves at most a whole temp file in
+  the staging folder (never read; prune clears it). `sent/` is not flushed: it is history,
+  not delivery; after a power loss the entry may be missing or still under its temp name, but
+  the delivered copy in `new/` is there;
 - a reader consumes by moving the file from `new/` into `cur/` (`Store.move`): rename(2)
   succeeds for exactly one of any number of racing readers, the others try the next message.
 
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
 from drasill_cli.errors import InvalidInput, MeshError, NotFound
+from drasill_cli.models import MessageRecord, RecordError
 from drasill_cli.names import check_agent_name, has_control_chars
 from drasill_cli.store import encode_record
 
@@ -47,7 +49,6 @@ ATTACHMENTS_DIR = "attachments"
 # File names are at most 255 bytes, and the store writes through a longer temp name first.
 MAX_ATTACHMENT_NAME_BYTES = 200
 ARCHIVE_DIR = "archive"
-MAILDIR_TMP = "tmp"
 # Slices of the id's 13 time characters (5 bits each) that name the shard folders of `new/`.
 _SHARDS = ((0, 5), (5, 7), (7, 8))
 _ID_RE = re.compile(r"m-[0-9a-z]{13}-[0-9a-z]{4}")
@@ -349,7 +350,6 @@ def _deliver(mesh: Mesh, message: dict[str, Any]) -> None:
         encode_record(message),
         links=[f"{box.new}/{shard}/{_file_name(message['id'], rank)}"],
         keep_as=f"{SENT_DIR}/{message['from']}/{message['id']}.json",
-        staging=f"{box.rel}/{MAILDIR_TMP}",
     )
 
 
@@ -369,26 +369,34 @@ def _require_inbox(mesh: Mesh, name: str) -> _Box:
 
 
 def _load(mesh: Mesh, rel: str) -> dict[str, Any] | None:
-    """A message file, or None when it vanished or is damaged (then it is quarantined)."""
+    """A message file, or None when it vanished or is damaged (then it is quarantined).
+
+    The message is checked whole (every key the contract names, of the right type), so a
+    message that is returned can always be shown.
+    """
     record = mesh.store.read(rel)
     if record is None:
         return None
-    if not isinstance(record.get("id"), str) or not isinstance(record.get("body"), str):
-        mesh.store.quarantine(rel, "is not a message")
+    try:
+        message = MessageRecord.check(record)
+    except RecordError as exc:
+        mesh.store.quarantine(rel, f"is not a message: it {exc.reason}")
         return None
-    return record
+    if not _ID_RE.fullmatch(message["id"]):
+        mesh.store.quarantine(rel, "is not a message: it has a bad id")
+        return None
+    return message
 
 
 def consume(mesh: Mesh, name: str) -> dict[str, Any] | None:
     """Take the next message (urgent first, then oldest): exactly one reader gets each one."""
     box = _require_inbox(mesh, name)
     for rel in box.unread(tidy=True):
-        taken = f"{box.cur}/{rel.rpartition('/')[2]}"
-        if not mesh.store.move(rel, taken):
-            continue  # another reader took it first
-        message = _load(mesh, taken)
+        message = _load(mesh, rel)  # checked before it is taken: only a showable one is
         if message is None:
             continue
+        if not mesh.store.move(rel, f"{box.cur}/{rel.rpartition('/')[2]}"):
+            continue  # another reader took it first
         mesh.record("consume", name, id=message["id"], sender=message.get("from"))
         return message
     return None
@@ -504,7 +512,7 @@ def _find_in(
 
 
 def _subdirs(mesh: Mesh, rel_dir: str) -> list[str]:
-    return mesh.store.names(rel_dir, suffix="")
+    return mesh.store.subdirs(rel_dir)
 
 
 def archive_inbox(mesh: Mesh, name: str) -> int:

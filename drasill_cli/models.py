@@ -1,53 +1,291 @@
-"""Pydantic models of the records the mesh keeps (agents, tasks, locks).
+"""The records the mesh keeps (agents, tasks, messages, locks) and the one way they are checked.
 
-Records are validated when read, so a file that is valid JSON but not a valid record is
-quarantined instead of crashing a command. Messages are plain dicts (see messages.py): they sit
-on the hottest path, where pydantic's import cost would dominate `mesh send`.
+Every record read from the store goes through `check` before anything acts on it: required keys
+present, every known key of the right type (an int is never a bool, a float is finite), names
+valid, timestamps parseable ISO-8601, lists of the right items, and unknown keys (kept, for
+newer versions) no deeper than `MAX_EXTRA_DEPTH`. A record that fails is quarantined by its
+caller. A timestamp from the future (a clock that stepped back) is reset to now in the checked
+copy, and its key is listed in `clock_reset`, so the caller can persist the reset.
+
+Each record kind is a dataclass whose fields carry their `Field` rule; agents and tasks are used
+as objects, messages and locks as plain dicts (`Kind.check(raw)`). The rules are plain Python
+(no pydantic): this module is on the path of every agent command, whose start-up it must not
+slow down.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from drasill_cli import SCHEMA_VERSION
+from drasill_cli import SCHEMA_VERSION, clock
+from drasill_cli.names import AGENT_NAME_RE
 
 Backend = Literal["heimdall", "tmux"]
+BACKENDS: tuple[str, ...] = ("heimdall", "tmux")
+TaskState = Literal["queued", "claimed", "working", "review", "completed", "failed", "abandoned"]
+TASK_STATES: tuple[str, ...] = (
+    "queued",
+    "claimed",
+    "working",
+    "review",
+    "completed",
+    "failed",
+    "abandoned",
+)
+PRIORITIES: tuple[str, ...] = ("normal", "urgent")
+LOCK_MODES: tuple[str, ...] = ("read", "write", "intent", "co_write")
+# Unknown keys are kept for newer versions, but never as a deeply nested structure.
+MAX_EXTRA_DEPTH = 16
+# A timestamp at most this far ahead is clock jitter between processes, not a stepped clock.
+FUTURE_SLACK_S = 1.0
 
 
-class Record(BaseModel):
+class RecordError(ValueError):
+    """A record that cannot be used; `reason` says why (for the quarantine report)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Field:
+    """The rule for one key of a record."""
+
+    kind: str  # str, name, time, int, float, bool, strs, choice, attachments
+    required: bool = False
+    nullable: bool = True
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+
+def rule(
+    kind: str,
+    *,
+    default: Any = None,
+    required: bool = False,
+    nullable: bool = True,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    factory: Any = None,
+    key: str | None = None,
+) -> Any:
+    """A dataclass field carrying its `Field` rule (required fields have no default); `key` is
+    the stored key when it differs from the attribute name."""
+    meta = {"rule": Field(kind, required, nullable and not required, choices, minimum), "key": key}
+    if required:
+        return dataclasses.field(metadata=meta)
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _is_str(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")  # a lone surrogate (from a JSON escape) cannot be written back
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_time(value: Any, now: float) -> tuple[str, bool]:
+    """The timestamp, reset to now when it lies in the future; and whether it was reset."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise RecordError("has a timestamp that is not a string")
+    try:
+        moment = clock.parse_iso(value)
+    except (ValueError, OverflowError, OSError):
+        raise RecordError(f"has a bad timestamp {value[:40]!r}") from None
+    if not math.isfinite(moment):
+        raise RecordError(f"has a bad timestamp {value[:40]!r}")
+    if moment > now + FUTURE_SLACK_S:
+        return clock.iso(now), True
+    return value, False
+
+
+def _check_attachments(value: Any) -> None:
+    if not isinstance(value, list):
+        raise RecordError("has attachments that are not a list")
+    for item in value:
+        if not (
+            isinstance(item, dict)
+            and _is_str(item.get("name"))
+            and _is_str(item.get("path"))
+            and _is_str(item.get("sha256"))
+            and _is_int(item.get("size"))
+        ):
+            raise RecordError("has an attachment without name, path, size and sha256")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_value(key: str, spec: Field, value: Any) -> None:
+    kind = spec.kind
+    if kind == "str":
+        ok = _is_str(value)
+    elif kind == "name":
+        ok = isinstance(value, str) and AGENT_NAME_RE.fullmatch(value) is not None
+    elif kind == "choice":
+        ok = value in spec.choices
+    elif kind == "int":
+        ok = _is_int(value)
+    elif kind == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "strs":
+        ok = isinstance(value, list) and all(_is_str(item) for item in value)
+    elif kind == "attachments":
+        _check_attachments(value)
+        ok = True
+    else:  # pragma: no cover -- a typo in a rule is a programming error
+        raise AssertionError(f"unknown field kind {kind}")
+    if not ok:
+        raise RecordError(f"has a bad {key!r} ({type(value).__name__})")
+    if spec.minimum is not None and value < spec.minimum:
+        raise RecordError(f"has {key!r} below {spec.minimum}")
+
+
+def _scalar_ok(value: Any) -> bool:
+    """A JSON scalar that can be written back (no NaN or infinity, no lone surrogate)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return not isinstance(value, str) or _is_str(value)
+
+
+def _depth_ok(value: Any, budget: int) -> bool:
+    """Whether a JSON value nests at most `budget` levels (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > budget:
+            return False
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif not _scalar_ok(item):
+            return False
+    return True
+
+
+def check(
+    rules: Mapping[str, Field], raw: Any, now: float | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """A validated copy of `raw` (defaults filled in) and the keys whose future time was reset.
+
+    Raises RecordError naming the first problem found.
+    """
+    if not isinstance(raw, dict):
+        raise RecordError("is not a JSON object")
+    moment = clock.now() if now is None else now
+    checked: dict[str, Any] = {}
+    reset: list[str] = []
+    for key, value in raw.items():
+        spec = rules.get(key)
+        if spec is None:
+            if not _depth_ok(value, MAX_EXTRA_DEPTH):
+                raise RecordError(f"has an unusable extra key {key[:40]!r}")
+            checked[key] = value
+            continue
+        if value is None and spec.nullable:
+            checked[key] = None
+            continue
+        if spec.kind == "time":
+            checked[key], was_reset = _check_time(value, moment)
+            if was_reset:
+                reset.append(key)
+            continue
+        _check_value(key, spec, value)
+        checked[key] = value
+    missing = [key for key, spec in rules.items() if spec.required and key not in raw]
+    if missing:
+        raise RecordError(f"lacks {', '.join(missing)}")
+    return checked, reset
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class Record:
     """Base of every stored record: unknown keys are kept, a schema version is written."""
 
-    model_config = ConfigDict(extra="allow")
-    schema_version: int = SCHEMA_VERSION
+    RULES: ClassVar[dict[str, Field]]
+    KEYS: ClassVar[dict[str, str]]  # stored key -> attribute name
+    schema_version: int = rule("int", default=SCHEMA_VERSION, nullable=False)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    clock_reset: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
+
+    @classmethod
+    def rules(cls) -> dict[str, Field]:
+        """The rule of each stored key, from the dataclass fields."""
+        if "RULES" not in cls.__dict__:  # built once per kind, on first use
+            cls.RULES, cls.KEYS = {}, {}
+            for f in dataclasses.fields(cls):
+                if "rule" in f.metadata:
+                    key = f.metadata["key"] or f.name
+                    cls.RULES[key] = f.metadata["rule"]
+                    cls.KEYS[key] = f.name
+        return cls.RULES
+
+    @classmethod
+    def check(cls, raw: Any, now: float | None = None) -> dict[str, Any]:
+        """`raw` validated as this kind of record, as a dict (RecordError if unusable)."""
+        return check(cls.rules(), raw, now)[0]
+
+    @classmethod
+    def from_record(cls, raw: Any, now: float | None = None) -> Self:
+        """The record object for `raw` (RecordError if unusable)."""
+        checked, reset = check(cls.rules(), raw, now)
+        rules = cls.rules()
+        known = {
+            cls.KEYS[key]: value
+            for key, value in checked.items()
+            if key in rules and (value is not None or rules[key].nullable)
+        }  # a null for a defaulted key (schema_version) takes the default
+        extra = {key: value for key, value in checked.items() if key not in rules}
+        return cls(**known, extra=extra, clock_reset=tuple(reset))
 
     def to_record(self) -> dict[str, Any]:
-        """The JSON object written to disk."""
-        return self.model_dump(mode="json")
+        """The JSON object written to the store."""
+        data = dict(self.extra)
+        self.rules()
+        for key, attribute in self.KEYS.items():
+            value = getattr(self, attribute)
+            data[key] = list(value) if isinstance(value, list) else value
+        return data
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with `changes` applied (not re-validated: the caller's values are trusted)."""
+        return dataclasses.replace(self, **changes)
 
 
+@dataclasses.dataclass(kw_only=True, slots=True)
 class AgentRecord(Record):
     """What is stored for a registered agent. State, last_seen and unread are derived."""
 
-    name: str
-    pid: int | None = None
-    pid_started: float | None = None
-    host: str
-    session: str | None = None
-    backend: Backend | None = None
-    role: str | None = None
-    tool: str | None = None
-    cwd: str | None = None
-    ram_gb: float | None = Field(default=None, ge=0)
-    vram_gb: float | None = Field(default=None, ge=0)
-    registered_at: str
-    dead_at: str | None = None
+    name: str = rule("name", required=True)
+    pid: int | None = rule("int", minimum=1)
+    pid_started: float | None = rule("float")
+    host: str = rule("str", required=True)
+    session: str | None = rule("str")
+    backend: Backend | None = rule("choice", choices=BACKENDS)
+    role: str | None = rule("str")
+    tool: str | None = rule("str")
+    cwd: str | None = rule("str")
+    ram_gb: float | None = rule("float", minimum=0)
+    vram_gb: float | None = rule("float", minimum=0)
+    registered_at: str = rule("time", required=True)
+    dead_at: str | None = rule("time")
 
 
-TaskState = Literal["queued", "claimed", "working", "review", "completed", "failed", "abandoned"]
-
-
+@dataclasses.dataclass(kw_only=True, slots=True)
 class Task(Record):
     """A task's stored record: the single truth about it (the queue and held indexes are hints).
 
@@ -55,19 +293,47 @@ class Task(Record):
     and `fail` (who did it) and is cleared when the task goes back to the queue.
     """
 
-    id: str
-    title: str
-    body: str = ""
-    state: TaskState
-    priority: int = 0
-    created_by: str | None = None
-    claimed_by: str | None = None
-    claimed_at: str | None = None
-    created_at: str
-    updated_at: str
-    attempts: int = Field(default=0, ge=0)
-    result: str | None = None
-    depends_on: list[str] = Field(default_factory=list)
-    review: bool = False
-    approved_by: str | None = None
-    cwd: str | None = None
+    id: str = rule("str", required=True)
+    title: str = rule("str", required=True)
+    body: str = rule("str", default="", nullable=False)
+    state: TaskState = rule("choice", required=True, choices=TASK_STATES)
+    priority: int = rule("int", default=0, nullable=False)
+    created_by: str | None = rule("str")
+    claimed_by: str | None = rule("name")
+    claimed_at: str | None = rule("time")
+    created_at: str = rule("time", required=True)
+    updated_at: str = rule("time", required=True)
+    attempts: int = rule("int", default=0, nullable=False, minimum=0)
+    result: str | None = rule("str")
+    depends_on: list[str] = rule("strs", factory=list, nullable=False)
+    review: bool = rule("bool", default=False, nullable=False)
+    approved_by: str | None = rule("str")
+    cwd: str | None = rule("str")
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class MessageRecord(Record):
+    """The rules of a stored message (messages are handled as dicts: `MessageRecord.check`)."""
+
+    id: str = rule("str", required=True)
+    sender: str = rule("name", required=True, key="from")
+    to: str = rule("name", required=True)
+    body: str = rule("str", required=True)
+    priority: str = rule("choice", required=True, choices=PRIORITIES)
+    created_at: str = rule("time", required=True)
+    reply_to: str | None = rule("str")
+    thread: str | None = rule("str")
+    attachments: list[dict[str, Any]] = rule("attachments", factory=list, nullable=False)
+    wake: bool = rule("bool", default=True, nullable=False)
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class LockRecord(Record):
+    """The rules of a stored lock (locks are handled as dicts: `LockRecord.check`)."""
+
+    path: str = rule("str", required=True)
+    mode: str = rule("choice", required=True, choices=LOCK_MODES)
+    holder: str = rule("name", required=True)
+    ttl: float = rule("float", required=True, minimum=0)
+    acquired_at: str = rule("time", required=True)
+    expires_at: str = rule("str", required=True)  # a lease end lies in the future by design

@@ -10,6 +10,7 @@ given to the tool and `DRASILL_AGENT` / `DRASILL_MESH_DIR` set, and then registe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import liveness
-from drasill_cli.errors import InvalidInput, NegativeOutcome
+from drasill_cli.errors import InvalidInput, MeshUnusable, NegativeOutcome
+from drasill_cli.models import BACKENDS
 from drasill_cli.names import check_agent_name
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ HEIMDALL_INSTALL = (
     "`cargo install --git https://github.com/nazq/heimdall`, or use --backend tmux"
 )
 SOCKET_WAIT_S = 5.0
+# How long a tmux call may take before tmux counts as hung.
+TMUX_TIMEOUT_S = 10.0
 
 _PROMPT = """\
 You are agent {who} on a mesh of AI agents sharing this machine. `mesh` is its CLI; add --json \
@@ -81,7 +85,7 @@ def launch(
 
     check_agent_name(name)
     backend = backend or default_backend()
-    if backend not in agents.BACKENDS:
+    if backend not in BACKENDS:
         raise InvalidInput(
             f"--backend must be heimdall or tmux, got {backend!r}", code="invalid-backend"
         )
@@ -116,9 +120,24 @@ def _start_tmux(session: str, argv: list[str], env: dict[str, str], cwd: str) ->
     """A detached tmux session running `argv`; returns its pane's pid."""
     settings = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
     new_session = ["new-session", "-d", "-P", "-F", "#{pane_pid}", "-s", session, "-c", cwd]
-    done = liveness.tmux_run(
-        [*new_session, *settings, "--", *argv], timeout=10, start_new_session=True
-    )
+    try:
+        done = liveness.tmux_run(
+            [*new_session, *settings, "--", *argv], timeout=TMUX_TIMEOUT_S, start_new_session=True
+        )
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            liveness.tmux_run(["kill-session", "-t", f"={session}"], timeout=TMUX_TIMEOUT_S)
+        raise MeshUnusable(
+            f"tmux did not answer within {TMUX_TIMEOUT_S:g}s while starting session {session}; "
+            "check that `tmux ls` answers (restart a hung server with `tmux kill-server`), "
+            "then launch again",
+            code="tmux-hung",
+        ) from None
+    except OSError as exc:
+        raise MeshUnusable(
+            f"tmux could not be run: {exc.strerror}; check the tmux on PATH with `mesh doctor`",
+            code="tmux-failed",
+        ) from None
     if done is None:
         raise InvalidInput(
             "tmux is not on PATH; install it (e.g. apt install tmux) or use --backend heimdall",
@@ -168,7 +187,8 @@ def _start_heimdall(
 def _stop(backend: str, session: str) -> None:
     """Undo a launch whose registration was refused."""
     if backend == "tmux":
-        liveness.tmux_run(["kill-session", "-t", f"={session}"], timeout=10)
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            liveness.tmux_run(["kill-session", "-t", f"={session}"], timeout=TMUX_TIMEOUT_S)
     else:
         hm = shutil.which("hm")
         if hm is not None:

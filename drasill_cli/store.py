@@ -12,7 +12,8 @@ Guarantees of `FileStore`:
   (a killed process never leaves a half record), but a power loss or kernel crash may lose the
   last writes, the guarantee of SQLite in WAL mode with `synchronous = NORMAL`;
 - files are opened with O_NOFOLLOW, so a planted symlink is never followed;
-- read-modify-write sections hold a filelock on a sidecar `.lock` file that is never deleted;
+- read-modify-write sections hold a flock(2) on a sidecar `.lock` file that is never deleted
+  (opened without following links; anything else in its place is quarantined);
 - a file that does not parse is moved to `quarantine/` and reported through `warnings`,
   never fatal and never deleted.
 """
@@ -23,7 +24,9 @@ import contextlib
 import errno
 import json
 import os
+import re
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,9 +35,18 @@ from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.errors import MeshError, MeshUnusable
 
 TMP_PREFIX = ".tmp-"
+# Every temp file the store writes lives here (then is renamed or linked into place), so the
+# sweep of killed writers' leftovers looks in this one folder and nowhere else.
+STAGING_DIR = "staging"
+TEMP_NAME_RE = re.compile(r"\.tmp-[0-9]+-[0-9a-f]{8}-")
 LOCK_DIR = ".locks"
 QUARANTINE_DIR = "quarantine"
 META_FILE = "meta.json"
+MESH_KIND = "drasill-mesh"
+# The largest record read; a bigger file is quarantined unread (`Mesh.open` raises the bound
+# for a large `messages.max_body_bytes`).
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+_LOCK_POLL_S = 0.005
 # How often `publish` recreates a link's folder that a concurrent `remove_dir` keeps removing.
 _LINK_RETRIES = 50
 
@@ -78,13 +90,11 @@ class Store(Protocol):
         moved it): of several processes moving the same record, exactly one succeeds."""
         ...
 
-    def publish(
-        self, data: bytes, links: Sequence[str], keep_as: str, *, staging: str | None = None
-    ) -> None:
+    def publish(self, data: bytes, links: Sequence[str], keep_as: str) -> None:
         """Store `data` once under several new names, without a lock.
 
-        The bytes are written and flushed once, in a temp file in `staging` (default: the
-        folder of `keep_as`); each of `links` (which must not exist yet) is then made a hard
+        The bytes are written and flushed once, in a temp file in the staging folder; each of
+        `links` (which must not exist yet) is then made a hard
         link to it, its folder recreated if a concurrent `remove_dir` took it away; last, the
         temp is renamed to `keep_as`. Readers see each name whole or not at all. On return the
         `links` are durable; `keep_as` is the writer's own copy, and its folder is not flushed:
@@ -115,7 +125,15 @@ class Store(Protocol):
         """Names in `rel_dir` ending in `suffix` (temp files excluded), sorted."""
         ...
 
-    def lock(self, name: str, timeout: float = -1) -> contextlib.AbstractContextManager[object]:
+    def subdirs(self, rel_dir: str) -> list[str]:
+        """Names of the real folders in `rel_dir`, sorted."""
+        ...
+
+    def sweep_temp(self, older_than: float, *, remove: bool = True) -> list[str]:
+        """The store's own temp files left by killed writers (removed unless `remove=False`)."""
+        ...
+
+    def lock(self, name: str, timeout: float = -1) -> contextlib.AbstractContextManager[None]:
         """An exclusive lock on the sidecar `.locks/<name>.lock` for read-modify-write."""
         ...
 
@@ -151,8 +169,16 @@ class Store(Protocol):
 class FileStore:
     """`Store` on a local directory tree."""
 
-    def __init__(self, root: Path, *, group_shared: bool = False, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        group_shared: bool = False,
+        fsync: bool = True,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ) -> None:
         self.root = root
+        self.max_record_bytes = max_record_bytes
         self.group_shared = group_shared
         self.fsync = fsync
         self.dir_mode = 0o2770 if group_shared else 0o700
@@ -165,7 +191,12 @@ class FileStore:
 
     def read_only_view(self) -> FileStore:
         """The same mesh, refusing every write: for dry runs that must change nothing."""
-        view = FileStore(self.root, group_shared=self.group_shared, fsync=self.fsync)
+        view = FileStore(
+            self.root,
+            group_shared=self.group_shared,
+            fsync=self.fsync,
+            max_record_bytes=self.max_record_bytes,
+        )
         view.read_only = True
         view.warnings = self.warnings
         return view
@@ -177,19 +208,36 @@ class FileStore:
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: Path, *, group_shared: bool = False, fsync: bool = True) -> FileStore:
-        """Open the mesh at `root` after checking it is safe.
+    def open(
+        cls,
+        root: Path,
+        *,
+        group_shared: bool = False,
+        fsync: bool = True,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ) -> FileStore:
+        """Open the mesh at `root` after checking it is safe and is a mesh.
 
         A mesh that does not exist yet is created by the first write, so a command refused
-        for bad input leaves no trace on disk. `fsync=False` skips every flush to disk.
+        for bad input leaves no trace on disk; an empty folder becomes a mesh the same way.
+        A folder with other content is a mesh only with the mesh's own marker (`meta.json`):
+        anything else is refused and left untouched. `fsync=False` skips every flush to disk.
         """
-        store = cls(root, group_shared=group_shared, fsync=fsync)
+        store = cls(root, group_shared=group_shared, fsync=fsync, max_record_bytes=max_record_bytes)
         try:
-            os.stat(root)
+            info = os.lstat(root)
         except NotADirectoryError:
             raise store._inside_a_file() from None
         except FileNotFoundError:
             return store
+        except OSError as exc:
+            raise io_error("open the mesh directory", root, exc) from exc
+        if stat.S_ISLNK(info.st_mode):
+            raise MeshUnusable(
+                f"mesh path {root} is a symlink (to {os.path.realpath(root)}); the mesh never "
+                "follows links: pass the real directory with --mesh-dir or DRASILL_MESH_DIR",
+                code="mesh-dir-symlink",
+            )
         store.check_safety()
         store._check_meta()
         return store
@@ -202,8 +250,12 @@ class FileStore:
         self._materialized = True
         self._create_root()
         self.check_safety()
+        self._check_meta()  # a folder that filled up meanwhile is still not adopted
         if not os.path.lexists(self.root / META_FILE):
-            self.create(META_FILE, {"schema_version": SCHEMA_VERSION, "created_at": clock.iso()})
+            self.create(
+                META_FILE,
+                {"kind": MESH_KIND, "schema_version": SCHEMA_VERSION, "created_at": clock.iso()},
+            )
 
     def _create_root(self) -> None:
         try:
@@ -274,17 +326,56 @@ class FileStore:
         return info.st_gid == os.getegid() or info.st_gid in os.getgroups()
 
     def _check_meta(self) -> None:
-        meta = self.read(META_FILE)
-        if meta is None:
-            self._materialized = False  # a quarantined meta file is rewritten by the next write
+        """The marker must be there and be ours, unless the folder is empty (a new mesh)."""
+        try:
+            entries = os.listdir(self.root)
+        except OSError as exc:
+            raise io_error("list the mesh directory", self.root, exc) from exc
+        if not entries or self._only_being_created(entries):
             return
-        version = meta.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        meta = self._read_marker() if META_FILE in entries else None
+        if meta is None:
+            raise MeshUnusable(
+                f"{self.root} is not a mesh: it holds other files and no valid mesh marker "
+                f"({META_FILE}); nothing in it was touched. Point --mesh-dir or "
+                "DRASILL_MESH_DIR at a new or empty directory (mesh doctor explains more)",
+                code="not-a-mesh",
+            )
+        version = meta["schema_version"]
+        if version > SCHEMA_VERSION:
             raise MeshUnusable(
                 f"mesh directory {self.root} has store format {version!r}, newer than this "
                 f"mesh ({SCHEMA_VERSION}); upgrade drasill-cli",
                 code="schema-too-new",
             )
+        self._materialized = True
+
+    def _only_being_created(self, entries: list[str]) -> bool:
+        """A mesh another process is creating this instant: only the staging folder, holding
+        nothing but the store's own temp files (the marker's, before it is linked in)."""
+        if entries != [STAGING_DIR]:
+            return False
+        staging = os.path.join(self.root, STAGING_DIR)
+        try:
+            if not stat.S_ISDIR(os.lstat(staging).st_mode):
+                return False
+            return all(TEMP_NAME_RE.match(name) for name in os.listdir(staging))
+        except OSError:
+            return False
+
+    def _read_marker(self) -> dict[str, Any] | None:
+        """The mesh marker when it is a regular file holding a mesh's meta record."""
+        try:
+            meta = decode_record(self._read_regular(META_FILE))
+        except (_Unusable, FileNotFoundError):
+            return None
+        if (
+            not isinstance(meta.get("schema_version"), int)
+            or not isinstance(meta.get("created_at"), str)
+            or meta.get("kind", MESH_KIND) != MESH_KIND
+        ):
+            return None
+        return meta
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -298,24 +389,37 @@ class FileStore:
             raise ValueError(f"record name escapes the mesh: {rel!r}")
         return os.path.join(self.root, rel)
 
-    def _refuse_symlinked_dirs(self, rel_dir: str) -> None:
-        """Reads never wander outside the mesh through a folder replaced by a symlink."""
+    def _folder_usable(self, rel_dir: str) -> bool:
+        """Whether `rel_dir` can be looked into: each of its parts is a real folder or absent.
+
+        A symlink (or a file, FIFO, socket) where a folder of the mesh should be is never
+        followed: it is quarantined (reported only, in a read-only run) and the folder counts
+        as absent, so the next write makes a real one.
+        """
         if not rel_dir or rel_dir in self._verified_dirs:
-            return
-        current = self.root
+            return True
+        current = str(self.root)
+        done: list[str] = []
         for part in rel_dir.split("/"):
-            current = current / part
+            current = os.path.join(current, part)
+            done.append(part)
             try:
                 info = os.lstat(current)
             except (FileNotFoundError, NotADirectoryError):
-                return
-            if stat.S_ISLNK(info.st_mode):
-                raise MeshUnusable(
-                    f"{current} should be a directory of the mesh but is a symlink; "
-                    "move it away and run the command again",
-                    code="unsafe-entry",
-                )
+                return True
+            except OSError as exc:
+                raise io_error("look into", current, exc) from exc
+            if not stat.S_ISDIR(info.st_mode):
+                self._quarantine_folder("/".join(done), info.st_mode)
+                return False
         self._verified_dirs.add(rel_dir)
+        return True
+
+    def _quarantine_folder(self, rel: str, mode: int) -> None:
+        """Move aside what stands where a folder of the mesh should be (never following it)."""
+        if rel == QUARANTINE_DIR:
+            raise _not_a_folder(self.root / rel)
+        self.quarantine(rel, f"is a {_kind(mode)} where a folder of the mesh should be")
 
     def ensure_dir(self, rel_dir: str) -> Path:
         """Create `rel_dir` (and parents) with the mesh's mode; refuse symlinked folders."""
@@ -325,7 +429,10 @@ class FileStore:
         target = self.path(rel_dir)
         self._writable()
         self._materialize()
-        if not self._make_dirs(rel_dir, durable=False):
+        for _ in range(_LINK_RETRIES):
+            if self._make_dirs(rel_dir, durable=False):
+                break
+        else:
             raise _not_a_folder(target)
         self._known_dirs[rel_dir] = target
         self._verified_dirs.add(rel_dir)  # `_make_dirs` refused anything but real folders
@@ -334,10 +441,13 @@ class FileStore:
     def _make_dirs(self, rel_dir: str, *, durable: bool) -> bool:
         """Create each missing folder of `rel_dir` with the mesh's mode (with `durable`, each
         new one is flushed into its parent). False when a folder vanished midway, taken by a
-        concurrent `remove_dir`: the caller retries. A symlink or file in the way is refused."""
+        concurrent `remove_dir`, or when a symlink or file in the way was quarantined: the
+        caller retries."""
         current = str(self.root)
+        done: list[str] = []
         for part in rel_dir.split("/"):
             parent, current = current, os.path.join(current, part)
+            done.append(part)
             try:
                 os.mkdir(current, self.dir_mode)
             except FileExistsError:
@@ -346,10 +456,13 @@ class FileStore:
                 except FileNotFoundError:
                     return False
                 if not stat.S_ISDIR(kind):
-                    raise _not_a_folder(Path(current)) from None
+                    self._quarantine_folder("/".join(done), kind)
+                    return False
                 continue
             except FileNotFoundError:
                 return False
+            except OSError as exc:
+                raise io_error("create the folder", current, exc) from exc
             try:
                 os.chmod(current, self.dir_mode)
             except FileNotFoundError:  # removed the instant after it was made
@@ -378,7 +491,9 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def _write_temp(self, directory: Path, name: str, data: bytes) -> str:
+    def _write_temp(self, name: str, data: bytes) -> str:
+        """A flushed temp file holding `data`, in the staging folder (see `sweep_temp`)."""
+        directory = self.ensure_dir(STAGING_DIR)
         tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
@@ -395,7 +510,7 @@ class FileStore:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise _write_error(directory / name, exc) from exc
+            raise io_error("write", directory / name, exc) from exc
         return tmp
 
     def _place(self, rel: str, data: bytes, *, exclusive: bool) -> bool:
@@ -403,7 +518,7 @@ class FileStore:
         self._materialize()
         parent, _, name = rel.rpartition("/")
         directory = self.ensure_dir(parent) if parent else self.root
-        tmp = self._write_temp(directory, name, data)
+        tmp = self._write_temp(name, data)
         final = directory / name
         try:
             if exclusive:
@@ -414,7 +529,7 @@ class FileStore:
             else:
                 os.rename(tmp, final)
         except OSError as exc:
-            raise _write_error(final, exc) from exc
+            raise io_error("write", final, exc) from exc
         finally:
             if exclusive:
                 with contextlib.suppress(OSError):
@@ -425,33 +540,58 @@ class FileStore:
     # ---- Store interface -----------------------------------------------------------------
 
     def read(self, rel: str) -> dict[str, Any] | None:
-        """The record at `rel`; damaged files are quarantined and None is returned."""
-        target = self.path(rel)
-        self._refuse_symlinked_dirs(rel.rpartition("/")[0])
+        """The record at `rel`; anything that is not a usable record is quarantined (None).
+
+        Never follows a symlink and never blocks: a FIFO, socket, device or folder in a
+        record's place, a file over the record size bound, bytes that are not JSON (NaN and
+        Infinity included) or nest too deep, and JSON that is not an object are all moved to
+        `quarantine/` unread.
+        """
+        if not self._folder_usable(rel.rpartition("/")[0]):
+            return None
         try:
-            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return decode_record(self._read_regular(rel))
         except FileNotFoundError:
             return None
+        except _Unusable as exc:
+            self.quarantine(rel, exc.reason)
+            return None
+
+    def _read_regular(self, rel: str) -> bytes:
+        """The bytes of the regular file `rel` (at most the record bound), opened without
+        following links or blocking; `_Unusable` says why anything else was refused."""
+        target = self._fspath(rel)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+        try:
+            fd = os.open(target, flags)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(target) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                self.quarantine(rel, "is a symlink")
-                return None
-            raise
+                raise _Unusable("is a symlink") from None
+            if exc.errno == errno.ENXIO:
+                raise _Unusable("is a socket or device") from None
+            raise io_error("read", target, exc) from exc
         try:
-            with os.fdopen(fd, "rb") as handle:
-                raw = handle.read()
-        except IsADirectoryError:
-            self.quarantine(rel, "is a directory")
-            return None
-        try:
-            record = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            self.quarantine(rel, "does not parse as JSON")
-            return None
-        if not isinstance(record, dict):
-            self.quarantine(rel, "is not a JSON object")
-            return None
-        return record
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _Unusable(f"is a {_kind(info.st_mode)}, not a file")
+            if info.st_size > self.max_record_bytes:
+                raise _Unusable(
+                    f"is {info.st_size} bytes, over the record bound of {self.max_record_bytes}"
+                )
+            chunks = []
+            total = 0
+            while chunk := os.read(fd, self.max_record_bytes + 1 - total):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > self.max_record_bytes:
+                    raise _Unusable(f"is over the record bound of {self.max_record_bytes} bytes")
+            return b"".join(chunks)
+        except OSError as exc:
+            raise io_error("read", target, exc) from exc
+        finally:
+            os.close(fd)
 
     def write(self, rel: str, record: dict[str, Any]) -> None:
         """Replace the record atomically."""
@@ -468,10 +608,13 @@ class FileStore:
     def remove(self, rel: str) -> bool:
         """Delete the file; False if it was already gone."""
         self._writable()
+        target = self.path(rel)
         try:
-            os.unlink(self.path(rel))
+            os.unlink(target)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise io_error("remove", target, exc) from exc
         return True
 
     def move(self, src: str, dst: str) -> bool:
@@ -487,16 +630,14 @@ class FileStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _write_error(target, exc) from exc
+            raise io_error("move", target, exc) from exc
         source_dir, target_dir = os.path.dirname(source), os.path.dirname(target)
         self._fsync_dir(target_dir)
         if source_dir != target_dir:
             self._fsync_dir(source_dir, missing_ok=True)
         return True
 
-    def publish(
-        self, data: bytes, links: Sequence[str], keep_as: str, *, staging: str | None = None
-    ) -> None:
+    def publish(self, data: bytes, links: Sequence[str], keep_as: str) -> None:
         """One flushed temp file, hard-linked to each of `links`, then renamed to `keep_as`.
 
         Only the folders of `links` are flushed: the renamed temp is the writer's own copy,
@@ -512,9 +653,7 @@ class FileStore:
         keep_dir = keep_as.rpartition("/")[0]
         if keep_dir:
             self.ensure_dir(keep_dir)
-        staging = keep_dir if staging is None else staging
-        staging_dir = self.ensure_dir(staging) if staging else self.root
-        tmp = self._write_temp(staging_dir, os.path.basename(targets[0]), data)
+        tmp = self._write_temp(os.path.basename(targets[0]), data)
         try:
             for rel, target in zip(links, targets, strict=True):
                 self._link_creating_folder(tmp, rel, target)
@@ -523,7 +662,7 @@ class FileStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if isinstance(exc, OSError):
-                raise _write_error(keep_path, exc) from exc
+                raise io_error("write", keep_path, exc) from exc
             raise
         for folder in dict.fromkeys(os.path.dirname(target) for target in targets):
             self._fsync_dir(folder, missing_ok=True)  # gone: a consumer took it all, flushed
@@ -540,7 +679,7 @@ class FileStore:
                 self._make_dirs(rel.rpartition("/")[0], durable=True)
                 continue
             except OSError as exc:
-                raise _write_error(target, exc) from exc
+                raise io_error("write", target, exc) from exc
             return
         raise MeshUnusable(
             f"could not write into {os.path.dirname(target)}: the folder kept disappearing; "
@@ -557,15 +696,17 @@ class FileStore:
         try:
             os.link(self.path(src), target, follow_symlinks=False)
         except OSError as exc:
-            raise _write_error(target, exc) from exc
+            raise io_error("write", target, exc) from exc
         self._fsync_dir(directory)
 
     def scan(
         self, rel_dir: str, suffix: str = ".json", *, depth: int = 0, remove_empty: bool = False
     ) -> Iterator[str]:
-        """Names under `rel_dir` ending in `suffix` (no temp files), in path order, lazily:
-        a consumer that stops early lists only the first few folders."""
-        self._refuse_symlinked_dirs(rel_dir)
+        """Names under `rel_dir` ending in `suffix` (regular files only), in path order,
+        lazily: a consumer that stops early lists only the first few folders. A symlink or
+        other special entry met on the way is never followed: it is quarantined."""
+        if not self._folder_usable(rel_dir):
+            return
         if remove_empty:
             self._writable()
         yield from self._scan(self._fspath(rel_dir), rel_dir, suffix, depth, remove_empty)
@@ -573,33 +714,90 @@ class FileStore:
     def _scan(
         self, directory: str, rel_dir: str, suffix: str, depth: int, remove_empty: bool
     ) -> Iterator[str]:
-        try:
-            entries = sorted(os.listdir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        for entry in entries:
-            if entry.startswith(TMP_PREFIX):
-                continue
-            if entry.endswith(suffix):
-                yield f"{rel_dir}/{entry}"
-            elif depth > 0:
-                folder = os.path.join(directory, entry)
-                yield from self._scan(folder, f"{rel_dir}/{entry}", suffix, depth - 1, remove_empty)
+        for entry in self._entries(directory, rel_dir):
+            rel = f"{rel_dir}/{entry.name}"
+            if entry.is_symlink():
+                self.quarantine(rel, "is a symlink")
+            elif entry.name.endswith(suffix):
+                if entry.is_file(follow_symlinks=False):
+                    yield rel
+                else:
+                    self._quarantine_entry(rel, entry)
+            elif depth > 0 and entry.is_dir(follow_symlinks=False):
+                yield from self._scan(entry.path, rel, suffix, depth - 1, remove_empty)
                 if remove_empty:  # every entry was passed over: usually empty now
                     with contextlib.suppress(OSError):
-                        os.rmdir(folder)
-                        self._forget_dir(f"{rel_dir}/{entry}")
+                        os.rmdir(entry.path)
+                        self._forget_dir(rel)
+
+    def _entries(
+        self, directory: str, rel_dir: str, *, temps: bool = False
+    ) -> list[os.DirEntry[str]]:
+        """The entries of a folder, sorted by name; the store's temp files only with `temps`."""
+        try:
+            with os.scandir(directory) as listing:
+                found = [e for e in listing if temps or not e.name.startswith(TMP_PREFIX)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise io_error("list", self.root / rel_dir, exc) from exc
+        found.sort(key=lambda entry: entry.name)
+        return found
+
+    def _quarantine_entry(self, rel: str, entry: os.DirEntry[str]) -> None:
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except OSError:
+            return
+        self.quarantine(rel, f"is a {_kind(mode)}, not a file")
 
     def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
         """Sorted names of records in `rel_dir` (no temp files, no sidecar locks)."""
-        self._refuse_symlinked_dirs(rel_dir)
+        if not self._folder_usable(rel_dir):
+            return []
+        directory = self._fspath(rel_dir)
         try:
-            entries = os.listdir(self.path(rel_dir))
+            entries = os.listdir(directory)
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as exc:
+            raise io_error("list", directory, exc) from exc
         found = [e for e in entries if e.endswith(suffix) and not e.startswith(TMP_PREFIX)]
         found.sort()
         return found
+
+    def subdirs(self, rel_dir: str) -> list[str]:
+        """Sorted names of the real folders in `rel_dir` (a symlink is never one: it and any
+        file where only folders belong are quarantined)."""
+        if not self._folder_usable(rel_dir):
+            return []
+        found = []
+        for entry in self._entries(self._fspath(rel_dir), rel_dir):
+            if entry.is_dir(follow_symlinks=False):
+                found.append(entry.name)
+            elif entry.is_symlink():
+                self.quarantine(f"{rel_dir}/{entry.name}", "is a symlink")
+            else:
+                self._quarantine_entry(f"{rel_dir}/{entry.name}", entry)
+        return found
+
+    def sweep_temp(self, older_than: float, *, remove: bool = True) -> list[str]:
+        """Temp files of killed writers, last changed before `older_than`; removed unless
+        `remove` is False. Only the staging folder is looked at, and only regular files named
+        as the store names its temp files: nothing else in the mesh is ever swept."""
+        stale = []
+        for entry in self._entries(self._fspath(STAGING_DIR), STAGING_DIR, temps=True):
+            if not TEMP_NAME_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                    continue
+            except FileNotFoundError:
+                continue
+            rel = f"{STAGING_DIR}/{entry.name}"
+            if not remove or self.remove(rel):
+                stale.append(rel)
+        return stale
 
     def remove_dir(self, rel_dir: str) -> bool:
         """rmdir(2): False when the folder is absent or not empty (nothing is deleted)."""
@@ -616,37 +814,70 @@ class FileStore:
         self._known_dirs.pop(rel_dir, None)
         self._verified_dirs.discard(rel_dir)
 
-    def lock(self, name: str, timeout: float = -1) -> contextlib.AbstractContextManager[object]:
-        """A filelock on `.locks/<name>.lock`; the file is kept so exclusion never breaks."""
-        from filelock import FileLock
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float = -1) -> Iterator[None]:
+        """An exclusive flock(2) on the sidecar `.locks/<name>.lock`, held for the block.
 
+        The sidecar is never deleted, so exclusion never breaks; the lock dies with its
+        process, so a killed holder never blocks anyone. The sidecar is opened without
+        following a link or blocking; anything but a regular file in its place (a symlink, a
+        folder, a FIFO) is quarantined first, so it can neither be used nor block the name for
+        good. `timeout` < 0 waits as long as it takes; otherwise `Busy` once it has passed.
+        """
         self._writable()
         directory = self.ensure_dir(LOCK_DIR)
-        return FileLock(
-            directory / f"{name}.lock",
-            timeout=timeout,
-            mode=self.file_mode,
-            poll_interval=0.005,
-            preserve_lock_file=True,
-            thread_local=False,
+        rel = f"{LOCK_DIR}/{name}.lock"
+        sidecar = os.path.join(directory, f"{name}.lock")
+        fd = self._open_sidecar(rel, sidecar)
+        try:
+            _flock(fd, timeout, name)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _open_sidecar(self, rel: str, sidecar: str) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        for _ in range(3):
+            try:
+                fd = os.open(sidecar, flags, self.file_mode)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                    raise io_error("lock", sidecar, exc) from exc
+                mode = os.lstat(sidecar).st_mode
+            else:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISREG(mode):
+                    self._exact_mode(fd)
+                    return fd
+                os.close(fd)
+            self.quarantine(rel, f"is a {_kind(mode)} where a lock sidecar should be")
+        raise MeshUnusable(
+            f"{sidecar} keeps being replaced by something that is not a file; find what "
+            "writes there and stop it, then run `mesh doctor`",
+            code="unsafe-entry",
         )
 
     def touch(self, rel: str) -> None:
         """Set the modification time to now, creating the file if needed."""
         self._writable()
         target = self.path(rel)
+        parent = rel.rpartition("/")[0]
+        if parent:
+            self.ensure_dir(parent)
         try:
             os.utime(target, follow_symlinks=False)
         except FileNotFoundError:
-            parent = rel.rpartition("/")[0]
-            if parent:
-                self.ensure_dir(parent)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target, flags, self.file_mode)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
             try:
-                self._exact_mode(fd)
-            finally:
-                os.close(fd)
+                fd = os.open(target, flags, self.file_mode)
+                try:
+                    self._exact_mode(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise io_error("write", target, exc) from exc
+        except OSError as exc:
+            raise io_error("write", target, exc) from exc
 
     def _exact_mode(self, fd: int) -> None:
         """Give a file we created the mesh's mode, whatever the umask took away."""
@@ -670,14 +901,19 @@ class FileStore:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise _write_error(self.path(rel), exc) from exc
+            raise io_error("write", self.path(rel), exc) from exc
 
     def mtime(self, rel: str) -> float | None:
-        """Modification time, or None."""
+        """Modification time, or None (also for a folder replaced by a symlink, which is
+        quarantined: the path is never looked up through a link)."""
+        if not self._folder_usable(rel.rpartition("/")[0]):
+            return None
         try:
             return os.stat(self.path(rel), follow_symlinks=False).st_mtime
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise io_error("look at", self.path(rel), exc) from exc
 
     # ---- damage handling -----------------------------------------------------------------
 
@@ -698,6 +934,65 @@ def encode_record(record: dict[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class _Unusable(Exception):
+    """A record's place holds something that must not be read; `reason` says what."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _flock(fd: int, timeout: float, name: str) -> None:
+    """Take an exclusive flock on `fd`, polling every 5 ms up to `timeout` seconds."""
+    import fcntl
+
+    if timeout < 0:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise Busy(
+                    f"{name} is held by another mesh process; try again", code="busy"
+                ) from None
+            time.sleep(_LOCK_POLL_S)
+
+
+def decode_record(raw: bytes) -> dict[str, Any]:
+    """A stored record's bytes as a JSON object; `_Unusable` says why they are not one."""
+    try:
+        record = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise _Unusable("does not parse as JSON") from None
+    except RecursionError:
+        raise _Unusable("nests too deep") from None
+    if not isinstance(record, dict):
+        raise _Unusable("is not a JSON object")
+    return record
+
+
+def _no_constant(name: str) -> Any:
+    """`json.loads` hook: NaN and Infinity are not JSON and could not be written back."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _kind(mode: int) -> str:
+    """What a file-system entry is, in words."""
+    kinds = (
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "device"),
+        (stat.S_ISBLK, "device"),
+    )
+    return next((word for test, word in kinds if test(mode)), "special file")
+
+
 def _not_a_folder(path: Path) -> MeshUnusable:
     return MeshUnusable(
         f"{path} should be a directory of the mesh but is a symlink or a file; move it away "
@@ -706,13 +1001,45 @@ def _not_a_folder(path: Path) -> MeshUnusable:
     )
 
 
-def _write_error(target: str | Path, exc: OSError) -> MeshError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-        return StoreFull(
-            f"could not write {target}: {exc.strerror}; free disk space (or fix the file "
-            "system) and run the command again; nothing was written",
-        )
-    return MeshUnusable(
-        f"could not write {target}: {exc.strerror}; check the mesh directory with `mesh doctor`",
-        code="store-write-failed",
+class Busy(MeshError):
+    """A sidecar lock stayed held by another process past the timeout (exit 1)."""
+
+    exit_code = 1
+    default_code = "busy"
+
+
+# errno -> (what happened, what to do); the one place that turns a failed file operation of
+# the store into an error a person or agent can act on.
+_IO_CAUSES: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("the disk is full", "free disk space"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free space within your quota"),
+    errno.EROFS: (
+        "the file system is read-only",
+        "remount it read-write or choose another --mesh-dir",
+    ),
+    errno.EIO: ("an I/O error occurred", "check the disk (dmesg) and run `mesh doctor`"),
+    errno.EPERM: (
+        "the operation is not permitted (an immutable file or folder?)",
+        "check with `lsattr -d` and clear it with `chattr -i`, or run `mesh doctor`",
+    ),
+    errno.EACCES: (
+        "permission is denied",
+        "check the owner and mode of the mesh directory with `mesh doctor`",
+    ),
+    errno.EMFILE: ("too many files are open", "raise the open-file limit (ulimit -n)"),
+}
+
+
+def io_error(action: str, target: str | Path, exc: OSError) -> MeshError:
+    """The store error (exit 4) for a failed file operation: the cause and the fix, one line."""
+    cause, fix = _IO_CAUSES.get(
+        exc.errno or 0, (exc.strerror or str(exc), "check the mesh directory with `mesh doctor`")
     )
+    kind = StoreFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else MeshUnusable
+    code = "store-write-failed" if action in _WRITES else "store-read-failed"
+    return kind(
+        f"could not {action} {target}: {cause}; {fix}, then run the command again", code=code
+    )
+
+
+_WRITES = frozenset({"write", "remove", "move", "create the folder", "lock"})

@@ -23,12 +23,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, get_args
 
-from pydantic import ValidationError
-
 from drasill_cli import clock
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
-from drasill_cli.models import Task, TaskState
+from drasill_cli.models import RecordError, Task, TaskState
 from drasill_cli.names import check_agent_name, has_control_chars
 
 TASK_DIR = "tasks"
@@ -85,8 +83,8 @@ def _load(mesh: Mesh, task_id: str) -> Task | None:
     if raw is None:
         return None
     try:
-        task = Task.model_validate(raw)
-    except ValidationError:
+        task = Task.from_record(raw)
+    except RecordError:
         mesh.store.quarantine(record_path(task_id), "is not a valid task record")
         return None
     if task.id != task_id:
@@ -154,12 +152,12 @@ def list_tasks(mesh: Mesh, state: str | None = None) -> list[dict[str, Any]]:
 @contextmanager
 def _locked(mesh: Mesh, task_id: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """The task's filelock; a holder that never lets go becomes a clear exit 1, not a hang."""
-    from filelock import Timeout
+    from drasill_cli.store import Busy
 
     try:
         with mesh.store.lock(f"task-{task_id}", timeout=timeout):
             yield
-    except Timeout:
+    except Busy:
         raise TaskBusy(
             f"task {task_id} is busy: another mesh process held its lock for {timeout:g}s; "
             "try again"
@@ -200,7 +198,7 @@ def _change(
         check_agent_name(actor)
     with _locked(mesh, task_id):
         before = _require(mesh, task_id)
-        after = decide(before).model_copy(update={"updated_at": clock.iso()})
+        after = decide(before).replace(updated_at=clock.iso())
         _save(mesh, before, after)
         if before.claimed_by is not None and before.claimed_by != after.claimed_by:
             details["previous_claimant"] = before.claimed_by
@@ -378,9 +376,7 @@ def _claimed(
             "they are completed, or take another with `mesh claim --next`",
             code="dependencies-pending",
         )
-    return task.model_copy(
-        update={"state": "claimed", "claimed_by": actor, "claimed_at": clock.iso()}
-    )
+    return task.replace(state="claimed", claimed_by=actor, claimed_at=clock.iso())
 
 
 def _check_claimant_alive(mesh: Mesh, actor: str) -> None:
@@ -429,9 +425,7 @@ def _try_claim_next(mesh: Mesh, actor: str, marker: str, timeout: float) -> Task
         dependency_states: dict[str, str] = {}
         if _pending_dependencies(mesh, task, dependency_states):
             return None
-        after = _claimed(mesh, task, actor, dependency_states).model_copy(
-            update={"updated_at": clock.iso()}
-        )
+        after = _claimed(mesh, task, actor, dependency_states).replace(updated_at=clock.iso())
         _save(mesh, task, after)
         mesh.record(
             "task-claim", actor, task=task_id, state=after.state, from_state="queued", next=True
@@ -524,7 +518,7 @@ def _with_result(task: Task, result: str | None, limit: int, **update: Any) -> T
     if result is not None:
         _check_text("result", result, limit)
         update["result"] = result
-    return task.model_copy(update=update)
+    return task.replace(**update)
 
 
 def start(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
@@ -636,14 +630,12 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
                 continue
             attempts = before.attempts + 1 if died else before.attempts
             gone = died and attempts >= max_attempts
-            after = before.model_copy(
-                update={
-                    "state": "abandoned" if gone else "queued",
-                    "claimed_by": None,
-                    "claimed_at": None,
-                    "attempts": attempts,
-                    "updated_at": clock.iso(),
-                }
+            after = before.replace(
+                state="abandoned" if gone else "queued",
+                claimed_by=None,
+                claimed_at=None,
+                attempts=attempts,
+                updated_at=clock.iso(),
             )
             _save(mesh, before, after)
             mesh.record(

@@ -68,12 +68,12 @@ def load_state(mesh: Mesh, name: str) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def single_instance(mesh: Mesh) -> Iterator[None]:
     """Hold the mesh's `watch` lock for the block; a second watcher gets NegativeOutcome."""
-    from filelock import Timeout
+    from drasill_cli.store import Busy
 
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(mesh.store.lock(WATCH_LOCK, timeout=0))
-        except Timeout:
+        except Busy:
             holder = mesh.store.read(WATCH_INFO) or {}
             raise NegativeOutcome(
                 f"another mesh watch is already running on {mesh.root} (pid "
@@ -168,7 +168,7 @@ class Watcher:
     def _known_names(self) -> set[str]:
         store = self.mesh.store
         names = set(self.mesh.agent_names())
-        names.update(store.names("inbox", suffix=""))
+        names.update(store.subdirs("inbox"))
         names.update(n.removesuffix(".json") for n in store.names(WAKE_DIR))
         return {n for n in names if AGENT_NAME_RE.fullmatch(n)}
 

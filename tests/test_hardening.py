@@ -32,15 +32,15 @@ def test_mesh_dir_inside_a_file_is_refused(cli: MeshRunner, tmp_path: Path) -> N
         assert "Traceback" not in done.stderr
 
 
-def test_damaged_meta_is_quarantined_once_and_replaced(cli: MeshRunner) -> None:
+def test_damaged_meta_refuses_the_folder_and_touches_nothing(cli: MeshRunner) -> None:
     cli.json("register", "a")
     (cli.mesh_dir / "meta.json").write_text("zzz")
+    before = sorted(str(p) for p in cli.mesh_dir.rglob("*"))
     done = cli.run("register", "b", "--json")
-    assert done.returncode == 0
-    assert done.stderr.count("quarantined meta.json") == 1
-    kept = list((cli.mesh_dir / "quarantine").iterdir())
-    assert [p.read_text() for p in kept] == ["zzz"]
-    assert json.loads((cli.mesh_dir / "meta.json").read_text())["schema_version"] == 1
+    assert done.returncode == 4
+    assert json.loads(done.stdout)["error"]["code"] == "not-a-mesh"
+    assert sorted(str(p) for p in cli.mesh_dir.rglob("*")) == before
+    assert (cli.mesh_dir / "meta.json").read_text() == "zzz"
 
 
 def test_group_shared_files_are_group_writable_whatever_the_umask(cli: MeshRunner) -> None:
@@ -69,8 +69,11 @@ def test_symlinked_folder_is_not_read_through(cli: MeshRunner, tmp_path: Path) -
     agents_dir.rename(tmp_path / "moved")
     agents_dir.symlink_to(outside)
     done = cli.run("agents", "--json")
-    assert done.returncode == 4
-    assert json.loads(done.stdout)["error"]["code"] == "unsafe-entry"
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+    assert "quarantined agents (is a symlink" in done.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["evil.json"]
+    assert not agents_dir.is_symlink()
 
 
 @pytest.mark.parametrize(

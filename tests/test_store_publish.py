@@ -45,14 +45,12 @@ def _under(paths: list[str], folder: Path) -> list[str]:
 
 def test_publish_links_and_keeps_one_file(tmp_path: Path) -> None:
     store = FileStore.open(tmp_path / "m")
-    store.publish(
-        b'{"n":1}', links=["a/x/1.json", "b/1.json"], keep_as="kept/1.json", staging="stage"
-    )
+    store.publish(b'{"n":1}', links=["a/x/1.json", "b/1.json"], keep_as="kept/1.json")
     inodes = {os.stat(store.path(rel)).st_ino for rel in ("a/x/1.json", "b/1.json", "kept/1.json")}
     assert len(inodes) == 1
     assert os.stat(store.path("kept/1.json")).st_nlink == 3
     assert store.read("b/1.json") == {"n": 1}
-    assert os.listdir(store.path("stage")) == []  # the temp became kept/1.json
+    assert os.listdir(store.path("staging")) == []  # the temp became kept/1.json
     assert stat.S_IMODE(os.stat(store.path("kept/1.json")).st_mode) == 0o600
 
 
@@ -60,9 +58,9 @@ def test_publish_refuses_an_existing_link_and_leaves_no_temp(tmp_path: Path) -> 
     store = FileStore.open(tmp_path / "m")
     store.write("a/1.json", {"old": True})
     with pytest.raises(MeshError, match="could not write"):
-        store.publish(b"{}", links=["a/1.json"], keep_as="kept/1.json", staging="stage")
+        store.publish(b"{}", links=["a/1.json"], keep_as="kept/1.json")
     assert store.read("a/1.json") == {"old": True}
-    assert os.listdir(store.path("stage")) == []
+    assert os.listdir(store.path("staging")) == []
     assert store.mtime("kept/1.json") is None
 
 
@@ -94,7 +92,7 @@ def test_publish_flushes_the_file_and_link_folders_not_the_kept_copy(
     store.ensure_dir("new/s")
     store.ensure_dir("sent")
     flushes.paths.clear()
-    store.publish(b"{}", links=["new/s/m.json"], keep_as="sent/m.json", staging="tmp")
+    store.publish(b"{}", links=["new/s/m.json"], keep_as="sent/m.json")
     root = store.root
     assert flushes.paths[-1] == str(root / "new/s")
     assert len(flushes.paths) == 2  # the temp file's data, then the link's folder

@@ -95,8 +95,43 @@ def root(
     ctx.obj = CliState(mesh_dir)
 
 
+# Environment variables the mesh reads as text.
+TEXT_VARIABLES = ("DRASILL_AGENT", "DRASILL_MESH_DIR", "DRASILL_CONFIG", "DRASILL_MESH_URL")
+
+
+def _not_utf8() -> str | None:
+    """What on the command line or in the environment is not valid UTF-8, if anything.
+
+    Python hands such bytes over as lone surrogates, which no file or record could hold.
+    """
+    for position, arg in enumerate(sys.argv[1:], start=1):
+        if _has_surrogates(arg):
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return f"argument {position} ({shown!r}) is not valid UTF-8"
+    for variable in TEXT_VARIABLES:
+        if _has_surrogates(os.environ.get(variable, "")):
+            return f"the environment variable {variable} is not valid UTF-8"
+    return None
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def main() -> None:
     """Run `mesh`; a usage error exits 2, as JSON on stdout when --json was given."""
+    problem = _not_utf8()
+    if problem is not None:
+        message = f"{problem}; pass text in UTF-8 (put binary data in a file and attach it)"
+        if "--json" in sys.argv[1:]:
+            print_json({"error": {"code": "invalid-encoding", "message": message}})
+        else:
+            sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
     load_commands(sys.argv[1:])
     try:
         code = app(standalone_mode=False, prog_name="mesh")

@@ -154,6 +154,14 @@ def one_line(text: str) -> str:
     )
 
 
+def _unhandled_io(exc: OSError) -> MeshError:
+    """A file operation the core did not expect to fail: still one line and exit 4, never a
+    traceback (the store maps its own failures; this covers everything else)."""
+    from drasill_cli.store import io_error
+
+    return io_error("use", exc.filename or "the mesh directory", exc)
+
+
 def command(target: typer.Typer, name: str | None = None, **options: Any) -> Callable[[F], F]:
     """Register a command whose MeshErrors become the contract's output and exit code.
 
@@ -166,7 +174,10 @@ def command(target: typer.Typer, name: str | None = None, **options: Any) -> Cal
             ctx: typer.Context = kwargs["ctx"]
             cli = state(ctx)
             try:
-                result = func(*args, **kwargs)
+                try:
+                    result = func(*args, **kwargs)
+                except OSError as exc:
+                    raise _unhandled_io(exc) from exc
             except MeshError as exc:
                 if exc.exit_code in (1, 3):
                     cli.beat()
