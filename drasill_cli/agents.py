@@ -115,10 +115,14 @@ def load(mesh: Mesh, name: str) -> AgentRecord | None:
     if raw is None:
         return None
     try:
-        return AgentRecord.from_record(raw)
-    except RecordError:
-        mesh.store.quarantine(agent_record_path(name), "is not a valid agent record")
+        agent = AgentRecord.from_record(raw)
+    except RecordError as exc:
+        mesh.store.quarantine(agent_record_path(name), f"is not an agent record: it {exc.reason}")
         return None
+    if agent.name != name:
+        mesh.store.quarantine(agent_record_path(name), f"holds agent {agent.name!r}, not {name!r}")
+        return None
+    return agent
 
 
 def is_dead(mesh: Mesh, name: str, observer: Observer | None = None) -> bool:

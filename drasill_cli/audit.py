@@ -8,14 +8,12 @@ rotated files are kept.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
-from drasill_cli.store import encode_record
+from drasill_cli.store import UnusableRecord, decode_record, encode_record
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -38,7 +36,7 @@ def _rotate(mesh: Mesh, seen_size: int) -> None:
     with store.lock("audit"):
         current = store.path(CURRENT)
         try:
-            if os.stat(current).st_size < seen_size:
+            if os.stat(current, follow_symlinks=False).st_size < seen_size:
                 return  # another process rotated it already
         except FileNotFoundError:
             return
@@ -64,16 +62,39 @@ def read_events(mesh: Mesh, since: float | None = None) -> Iterator[dict[str, An
 
 def _file_events(mesh: Mesh, rel: str, since: float | None) -> Iterator[dict[str, Any]]:
     """The events of one audit file; none when it is gone (rotated away and pruned)."""
-    with contextlib.suppress(FileNotFoundError), open(mesh.store.path(rel), "rb") as handle:
-        yield from _events_in(handle, since)
+    handle = mesh.store.open_regular(rel)
+    if handle is not None:
+        with handle:
+            yield from _events_in(handle, since)
+
+
+def tail_events(mesh: Mesh, rel: str, limit: int, tail_bytes: int) -> list[dict[str, Any]]:
+    """The last `limit` events of one audit file, oldest first, reading only its tail."""
+    handle = mesh.store.open_regular(rel)
+    if handle is None:
+        return []
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        start = max(0, size - tail_bytes)
+        handle.seek(start)
+        lines = handle.read().split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first line was cut by the seek
+    return list(_events_in(lines, None))[-limit:]
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
+    """One audit line as an event, or None when it is not one (skipped, never fatal)."""
     try:
-        event = json.loads(raw)
-    except ValueError:
+        event = decode_record(raw)
+    except UnusableRecord:
         return None
-    return event if isinstance(event, dict) else None
+    fields_ok = (
+        isinstance(event.get("time"), str)
+        and isinstance(event.get("event"), str)
+        and isinstance(event.get("actor"), str | None)
+    )
+    return event if fields_ok else None
 
 
 def _after(event: dict[str, Any], since: float | None) -> bool:
@@ -109,9 +130,8 @@ def follow(mesh: Mesh, since: float | None = None) -> Iterator[dict[str, Any]]:
             raise_interrupt=True,
         ):
             if handle is None:
-                try:
-                    handle = open(current, "rb")  # noqa: SIM115 -- kept open across iterations
-                except FileNotFoundError:
+                handle = mesh.store.open_regular(CURRENT)
+                if handle is None:
                     continue
             pending += handle.read()
             pending, lines = _split(pending)
@@ -135,6 +155,8 @@ def _split(buffer: bytes) -> tuple[bytes, bytes]:
 
 def _events_in(lines: Iterable[bytes], since: float | None) -> Iterator[dict[str, Any]]:
     for raw in lines:
+        if not raw.strip():
+            continue
         event = _parse(raw)
         if event is not None and _after(event, since):
             yield event
@@ -142,6 +164,6 @@ def _events_in(lines: Iterable[bytes], since: float | None) -> Iterator[dict[str
 
 def _rotated(fd: int, current: os.PathLike[str]) -> bool:
     try:
-        return os.stat(current).st_ino != os.fstat(fd).st_ino
+        return os.stat(current, follow_symlinks=False).st_ino != os.fstat(fd).st_ino
     except FileNotFoundError:
         return True

@@ -279,6 +279,11 @@ def load_config(path: Path | None = None) -> Config:
         raise InvalidInput(
             f"config file {path} is not valid TOML ({exc}); fix the syntax", code="invalid-config"
         ) from exc
+    except RecursionError:
+        raise InvalidInput(
+            f"config file {path} nests too deep to be a mesh config; fix the file",
+            code="invalid-config",
+        ) from None
     config: Config = _build(Config, table, "")
     _check_consistency(config, path)
     if config.budgets.policy not in BUDGET_POLICIES:

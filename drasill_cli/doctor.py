@@ -245,7 +245,7 @@ def _record_problem(path: str, rel: str, max_bytes: int) -> str | None:
         return f"is over the record bound of {max_bytes} bytes"
     try:
         record = decode_record(raw)
-    except Exception as exc:  # noqa: BLE001 -- store._Unusable is private; any failure is the answer
+    except Exception as exc:  # noqa: BLE001 -- store.UnusableRecord is private; any failure is the answer
         return str(exc)
     kind = next((k for prefix, k in _RECORD_KINDS if rel.startswith(prefix)), None)
     schema: type[models.Record] | None = {

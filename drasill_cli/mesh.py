@@ -9,7 +9,7 @@ from typing import Any
 from drasill_cli import audit
 from drasill_cli.config import Config, load_config, resolve_mesh_dir
 from drasill_cli.errors import MeshError
-from drasill_cli.names import check_agent_name
+from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES, check_agent_name
 from drasill_cli.store import MAX_RECORD_BYTES, FileStore, Store
 
 
@@ -66,8 +66,10 @@ class Mesh:
         return self.store.mtime(agent_record_path(name)) is not None
 
     def agent_names(self) -> list[str]:
-        """Names of every registered agent, sorted (from file names: no parse, no pydantic)."""
-        return [n.removesuffix(".json") for n in self.store.names("agents")]
+        """Names of every registered agent, sorted (from file names: no parse). A file whose
+        name is not an agent name is not an agent (it is left for `mesh doctor` to report)."""
+        names = (n.removesuffix(".json") for n in self.store.names("agents"))
+        return [n for n in names if AGENT_NAME_RE.fullmatch(n) and n not in RESERVED_NAMES]
 
     def touch_heartbeat(self, name: str) -> bool:
         """Count a command run as `name` as its heartbeat; False if `name` is not registered."""

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -69,35 +67,11 @@ def _budgets(
     return report
 
 
-def _tail_events(path: str, limit: int) -> list[dict[str, Any]]:
-    """The last `limit` parseable events of one audit file, oldest first (tail read only)."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            start = max(0, size - TAIL_BYTES)
-            handle.seek(start)
-            data = handle.read()
-    except FileNotFoundError:
-        return []
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first line was cut by the seek
-    events = []
-    for raw in lines:
-        if not raw.strip():
-            continue
-        with contextlib.suppress(ValueError):
-            event = json.loads(raw)
-            if isinstance(event, dict):
-                events.append(event)
-    return events[-limit:]
-
-
 def recent_events(mesh: Mesh, limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
     """The latest audit events, newest first, from the tails of the newest log files."""
     events: list[dict[str, Any]] = []
     for rel in reversed(audit.log_files(mesh)):
-        events = _tail_events(str(mesh.store.path(rel)), limit) + events
+        events = audit.tail_events(mesh, rel, limit, TAIL_BYTES) + events
         if len(events) >= limit:
             break
     return list(reversed(events[-limit:]))

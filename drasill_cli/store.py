@@ -29,7 +29,7 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.errors import MeshError, MeshUnusable
@@ -147,6 +147,10 @@ class Store(Protocol):
 
     def append(self, rel: str, data: bytes) -> int:
         """Append `data` with one write on an O_APPEND file; returns the new size."""
+        ...
+
+    def open_regular(self, rel: str) -> BinaryIO | None:
+        """A log file opened for reading, or None when absent (or unusable: quarantined)."""
         ...
 
     def ensure_dir(self, rel_dir: str) -> Path:
@@ -367,11 +371,11 @@ class FileStore:
         """The mesh marker when it is a regular file holding a mesh's meta record."""
         try:
             meta = decode_record(self._read_regular(META_FILE))
-        except (_Unusable, FileNotFoundError):
+        except (UnusableRecord, FileNotFoundError):
             return None
         if (
             not isinstance(meta.get("schema_version"), int)
-            or not isinstance(meta.get("created_at"), str)
+            or not isinstance(meta.get("created_at", ""), str)
             or meta.get("kind", MESH_KIND) != MESH_KIND
         ):
             return None
@@ -553,13 +557,13 @@ class FileStore:
             return decode_record(self._read_regular(rel))
         except FileNotFoundError:
             return None
-        except _Unusable as exc:
+        except UnusableRecord as exc:
             self.quarantine(rel, exc.reason)
             return None
 
     def _read_regular(self, rel: str) -> bytes:
         """The bytes of the regular file `rel` (at most the record bound), opened without
-        following links or blocking; `_Unusable` says why anything else was refused."""
+        following links or blocking; `UnusableRecord` says why anything else was refused."""
         target = self._fspath(rel)
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
         try:
@@ -568,16 +572,16 @@ class FileStore:
             raise FileNotFoundError(target) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise _Unusable("is a symlink") from None
+                raise UnusableRecord("is a symlink") from None
             if exc.errno == errno.ENXIO:
-                raise _Unusable("is a socket or device") from None
+                raise UnusableRecord("is a socket or device") from None
             raise io_error("read", target, exc) from exc
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise _Unusable(f"is a {_kind(info.st_mode)}, not a file")
+                raise UnusableRecord(f"is a {_kind(info.st_mode)}, not a file")
             if info.st_size > self.max_record_bytes:
-                raise _Unusable(
+                raise UnusableRecord(
                     f"is {info.st_size} bytes, over the record bound of {self.max_record_bytes}"
                 )
             chunks = []
@@ -586,7 +590,9 @@ class FileStore:
                 chunks.append(chunk)
                 total += len(chunk)
                 if total > self.max_record_bytes:
-                    raise _Unusable(f"is over the record bound of {self.max_record_bytes} bytes")
+                    raise UnusableRecord(
+                        f"is over the record bound of {self.max_record_bytes} bytes"
+                    )
             return b"".join(chunks)
         except OSError as exc:
             raise io_error("read", target, exc) from exc
@@ -606,8 +612,11 @@ class FileStore:
         self._place(rel, data, exclusive=False)
 
     def remove(self, rel: str) -> bool:
-        """Delete the file; False if it was already gone."""
+        """Delete the file; False if it was already gone (or its folder is not a real one:
+        nothing is ever removed through a link)."""
         self._writable()
+        if not self._folder_usable(rel.rpartition("/")[0]):
+            return False
         target = self.path(rel)
         try:
             os.unlink(target)
@@ -621,6 +630,8 @@ class FileStore:
         """Atomic rename, then both folders flushed; False when `src` is gone, e.g. taken by a
         concurrent consumer (rename(2) succeeds for exactly one of them)."""
         self._writable()
+        if not self._folder_usable(src.rpartition("/")[0]):
+            return False
         parent = dst.rpartition("/")[0]
         if parent:
             self.ensure_dir(parent)
@@ -892,16 +903,53 @@ class FileStore:
         if parent:
             self.ensure_dir(parent)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(self.path(rel), flags, self.file_mode)
+        target = self.path(rel)
+        for _ in range(3):
             try:
-                self._exact_mode(fd)
-                os.write(fd, data)
-                return os.fstat(fd).st_size
-            finally:
-                os.close(fd)
+                fd = os.open(target, flags | os.O_NONBLOCK, self.file_mode)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EAGAIN):
+                    raise io_error("write", target, exc) from exc
+                mode = os.lstat(target).st_mode
+            else:
+                try:
+                    mode = os.fstat(fd).st_mode
+                    if stat.S_ISREG(mode):
+                        self._exact_mode(fd)
+                        os.write(fd, data)
+                        return os.fstat(fd).st_size
+                except OSError as exc:
+                    raise io_error("write", target, exc) from exc
+                finally:
+                    os.close(fd)
+            self.quarantine(rel, f"is a {_kind(mode)}, not a file")
+        raise MeshUnusable(
+            f"{target} keeps being replaced by something that is not a file; run `mesh doctor`",
+            code="unsafe-entry",
+        )
+
+    def open_regular(self, rel: str) -> BinaryIO | None:
+        """The regular file `rel` opened for reading (a log), or None when it is absent; a
+        symlink or special file in its place is quarantined, never opened through."""
+        if not self._folder_usable(rel.rpartition("/")[0]):
+            return None
+        target = self._fspath(rel)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+        try:
+            fd = os.open(target, flags)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
         except OSError as exc:
-            raise io_error("write", self.path(rel), exc) from exc
+            if exc.errno not in (errno.ELOOP, errno.ENXIO):
+                raise io_error("read", target, exc) from exc
+            self.quarantine(rel, "is a symlink, socket or device, not a file")
+            return None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            self.quarantine(rel, f"is a {_kind(mode)}, not a file")
+            return None
+        return os.fdopen(fd, "rb")
 
     def mtime(self, rel: str) -> float | None:
         """Modification time, or None (also for a folder replaced by a symlink, which is
@@ -934,7 +982,7 @@ def encode_record(record: dict[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-class _Unusable(Exception):
+class UnusableRecord(Exception):
     """A record's place holds something that must not be read; `reason` says what."""
 
     def __init__(self, reason: str) -> None:
@@ -963,15 +1011,15 @@ def _flock(fd: int, timeout: float, name: str) -> None:
 
 
 def decode_record(raw: bytes) -> dict[str, Any]:
-    """A stored record's bytes as a JSON object; `_Unusable` says why they are not one."""
+    """A stored record's bytes as a JSON object; `UnusableRecord` says why they are not one."""
     try:
         record = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError):
-        raise _Unusable("does not parse as JSON") from None
+        raise UnusableRecord("does not parse as JSON") from None
     except RecursionError:
-        raise _Unusable("nests too deep") from None
+        raise UnusableRecord("nests too deep") from None
     if not isinstance(record, dict):
-        raise _Unusable("is not a JSON object")
+        raise UnusableRecord("is not a JSON object")
     return record
 
 

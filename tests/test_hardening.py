@@ -161,20 +161,38 @@ def test_name_conflict_message_names_only_what_is_known(cli: MeshRunner) -> None
         holder.wait()
 
 
-def test_a_broken_audit_log_warns_but_the_change_stands(cli: MeshRunner, tmp_path: Path) -> None:
+def test_a_symlinked_audit_log_is_set_aside_and_the_change_logged(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
     cli.json("register", "a")
     log = cli.mesh_dir / "audit" / "events.jsonl"
     log.unlink()
     log.symlink_to(tmp_path / "elsewhere.jsonl")
-    done = cli.run("register", "c", "--json")
-    assert done.returncode == 0
-    assert "could not append to the audit log" in done.stderr
-    assert (cli.mesh_dir / "agents" / "c.json").exists()
-    assert not (tmp_path / "elsewhere.jsonl").exists()
     doctor = cli.run("doctor", "--json")
     assert doctor.returncode == 1
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["mesh-entries"]["status"] == "fail"
+    done = cli.run("register", "c", "--json")
+    assert done.returncode == 0
+    assert "quarantined audit/events.jsonl (is a symlink" in done.stderr
+    assert (cli.mesh_dir / "agents" / "c.json").exists()
+    assert not (tmp_path / "elsewhere.jsonl").exists()
+    assert not log.is_symlink()
+    assert '"actor":"c"' in log.read_text()
+
+
+def test_an_unwritable_audit_log_warns_but_the_change_stands(cli: MeshRunner) -> None:
+    cli.json("register", "a")
+    log = cli.mesh_dir / "audit" / "events.jsonl"
+    if subprocess.run(["chattr", "+i", str(log)], capture_output=True, check=False).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        done = cli.run("register", "c", "--json")
+    finally:
+        subprocess.run(["chattr", "-i", str(log)], check=False)
+    assert done.returncode == 0
+    assert "could not append to the audit log" in done.stderr
+    assert (cli.mesh_dir / "agents" / "c.json").exists()
 
 
 def test_bare_mesh_prints_help(cli: MeshRunner) -> None:

@@ -121,3 +121,62 @@ def test_command_module_map_matches_what_the_modules_register() -> None:
     for name, module in COMMAND_MODULES.items():
         source = importlib.import_module(f"drasill_cli.cli.{module}")
         assert f'"{name}"' in open(source.__file__ or "").read(), (name, module)
+
+
+@pytest.fixture
+def loop_mesh(cli: MeshRunner) -> tuple[MeshRunner, dict[str, str]]:
+    """A mesh where every loop command has something to act on: tasks in each state."""
+    from drasill_cli import tasks
+
+    cli.json("register", "lead")
+    cli.json("register", "worker")
+    mesh = Mesh.open(cli.mesh_dir, Config())
+    messages.send(mesh, "worker", "hello", sender="lead")
+    ids: dict[str, str] = {}
+    for name in ("queued", "start", "done", "fail", "release", "review"):
+        task = tasks.add_task(mesh, name, actor="lead", review=name == "review")
+        ids[name] = task["id"]
+        if name != "queued":
+            tasks.claim(mesh, "worker", task["id"])
+    tasks.done(mesh, ids["review"], "worker", result="ok")
+    return cli, ids
+
+
+LOOP_COMMANDS: list[tuple[tuple[str, ...], set[str]]] = [
+    (("claim", "--next", "--as", "worker"), set()),
+    (("task", "start", "{start}", "--as", "worker"), set()),
+    (("task", "done", "{done}", "--result", "ok", "--as", "worker"), set()),
+    (("task", "fail", "{fail}", "--result", "no", "--as", "worker"), set()),
+    (("task", "release", "{release}", "--as", "worker"), set()),
+    (("task", "approve", "{review}", "--as", "lead"), set()),
+    (("task", "show", "{queued}", "--json"), set()),
+    (("task", "list", "--json"), set()),
+    (("task", "list"), {"rich"}),  # the human table is drawn with rich
+    (("lock", "{path}", "--as", "worker"), set()),
+    (("unlock", "{path}", "--as", "worker"), set()),
+    (("locks", "--json"), set()),
+    (("heartbeat", "--as", "worker"), set()),
+    (("agents", "--json"), set()),
+    (("agents",), {"rich"}),
+    (("history", "worker", "--json"), set()),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"), LOOP_COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else ""
+)
+def test_every_loop_command_imports_nothing_heavy(
+    loop_mesh: tuple[MeshRunner, dict[str, str]],
+    tmp_path: Path,
+    args: tuple[str, ...],
+    allowed: set[str],
+) -> None:
+    cli, ids = loop_mesh
+    target = tmp_path / "file.py"
+    target.write_text("x")
+    if args[0] == "unlock":
+        cli.json("lock", str(target), "--as", "worker")
+    filled = [arg.format(path=target, **ids) for arg in args]
+    returncode, loaded = loaded_by(cli, *filled)
+    assert returncode == 0
+    assert set(loaded) <= allowed, loaded

@@ -84,7 +84,7 @@ def test_dry_run_changes_nothing(cli: MeshRunner, tmp_path: Path) -> None:
     worker, task_id = _populate_dying_agent(cli, tmp_path)
     worker.kill()
     worker.wait()
-    (cli.mesh_dir / "agents" / ".tmp-999-dead-x.json").write_text("{half")
+    (cli.mesh_dir / "staging" / ".tmp-999-0000dead-x.json").write_text("{half")
     (cli.mesh_dir / "agents" / "garbage.json").write_text("{not json")
     before_tree, before_listing = tree(cli.mesh_dir), _dir_listing(cli.mesh_dir)
     stat_before = {p: p.stat().st_mtime_ns for p in cli.mesh_dir.rglob("*")}
@@ -96,7 +96,7 @@ def test_dry_run_changes_nothing(cli: MeshRunner, tmp_path: Path) -> None:
     assert [t["id"] for t in plan["tasks_requeued"]] == [task_id]
     assert len(plan["locks_released"]) == 1
     assert plan["archived_messages"] == {"worker": 2}
-    assert plan["temp_files_removed"] == ["agents/.tmp-999-dead-x.json"]
+    assert plan["temp_files_removed"] == ["staging/.tmp-999-0000dead-x.json"]
     human = cli.run("prune", "--dry-run")
     assert "would mark worker dead" in human.stdout
 
@@ -106,7 +106,7 @@ def test_dry_run_changes_nothing(cli: MeshRunner, tmp_path: Path) -> None:
 
     report = cli.json("prune")
     assert report["removed"] == ["worker"]
-    assert report["temp_files_removed"] == ["agents/.tmp-999-dead-x.json"]
+    assert report["temp_files_removed"] == ["staging/.tmp-999-0000dead-x.json"]
 
 
 CHURN = """
@@ -194,13 +194,13 @@ def test_concurrent_prunes_during_activity(cli: MeshRunner, tmp_path: Path) -> N
 def test_stale_temp_files_are_cleared(cli: MeshRunner) -> None:
     cli.config("[lifecycle]\nstale_tmp_after = 60\n")
     cli.json("register", "alpha")
-    old = cli.mesh_dir / "agents" / ".tmp-1-aa-old.json"
-    fresh = cli.mesh_dir / "agents" / ".tmp-1-bb-fresh.json"
+    old = cli.mesh_dir / "staging" / ".tmp-1-000000aa-old.json"
+    fresh = cli.mesh_dir / "staging" / ".tmp-1-000000bb-fresh.json"
     old.write_text("{")
     fresh.write_text("{")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     report = cli.json("prune")
-    assert report["temp_files_removed"] == ["agents/.tmp-1-aa-old.json"]
+    assert report["temp_files_removed"] == ["staging/.tmp-1-000000aa-old.json"]
     assert fresh.exists()
     assert not old.exists()
 

@@ -410,7 +410,7 @@ def test_damaged_and_temp_files_are_skipped(mesh: Mesh) -> None:
     new = mesh.root / "inbox" / "bob" / "new"
     leaf = next(p.parent for p in new.rglob("*.json"))
     (leaf / "0-m-0000000000000-0000.json").write_text('{"id": "m-00')  # half a message
-    (mesh.root / "inbox" / "bob" / "tmp" / ".tmp-1-ab-1-m-x.json").write_text('{"id"')
+    (mesh.root / "staging" / ".tmp-1-000000ab-1-m-x.json").write_text('{"id"')
     (leaf / ".tmp-2-cd-zz.json").write_text("{")
     assert messages.unread_count(mesh, "bob") == 2
     assert [m["id"] for m in messages.list_unread(mesh, "bob")] == [good["id"]]

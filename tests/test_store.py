@@ -50,15 +50,17 @@ def test_symlinks_are_never_followed(tmp_path: Path) -> None:
     assert not (tmp_path / "m" / "agents" / "evil2.json").is_symlink()
 
 
-def test_symlinked_subfolder_is_refused(tmp_path: Path) -> None:
+def test_symlinked_subfolder_is_set_aside_never_written_through(tmp_path: Path) -> None:
     store = FileStore.open(tmp_path / "m")
     store.write("meta2.json", {})
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "m" / "agents").symlink_to(elsewhere)
-    with pytest.raises(MeshUnusable, match="symlink"):
-        store.write("agents/a.json", {})
+    store.write("agents/a.json", {})
     assert list(elsewhere.iterdir()) == []
+    assert not (tmp_path / "m" / "agents").is_symlink()
+    assert store.read("agents/a.json") == {}
+    assert any("quarantined agents" in warning for warning in store.warnings)
 
 
 def test_private_and_group_shared_modes(tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ def test_fsync_false_sends_and_consumes_without_any_flush(
     assert [m["id"] for m in messages.history(mesh, "alice", limit=50)] == [
         m["id"] for m in reversed(sent)
     ]
-    assert not list(mesh.store.path("inbox/bob/tmp").iterdir())
+    assert not list(mesh.store.path("staging").iterdir())
     got = messages.consume(mesh, "bob")
     assert got is not None and got["id"] == sent[0]["id"]
     assert calls == []

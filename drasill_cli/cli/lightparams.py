@@ -44,6 +44,8 @@ def install() -> None:
             kind = self.annotation
             if kind in (str, bool) and isinstance(value, kind):
                 return value
+            if kind in (int, float) and type(value) in (int, float):  # a default, never a bool
+                return kind(value)
             if kind in (int, float) and isinstance(value, str):
                 try:
                     return kind(value)
