@@ -36,7 +36,7 @@ from typing import Any
 
 from benchmarks import bench_compare, bench_loop, bench_scale, bench_wake
 from benchmarks.drasill_baseline import DrasillServer, DrasillUnavailable
-from benchmarks.harness import proc_status_kib
+from benchmarks.harness import compile_package, proc_status_kib
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -433,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-drasill", action="store_true", help="skip the Drasill baseline")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
+    compile_package()
     began = time.perf_counter()
     results: dict[str, Any] = {
         "meta": {

@@ -24,6 +24,14 @@ MESH = str(VENV_BIN / "mesh")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def compile_package() -> None:
+    """Write the bytecode of drasill_cli, as `pip install` does for users: with an editable
+    install and PYTHONDONTWRITEBYTECODE=1 every `mesh` call would compile its sources anew."""
+    import compileall
+
+    compileall.compile_dir(str(REPO / "drasill_cli"), quiet=1)
+
+
 def mesh_argv() -> list[str]:
     """The `mesh` command line: the installed entry point, or `python -m` when it is absent."""
     if os.access(MESH, os.X_OK):

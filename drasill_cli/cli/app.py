@@ -132,6 +132,10 @@ def main() -> None:
         else:
             sys.stderr.write(f"error: {message}\n")
         sys.exit(2)
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name is shown escaped
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     load_commands(sys.argv[1:])
     try:
         code = app(standalone_mode=False, prog_name="mesh")

@@ -125,7 +125,12 @@ def state(ctx: typer.Context) -> CliState:
 
 def print_json(value: Any) -> None:
     """Write one JSON value (one line) to stdout."""
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, allow_nan=False) + "\n")
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: escaped, so stdout stays UTF-8
+        text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+    sys.stdout.write(text + "\n")
 
 
 def say(text: str) -> None:
