@@ -8,6 +8,7 @@ over HTTP (the W3C WebDriver protocol).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -102,7 +103,7 @@ class Browser:
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 -- chromedriver on loopback, http only
             self.base + path,
             data=data,
             method=method,
@@ -166,10 +167,8 @@ class Browser:
     def close(self) -> None:
         """End the session, chromedriver and the profile."""
         if self.session:
-            try:
+            with contextlib.suppress(OSError, RuntimeError, urllib.error.URLError):
                 self._session("DELETE", "")
-            except (OSError, RuntimeError, urllib.error.URLError):
-                pass
             self.session = ""
         if self.driver.poll() is None:
             self.driver.terminate()

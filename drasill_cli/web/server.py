@@ -43,7 +43,7 @@ from drasill_cli.errors import MeshError
 from drasill_cli.mesh import Mesh
 
 HOST = "127.0.0.1"
-TOKEN_HEADER = "x-mesh-token"
+TOKEN_HEADER = "x-mesh-token"  # noqa: S105 -- the header's name, not a secret
 RECHECK_S = 5.0
 MIN_GAP_S = 0.1
 KEEPALIVE_S = 15.0
@@ -216,7 +216,9 @@ def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, 
     hub = Hub()
     guard = threading.Lock()
     feed = Feed(mesh, hub, guard)
-    page = _static("index.html").replace("{{TOKEN}}", token).replace("{{ACTOR}}", html.escape(actor))
+    page = (
+        _static("index.html").replace("{{TOKEN}}", token).replace("{{ACTOR}}", html.escape(actor))
+    )
     assets = {path: _static(path.lstrip("/")) for path in STATIC}
 
     async def index(_request: Request) -> Response:
@@ -291,7 +293,9 @@ def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, 
 
 
 def _error(status_code: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code, SECURITY_HEADERS)
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code, SECURITY_HEADERS
+    )
 
 
 def serve(mesh: Mesh, sock: socket.socket, token: str, actor: str) -> None:
