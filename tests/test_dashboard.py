@@ -400,11 +400,14 @@ def test_page_lists_agents_and_tasks(
         populated["after"]["id"]: "queued",
     }
     deps = chrome.run(
-        "return document.querySelector(`#board .task[data-id='${arguments[0]}'] .deps`)"
-        ".textContent",
+        "const d = document.querySelector(`#board .task[data-id='${arguments[0]}'] .deps`);"
+        "return [d.textContent, d.dataset.deps]",
         populated["after"]["id"],
     )
-    assert populated["review"]["id"] in deps
+    assert deps == [
+        "after Write the release notes (review)",
+        populated["review"]["id"],
+    ]
     held = chrome.run("return document.querySelector('#locks tbody tr').dataset.holder")
     assert held == "bob"
 

@@ -111,12 +111,14 @@ function renderTasks(tasks) {
     const cards = tasks.filter((t) => t.state === state)
       .sort((a, b) => b.priority - a.priority || (a.id < b.id ? -1 : 1))
       .map((t) => {
-        const deps = (t.depends_on || []).map((d) => `${d}${byId[d] ? ` (${byId[d].state})` : ""}`);
+        const ids = t.depends_on || [];
+        const deps = ids.map((d) => (byId[d] ? `${byId[d].title} (${byId[d].state})` : d));
         return el("div", { class: `task ${t.state}`, dataset: { id: t.id, state: t.state } },
           el("div", { class: "title" }, t.title),
           el("div", { class: "meta" }, `${t.id} · priority ${t.priority}`),
           t.claimed_by ? el("div", { class: "meta" }, `by ${t.claimed_by}`) : null,
-          deps.length ? el("div", { class: "meta deps" }, `after ${deps.join(", ")}`) : null,
+          deps.length ? el("div", { class: "meta deps", title: ids.join(", "),
+            dataset: { deps: ids.join(" ") } }, `after ${deps.join(", ")}`) : null,
           t.review ? el("div", { class: "meta" },
             t.approved_by ? `approved by ${t.approved_by}` : "needs review") : null,
           t.result ? el("div", { class: "meta" }, `result: ${t.result}`) : null,
