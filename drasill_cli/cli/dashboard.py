@@ -81,8 +81,13 @@ def dashboard_cmd(
             "--port N, or --port 0 for a free one",
             code="port-unavailable",
         ) from None
-    bound = sock.getsockname()[1]
     token = server.new_token()
+    try:
+        served = server.Server(mesh, sock, token, actor)
+    except BaseException:
+        sock.close()
+        raise
+    bound = served.port
     url = f"http://{server.HOST}:{bound}/?token={token}"
     if json_out:
         print_json({"url": url, "port": bound, "mesh_dir": str(mesh.root), "as": actor})
@@ -96,6 +101,6 @@ def dashboard_cmd(
     if not no_open:
         _open_browser(url)
     try:
-        server.serve(mesh, sock, token, actor)
+        served.run()
     finally:
         sock.close()

@@ -45,7 +45,7 @@ from drasill_cli.mesh import Mesh
 HOST = "127.0.0.1"
 TOKEN_HEADER = "x-mesh-token"  # noqa: S105 -- the header's name, not a secret
 RECHECK_S = 5.0
-MIN_GAP_S = 0.1
+MIN_GAP_S = 0.25  # at most four views a second, however busy the mesh
 KEEPALIVE_S = 15.0
 HTTP_STATUS = {1: 409, 2: 400, 3: 404, 4: 503}
 SECURITY_HEADERS = {
@@ -162,20 +162,19 @@ class Feed:
         self._thread = threading.Thread(target=self._run, name="mesh-dashboard-feed", daemon=True)
 
     def refresh(self) -> None:
-        """Build the view now and publish it if it changed."""
+        """Build the view now and publish it if it changed (one refresh at a time, in order)."""
         with self.guard:
             view = dashboard.view(self.mesh)
             self.warnings = (self.warnings + self.mesh.warnings)[-20:]
             self.mesh.warnings.clear()
-        view["warnings"] = self.warnings
-        key = dashboard.change_key(view)
-        if key != self._key:
-            self._key = key
-            self.hub.publish(json.dumps(view, ensure_ascii=False, default=str))
+            view["warnings"] = self.warnings
+            key = dashboard.change_key(view)
+            if key != self._key:
+                self._key = key
+                self.hub.publish(json.dumps(view, ensure_ascii=False, default=str))
 
     def start(self) -> None:
-        """The first view now (so the first page load has data), then follow the mesh."""
-        self.refresh()
+        """Follow the mesh from now on (in a thread)."""
         self._thread.start()
 
     def close(self) -> None:
@@ -184,18 +183,14 @@ class Feed:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        from drasill_cli import audit
-
-        self.mesh.store.ensure_dir(audit.AUDIT_DIR)
         with events.FolderEvents(self.mesh.root, ignore_permission_denied=True) as folder:
-            last = time.monotonic()
+            last = 0.0
+            changes: set[tuple[int, str]] | str = events.TIMEOUT  # a first pass once watching
             while not self.stop.is_set():
-                changes = folder.changes(RECHECK_S, self.stop)
-                if changes == events.STOPPED:
-                    return
                 if isinstance(changes, set) and not any(
                     status._relevant(kind, path) for kind, path in changes
                 ):
+                    changes = folder.changes(RECHECK_S, self.stop)
                     continue
                 gap = MIN_GAP_S - (time.monotonic() - last)
                 if gap > 0 and self.stop.wait(gap):
@@ -203,8 +198,9 @@ class Feed:
                 last = time.monotonic()
                 try:
                     self.refresh()
-                except (MeshError, OSError) as exc:
+                except (MeshError, OSError, ValueError) as exc:
                     self.warnings = [*self.warnings[-19:], f"could not read the mesh: {exc}"]
+                changes = folder.changes(RECHECK_S, self.stop)
 
 
 def _static(name: str) -> str:
@@ -282,7 +278,7 @@ def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         hub.attach(asyncio.get_running_loop())
-        await run_in_threadpool(feed.start)
+        feed.start()
         try:
             yield
         finally:
@@ -298,21 +294,31 @@ def _error(status_code: int, code: str, message: str) -> Response:
     )
 
 
-def serve(mesh: Mesh, sock: socket.socket, token: str, actor: str) -> None:
-    """Serve the dashboard on the bound socket until Ctrl-C or SIGTERM."""
-    import uvicorn
+class Server:
+    """The dashboard of one mesh on a bound loopback socket, ready to run."""
 
-    port = sock.getsockname()[1]
-    app, _feed = create_app(mesh, token, port, actor)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=1,
-        ws="none",
-        http="h11",
-        loop="asyncio",
-        server_header=False,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    def __init__(self, mesh: Mesh, sock: socket.socket, token: str, actor: str) -> None:
+        from drasill_cli import audit
+
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        mesh.store.ensure_dir(audit.AUDIT_DIR)
+        self.app, self.feed = create_app(mesh, token, self.port, actor)
+        self.feed.refresh()  # the first view: a mesh that cannot be read fails here, not later
+
+    def run(self) -> None:
+        """Serve until Ctrl-C or SIGTERM."""
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+            ws="none",
+            http="h11",
+            loop="asyncio",
+            server_header=False,
+        )
+        uvicorn.Server(config).run(sockets=[self.sock])

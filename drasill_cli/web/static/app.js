@@ -143,7 +143,8 @@ function renderLocks(locks) {
     if (confirming === lock.path) {
       action = el("span", {},
         el("button", { class: "danger confirm-unlock", type: "button",
-          onclick: () => { confirming = null; act("unlock", { path: lock.path, confirm: true }); } },
+          onclick: () => { confirming = null;
+            act("unlock", { path: lock.path, confirm: true }).finally(() => renderLocks(view.locks)); } },
           `Take it from ${lock.holder}`), " ",
         el("button", { class: "secondary", type: "button",
           onclick: () => { confirming = null; renderLocks(view.locks); } }, "Cancel"));
