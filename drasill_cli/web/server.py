@@ -262,7 +262,8 @@ def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, 
                 return JSONResponse(
                     exc.to_json(), HTTP_STATUS.get(exc.exit_code, 400), SECURITY_HEADERS
                 )
-            await run_in_threadpool(feed.refresh)
+            with contextlib.suppress(MeshError, OSError):  # done; the feed retries the view
+                await run_in_threadpool(feed.refresh)
             return JSONResponse({"ok": True, "as": actor, "result": result}, 200, SECURITY_HEADERS)
 
         return endpoint
