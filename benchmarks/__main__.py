@@ -11,7 +11,9 @@ Measures, in one process tree on this machine:
 - scale: consume with 10 vs 10,000 unread, `agents`/`status` with 10 vs 1,000 agents, prune with
   10,000 stale temp files;
 - wake latency (send to injection) with a real `mesh watch`, heimdall stand-in and tmux;
-- memory: peak RSS of `mesh send`, RSS of an idle `mesh watch` over 50 agents, Drasill's server.
+- memory: peak RSS of `mesh send`, RSS of an idle `mesh watch` over 50 agents, Drasill's server;
+- the dashboard: change-to-page latency (event stream and headless Chromium) and its idle RSS
+  over 50 agents, shown beside Drasill's server.
 
 Prints a table, the targets with met/missed, and writes the figures as JSON to
 benchmarks/results/benchmark-<time>.json (and latest.json). `--quick` uses fewer rounds and
@@ -34,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_compare, bench_loop, bench_scale, bench_wake
+from benchmarks import bench_compare, bench_dashboard, bench_loop, bench_scale, bench_wake
 from benchmarks.drasill_baseline import DrasillServer, DrasillUnavailable
 from benchmarks.harness import compile_package, proc_status_kib
 
@@ -54,6 +56,7 @@ FULL = {
     "prune_rounds": 3,
     "wake_rounds": 8,
     "rss_runs": 5,
+    "dashboard_rounds": 10,
 }
 QUICK = {
     "latency_runs": 20,
@@ -69,6 +72,7 @@ QUICK = {
     "prune_rounds": 1,
     "wake_rounds": 3,
     "rss_runs": 3,
+    "dashboard_rounds": 5,
 }
 
 LATENCY_BAR = 1.3
@@ -236,6 +240,7 @@ def print_report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None
     _print_scale(results)
     _print_wake(results)
     _print_memory(results)
+    _print_dashboard(results)
     _print_targets(results, targets)
 
 
@@ -397,6 +402,19 @@ def _print_memory(results: dict[str, Any]) -> None:
             )
 
 
+def _print_dashboard(results: dict[str, Any]) -> None:
+    dashboard = results.get("dashboard")
+    if dashboard:
+        print()
+        print("\n".join(bench_dashboard.report(dashboard)))
+        server = results.get("memory", {}).get("drasill_server_50_agents_kib")
+        if server:
+            _row(
+                "beside it: Drasill server idle, 50 agents",
+                f"{server['rss'] / 1024:5.1f}/{server['peak'] / 1024:.1f} MiB",
+            )
+
+
 def _print_targets(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
     print("\nTargets")
     for target in targets:
@@ -488,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         results, "prune", lambda: bench_scale.prune(profile["prune_stale"], profile["prune_rounds"])
     )
     _section(results, "wake", lambda: bench_wake.measure(profile["wake_rounds"]))
+    _section(results, "dashboard", lambda: bench_dashboard.measure(profile["dashboard_rounds"]))
     results["meta"]["total_s"] = round(time.perf_counter() - began, 1)
     targets = evaluate(results)
     results["targets"] = targets

@@ -43,6 +43,7 @@ COMMAND_MODULES: dict[str, str] = {
     "tools": "people",
     "bridge": "people",
     "demo": "people",
+    "dashboard": "dashboard",
 }
 GLOBAL_OPTIONS_WITH_VALUE = ("--mesh-dir",)
 

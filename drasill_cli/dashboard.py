@@ -1,0 +1,214 @@
+"""The dashboard's core: what its page shows, and the actions a person takes from it.
+
+The page shows `status.snapshot` plus the bodies of the latest messages; every action calls
+the same core function as the matching CLI command (`mesh send`, `mesh task add`, `mesh task
+approve`, `mesh unlock --force`), so each one is checked and audited exactly as there, under
+the acting name. Nothing here knows about HTTP: `drasill_cli.web` serves it.
+
+Actions take the JSON object the page posts and check every field's type first: wrong input is
+InvalidInput (nothing written), as on the command line.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from drasill_cli import status
+from drasill_cli.errors import InvalidInput, NegativeOutcome
+from drasill_cli.mesh import Mesh
+
+LATEST_MESSAGES = 12
+MESSAGE_SCAN_EVENTS = 400
+BODY_PREVIEW_CHARS = 600
+
+
+# ---- what the page shows ---------------------------------------------------------------------
+
+
+def latest_messages(mesh: Mesh, limit: int = LATEST_MESSAGES) -> list[dict[str, Any]]:
+    """The latest messages sent in the mesh, newest first, with (the start of) their bodies.
+
+    Found through the audit log's `send` events (a tail read), then each message by its id
+    (a few stats each): no mailbox is scanned.
+    """
+    from drasill_cli import messages
+
+    found: list[dict[str, Any]] = []
+    for event in status.recent_events(mesh, MESSAGE_SCAN_EVENTS):
+        if event.get("event") != "send" or not isinstance(event.get("id"), str):
+            continue
+        try:
+            message = messages.find(mesh, event["id"])
+        except InvalidInput:
+            continue
+        body = message.get("body", "") if message else None
+        found.append(
+            {
+                "id": event["id"],
+                "from": event.get("actor"),
+                "to": event.get("to"),
+                "priority": event.get("priority", "normal"),
+                "at": event.get("time"),
+                "body": None if body is None else body[:BODY_PREVIEW_CHARS],
+                "cut": body is not None and len(body) > BODY_PREVIEW_CHARS,
+            }
+        )
+        if len(found) >= limit:
+            break
+    return found
+
+
+def view(mesh: Mesh) -> dict[str, Any]:
+    """Everything the page shows: the status snapshot plus the latest messages."""
+    snap = status.snapshot(mesh)
+    snap["messages"] = latest_messages(mesh)
+    return snap
+
+
+def change_key(snap: dict[str, Any]) -> Any:
+    """What a real change alters in a view (see `status.change_key`), messages included."""
+    return (status.change_key(snap), snap["messages"], snap["budgets"])
+
+
+# ---- checking what the page posts ------------------------------------------------------------
+
+
+def _text(payload: dict[str, Any], key: str, *, required: bool = False, default: str = "") -> str:
+    value = payload.get(key, default)
+    if value is None:
+        value = default
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key} must be text, got {type(value).__name__}", code="invalid-input")
+    if required and not value.strip():
+        raise InvalidInput(f"{key} is required; fill it in", code="invalid-input")
+    return value
+
+
+def _flag(payload: dict[str, Any], key: str) -> bool:
+    value = payload.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{key} must be true or false", code="invalid-input")
+    return value
+
+
+def _int(payload: dict[str, Any], key: str, default: int = 0) -> int:
+    value = payload.get(key, default)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(f"{key} must be a whole number", code="invalid-input")
+    return value
+
+
+def _ids(payload: dict[str, Any], key: str) -> list[str]:
+    value = payload.get(key) or []
+    if isinstance(value, str):
+        value = [part for part in value.replace(",", " ").split() if part]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidInput(f"{key} must be a list of task ids", code="invalid-input")
+    return value
+
+
+# ---- actions ---------------------------------------------------------------------------------
+
+
+def send(mesh: Mesh, actor: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """`mesh send TO BODY [--priority urgent]` as `actor`."""
+    from drasill_cli import messages
+
+    to = _text(payload, "to", required=True)
+    body = _text(payload, "body", required=True)
+    priority = "urgent" if _flag(payload, "urgent") else "normal"
+    return messages.send(mesh, to, body, sender=actor, priority=priority)
+
+
+def add_task(mesh: Mesh, actor: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """`mesh task add TITLE [--body] [--priority] [--depends ...] [--review]` as `actor`.
+
+    The task's working directory is the dashboard's (as `mesh task add` records its own).
+    """
+    import os
+
+    from drasill_cli import tasks
+
+    return tasks.add_task(
+        mesh,
+        _text(payload, "title", required=True),
+        actor=actor,
+        body=_text(payload, "body"),
+        priority=_int(payload, "priority"),
+        depends_on=_ids(payload, "depends"),
+        review=_flag(payload, "review"),
+        cwd=os.getcwd(),
+    )
+
+
+def approve(mesh: Mesh, actor: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """`mesh task approve ID` as `actor`, with the reviewer's note."""
+    return review(mesh, actor, _text(payload, "id", required=True), "approve", _note(payload))
+
+
+def reject(mesh: Mesh, actor: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reject a task in review with a note: it goes back for another run."""
+    return review(mesh, actor, _text(payload, "id", required=True), "reject", _note(payload))
+
+
+def _note(payload: dict[str, Any]) -> str | None:
+    return _text(payload, "note").strip() or None
+
+
+def review(mesh: Mesh, actor: str, task_id: str, verdict: str, note: str | None) -> dict[str, Any]:
+    """The one place that maps a review verdict onto the core's task functions.
+
+    When the core offers `tasks.reject(mesh, id, note=, actor=)` and `tasks.approve(...,
+    note=)`, they are used as they are. Until then: approve completes the task and keeps its
+    result, and reject requeues a task that is in review (`task release --force`); the note is
+    then kept as its own audit event, `task-review-note`, under the same actor.
+    """
+    from drasill_cli import tasks
+
+    if verdict == "approve":
+        if "note" in inspect.signature(tasks.approve).parameters:
+            result: dict[str, Any] = tasks.approve(mesh, task_id, actor, note=note)  # type: ignore[call-arg,unused-ignore]
+            return result
+        done = tasks.approve(mesh, task_id, actor)
+    else:
+        core_reject = getattr(tasks, "reject", None)
+        if core_reject is not None:
+            rejected: dict[str, Any] = core_reject(mesh, task_id, note=note, actor=actor)
+            return rejected
+        current = tasks.get_task(mesh, task_id)
+        if current["state"] != "review":
+            raise NegativeOutcome(
+                f"task {current['id']} is {current['state']}, not review; only a task in "
+                "review can be rejected",
+                code="wrong-state",
+                state=current["state"],
+            )
+        done = tasks.release(mesh, current["id"], actor, force=True)
+    if note:
+        mesh.record("task-review-note", actor, task=done["id"], verdict=verdict, note=note)
+    return done
+
+
+def force_unlock(mesh: Mesh, actor: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """`mesh unlock PATH --force` as `actor`; the page must say `confirm: true`."""
+    from drasill_cli import locks
+
+    path = _text(payload, "path", required=True)
+    if not _flag(payload, "confirm"):
+        raise InvalidInput(
+            f"force-unlocking {path} takes its lock from the holder; confirm it first",
+            code="unconfirmed",
+        )
+    return locks.release(mesh, [path], actor, force=True)
+
+
+ACTIONS = {
+    "send": send,
+    "task": add_task,
+    "approve": approve,
+    "reject": reject,
+    "unlock": force_unlock,
+}

@@ -1,0 +1,1 @@
+"""The web dashboard (`mesh dashboard`): needs the optional extra `drasill-cli[web]`."""

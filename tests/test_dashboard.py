@@ -1,0 +1,498 @@
+"""`mesh dashboard`: the real command in a subprocess, reached over HTTP and by a real browser.
+
+The browser tests drive Debian's headless Chromium through chromedriver (tests/browser.py);
+they are skipped, with the reason, only when chromium is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drasill_cli import audit, locks, messages, tasks
+from drasill_cli.config import Config
+from drasill_cli.mesh import Mesh
+from tests import browser
+from tests.conftest import MeshRunner
+
+NO_BROWSER = browser.available()
+needs_browser = pytest.mark.skipif(NO_BROWSER is not None, reason=str(NO_BROWSER))
+
+
+class Dashboard:
+    """A running `mesh dashboard --no-open --port 0`, and HTTP helpers against it."""
+
+    def __init__(self, cli: MeshRunner, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            cli.argv("dashboard", "--no-open", "--port", "0", *args),
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.first_line = self.proc.stdout.readline().strip()
+        if not self.first_line:
+            self.proc.wait(10)
+            raise AssertionError(
+                f"no URL; stderr: {self.proc.stderr.read() if self.proc.stderr else ''}"
+            )
+        self.url = self.first_line
+        self.base, _, query = self.url.partition("/?")
+        self.token = query.removeprefix("token=")
+
+    def request(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        payload: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(  # noqa: S310 -- the dashboard on loopback
+            self.base + path, data=data, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 -- loopback
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def act(self, name: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        """POST an action the way the page does: token in the header."""
+        code, body = self.request(
+            f"/api/{name}",
+            method="POST",
+            payload=payload,
+            headers={"X-Mesh-Token": self.token, "Content-Type": "application/json"},
+        )
+        return code, json.loads(body)
+
+    def view(self) -> dict[str, Any]:
+        code, body = self.request(f"/api/view?token={self.token}")
+        assert code == 200
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def api(mesh_dir: Path) -> Mesh:
+    return Mesh.open(mesh_dir, Config())
+
+
+@pytest.fixture
+def populated(cli: MeshRunner, api: Mesh) -> dict[str, Any]:
+    """Two agents, a plain task, a task in review done by alice, and a lock held by bob."""
+    cli.json("register", "alice", "--role", "writer")
+    cli.json("register", "bob")
+    plain = tasks.add_task(api, "Index the corpus", actor="alice", priority=3)
+    reviewed = tasks.add_task(api, "Write the release notes", actor="alice", review=True)
+    tasks.claim(api, "alice", reviewed["id"])
+    tasks.done(api, reviewed["id"], "alice", "notes drafted")
+    after = tasks.add_task(api, "Publish", actor="alice", depends_on=[reviewed["id"]])
+    lock_path = str(cli.mesh_dir.parent / "src" / "app.py")
+    locks.acquire(api, [lock_path], "bob")
+    return {"plain": plain, "review": reviewed, "after": after, "lock": locks.resolve(lock_path)}
+
+
+@pytest.fixture
+def dash(cli: MeshRunner, populated: dict[str, Any]) -> Iterator[Dashboard]:
+    del populated
+    board = Dashboard(cli)
+    yield board
+    board.stop()
+
+
+def audit_events(mesh: Mesh) -> list[dict[str, Any]]:
+    lines = Path(mesh.store.path(audit.CURRENT)).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# ---- access ----------------------------------------------------------------------------------
+
+
+def test_first_line_is_a_loopback_url_with_a_token(dash: Dashboard) -> None:
+    assert dash.url.startswith("http://127.0.0.1:")
+    assert len(dash.token) >= 32
+    code, body = dash.request(f"/?token={dash.token}")
+    assert code == 200
+    assert b"mesh dashboard" in body
+
+
+@pytest.mark.parametrize("path", ["/", "/app.js", "/app.css", "/events", "/api/view", "/nope"])
+def test_requests_without_the_token_get_403_and_nothing(dash: Dashboard, path: str) -> None:
+    assert dash.request(path) == (403, b"")
+    wrong = "x" * len(dash.token)
+    assert dash.request(f"{path}?token={wrong}") == (403, b"")
+    assert dash.request(f"{path}?token={dash.token[:-1]}") == (403, b"")
+
+
+def test_a_post_needs_the_token_in_a_header_not_only_the_url(dash: Dashboard, api: Mesh) -> None:
+    payload = {"to": "bob", "body": "from a link"}
+    in_url = dash.request(f"/api/send?token={dash.token}", method="POST", payload=payload)
+    assert in_url == (403, b"")
+    no_token = dash.request("/api/send", method="POST", payload=payload)
+    assert no_token == (403, b"")
+    assert messages.unread_count(api, "bob") == 0
+    code, answer = dash.act("send", payload)
+    assert code == 200, answer
+    assert messages.unread_count(api, "bob") == 1
+
+
+def test_another_origin_or_host_is_refused(dash: Dashboard, api: Mesh) -> None:
+    headers = {"X-Mesh-Token": dash.token, "Origin": "http://evil.example"}
+    code, body = dash.request(
+        "/api/send", method="POST", payload={"to": "bob", "body": "x"}, headers=headers
+    )
+    assert (code, body) == (403, b"")
+    code, body = dash.request(f"/?token={dash.token}", headers={"Host": "evil.example"})
+    assert (code, body) == (403, b"")
+    assert messages.unread_count(api, "bob") == 0
+
+
+def test_json_first_line_names_the_url(cli: MeshRunner) -> None:
+    board = Dashboard(cli, "--json")
+    try:
+        first = json.loads(board.first_line)
+        assert first["url"].startswith(f"http://127.0.0.1:{first['port']}/?token=")
+        assert first["as"] == "human"
+    finally:
+        board.stop()
+
+
+def test_a_busy_port_or_a_bad_port_is_exit_2(cli: MeshRunner) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = cli.run("dashboard", "--no-open", "--port", str(port))
+    assert done.returncode == 2
+    assert "--port 0" in done.stderr
+    done = cli.run("dashboard", "--no-open", "--port", "70000", "--json")
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["error"]["code"] == "invalid-port"
+
+
+def test_without_the_web_extra_it_says_what_to_install(cli: MeshRunner, tmp_path: Path) -> None:
+    fake = tmp_path / "no-web"
+    (fake / "starlette").mkdir(parents=True)
+    (fake / "starlette" / "__init__.py").write_text("raise ImportError('starlette is absent')\n")
+    env = {"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = cli.run("dashboard", "--no-open", env=env)
+    assert done.returncode == 4
+    assert "pip install 'drasill-cli[web]'" in done.stderr
+    assert done.stdout == ""
+
+
+def test_other_commands_do_not_load_the_web_stack(cli: MeshRunner) -> None:
+    probe = (
+        "import sys; sys.argv = ['mesh', '--help']\n"
+        "from drasill_cli.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "web = sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn'))\n"
+        "print('WEB', web, 'dashboard' in ' '.join(sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "WEB [] " in done.stdout, done.stdout + done.stderr
+    assert "dashboard" in done.stdout  # --help lists it (its module loads, the web stack not)
+
+
+def test_ctrl_c_stops_it_promptly(cli: MeshRunner) -> None:
+    board = Dashboard(cli)
+    started = time.monotonic()
+    code = board.stop()
+    assert time.monotonic() - started < 10
+    assert code in (0, 130)
+
+
+# ---- actions over HTTP -----------------------------------------------------------------------
+
+
+def test_actions_go_through_the_core_and_are_audited_as_human(
+    dash: Dashboard, api: Mesh, populated: dict[str, Any]
+) -> None:
+    code, answer = dash.act(
+        "task",
+        {
+            "title": "Ship it",
+            "priority": 5,
+            "depends": [populated["plain"]["id"]],
+            "review": True,
+        },
+    )
+    assert code == 200, answer
+    added = tasks.get_task(api, answer["result"]["id"])
+    assert added["priority"] == 5
+    assert added["depends_on"] == [populated["plain"]["id"]]
+    assert added["review"] is True
+    assert added["created_by"] == "human"
+
+    code, answer = dash.act("approve", {"id": populated["review"]["id"], "note": "looks good"})
+    assert code == 200, answer
+    done = tasks.get_task(api, populated["review"]["id"])
+    assert done["state"] == "completed"
+    assert done["approved_by"] == "human"
+    assert done["result"] == "notes drafted"  # the worker's result is kept
+
+    events = audit_events(api)
+    assert any(e["event"] == "task-add" and e["actor"] == "human" for e in events)
+    assert any(e["event"] == "task-approve" and e["actor"] == "human" for e in events)
+    assert any(e.get("note") == "looks good" and e["actor"] == "human" for e in events), (
+        "the review note is in the audit log"
+    )
+
+
+def test_reject_sends_a_review_back_with_the_note(
+    dash: Dashboard, api: Mesh, populated: dict[str, Any]
+) -> None:
+    code, answer = dash.act("reject", {"id": populated["review"]["id"], "note": "cite sources"})
+    assert code == 200, answer
+    task = tasks.get_task(api, populated["review"]["id"])
+    assert task["state"] != "review"
+    assert task["state"] != "completed"
+    assert any(e.get("note") == "cite sources" and e["actor"] == "human" for e in audit_events(api))
+    code, answer = dash.act("reject", {"id": populated["plain"]["id"]})
+    assert code == 409
+    assert answer["error"]["code"] == "wrong-state"
+
+
+def test_bad_input_is_refused_and_writes_nothing(dash: Dashboard, api: Mesh) -> None:
+    before = len(audit_events(api))
+    for name, payload, status in (
+        ("send", {"to": "bob", "body": ""}, 400),
+        ("send", {"to": "nobody", "body": "hi"}, 404),
+        ("send", {"to": "bob", "body": 5}, 400),
+        ("task", {"title": "x", "priority": "high"}, 400),
+        ("task", {"title": "x", "depends": ["t-nope"]}, 400),
+        ("approve", {"id": "t-nope"}, 404),
+    ):
+        code, answer = dash.act(name, payload)
+        assert code == status, (name, payload, answer)
+        assert "message" in answer["error"]
+    code, _body = dash.request(
+        "/api/send",
+        method="POST",
+        headers={"X-Mesh-Token": dash.token},
+        payload=["not", "an", "object"],
+    )
+    assert code == 400
+    assert len(audit_events(api)) == before
+
+
+def test_force_unlock_needs_a_confirmation(
+    dash: Dashboard, api: Mesh, populated: dict[str, Any]
+) -> None:
+    code, answer = dash.act("unlock", {"path": populated["lock"]})
+    assert code == 400
+    assert answer["error"]["code"] == "unconfirmed"
+    assert len(locks.list_locks(api)) == 1
+    code, answer = dash.act("unlock", {"path": populated["lock"], "confirm": True})
+    assert code == 200, answer
+    assert locks.list_locks(api) == []
+    unlock = [e for e in audit_events(api) if e["event"] == "unlock"][-1]
+    assert unlock["actor"] == "human"
+    assert unlock["forced_from"] == ["bob"]
+
+
+def test_as_names_the_acting_agent(cli: MeshRunner, api: Mesh, populated: dict[str, Any]) -> None:
+    del populated
+    board = Dashboard(cli, "--as", "carol")
+    try:
+        code, answer = board.act("send", {"to": "alice", "body": "hello", "urgent": True})
+        assert code == 200, answer
+        message = messages.consume(api, "alice")
+        assert message is not None
+        assert message["from"] == "carol"
+        assert message["priority"] == "urgent"
+    finally:
+        board.stop()
+    done = cli.run("dashboard", "--no-open", "--as", "bad name!")
+    assert done.returncode == 2
+
+
+def test_the_view_follows_the_mesh(dash: Dashboard, cli: MeshRunner) -> None:
+    view = dash.view()
+    assert [a["name"] for a in view["agents"]] == ["alice", "bob"]
+    assert len(view["tasks"]) == 3
+    assert len(view["locks"]) == 1
+    cli.json("send", "alice", "watch this", "--as", "bob")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        latest = dash.view()["messages"]
+        if latest and latest[0]["body"] == "watch this":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the message did not reach the view")
+    assert latest[0]["from"] == "bob"
+
+
+# ---- with a real browser ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[browser.Browser]:
+    if NO_BROWSER is not None:
+        pytest.skip(NO_BROWSER)
+    with browser.Browser() as session:
+        yield session
+
+
+def open_page(chrome: browser.Browser, dash: Dashboard) -> None:
+    chrome.get(dash.url)
+    chrome.wait("return document.getElementById('live').textContent === 'live'")
+    chrome.wait("return document.querySelectorAll('#agents tbody tr[data-name]').length > 0")
+    chrome.run("window.__sameLoad = true")
+
+
+@needs_browser
+def test_page_lists_agents_and_tasks(
+    chrome: browser.Browser, dash: Dashboard, populated: dict[str, Any]
+) -> None:
+    open_page(chrome, dash)
+    names = chrome.run(
+        "return [...document.querySelectorAll('#agents tbody tr')].map(r => r.dataset.name)"
+    )
+    assert names == ["alice", "bob"]
+    role = chrome.run("return document.querySelector('#agents tr[data-name=alice]').textContent")
+    assert "writer" in role
+    cards = chrome.run(
+        "return Object.fromEntries([...document.querySelectorAll('#board .task')]"
+        ".map(c => [c.dataset.id, c.dataset.state]))"
+    )
+    assert cards == {
+        populated["plain"]["id"]: "queued",
+        populated["review"]["id"]: "review",
+        populated["after"]["id"]: "queued",
+    }
+    deps = chrome.run(
+        "const d = document.querySelector(`#board .task[data-id='${arguments[0]}'] .deps`);"
+        "return [d.textContent, d.dataset.deps]",
+        populated["after"]["id"],
+    )
+    assert deps == [
+        "after Write the release notes (review)",
+        populated["review"]["id"],
+    ]
+    held = chrome.run("return document.querySelector('#locks tbody tr').dataset.holder")
+    assert held == "bob"
+
+
+@needs_browser
+def test_a_cli_send_appears_on_the_open_page_within_2s(
+    chrome: browser.Browser, dash: Dashboard, cli: MeshRunner
+) -> None:
+    open_page(chrome, dash)
+    done = cli.run("send", "alice", "deploy window opens at 14:00", "--as", "bob")
+    assert done.returncode == 0, done.stderr
+    sent = time.monotonic()
+    chrome.wait(
+        "return [...document.querySelectorAll('#messages li .body')]"
+        ".some(b => b.textContent === 'deploy window opens at 14:00')",
+        timeout=2.0,
+    )
+    assert time.monotonic() - sent <= 2.0
+    assert chrome.run("return window.__sameLoad === true"), "the page was reloaded"
+    unread = chrome.run(
+        "return document.querySelector('#agents tr[data-name=alice] .unread').textContent"
+    )
+    assert unread == "1"
+
+
+@needs_browser
+def test_sending_from_the_form_delivers_to_the_inbox(
+    chrome: browser.Browser, dash: Dashboard, api: Mesh
+) -> None:
+    open_page(chrome, dash)
+    chrome.run("document.getElementById('send-to').value = 'bob'")
+    chrome.type("#send-body", "please rebase on main")
+    chrome.click("#send-urgent")
+    chrome.click("#send-button")
+    chrome.wait("return !document.getElementById('flash').hidden")
+    flash = chrome.run("return document.getElementById('flash').textContent")
+    assert flash.startswith("sent m-"), flash
+    message = messages.consume(api, "bob")
+    assert message is not None
+    assert message["body"] == "please rebase on main"
+    assert message["from"] == "human"
+    assert message["priority"] == "urgent"
+
+
+@needs_browser
+def test_approving_from_the_page_completes_the_task(
+    chrome: browser.Browser, dash: Dashboard, api: Mesh, populated: dict[str, Any]
+) -> None:
+    open_page(chrome, dash)
+    card = f"#board .task[data-id='{populated['review']['id']}']"
+    chrome.type(f"{card} input.note", "ship it")
+    chrome.click(f"{card} button.approve")
+    chrome.wait(
+        f"return document.querySelector(\"{card}\")?.dataset.state === 'completed'", timeout=5
+    )
+    task = tasks.get_task(api, populated["review"]["id"])
+    assert task["state"] == "completed"
+    assert task["approved_by"] == "human"
+    assert any(e.get("note") == "ship it" for e in audit_events(api))
+
+
+@needs_browser
+def test_adding_a_task_and_force_unlocking_from_the_page(
+    chrome: browser.Browser, dash: Dashboard, api: Mesh, populated: dict[str, Any]
+) -> None:
+    open_page(chrome, dash)
+    chrome.type("#task-title", "Profile the indexer")
+    chrome.run("document.getElementById('task-priority').value = '7'")
+    chrome.click("#task-review")
+    chrome.run(
+        "for (const o of document.getElementById('task-depends').options)"
+        " o.selected = o.value === arguments[0]",
+        populated["plain"]["id"],
+    )
+    chrome.click("#task-button")
+    chrome.wait(
+        "return [...document.querySelectorAll('#board .task .title')]"
+        ".some(t => t.textContent === 'Profile the indexer')"
+    )
+    added = next(t for t in tasks.list_tasks(api) if t["title"] == "Profile the indexer")
+    assert (added["priority"], added["review"]) == (7, True)
+    assert added["depends_on"] == [populated["plain"]["id"]]
+
+    chrome.click("#locks tbody button.unlock")
+    assert len(locks.list_locks(api)) == 1, "one click does not unlock"
+    chrome.click("#locks tbody button.confirm-unlock")
+    chrome.wait("return document.querySelector('#locks tbody tr[data-path]') === null")
+    assert locks.list_locks(api) == []
