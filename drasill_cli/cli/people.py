@@ -326,6 +326,13 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     report = doctor.run(state(ctx).mesh_dir)
     if json_out:
+        failed = [c["name"] for c in report["checks"] if c["required"] and c["status"] == "fail"]
+        if failed:  # the contract's error envelope, beside the whole report
+            report["error"] = {
+                "code": "doctor-failed",
+                "message": f"required checks failed: {', '.join(failed)}; each check's `fix` "
+                "says what to do",
+            }
         print_json(report)
     else:
         for check in report["checks"]:
