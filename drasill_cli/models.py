@@ -70,4 +70,5 @@ class Task(Record):
     depends_on: list[str] = Field(default_factory=list)
     review: bool = False
     approved_by: str | None = None
+    review_note: str | None = None
     cwd: str | None = None
