@@ -44,7 +44,8 @@ failure; 2 bad input; 3 not found.
 `mesh agents` lists agents.
 - Tasks: `mesh claim --next` takes a ready task; `mesh claim --next --wait 600` waits until \
 one is (added, released, dependencies done). Finish with `mesh task done ID \
---result "what changed, how tested"` (or `fail`; `release` gives it back). Add: `mesh task add TITLE --depends ID --review`.
+--result "what changed, how tested"` (or `fail`; `release` gives it back). Add: \
+`mesh task add TITLE --depends ID --review`.
 - Review: a --review task enters review when done; its creator (else everyone) is messaged. \
 Reviewer: `mesh task show ID`, then `mesh task approve ID --note "..."` or `mesh task reject \
 ID --note "what to fix"`; rejected, it returns to its author (working) with the note by mail: \
