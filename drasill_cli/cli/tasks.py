@@ -182,7 +182,8 @@ def show_cmd(ctx: typer.Context, task_id: IdArg, json_out: JsonOpt = False) -> N
 def claim_cmd(
     ctx: typer.Context,
     task_id: Annotated[
-        str | None, typer.Argument(help="The task to claim (id or unique prefix).")
+        str | None,
+        typer.Argument(help="The task to claim: its id (t-0007), number (7) or a unique prefix."),
     ] = None,
     next_: Annotated[
         bool,
@@ -260,7 +261,11 @@ def done_cmd(
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Finish your task: completed, or review when it was added with --review."""
+    """Finish your task: completed, or review when it was added with --review.
+
+    A task entering review is announced by message to its creator (or, when you created it, to
+    every other live agent); the reviewer approves or rejects it.
+    """
     from drasill_cli import tasks
 
     cli = state(ctx)
