@@ -29,7 +29,8 @@ steps = []
 
 
 def mesh(*args, ok=(0,)):
-    done = subprocess.run([sys.executable, "-m", "drasill_cli", *args, "--as", name, "--json"],
+    who = [] if args[0] == "register" else ["--as", name]
+    done = subprocess.run([sys.executable, "-m", "drasill_cli", *args, *who, "--json"],
                           capture_output=True, text=True, cwd=project, timeout=120)
     steps.append([list(args), done.returncode])
     log.write_text(json.dumps(steps))
