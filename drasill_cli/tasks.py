@@ -370,7 +370,10 @@ def add_task(
             review=review,
             cwd=cwd or os.getcwd(),
         )
-        _save(mesh, None, task)  # a new id: nobody else can reach the task yet
+        # Under the task's own lock too: its queue marker appears before its record, and a
+        # claimer that met the marker first would otherwise take it for a stale one and drop it.
+        with _locked(mesh, task.id):
+            _save(mesh, None, task)
     mesh.record(
         "task-add", actor, task=task.id, state=task.state, priority=priority, depends_on=deps
     )

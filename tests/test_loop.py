@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 import typer.main
 
-from drasill_cli import onboarding
+from drasill_cli import clock, onboarding
 from drasill_cli.cli.app import load_commands
 from drasill_cli.cli.common import app
+from drasill_cli.config import Config
+from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, tree
 
 load_commands()
@@ -190,6 +192,31 @@ def test_claim_next_wait_wakes_on_the_event_that_frees_work(cli: MeshRunner, tri
     assert (got["id"], got["claimed_by"]) == (expected["id"], "w")
     # Woken by the file event, well before the 5 s safety re-check (a poller would lag).
     assert took < 4.5, took
+
+
+def test_a_task_being_added_is_not_taken_for_a_stale_queue_marker(
+    cli: MeshRunner, mesh_dir: Path
+) -> None:
+    # `task add` writes the queue marker, then the record, holding the task's lock; a waiting
+    # claimer woken by the marker must wait for the record instead of dropping the marker.
+    register(cli, "w")
+    mesh = Mesh.open(mesh_dir, Config())
+    now = clock.iso()
+    record = {
+        "id": "t-0001",
+        "title": "racy",
+        "state": "queued",
+        "created_at": now,
+        "updated_at": now,
+    }
+    with mesh.store.lock("task-t-0001"):
+        mesh.store.touch("tasks/queued/1000000_t-0001.ref")
+        claimer = spawn(cli, "claim", "--next", "--as", "w", "--json")
+        time.sleep(1.5)  # it meets the marker and waits for the task's lock
+        assert claimer.poll() is None, claimer.communicate()
+        mesh.store.write("tasks/t-0001.json", record)
+    got, _ = _claimed_after(claimer, time.monotonic())
+    assert (got["id"], got["state"]) == ("t-0001", "claimed")
 
 
 def test_claim_next_wait_times_out_with_a_plain_line(cli: MeshRunner) -> None:

@@ -173,7 +173,7 @@ def test_three_agents_work_a_project_with_dependencies_and_review(
     assert len(verdicts) == 2
     assert "sent back" in verdicts[0] and "lib.py needs a docstring" in verdicts[0]
     assert "approved by alpha" in verdicts[1]
-    assert cli.run("inbox", "--list", "--as", "alpha", "--json").stdout.strip() == "[]"
+    assert cli.run("inbox", "--list", "--as", "alpha", "--json").stdout.strip() == "null"
 
     # The audit trail tells the whole story of the reviewed task, in order.
     trail = _events(cli.mesh_dir)
