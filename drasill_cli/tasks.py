@@ -696,7 +696,7 @@ def _reviewable(task: Task, actor: str, verb: str) -> None:
     if task.state != "review":
         raise NegativeOutcome(
             f"task {task.id} is {task.state}, not review; only a task added with --review "
-            f"and marked done can be {verb}ed",
+            f"and marked done can be {'approved' if verb == 'approve' else 'rejected'}",
             code="wrong-state",
             state=task.state,
         )
@@ -736,7 +736,7 @@ def approve(mesh: Mesh, ref: str, actor: str, note: str | None = None) -> dict[s
         )
 
     task = _change(mesh, resolve_id(mesh, ref), actor, "task-approve", decide, note=note)
-    said = f": {note}" if note else ""
+    said = f": {_excerpt(note, task['id'])}" if note else ""
     body = f'task {task["id"]} "{task["title"]}" was approved by {actor} and is completed{said}'
     task["notified"] = _tell(mesh, actor, [task["claimed_by"]], body)
     return task
@@ -756,7 +756,8 @@ def reject(mesh: Mesh, ref: str, actor: str, note: str) -> dict[str, Any]:
 
     task = _change(mesh, resolve_id(mesh, ref), actor, "task-reject", decide, note=checked)
     body = (
-        f'task {task["id"]} "{task["title"]}" was sent back to you by {actor}: {checked}\n'
+        f'task {task["id"]} "{task["title"]}" was sent back to you by {actor}: '
+        f"{_excerpt(checked or '', task['id'])}\n"
         f"It is yours again (working): fix it, then `mesh task done {task['id']} --result "
         '"what changed"` sends it to review again.'
     )
@@ -775,9 +776,16 @@ def _reviewers(mesh: Mesh, task: dict[str, Any], author: str) -> list[str]:
     return [a["name"] for a in agents.list_agents(mesh) if a["name"] != author]
 
 
+def _excerpt(text: str, task_id: str, limit: int = 1000) -> str:
+    """`text`, cut to `limit` characters with a pointer to the whole (messages have a limit)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... (all of it: mesh task show {task_id})"
+
+
 def _review_request(task: dict[str, Any]) -> str:
     result = (task["result"] or "").strip()
-    said = f"\nIts result: {result[:300]}{'...' if len(result) > 300 else ''}" if result else ""
+    said = f"\nIts result: {_excerpt(result, task['id'], 300)}" if result else ""
     return (
         f'review requested: task {task["id"]} "{task["title"]}" was done by '
         f"{task['claimed_by']} and waits for review.{said}\n"
