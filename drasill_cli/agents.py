@@ -272,13 +272,29 @@ def register(
     return observer.view(record)
 
 
-def unregister(mesh: Mesh, name: str, actor: str | None = None) -> dict[str, Any]:
-    """Leave the mesh: locks released, tasks requeued, unread mail archived, record removed."""
+def unregister(
+    mesh: Mesh, name: str, actor: str | None = None, *, force: bool = False
+) -> dict[str, Any]:
+    """Leave the mesh: locks released, tasks requeued, unread mail archived, record removed.
+
+    `actor` None is the agent itself (the API's default). Another actor removing an agent that
+    is still alive is refused (exit 1) unless `force`. The result is the agent object plus
+    `archived`: how many unread messages were archived (`messages.archived`).
+    """
     from drasill_cli import lifecycle
 
-    view = Observer(mesh).view(get(mesh, name))
-    lifecycle.retire_agent(mesh, name, event="unregister", actor=actor or name)
-    return view
+    observer = Observer(mesh)
+    view = observer.view(get(mesh, name))
+    if actor is not None and actor != name and not force and view["state"] != "dead":
+        raise NegativeOutcome(
+            f"{name} is still alive ({view['state']}, last seen {view['last_seen']}); "
+            "unregistering it takes its locks and tasks away mid-work: ask it to run "
+            f"`mesh unregister {name}` itself, or add --force",
+            code="agent-alive",
+            state=view["state"],
+        )
+    report = lifecycle.retire_agent(mesh, name, event="unregister", actor=actor or name)
+    return {**view, "archived": report["archived_messages"].get(name, 0)}
 
 
 def heartbeat(mesh: Mesh, name: str) -> dict[str, Any]:

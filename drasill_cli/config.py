@@ -45,9 +45,9 @@ class MessagesConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LocksConfig:
-    """Lease length of a lock that is not renewed."""
+    """Lease length of a lock: it binds while its holder ran a mesh command within the lease."""
 
-    default_ttl: float = 300.0
+    default_ttl: float = 600.0
 
 
 @dataclasses.dataclass(frozen=True)

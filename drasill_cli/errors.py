@@ -35,6 +35,13 @@ class NegativeOutcome(MeshError):
     default_code = "negative-outcome"
 
 
+class OrdinaryOutcome(NegativeOutcome):
+    """An exit-1 outcome that is an ordinary state, not a problem: nothing to claim, a wait that
+    ran out. Shown as one plain line, without the `error:` prefix (JSON is unchanged)."""
+
+    default_code = "ordinary-outcome"
+
+
 class InvalidInput(MeshError):
     """Invalid usage or input; nothing was written (exit 2)."""
 

@@ -5,13 +5,17 @@ object (path, mode, holder, acquired_at, expires_at) plus its ttl. Every decisio
 lock table and then changes it (acquire, renew, release, clear) runs under the one store lock
 `locks`, so two agents can never both be granted conflicting locks.
 
-A lock is stale when its lease expired (its holder stopped renewing it) or its holder is a dead
-registered agent. Stale locks never block anyone; `acquire` drops the stale locks it would
-otherwise conflict with, and `clear_stale` drops them all (for prune).
+The lease rule: a lock binds until its lease (`ttl`) has run out both since it was taken or
+renewed and since its holder's last sign of life (any mesh command run as it: every command is
+a heartbeat). So an agent that is alive and still working keeps its locks through a long edit
+without renewing them one by one, while a lock frees once its holder has been silent for a whole
+lease, and at once when its holder is a registered agent found dead (process or session gone).
+Stale locks never block anyone; `acquire` drops the stale locks it would otherwise conflict
+with, and tells each live holder by message (a lock is never lost silently), and `clear_stale`
+drops them all (for prune).
 
-Records are plain dicts checked by hand rather than pydantic models: `mesh lock` runs once per
-protected command in scripts and loops, and pydantic's import would double its start-up. The
-agent records (pydantic) are loaded only to judge a conflicting holder that is registered.
+Records are plain dicts checked by `models.LockRecord` (the one validation every record kind
+goes through). Agent records are loaded only to judge a conflicting holder that is registered.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import SCHEMA_VERSION, clock
-from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound
-from drasill_cli.mesh import Mesh
+from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound, OrdinaryOutcome
+from drasill_cli.mesh import Mesh, heartbeat_path
 from drasill_cli.models import FUTURE_SLACK_S, LOCK_MODES, LockRecord, RecordError
 from drasill_cli.names import check_agent_name
 
@@ -189,6 +193,7 @@ class _Judge:
         self.mesh = mesh
         self.now = now
         self._dead: dict[str, bool] = {}
+        self._seen: dict[str, float | None] = {}
         self._observer: agents.Observer | None = None
 
     def holder_dead(self, holder: str) -> bool:
@@ -203,9 +208,28 @@ class _Judge:
             self._dead[holder] = dead
         return self._dead[holder]
 
+    def last_seen(self, holder: str) -> float | None:
+        """The holder's last heartbeat (a time from the future counts as now); None if none."""
+        if holder not in self._seen:
+            beat = self.mesh.store.mtime(heartbeat_path(holder))
+            self._seen[holder] = None if beat is None else min(beat, self.now)
+        return self._seen[holder]
+
+    def lapses_at(self, lock: dict[str, Any]) -> float:
+        """When the lock stops binding by the lease rule: a whole lease after both its last
+        renewal and its holder's last sign of life."""
+        seen = self.last_seen(lock["holder"])
+        lease = min(float(lock["ttl"]), MAX_TTL_S)
+        return float(lock["_expires"]) if seen is None else max(lock["_expires"], seen + lease)
+
     def expired(self, lock: dict[str, Any]) -> bool:
-        """Whether the lease ran out without renewal."""
-        return bool(lock["_expires"] <= self.now)
+        """Whether the lease ran out: neither renewed nor a sign of life from the holder."""
+        return self.lapses_at(lock) <= self.now
+
+    def effective(self, lock: dict[str, Any]) -> dict[str, Any]:
+        """The lock with `expires_at` set to when it lapses if its holder stays silent."""
+        lapses = self.lapses_at(lock)
+        return {**lock, "_expires": lapses, "expires_at": clock.iso(lapses)}
 
     def stale(self, lock: dict[str, Any]) -> bool:
         """Expired, or held by a dead agent: it blocks no one."""
@@ -232,8 +256,9 @@ def _drop(mesh: Mesh, locks: Sequence[dict[str, Any]], actor: str | None, why: s
 
 def _try_grant(
     mesh: Mesh, paths: list[str], holder: str, mode: str, ttl: float
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One read-decide-write under the table lock: (granted, []) or ([], conflicts)."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One read-decide-write under the table lock: (granted, [], lapsed locks dropped for it)
+    or ([], conflicts, [])."""
     with mesh.store.lock(TABLE_LOCK):
         now = clock.now()
         judge = _Judge(mesh, now)
@@ -245,10 +270,14 @@ def _try_grant(
                 continue
             if not any(overlaps(lock["path"], p) for p in paths):
                 continue
-            (stale if judge.stale(lock) else conflicts).append(lock)
+            if judge.stale(lock):
+                stale.append(lock)
+            else:
+                conflicts.append(judge.effective(lock))
         if conflicts:
-            return [], conflicts
+            return [], conflicts, []
         _drop(mesh, stale, holder, "stale")
+        lapsed = [lock for lock in stale if not judge.holder_dead(lock["holder"])]
         mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
         stamp = clock.iso(now)
         granted = []
@@ -266,7 +295,7 @@ def _try_grant(
             }
             mesh.store.write(_rel(record_name(path, holder)), record)
             granted.append(record)
-    return granted, []
+    return granted, [], lapsed
 
 
 def acquire(
@@ -293,7 +322,7 @@ def acquire(
     deadline = time.monotonic() + (wait or 0.0)
     delay = WAIT_FIRST_S
     while True:
-        granted, conflicts = _try_grant(mesh, resolved, holder, mode, lease)
+        granted, conflicts, lapsed = _try_grant(mesh, resolved, holder, mode, lease)
         if granted:
             mesh.record(
                 "lock",
@@ -302,12 +331,31 @@ def acquire(
                 mode=mode,
                 expires_at=granted[0]["expires_at"],
             )
+            _tell_lapsed(mesh, holder, lapsed)
             return [view(lock) for lock in granted]
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _denied(resolved, mode, conflicts, wait)
         time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))  # noqa: S311 -- jitter
         delay = min(delay * 2, WAIT_MAX_S)
+
+
+def _tell_lapsed(mesh: Mesh, taker: str, lapsed: list[dict[str, Any]]) -> None:
+    """Tell each live holder whose lapsed lock was dropped for `taker` (best effort)."""
+    for lock in lapsed:
+        if not mesh.is_registered(lock["holder"]):
+            continue
+        from drasill_cli import messages
+
+        body = (
+            f"your {lock['mode']} lock on {lock['path']} lapsed (no mesh command from you for "
+            f"its whole {float(lock['ttl']):g}s lease) and {taker} now holds that path; do not "
+            "edit it until you lock it again (mesh lock PATH)"
+        )
+        try:
+            messages.send(mesh, lock["holder"], body, sender=taker, priority="urgent")
+        except MeshError as exc:
+            mesh.warnings.append(f"could not tell {lock['holder']} its lock lapsed: {exc}")
 
 
 def _denied(
@@ -317,19 +365,20 @@ def _denied(
     conflicts = sorted(conflicts, key=lambda lock: (lock["path"], lock["holder"]))
     held = "; ".join(_describe(lock, now) for lock in conflicts)
     asked = ", ".join(paths)
+    found = [view(lock) for lock in conflicts]
     if wait:
-        message = (
+        return OrdinaryOutcome(  # a wait that ran out is an ordinary state
             f"gave up after {wait:g}s waiting for a {mode} lock on {asked}: {held}; "
-            "wait longer, or ask the holder to run `mesh unlock`"
+            "wait longer, or ask the holder to run `mesh unlock`",
+            code="lock-wait-timeout",
+            conflicts=found,
         )
-        code = "lock-wait-timeout"
-    else:
-        message = (
-            f"{mode} lock on {asked} denied: {held}; retry with --wait SECONDS, "
-            "or ask the holder to run `mesh unlock`"
-        )
-        code = "lock-conflict"
-    return NegativeOutcome(message, code=code, conflicts=[view(lock) for lock in conflicts])
+    return NegativeOutcome(
+        f"{mode} lock on {asked} denied: {held}; retry with --wait SECONDS, "
+        "or ask the holder to run `mesh unlock`",
+        code="lock-conflict",
+        conflicts=found,
+    )
 
 
 # ---- renew, release ----------------------------------------------------------------------
@@ -355,11 +404,12 @@ def _renew(
     renewed = []
     with mesh.store.lock(TABLE_LOCK):
         now = clock.now()
+        judge = _Judge(mesh, now)
         for path in paths:
             name = record_name(path, holder)
             raw = mesh.store.read(_rel(name))
             lock = _valid(raw, name) if raw is not None else None
-            if lock is None or lock["_expires"] <= now:
+            if lock is None or judge.expired(lock):
                 continue
             # A record written by hand or by an older version may hold a longer ttl.
             lease = ttl if ttl is not None else min(float(lock["ttl"]), MAX_TTL_S)
@@ -393,12 +443,12 @@ def release(
             elif mine:
                 removed += mine
             elif any(not judge.stale(lock) for lock in others):
-                held = "; ".join(_describe(lock, judge.now) for lock in others)
+                held = "; ".join(_describe(judge.effective(lock), judge.now) for lock in others)
                 raise NegativeOutcome(
                     f"{path} is not locked by {holder}: {held}; only the holder may unlock it "
                     "(or take it with --force, which tells the holder)",
                     code="lock-not-yours",
-                    conflicts=[view(lock) for lock in others],
+                    conflicts=[view(judge.effective(lock)) for lock in others],
                 )
             else:
                 raise NotFound(
@@ -442,17 +492,19 @@ def _tell_holders(mesh: Mesh, actor: str, taken: list[dict[str, Any]]) -> None:
 
 
 def list_locks(mesh: Mesh) -> list[dict[str, Any]]:
-    """Every lock record, sorted by path then holder, each with `stale`: true when it no
-    longer binds anyone (lease ran out or holder dead) and only awaits prune."""
+    """Every lock, sorted by path then holder, with `expires_at` when it lapses if its holder
+    stays silent, and `stale`: true when it no longer binds anyone (lease ran out or holder
+    dead) and only awaits prune."""
     judge = _Judge(mesh, clock.now())
     table = sorted(_read_table(mesh, locked=False), key=lambda lock: (lock["path"], lock["holder"]))
-    return [{**view(lock), "stale": judge.stale(lock)} for lock in table]
+    return [{**view(judge.effective(lock)), "stale": judge.stale(lock)} for lock in table]
 
 
 def is_stale(mesh: Mesh, lock: dict[str, Any]) -> bool:
     """Whether a lock object no longer binds: its lease ran out or its holder is dead."""
     judge = _Judge(mesh, clock.now())
-    return clock.parse_iso(lock["expires_at"]) <= judge.now or judge.holder_dead(lock["holder"])
+    record = {**lock, "_expires": clock.parse_iso(lock["expires_at"])}
+    return judge.expired(record) or judge.holder_dead(lock["holder"])
 
 
 def clear_stale(mesh: Mesh, *, dry_run: bool = False) -> list[dict[str, Any]]:

@@ -475,6 +475,22 @@ def history(mesh: Mesh, name: str, limit: int = 20) -> list[dict[str, Any]]:
     return found
 
 
+def archived(mesh: Mesh, name: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Unread mail archived when `name` was unregistered or removed, newest first."""
+    check_agent_name(name)
+    if limit < 1:
+        raise InvalidInput(f"--limit must be 1 or more, got {limit}", code="invalid-limit")
+    folder = f"{ARCHIVE_DIR}/{name}"
+    found: list[dict[str, Any]] = []
+    for file_name in sorted(mesh.store.names(folder), key=_id_of, reverse=True):
+        message = _load(mesh, f"{folder}/{file_name}")
+        if message is not None:
+            found.append(message)
+            if len(found) == limit:
+                break
+    return found
+
+
 def find(mesh: Mesh, msg_id: str) -> dict[str, Any] | None:
     """The message with this id wherever it is (sent, unread, consumed, archived), or None.
 

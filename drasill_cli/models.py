@@ -308,6 +308,7 @@ class Task(Record):
     depends_on: list[str] = rule("strs", factory=list, nullable=False)
     review: bool = rule("bool", default=False, nullable=False)
     approved_by: str | None = rule("str")
+    review_note: str | None = rule("str")
     cwd: str | None = rule("str")
 
 

@@ -1,7 +1,9 @@
 """Onboarding: the short block an agent needs in its system prompt, and `mesh launch`.
 
-The prompt stays under 300 tokens: protocol-server peers cost agents about 25k tokens of tool
-definitions, and a shell-out CLI explained in a paragraph is the point of this design.
+The prompt stays under 250 words: protocol-server peers cost agents about 25k tokens of tool
+definitions, and a shell-out CLI explained in a paragraph is the point of this design. It
+teaches the whole loop (mail, claim and wait, review, locks and their lease) because that is
+what agents working from it alone got wrong.
 
 `launch` starts the tool detached, in a new process session, so the agent outlives the shell
 that launched it: under tmux (`new-session -d`) or under heimdall (`hm run`), with the prompt
@@ -37,23 +39,29 @@ SOCKET_WAIT_S = 5.0
 TMUX_TIMEOUT_S = 10.0
 
 _PROMPT = """\
-You are agent {who} on a mesh of AI agents sharing this machine. `mesh` is its CLI; add --json \
-for JSON. {identity}
-- Mail: `mesh inbox` takes your next message (urgent first) and marks it read; `--list` shows \
-all unread. A line "[mesh] N new messages ... run mesh inbox" typed into your session means mail \
-is waiting: read it.
-- Send: `mesh send NAME "text"` (NAME `all` for everyone; `--priority urgent`, `--reply-to ID`).
-- Who is here: `mesh agents`.
-- Tasks: `mesh claim --next` takes one (exit 1: none free), then `mesh task start ID` and \
-`mesh task done ID --result "..."` (or `fail` / `release`). Add work: `mesh task add TITLE`.
-- Before editing shared files: `mesh lock PATH...`; exit 1 names the holder, so wait or ask \
-them. `mesh unlock PATH...` when done.
-- Exit codes: 0 done, 1 no or denied, 2 bad input, 3 not found.
+You are agent {who} on a mesh of AI agents; `mesh` is its CLI (--json for \
+JSON). {identity}
+Exit 1 is an ordinary "no" (empty inbox, nothing to claim, lock held, wait ran out), not a \
+failure; 2 bad input; 3 not found.
+- Mail: `mesh inbox` takes your next message; `mesh inbox --wait 600` waits for one. A typed \
+"[mesh] ... mesh inbox" line means mail. `mesh send NAME "text"` (`all`: everyone). \
+`mesh agents` lists agents.
+- Tasks: `mesh claim --next` takes a ready task; `mesh claim --next --wait 600` waits until \
+one is (added, released, dependencies done). Finish with `mesh task done ID \
+--result "what changed, how tested"` (or `fail`; `release` gives it back). Add: \
+`mesh task add TITLE --depends ID --review`.
+- Review: a --review task enters review when done; its creator (else everyone) is messaged. \
+Reviewer: `mesh task show ID`, then `mesh task approve ID --note "..."` or `mesh task reject \
+ID --note "what to fix"`; rejected, it returns to its author (working) with the note by mail: \
+fix, then `done` again.
+- Locks: `mesh lock PATH...` before editing shared files, new ones too; relative paths are \
+fine. A lock holds until a lease (default 600s, `--ttl SECONDS`) passes after your last mesh \
+command: in long work run `mesh heartbeat`. It frees if you die. `mesh unlock PATH...` after.
 Check your inbox after each task and before you stop."""
 
 
 def prompt(name: str | None = None) -> str:
-    """The onboarding block for an agent's system prompt (under 1,200 characters)."""
+    """The onboarding block for an agent's system prompt (under 250 words)."""
     if name is None:
         return _PROMPT.format(
             who="$DRASILL_AGENT",

@@ -1,7 +1,7 @@
 """Tasks: add, claim exactly once, move through the lifecycle, depend on each other, get reviewed.
 
 Each task is one record, `tasks/<id>.json`, and every change to it is a read-decide-write under
-the task's own filelock (`task-<id>`), so of any number of racing claimers exactly one wins and
+the task's own sidecar lock (`task-<id>`), so of any number of racing claimers exactly one wins and
 only the claimant can move its task. Two indexes of empty marker files keep the hot paths from
 reading every record:
 
@@ -13,18 +13,23 @@ reading every record:
 The record is the truth and the markers are hints: a marker is created before the record enters
 its state and removed after the record leaves it, so a crash can leave a stale marker (skipped
 and removed under the task's lock when met) but never hide a queued or held task.
+
+Ids are short and sort in creation order: `t-0001`, `t-0002`, ... numbered under one store lock
+(`task-ids`), so tables show them whole and people can type them (`7` and `t-7` name `t-0007`).
+Past `t-9999` a letter for the number of digits keeps the order: `t-a10000`, `t-b100000`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, get_args
 
 from drasill_cli import clock
-from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
+from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound, OrdinaryOutcome
 from drasill_cli.mesh import Mesh
 from drasill_cli.models import RecordError, Task, TaskState
 from drasill_cli.names import check_agent_name, has_control_chars
@@ -39,6 +44,12 @@ PRIORITY_LIMIT = 1_000_000
 MAX_TITLE_CHARS = 200
 LOCK_TIMEOUT_S = 30.0
 _ID_RE = re.compile(r"[a-z0-9-]{1,64}")
+_NUMBER_RE = re.compile(r"(?:t-)?0*([0-9]{1,30})")
+ID_DIGITS = 4
+ID_LOCK = "task-ids"
+SEQUENCE_RECORD = "counters/tasks.json"
+# Events wake `claim_next_wait`; this re-check only guards against an event the kernel dropped.
+WAIT_RECHECK_S = 5.0
 
 Decide = Callable[[Task], Task]
 
@@ -47,6 +58,32 @@ class TaskBusy(NegativeOutcome):
     """Another process holds the task's lock (a racing claimer, or one that hangs)."""
 
     default_code = "task-busy"
+
+
+class NothingClaimable(OrdinaryOutcome):
+    """No queued task is ready (an ordinary state: exit 1, a plain line)."""
+
+    default_code = "nothing-claimable"
+
+
+def format_id(number: int) -> str:
+    """`t-0007` for 7: four digits, then a letter for each longer width (`t-a10000`), so that
+    ids sort as strings in creation order."""
+    digits = str(number)
+    if len(digits) <= ID_DIGITS:
+        return f"t-{number:0{ID_DIGITS}d}"
+    return f"t-{chr(ord('a') + len(digits) - ID_DIGITS - 1)}{digits}"
+
+
+def id_number(task_id: str) -> int | None:
+    """The number of an id made by `format_id`; None for any other id."""
+    body = task_id.removeprefix("t-")
+    if body[:1].isalpha():
+        body = body[1:]
+    if not body.isdigit() or not task_id.startswith("t-"):
+        return None
+    number = int(body)
+    return number if format_id(number) == task_id else None
 
 
 def record_path(task_id: str) -> str:
@@ -105,12 +142,16 @@ def resolve_id(mesh: Mesh, ref: str) -> str:
     ref = ref.strip().lower()
     if not _ID_RE.fullmatch(ref):
         raise InvalidInput(
-            f"{ref!r} is not a task id: ids look like t-0123456789abc-wxyz (a unique prefix "
-            "is enough)",
+            f"{ref!r} is not a task id: ids look like t-0007 (the number alone, 7, is enough)",
             code="invalid-task-id",
         )
     if mesh.store.mtime(record_path(ref)) is not None:
         return ref
+    number = _NUMBER_RE.fullmatch(ref)
+    if number is not None:
+        numbered = format_id(int(number.group(1)))
+        if mesh.store.mtime(record_path(numbered)) is not None:
+            return numbered
     matches = [
         name.removesuffix(".json") for name in mesh.store.names(TASK_DIR) if name.startswith(ref)
     ]
@@ -143,7 +184,8 @@ def list_tasks(mesh: Mesh, state: str | None = None) -> list[dict[str, Any]]:
         task = _load(mesh, name.removesuffix(".json"))
         if task is not None and (state is None or task.state == state):
             found.append(task.to_record())
-    return found
+    # Creation order; the time first keeps it across id formats (meshes made before short ids).
+    return sorted(found, key=lambda task: (task["created_at"], task["id"]))
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -151,7 +193,7 @@ def list_tasks(mesh: Mesh, state: str | None = None) -> list[dict[str, Any]]:
 
 @contextmanager
 def _locked(mesh: Mesh, task_id: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """The task's filelock; a holder that never lets go becomes a clear exit 1, not a hang."""
+    """The task's sidecar lock; a holder that never lets go becomes a clear exit 1, not a hang."""
     from drasill_cli.store import Busy
 
     try:
@@ -311,25 +353,46 @@ def add_task(
             code="invalid-priority",
         )
     deps = _check_dependencies(mesh, depends_on)
-    now = clock.iso()
-    task = Task(
-        id=clock.new_id("t"),
-        title=title,
-        body=body,
-        state="queued",
-        priority=priority,
-        created_by=actor,
-        created_at=now,
-        updated_at=now,
-        depends_on=deps,
-        review=review,
-        cwd=cwd or os.getcwd(),
-    )
-    _save(mesh, None, task)  # a new id: nobody else can reach the task yet, so no lock
+    with mesh.store.lock(ID_LOCK):
+        now = clock.iso()
+        task = Task(
+            id=_next_id(mesh),
+            title=title,
+            body=body,
+            state="queued",
+            priority=priority,
+            created_by=actor,
+            created_at=now,
+            updated_at=now,
+            depends_on=deps,
+            review=review,
+            cwd=cwd or os.getcwd(),
+        )
+        # Under the task's own lock too: its queue marker appears before its record, and a
+        # claimer that met the marker first would otherwise take it for a stale one and drop it.
+        with _locked(mesh, task.id):
+            _save(mesh, None, task)
     mesh.record(
         "task-add", actor, task=task.id, state=task.state, priority=priority, depends_on=deps
     )
     return task.to_record()
+
+
+def _next_id(mesh: Mesh) -> str:
+    """The next free numbered id (the caller holds ID_LOCK).
+
+    The counter record remembers the last number even if that task's record is later
+    quarantined; the listing covers a counter that is missing or behind.
+    """
+    raw = mesh.store.read(SEQUENCE_RECORD)
+    last = raw.get("last") if raw is not None else None
+    numbers = [id_number(name.removesuffix(".json")) for name in mesh.store.names(TASK_DIR)]
+    number = max([n for n in numbers if n is not None] + [last if isinstance(last, int) else 0])
+    number += 1
+    while mesh.store.mtime(record_path(format_id(number))) is not None:
+        number += 1
+    mesh.store.write(SEQUENCE_RECORD, {"last": number})
+    return format_id(number)
 
 
 # ---- claim -----------------------------------------------------------------------------------
@@ -473,11 +536,40 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
         )
     else:
         why = "no task is queued; add work with `mesh task add`"
-    raise NegativeOutcome(
-        f"nothing to claim: {why}",
-        code="nothing-claimable",
-        waiting=waiting,
-    )
+    raise NothingClaimable(f"nothing to claim: {why}", waiting=waiting)
+
+
+def claim_next_wait(mesh: Mesh, actor: str, wait: float) -> dict[str, Any]:
+    """`claim_next`, waiting up to `wait` seconds (inf: no limit) for a task to become claimable.
+
+    Woken by file events in the task folder (a task added, released, requeued, or a dependency
+    completed), with a slow re-check in case an event is lost; never a polling loop. The watch
+    starts before the first try, so a change in between still wakes it.
+    """
+    if not wait >= 0:  # nan compares false
+        raise InvalidInput(
+            f"--wait must be zero or more seconds (inf: until a task is ready), got {wait}",
+            code="invalid-wait",
+        )
+    if wait == 0:
+        return claim_next(mesh, actor)
+    from drasill_cli.events import FolderEvents
+
+    deadline = time.monotonic() + wait
+    with FolderEvents(mesh.store.ensure_dir(TASK_DIR)) as changes:
+        while True:
+            try:
+                return claim_next(mesh, actor)
+            except NothingClaimable as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise NothingClaimable(
+                        f"{exc.message.replace('nothing to claim', 'still nothing to claim', 1)}"
+                        f" (waited {wait:g}s); wait again with `mesh claim --next --wait "
+                        "SECONDS`",
+                        **exc.details,
+                    ) from None
+            changes.wait(min(remaining, WAIT_RECHECK_S))
 
 
 # ---- lifecycle -------------------------------------------------------------------------------
@@ -533,14 +625,22 @@ def start(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[s
 
 
 def done(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
-    """The claimant finishes: completed, or review for a task added with `--review`."""
+    """The claimant finishes: completed, or review for a task added with `--review`.
+
+    A task entering review is announced by message to its creator, or to every other live
+    agent when the creator is the author or is not a registered agent; the returned task
+    lists them under `notified`.
+    """
     limit = mesh.config.messages.max_body_bytes
 
     def decide(task: Task) -> Task:
         _own(task, actor, "finish")
         return _with_result(task, result, limit, state="review" if task.review else "completed")
 
-    return _change(mesh, resolve_id(mesh, ref), actor, "task-done", decide)
+    task = _change(mesh, resolve_id(mesh, ref), actor, "task-done", decide)
+    if task["state"] == "review":
+        task["notified"] = _tell(mesh, actor, _reviewers(mesh, task, actor), _review_request(task))
+    return task
 
 
 def fail(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
@@ -585,27 +685,121 @@ def release(
     return _change(mesh, resolve_id(mesh, ref), actor, "task-release", decide, forced=force)
 
 
-def approve(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
-    """A reviewer other than the claimant completes a task in review."""
-    limit = mesh.config.messages.max_body_bytes
+def _reviewable(task: Task, actor: str, verb: str) -> None:
+    """Refuse (exit 1) unless the task is in review and `actor` is not its author."""
+    if task.state != "review":
+        raise NegativeOutcome(
+            f"task {task.id} is {task.state}, not review; only a task added with --review "
+            f"and marked done can be {'approved' if verb == 'approve' else 'rejected'}",
+            code="wrong-state",
+            state=task.state,
+        )
+    if task.claimed_by == actor:
+        raise NegativeOutcome(
+            f"{actor} did task {task.id} and cannot {verb} its own work; ask another "
+            f"agent to run `mesh task {verb} {task.id}`",
+            code="self-approval" if verb == "approve" else "self-review",
+        )
+
+
+def _check_note(note: str | None, limit: int, *, required: bool) -> str | None:
+    if note is not None:
+        note = note.strip()
+        _check_text("note", note, limit)
+    if required and not note:
+        raise InvalidInput(
+            "a rejection needs --note TEXT saying what to fix (it is sent to the author)",
+            code="missing-note",
+        )
+    return note or None
+
+
+def approve(mesh: Mesh, ref: str, actor: str, note: str | None = None) -> dict[str, Any]:
+    """A reviewer other than the author completes a task in review.
+
+    The author's `result` is kept; the reviewer's words go to `review_note`, and the author is
+    told by message (listed under `notified`).
+    """
+    check_agent_name(actor)
+    note = _check_note(note, mesh.config.messages.max_body_bytes, required=False)
 
     def decide(task: Task) -> Task:
-        if task.state != "review":
-            raise NegativeOutcome(
-                f"task {task.id} is {task.state}, not review; only a task added with --review "
-                "and marked done can be approved",
-                code="wrong-state",
-                state=task.state,
-            )
-        if task.claimed_by == actor:
-            raise NegativeOutcome(
-                f"{actor} did task {task.id} and cannot approve its own work; ask another "
-                "agent to run `mesh task approve`",
-                code="self-approval",
-            )
-        return _with_result(task, result, limit, state="completed", approved_by=actor)
+        _reviewable(task, actor, "approve")
+        return task.replace(state="completed", approved_by=actor, review_note=note)
 
-    return _change(mesh, resolve_id(mesh, ref), actor, "task-approve", decide)
+    task = _change(mesh, resolve_id(mesh, ref), actor, "task-approve", decide, note=note)
+    said = f": {_excerpt(note, task['id'])}" if note else ""
+    body = f'task {task["id"]} "{task["title"]}" was approved by {actor} and is completed{said}'
+    task["notified"] = _tell(mesh, actor, [task["claimed_by"]], body)
+    return task
+
+
+def reject(mesh: Mesh, ref: str, actor: str, note: str) -> dict[str, Any]:
+    """A reviewer other than the author sends a task in review back to `working`, with the
+    same claimant, who gets `note` by message (the author's `result` is kept)."""
+    check_agent_name(actor)
+    checked = _check_note(note, mesh.config.messages.max_body_bytes, required=True)
+
+    def decide(task: Task) -> Task:
+        _reviewable(task, actor, "reject")
+        return task.replace(state="working", approved_by=None, review_note=checked)
+
+    task = _change(mesh, resolve_id(mesh, ref), actor, "task-reject", decide, note=checked)
+    body = (
+        f'task {task["id"]} "{task["title"]}" was sent back to you by {actor}: '
+        f"{_excerpt(checked or '', task['id'])}\n"
+        f"It is yours again (working): fix it, then `mesh task done {task['id']} --result "
+        '"what changed"` sends it to review again.'
+    )
+    task["notified"] = _tell(mesh, actor, [task["claimed_by"]], body)
+    return task
+
+
+def _reviewers(mesh: Mesh, task: dict[str, Any], author: str) -> list[str]:
+    """Who hears that a task entered review: its creator, unless the creator did it (or is
+    not a registered agent); then every other live agent."""
+    creator = task["created_by"]
+    if creator is not None and creator != author and mesh.is_registered(creator):
+        return [creator]
+    from drasill_cli import agents
+
+    return [a["name"] for a in agents.list_agents(mesh) if a["name"] != author]
+
+
+def _excerpt(text: str, task_id: str, limit: int = 1000) -> str:
+    """`text`, cut to `limit` characters with a pointer to the whole (messages have a limit)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... (all of it: mesh task show {task_id})"
+
+
+def _review_request(task: dict[str, Any]) -> str:
+    result = (task["result"] or "").strip()
+    said = f"\nIts result: {_excerpt(result, task['id'], 300)}" if result else ""
+    return (
+        f'review requested: task {task["id"]} "{task["title"]}" was done by '
+        f"{task['claimed_by']} and waits for review.{said}\n"
+        f"Look with `mesh task show {task['id']}`, then `mesh task approve {task['id']} --note "
+        f'"..."` or `mesh task reject {task["id"]} --note "what to fix"`.'
+    )
+
+
+def _tell(mesh: Mesh, sender: str, recipients: Sequence[str | None], body: str) -> list[str]:
+    """Message each registered recipient; returns who was told. A failure is a warning: the
+    task change it reports has already happened."""
+    from drasill_cli import messages
+
+    told = []
+    for name in dict.fromkeys(r for r in recipients if r is not None and r != sender):
+        if not mesh.is_registered(name):
+            continue
+        try:
+            messages.send(mesh, name, body, sender=sender)
+        except MeshError as exc:
+            mesh.warnings.append(f"could not tell {name}: {exc}")
+            continue
+        told.append(name)
+    return told
 
 
 def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[dict[str, Any]]:

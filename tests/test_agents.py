@@ -212,7 +212,7 @@ def test_recycled_pid_is_not_life(mesh: Mesh) -> None:
 
 def test_unregister_removes_the_agent(cli: MeshRunner) -> None:
     cli.json("register", "alpha")
-    gone = cli.json("unregister", "alpha")
+    gone = cli.json("unregister", "alpha", "--as", "alpha")  # itself: no --force needed
     assert gone["name"] == "alpha"
     assert cli.json("agents", "--all") == []
     assert cli.run("unregister", "alpha").returncode == 3

@@ -229,7 +229,7 @@ def test_second_declaration_beyond_ram_gb_is_refused_until_the_first_unregisters
     assert human.stdout == ""
     assert "needs 0.5 GB of RAM but 0.3 GB is free" in human.stderr
     assert [a["name"] for a in cli.json("agents")] == ["one"]  # nothing was written
-    cli.json("unregister", "one")
+    cli.json("unregister", "one", "--as", "one")
     assert cli.json("register", "two", "--ram-gb", "0.5")["ram_gb"] == 0.5
 
 
@@ -249,7 +249,7 @@ def test_wait_admits_once_budget_is_released_and_times_out_otherwise(cli: MeshRu
     )
     time.sleep(1.5)
     assert waiter.poll() is None  # still waiting for budget
-    cli.json("unregister", "one")
+    cli.json("unregister", "one", "--as", "one")
     out, _ = waiter.communicate(timeout=30)
     assert waiter.returncode == 0
     assert json.loads(out)["name"] == "two"

@@ -212,7 +212,7 @@ def test_unregister_releases_and_archives(cli: MeshRunner, tmp_path: Path) -> No
     cli.json("claim", task["id"], "--as", "leaver")
     cli.json("lock", str(tmp_path / "f"), "--as", "leaver")
     cli.json("send", "leaver", "bye", "--as", "lead")
-    cli.json("unregister", "leaver")
+    cli.json("unregister", "leaver", "--as", "leaver")
     assert cli.json("task", "show", task["id"])["state"] == "queued"
     assert cli.json("locks") == []
     archived = list((cli.mesh_dir / "archive").rglob("*.json"))
@@ -224,7 +224,7 @@ def test_unregister_requeues_without_counting_an_attempt(cli: MeshRunner) -> Non
     task = cli.json("task", "add", "t")
     cli.json("claim", task["id"], "--as", "a")
     cli.json("task", "start", task["id"], "--as", "a")
-    assert cli.json("unregister", "a")["name"] == "a"
+    assert cli.json("unregister", "a", "--as", "a")["name"] == "a"
     shown = cli.json("task", "show", task["id"])
     assert (shown["state"], shown["attempts"], shown["claimed_by"]) == ("queued", 0, None)
     lines = (cli.mesh_dir / "audit" / "events.jsonl").read_text().splitlines()

@@ -107,7 +107,7 @@ def test_empty_inbox_exits_1_with_null(cli: MeshRunner, flags: list[str]) -> Non
     human = cli.run("inbox", "bob", *flags)
     assert human.returncode == 1
     assert human.stdout == ""
-    assert human.stderr.startswith("error: no unread messages for bob")
+    assert human.stderr.startswith("no unread messages for bob")  # an ordinary state: no `error:`
 
 
 def test_human_inbox_shows_header_then_body(cli: MeshRunner) -> None:

@@ -69,16 +69,29 @@ def register_cmd(
 def unregister_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The agent to remove.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Remove another agent even though it is still alive."),
+    ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Leave the mesh: the record goes, its locks and budget are released, its tasks requeued."""
+    """Leave the mesh: the record goes, its locks and budget are released, its tasks requeued.
+
+    Removing another agent (or with no identity) that is still alive needs --force. Its unread
+    mail is archived: read it with `mesh history NAME --archived`.
+    """
     from drasill_cli import agents
 
     cli = state(ctx)
-    actor = cli.identity(as_, required=False)
-    agent = agents.unregister(cli.mesh(), name, actor)
+    actor = cli.identity(as_, required=False) or "human"
+    agent = agents.unregister(cli.mesh(), name, actor, force=force)
     show_agent(agent, "unregistered", json_out)
+    if agent["archived"] and not json_out:
+        say(
+            f"its {agent['archived']} unread message(s) were archived; read them with "
+            f"`mesh history {name} --archived`"
+        )
 
 
 @command(app, "heartbeat")

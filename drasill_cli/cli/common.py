@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from drasill_cli.cli import lightparams
-from drasill_cli.errors import InvalidInput, MeshError
+from drasill_cli.errors import InvalidInput, MeshError, OrdinaryOutcome
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -144,11 +144,15 @@ def note(text: str) -> None:
 
 
 def render_error(exc: MeshError, json_out: bool) -> None:
-    """The contract's error form: a JSON object on stdout, or one `error:` line on stderr."""
+    """The contract's error form: a JSON object on stdout, or one `error:` line on stderr.
+
+    An ordinary state (nothing to claim, a wait that ran out) is one plain line instead.
+    """
     if json_out:
         print_json(exc.to_json())
     else:
-        sys.stderr.write(f"error: {one_line(exc.message)}\n")
+        prefix = "" if isinstance(exc, OrdinaryOutcome) else "error: "
+        sys.stderr.write(f"{prefix}{one_line(exc.message)}\n")
 
 
 def one_line(text: str) -> str:

@@ -57,12 +57,13 @@ PathsArg = Annotated[
 
 
 def show_locks(found: list[dict[str, Any]], verb: str, json_out: bool) -> None:
-    """Locks as a JSON list, or one human line each."""
+    """Locks as a JSON list, or one human line each (a held lock says its lease)."""
     if json_out:
         print_json(found)
         return
     for lock in found:
-        say(f"{verb} {lock['path']} ({lock['mode']}, {lock['holder']}) until {lock['expires_at']}")
+        lease = f", lease {lock['ttl']:g}s until {lock['expires_at']}" if verb == "locked" else ""
+        say(f"{verb} {lock['path']} ({lock['mode']}, {lock['holder']}{lease})")
 
 
 @command(app, "lock", cls=SplitAtDoubleDash)
@@ -76,7 +77,7 @@ def lock_cmd(
         float | None,
         typer.Option(
             help="Lease in seconds, at most 2592000 (30 days); default: locks.default_ttl "
-            "in the config.",
+            "in the config (600).",
             metavar="SECONDS",
         ),
     ] = None,
@@ -91,6 +92,15 @@ def lock_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Lock PATHs for the agent (all or none); locking again renews.
+
+    Lock before you edit, new files too (their path or their folder). Relative paths are fine:
+    each is resolved to its absolute real path, and a folder covers everything under it.
+
+    Lease rule: a lock holds until a whole lease (--ttl) has passed both since you took or
+    renewed it and since your last mesh command (any command run as you, or `mesh heartbeat`,
+    keeps all your locks). So it lasts through long work while you are alive, frees a lease
+    after you fall silent, and frees at once if your process or session is gone. If a lapsed
+    lock is taken, you get an urgent message saying so. Release with `mesh unlock PATH`.
 
     With `-- COMMAND`, runs it holding the locks (renewed while it runs), releases them after
     and exits with COMMAND's code; 127 when COMMAND is not found and 126 when it cannot be

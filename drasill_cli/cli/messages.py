@@ -173,10 +173,7 @@ def _report_empty(who: str, wait: float | None, json_out: bool) -> NoReturn:
         print_json(None)
     else:
         waited = f" after waiting {wait:g}s" if wait is not None else ""
-        note(
-            f"error: no unread messages for {who}{waited}; "
-            "wait for one with `mesh inbox --wait SECONDS`"
-        )
+        note(f"no unread messages for {who}{waited}; wait for one with `mesh inbox --wait SECONDS`")
     raise typer.Exit(1)
 
 
@@ -187,20 +184,28 @@ def history_cmd(
         str | None, typer.Argument(help="Whose history (default: the identity).")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most N messages.")] = 20,
+    archived: Annotated[
+        bool,
+        typer.Option(
+            "--archived",
+            help="Instead: the unread mail archived when NAME was unregistered or removed.",
+        ),
+    ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Messages sent and read, newest first."""
+    """Messages sent and read, newest first (--archived: mail left unread at removal)."""
     from drasill_cli import messages
 
     cli = state(ctx)
     who = cli.whose(name, as_)
-    found = messages.history(cli.mesh(), who, limit)
+    mesh = cli.mesh()
+    found = messages.archived(mesh, who, limit) if archived else messages.history(mesh, who, limit)
     if json_out:
         print_json(found)
         return
     if not found:
-        say(f"no messages sent or read by {who}")
+        say(f"no archived mail for {who}" if archived else f"no messages sent or read by {who}")
         return
     for message in found:
         first = message["body"].strip().splitlines()[0] if message["body"].strip() else ""

@@ -1,4 +1,4 @@
-"""`mesh task add|list|show|start|done|fail|release|approve` and `mesh claim`."""
+"""`mesh task add|list|show|start|done|fail|release|approve|reject` and `mesh claim`."""
 
 from __future__ import annotations
 
@@ -28,19 +28,38 @@ task_app = typer.Typer(
 )
 app.add_typer(task_app, name="task")
 
-IdArg = Annotated[str, typer.Argument(help="Task id, or a unique prefix of one.")]
+IdArg = Annotated[
+    str, typer.Argument(help="Task id (t-0007), its number (7), or a unique prefix of one.")
+]
 ResultOpt = Annotated[
     str | None, typer.Option("--result", help="What came of it (kept in the task's result).")
 ]
 
 
+def _who(task: dict[str, Any]) -> str:
+    """`working by ann`, `review, done by ann`, `completed, done by ann, approved by bob`."""
+    claimant = task.get("claimed_by")
+    if not claimant:
+        return str(task["state"])
+    if task["state"] in ("claimed", "working"):
+        return f"{task['state']} by {claimant}"
+    words = f"{task['state']}, done by {claimant}"
+    if task.get("approved_by"):
+        words += f", approved by {task['approved_by']}"
+    return words
+
+
 def show_task(task: dict[str, Any], verb: str, json_out: bool) -> None:
-    """One task, as JSON or as a human line."""
+    """One task, as JSON or as a human line (plus who was told by message, if anyone)."""
     if json_out:
         print_json(task)
         return
-    holder = f" by {task['claimed_by']}" if task.get("claimed_by") else ""
-    say(f"{verb} {task['id']} [{task['state']}{holder}] {task['title']}")
+    say(f"{verb} {task['id']} [{_who(task)}] {task['title']}")
+    if task.get("review_note") and verb in ("approved", "rejected"):
+        say(f"review note: {task['review_note']}")
+    if "notified" in task:
+        told = ", ".join(task["notified"])
+        note(f"told {told} by message" if told else "no other agent is registered to tell")
 
 
 @command(task_app, "add")
@@ -103,11 +122,11 @@ def list_cmd(
         print_json(found)
         return
     if not found:
-        say("no tasks" + (f" in state {state_}" if state_ else "") + " (mesh task add TITLE)")
+        say(f"no tasks in state {state_}" if state_ else "no tasks yet (mesh task add TITLE)")
         return
     table(
         None,
-        ["id", "state", "pri", "claimed by", "tries", "updated", "title"],
+        ["id", "state", "pri", "agent", "tries", "updated", "title"],
         [
             [
                 t["id"],
@@ -120,6 +139,7 @@ def list_cmd(
             ]
             for t in found
         ],
+        wrap=("title",),
     )
 
 
@@ -146,12 +166,13 @@ def show_cmd(ctx: typer.Context, task_id: IdArg, json_out: JsonOpt = False) -> N
         "depends_on",
         "review",
         "approved_by",
+        "review_note",
         "cwd",
     ):
         value = task.get(key)
         if isinstance(value, list):
             value = ", ".join(value) or "-"
-        say(f"{key + ':':12} {'-' if value is None else value}")
+        say(f"{key + ':':13} {'-' if value is None else value}")
     for key in ("body", "result"):
         if task.get(key):
             say(f"{key}:\n{task[key]}")
@@ -161,7 +182,8 @@ def show_cmd(ctx: typer.Context, task_id: IdArg, json_out: JsonOpt = False) -> N
 def claim_cmd(
     ctx: typer.Context,
     task_id: Annotated[
-        str | None, typer.Argument(help="The task to claim (id or unique prefix).")
+        str | None,
+        typer.Argument(help="The task to claim: its id (t-0007), number (7) or a unique prefix."),
     ] = None,
     next_: Annotated[
         bool,
@@ -171,18 +193,42 @@ def claim_cmd(
             "completed (the default without ID).",
         ),
     ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            help="With --next: block up to SECONDS until a task is claimable (a task added, "
+            "released or requeued, or a dependency completed); inf: no limit. Woken by file "
+            "events, not polling. Exit 1 when the time is up.",
+            metavar="SECONDS",
+        ),
+    ] = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Claim a task: of any number of racing claimers exactly one wins; the others exit 1."""
+    """Claim a task: of any number of racing claimers exactly one wins; the others exit 1.
+
+    Nothing claimable is an ordinary exit 1 (one plain line saying why); wait for work with
+    --next --wait SECONDS.
+    """
     from drasill_cli import tasks
 
     if task_id is not None and next_:
         raise InvalidInput("give a task ID or --next, not both", code="invalid-usage")
+    if task_id is not None and wait is not None:
+        raise InvalidInput(
+            "--wait goes with --next (wait for any task to become claimable), not with an ID",
+            code="invalid-usage",
+        )
     cli = state(ctx)
     actor = cli.require_identity(as_)
     mesh = cli.mesh()
-    task = tasks.claim_next(mesh, actor) if task_id is None else tasks.claim(mesh, actor, task_id)
+    if task_id is not None:
+        task = tasks.claim(mesh, actor, task_id)
+    elif wait is not None:
+        task = tasks.claim_next_wait(mesh, actor, wait)
+    else:
+        task = tasks.claim_next(mesh, actor)
     if not mesh.is_registered(actor):
         note(
             f"warning: {actor} is not registered, so its tasks are not requeued if it dies; "
@@ -215,7 +261,11 @@ def done_cmd(
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Finish your task: completed, or review when it was added with --review."""
+    """Finish your task: completed, or review when it was added with --review.
+
+    A task entering review is announced by message to its creator (or, when you created it, to
+    every other live agent); the reviewer approves or rejects it.
+    """
     from drasill_cli import tasks
 
     cli = state(ctx)
@@ -263,17 +313,48 @@ def release_cmd(
     show_task(task, "released", json_out)
 
 
+NoteOpt = Annotated[
+    str | None,
+    typer.Option("--note", help="The reviewer's words (kept in review_note, sent to the author)."),
+]
+
+
 @command(task_app, "approve")
 def approve_cmd(
     ctx: typer.Context,
     task_id: IdArg,
-    result: ResultOpt = None,
+    note_: NoteOpt = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Approve a task in review and complete it (not allowed to the agent that did it)."""
+    """Approve a task in review: it is completed (not allowed to the agent that did it).
+
+    The author's result is kept; --note goes to review_note and the author is told.
+    """
     from drasill_cli import tasks
 
     cli = state(ctx)
-    task = tasks.approve(cli.mesh(), task_id, cli.require_identity(as_), result)
+    task = tasks.approve(cli.mesh(), task_id, cli.require_identity(as_), note_)
     show_task(task, "approved", json_out)
+
+
+@command(task_app, "reject")
+def reject_cmd(
+    ctx: typer.Context,
+    task_id: IdArg,
+    note_: Annotated[
+        str,
+        typer.Option(
+            "--note", help="What to fix (required; kept in review_note, sent to the author)."
+        ),
+    ],
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send a task in review back to its author: it returns to working with the same claimant,
+    who gets the note by message (not allowed to the agent that did it)."""
+    from drasill_cli import tasks
+
+    cli = state(ctx)
+    task = tasks.reject(cli.mesh(), task_id, cli.require_identity(as_), note_)
+    show_task(task, "rejected", json_out)
