@@ -63,6 +63,7 @@ def loop_latency(rounds: int) -> dict[str, Any]:
         claimed = {name: _ids(mesh, total, "claimed") for name in ("start", "done", "fail")}
         to_release = _ids(mesh, total, "claimed")
         in_review = _ids(mesh, total, "review", review=True)
+        to_reject = _ids(mesh, total, "review", review=True)
         shown = tasks.list_tasks(mesh)[0]["id"]
         env = work.env(DRASILL_AGENT=WORKER)
         target = str(work.mesh_dir.parent / "locked.txt")
@@ -87,6 +88,7 @@ def loop_latency(rounds: int) -> dict[str, Any]:
             "mesh task fail ID": each(claimed["fail"], "fail", "--result", "broke"),
             "mesh task release ID": each(to_release, "release"),
             "mesh task approve ID": each(in_review, "approve", "--as", LEAD),
+            "mesh task reject ID": each(to_reject, "reject", "--note", "redo", "--as", LEAD),
             "mesh task show ID": run("task", "show", shown),
             "mesh task list": run("task", "list"),
             "mesh lock PATH": lock_pair,

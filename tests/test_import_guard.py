@@ -133,12 +133,13 @@ def loop_mesh(cli: MeshRunner) -> tuple[MeshRunner, dict[str, str]]:
     mesh = Mesh.open(cli.mesh_dir, Config())
     messages.send(mesh, "worker", "hello", sender="lead")
     ids: dict[str, str] = {}
-    for name in ("queued", "start", "done", "fail", "release", "review"):
-        task = tasks.add_task(mesh, name, actor="lead", review=name == "review")
+    for name in ("queued", "start", "done", "fail", "release", "review", "reject"):
+        task = tasks.add_task(mesh, name, actor="lead", review=name in ("review", "reject"))
         ids[name] = task["id"]
         if name != "queued":
             tasks.claim(mesh, "worker", task["id"])
     tasks.done(mesh, ids["review"], "worker", result="ok")
+    tasks.done(mesh, ids["reject"], "worker", result="ok")
     return cli, ids
 
 
@@ -149,6 +150,8 @@ LOOP_COMMANDS: list[tuple[tuple[str, ...], set[str]]] = [
     (("task", "fail", "{fail}", "--result", "no", "--as", "worker"), set()),
     (("task", "release", "{release}", "--as", "worker"), set()),
     (("task", "approve", "{review}", "--as", "lead"), set()),
+    (("task", "reject", "{reject}", "--note", "redo", "--as", "lead"), set()),
+    (("claim", "--next", "--wait", "0", "--as", "lead"), {"watchfiles"}),
     (("task", "show", "{queued}", "--json"), set()),
     (("task", "list", "--json"), set()),
     (("task", "list"), {"rich"}),  # the human table is drawn with rich
