@@ -11,11 +11,10 @@ InvalidInput (nothing written), as on the command line.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from drasill_cli import status
-from drasill_cli.errors import InvalidInput, NegativeOutcome
+from drasill_cli.errors import InvalidInput
 from drasill_cli.mesh import Mesh
 
 LATEST_MESSAGES = 12
@@ -159,37 +158,14 @@ def _note(payload: dict[str, Any]) -> str | None:
 
 
 def review(mesh: Mesh, actor: str, task_id: str, verdict: str, note: str | None) -> dict[str, Any]:
-    """The one place that maps a review verdict onto the core's task functions.
-
-    When the core offers `tasks.reject(mesh, id, note=, actor=)` and `tasks.approve(...,
-    note=)`, they are used as they are. Until then: approve completes the task and keeps its
-    result, and reject requeues a task that is in review (`task release --force`); the note is
-    then kept as its own audit event, `task-review-note`, under the same actor.
-    """
+    """A review verdict through the core's own functions (the CLI's `task approve/reject`):
+    approve completes the task, keeping the author's result, with an optional note; reject
+    sends it back to its claimant with the note (required), who gets it by message."""
     from drasill_cli import tasks
 
     if verdict == "approve":
-        if "note" in inspect.signature(tasks.approve).parameters:
-            result: dict[str, Any] = tasks.approve(mesh, task_id, actor, note=note)  # type: ignore[call-arg,unused-ignore]
-            return result
-        done = tasks.approve(mesh, task_id, actor)
-    else:
-        core_reject = getattr(tasks, "reject", None)
-        if core_reject is not None:
-            rejected: dict[str, Any] = core_reject(mesh, task_id, note=note, actor=actor)
-            return rejected
-        current = tasks.get_task(mesh, task_id)
-        if current["state"] != "review":
-            raise NegativeOutcome(
-                f"task {current['id']} is {current['state']}, not review; only a task in "
-                "review can be rejected",
-                code="wrong-state",
-                state=current["state"],
-            )
-        done = tasks.release(mesh, current["id"], actor, force=True)
-    if note:
-        mesh.record("task-review-note", actor, task=done["id"], verdict=verdict, note=note)
-    return done
+        return tasks.approve(mesh, task_id, actor, note=note)
+    return tasks.reject(mesh, task_id, actor, note or "")
 
 
 def force_unlock(mesh: Mesh, actor: str, payload: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from drasill_cli import audit, clock
 from drasill_cli.mesh import Mesh
-from drasill_cli.store import LOCK_DIR, TMP_PREFIX
+from drasill_cli.store import LOCK_DIR, STAGING_DIR, TMP_PREFIX
 
 if TYPE_CHECKING:
     from drasill_cli import hardware
@@ -120,7 +120,11 @@ def change_key(snap: dict[str, Any]) -> Any:
 
 def _relevant(_change: Any, path: str) -> bool:
     """Changes that can alter the screen: not sidecar lock files, not temp files."""
-    return f"/{LOCK_DIR}/" not in path and not os.path.basename(path).startswith(TMP_PREFIX)
+    return (
+        f"/{LOCK_DIR}/" not in path
+        and f"/{STAGING_DIR}/" not in path
+        and not os.path.basename(path).startswith(TMP_PREFIX)
+    )
 
 
 def watch(mesh: Mesh, refresh_s: float = WATCH_REFRESH_S) -> Iterator[dict[str, Any]]:

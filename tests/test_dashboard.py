@@ -154,25 +154,27 @@ def test_requests_without_the_token_get_403_and_nothing(dash: Dashboard, path: s
 
 def test_a_post_needs_the_token_in_a_header_not_only_the_url(dash: Dashboard, api: Mesh) -> None:
     payload = {"to": "bob", "body": "from a link"}
+    before = messages.unread_count(api, "bob")
     in_url = dash.request(f"/api/send?token={dash.token}", method="POST", payload=payload)
     assert in_url == (403, b"")
     no_token = dash.request("/api/send", method="POST", payload=payload)
     assert no_token == (403, b"")
-    assert messages.unread_count(api, "bob") == 0
+    assert messages.unread_count(api, "bob") == before
     code, answer = dash.act("send", payload)
     assert code == 200, answer
-    assert messages.unread_count(api, "bob") == 1
+    assert messages.unread_count(api, "bob") == before + 1
 
 
 def test_another_origin_or_host_is_refused(dash: Dashboard, api: Mesh) -> None:
     headers = {"X-Mesh-Token": dash.token, "Origin": "http://evil.example"}
+    before = messages.unread_count(api, "bob")
     code, body = dash.request(
         "/api/send", method="POST", payload={"to": "bob", "body": "x"}, headers=headers
     )
     assert (code, body) == (403, b"")
     code, body = dash.request(f"/?token={dash.token}", headers={"Host": "evil.example"})
     assert (code, body) == (403, b"")
-    assert messages.unread_count(api, "bob") == 0
+    assert messages.unread_count(api, "bob") == before
 
 
 def test_json_first_line_names_the_url(cli: MeshRunner) -> None:
@@ -282,12 +284,14 @@ def test_reject_sends_a_review_back_with_the_note(
     code, answer = dash.act("reject", {"id": populated["review"]["id"], "note": "cite sources"})
     assert code == 200, answer
     task = tasks.get_task(api, populated["review"]["id"])
-    assert task["state"] != "review"
-    assert task["state"] != "completed"
+    assert task["state"] == "working"
+    assert task["review_note"] == "cite sources"
     assert any(e.get("note") == "cite sources" and e["actor"] == "human" for e in audit_events(api))
-    code, answer = dash.act("reject", {"id": populated["plain"]["id"]})
+    code, answer = dash.act("reject", {"id": populated["plain"]["id"], "note": "no"})
     assert code == 409
     assert answer["error"]["code"] == "wrong-state"
+    code, answer = dash.act("reject", {"id": populated["plain"]["id"]})
+    assert code == 400, answer
 
 
 def test_bad_input_is_refused_and_writes_nothing(dash: Dashboard, api: Mesh) -> None:
