@@ -33,7 +33,7 @@ HEIMDALL_INSTALL = (
 SOCKET_WAIT_S = 5.0
 
 _PROMPT = """\
-You are agent {who} on a mesh of AI agents sharing this machine. `mesh` is its CLI; add --json \
+You are {who} on a mesh of AI agents sharing this machine. `mesh` is its CLI; add --json \
 for JSON. {identity}
 - Mail: `mesh inbox` takes your next message (urgent first) and marks it read; `--list` shows \
 all unread. A line "[mesh] N new messages ... run mesh inbox" typed into your session means mail \
@@ -52,12 +52,13 @@ def prompt(name: str | None = None) -> str:
     """The onboarding block for an agent's system prompt (under 1,200 characters)."""
     if name is None:
         return _PROMPT.format(
-            who="$DRASILL_AGENT",
-            identity="Your name is in $DRASILL_AGENT; if it is unset, pass --as NAME.",
+            who="an agent",
+            identity="Your agent name is in $DRASILL_AGENT; if it is unset, pass --as NAME "
+            "with the name you were given.",
         )
     check_agent_name(name)
     return _PROMPT.format(
-        who=name,
+        who=f"agent {name}",
         identity=f"Your name is {name} (set in $DRASILL_AGENT; otherwise pass --as {name}).",
     )
 

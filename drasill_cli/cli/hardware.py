@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.cli.render import table
 
 
@@ -23,7 +24,12 @@ def _summary(label: str, section: dict[str, Any]) -> str:
     )
 
 
-@command(app, "hw")
+@command(
+    app,
+    "hw",
+    short_help="Show RAM and GPU capacity, use and agent budgets.",
+    epilog=examples("mesh hw", "mesh hw --json"),
+)
 def hw_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Show RAM and GPU capacity and use, and what each agent declared and really uses."""
     from drasill_cli import hardware

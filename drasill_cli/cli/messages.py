@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -58,23 +60,51 @@ def _show(message: dict[str, Any]) -> None:
     sys.stdout.write(body if body.endswith("\n") else body + "\n")
 
 
-@command(app, "send")
+@command(
+    app,
+    "send",
+    short_help="Send a message to an agent, or to all of them.",
+    epilog=examples(
+        'mesh send bob "tests pass on main" --as alice',
+        'mesh send all "freeze: release at 17:00" --priority urgent',
+        "git diff | mesh send bob --as alice --attach notes.md   # body from stdin",
+        'mesh send alice "done" --reply-to ID   # ID: the one in the message header',
+    ),
+)
 def send_cmd(
     ctx: typer.Context,
-    to: Annotated[str, typer.Argument(help="A registered agent, or `all` for every other one.")],
+    to: Annotated[
+        str,
+        typer.Argument(
+            help="A registered agent, or `all` for every other one.",
+            metavar="NAME",
+            autocompletion=complete.recipients,
+        ),
+    ],
     body: Annotated[
-        str | None, typer.Argument(help="The message; `-` or absent: read it from stdin.")
+        str | None,
+        typer.Argument(help="The message; `-` or absent: read it from stdin.", metavar="TEXT"),
     ] = None,
     as_: AsOpt = None,
     priority: Annotated[
-        str, typer.Option(help="normal or urgent (urgent mail is read first).")
+        str,
+        typer.Option(
+            help="normal or urgent (urgent mail is read first).",
+            metavar="PRIORITY",
+            autocompletion=complete.priorities,
+        ),
     ] = "normal",
     reply_to: Annotated[
-        str | None, typer.Option("--reply-to", help="Id of the message this answers.")
+        str | None,
+        typer.Option("--reply-to", help="Id of the message this answers.", metavar="ID"),
     ] = None,
     attach: Annotated[
         list[str] | None,
-        typer.Option("--attach", help="A file to copy into the mesh with the message (repeat)."),
+        typer.Option(
+            "--attach",
+            help="A file to copy into the mesh with the message (repeat).",
+            metavar="PATH",
+        ),
     ] = None,
     no_wake: Annotated[
         bool, typer.Option("--no-wake", help="Deliver without waking an idle recipient.")
@@ -107,10 +137,26 @@ def send_cmd(
         say(f"sent {message['id']} to {message['to']} ({message['priority']}{extra})")
 
 
-@command(app, "inbox")
+@command(
+    app,
+    "inbox",
+    short_help="Read your next message (exit 1 when there is none).",
+    epilog=examples(
+        "mesh inbox --as bob          # take the next message",
+        "mesh inbox bob --list        # every unread message, kept",
+        "mesh inbox --as bob --wait 60   # block up to a minute for mail",
+    ),
+)
 def inbox_cmd(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Whose inbox (default: the identity).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="Whose inbox (default: the identity).",
+            metavar="NAME",
+            autocompletion=complete.agent_names,
+        ),
+    ] = None,
     peek: Annotated[bool, typer.Option("--peek", help="Show the next message, keep it.")] = False,
     list_: Annotated[
         bool, typer.Option("--list", help="Show every unread message, keep them.")
@@ -180,17 +226,27 @@ def _report_empty(who: str, wait: float | None, json_out: bool) -> NoReturn:
     raise typer.Exit(1)
 
 
-@command(app, "history")
+@command(
+    app,
+    "history",
+    short_help="Show messages sent and read, newest first.",
+    epilog=examples("mesh history --as alice", "mesh history bob --limit 5"),
+)
 def history_cmd(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(help="Whose history (default: the identity).")
+        str | None,
+        typer.Argument(
+            help="Whose history (default: the identity).",
+            metavar="NAME",
+            autocompletion=complete.agent_names,
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most N messages.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", help="At most N messages.", metavar="N")] = 20,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Messages sent and read, newest first."""
+    """Show messages sent and read, newest first."""
     from drasill_cli import messages
 
     cli = state(ctx)

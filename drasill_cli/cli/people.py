@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.cli.render import ago, since, span, table
 
 if TYPE_CHECKING:
@@ -276,7 +278,16 @@ def _watch_plain(updates: Iterator[dict[str, Any]]) -> None:
         sys.stdout.flush()
 
 
-@command(app, "status")
+@command(
+    app,
+    "status",
+    short_help="Show one screen: agents, tasks, locks, budgets, traffic.",
+    epilog=examples(
+        "mesh status",
+        "mesh status --watch   # live; q or Ctrl-C quits",
+        "mesh status --json",
+    ),
+)
 def status_cmd(
     ctx: typer.Context,
     watch: Annotated[
@@ -315,7 +326,12 @@ def status_cmd(
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 
-@command(app, "doctor")
+@command(
+    app,
+    "doctor",
+    short_help="Check the set-up and say how to fix each problem.",
+    epilog=examples("mesh doctor", "mesh --mesh-dir /srv/mesh doctor --json"),
+)
 def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Check what the mesh needs and what is installed, and say how to fix each problem.
 
@@ -339,7 +355,12 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-@command(app, "tools")
+@command(
+    app,
+    "tools",
+    short_help="List the AI coding CLIs mesh knows and which are installed.",
+    epilog=examples("mesh tools", "mesh tools --json"),
+)
 def tools_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the AI coding CLIs mesh knows, which are on PATH, and how bridge runs each."""
     from drasill_cli import tools
@@ -397,11 +418,25 @@ def _say_result(result: dict[str, Any]) -> None:
     say(f"{task['state']} {task['id']}: {task['title']}")
 
 
-@command(app, "bridge")
+@command(
+    app,
+    "bridge",
+    short_help="Work as a task worker that runs an AI CLI on each task.",
+    epilog=examples(
+        "mesh bridge --tool claude --as worker-1",
+        "mesh bridge --tool codex --as worker-2 --once   # one task at most",
+    ),
+)
 def bridge_cmd(
     ctx: typer.Context,
     tool: Annotated[
-        str, typer.Option("--tool", help="The AI CLI to run, e.g. claude (see mesh tools).")
+        str,
+        typer.Option(
+            "--tool",
+            help="The AI CLI to run, e.g. claude (see mesh tools).",
+            metavar="TOOL",
+            autocompletion=complete.tool_names,
+        ),
     ],
     as_: AsOpt = None,
     once: Annotated[
@@ -439,7 +474,12 @@ def bridge_cmd(
         return
 
 
-@command(app, "demo")
+@command(
+    app,
+    "demo",
+    short_help="Run simulated agents on a throwaway mesh and show it.",
+    epilog=examples("mesh demo", "mesh demo --keep   # then explore it with the printed command"),
+)
 def demo_cmd(
     ctx: typer.Context,
     keep: Annotated[

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 
 _HUMAN: dict[str, str] = {
     "start": "watching {mesh} (pid {pid})",
@@ -81,7 +83,16 @@ class _Collected:
         }
 
 
-@command(app, "watch")
+@command(
+    app,
+    "watch",
+    short_help="Wake idle agents with new mail; apply lifecycle and budgets.",
+    epilog=examples(
+        "mesh watch           # runs until Ctrl-C; one per mesh",
+        "mesh watch --once    # one full pass, then exit (cron)",
+        "See docs/howto-systemd-watch.md to run it as a service.",
+    ),
+)
 def watch_cmd(
     ctx: typer.Context,
     once: Annotated[
@@ -119,11 +130,24 @@ def watch_cmd(
                 signal.signal(signum, handler)
 
 
-@command(app, "prompt")
+@command(
+    app,
+    "prompt",
+    short_help="Print the block an agent needs in its system prompt.",
+    epilog=examples(
+        "mesh prompt alice",
+        'claude --append-system-prompt "$(mesh prompt alice)"',
+    ),
+)
 def prompt_cmd(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(help="The agent (default: $DRASILL_AGENT, else generic).")
+        str | None,
+        typer.Argument(
+            help="The agent (default: $DRASILL_AGENT, else a text for any agent).",
+            metavar="NAME",
+            autocompletion=complete.agent_names,
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -141,17 +165,40 @@ def prompt_cmd(
         say(text)
 
 
-@command(app, "launch")
+@command(
+    app,
+    "launch",
+    short_help="Start an agent in a supervised session and register it.",
+    epilog=examples(
+        "mesh launch alice                       # claude, under heimdall or tmux",
+        "mesh launch bob --tool codex --backend tmux",
+        "mesh launch carol -- --model opus       # arguments for the tool after --",
+    ),
+)
 def launch_cmd(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The agent name to register it under.")],
+    name: Annotated[
+        str, typer.Argument(help="The agent name to register it under.", metavar="NAME")
+    ],
     tool_args: Annotated[
-        list[str] | None, typer.Argument(help="Arguments for the tool, after --.")
+        list[str] | None,
+        typer.Argument(help="Arguments for the tool, after --.", metavar="TOOL_ARGS"),
     ] = None,
-    tool: Annotated[str, typer.Option(help="The AI CLI to start.")] = "claude",
+    tool: Annotated[
+        str,
+        typer.Option(
+            help="The AI CLI to start (see mesh tools).",
+            metavar="TOOL",
+            autocompletion=complete.tool_names,
+        ),
+    ] = "claude",
     backend: Annotated[
         str | None,
-        typer.Option(help="Session backend: heimdall or tmux (default: heimdall if hm exists)."),
+        typer.Option(
+            help="Session backend: heimdall or tmux (default: heimdall if hm exists).",
+            metavar="BACKEND",
+            autocompletion=complete.backends,
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
