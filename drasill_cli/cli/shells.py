@@ -37,11 +37,46 @@ def check(shell: str) -> str:
     return chosen
 
 
-def enable() -> None:
-    """Register Typer's bash, zsh and fish completion classes (for `_MESH_COMPLETE` calls)."""
-    from typer._completion_classes import completion_init  # Typer has no public name for it
+def _zsh_quote(text: str) -> str:
+    return (
+        text.replace('"', '""')
+        .replace("'", "''")
+        .replace("$", "\\$")
+        .replace("`", "\\`")
+        .replace(":", r"\\:")
+    )
 
-    completion_init()
+
+def enable() -> None:
+    """Register the bash, zsh and fish completion classes (for `_MESH_COMPLETE` calls).
+
+    They are Typer's, except that zsh and fish show each value's help as it is: Typer renders
+    it through rich to strip markup, which mesh's help never holds, and importing rich would
+    double the time of every TAB.
+    """
+    from typer._click.shell_completion import CompletionItem, add_completion_class
+    from typer._completion_classes import (  # Typer has no public names for these
+        BashComplete,
+        FishComplete,
+        ZshComplete,
+    )
+
+    class Zsh(ZshComplete):
+        def format_completion(self, item: CompletionItem) -> str:
+            value = _zsh_quote(item.value)
+            if item.help:
+                return f'"{value}":"{_zsh_quote(item.help)}"'
+            return f'"{value}"'
+
+    class Fish(FishComplete):
+        def format_completion(self, item: CompletionItem) -> str:
+            if item.help:
+                return f"{item.value}\t{' '.join(item.help.split())}"
+            return f"{item.value}"
+
+    add_completion_class(BashComplete, "bash")
+    add_completion_class(Zsh, "zsh")
+    add_completion_class(Fish, "fish")
 
 
 def script(shell: str) -> str:
