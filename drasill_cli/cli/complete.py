@@ -140,7 +140,7 @@ def _shown_path(path: str) -> str:
     here = os.getcwd()
     if path == here:
         return "."
-    return os.path.relpath(path, here) if path.startswith(here.rstrip("/") + "/") else path
+    return os.path.relpath(path, here) if here != "/" and path.startswith(here + "/") else path
 
 
 def held_lock_paths(ctx: Any, incomplete: str) -> Items:

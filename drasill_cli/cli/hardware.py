@@ -17,7 +17,7 @@ def _gb(value: float | None) -> str:
 
 def _summary(label: str, section: dict[str, Any]) -> str:
     return (
-        f"{label}: total {_gb(section['total_gb'])} GB, used {_gb(section['used_gb'])}, "
+        f"{label}: total {_gb(section['total_gb'])} GiB, used {_gb(section['used_gb'])}, "
         f"available {_gb(section['available_gb'])}; budget limit {_gb(section['limit_gb'])}, "
         f"declared {_gb(section['declared_gb'])}, free {_gb(section['free_gb'])}, "
         f"agents use {_gb(section['agents_gb'])}"
@@ -47,7 +47,7 @@ def hw_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         for device in gpu["devices"]:
             say(
                 f"  gpu{device['index']} {device['name']}: {_gb(device['used_gb'])} of "
-                f"{_gb(device['total_gb'])} GB used, {len(device['processes'])} processes"
+                f"{_gb(device['total_gb'])} GiB used, {len(device['processes'])} processes"
             )
     say(f"policy: {report['policy']}")
     if not report["agents"]:
