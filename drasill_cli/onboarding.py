@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 # How each tool takes extra system-prompt text in an interactive session.
 SYSTEM_PROMPT_ARGS: dict[str, tuple[str, ...]] = {"claude": ("--append-system-prompt",)}
+HEIMDALL_GET = "cargo install --git https://github.com/nazq/heimdall"
 HEIMDALL_INSTALL = (
-    "heimdall (hm) is not on PATH; install it with "
-    "`cargo install --git https://github.com/nazq/heimdall`, or use --backend tmux"
+    f"heimdall (hm) is not on PATH; install it with `{HEIMDALL_GET}`, or use --backend tmux"
 )
 SOCKET_WAIT_S = 5.0
 

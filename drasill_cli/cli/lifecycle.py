@@ -84,7 +84,8 @@ def prune_cmd(
 ) -> None:
     """Apply the lifecycle now: mark the dead, free their locks and tasks, archive, clean up.
 
-    Safe from cron, concurrently, at any rate; prints nothing when nothing changed.
+    Safe from cron, concurrently, at any rate; prints nothing when nothing changed (with
+    --dry-run it says so).
     """
     from drasill_cli import lifecycle
 
@@ -92,8 +93,11 @@ def prune_cmd(
     if json_out:
         print_json(report)
         return
-    for line in _summary(report):
+    lines = _summary(report)
+    for line in lines:
         say(line)
+    if not lines and dry_run:
+        say("nothing to prune: no dead agents, stale locks, old messages or stale files")
 
 
 def _human(event: dict[str, Any]) -> str:

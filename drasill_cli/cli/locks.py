@@ -139,10 +139,24 @@ def lock_cmd(
     if run is None:
         granted = locks.acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait)
         show_locks(granted, "locked", json_out)
+        _mention_missing(paths)
         return
     with locks.hold(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait) as lease:
         code = _run_holding(run, lease)
     raise typer.Exit(code)
+
+
+def _mention_missing(paths: list[str]) -> None:
+    """A lock on a path that does not exist is granted (the file may be about to be made),
+    but a typo should not pass unnoticed."""
+    import os
+
+    for path in paths:
+        if not os.path.lexists(path):
+            note(
+                f"note: {path} does not exist (yet); the lock covers it once it is created. "
+                "Check the spelling if you meant an existing file."
+            )
 
 
 def _run_holding(argv: list[str], lease: Lease) -> int:

@@ -15,7 +15,7 @@ import typer
 from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
 from drasill_cli.cli.helpstyle import examples
-from drasill_cli.errors import InvalidInput
+from drasill_cli.errors import InvalidInput, NegativeOutcome
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -127,11 +127,15 @@ def send_cmd(
         attachments=attach or (),
         wake=not no_wake,
     )
+    if to == "all" and not sent:
+        raise NegativeOutcome(
+            f"nothing was sent: no agent other than {sender} is registered "
+            "(mesh agents lists them; mesh register NAME adds one)",
+            code="no-recipients",
+        )
     if json_out:
         print_json(sent if to == "all" else sent[0])
         return
-    if not sent:
-        note("no other agent is registered: nothing was sent")
     for message in sent:
         extra = f", {len(message['attachments'])} attachment(s)" if message["attachments"] else ""
         say(f"sent {message['id']} to {message['to']} ({message['priority']}{extra})")

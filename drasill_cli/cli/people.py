@@ -510,13 +510,14 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(report)
     else:
+        pad = max(len(check["name"]) for check in report["checks"])
         for check in report["checks"]:
             need = " (required)" if check["required"] and check["status"] == "fail" else ""
-            say(f"{MARK[check['status']]} {check['name']:<10} {check['detail']}{need}")
+            say(f"{MARK[check['status']]} {check['name']:<{pad}} {check['detail']}{need}")
             if check["fix"] and check["status"] != "ok":
-                say(f"{'':15} fix: {check['fix']}")
+                say(f"{'':{pad + 5}} fix: {check['fix']}")
         verdict = "ready" if report["ok"] else "not ready: fix the FAIL lines above"
-        say(f"mesh dir {report['mesh_dir']}: {verdict}")
+        say(f"mesh dir {report['mesh_dir'] or '(not resolved)'}: {verdict}")
     if not report["ok"]:
         raise typer.Exit(1)
 

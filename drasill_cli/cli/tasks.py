@@ -144,14 +144,14 @@ def list_cmd(
         return
     table(
         None,
-        ["id", "state", "pri", "claimed by", "tries", "updated", "title"],
+        ["id", "state", "pri", "claimed by", "requeued", "updated", "title"],
         [
             [
                 t["id"],
                 t["state"],
                 t["priority"],
                 t["claimed_by"],
-                t["attempts"],
+                t["attempts"] or "-",
                 ago(t["updated_at"]),
                 t["title"],
             ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from typing import Annotated, Any
@@ -29,19 +28,73 @@ _HUMAN: dict[str, str] = {
 }
 
 
-def _human(event: dict[str, Any]) -> None:
-    """One line per event on stderr, for people and journald."""
-    from drasill_cli import clock
+# What a lifecycle pass did, per key of its report: a count goes in {n}.
+_LIFECYCLE: dict[str, str] = {
+    "marked_dead": "{n} agent(s) marked dead",
+    "removed": "{n} agent(s) removed",
+    "archived_messages": "unread mail of {n} agent(s) archived",
+    "locks_released": "{n} lock(s) released",
+    "tasks_requeued": "{n} task(s) requeued",
+    "tasks_abandoned": "{n} task(s) abandoned",
+    "budgets_released": "{n} budget(s) released",
+    "temp_files_removed": "{n} stale temp file(s) removed",
+    "history_expired": "{n} old message(s) deleted",
+    "attachments_removed": "attachments of {n} undelivered message(s) removed",
+}
+_BUDGET_ACTION = {"warn": "warned", "pause": "paused", "kill": "killed", "resume": "resumed"}
 
-    template = _HUMAN.get(event["event"])
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_plain(item) for item in value) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _lifecycle_line(event: dict[str, Any]) -> str:
+    parts = [
+        _LIFECYCLE.get(key, key.replace("_", " ") + " {n}").format(n=value)
+        for key, value in event.items()
+        if key not in ("event", "time")
+    ]
+    return "lifecycle: " + (", ".join(parts) or "nothing to do") + " (see mesh log)"
+
+
+def _hardware_line(event: dict[str, Any]) -> str:
+    done = _BUDGET_ACTION.get(str(event.get("action")), str(event.get("action")))
+    over = ", ".join(
+        f"uses {o['measured_gb']:g} GiB of {o['resource']} (declared {o['declared_gb']:g})"
+        for o in event.get("over") or []
+        if isinstance(o, dict) and {"measured_gb", "resource", "declared_gb"} <= set(o)
+    )
+    why = over or event.get("reason") or "over its budget"
+    return f"budget: {done} {event.get('agent')}: {why}"
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One watch event as a sentence for people: never raw JSON."""
+    kind = event["event"]
+    if kind == "lifecycle":
+        return _lifecycle_line(event)
+    if kind == "hardware":
+        return _hardware_line(event)
+    template = _HUMAN.get(kind)
     try:
         text = template.format(**event) if template else None
     except (KeyError, ValueError):
         text = None
     if text is None:
-        details = {k: v for k, v in event.items() if k != "event"}
-        text = f"{event['event']}: {json.dumps(details, ensure_ascii=False, default=str)}"
-    sys.stderr.write(f"{clock.iso()[11:19]} {text}\n")
+        details = "; ".join(f"{k} {_plain(v)}" for k, v in event.items() if k != "event")
+        text = f"{kind}: {details}" if details else str(kind)
+    return text
+
+
+def _human(event: dict[str, Any]) -> None:
+    """One line per event on stderr, for people and journald."""
+    from drasill_cli import clock
+
+    sys.stderr.write(f"{clock.iso()[11:19]} {describe(event)}\n")
     sys.stderr.flush()
 
 
