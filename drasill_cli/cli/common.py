@@ -27,6 +27,13 @@ app = typer.Typer(
     name="mesh",
     help="A serverless mesh for AI coding agents: messages, task claims, file locks, wake-ups "
     "and RAM/GPU budgets, all kept as files in one shared directory.",
+    epilog=helpstyle.examples(
+        "mesh demo                          # see it work on a throwaway mesh",
+        "mesh register alice --role lead    # join as alice",
+        'mesh send bob "hello" --as alice',
+        "mesh status",
+        "mesh COMMAND --help                # every command's options and examples",
+    ),
     no_args_is_help=True,
     add_completion=False,  # app.py declares --install-completion [SHELL] itself
     pretty_exceptions_enable=False,
