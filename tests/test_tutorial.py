@@ -76,7 +76,7 @@ class Shell:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(f"{line}\necho {MARK}$?\n")
         self.proc.stdin.flush()
-        output = []
+        output: list[str] = []
         for out in self.proc.stdout:
             if out.startswith(MARK):
                 return int(out[len(MARK) :]), "".join(output)

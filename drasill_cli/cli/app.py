@@ -175,6 +175,12 @@ def _with_shell(args: list[str]) -> list[str]:
     """
     out: list[str] = []
     for index, word in enumerate(args):
+        previous = args[index - 1] if index else None
+        if not word.startswith("-") and previous not in (
+            *COMPLETION_FLAGS,
+            *GLOBAL_OPTIONS_WITH_VALUE,
+        ):
+            return out + args[index:]  # the command: what follows is its own
         out.append(word)
         following = args[index + 1] if index + 1 < len(args) else None
         if word in COMPLETION_FLAGS and (following is None or following.startswith("-")):
