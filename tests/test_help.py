@@ -35,7 +35,7 @@ def test_placeholders_say_what_to_type(cli: MeshRunner) -> None:
 
 def test_top_level_summaries_are_whole_sentences(cli: MeshRunner) -> None:
     text = cli.run("--help").stdout
-    block = text.split("Commands:", 1)[1]
+    block = text.split("Commands:", 1)[1].split("Examples:", 1)[0]
     rows = [line for line in block.splitlines() if line.startswith("  ") and line.strip()]
     assert len(rows) >= 20
     for row in rows:
