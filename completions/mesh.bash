@@ -1,4 +1,3 @@
-
 _mesh_completion() {
     local IFS=$'
 '
@@ -9,4 +8,3 @@ _mesh_completion() {
 }
 
 complete -o default -F _mesh_completion mesh
-

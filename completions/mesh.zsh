@@ -1,4 +1,3 @@
-
 #compdef mesh
 
 _mesh_completion() {
@@ -6,4 +5,3 @@ _mesh_completion() {
 }
 
 compdef _mesh_completion mesh
-

@@ -205,7 +205,7 @@ def register(
     for flag, amount in (("ram-gb", ram_gb), ("vram-gb", vram_gb)):
         if amount is not None and not 0 <= amount <= MAX_BUDGET_GB:
             raise InvalidInput(
-                f"--{flag} must be a number of GB from 0 to {MAX_BUDGET_GB}, got {amount}",
+                f"--{flag} must be a number of GiB from 0 to {MAX_BUDGET_GB}, got {amount}",
                 code="invalid-budget",
             )
     if wait is not None and not wait >= 0:

@@ -144,6 +144,15 @@ _CHECKS: dict[str, tuple[type, ...]] = {
 }
 
 
+# How a config type reads in an error message, for people who write TOML, not Python.
+_KIND_WORDS = {
+    "float": "a number (e.g. 2.5)",
+    "int": "a whole number (e.g. 3)",
+    "bool": "true or false",
+    "str": 'a quoted string (e.g. "text")',
+}
+
+
 def _check_value(where: str, annotation: str, value: Any) -> Any:
     allowed = annotation.replace(" ", "").split("|")
     for kind in allowed:
@@ -166,7 +175,7 @@ def _check_value(where: str, annotation: str, value: Any) -> Any:
                 )
             return float(value) if kind == "float" else value
         return value
-    wanted = " or ".join(k for k in allowed if k != "None")
+    wanted = " or ".join(dict.fromkeys(_KIND_WORDS[k] for k in allowed if k != "None"))
     raise InvalidInput(
         f"config key {where} must be {wanted}, got {value!r}; fix it in the config file",
         code="invalid-config",
@@ -265,6 +274,12 @@ def load_config(path: Path | None = None) -> Config:
         raw = _read_config_file(path)
     except FileNotFoundError:
         return Config()
+    except IsADirectoryError:
+        raise InvalidInput(
+            f"config file {path} is a directory, not a file; point DRASILL_CONFIG at a TOML "
+            "file, or unset it",
+            code="invalid-config",
+        ) from None
     except OSError as exc:
         raise InvalidInput(
             f"cannot read config file {path}: {exc.strerror}; "
@@ -320,11 +335,30 @@ def _check_consistency(config: Config, path: Path) -> None:
 
 
 def resolve_mesh_dir(explicit: str | os.PathLike[str] | None, config: Config) -> Path:
-    """The mesh directory by the contract's precedence, as an absolute path."""
-    chosen: str | os.PathLike[str] | None = explicit or os.environ.get("DRASILL_MESH_DIR")
+    """The mesh directory by the contract's precedence, as an absolute path.
+
+    `--mesh-dir` may be relative (to the working directory, as typed). $DRASILL_MESH_DIR and
+    the config's mesh_dir must be absolute (or start with ~): set once and read from every
+    directory, a relative one would silently make a new mesh in each.
+    """
+    chosen: str | os.PathLike[str] | None = explicit
+    if not chosen:
+        chosen = os.environ.get("DRASILL_MESH_DIR")
+        _require_absolute(chosen, "DRASILL_MESH_DIR", 'export DRASILL_MESH_DIR="$PWD/{value}"')
     if not chosen:
         chosen = config.mesh_dir
+        _require_absolute(chosen, f"mesh_dir in {config.source}", 'mesh_dir = "~/{value}"')
     if not chosen:
         base = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
         chosen = Path(base) / "drasill" / "mesh"
     return Path(chosen).expanduser().absolute()
+
+
+def _require_absolute(value: str | None, where: str, example: str) -> None:
+    """Refuse (exit 2) a relative mesh directory from the environment or the config."""
+    if value and not os.path.isabs(os.path.expanduser(value)):
+        raise InvalidInput(
+            f"{where} is a relative path ({value!r}): every working directory would get its "
+            f"own mesh; give an absolute path, e.g. {example.format(value=value)}",
+            code="relative-mesh-dir",
+        )

@@ -47,7 +47,7 @@ def populate(mesh: Mesh) -> list[str]:
     )
     for name, role, tool, ram in cast:
         agents.register(mesh, name, role=role, tool=tool, ram_gb=ram, cwd=str(work))
-        steps.append(f"{name} registers as {role} ({tool}), declaring {ram:g} GB of RAM")
+        steps.append(f"{name} registers as {role} ({tool}), declaring {ram:g} GiB of RAM")
 
     parser = tasks.add_task(mesh, "Write the parser", actor="alpha", priority=5, cwd=str(work))
     tasks.add_task(

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from drasill_cli import tools
-from drasill_cli.config import Config, load_config, resolve_mesh_dir
+from drasill_cli.config import Config, config_path, load_config, resolve_mesh_dir
 from drasill_cli.errors import MeshError
+from drasill_cli.onboarding import HEIMDALL_GET
 from drasill_cli.store import LOCK_DIR, QUARANTINE_DIR, TMP_PREFIX, FileStore, decode_record
 
 PYTHON_MIN = (3, 11)
@@ -88,7 +89,15 @@ def _load_config() -> tuple[Config, dict[str, Any]]:
         return Config(), _check(
             "config", "fail", exc.message, "fix the file, or unset DRASILL_CONFIG", required=True
         )
-    where = config.source or "none (defaults)"
+    named = os.environ.get("DRASILL_CONFIG")
+    if not config.source and named:
+        return config, _check(
+            "config",
+            "warn",
+            f"DRASILL_CONFIG names {named}, which does not exist: the defaults are used",
+            "create that file, or unset DRASILL_CONFIG",
+        )
+    where = config.source or f"none at {config_path()}, so the defaults are used"
     return config, _check("config", "ok", f"config file: {where}", required=True)
 
 
@@ -321,6 +330,14 @@ def walk_mesh(root: Path, max_bytes: int) -> list[tuple[str, str, str]]:
 def check_mesh_entries(root: Path, config: Config) -> dict[str, Any]:
     """Every entry of the mesh, at every depth: no symlinks or special files, every record
     usable; quarantined files are pointed out."""
+    if os.path.lexists(root) and not root.is_dir():
+        return _check(
+            "mesh-entries",
+            "fail",
+            f"{root} is not a directory: nothing can be stored there",
+            "choose another mesh directory (--mesh-dir DIR or DRASILL_MESH_DIR), or move it",
+            required=True,
+        )
     if not root.is_dir() or root.is_symlink():
         return _check("mesh-entries", "ok", "nothing stored yet", required=True)
     from drasill_cli.store import MAX_RECORD_BYTES
@@ -384,7 +401,19 @@ def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     checks = [check_python()]
     config, config_check = _load_config()
     checks.append(config_check)
-    root = resolve_mesh_dir(mesh_dir, config)
+    try:
+        root = resolve_mesh_dir(mesh_dir, config)
+    except MeshError as exc:
+        checks.append(
+            _check(
+                "mesh-dir",
+                "fail",
+                exc.message,
+                "give an absolute path in DRASILL_MESH_DIR or the config's mesh_dir",
+                required=True,
+            )
+        )
+        return {"ok": False, "mesh_dir": None, "checks": checks}
     checks.append(check_mesh_dir(root, config))
     checks.append(check_mesh_entries(root, config))
     checks.append(check_filesystem(root))
@@ -393,7 +422,8 @@ def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
             "heimdall",
             "hm",
             "agents cannot run in heimdall sessions (wake-ups then need tmux)",
-            "install heimdall (the `hm` pty supervisor), or launch agents with --backend tmux",
+            f"install heimdall (the `hm` pty supervisor): {HEIMDALL_GET}; "
+            "or launch agents with --backend tmux",
         )
     )
     checks.append(

@@ -335,10 +335,16 @@ def shortfall(mesh: Mesh, record: AgentRecord, wanted: dict[str, float]) -> Budg
         if amount > budget_free:
             needed[f"{resource}_gb"] = amount
             free[f"{resource}_gb"] = budget_free
+            if resource == "vram" and gpu is None:
+                reasons.append(
+                    f"needs {amount:g} GiB of {RESOURCES[resource]} but no GPU was found on this "
+                    "machine (no device, driver or NVML; see mesh hw): register without --vram-gb"
+                )
+                continue
             reasons.append(
-                f"needs {amount:g} GB of {RESOURCES[resource]} but {budget_free:g} GB is free "
-                f"(limit {limit:g} GB, {declared[resource]:g} GB declared by other live agents, "
-                f"{available:g} GB available on this machine)"
+                f"needs {amount:g} GiB of {RESOURCES[resource]} but {budget_free:g} GiB is free "
+                f"(limit {limit:g} GiB, {declared[resource]:g} GiB declared by other live agents, "
+                f"{available:g} GiB available on this machine)"
             )
     if not reasons:
         return None
@@ -483,7 +489,8 @@ def _resume(mesh: Mesh, name: str, reason: str) -> dict[str, Any]:
 
 def _describe(over: list[dict[str, Any]]) -> str:
     return ", ".join(
-        f"{o['measured_gb']:g} GB of {RESOURCES[o['resource']]} (declared {o['declared_gb']:g} GB)"
+        f"{o['measured_gb']:g} GiB of {RESOURCES[o['resource']]} "
+        f"(declared {o['declared_gb']:g} GiB)"
         for o in over
     )
 

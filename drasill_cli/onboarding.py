@@ -30,16 +30,16 @@ if TYPE_CHECKING:
 
 # How each tool takes extra system-prompt text in an interactive session.
 SYSTEM_PROMPT_ARGS: dict[str, tuple[str, ...]] = {"claude": ("--append-system-prompt",)}
+HEIMDALL_GET = "cargo install --git https://github.com/nazq/heimdall"
 HEIMDALL_INSTALL = (
-    "heimdall (hm) is not on PATH; install it with "
-    "`cargo install --git https://github.com/nazq/heimdall`, or use --backend tmux"
+    f"heimdall (hm) is not on PATH; install it with `{HEIMDALL_GET}`, or use --backend tmux"
 )
 SOCKET_WAIT_S = 5.0
 # How long a tmux call may take before tmux counts as hung.
 TMUX_TIMEOUT_S = 10.0
 
 _PROMPT = """\
-You are agent {who} on a mesh of AI agents; `mesh` is its CLI (--json for \
+You are {who} on a mesh of AI agents; `mesh` is its CLI (--json for \
 JSON). {identity}
 Exit 1 is an ordinary "no" (empty inbox, nothing to claim, lock held, wait ran out), not a \
 failure; 2 bad input; 3 not found.
@@ -64,12 +64,13 @@ def prompt(name: str | None = None) -> str:
     """The onboarding block for an agent's system prompt (under 250 words)."""
     if name is None:
         return _PROMPT.format(
-            who="$DRASILL_AGENT",
-            identity="Your name is in $DRASILL_AGENT; if it is unset, pass --as NAME.",
+            who="an agent",
+            identity="Your agent name is in $DRASILL_AGENT; if it is unset, pass --as NAME "
+            "with the name you were given.",
         )
     check_agent_name(name)
     return _PROMPT.format(
-        who=name,
+        who=f"agent {name}",
         identity=f"Your name is {name} (set in $DRASILL_AGENT; otherwise pass --as {name}).",
     )
 

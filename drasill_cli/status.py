@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -127,8 +128,11 @@ def _relevant(_change: Any, path: str) -> bool:
     )
 
 
-def watch(mesh: Mesh, refresh_s: float = WATCH_REFRESH_S) -> Iterator[dict[str, Any]]:
-    """A snapshot now, then one after every batch of changes in the mesh (never returns).
+def watch(
+    mesh: Mesh, refresh_s: float = WATCH_REFRESH_S, stop: threading.Event | None = None
+) -> Iterator[dict[str, Any]]:
+    """A snapshot now, then one after every batch of changes in the mesh, until `stop` is set
+    (never, without one).
 
     Woken by file-system events (watchfiles, debounced), not a polling loop; a quiet mesh is
     still redrawn every `refresh_s` seconds so ages such as "last seen" stay true.
@@ -144,5 +148,8 @@ def watch(mesh: Mesh, refresh_s: float = WATCH_REFRESH_S) -> Iterator[dict[str, 
         rust_timeout=int(refresh_s * 1000),
         yield_on_timeout=True,
         raise_interrupt=True,
+        stop_event=stop,
     ):
+        if stop is not None and stop.is_set():
+            return
         yield snapshot(mesh)

@@ -227,7 +227,7 @@ def test_second_declaration_beyond_ram_gb_is_refused_until_the_first_unregisters
     human = cli.run("register", "two", "--ram-gb", "0.5")
     assert human.returncode == 1
     assert human.stdout == ""
-    assert "needs 0.5 GB of RAM but 0.3 GB is free" in human.stderr
+    assert "needs 0.5 GiB of RAM but 0.3 GiB is free" in human.stderr
     assert [a["name"] for a in cli.json("agents")] == ["one"]  # nothing was written
     cli.json("unregister", "one", "--as", "one")
     assert cli.json("register", "two", "--ram-gb", "0.5")["ram_gb"] == 0.5
@@ -330,7 +330,7 @@ def test_warn_policy_messages_the_agent_once_per_overrun(
     assert event["agent"] == "hog"
     assert event["actor"] == "mesh"
     [body] = inbox(mesh, "hog")
-    assert "GB of RAM (declared 0.1 GB)" in body
+    assert "GiB of RAM (declared 0.1 GiB)" in body
     assert "--ram-gb" in body
     assert hardware.enforce(mesh, "warn") == []  # the same overrun is not warned again
     assert len(inbox(mesh, "hog")) == 1

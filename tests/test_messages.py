@@ -188,12 +188,14 @@ def test_broadcast_reaches_every_agent_but_the_sender_once(cli: MeshRunner) -> N
     assert cli.run("inbox", "alice", "--json").stdout == "null\n"
 
 
-def test_broadcast_with_no_one_else_sends_nothing(cli: MeshRunner) -> None:
+def test_broadcast_with_no_one_else_sends_nothing_and_exits_1(cli: MeshRunner) -> None:
     cli.json("register", "alice")
-    assert cli.json("send", "all", "hello?", "--as", "alice") == []
+    done = cli.run("send", "all", "hello?", "--as", "alice", "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["error"]["code"] == "no-recipients"
     human = cli.run("send", "all", "hello?", "--as", "alice")
-    assert human.returncode == 0
-    assert "nothing was sent" in human.stderr
+    assert human.returncode == 1
+    assert "nothing was sent: no agent other than alice is registered" in human.stderr
 
 
 def test_reply_carries_the_thread(cli: MeshRunner) -> None:

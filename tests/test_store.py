@@ -120,7 +120,7 @@ def test_config_file_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("[lifecycle]\nidle_after = 'soon'\n", "lifecycle.idle_after must be"),
         ("[locks]\ndefault_ttl = -3\n", "must not be negative"),
         ("[budgets]\npolicy = 'explode'\n", "budgets.policy"),
-        ("group_shared = 1\n", "group_shared must be bool"),
+        ("group_shared = 1\n", "group_shared must be true or false"),
         ("not toml = = =\n", "not valid TOML"),
     ):
         path.write_text(bad)

@@ -216,7 +216,7 @@ def test_store_fsync_config_key(tmp_path: Path) -> None:
     assert isinstance(mesh.store, FileStore) and mesh.store.fsync is False
     assert mesh.read_only().store.fsync is False  # type: ignore[attr-defined]
     path.write_text('[store]\nfsync = "no"\n')
-    with pytest.raises(InvalidInput, match=r"store\.fsync must be bool"):
+    with pytest.raises(InvalidInput, match=r"store\.fsync must be true or false"):
         load_config(path)
     path.write_text("[store]\nsync = false\n")
     with pytest.raises(InvalidInput, match=r"unknown config key .store\.sync."):

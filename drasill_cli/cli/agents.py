@@ -6,7 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.cli.render import ago, table
 
 
@@ -20,28 +22,62 @@ def show_agent(agent: dict[str, Any], verb: str, json_out: bool) -> None:
         say(f"{verb} {agent['name']} ({agent['state']}){pid}{where}")
 
 
-@command(app, "register")
+@command(
+    app,
+    "register",
+    short_help="Join the mesh as NAME, or refresh the registration.",
+    epilog=examples(
+        "mesh register alice --role reviewer --tool claude",
+        "mesh register worker-1 --pid $$ --ram-gb 4   # its life is this shell's; reserve 4 GiB",
+        "mesh register bob --session main:0.1 --backend tmux   # woken in that tmux pane",
+    ),
+)
 def register_cmd(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Agent name: a-z, 0-9, '_' and '-', up to 64.")],
+    name: Annotated[
+        str,
+        typer.Argument(help="Agent name: a-z, 0-9, '_' and '-', up to 64.", metavar="NAME"),
+    ],
     session: Annotated[
-        str | None, typer.Option(help="Supervisor session id (heimdall id or tmux target).")
+        str | None,
+        typer.Option(help="Supervisor session id (heimdall id or tmux target).", metavar="ID"),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="Session backend used to wake it: heimdall or tmux.")
+        str | None,
+        typer.Option(
+            help="Session backend used to wake it: heimdall or tmux.",
+            metavar="BACKEND",
+            autocompletion=complete.backends,
+        ),
     ] = None,
-    pid: Annotated[int | None, typer.Option(help="Process whose life is the agent's life.")] = None,
-    role: Annotated[str | None, typer.Option(help="Free-form role, e.g. reviewer.")] = None,
-    tool: Annotated[str | None, typer.Option(help="The AI CLI it runs, e.g. claude.")] = None,
-    ram_gb: Annotated[float | None, typer.Option(help="RAM budget to reserve, in GB.")] = None,
-    vram_gb: Annotated[float | None, typer.Option(help="GPU memory to reserve, in GB.")] = None,
+    pid: Annotated[
+        int | None, typer.Option(help="Process whose life is the agent's life.", metavar="PID")
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option(help="Free-form role, e.g. reviewer.", metavar="TEXT")
+    ] = None,
+    tool: Annotated[
+        str | None,
+        typer.Option(
+            help="The AI CLI it runs, e.g. claude.",
+            metavar="TOOL",
+            autocompletion=complete.tool_names,
+        ),
+    ] = None,
+    ram_gb: Annotated[
+        float | None, typer.Option(help="RAM budget to reserve, in GiB.", metavar="GIB")
+    ] = None,
+    vram_gb: Annotated[
+        float | None, typer.Option(help="GPU memory to reserve, in GiB.", metavar="GIB")
+    ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Take the name over from a live holder.")
     ] = False,
     wait: Annotated[
         float | None,
         typer.Option(
-            help="If the --ram-gb/--vram-gb budget is not free, wait up to SECONDS for it."
+            help="If the --ram-gb/--vram-gb budget is not free, wait up to SECONDS for it.",
+            metavar="SECONDS",
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -65,10 +101,23 @@ def register_cmd(
     show_agent(agent, "registered", json_out)
 
 
-@command(app, "unregister")
+@command(
+    app,
+    "unregister",
+    short_help="Leave the mesh, releasing locks, budget and tasks.",
+    epilog=examples(
+        "mesh unregister alice",
+        "mesh unregister worker-1 --force   # even while it is still alive",
+    ),
+)
 def unregister_cmd(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The agent to remove.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The agent to remove.", metavar="NAME", autocompletion=complete.agent_names
+        ),
+    ],
     force: Annotated[
         bool,
         typer.Option("--force", help="Remove another agent even though it is still alive."),
@@ -94,7 +143,12 @@ def unregister_cmd(
         )
 
 
-@command(app, "heartbeat")
+@command(
+    app,
+    "heartbeat",
+    short_help="Tell the mesh the agent is alive.",
+    epilog=examples("mesh heartbeat --as alice", "DRASILL_AGENT=alice mesh heartbeat"),
+)
 def heartbeat_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) -> None:
     """Tell the mesh the agent is alive (any command run --as NAME does this too)."""
     from drasill_cli import agents
@@ -105,7 +159,12 @@ def heartbeat_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = Fal
     show_agent(agent, "heartbeat", json_out)
 
 
-@command(app, "agents")
+@command(
+    app,
+    "agents",
+    short_help="List active and idle agents with unread counts.",
+    epilog=examples("mesh agents", "mesh agents --all   # dead ones too", "mesh agents --json"),
+)
 def agents_cmd(
     ctx: typer.Context,
     all_: Annotated[bool, typer.Option("--all", help="Include dead agents.")] = False,

@@ -16,7 +16,9 @@ from typing import Annotated
 import typer
 
 from drasill_cli import __version__
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import CliState, app, one_line, print_json
+from drasill_cli.errors import MeshError
 
 # Command name -> the module in drasill_cli.cli that defines it; modules in help order.
 COMMAND_MODULES: dict[str, str] = {
@@ -46,6 +48,7 @@ COMMAND_MODULES: dict[str, str] = {
     "dashboard": "dashboard",
 }
 GLOBAL_OPTIONS_WITH_VALUE = ("--mesh-dir",)
+GLOBAL_OPTIONS = ("--mesh-dir", "--version", "--install-completion", "--show-completion")
 
 
 def _command_word(args: list[str]) -> str | None:
@@ -59,9 +62,30 @@ def _command_word(args: list[str]) -> str | None:
     return None
 
 
+def _completion_args() -> list[str]:
+    """The words before the one being completed, on a shell-completion call (bash, zsh, fish)."""
+    import shlex
+
+    try:
+        if "COMP_WORDS" in os.environ:  # bash
+            words = shlex.split(os.environ["COMP_WORDS"])
+            return words[1 : int(os.environ.get("COMP_CWORD", len(words)))]
+        typed = os.environ.get("_TYPER_COMPLETE_ARGS", "")  # zsh and fish
+        words = shlex.split(typed)
+    except ValueError:  # an open quote, a bad COMP_CWORD: complete against every command
+        return []
+    return words[1:] if typed.endswith(" ") else words[1:-1]
+
+
 def load_commands(args: list[str] | None = None) -> None:
-    """Register the commands `args` need: only the named one's module when it is known."""
-    word = None if args is None or "_MESH_COMPLETE" in os.environ else _command_word(args)
+    """Register the commands `args` need: only the named one's module when it is known.
+
+    On a completion call the command is taken from the words already typed, so completing
+    `mesh send <TAB>` loads only the messages module (completion runs on every TAB).
+    """
+    if args is not None and "_MESH_COMPLETE" in os.environ:
+        args = _completion_args()
+    word = None if args is None else _command_word(args)
     wanted = [COMMAND_MODULES[word]] if word in COMMAND_MODULES else COMMAND_MODULES.values()
     for module in dict.fromkeys(wanted):
         importlib.import_module(f"drasill_cli.cli.{module}")
@@ -73,6 +97,28 @@ def _show_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+def _install_completion(value: str | None) -> None:
+    if value is not None:
+        from drasill_cli.cli import shells
+
+        try:
+            shells.install(value)
+        except MeshError as exc:
+            raise shells.render_failure(exc) from None
+        raise typer.Exit(0)
+
+
+def _show_completion(value: str | None) -> None:
+    if value is not None:
+        from drasill_cli.cli import shells
+
+        try:
+            sys.stdout.write(shells.script(value) + "\n")
+        except MeshError as exc:
+            raise shells.render_failure(exc) from None
+        raise typer.Exit(0)
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -81,7 +127,8 @@ def root(
         typer.Option(
             "--mesh-dir",
             help="Mesh directory (default: $DRASILL_MESH_DIR, the config's mesh_dir, "
-            "then $XDG_DATA_HOME/drasill/mesh).",
+            "then $XDG_DATA_HOME/drasill/mesh). Goes before the command.",
+            metavar="DIR",
         ),
     ] = None,
     version: Annotated[
@@ -90,9 +137,32 @@ def root(
             "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
         ),
     ] = False,
+    install_completion: Annotated[
+        str | None,
+        typer.Option(
+            "--install-completion",
+            callback=_install_completion,
+            is_eager=True,
+            metavar="[SHELL]",
+            help="Install completion for SHELL (bash, zsh or fish; default: the current "
+            "shell), then exit.",
+            autocompletion=complete.shell_names,
+        ),
+    ] = None,
+    show_completion: Annotated[
+        str | None,
+        typer.Option(
+            "--show-completion",
+            callback=_show_completion,
+            is_eager=True,
+            metavar="[SHELL]",
+            help="Print the completion script for SHELL (default: the current shell).",
+            autocompletion=complete.shell_names,
+        ),
+    ] = None,
 ) -> None:
     """A serverless mesh for AI coding agents on one machine."""
-    del version
+    del version, install_completion, show_completion
     ctx.obj = CliState(mesh_dir)
 
 
@@ -123,8 +193,59 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
-def main() -> None:
-    """Run `mesh`; a usage error exits 2, as JSON on stdout when --json was given."""
+COMPLETION_FLAGS = ("--install-completion", "--show-completion")
+
+
+def _with_shell(args: list[str]) -> list[str]:
+    """`--install-completion` / `--show-completion` without a shell name: the current shell.
+
+    An empty value stands for "the current shell" (shells.check says when there is none).
+    """
+    out: list[str] = []
+    for index, word in enumerate(args):
+        previous = args[index - 1] if index else None
+        if not word.startswith("-") and previous not in (
+            *COMPLETION_FLAGS,
+            *GLOBAL_OPTIONS_WITH_VALUE,
+        ):
+            return out + args[index:]  # the command: what follows is its own
+        out.append(word)
+        following = args[index + 1] if index + 1 < len(args) else None
+        if word in COMPLETION_FLAGS and (following is None or following.startswith("-")):
+            out.append("")
+    return out
+
+
+def _typed_path(args: list[str]) -> str:
+    """`mesh COMMAND` (or `mesh task SUBCOMMAND`) as typed, when the command is known."""
+    word = _command_word(args)
+    if word not in COMMAND_MODULES:
+        return "mesh"
+    rest = args[args.index(word) + 1 :]
+    sub = next((w for w in rest if not w.startswith("-")), None) if word == "task" else None
+    return " ".join(["mesh", word, *([sub] if sub else [])])
+
+
+def usage_hint(exc: Exception, args: list[str]) -> str:
+    """What to do about a usage error: where the option goes, or which help to read."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None and ctx.command_path else _typed_path(args)
+    option = getattr(exc, "option_name", None)
+    if option in GLOBAL_OPTIONS and path != "mesh":
+        value = " DIR" if option in GLOBAL_OPTIONS_WITH_VALUE else ""
+        command = path.removeprefix("mesh ")
+        return (
+            f"{option} is a global option and goes before the command: "
+            f"mesh {option}{value} {command} ..."
+        )
+    if option == "--json" and path == "mesh":
+        command = _command_word([a for a in args if a != "--json"]) or "COMMAND"
+        return f"--json goes after the command name: mesh {command} --json"
+    return f"see {path} --help"
+
+
+def _refuse_undecodable_text() -> None:
+    """Exit 2 on an argument or variable that is not UTF-8; show odd file names escaped."""
     problem = _not_utf8()
     if problem is not None:
         message = f"{problem}; pass text in UTF-8 (put binary data in a file and attach it)"
@@ -133,13 +254,23 @@ def main() -> None:
         else:
             sys.stderr.write(f"error: {message}\n")
         sys.exit(2)
-    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name is shown escaped
+    for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
-    load_commands(sys.argv[1:])
+
+
+def main() -> None:
+    """Run `mesh`; a usage error exits 2, as JSON on stdout when --json was given."""
+    _refuse_undecodable_text()
+    args = sys.argv[1:]
+    if "_MESH_COMPLETE" in os.environ:
+        from drasill_cli.cli import shells
+
+        shells.enable()
+    load_commands(args)
     try:
-        code = app(standalone_mode=False, prog_name="mesh")
+        code = app(args=_with_shell(args), standalone_mode=False, prog_name="mesh")
     except Exception as exc:
         exit_code = getattr(exc, "exit_code", None)
         format_message = getattr(exc, "format_message", None)
@@ -149,11 +280,15 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":
             sys.stdout.write(message + "\n")  # `mesh` or `mesh task` alone asks for help
             sys.exit(0)
-        message = one_line(message)
-        if "--json" in sys.argv[1:]:
+        if getattr(exc, "option_name", None) in ("--json", *GLOBAL_OPTIONS):
+            message = message.split(" (Possible options:", maxsplit=1)[
+                0
+            ]  # the hint says where it goes
+        message = f"{one_line(message).rstrip('.')}; {usage_hint(exc, args)}"
+        if "--json" in args:
             print_json({"error": {"code": "invalid-usage", "message": message}})
         else:
-            sys.stderr.write(f"error: {message} (see mesh --help)\n")
+            sys.stderr.write(f"error: {message}\n")
         sys.exit(int(exit_code))
     except KeyboardInterrupt:
         sys.exit(130)

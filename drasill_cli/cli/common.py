@@ -14,20 +14,28 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from drasill_cli.cli import lightparams
+from drasill_cli.cli import complete, helpstyle, lightparams
 from drasill_cli.errors import InvalidInput, MeshError, OrdinaryOutcome
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
 
 lightparams.install()
+helpstyle.install()
 
 app = typer.Typer(
     name="mesh",
     help="A serverless mesh for AI coding agents: messages, task claims, file locks, wake-ups "
     "and RAM/GPU budgets, all kept as files in one shared directory.",
+    epilog=helpstyle.examples(
+        "mesh demo                          # see it work on a throwaway mesh",
+        "mesh register alice --role lead    # join as alice",
+        'mesh send bob "hello" --as alice',
+        "mesh status",
+        "mesh COMMAND --help                # every command's options and examples",
+    ),
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,  # app.py declares --install-completion [SHELL] itself
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -39,7 +47,10 @@ JsonOpt = Annotated[
 AsOpt = Annotated[
     str | None,
     typer.Option(
-        "--as", help="Act as this agent (default: $DRASILL_AGENT); counts as its heartbeat."
+        "--as",
+        help="Act as this agent (default: $DRASILL_AGENT); counts as its heartbeat.",
+        metavar="NAME",
+        autocompletion=complete.agent_names,
     ),
 ]
 

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.cli.render import table
 
 
@@ -16,14 +17,19 @@ def _gb(value: float | None) -> str:
 
 def _summary(label: str, section: dict[str, Any]) -> str:
     return (
-        f"{label}: total {_gb(section['total_gb'])} GB, used {_gb(section['used_gb'])}, "
+        f"{label}: total {_gb(section['total_gb'])} GiB, used {_gb(section['used_gb'])}, "
         f"available {_gb(section['available_gb'])}; budget limit {_gb(section['limit_gb'])}, "
         f"declared {_gb(section['declared_gb'])}, free {_gb(section['free_gb'])}, "
         f"agents use {_gb(section['agents_gb'])}"
     )
 
 
-@command(app, "hw")
+@command(
+    app,
+    "hw",
+    short_help="Show RAM and GPU capacity, use and agent budgets.",
+    epilog=examples("mesh hw", "mesh hw --json"),
+)
 def hw_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Show RAM and GPU capacity and use, and what each agent declared and really uses."""
     from drasill_cli import hardware
@@ -41,7 +47,7 @@ def hw_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         for device in gpu["devices"]:
             say(
                 f"  gpu{device['index']} {device['name']}: {_gb(device['used_gb'])} of "
-                f"{_gb(device['total_gb'])} GB used, {len(device['processes'])} processes"
+                f"{_gb(device['total_gb'])} GiB used, {len(device['processes'])} processes"
             )
     say(f"policy: {report['policy']}")
     if not report["agents"]:

@@ -10,6 +10,7 @@ import typer
 
 from drasill_cli import clock
 from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -64,7 +65,16 @@ def _summary(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-@command(app, "prune")
+@command(
+    app,
+    "prune",
+    short_help="Apply the lifecycle now: mark the dead, free and clean up.",
+    epilog=examples(
+        "mesh prune --dry-run   # see what would change",
+        "mesh prune",
+        "*/5 * * * * mesh prune   # from cron (see docs/howto-cron-prune.md)",
+    ),
+)
 def prune_cmd(
     ctx: typer.Context,
     dry_run: Annotated[
@@ -74,7 +84,8 @@ def prune_cmd(
 ) -> None:
     """Apply the lifecycle now: mark the dead, free their locks and tasks, archive, clean up.
 
-    Safe from cron, concurrently, at any rate; prints nothing when nothing changed.
+    Safe from cron, concurrently, at any rate; prints nothing when nothing changed (with
+    --dry-run it says so).
     """
     from drasill_cli import lifecycle
 
@@ -82,8 +93,11 @@ def prune_cmd(
     if json_out:
         print_json(report)
         return
-    for line in _summary(report):
+    lines = _summary(report)
+    for line in lines:
         say(line)
+    if not lines and dry_run:
+        say("nothing to prune: no dead agents, stale locks, old messages or stale files")
 
 
 def _human(event: dict[str, Any]) -> str:
@@ -97,14 +111,22 @@ def _human(event: dict[str, Any]) -> str:
     )
 
 
-@command(app, "log")
+@command(
+    app,
+    "log",
+    short_help="Show the audit trail of every change.",
+    epilog=examples("mesh log --since 10m", "mesh log --follow", "mesh log --json --since 1d"),
+)
 def log_cmd(
     ctx: typer.Context,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new events as they happen.")
     ] = False,
     since: Annotated[
-        str | None, typer.Option(help="Only events from this time (ISO-8601, or 10m, 2h, 1d ago).")
+        str | None,
+        typer.Option(
+            help="Only events from this time (ISO-8601, or 10m, 2h, 1d ago).", metavar="TIME"
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput, MeshError
 
 if TYPE_CHECKING:
@@ -54,6 +56,14 @@ PathsArg = Annotated[
     list[str],
     typer.Argument(metavar="PATH", help="Files or directories (a directory covers all under it)."),
 ]
+HeldPathsArg = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="PATH",
+        help="Locked files or directories, as given to mesh lock.",
+        autocompletion=complete.held_lock_paths,
+    ),
+]
 
 
 def show_locks(found: list[dict[str, Any]], verb: str, json_out: bool) -> None:
@@ -66,12 +76,30 @@ def show_locks(found: list[dict[str, Any]], verb: str, json_out: bool) -> None:
         say(f"{verb} {lock['path']} ({lock['mode']}, {lock['holder']}{lease})")
 
 
-@command(app, "lock", cls=SplitAtDoubleDash)
+@command(
+    app,
+    "lock",
+    cls=SplitAtDoubleDash,
+    short_help="Lock files or directories for an agent, all or none.",
+    epilog=examples(
+        "mesh lock src/auth.py --as alice             # write lock: only alice",
+        "mesh lock docs/ --mode read --as bob         # shared with other readers",
+        "mesh lock src/ --as alice --wait 300 -- make test   # hold while it runs",
+        "Modes, leases and the full table: docs/reference/locks.md",
+    ),
+)
 def lock_cmd(
     ctx: typer.Context,
     paths: PathsArg,
     mode: Annotated[
-        str, typer.Option(help="read, write, intent or co_write (see the contract's table).")
+        str,
+        typer.Option(
+            help="write (only you; the default), read (shared with readers), intent (you "
+            "plan to write; readers welcome) or co_write (shared with other co_writers). "
+            "See docs/reference/locks.md.",
+            metavar="MODE",
+            autocompletion=complete.lock_modes,
+        ),
     ] = "write",
     ttl: Annotated[
         float | None,
@@ -121,10 +149,24 @@ def lock_cmd(
     if run is None:
         granted = locks.acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait)
         show_locks(granted, "locked", json_out)
+        _mention_missing(paths)
         return
     with locks.hold(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait) as lease:
         code = _run_holding(run, lease)
     raise typer.Exit(code)
+
+
+def _mention_missing(paths: list[str]) -> None:
+    """A lock on a path that does not exist is granted (the file may be about to be made),
+    but a typo should not pass unnoticed."""
+    import os
+
+    for path in paths:
+        if not os.path.lexists(path):
+            note(
+                f"note: {path} does not exist (yet); the lock covers it once it is created. "
+                "Check the spelling if you meant an existing file."
+            )
 
 
 def _run_holding(argv: list[str], lease: Lease) -> int:
@@ -163,10 +205,18 @@ def _run_holding(argv: list[str], lease: Lease) -> int:
     return 128 - code if code < 0 else code
 
 
-@command(app, "unlock")
+@command(
+    app,
+    "unlock",
+    short_help="Release your locks on these paths.",
+    epilog=examples(
+        "mesh unlock src/auth.py --as alice",
+        "mesh unlock src/auth.py --as lead --force   # take another agent's lock (it is told)",
+    ),
+)
 def unlock_cmd(
     ctx: typer.Context,
-    paths: PathsArg,
+    paths: HeldPathsArg,
     force: Annotated[
         bool,
         typer.Option("--force", help="Also take other agents' locks (each holder is told)."),
@@ -183,7 +233,12 @@ def unlock_cmd(
     show_locks(released, "unlocked", json_out)
 
 
-@command(app, "locks")
+@command(
+    app,
+    "locks",
+    short_help="List locks and who holds them.",
+    epilog=examples("mesh locks", "mesh locks --as alice   # marks yours", "mesh locks --json"),
+)
 def locks_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) -> None:
     """List locks; stale ones (lease ran out, holder dead) bind no one and await prune."""
     from drasill_cli import locks

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
-from drasill_cli.errors import InvalidInput
+from drasill_cli.cli.helpstyle import examples
+from drasill_cli.errors import InvalidInput, NegativeOutcome
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -58,23 +60,51 @@ def _show(message: dict[str, Any]) -> None:
     sys.stdout.write(body if body.endswith("\n") else body + "\n")
 
 
-@command(app, "send")
+@command(
+    app,
+    "send",
+    short_help="Send a message to an agent, or to all of them.",
+    epilog=examples(
+        'mesh send bob "tests pass on main" --as alice',
+        'mesh send all "freeze: release at 17:00" --priority urgent',
+        "git diff | mesh send bob --as alice --attach notes.md   # body from stdin",
+        'mesh send alice "done" --reply-to ID   # ID: the one in the message header',
+    ),
+)
 def send_cmd(
     ctx: typer.Context,
-    to: Annotated[str, typer.Argument(help="A registered agent, or `all` for every other one.")],
+    to: Annotated[
+        str,
+        typer.Argument(
+            help="A registered agent, or `all` for every other one.",
+            metavar="NAME",
+            autocompletion=complete.recipients,
+        ),
+    ],
     body: Annotated[
-        str | None, typer.Argument(help="The message; `-` or absent: read it from stdin.")
+        str | None,
+        typer.Argument(help="The message; `-` or absent: read it from stdin.", metavar="TEXT"),
     ] = None,
     as_: AsOpt = None,
     priority: Annotated[
-        str, typer.Option(help="normal or urgent (urgent mail is read first).")
+        str,
+        typer.Option(
+            help="normal or urgent (urgent mail is read first).",
+            metavar="PRIORITY",
+            autocompletion=complete.priorities,
+        ),
     ] = "normal",
     reply_to: Annotated[
-        str | None, typer.Option("--reply-to", help="Id of the message this answers.")
+        str | None,
+        typer.Option("--reply-to", help="Id of the message this answers.", metavar="ID"),
     ] = None,
     attach: Annotated[
         list[str] | None,
-        typer.Option("--attach", help="A file to copy into the mesh with the message (repeat)."),
+        typer.Option(
+            "--attach",
+            help="A file to copy into the mesh with the message (repeat).",
+            metavar="PATH",
+        ),
     ] = None,
     no_wake: Annotated[
         bool, typer.Option("--no-wake", help="Deliver without waking an idle recipient.")
@@ -97,20 +127,40 @@ def send_cmd(
         attachments=attach or (),
         wake=not no_wake,
     )
+    if to == "all" and not sent:
+        raise NegativeOutcome(
+            f"nothing was sent: no agent other than {sender} is registered "
+            "(mesh agents lists them; mesh register NAME adds one)",
+            code="no-recipients",
+        )
     if json_out:
         print_json(sent if to == "all" else sent[0])
         return
-    if not sent:
-        note("no other agent is registered: nothing was sent")
     for message in sent:
         extra = f", {len(message['attachments'])} attachment(s)" if message["attachments"] else ""
         say(f"sent {message['id']} to {message['to']} ({message['priority']}{extra})")
 
 
-@command(app, "inbox")
+@command(
+    app,
+    "inbox",
+    short_help="Read your next message (exit 1 when there is none).",
+    epilog=examples(
+        "mesh inbox --as bob          # take the next message",
+        "mesh inbox bob --list        # every unread message, kept",
+        "mesh inbox --as bob --wait 60   # block up to a minute for mail",
+    ),
+)
 def inbox_cmd(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Whose inbox (default: the identity).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="Whose inbox (default: the identity).",
+            metavar="NAME",
+            autocompletion=complete.agent_names,
+        ),
+    ] = None,
     peek: Annotated[bool, typer.Option("--peek", help="Show the next message, keep it.")] = False,
     list_: Annotated[
         bool, typer.Option("--list", help="Show every unread message, keep them.")
@@ -177,13 +227,23 @@ def _report_empty(who: str, wait: float | None, json_out: bool) -> NoReturn:
     raise typer.Exit(1)
 
 
-@command(app, "history")
+@command(
+    app,
+    "history",
+    short_help="Show messages sent and read, newest first.",
+    epilog=examples("mesh history --as alice", "mesh history bob --limit 5"),
+)
 def history_cmd(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(help="Whose history (default: the identity).")
+        str | None,
+        typer.Argument(
+            help="Whose history (default: the identity).",
+            metavar="NAME",
+            autocompletion=complete.agent_names,
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most N messages.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", help="At most N messages.", metavar="N")] = 20,
     archived: Annotated[
         bool,
         typer.Option(
@@ -194,7 +254,7 @@ def history_cmd(
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Messages sent and read, newest first (--archived: mail left unread at removal)."""
+    """Show messages sent and read, newest first (--archived: mail left unread at removal)."""
     from drasill_cli import messages
 
     cli = state(ctx)

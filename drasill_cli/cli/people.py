@@ -6,13 +6,17 @@ with a count of the rest, so the screen stays one screen with hundreds of agents
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.cli.render import ago, since, span, table
 
 if TYPE_CHECKING:
@@ -35,7 +39,9 @@ class Rows:
 
 
 FULL = Rows(agents=20, tasks=10, locks=10, recent=8)
-COMPACT = Rows(agents=10, tasks=6, locks=5, recent=5)
+QUIT_HINT = "q or Ctrl-C quits · redrawn on every change"
+SECTION_ORDER = ("agents", "tasks", "locks", "recent")
+ELLIPSIS = "…"
 
 
 # ---- the status screen -----------------------------------------------------------------------
@@ -57,96 +63,168 @@ def _until(timestamp: str) -> str:
     return f"in {span(clock.parse_iso(timestamp) - clock.now())}"
 
 
-def _short_path(path: str, width: int = 34) -> str:
-    return path if len(path) <= width else "..." + path[-(width - 3) :]
+def place(path: str) -> str:
+    """A path as the person would write it here: relative to the working directory when
+    under it, `~/...` under the home directory, else absolute."""
+    import os
+
+    here = os.getcwd()
+    if path == here:
+        return "."
+    if here != "/" and path.startswith(here + "/"):
+        return os.path.relpath(path, here)
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and path.startswith(home.rstrip("/") + "/"):
+        return "~" + path[len(home.rstrip("/")) :]
+    return path
 
 
-def _more(shown: int, total: int, hint: str) -> str | None:
-    return f"... and {total - shown} more ({hint})" if total > shown else None
+def shorten_middle(text: str, width: int) -> str:
+    """`text` cut from the middle (head…tail) when it is wider than `width`; else unchanged."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    tail = (width - 1) // 2 + (width - 1) % 2
+    head = width - 1 - tail
+    return text[:head] + ELLIPSIS + text[len(text) - tail :]
 
 
-def _grid(*columns: str) -> Any:
+Cell = str | tuple[str, str]  # text, or (text, rich style)
+
+
+def _grid(
+    columns: tuple[str, ...], rows: list[list[Cell]], width: int, free: str | None = None
+) -> Any:
+    """A borderless table whose rows never wrap and that fits `width`: only the `free` column
+    (a title, a role, a description) is cut, with an ellipsis; ids and paths stay whole."""
     from rich.table import Table
+    from rich.text import Text
 
+    def plain(cell: Cell) -> str:
+        return cell if isinstance(cell, str) else cell[0]
+
+    widths = [
+        max(len(name), *(len(plain(row[i])) for row in rows)) for i, name in enumerate(columns)
+    ]
+    if free is not None:
+        index = columns.index(free)
+        others = sum(widths) - widths[index] + 2 * (len(columns) - 1)
+        widths[index] = max(len(free), min(widths[index], width - others))
     grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
-    for column in columns:
-        grid.add_column(column, overflow="fold")
+    for name, size in zip(columns, widths, strict=True):
+        grid.add_column(name, no_wrap=True, overflow="ellipsis", width=size)
+    for row in rows:
+        cells = []
+        for cell, size in zip(row, widths, strict=True):
+            text, style = (cell, "") if isinstance(cell, str) else cell
+            if len(text) > size:
+                text = text[: max(0, size - 1)] + ELLIPSIS
+            cells.append(Text(text, style=style))
+        grid.add_row(*cells)
     return grid
 
 
-def _agents_section(snap: dict[str, Any], rows: Rows) -> list[RenderableType]:
+def _title(name: str, detail: str) -> Any:
     from rich.text import Text
 
+    return Text.assemble((name, "bold"), f" ({detail})" if detail else "")
+
+
+def _dim(text: str) -> Any:
+    from rich.text import Text
+
+    return Text(text, style="dim", no_wrap=True, overflow="ellipsis")
+
+
+def _agents_section(snap: dict[str, Any], rows: Rows, width: int) -> list[RenderableType]:
     agents = snap["agents"]
     counts = snap["counts"]["agents"]
     summary = ", ".join(f"{counts[s]} {s}" for s in ("active", "idle", "dead") if counts.get(s))
-    title = Text.assemble(
-        ("Agents", "bold"), f" ({len(agents)}{': ' + summary if summary else ''})"
-    )
+    title = _title("Agents", f"{len(agents)}{': ' + summary if summary else ''}")
     if not agents:
-        return [title, Text("  none registered (mesh register NAME)", style="dim")]
-    grid = _grid("name", "state", "role", "tool", "unread", "seen", "ram GB", "vram GB")
-    for agent in agents[: rows.agents]:
-        grid.add_row(
-            agent["name"],
-            Text(agent["state"], style=STATE_STYLE.get(agent["state"], "")),
-            agent.get("role") or "-",
-            agent.get("tool") or "-",
-            str(agent["unread"]) if agent["unread"] else "-",
-            since(agent["last_seen"]),
-            _pair(agent["declared"]["ram_gb"], agent["measured"]["ram_gb"]),
-            _pair(agent["declared"]["vram_gb"], agent["measured"]["vram_gb"]),
-        )
-    out: list[RenderableType] = [title, grid]
-    more = _more(rows.agents, len(agents), "mesh agents --all")
-    if more:
-        out.append(Text(more, style="dim"))
+        return [title, _dim("  none registered (mesh register NAME)")]
+    out: list[RenderableType] = [title]
+    if rows.agents:
+        cells: list[list[Cell]] = [
+            [
+                agent["name"],
+                (agent["state"], STATE_STYLE.get(agent["state"], "")),
+                agent.get("role") or "-",
+                agent.get("tool") or "-",
+                str(agent["unread"]) if agent["unread"] else "-",
+                since(agent["last_seen"]),
+                _pair(agent["declared"]["ram_gb"], agent["measured"]["ram_gb"]),
+                _pair(agent["declared"]["vram_gb"], agent["measured"]["vram_gb"]),
+            ]
+            for agent in agents[: rows.agents]
+        ]
+        columns = ("name", "state", "role", "tool", "unread", "seen", "ram GiB", "vram GiB")
+        out.append(_grid(columns, cells, width, free="role"))
+    if len(agents) > rows.agents:
+        out.append(_dim(f"  {len(agents) - rows.agents} more not shown (mesh agents --all)"))
     return out
 
 
-def _tasks_section(snap: dict[str, Any], rows: Rows) -> list[RenderableType]:
-    from rich.text import Text
+def _hidden_tasks(snap: dict[str, Any], shown: int, open_count: int) -> str | None:
+    """What the tasks section leaves out: more open tasks, and every finished one by state."""
+    counts = snap["counts"]["tasks"]
+    parts = [f"{open_count - shown} more open"] if open_count > shown else []
+    parts += [f"{counts[s]} {s}" for s in TASK_ORDER if s not in OPEN_TASKS and counts.get(s)]
+    if not parts:
+        return None
+    return f"  not shown: {', '.join(parts)} (mesh task list)"
 
+
+def _tasks_section(snap: dict[str, Any], rows: Rows, width: int) -> list[RenderableType]:
     tasks = snap["tasks"]
     counts = snap["counts"]["tasks"]
     summary = " · ".join(f"{state} {counts[state]}" for state in TASK_ORDER if counts.get(state))
-    title = Text.assemble(("Tasks", "bold"), f" ({len(tasks)}{': ' + summary if summary else ''})")
+    title = _title("Tasks", f"{len(tasks)}{': ' + summary if summary else ''}")
     open_tasks = [t for t in tasks if t["state"] in OPEN_TASKS]
     open_tasks.sort(key=lambda t: (OPEN_TASKS.index(t["state"]), -t["priority"], t["id"]))
+    out: list[RenderableType] = [title]
     if not open_tasks:
-        return [title, Text("  nothing open (mesh task add TITLE)", style="dim")]
-    grid = _grid("id", "state", "pri", "holder", "title")
-    for task in open_tasks[: rows.tasks]:
-        grid.add_row(
-            task["id"][:15],
-            task["state"],
-            str(task["priority"]),
-            task.get("claimed_by") or "-",
-            task["title"],
-        )
-    out: list[RenderableType] = [title, grid]
-    more = _more(rows.tasks, len(open_tasks), "mesh task list")
-    if more:
-        out.append(Text(more, style="dim"))
+        out.append(_dim("  nothing open (mesh task add TITLE)"))
+    elif rows.tasks:
+        cells: list[list[Cell]] = [
+            [
+                task["id"],
+                task["state"],
+                str(task["priority"]),
+                task.get("claimed_by") or "-",
+                task["title"],
+            ]
+            for task in open_tasks[: rows.tasks]
+        ]
+        out.append(_grid(("id", "state", "pri", "holder", "title"), cells, width, free="title"))
+    hidden = _hidden_tasks(snap, min(rows.tasks, len(open_tasks)), len(open_tasks))
+    if hidden:
+        out.append(_dim(hidden))
     return out
 
 
-def _locks_section(snap: dict[str, Any], rows: Rows) -> list[RenderableType]:
-    from rich.text import Text
-
+def _locks_section(snap: dict[str, Any], rows: Rows, width: int) -> list[RenderableType]:
     held = snap["locks"]
-    title = Text.assemble(("Locks", "bold"), f" ({len(held)})")
+    title = _title("Locks", str(len(held)))
     if not held:
-        return [title, Text("  none held", style="dim")]
-    grid = _grid("path", "mode", "holder", "expires")
-    for lock in held[: rows.locks]:
-        grid.add_row(
-            _short_path(lock["path"]), lock["mode"], lock["holder"], _until(lock["expires_at"])
+        return [title, _dim("  none held")]
+    out: list[RenderableType] = [title]
+    if rows.locks:
+        cells: list[list[Cell]] = [
+            [place(lock["path"]), lock["mode"], lock["holder"], _until(lock["expires_at"])]
+            for lock in held[: rows.locks]
+        ]
+        columns = ("path", "mode", "holder", "expires")
+        others = sum(
+            max(len(c), *(len(str(r[i])) for r in cells)) + 2 for i, c in enumerate(columns) if i
         )
-    out: list[RenderableType] = [title, grid]
-    more = _more(rows.locks, len(held), "mesh locks")
-    if more:
-        out.append(Text(more, style="dim"))
+        room = max(12, width - others)
+        for row in cells:
+            row[0] = shorten_middle(str(row[0]), room)
+        out.append(_grid(columns, cells, width))
+    if len(held) > rows.locks:
+        out.append(_dim(f"  {len(held) - rows.locks} more not shown (mesh locks)"))
     return out
 
 
@@ -162,23 +240,23 @@ def _bar(label: str, section: dict[str, Any]) -> RenderableType:
         f"  {label:<4} ",
         ("█" * filled, style),
         ("░" * (BAR_WIDTH - filled), "dim"),
-        f" {declared:.1f}/{limit:.1f} GB declared, agents use {section['agents_gb']:.1f},"
+        f" {declared:.1f}/{limit:.1f} GiB declared, agents use {section['agents_gb']:.1f},"
         f" free {section['free_gb']:.1f}",
+        no_wrap=True,
+        overflow="ellipsis",
     )
 
 
 def _budgets_section(snap: dict[str, Any]) -> list[RenderableType]:
-    from rich.text import Text
-
     budgets = snap["budgets"]
     out: list[RenderableType] = [
-        Text.assemble(("Budgets", "bold"), f" (policy {budgets['policy']})"),
+        _title("Budgets", f"policy {budgets['policy']}"),
         _bar("RAM", budgets["ram"]),
     ]
     if "gpu" in budgets:
         out.append(_bar("GPU", budgets["gpu"]))
     else:
-        out.append(Text("  GPU  none found", style="dim"))
+        out.append(_dim("  GPU  none found"))
     return out
 
 
@@ -193,40 +271,91 @@ def describe_event(event: dict[str, Any]) -> str:
         return f"{actor} read a message from {event.get('sender')}"
     target = event.get("task") or event.get("agent") or ""
     if not target and isinstance(event.get("paths"), list) and event["paths"]:
-        target = _short_path(str(event["paths"][0]), 30)
+        target = place(str(event["paths"][0]))
     return f"{actor} {kind} {target}".rstrip()
 
 
-def _recent_section(snap: dict[str, Any], rows: Rows) -> list[RenderableType]:
-    from rich.text import Text
-
+def _recent_section(snap: dict[str, Any], rows: Rows, width: int) -> list[RenderableType]:
     recent = snap["recent"]
-    title = Text("Recent", style="bold")
+    title = _title("Recent", "")
     if not recent:
-        return [title, Text("  no activity yet", style="dim")]
-    grid = _grid("when", "what")
-    for event in recent[: rows.recent]:
-        grid.add_row(ago(event.get("time")), describe_event(event))
+        return [title, _dim("  no activity yet")]
+    if not rows.recent:
+        return [title, _dim(f"  {len(recent)} events not shown (mesh log)")]
+    cells: list[list[Cell]] = [
+        [ago(event.get("time")), describe_event(event)] for event in recent[: rows.recent]
+    ]
+    grid = _grid(("when", "what"), cells, width, free="what")
     return [title, grid]
 
 
-def status_screen(snap: dict[str, Any], rows: Rows = FULL) -> RenderableType:
-    """The whole status screen as one rich renderable."""
+def _open_count(snap: dict[str, Any]) -> int:
+    return sum(1 for t in snap["tasks"] if t["state"] in OPEN_TASKS)
+
+
+def fit_rows(snap: dict[str, Any], height: int) -> Rows:
+    """Rows per section so that the compact screen (no blank lines, a quit hint) fills at most
+    `height` lines and every section keeps its title; rows are dealt out in turn."""
+    needs = {
+        "agents": len(snap["agents"]),
+        "tasks": _open_count(snap),
+        "locks": len(snap["locks"]),
+        "recent": len(snap["recent"]),
+    }
+    finished = len(snap["tasks"]) > needs["tasks"]
+    # Fixed: heading, quit hint, budgets (3 lines), and per list a title plus a header or a
+    # "none" line.
+    free = height - 2 - 3 - 2 * len(needs)
+    more = {k: needs[k] > 0 and k != "recent" for k in needs}
+    more["tasks"] = more["tasks"] or finished
+    free -= sum(more.values())
+    shown = dict.fromkeys(needs, 0)
+    dealt = True
+    while free > 0 and dealt:
+        dealt = False
+        for key in SECTION_ORDER:
+            if free <= 0 or shown[key] >= needs[key]:
+                continue
+            shown[key] += 1
+            free -= 1
+            dealt = True
+            if shown[key] == needs[key] and more[key] and not (key == "tasks" and finished):
+                more[key] = False  # all shown: its "more" line is not needed after all
+                free += 1
+    return Rows(**shown)
+
+
+def status_screen(
+    snap: dict[str, Any], rows: Rows = FULL, *, width: int = 80, compact: bool = False
+) -> RenderableType:
+    """The whole status screen as one rich renderable.
+
+    `compact` (the live screen) drops the blank lines between sections and ends with how to
+    quit; `rows` then comes from `fit_rows` for the terminal's height.
+    """
     from rich.console import Group
     from rich.text import Text
 
     parts: list[RenderableType] = [
-        Text.assemble(("mesh status", "bold"), f"  {snap['mesh_dir']}", style=""),
+        Text.assemble(
+            ("mesh status", "bold"),
+            f"  {place(snap['mesh_dir'])}",
+            no_wrap=True,
+            overflow="ellipsis",
+        ),
     ]
     for section in (
-        _agents_section(snap, rows),
-        _tasks_section(snap, rows),
-        _locks_section(snap, rows),
+        _agents_section(snap, rows, width),
+        _tasks_section(snap, rows, width),
+        _locks_section(snap, rows, width),
         _budgets_section(snap),
-        _recent_section(snap, rows),
+        _recent_section(snap, rows, width),
     ):
-        parts.append(Text(""))
+        if not compact:
+            parts.append(Text(""))
         parts.extend(section)
+    if compact:
+        parts.append(_dim(QUIT_HINT))
     return Group(*parts)
 
 
@@ -236,25 +365,61 @@ def _console(width: int | None = None) -> Console:
     return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=width)
 
 
+@contextlib.contextmanager
+def _quit_on_q(stop: threading.Event) -> Iterator[None]:
+    """While the live screen runs, read keys without echo; `q` sets `stop`."""
+    import os
+    import select
+    import termios
+    import tty
+
+    if not sys.stdin.isatty():
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def read() -> None:
+        while not stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready and os.read(fd, 1) in (b"q", b"Q"):
+                stop.set()
+
+    reader = threading.Thread(target=read, name="status-keys", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reader.join(1)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
 def _watch(ctx: typer.Context, json_out: bool) -> None:
     from drasill_cli import status
 
     mesh = state(ctx).mesh()
-    updates = status.watch(mesh)
     if json_out:
-        for snap in updates:
+        for snap in status.watch(mesh):
             print_json(snap)
             sys.stdout.flush()
         return
     if not sys.stdout.isatty():
-        _watch_plain(updates)
+        _watch_plain(status.watch(mesh))
         return
     from rich.live import Live
 
     console = _console()
-    with Live(console=console, screen=True, auto_refresh=False) as live:
-        for snap in updates:
-            live.update(status_screen(snap, COMPACT), refresh=True)
+    stop = threading.Event()
+    with (
+        _quit_on_q(stop),
+        Live(console=console, screen=True, auto_refresh=False) as live,
+    ):
+        for snap in status.watch(mesh, stop=stop):
+            width, height = console.size
+            screen = status_screen(snap, fit_rows(snap, height), width=width, compact=True)
+            live.update(screen, refresh=True)
 
 
 def _watch_plain(updates: Iterator[dict[str, Any]]) -> None:
@@ -272,11 +437,20 @@ def _watch_plain(updates: Iterator[dict[str, Any]]) -> None:
             say("")
         previous = key
         say(f"---- {snap['generated_at']} " + "-" * 40)
-        console.print(status_screen(snap))
+        console.print(status_screen(snap, width=console.width))
         sys.stdout.flush()
 
 
-@command(app, "status")
+@command(
+    app,
+    "status",
+    short_help="Show one screen: agents, tasks, locks, budgets, traffic.",
+    epilog=examples(
+        "mesh status",
+        "mesh status --watch   # live; q or Ctrl-C quits",
+        "mesh status --json",
+    ),
+)
 def status_cmd(
     ctx: typer.Context,
     watch: Annotated[
@@ -284,16 +458,18 @@ def status_cmd(
         typer.Option(
             "--watch",
             "-w",
-            help="Keep the screen live, redrawn on every change (not on a terminal: a new "
-            "screen is printed after each change).",
+            help="Keep the screen live, redrawn on every change; q quits, Ctrl-C exits 130 "
+            "(not on a terminal: a new screen is printed after each change).",
         ),
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """One screen: agents, unread mail, tasks, locks, budgets and recent traffic.
 
-    With --json, one object with agents, tasks, locks, budgets and recent (with --watch, one
-    such object per line at every change).
+    Paths are shown relative to the working directory (or ~) and shortened from the middle
+    only when the width demands it; ids are shown whole; what does not fit is counted. With
+    --json, one object with agents, tasks, locks, budgets and recent (with --watch, one such
+    object per line at every change).
     """
     from drasill_cli import status
 
@@ -301,13 +477,14 @@ def status_cmd(
         try:
             _watch(ctx, json_out)
         except KeyboardInterrupt:
-            return
+            raise typer.Exit(130) from None
         return
     snap = status.snapshot(state(ctx).mesh())
     if json_out:
         print_json(snap)
         return
-    _console().print(status_screen(snap))
+    console = _console()
+    console.print(status_screen(snap, width=console.width))
 
 
 # ---- doctor and tools ------------------------------------------------------------------------
@@ -315,7 +492,12 @@ def status_cmd(
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 
-@command(app, "doctor")
+@command(
+    app,
+    "doctor",
+    short_help="Check the set-up and say how to fix each problem.",
+    epilog=examples("mesh doctor", "mesh --mesh-dir /srv/mesh doctor --json"),
+)
 def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Check what the mesh needs and what is installed, and say how to fix each problem.
 
@@ -335,18 +517,24 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             }
         print_json(report)
     else:
+        pad = max(len(check["name"]) for check in report["checks"])
         for check in report["checks"]:
             need = " (required)" if check["required"] and check["status"] == "fail" else ""
-            say(f"{MARK[check['status']]} {check['name']:<10} {check['detail']}{need}")
+            say(f"{MARK[check['status']]} {check['name']:<{pad}} {check['detail']}{need}")
             if check["fix"] and check["status"] != "ok":
-                say(f"{'':15} fix: {check['fix']}")
+                say(f"{'':{pad + 5}} fix: {check['fix']}")
         verdict = "ready" if report["ok"] else "not ready: fix the FAIL lines above"
-        say(f"mesh dir {report['mesh_dir']}: {verdict}")
+        say(f"mesh dir {report['mesh_dir'] or '(not resolved)'}: {verdict}")
     if not report["ok"]:
         raise typer.Exit(1)
 
 
-@command(app, "tools")
+@command(
+    app,
+    "tools",
+    short_help="List the AI coding CLIs mesh knows and which are installed.",
+    epilog=examples("mesh tools", "mesh tools --json"),
+)
 def tools_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the AI coding CLIs mesh knows, which are on PATH, and how bridge runs each."""
     from drasill_cli import tools
@@ -404,11 +592,25 @@ def _say_result(result: dict[str, Any]) -> None:
     say(f"{task['state']} {task['id']}: {task['title']}")
 
 
-@command(app, "bridge")
+@command(
+    app,
+    "bridge",
+    short_help="Work as a task worker that runs an AI CLI on each task.",
+    epilog=examples(
+        "mesh bridge --tool claude --as worker-1",
+        "mesh bridge --tool codex --as worker-2 --once   # one task at most",
+    ),
+)
 def bridge_cmd(
     ctx: typer.Context,
     tool: Annotated[
-        str, typer.Option("--tool", help="The AI CLI to run, e.g. claude (see mesh tools).")
+        str,
+        typer.Option(
+            "--tool",
+            help="The AI CLI to run, e.g. claude (see mesh tools).",
+            metavar="TOOL",
+            autocompletion=complete.tool_names,
+        ),
     ],
     as_: AsOpt = None,
     once: Annotated[
@@ -446,7 +648,12 @@ def bridge_cmd(
         return
 
 
-@command(app, "demo")
+@command(
+    app,
+    "demo",
+    short_help="Run simulated agents on a throwaway mesh and show it.",
+    epilog=examples("mesh demo", "mesh demo --keep   # then explore it with the printed command"),
+)
 def demo_cmd(
     ctx: typer.Context,
     keep: Annotated[
@@ -468,6 +675,7 @@ def demo_cmd(
     for step in result["steps"]:
         note(f"- {step}")
     note("")
-    _console().print(status_screen(result["status"]))
+    console = _console()
+    console.print(status_screen(result["status"], width=console.width))
     if result["kept"]:
         note(f"\nthe demo mesh is kept: mesh --mesh-dir {result['kept']} status")

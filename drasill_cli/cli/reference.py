@@ -78,8 +78,10 @@ def cli_reference() -> str:
 
 
 def completion_script(shell: str) -> str:
-    """The completion script Typer generates for `mesh` in `shell`."""
-    return _invoke([], {"_MESH_COMPLETE": f"source_{shell}"})
+    """The completion script for `mesh` in `shell` (what --show-completion SHELL prints)."""
+    from drasill_cli.cli import shells
+
+    return shells.script(shell) + "\n"
 
 
 def write_all(root: Path) -> list[Path]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import (
     AsOpt,
     JsonOpt,
@@ -17,22 +18,36 @@ from drasill_cli.cli.common import (
     say,
     state,
 )
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.cli.render import ago, table
 from drasill_cli.errors import InvalidInput
 
 task_app = typer.Typer(
     name="task",
     help="Work items that agents claim exactly once: add, list, show, and move them along.",
+    short_help="Add, list, show and move tasks along.",
+    epilog=examples(
+        'mesh task add "fix the login test" --priority 5',
+        "mesh task list --state queued",
+        "mesh task start ID --as alice   # after mesh claim",
+        'mesh task done ID --as alice --result "merged in abc123"',
+    ),
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 app.add_typer(task_app, name="task")
 
 IdArg = Annotated[
-    str, typer.Argument(help="Task id (t-0007), its number (7), or a unique prefix of one.")
+    str,
+    typer.Argument(
+        help="Task id (t-0007), its number (7), or a unique prefix of one.",
+        metavar="ID",
+        autocompletion=complete.open_task_ids,
+    ),
 ]
 ResultOpt = Annotated[
-    str | None, typer.Option("--result", help="What came of it (kept in the task's result).")
+    str | None,
+    typer.Option("--result", help="What came of it (kept in the task's result).", metavar="TEXT"),
 ]
 
 
@@ -62,19 +77,32 @@ def show_task(task: dict[str, Any], verb: str, json_out: bool) -> None:
         note(f"told {told} by message" if told else "no other agent is registered to tell")
 
 
-@command(task_app, "add")
+@command(
+    task_app,
+    "add",
+    short_help="Queue a task for agents to claim.",
+    epilog=examples(
+        'mesh task add "fix the login test"',
+        'mesh task add "ship 1.2" --priority 5 --depends ID --review',
+        'mesh task add "refactor auth" --body "keep the public API; see docs/auth.md"',
+    ),
+)
 def add_cmd(
     ctx: typer.Context,
-    title: Annotated[str, typer.Argument(help="One line saying what to do.")],
-    body: Annotated[str, typer.Option("--body", help="Details, instructions, context.")] = "",
+    title: Annotated[str, typer.Argument(help="One line saying what to do.", metavar="TITLE")],
+    body: Annotated[
+        str, typer.Option("--body", help="Details, instructions, context.", metavar="TEXT")
+    ] = "",
     priority: Annotated[
-        int, typer.Option("--priority", help="Larger is claimed first (default 0).")
+        int, typer.Option("--priority", help="Larger is claimed first (default 0).", metavar="N")
     ] = 0,
     depends: Annotated[
         list[str] | None,
         typer.Option(
             "--depends",
             help="A task that must be completed before this one can be claimed (repeatable).",
+            metavar="ID",
+            autocompletion=complete.task_ids,
         ),
     ] = None,
     review: Annotated[
@@ -101,7 +129,12 @@ def add_cmd(
     show_task(task, "added", json_out)
 
 
-@command(task_app, "list")
+@command(
+    task_app,
+    "list",
+    short_help="List tasks, oldest first.",
+    epilog=examples("mesh task list", "mesh task list --state queued", "mesh task list --json"),
+)
 def list_cmd(
     ctx: typer.Context,
     state_: Annotated[
@@ -110,6 +143,8 @@ def list_cmd(
             "--state",
             help="Only tasks in this state: queued, claimed, working, review, completed, "
             "failed or abandoned.",
+            metavar="STATE",
+            autocompletion=complete.task_states,
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -126,14 +161,14 @@ def list_cmd(
         return
     table(
         None,
-        ["id", "state", "pri", "agent", "tries", "updated", "title"],
+        ["id", "state", "pri", "claimed by", "requeued", "updated", "title"],
         [
             [
                 t["id"],
                 t["state"],
                 t["priority"],
                 t["claimed_by"],
-                t["attempts"],
+                t["attempts"] or "-",
                 ago(t["updated_at"]),
                 t["title"],
             ]
@@ -143,8 +178,24 @@ def list_cmd(
     )
 
 
-@command(task_app, "show")
-def show_cmd(ctx: typer.Context, task_id: IdArg, json_out: JsonOpt = False) -> None:
+@command(
+    task_app,
+    "show",
+    short_help="Show one task in full.",
+    epilog=examples("mesh task show ID", "mesh task show ID --json"),
+)
+def show_cmd(
+    ctx: typer.Context,
+    task_id: Annotated[
+        str,
+        typer.Argument(
+            help="Task id, or a unique prefix of one.",
+            metavar="ID",
+            autocompletion=complete.task_ids,
+        ),
+    ],
+    json_out: JsonOpt = False,
+) -> None:
     """Show one task in full."""
     from drasill_cli import tasks
 
@@ -178,12 +229,25 @@ def show_cmd(ctx: typer.Context, task_id: IdArg, json_out: JsonOpt = False) -> N
             say(f"{key}:\n{task[key]}")
 
 
-@command(app, "claim")
+@command(
+    app,
+    "claim",
+    short_help="Claim a task; exactly one racing claimer wins.",
+    epilog=examples(
+        "mesh claim --next --as alice   # the highest-priority claimable task",
+        "mesh claim ID --as alice       # that task (an id or a unique prefix)",
+        "mesh claim --next --wait 600   # block until a task is claimable (no polling)",
+    ),
+)
 def claim_cmd(
     ctx: typer.Context,
     task_id: Annotated[
         str | None,
-        typer.Argument(help="The task to claim: its id (t-0007), number (7) or a unique prefix."),
+        typer.Argument(
+            help="The task to claim: its id (t-0007), number (7) or a unique prefix.",
+            metavar="ID",
+            autocompletion=complete.queued_task_ids,
+        ),
     ] = None,
     next_: Annotated[
         bool,
@@ -237,7 +301,12 @@ def claim_cmd(
     show_task(task, "claimed", json_out)
 
 
-@command(task_app, "start")
+@command(
+    task_app,
+    "start",
+    short_help="Mark your claimed task as being worked on.",
+    epilog=examples("mesh task start ID --as alice"),
+)
 def start_cmd(
     ctx: typer.Context,
     task_id: IdArg,
@@ -253,7 +322,12 @@ def start_cmd(
     show_task(task, "started", json_out)
 
 
-@command(task_app, "done")
+@command(
+    task_app,
+    "done",
+    short_help="Finish your task (to review if it needs one).",
+    epilog=examples('mesh task done ID --as alice --result "fixed in abc123"'),
+)
 def done_cmd(
     ctx: typer.Context,
     task_id: IdArg,
@@ -273,7 +347,12 @@ def done_cmd(
     show_task(task, "done", json_out)
 
 
-@command(task_app, "fail")
+@command(
+    task_app,
+    "fail",
+    short_help="Give up on your task for good.",
+    epilog=examples('mesh task fail ID --as alice --result "needs a GPU this host lacks"'),
+)
 def fail_cmd(
     ctx: typer.Context,
     task_id: IdArg,
@@ -289,7 +368,15 @@ def fail_cmd(
     show_task(task, "failed", json_out)
 
 
-@command(task_app, "release")
+@command(
+    task_app,
+    "release",
+    short_help="Put your task back in the queue.",
+    epilog=examples(
+        "mesh task release ID --as alice",
+        "mesh task release ID --as lead --force   # take it back from anyone, or retry it",
+    ),
+)
 def release_cmd(
     ctx: typer.Context,
     task_id: IdArg,
@@ -319,7 +406,14 @@ NoteOpt = Annotated[
 ]
 
 
-@command(task_app, "approve")
+@command(
+    task_app,
+    "approve",
+    short_help="Approve a task in review and complete it.",
+    epilog=examples(
+        "mesh task approve ID --as reviewer", 'mesh task approve 7 --note "clean" --as reviewer'
+    ),
+)
 def approve_cmd(
     ctx: typer.Context,
     task_id: IdArg,
@@ -338,7 +432,12 @@ def approve_cmd(
     show_task(task, "approved", json_out)
 
 
-@command(task_app, "reject")
+@command(
+    task_app,
+    "reject",
+    short_help="Send a task in review back to its author with a note.",
+    epilog=examples('mesh task reject ID --note "the tests do not cover X" --as reviewer'),
+)
 def reject_cmd(
     ctx: typer.Context,
     task_id: IdArg,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from typing import Annotated, Any
 
 import typer
 
+from drasill_cli.cli import complete
 from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
 
 _HUMAN: dict[str, str] = {
     "start": "watching {mesh} (pid {pid})",
@@ -27,19 +28,73 @@ _HUMAN: dict[str, str] = {
 }
 
 
-def _human(event: dict[str, Any]) -> None:
-    """One line per event on stderr, for people and journald."""
-    from drasill_cli import clock
+# What a lifecycle pass did, per key of its report: a count goes in {n}.
+_LIFECYCLE: dict[str, str] = {
+    "marked_dead": "{n} agent(s) marked dead",
+    "removed": "{n} agent(s) removed",
+    "archived_messages": "unread mail of {n} agent(s) archived",
+    "locks_released": "{n} lock(s) released",
+    "tasks_requeued": "{n} task(s) requeued",
+    "tasks_abandoned": "{n} task(s) abandoned",
+    "budgets_released": "{n} budget(s) released",
+    "temp_files_removed": "{n} stale temp file(s) removed",
+    "history_expired": "{n} old message(s) deleted",
+    "attachments_removed": "attachments of {n} undelivered message(s) removed",
+}
+_BUDGET_ACTION = {"warn": "warned", "pause": "paused", "kill": "killed", "resume": "resumed"}
 
-    template = _HUMAN.get(event["event"])
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_plain(item) for item in value) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _lifecycle_line(event: dict[str, Any]) -> str:
+    parts = [
+        _LIFECYCLE.get(key, key.replace("_", " ") + " {n}").format(n=value)
+        for key, value in event.items()
+        if key not in ("event", "time")
+    ]
+    return "lifecycle: " + (", ".join(parts) or "nothing to do") + " (see mesh log)"
+
+
+def _hardware_line(event: dict[str, Any]) -> str:
+    done = _BUDGET_ACTION.get(str(event.get("action")), str(event.get("action")))
+    over = ", ".join(
+        f"uses {o['measured_gb']:g} GiB of {o['resource']} (declared {o['declared_gb']:g})"
+        for o in event.get("over") or []
+        if isinstance(o, dict) and {"measured_gb", "resource", "declared_gb"} <= set(o)
+    )
+    why = over or event.get("reason") or "over its budget"
+    return f"budget: {done} {event.get('agent')}: {why}"
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One watch event as a sentence for people: never raw JSON."""
+    kind = event["event"]
+    if kind == "lifecycle":
+        return _lifecycle_line(event)
+    if kind == "hardware":
+        return _hardware_line(event)
+    template = _HUMAN.get(kind)
     try:
         text = template.format(**event) if template else None
     except (KeyError, ValueError):
         text = None
     if text is None:
-        details = {k: v for k, v in event.items() if k != "event"}
-        text = f"{event['event']}: {json.dumps(details, ensure_ascii=False, default=str)}"
-    sys.stderr.write(f"{clock.iso()[11:19]} {text}\n")
+        details = "; ".join(f"{k} {_plain(v)}" for k, v in event.items() if k != "event")
+        text = f"{kind}: {details}" if details else str(kind)
+    return text
+
+
+def _human(event: dict[str, Any]) -> None:
+    """One line per event on stderr, for people and journald."""
+    from drasill_cli import clock
+
+    sys.stderr.write(f"{clock.iso()[11:19]} {describe(event)}\n")
     sys.stderr.flush()
 
 
@@ -81,7 +136,16 @@ class _Collected:
         }
 
 
-@command(app, "watch")
+@command(
+    app,
+    "watch",
+    short_help="Wake idle agents with new mail; apply lifecycle and budgets.",
+    epilog=examples(
+        "mesh watch           # runs until Ctrl-C; one per mesh",
+        "mesh watch --once    # one full pass, then exit (cron)",
+        "See docs/howto-systemd-watch.md to run it as a service.",
+    ),
+)
 def watch_cmd(
     ctx: typer.Context,
     once: Annotated[
@@ -119,11 +183,24 @@ def watch_cmd(
                 signal.signal(signum, handler)
 
 
-@command(app, "prompt")
+@command(
+    app,
+    "prompt",
+    short_help="Print the block an agent needs in its system prompt.",
+    epilog=examples(
+        "mesh prompt alice",
+        'claude --append-system-prompt "$(mesh prompt alice)"',
+    ),
+)
 def prompt_cmd(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(help="The agent (default: $DRASILL_AGENT, else generic).")
+        str | None,
+        typer.Argument(
+            help="The agent (default: $DRASILL_AGENT, else a text for any agent).",
+            metavar="NAME",
+            autocompletion=complete.agent_names,
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -141,17 +218,40 @@ def prompt_cmd(
         say(text)
 
 
-@command(app, "launch")
+@command(
+    app,
+    "launch",
+    short_help="Start an agent in a supervised session and register it.",
+    epilog=examples(
+        "mesh launch alice                       # claude, under heimdall or tmux",
+        "mesh launch bob --tool codex --backend tmux",
+        "mesh launch carol -- --model opus       # arguments for the tool after --",
+    ),
+)
 def launch_cmd(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The agent name to register it under.")],
+    name: Annotated[
+        str, typer.Argument(help="The agent name to register it under.", metavar="NAME")
+    ],
     tool_args: Annotated[
-        list[str] | None, typer.Argument(help="Arguments for the tool, after --.")
+        list[str] | None,
+        typer.Argument(help="Arguments for the tool, after --.", metavar="TOOL_ARGS"),
     ] = None,
-    tool: Annotated[str, typer.Option(help="The AI CLI to start.")] = "claude",
+    tool: Annotated[
+        str,
+        typer.Option(
+            help="The AI CLI to start (see mesh tools).",
+            metavar="TOOL",
+            autocompletion=complete.tool_names,
+        ),
+    ] = "claude",
     backend: Annotated[
         str | None,
-        typer.Option(help="Session backend: heimdall or tmux (default: heimdall if hm exists)."),
+        typer.Option(
+            help="Session backend: heimdall or tmux (default: heimdall if hm exists).",
+            metavar="BACKEND",
+            autocompletion=complete.backends,
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -1,0 +1,208 @@
+"""Shell completion of live values: agent names, task ids, held locks, modes, tools, states.
+
+These run on every TAB press, so they stay light: plain `os` and `json` reads of the mesh
+directory, never the store, pydantic or rich (benchmarks/bench_complete.py measures a call
+against `mesh --version`). They never write, never create a mesh and never fail: a mesh that
+is missing, unreadable or damaged completes nothing. Each function takes Typer's completion
+arguments (the context and the word typed so far) and returns (value, help) pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MAX_ITEMS = 200
+MAX_RECORD_BYTES = 256 * 1024
+TASK_STATES = ("queued", "claimed", "working", "review", "completed", "failed", "abandoned")
+OPEN_STATES = ("queued", "claimed", "working", "review")
+LOCK_MODES = (
+    ("write", "only you (the default)"),
+    ("read", "you and other readers; no writer"),
+    ("intent", "you plan to write; readers still welcome"),
+    ("co_write", "shared writing with other co_write holders"),
+)
+PRIORITIES = (("normal", "read in order"), ("urgent", "read before normal mail"))
+BACKENDS = (("heimdall", "heimdall's socket protocol"), ("tmux", "a tmux pane"))
+
+Items = list[tuple[str, str]]
+
+
+def _mesh_dir(ctx: Any) -> Path | None:
+    """The mesh directory the command line names (global --mesh-dir first), if resolvable."""
+    try:
+        from drasill_cli.config import load_config, resolve_mesh_dir
+
+        explicit = ctx.find_root().params.get("mesh_dir") if ctx is not None else None
+        return resolve_mesh_dir(explicit, load_config())
+    except Exception:  # noqa: BLE001 -- completion must never fail; a bad config completes nothing
+        return None
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return sorted(name for name in os.listdir(folder) if not name.startswith("."))
+    except OSError:
+        return []
+
+
+def _record(path: Path) -> dict[str, Any] | None:
+    """One JSON record, read without following a symlink; None when it cannot be used."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            raw = handle.read(MAX_RECORD_BYTES + 1)
+    except OSError:
+        return None
+    if len(raw) > MAX_RECORD_BYTES:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _matching(items: Items, incomplete: str) -> Items:
+    return [(value, text) for value, text in items if value.startswith(incomplete)][:MAX_ITEMS]
+
+
+def agent_names(ctx: Any, incomplete: str) -> Items:
+    """Registered agents, with their role and tool as the help text."""
+    root = _mesh_dir(ctx)
+    if root is None:
+        return []
+    found: Items = []
+    for entry in _names(root / "agents"):
+        name = entry.removesuffix(".json")
+        if entry.endswith(".json") and name.startswith(incomplete):
+            record = _record(root / "agents" / entry) or {}
+            about = " ".join(str(record[k]) for k in ("role", "tool") if record.get(k))
+            found.append((name, about or "agent"))
+        if len(found) >= MAX_ITEMS:
+            break
+    return found
+
+
+def recipients(ctx: Any, incomplete: str) -> Items:
+    """Agents, and `all` (every registered agent but the sender)."""
+    return _matching([("all", "every other registered agent")], incomplete) + agent_names(
+        ctx, incomplete
+    )
+
+
+def _tasks(ctx: Any, incomplete: str, states: tuple[str, ...]) -> Items:
+    root = _mesh_dir(ctx)
+    if root is None:
+        return []
+    found: Items = []
+    for entry in reversed(_names(root / "tasks")):  # newest first: ids sort by creation
+        task_id = entry.removesuffix(".json")
+        if not entry.endswith(".json") or not task_id.startswith(incomplete):
+            continue
+        record = _record(root / "tasks" / entry)
+        if record is None or record.get("state") not in states:
+            continue
+        found.append((task_id, f"{record['state']}: {str(record.get('title', ''))[:60]}"))
+        if len(found) >= MAX_ITEMS:
+            break
+    return found
+
+
+def open_task_ids(ctx: Any, incomplete: str) -> Items:
+    """Ids of tasks not yet finished (queued, claimed, working, review), newest first."""
+    return _tasks(ctx, incomplete, OPEN_STATES)
+
+
+def queued_task_ids(ctx: Any, incomplete: str) -> Items:
+    """Ids of queued tasks (what `mesh claim` can take)."""
+    return _tasks(ctx, incomplete, ("queued",))
+
+
+def task_ids(ctx: Any, incomplete: str) -> Items:
+    """Ids of every task, newest first."""
+    return _tasks(ctx, incomplete, TASK_STATES)
+
+
+def _identity(ctx: Any) -> str | None:
+    """The agent the command line acts as: `--as NAME`, else $DRASILL_AGENT."""
+    given = ctx.params.get("as_") if ctx is not None else None
+    return given or os.environ.get("DRASILL_AGENT") or None
+
+
+def _shown_path(path: str) -> str:
+    """A lock path as the user would type it: relative to here when under here."""
+    here = os.getcwd()
+    if path == here:
+        return "."
+    return os.path.relpath(path, here) if here != "/" and path.startswith(here + "/") else path
+
+
+def held_lock_paths(ctx: Any, incomplete: str) -> Items:
+    """Paths of the locks the acting agent holds (all locks when there is no identity)."""
+    root = _mesh_dir(ctx)
+    if root is None:
+        return []
+    me = _identity(ctx)
+    found: Items = []
+    for entry in _names(root / "locks"):
+        if me is not None and not entry.endswith(f"-{me}.json"):
+            continue
+        record = _record(root / "locks" / entry)
+        if record is None or not isinstance(record.get("path"), str):
+            continue
+        if me is not None and record.get("holder") != me:
+            continue
+        shown = _shown_path(record["path"])
+        if shown.startswith(incomplete):
+            found.append((shown, f"{record.get('mode')} lock of {record.get('holder')}"))
+    return sorted(set(found))[:MAX_ITEMS]
+
+
+def lock_modes(ctx: Any, incomplete: str) -> Items:
+    """The four lock modes."""
+    del ctx
+    return _matching(list(LOCK_MODES), incomplete)
+
+
+def task_states(ctx: Any, incomplete: str) -> Items:
+    """The seven task states."""
+    del ctx
+    return _matching([(state, "tasks in this state") for state in TASK_STATES], incomplete)
+
+
+def priorities(ctx: Any, incomplete: str) -> Items:
+    """normal and urgent."""
+    del ctx
+    return _matching(list(PRIORITIES), incomplete)
+
+
+def backends(ctx: Any, incomplete: str) -> Items:
+    """heimdall and tmux."""
+    del ctx
+    return _matching(list(BACKENDS), incomplete)
+
+
+def shell_names(ctx: Any, incomplete: str) -> Items:
+    """bash, zsh and fish."""
+    del ctx
+    return _matching([(shell, "") for shell in ("bash", "zsh", "fish")], incomplete)
+
+
+def tool_names(ctx: Any, incomplete: str) -> Items:
+    """The AI CLIs mesh knows: the built-ins and the config file's [tools.NAME] tables."""
+    del ctx
+    try:
+        from drasill_cli import tools
+        from drasill_cli.config import load_config
+
+        known = tools.profiles(load_config())
+    except Exception:  # noqa: BLE001 -- completion must never fail; a bad config completes nothing
+        return []
+    items = [(name, known[name].note or " ".join(known[name].command)) for name in sorted(known)]
+    return _matching(items, incomplete)
