@@ -1,21 +1,23 @@
 """Shell completion of live values: agent names, task ids, held locks, modes, tools, states.
 
-These run on every TAB press, so they stay light: plain `os` and `json` reads of the mesh
-directory, never the store, pydantic or rich (benchmarks/bench_complete.py measures a call
-against `mesh --version`). They never write, never create a mesh and never fail: a mesh that
-is missing, unreadable or damaged completes nothing. Each function takes Typer's completion
+These run on every TAB press, so they stay light: a read-only view of the store (which never
+follows a link, never blocks on a FIFO and never writes: a damaged entry is only reported),
+never pydantic or rich (benchmarks/bench_complete.py measures a call against `mesh --version`).
+They never write, never create a mesh and never fail: a mesh that is missing, unreadable or
+damaged completes nothing. Each function takes Typer's completion
 arguments (the context and the word typed so far) and returns (value, help) pairs.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from drasill_cli.store import FileStore
 
 MAX_ITEMS = 200
-MAX_RECORD_BYTES = 256 * 1024
 TASK_STATES = ("queued", "claimed", "working", "review", "completed", "failed", "abandoned")
 OPEN_STATES = ("queued", "claimed", "working", "review")
 LOCK_MODES = (
@@ -30,42 +32,33 @@ BACKENDS = (("heimdall", "heimdall's socket protocol"), ("tmux", "a tmux pane"))
 Items = list[tuple[str, str]]
 
 
-def _mesh_dir(ctx: Any) -> Path | None:
-    """The mesh directory the command line names (global --mesh-dir first), if resolvable."""
+def _store(ctx: Any) -> FileStore | None:
+    """A read-only view of the mesh the command line names (global --mesh-dir first)."""
     try:
         from drasill_cli.config import load_config, resolve_mesh_dir
+        from drasill_cli.store import FileStore
 
         explicit = ctx.find_root().params.get("mesh_dir") if ctx is not None else None
-        return resolve_mesh_dir(explicit, load_config())
-    except Exception:  # noqa: BLE001 -- completion must never fail; a bad config completes nothing
+        root = resolve_mesh_dir(explicit, load_config())
+        if not root.is_dir():
+            return None
+        return FileStore.open(root).read_only_view()
+    except Exception:  # noqa: BLE001 -- completion must never fail; a bad mesh completes nothing
         return None
 
 
-def _names(folder: Path) -> list[str]:
+def _records(
+    store: FileStore, folder: str, wanted: Callable[[str], bool]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file name, record) of the records in `folder` whose names `wanted` accepts."""
     try:
-        return sorted(name for name in os.listdir(folder) if not name.startswith("."))
-    except OSError:
-        return []
-
-
-def _record(path: Path) -> dict[str, Any] | None:
-    """One JSON record, read without following a symlink; None when it cannot be used."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            raw = handle.read(MAX_RECORD_BYTES + 1)
-    except OSError:
-        return None
-    if len(raw) > MAX_RECORD_BYTES:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        for entry in store.names(folder):
+            if wanted(entry):
+                record = store.read(f"{folder}/{entry}")
+                if record is not None:
+                    yield entry, record
+    except Exception:  # noqa: BLE001 -- completion must never fail: stop listing
+        return
 
 
 def _matching(items: Items, incomplete: str) -> Items:
@@ -74,16 +67,13 @@ def _matching(items: Items, incomplete: str) -> Items:
 
 def agent_names(ctx: Any, incomplete: str) -> Items:
     """Registered agents, with their role and tool as the help text."""
-    root = _mesh_dir(ctx)
-    if root is None:
+    store = _store(ctx)
+    if store is None:
         return []
     found: Items = []
-    for entry in _names(root / "agents"):
-        name = entry.removesuffix(".json")
-        if entry.endswith(".json") and name.startswith(incomplete):
-            record = _record(root / "agents" / entry) or {}
-            about = " ".join(str(record[k]) for k in ("role", "tool") if record.get(k))
-            found.append((name, about or "agent"))
+    for entry, record in _records(store, "agents", lambda e: e.startswith(incomplete)):
+        about = " ".join(str(record[k]) for k in ("role", "tool") if record.get(k))
+        found.append((entry.removesuffix(".json"), about or "agent"))
         if len(found) >= MAX_ITEMS:
             break
     return found
@@ -97,21 +87,15 @@ def recipients(ctx: Any, incomplete: str) -> Items:
 
 
 def _tasks(ctx: Any, incomplete: str, states: tuple[str, ...]) -> Items:
-    root = _mesh_dir(ctx)
-    if root is None:
+    store = _store(ctx)
+    if store is None:
         return []
     found: Items = []
-    for entry in reversed(_names(root / "tasks")):  # newest first: ids sort by creation
-        task_id = entry.removesuffix(".json")
-        if not entry.endswith(".json") or not task_id.startswith(incomplete):
-            continue
-        record = _record(root / "tasks" / entry)
-        if record is None or record.get("state") not in states:
-            continue
-        found.append((task_id, f"{record['state']}: {str(record.get('title', ''))[:60]}"))
-        if len(found) >= MAX_ITEMS:
-            break
-    return found
+    for entry, record in _records(store, "tasks", lambda e: e.startswith(incomplete)):
+        if record.get("state") in states:
+            task_id = entry.removesuffix(".json")
+            found.append((task_id, f"{record['state']}: {str(record.get('title', ''))[:60]}"))
+    return sorted(found, reverse=True)[:MAX_ITEMS]  # newest first: ids sort by creation
 
 
 def open_task_ids(ctx: Any, incomplete: str) -> Items:
@@ -145,16 +129,14 @@ def _shown_path(path: str) -> str:
 
 def held_lock_paths(ctx: Any, incomplete: str) -> Items:
     """Paths of the locks the acting agent holds (all locks when there is no identity)."""
-    root = _mesh_dir(ctx)
-    if root is None:
+    store = _store(ctx)
+    if store is None:
         return []
     me = _identity(ctx)
     found: Items = []
-    for entry in _names(root / "locks"):
-        if me is not None and not entry.endswith(f"-{me}.json"):
-            continue
-        record = _record(root / "locks" / entry)
-        if record is None or not isinstance(record.get("path"), str):
+    mine = (lambda e: e.endswith(f"-{me}.json")) if me is not None else (lambda e: True)
+    for _entry, record in _records(store, "locks", mine):
+        if not isinstance(record.get("path"), str):
             continue
         if me is not None and record.get("holder") != me:
             continue
