@@ -250,9 +250,9 @@ def _read_config_file(path: Path) -> bytes:
         if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
             return b""  # DRASILL_CONFIG=/dev/null: no config, the defaults
         if not stat.S_ISREG(info.st_mode):
+            what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
             raise InvalidInput(
-                f"config file {path} is not a regular file; point DRASILL_CONFIG at a TOML "
-                "file (or unset it)",
+                f"config file {path} is {what}; point DRASILL_CONFIG at a TOML file (or unset it)",
                 code="invalid-config",
             )
         data = os.read(fd, MAX_CONFIG_BYTES + 1)

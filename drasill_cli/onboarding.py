@@ -57,7 +57,7 @@ fix, then `done` again.
 - Locks: `mesh lock PATH...` before editing shared files, new ones too; relative paths are \
 fine. A lock holds until a lease (default 600s, `--ttl SECONDS`) passes after your last mesh \
 command: in long work run `mesh heartbeat`. It frees if you die. `mesh unlock PATH...` after.
-Check your inbox after each task and before you stop."""
+Check your inbox after each task and before stopping."""
 
 
 def prompt(name: str | None = None) -> str:
@@ -65,8 +65,8 @@ def prompt(name: str | None = None) -> str:
     if name is None:
         return _PROMPT.format(
             who="an agent",
-            identity="Your agent name is in $DRASILL_AGENT; if it is unset, pass --as NAME "
-            "with the name you were given.",
+            identity="Your name is in $DRASILL_AGENT; if unset, pass --as NAME (the name "
+            "you were given).",
         )
     check_agent_name(name)
     return _PROMPT.format(

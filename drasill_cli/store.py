@@ -26,6 +26,7 @@ import json
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -192,6 +193,8 @@ class FileStore:
         self._materialized = False
         self._verified_dirs: set[str] = set()
         self.read_only = False
+        self._boot_lock = threading.RLock()
+        self._booting = False
 
     def read_only_view(self) -> FileStore:
         """The same mesh, refusing every write: for dry runs that must change nothing."""
@@ -247,19 +250,32 @@ class FileStore:
         return store
 
     def _materialize(self) -> None:
-        """Create the mesh directory and its meta file before the first write."""
+        """Create the mesh directory and its marker before the first write.
+
+        Threads of one process wait for the one creating it, so none writes into the folder
+        before the marker is there (which would make the folder look like it is not a mesh).
+        """
         if self._materialized:
             return
         self._writable()
-        self._materialized = True
-        self._create_root()
-        self.check_safety()
-        self._check_meta()  # a folder that filled up meanwhile is still not adopted
-        if not os.path.lexists(self.root / META_FILE):
-            self.create(
-                META_FILE,
-                {"kind": MESH_KIND, "schema_version": SCHEMA_VERSION, "created_at": clock.iso()},
-            )
+        with self._boot_lock:
+            if self._materialized or self._booting:
+                return  # done meanwhile, or this thread's own nested call while creating it
+            self._booting = True
+            try:
+                self._create_root()
+                self.check_safety()
+                self._check_meta()  # a folder that filled up meanwhile is still not adopted
+                if not os.path.lexists(self.root / META_FILE):
+                    meta = {
+                        "kind": MESH_KIND,
+                        "schema_version": SCHEMA_VERSION,
+                        "created_at": clock.iso(),
+                    }
+                    self.create(META_FILE, meta)
+                self._materialized = True
+            finally:
+                self._booting = False
 
     def _create_root(self) -> None:
         try:

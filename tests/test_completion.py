@@ -73,7 +73,7 @@ def test_task_ids_complete(cli: MeshRunner, busy: dict[str, str], shell: str) ->
     assert complete(cli, shell, "mesh claim ") == [busy["queued"]]
     offered = complete(cli, shell, "mesh task done ")
     assert set(offered) == {busy["queued"], busy["claimed"]}
-    assert complete(cli, shell, "mesh task show " + busy["claimed"][:-2]) == [busy["claimed"]]
+    assert complete(cli, shell, "mesh task show " + busy["claimed"]) == [busy["claimed"]]
 
 
 @pytest.mark.parametrize("shell", SHELLS)

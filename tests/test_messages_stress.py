@@ -135,7 +135,7 @@ def test_16_writers_x_500_with_4_consumers_exactly_once(cli: MeshRunner, tmp_pat
     bodies = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in taken}
     assert bodies[cli_sent[0]["id"]] == cli_sent[0]["body"]
     inbox = cli.mesh_dir / "inbox" / "sink"
-    assert list((inbox / "tmp").iterdir()) == []  # no temp file left behind
+    assert list((cli.mesh_dir / "staging").iterdir()) == []  # no temp file left behind
     assert message_files(inbox / "new") == []
     assert len(list((inbox / "cur").iterdir())) == len(expected)
 
@@ -165,8 +165,7 @@ def test_send_killed_at_random_points_never_leaves_a_partial_message(
             assert proc.returncode == -signal.SIGKILL
 
     mesh = Mesh.open(cli.mesh_dir, Config())
-    inbox = cli.mesh_dir / "inbox" / "victim"
-    stray_tmp = list((inbox / "tmp").iterdir())
+    stray_tmp = list((cli.mesh_dir / "staging").iterdir())
     assert [p.name for p in stray_tmp if not p.name.startswith(".tmp-")] == []
     unread = messages.unread_count(mesh, "victim")
     assert unread > 0
@@ -186,7 +185,7 @@ def test_send_killed_at_random_points_never_leaves_a_partial_message(
             assert hashlib.sha256(Path(item["path"]).read_bytes()).hexdigest() == digest
     assert messages.consume(mesh, "victim") is None
     assert mesh.warnings == []
-    print(f"{trials} kills: {unread} whole messages, {len(stray_tmp)} temp files left in tmp/")
+    print(f"{trials} kills: {unread} whole messages, {len(stray_tmp)} temp files left in staging/")
     for path in (cli.mesh_dir / "sent" / "killer").iterdir():
         assert json.loads(path.read_bytes())["to"] == "victim"
     later = cli.json("send", "victim", "still works", "--as", "killer")

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from drasill_cli.cli.common import JsonOpt, app, command, note, print_json, state
+from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput, MeshUnusable
 
 WEB_EXTRA = "pip install 'drasill-cli[web]'"
@@ -39,7 +40,15 @@ def _open_browser(url: str) -> None:
     threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
 
 
-@command(app, "dashboard")
+@command(
+    app,
+    "dashboard",
+    short_help="Serve a live web page of the mesh on 127.0.0.1.",
+    epilog=examples(
+        "mesh dashboard                  # opens the page in your browser",
+        "mesh dashboard --no-open --port 8765 --as lead",
+    ),
+)
 def dashboard_cmd(
     ctx: typer.Context,
     port: Annotated[
@@ -51,7 +60,9 @@ def dashboard_cmd(
     ] = False,
     as_: Annotated[
         str | None,
-        typer.Option("--as", help="Act from the page under this name (default: human)."),
+        typer.Option(
+            "--as", help="Act from the page under this name (default: human).", metavar="NAME"
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:

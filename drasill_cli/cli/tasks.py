@@ -402,7 +402,11 @@ def release_cmd(
 
 NoteOpt = Annotated[
     str | None,
-    typer.Option("--note", help="The reviewer's words (kept in review_note, sent to the author)."),
+    typer.Option(
+        "--note",
+        help="The reviewer's words (kept in review_note, sent to the author).",
+        metavar="TEXT",
+    ),
 ]
 
 
@@ -444,7 +448,9 @@ def reject_cmd(
     note_: Annotated[
         str,
         typer.Option(
-            "--note", help="What to fix (required; kept in review_note, sent to the author)."
+            "--note",
+            help="What to fix (required; kept in review_note, sent to the author).",
+            metavar="TEXT",
         ),
     ],
     as_: AsOpt = None,
