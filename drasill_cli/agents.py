@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from drasill_cli import clock, hardware, liveness
+from drasill_cli import clock, liveness
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh, agent_record_path, heartbeat_path
 from drasill_cli.models import BACKENDS, FUTURE_SLACK_S, AgentRecord, RecordError
@@ -256,6 +256,8 @@ def register(
             }
         )
         admitted = existing if alive else None
+        from drasill_cli import hardware  # only registering needs the budget bookkeeping
+
         with hardware.admission(mesh, record, admitted, wait):
             mesh.store.write(agent_record_path(name), record.to_record())
         mesh.store.touch(heartbeat_path(name))

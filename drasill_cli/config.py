@@ -6,6 +6,8 @@ Resolution (the contract's "Where the mesh lives"): the config file is `$DRASILL
 
 Validation is hand-written over dataclasses rather than pydantic: the config is read by every
 `mesh` call, and pydantic's import and model build would double the start-up of `mesh send`.
+The dataclasses are neither frozen nor repr'd (building frozen ones costs about 5 ms on every
+call); treat a loaded Config as read-only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from drasill_cli.errors import InvalidInput
 BUDGET_POLICIES = ("warn", "pause", "kill")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class LifecycleConfig:
     """Seconds without a heartbeat before idle and dead, after death before removal."""
 
@@ -33,7 +35,7 @@ class LifecycleConfig:
     stale_tmp_after: float = 3600.0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class MessagesConfig:
     """Size limits for bodies and attachments, and how long `prune` keeps read and sent mail."""
 
@@ -43,14 +45,14 @@ class MessagesConfig:
     history_days: float = 30.0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class LocksConfig:
     """Lease length of a lock: it binds while its holder ran a mesh command within the lease."""
 
     default_ttl: float = 600.0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class BudgetsConfig:
     """Global RAM/VRAM limits (None: what the machine has) and the enforcement policy."""
 
@@ -61,7 +63,7 @@ class BudgetsConfig:
     kill_grace: float = 10.0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class WakeConfig:
     """How idle sessions are recognised and woken."""
 
@@ -72,7 +74,7 @@ class WakeConfig:
     enter_delay_ms: int = 200
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class WatchConfig:
     """How often `mesh watch` applies the lifecycle and samples hardware."""
 
@@ -80,7 +82,7 @@ class WatchConfig:
     hardware_every: float = 10.0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class AuditConfig:
     """Size at which the audit log rotates, and how many rotated files are kept."""
 
@@ -88,7 +90,7 @@ class AuditConfig:
     keep: int = 5
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class BridgeConfig:
     """Limits for `mesh bridge`."""
 
@@ -96,7 +98,7 @@ class BridgeConfig:
     output_tail_bytes: int = 4000
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class StoreConfig:
     """Durability of the store's writes.
 
@@ -108,7 +110,7 @@ class StoreConfig:
     fsync: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
 class Config:
     """The whole configuration. Sections mirror the TOML tables."""
 

@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ START_TIME_TOLERANCE_S = 0.05
 @functools.cache
 def hostname() -> str:
     """This machine's host name, as recorded in agent records."""
-    return socket.gethostname()
+    return os.uname().nodename  # what gethostname(2) returns, without importing socket
 
 
 def process_start_time(pid: int) -> float | None:

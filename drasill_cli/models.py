@@ -51,15 +51,24 @@ class RecordError(ValueError):
         self.reason = reason
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Field:
-    """The rule for one key of a record."""
+    """The rule for one key of a record (a plain class: built on every start-up, so cheap)."""
 
-    kind: str  # str, name, time, int, float, bool, strs, choice, attachments
-    required: bool = False
-    nullable: bool = True
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
+    __slots__ = ("choices", "kind", "minimum", "nullable", "required")
+
+    def __init__(
+        self,
+        kind: str,  # str, name, time, int, float, bool, strs, choice, attachments
+        required: bool = False,
+        nullable: bool = True,
+        choices: tuple[str, ...] = (),
+        minimum: float | None = None,
+    ) -> None:
+        self.kind = kind
+        self.required = required
+        self.nullable = nullable
+        self.choices = choices
+        self.minimum = minimum
 
 
 def rule(
@@ -212,7 +221,7 @@ def check(
     return checked, reset
 
 
-@dataclasses.dataclass(kw_only=True, slots=True)
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
 class Record:
     """Base of every stored record: unknown keys are kept, a schema version is written."""
 
@@ -266,7 +275,7 @@ class Record:
         return dataclasses.replace(self, **changes)
 
 
-@dataclasses.dataclass(kw_only=True, slots=True)
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
 class AgentRecord(Record):
     """What is stored for a registered agent. State, last_seen and unread are derived."""
 
@@ -285,7 +294,7 @@ class AgentRecord(Record):
     dead_at: str | None = rule("time")
 
 
-@dataclasses.dataclass(kw_only=True, slots=True)
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
 class Task(Record):
     """A task's stored record: the single truth about it (the queue and held indexes are hints).
 
@@ -312,7 +321,7 @@ class Task(Record):
     cwd: str | None = rule("str")
 
 
-@dataclasses.dataclass(kw_only=True, slots=True)
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
 class MessageRecord(Record):
     """The rules of a stored message (messages are handled as dicts: `MessageRecord.check`)."""
 
@@ -328,7 +337,7 @@ class MessageRecord(Record):
     wake: bool = rule("bool", default=True, nullable=False)
 
 
-@dataclasses.dataclass(kw_only=True, slots=True)
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
 class LockRecord(Record):
     """The rules of a stored lock (locks are handled as dicts: `LockRecord.check`)."""
 
