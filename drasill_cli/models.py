@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Self
 
 from drasill_cli import SCHEMA_VERSION, clock
@@ -95,6 +95,8 @@ def rule(
 def _is_str(value: Any) -> bool:
     if not isinstance(value, str):
         return False
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")  # a lone surrogate (from a JSON escape) cannot be written back
     except UnicodeEncodeError:
@@ -135,29 +137,34 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_name(value: Any, _spec: Field) -> bool:
+    return isinstance(value, str) and AGENT_NAME_RE.fullmatch(value) is not None
+
+
+def _is_finite_number(value: Any, _spec: Field) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _has_attachments(value: Any, _spec: Field) -> bool:
+    _check_attachments(value)
+    return True
+
+
+# One check per kind of key ("time" is handled by `check` itself: it may reset the value).
+_CHECKS: dict[str, Callable[[Any, Field], bool]] = {
+    "str": lambda value, _spec: _is_str(value),
+    "name": _is_name,
+    "choice": lambda value, spec: value in spec.choices,
+    "int": lambda value, _spec: _is_int(value),
+    "float": _is_finite_number,
+    "bool": lambda value, _spec: isinstance(value, bool),
+    "strs": lambda value, _spec: isinstance(value, list) and all(map(_is_str, value)),
+    "attachments": _has_attachments,
+}
+
+
 def _check_value(key: str, spec: Field, value: Any) -> None:
-    kind = spec.kind
-    if kind == "str":
-        ok = _is_str(value)
-    elif kind == "name":
-        ok = isinstance(value, str) and AGENT_NAME_RE.fullmatch(value) is not None
-    elif kind == "choice":
-        ok = value in spec.choices
-    elif kind == "int":
-        ok = _is_int(value)
-    elif kind == "float":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value)
-    elif kind == "bool":
-        ok = isinstance(value, bool)
-    elif kind == "strs":
-        ok = isinstance(value, list) and all(_is_str(item) for item in value)
-    elif kind == "attachments":
-        _check_attachments(value)
-        ok = True
-    else:  # pragma: no cover -- a typo in a rule is a programming error
-        raise AssertionError(f"unknown field kind {kind}")
-    if not ok:
+    if not _CHECKS[spec.kind](value, spec):
         raise RecordError(f"has a bad {key!r} ({type(value).__name__})")
     if spec.minimum is not None and value < spec.minimum:
         raise RecordError(f"has {key!r} below {spec.minimum}")
@@ -252,13 +259,15 @@ class Record:
     def from_record(cls, raw: Any, now: float | None = None) -> Self:
         """The record object for `raw` (RecordError if unusable)."""
         checked, reset = check(cls.rules(), raw, now)
-        rules = cls.rules()
-        known = {
-            cls.KEYS[key]: value
-            for key, value in checked.items()
-            if key in rules and (value is not None or rules[key].nullable)
-        }  # a null for a defaulted key (schema_version) takes the default
-        extra = {key: value for key, value in checked.items() if key not in rules}
+        rules, keys = cls.RULES, cls.KEYS
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in checked.items():
+            spec = rules.get(key)
+            if spec is None:
+                extra[key] = value
+            elif value is not None or spec.nullable:  # a null schema_version takes the default
+                known[keys[key]] = value
         return cls(**known, extra=extra, clock_reset=tuple(reset))
 
     def to_record(self) -> dict[str, Any]:

@@ -972,12 +972,13 @@ class FileStore:
         quarantined: the path is never looked up through a link)."""
         if not self._folder_usable(rel.rpartition("/")[0]):
             return None
+        target = self._fspath(rel)
         try:
-            return os.stat(self.path(rel), follow_symlinks=False).st_mtime
+            return os.stat(target, follow_symlinks=False).st_mtime
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise io_error("look at", self.path(rel), exc) from exc
+            raise io_error("look at", target, exc) from exc
 
     # ---- damage handling -----------------------------------------------------------------
 
