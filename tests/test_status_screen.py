@@ -56,7 +56,10 @@ def _start_watch(cli: MeshRunner, cwd: Path) -> None:
         f"cd {shlex.quote(str(cwd))} && env {env} {shlex.quote(sys.executable)} -m drasill_cli "
         "status --watch; echo EXIT=$?; sleep 60"
     )
-    _tmux("new-session", "-d", "-x", "80", "-y", "24", "-s", "st", command)
+    # bash runs it whatever the login shell: dash (a /bin/sh login) quits the whole line on a
+    # Ctrl-C even when the program handled it, so `echo EXIT=$?` would never run.
+    shell = f"exec bash -c {shlex.quote(command)}" if shutil.which("bash") else command
+    _tmux("new-session", "-d", "-x", "80", "-y", "24", "-s", "st", shell)
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
