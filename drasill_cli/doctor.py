@@ -22,7 +22,14 @@ from drasill_cli import tools
 from drasill_cli.config import Config, config_path, load_config, resolve_mesh_dir
 from drasill_cli.errors import MeshError
 from drasill_cli.onboarding import HEIMDALL_GET
-from drasill_cli.store import LOCK_DIR, QUARANTINE_DIR, TMP_PREFIX, FileStore, decode_record
+from drasill_cli.store import (
+    LOCK_DIR,
+    QUARANTINE_DIR,
+    STAGING_DIR,
+    TMP_PREFIX,
+    FileStore,
+    decode_record,
+)
 
 PYTHON_MIN = (3, 11)
 DEPENDENCIES = ("typer", "rich", "pydantic", "watchfiles", "psutil")
@@ -311,8 +318,10 @@ def walk_mesh(root: Path, max_bytes: int) -> list[tuple[str, str, str]]:
                 bad.append(
                     (entry.path, "is a FIFO, socket or device", f"remove it: rm {entry.path}")
                 )
-            elif rel.startswith((f"{LOCK_DIR}/", "audit/", "heartbeats/")):
-                continue
+            elif rel.startswith((f"{LOCK_DIR}/", "audit/", "heartbeats/", f"{STAGING_DIR}/")):
+                continue  # sidecars, logs, heartbeats and files being written are not records
+            elif entry.name.startswith(TMP_PREFIX):
+                continue  # a temp file of an older version, never read as a record
             elif entry.name.endswith(".json"):
                 problem = _record_problem(entry.path, rel, max_bytes)
                 if problem is not None:
