@@ -28,6 +28,7 @@ from drasill_cli.store import (
     STAGING_DIR,
     TMP_PREFIX,
     FileStore,
+    UnusableRecord,
     decode_record,
 )
 
@@ -248,21 +249,16 @@ _RECORD_KINDS: tuple[tuple[str, str], ...] = (
 _SHOWN = 8
 
 
-def _record_problem(path: str, rel: str, max_bytes: int) -> str | None:
-    """Why the record file at `path` cannot be used, or None when it can."""
+def _record_problem(store: FileStore, rel: str) -> str | None:
+    """Why the record file `rel` cannot be used, or None when it can."""
     from drasill_cli import models
 
     try:
-        with open(path, "rb") as handle:  # a regular file: checked by the caller
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
-    if len(raw) > max_bytes:
-        return f"is over the record bound of {max_bytes} bytes"
-    try:
-        record = decode_record(raw)
-    except Exception as exc:  # noqa: BLE001 -- store.UnusableRecord is private; any failure is the answer
-        return str(exc)
+        record = decode_record(store.read_bytes(rel))
+    except UnusableRecord as exc:
+        return exc.reason
+    except (MeshError, OSError) as exc:
+        return f"cannot be read ({exc})"
     kind = next((k for prefix, k in _RECORD_KINDS if rel.startswith(prefix)), None)
     schema: type[models.Record] | None = {
         "agent": models.AgentRecord,
@@ -286,6 +282,7 @@ def walk_mesh(root: Path, max_bytes: int) -> list[tuple[str, str, str]]:
     """
     import stat
 
+    store = FileStore(root, max_record_bytes=max_bytes).read_only_view()  # reads only
     bad: list[tuple[str, str, str]] = []
     pending = [(str(root), "")]
     while pending:
@@ -323,7 +320,7 @@ def walk_mesh(root: Path, max_bytes: int) -> list[tuple[str, str, str]]:
             elif entry.name.startswith(TMP_PREFIX):
                 continue  # a temp file of an older version, never read as a record
             elif entry.name.endswith(".json"):
-                problem = _record_problem(entry.path, rel, max_bytes)
+                problem = _record_problem(store, rel)
                 if problem is not None:
                     bad.append(
                         (

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Self
 
 from drasill_cli import SCHEMA_VERSION, clock
-from drasill_cli.names import AGENT_NAME_RE
+from drasill_cli.names import AGENT_NAME_RE, is_utf8
 
 Backend = Literal["heimdall", "tmux"]
 BACKENDS: tuple[str, ...] = ("heimdall", "tmux")
@@ -93,15 +93,7 @@ def rule(
 
 
 def _is_str(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")  # a lone surrogate (from a JSON escape) cannot be written back
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(value, str) and is_utf8(value)
 
 
 def _check_time(value: Any, now: float) -> tuple[str, bool]:

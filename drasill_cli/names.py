@@ -10,6 +10,18 @@ AGENT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 RESERVED_NAMES = frozenset({"all"})
 
 
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: no lone surrogate, which is how Python hands
+    over bytes that were not UTF-8 (arguments, file names) or a stray JSON escape."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def has_control_chars(text: str) -> bool:
     """Whether `text` holds an ASCII control character (C0 or DEL): unfit for one-line fields."""
     return any(ord(c) < 32 or ord(c) == 127 for c in text)

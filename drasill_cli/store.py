@@ -70,6 +70,10 @@ class Store(Protocol):
         """The record at `rel`, or None when it is absent or was quarantined."""
         ...
 
+    def read_bytes(self, rel: str) -> bytes:
+        """The raw bytes of a record (FileNotFoundError, or UnusableRecord saying why not)."""
+        ...
+
     def write(self, rel: str, record: dict[str, Any]) -> None:
         """Replace (or create) the record at `rel` atomically."""
         ...
@@ -347,14 +351,14 @@ class FileStore:
 
     def _check_meta(self) -> None:
         """The marker must be there and be ours, unless the folder is empty (a new mesh)."""
-        try:
-            entries = os.listdir(self.root)
-        except OSError as exc:
-            raise io_error("list the mesh directory", self.root, exc) from exc
-        if not entries or self._only_being_created(entries):
-            return
-        meta = self._read_marker() if META_FILE in entries else None
+        meta = self._read_marker()
         if meta is None:
+            try:
+                entries = os.listdir(self.root)  # only when there is no marker: rare
+            except OSError as exc:
+                raise io_error("list the mesh directory", self.root, exc) from exc
+            if not entries or self._only_being_created(entries):
+                return
             raise MeshUnusable(
                 f"{self.root} is not a mesh: it holds other files and no valid mesh marker "
                 f"({META_FILE}); nothing in it was touched. Point --mesh-dir or "
@@ -386,7 +390,7 @@ class FileStore:
     def _read_marker(self) -> dict[str, Any] | None:
         """The mesh marker when it is a regular file holding a mesh's meta record."""
         try:
-            meta = decode_record(self._read_regular(META_FILE))
+            meta = decode_record(self.read_bytes(META_FILE))
         except (UnusableRecord, FileNotFoundError):
             return None
         if (
@@ -570,32 +574,68 @@ class FileStore:
         if not self._folder_usable(rel.rpartition("/")[0]):
             return None
         try:
-            return decode_record(self._read_regular(rel))
+            return decode_record(self.read_bytes(rel))
         except FileNotFoundError:
             return None
         except UnusableRecord as exc:
             self.quarantine(rel, exc.reason)
             return None
 
-    def _read_regular(self, rel: str) -> bytes:
+    def _open_file(self, target: str, flags: int) -> int:
+        """A descriptor of the regular file `target`, opened without following a link or
+        blocking (a FIFO, socket or device never hangs or is used); `UnusableRecord` says what
+        stands there instead. FileNotFoundError when it is absent; other OSErrors pass on."""
+        flags |= os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            fd = os.open(target, flags, self.file_mode)
+        except NotADirectoryError:
+            raise FileNotFoundError(target) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                raise
+            try:
+                mode = os.lstat(target).st_mode
+            except OSError:
+                mode = 0
+            raise UnusableRecord(f"is a {_kind(mode)}, not a file") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise UnusableRecord(f"is a {_kind(mode)}, not a file")
+        return fd
+
+    def _open_own(self, rel: str, flags: int, action: str) -> int:
+        """`_open_file` for a file the mesh writes (a sidecar, the audit log): whatever stands
+        in its place is quarantined and the open tried again."""
+        target = self._fspath(rel)
+        for _ in range(3):
+            try:
+                fd = self._open_file(target, flags | os.O_CREAT)
+            except UnusableRecord as exc:
+                self.quarantine(rel, exc.reason)
+                continue
+            except OSError as exc:
+                raise io_error(action, target, exc) from exc
+            self._exact_mode(fd)
+            return fd
+        raise MeshUnusable(
+            f"{target} keeps being replaced by something that is not a file; find what writes "
+            "there and stop it, then run `mesh doctor`",
+            code="unsafe-entry",
+        )
+
+    def read_bytes(self, rel: str) -> bytes:
         """The bytes of the regular file `rel` (at most the record bound), opened without
         following links or blocking; `UnusableRecord` says why anything else was refused."""
         target = self._fspath(rel)
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
         try:
-            fd = os.open(target, flags)
-        except (FileNotFoundError, NotADirectoryError):
-            raise FileNotFoundError(target) from None
+            fd = self._open_file(target, os.O_RDONLY)
+        except FileNotFoundError:
+            raise
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnusableRecord("is a symlink") from None
-            if exc.errno == errno.ENXIO:
-                raise UnusableRecord("is a socket or device") from None
             raise io_error("read", target, exc) from exc
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise UnusableRecord(f"is a {_kind(info.st_mode)}, not a file")
             if info.st_size > self.max_record_bytes:
                 raise UnusableRecord(
                     f"is {info.st_size} bytes, over the record bound of {self.max_record_bytes}"
@@ -852,37 +892,13 @@ class FileStore:
         good. `timeout` < 0 waits as long as it takes; otherwise `Busy` once it has passed.
         """
         self._writable()
-        directory = self.ensure_dir(LOCK_DIR)
-        rel = f"{LOCK_DIR}/{name}.lock"
-        sidecar = os.path.join(directory, f"{name}.lock")
-        fd = self._open_sidecar(rel, sidecar)
+        self.ensure_dir(LOCK_DIR)
+        fd = self._open_own(f"{LOCK_DIR}/{name}.lock", os.O_RDWR, "lock")
         try:
             _flock(fd, timeout, name)
             yield
         finally:
             os.close(fd)  # releases the flock
-
-    def _open_sidecar(self, rel: str, sidecar: str) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        for _ in range(3):
-            try:
-                fd = os.open(sidecar, flags, self.file_mode)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
-                    raise io_error("lock", sidecar, exc) from exc
-                mode = os.lstat(sidecar).st_mode
-            else:
-                mode = os.fstat(fd).st_mode
-                if stat.S_ISREG(mode):
-                    self._exact_mode(fd)
-                    return fd
-                os.close(fd)
-            self.quarantine(rel, f"is a {_kind(mode)} where a lock sidecar should be")
-        raise MeshUnusable(
-            f"{sidecar} keeps being replaced by something that is not a file; find what "
-            "writes there and stop it, then run `mesh doctor`",
-            code="unsafe-entry",
-        )
 
     def touch(self, rel: str) -> None:
         """Set the modification time to now, creating the file if needed."""
@@ -894,15 +910,7 @@ class FileStore:
         try:
             os.utime(target, follow_symlinks=False)
         except FileNotFoundError:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-            try:
-                fd = os.open(target, flags, self.file_mode)
-                try:
-                    self._exact_mode(fd)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise io_error("write", target, exc) from exc
+            os.close(self._open_own(rel, os.O_WRONLY, "write"))
         except OSError as exc:
             raise io_error("write", target, exc) from exc
 
@@ -918,31 +926,14 @@ class FileStore:
         parent = rel.rpartition("/")[0]
         if parent:
             self.ensure_dir(parent)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        target = self.path(rel)
-        for _ in range(3):
-            try:
-                fd = os.open(target, flags | os.O_NONBLOCK, self.file_mode)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EAGAIN):
-                    raise io_error("write", target, exc) from exc
-                mode = os.lstat(target).st_mode
-            else:
-                try:
-                    mode = os.fstat(fd).st_mode
-                    if stat.S_ISREG(mode):
-                        self._exact_mode(fd)
-                        os.write(fd, data)
-                        return os.fstat(fd).st_size
-                except OSError as exc:
-                    raise io_error("write", target, exc) from exc
-                finally:
-                    os.close(fd)
-            self.quarantine(rel, f"is a {_kind(mode)}, not a file")
-        raise MeshUnusable(
-            f"{target} keeps being replaced by something that is not a file; run `mesh doctor`",
-            code="unsafe-entry",
-        )
+        fd = self._open_own(rel, os.O_WRONLY | os.O_APPEND, "write")
+        try:
+            os.write(fd, data)
+            return os.fstat(fd).st_size
+        except OSError as exc:
+            raise io_error("write", self._fspath(rel), exc) from exc
+        finally:
+            os.close(fd)
 
     def open_regular(self, rel: str) -> BinaryIO | None:
         """The regular file `rel` opened for reading (a log), or None when it is absent; a
@@ -950,21 +941,15 @@ class FileStore:
         if not self._folder_usable(rel.rpartition("/")[0]):
             return None
         target = self._fspath(rel)
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
         try:
-            fd = os.open(target, flags)
-        except (FileNotFoundError, NotADirectoryError):
+            fd = self._open_file(target, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except UnusableRecord as exc:
+            self.quarantine(rel, exc.reason)
             return None
         except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENXIO):
-                raise io_error("read", target, exc) from exc
-            self.quarantine(rel, "is a symlink, socket or device, not a file")
-            return None
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            os.close(fd)
-            self.quarantine(rel, f"is a {_kind(mode)}, not a file")
-            return None
+            raise io_error("read", target, exc) from exc
         return os.fdopen(fd, "rb")
 
     def mtime(self, rel: str) -> float | None:

@@ -714,20 +714,29 @@ def _check_note(note: str | None, limit: int, *, required: bool) -> str | None:
     return note or None
 
 
+def _review(
+    mesh: Mesh, ref: str, actor: str, verb: str, note: str | None, **update: Any
+) -> dict[str, Any]:
+    """A reviewer's verdict on a task in review (not its author's): `update` applied, the
+    note (required to reject) kept in `review_note`, the step audited as `task-<verb>`."""
+    check_agent_name(actor)
+    checked = _check_note(note, mesh.config.messages.max_body_bytes, required=verb == "reject")
+
+    def decide(task: Task) -> Task:
+        _reviewable(task, actor, verb)
+        return task.replace(review_note=checked, **update)
+
+    return _change(mesh, resolve_id(mesh, ref), actor, f"task-{verb}", decide, note=checked)
+
+
 def approve(mesh: Mesh, ref: str, actor: str, note: str | None = None) -> dict[str, Any]:
     """A reviewer other than the author completes a task in review.
 
     The author's `result` is kept; the reviewer's words go to `review_note`, and the author is
     told by message (listed under `notified`).
     """
-    check_agent_name(actor)
-    note = _check_note(note, mesh.config.messages.max_body_bytes, required=False)
-
-    def decide(task: Task) -> Task:
-        _reviewable(task, actor, "approve")
-        return task.replace(state="completed", approved_by=actor, review_note=note)
-
-    task = _change(mesh, resolve_id(mesh, ref), actor, "task-approve", decide, note=note)
+    task = _review(mesh, ref, actor, "approve", note, state="completed", approved_by=actor)
+    note = task["review_note"]
     said = f": {_excerpt(note, task['id'])}" if note else ""
     body = f'task {task["id"]} "{task["title"]}" was approved by {actor} and is completed{said}'
     task["notified"] = _tell(mesh, actor, [task["claimed_by"]], body)
@@ -737,17 +746,10 @@ def approve(mesh: Mesh, ref: str, actor: str, note: str | None = None) -> dict[s
 def reject(mesh: Mesh, ref: str, actor: str, note: str) -> dict[str, Any]:
     """A reviewer other than the author sends a task in review back to `working`, with the
     same claimant, who gets `note` by message (the author's `result` is kept)."""
-    check_agent_name(actor)
-    checked = _check_note(note, mesh.config.messages.max_body_bytes, required=True)
-
-    def decide(task: Task) -> Task:
-        _reviewable(task, actor, "reject")
-        return task.replace(state="working", approved_by=None, review_note=checked)
-
-    task = _change(mesh, resolve_id(mesh, ref), actor, "task-reject", decide, note=checked)
+    task = _review(mesh, ref, actor, "reject", note, state="working", approved_by=None)
     body = (
         f'task {task["id"]} "{task["title"]}" was sent back to you by {actor}: '
-        f"{_excerpt(checked or '', task['id'])}\n"
+        f"{_excerpt(task['review_note'], task['id'])}\n"
         f"It is yours again (working): fix it, then `mesh task done {task['id']} --result "
         '"what changed"` sends it to review again.'
     )

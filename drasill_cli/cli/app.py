@@ -19,6 +19,7 @@ from drasill_cli import __version__
 from drasill_cli.cli import complete
 from drasill_cli.cli.common import CliState, app, one_line, print_json
 from drasill_cli.errors import MeshError
+from drasill_cli.names import is_utf8
 
 # Command name -> the module in drasill_cli.cli that defines it; modules in help order.
 COMMAND_MODULES: dict[str, str] = {
@@ -176,21 +177,13 @@ def _not_utf8() -> str | None:
     Python hands such bytes over as lone surrogates, which no file or record could hold.
     """
     for position, arg in enumerate(sys.argv[1:], start=1):
-        if _has_surrogates(arg):
+        if not is_utf8(arg):
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             return f"argument {position} ({shown!r}) is not valid UTF-8"
     for variable in TEXT_VARIABLES:
-        if _has_surrogates(os.environ.get(variable, "")):
+        if not is_utf8(os.environ.get(variable, "")):
             return f"the environment variable {variable} is not valid UTF-8"
     return None
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 COMPLETION_FLAGS = ("--install-completion", "--show-completion")

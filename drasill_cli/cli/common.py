@@ -16,6 +16,7 @@ import typer
 
 from drasill_cli.cli import complete, helpstyle, lightparams
 from drasill_cli.errors import InvalidInput, MeshError, OrdinaryOutcome
+from drasill_cli.names import is_utf8
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -137,9 +138,7 @@ def state(ctx: typer.Context) -> CliState:
 def print_json(value: Any) -> None:
     """Write one JSON value (one line) to stdout."""
     text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not UTF-8: escaped, so stdout stays UTF-8
+    if not is_utf8(text):  # a file name that is not UTF-8: escaped, so stdout stays UTF-8
         text = json.dumps(value, ensure_ascii=True, allow_nan=False)
     sys.stdout.write(text + "\n")
 
