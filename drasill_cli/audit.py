@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
-from drasill_cli.store import UnusableRecord, decode_record, encode_record
+from drasill_cli.backends.directory.store import UnusableRecord, decode_record, encode_record
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh

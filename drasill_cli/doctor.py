@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from drasill_cli import tools
-from drasill_cli.config import Config, config_path, load_config, resolve_mesh_dir
-from drasill_cli.errors import MeshError
-from drasill_cli.onboarding import HEIMDALL_GET
-from drasill_cli.store import (
+from drasill_cli.backends.directory.store import (
     LOCK_DIR,
     QUARANTINE_DIR,
     STAGING_DIR,
@@ -31,6 +28,9 @@ from drasill_cli.store import (
     UnusableRecord,
     decode_record,
 )
+from drasill_cli.config import Config, config_path, load_config, resolve_mesh_dir
+from drasill_cli.errors import MeshError
+from drasill_cli.onboarding import HEIMDALL_GET
 
 PYTHON_MIN = (3, 11)
 DEPENDENCIES = ("typer", "rich", "pydantic", "watchfiles", "psutil")
@@ -346,7 +346,7 @@ def check_mesh_entries(root: Path, config: Config) -> dict[str, Any]:
         )
     if not root.is_dir() or root.is_symlink():
         return _check("mesh-entries", "ok", "nothing stored yet", required=True)
-    from drasill_cli.store import MAX_RECORD_BYTES
+    from drasill_cli.backends.directory.store import MAX_RECORD_BYTES
 
     bad = walk_mesh(root, max(MAX_RECORD_BYTES, 8 * config.messages.max_body_bytes))
     if bad:

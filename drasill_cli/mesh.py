@@ -1,16 +1,24 @@
-"""`Mesh`: an opened mesh directory with its config; the handle every core function takes."""
+"""`Mesh`: an opened mesh (a storage backend) with its config; the handle every core function takes.
+
+Feature modules reach stored state through the interfaces the backend carries (`mesh.mailbox`,
+`mesh.board`, ...: see `drasill_cli.storage`); they never see a path, a file or a table.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drasill_cli import audit
 from drasill_cli.config import Config, load_config, resolve_mesh_dir
 from drasill_cli.errors import MeshError
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES, check_agent_name
-from drasill_cli.store import MAX_RECORD_BYTES, FileStore, Store
+
+if TYPE_CHECKING:
+    from drasill_cli.backends.directory import DirectoryBackend
+    from drasill_cli.backends.directory.store import FileStore
+    from drasill_cli.storage import Backend
 
 
 def agent_record_path(name: str) -> str:
@@ -24,10 +32,10 @@ def heartbeat_path(name: str) -> str:
 
 
 class Mesh:
-    """A store plus the config that governs it."""
+    """A storage backend plus the config that governs it."""
 
-    def __init__(self, store: Store, config: Config) -> None:
-        self.store = store
+    def __init__(self, backend: Backend, config: Config) -> None:
+        self.backend = backend
         self.config = config
 
     @classmethod
@@ -38,28 +46,42 @@ class Mesh:
     ) -> Mesh:
         """Open the mesh by the contract's precedence; it is created by its first write."""
         config = config or load_config()
-        root = resolve_mesh_dir(mesh_dir, config)
-        store = FileStore.open(
-            root,
-            group_shared=config.group_shared,
-            fsync=config.store.fsync,
-            max_record_bytes=max(MAX_RECORD_BYTES, 8 * config.messages.max_body_bytes),
-        )
-        return cls(store, config)
+        from drasill_cli.backends import open_directory
+
+        return cls(open_directory(resolve_mesh_dir(mesh_dir, config), config), config)
 
     def read_only(self) -> Mesh:
         """A view of this mesh that refuses every write (dry runs)."""
-        return Mesh(self.store.read_only_view(), self.config)
+        return Mesh(self.backend.read_only_view(), self.config)
+
+    @property
+    def location(self) -> str:
+        """Where the mesh lives, fit to print (a directory, or a URL with its password masked)."""
+        return self.backend.location
+
+    @property
+    def _directory(self) -> DirectoryBackend:
+        from drasill_cli.backends.directory import DirectoryBackend
+
+        if not isinstance(self.backend, DirectoryBackend):
+            raise TypeError(f"a {self.backend.kind} mesh has no directory")
+        return self.backend
 
     @property
     def root(self) -> Path:
-        """The mesh directory."""
-        return self.store.root
+        """The mesh directory (a directory mesh only: its tests and `mesh doctor`)."""
+        return self._directory.root
+
+    @property
+    def store(self) -> FileStore:
+        """The directory backend's file store (a directory mesh only: tests and `mesh doctor`
+        plant and inspect files through it; feature modules never use it)."""
+        return self._directory.store
 
     @property
     def warnings(self) -> list[str]:
-        """Problems met and handled (quarantined files); the CLI shows them on stderr."""
-        return self.store.warnings
+        """Problems met and handled (quarantined records); the CLI shows them on stderr."""
+        return self.backend.warnings
 
     def is_registered(self, name: str) -> bool:
         """Whether `name` has an agent record (a stat, no parse: cheap on hot paths)."""

@@ -33,10 +33,10 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
+from drasill_cli.backends.directory.store import encode_record
 from drasill_cli.errors import InvalidInput, MeshError, NotFound
 from drasill_cli.models import MessageRecord, RecordError
 from drasill_cli.names import check_agent_name, has_control_chars
-from drasill_cli.store import encode_record
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import audit, clock
+from drasill_cli.backends.directory.store import LOCK_DIR, STAGING_DIR, TMP_PREFIX
 from drasill_cli.mesh import Mesh
-from drasill_cli.store import LOCK_DIR, STAGING_DIR, TMP_PREFIX
 
 if TYPE_CHECKING:
     from drasill_cli import hardware

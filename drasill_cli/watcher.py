@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock, liveness
+from drasill_cli.backends.directory.store import TMP_PREFIX
 from drasill_cli.errors import MeshError, NegativeOutcome, NotFound
 from drasill_cli.names import AGENT_NAME_RE
-from drasill_cli.store import TMP_PREFIX
 from drasill_cli.wake import (
     HeimdallBackend,
     SessionGone,
@@ -68,7 +68,7 @@ def load_state(mesh: Mesh, name: str) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def single_instance(mesh: Mesh) -> Iterator[None]:
     """Hold the mesh's `watch` lock for the block; a second watcher gets NegativeOutcome."""
-    from drasill_cli.store import Busy
+    from drasill_cli.backends.directory.store import Busy
 
     with contextlib.ExitStack() as stack:
         try:

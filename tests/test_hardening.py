@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from drasill_cli.backends.directory.store import FileStore
 from drasill_cli.config import load_config
 from drasill_cli.errors import InvalidInput, MeshUnusable
-from drasill_cli.store import FileStore
 from tests.conftest import MeshRunner, tree
 
 

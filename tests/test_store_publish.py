@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from drasill_cli import messages
+from drasill_cli.backends.directory.store import TMP_PREFIX, FileStore
 from drasill_cli.config import Config, StoreConfig, load_config
 from drasill_cli.errors import InvalidInput, MeshError
 from drasill_cli.mesh import Mesh
-from drasill_cli.store import TMP_PREFIX, FileStore
 
 
 class Flushes:
@@ -214,7 +214,7 @@ def test_store_fsync_config_key(tmp_path: Path) -> None:
     assert load_config(path).store.fsync is False
     mesh = Mesh.open(tmp_path / "m", load_config(path))
     assert isinstance(mesh.store, FileStore) and mesh.store.fsync is False
-    assert mesh.read_only().store.fsync is False  # type: ignore[attr-defined]
+    assert mesh.read_only().store.fsync is False
     path.write_text('[store]\nfsync = "no"\n')
     with pytest.raises(InvalidInput, match=r"store\.fsync must be true or false"):
         load_config(path)

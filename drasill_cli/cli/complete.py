@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from drasill_cli.store import FileStore
+    from drasill_cli.backends.directory.store import FileStore
 
 MAX_ITEMS = 200
 TASK_STATES = ("queued", "claimed", "working", "review", "completed", "failed", "abandoned")
@@ -35,8 +35,8 @@ Items = list[tuple[str, str]]
 def _store(ctx: Any) -> FileStore | None:
     """A read-only view of the mesh the command line names (global --mesh-dir first)."""
     try:
+        from drasill_cli.backends.directory.store import FileStore
         from drasill_cli.config import load_config, resolve_mesh_dir
-        from drasill_cli.store import FileStore
 
         explicit = ctx.find_root().params.get("mesh_dir") if ctx is not None else None
         root = resolve_mesh_dir(explicit, load_config())

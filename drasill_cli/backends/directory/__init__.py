@@ -1,0 +1,62 @@
+"""The directory mesh: every storage interface on files in one directory, no server.
+
+Everything file-shaped lives in this package and nowhere else: the record files and folders,
+the maildir layout, the task queue and held markers, mtime heartbeats, sidecar flocks,
+`staging/` and `quarantine/`, and watchfiles waits. `store.py` is the package's file primitive
+(`FileStore`: atomic writes, O_NOFOLLOW, flocks, quarantine); the modules beside it implement
+the interfaces of `drasill_cli.storage` on top of it, each in the mesh's own words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
+
+if TYPE_CHECKING:
+    from drasill_cli.config import Config
+
+
+class DirectoryBackend:
+    """A mesh directory: a `FileStore` and the interfaces built on it (made on first use)."""
+
+    kind = "directory"
+
+    def __init__(self, store: FileStore, config: Config) -> None:
+        self.store = store
+        self.config = config
+
+    @classmethod
+    def open(cls, root: Path, config: Config) -> DirectoryBackend:
+        store = FileStore.open(
+            root,
+            group_shared=config.group_shared,
+            fsync=config.store.fsync,
+            max_record_bytes=max(MAX_RECORD_BYTES, 8 * config.messages.max_body_bytes),
+        )
+        return cls(store, config)
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    @property
+    def location(self) -> str:
+        return str(self.store.root)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.store.warnings
+
+    @property
+    def read_only(self) -> bool:
+        return self.store.read_only
+
+    def read_only_view(self) -> DirectoryBackend:
+        return DirectoryBackend(self.store.read_only_view(), self.config)
+
+    def close(self) -> None:
+        """Nothing to release: every file is closed when its operation ends."""
+
+    # ---- the interfaces of drasill_cli.storage (one cached property each) -------------------
