@@ -24,8 +24,8 @@ from typing import IO, Any
 
 from drasill_cli import agents, tasks, tools
 from drasill_cli.errors import InvalidInput, NegativeOutcome
-from drasill_cli.events import FolderEvents
 from drasill_cli.mesh import Mesh
+from drasill_cli.storage.changes import TASKS
 
 KILL_GRACE_S = 5.0
 IDLE_POLL_S = 30.0
@@ -222,7 +222,7 @@ def serve(
     """
     waiting = False
     # Watched from before the first claim attempt: a task added after a failed claim wakes it.
-    with FolderEvents(mesh.store.ensure_dir(tasks.TASK_DIR)) as task_events:
+    with mesh.backend.changes.watch(TASKS) as task_events:
         while True:
             try:
                 yield work_once(mesh, name, profile, report)

@@ -441,10 +441,10 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     box = _require_inbox(mesh, name)
     if timeout == 0:
         return next(box.unread(), None) is not None
-    from drasill_cli.events import FolderEvents
+    from drasill_cli.storage.changes import inbox
 
     deadline = time.monotonic() + timeout
-    with FolderEvents(mesh.store.ensure_dir(box.new)) as new_mail:
+    with mesh.backend.changes.watch(inbox(name)) as new_mail:
         while True:
             if next(box.unread(), None) is not None:
                 return True

@@ -9,21 +9,18 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import audit, clock
-from drasill_cli.backends.directory.store import LOCK_DIR, STAGING_DIR, TMP_PREFIX
 from drasill_cli.mesh import Mesh
 
 if TYPE_CHECKING:
     from drasill_cli import hardware
 
 RECENT_EVENTS = 20
-WATCH_DEBOUNCE_MS = 150
 WATCH_REFRESH_S = 5.0
 TAIL_BYTES = 64 * 1024
 AGENT_STATE_ORDER = {"active": 0, "idle": 1, "dead": 2}
@@ -119,37 +116,24 @@ def change_key(snap: dict[str, Any]) -> Any:
     return (agents, snap["tasks"], snap["locks"], snap["recent"])
 
 
-def _relevant(_change: Any, path: str) -> bool:
-    """Changes that can alter the screen: not sidecar lock files, not temp files."""
-    return (
-        f"/{LOCK_DIR}/" not in path
-        and f"/{STAGING_DIR}/" not in path
-        and not os.path.basename(path).startswith(TMP_PREFIX)
-    )
-
-
 def watch(
     mesh: Mesh, refresh_s: float = WATCH_REFRESH_S, stop: threading.Event | None = None
 ) -> Iterator[dict[str, Any]]:
     """A snapshot now, then one after every batch of changes in the mesh, until `stop` is set
     (never, without one).
 
-    Woken by file-system events (watchfiles, debounced), not a polling loop; a quiet mesh is
-    still redrawn every `refresh_s` seconds so ages such as "last seen" stay true.
+    Woken by the backend's change events (batched), not a polling loop; a quiet mesh is still
+    redrawn every `refresh_s` seconds so ages such as "last seen" stay true. Ctrl-C ends it with
+    KeyboardInterrupt.
     """
-    import watchfiles
+    from drasill_cli.storage.changes import MESH, SIGNALLED, STOPPED
 
-    mesh.store.ensure_dir(audit.AUDIT_DIR)
-    yield snapshot(mesh)
-    for _changes in watchfiles.watch(
-        mesh.root,
-        watch_filter=_relevant,
-        debounce=WATCH_DEBOUNCE_MS,
-        rust_timeout=int(refresh_s * 1000),
-        yield_on_timeout=True,
-        raise_interrupt=True,
-        stop_event=stop,
-    ):
-        if stop is not None and stop.is_set():
-            return
+    with mesh.backend.changes.watch(MESH, tolerant=True) as changes:
         yield snapshot(mesh)
+        while True:
+            seen = changes.next(refresh_s, stop)
+            if seen == STOPPED or (stop is not None and stop.is_set()):
+                return
+            if seen == SIGNALLED:
+                raise KeyboardInterrupt
+            yield snapshot(mesh)

@@ -553,10 +553,10 @@ def claim_next_wait(mesh: Mesh, actor: str, wait: float) -> dict[str, Any]:
         )
     if wait == 0:
         return claim_next(mesh, actor)
-    from drasill_cli.events import FolderEvents
+    from drasill_cli.storage.changes import TASKS
 
     deadline = time.monotonic() + wait
-    with FolderEvents(mesh.store.ensure_dir(TASK_DIR)) as changes:
+    with mesh.backend.changes.watch(TASKS) as changes:
         while True:
             try:
                 return claim_next(mesh, actor)

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock, liveness
-from drasill_cli.backends.directory.store import TMP_PREFIX
 from drasill_cli.errors import MeshError, NegativeOutcome, NotFound
 from drasill_cli.names import AGENT_NAME_RE
 from drasill_cli.wake import (
@@ -43,13 +42,13 @@ from drasill_cli.wake import (
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
     from drasill_cli.models import AgentRecord
+    from drasill_cli.storage.changes import Change
 
 WAKE_DIR = "wake"
 WATCH_LOCK = "watch"
 WATCH_INFO = "watch.json"
 BUSY_RECHECK_S = 0.5
 MAX_BACKOFF_S = 300.0
-WATCHED_DIRS = ("inbox", "agents")
 ACTOR = "watch"
 
 Report = Callable[[dict[str, Any]], None]
@@ -115,16 +114,14 @@ class Watcher:
 
     def run(self) -> None:
         """Full pass, then react to file events and due jobs until `stop` is called."""
-        from drasill_cli import events
+        from drasill_cli.storage.changes import AGENTS, INBOXES, SIGNALLED, STOPPED
 
-        dirs = [self.mesh.store.ensure_dir(d) for d in WATCHED_DIRS]
-        self.report({"event": "start", "mesh": str(self.mesh.root), "pid": os.getpid()})
-        with events.FolderEvents(*dirs, ignore_permission_denied=True) as folder_events:
+        self.report({"event": "start", "mesh": self.mesh.location, "pid": os.getpid()})
+        with self.mesh.backend.changes.watch(INBOXES, AGENTS, tolerant=True) as watch:
             self.full_pass()
             while not self._stop.is_set():
-                wait_s = self._next_due() - clock.now()
-                changes = folder_events.changes(wait_s, self._stop, step_ms=20)
-                if changes in (events.STOPPED, events.SIGNALLED):
+                changes = watch.next(self._next_due() - clock.now(), self._stop)
+                if changes in (STOPPED, SIGNALLED):
                     break
                 names = set() if isinstance(changes, str) else self._names_in(changes)
                 self.tick(names)
@@ -133,16 +130,9 @@ class Watcher:
     def _next_due(self) -> float:
         return min([self.next_lifecycle, self.next_hardware, *self.due.values()])
 
-    def _names_in(self, changes: set[tuple[int, str]]) -> set[str]:
-        """Agents whose inbox or record a batch of file events touched."""
-        root = str(self.mesh.root)
-        names: set[str] = set()
-        for _change, path in changes:
-            parts = os.path.relpath(path, root).split(os.sep)
-            if len(parts) >= 2 and parts[0] == "inbox":
-                names.add(parts[1])
-            elif len(parts) == 2 and parts[0] == "agents" and not parts[1].startswith(TMP_PREFIX):
-                names.add(parts[1].removesuffix(".json"))
+    def _names_in(self, changes: set[Change]) -> set[str]:
+        """Agents whose inbox or record a batch of changes touched."""
+        names = {change.agent for change in changes if change.agent is not None}
         return {n for n in names if AGENT_NAME_RE.fullmatch(n)}
 
     def full_pass(self) -> None:

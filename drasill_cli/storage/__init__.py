@@ -38,7 +38,10 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from drasill_cli.storage.changes import Changes
 
 
 class Backend(Protocol):
@@ -69,6 +72,9 @@ class Backend(Protocol):
         ...
 
     # ---- the interfaces (one property each, in the order of the table above) ---------------
+
+    @property
+    def changes(self) -> Changes: ...
 
     def close(self) -> None:
         """Release what the backend holds (a connection); the files backend holds nothing."""

@@ -8,7 +8,7 @@ only by `mesh dashboard`, never by the other commands.
   `X-Mesh-Token` header (a cross-site form or link cannot set it, and a custom header makes a
   cross-origin fetch need a CORS preflight, which is never granted). The Host header must name
   the loopback address the server listens on (no DNS rebinding).
-- Live updates: a thread waits on file events in the mesh directory (`events.FolderEvents`),
+- Live updates: a thread waits on the mesh's changes (`mesh.backend.changes`, topic MESH),
   rebuilds the view after each batch and, when it changed, publishes it to every open page
   over server-sent events. A quiet mesh is re-checked every few seconds (ages, measured memory).
 - The page is served from the package (drasill_cli/web/static): no CDN, works offline.
@@ -38,9 +38,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from drasill_cli import dashboard, events, status
+from drasill_cli import dashboard
 from drasill_cli.errors import MeshError
 from drasill_cli.mesh import Mesh
+from drasill_cli.storage.changes import MESH
 
 HOST = "127.0.0.1"
 TOKEN_HEADER = "x-mesh-token"  # noqa: S105 -- the header's name, not a secret
@@ -183,15 +184,9 @@ class Feed:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        with events.FolderEvents(self.mesh.root, ignore_permission_denied=True) as folder:
+        with self.mesh.backend.changes.watch(MESH, tolerant=True) as changes:
             last = 0.0
-            changes: set[tuple[int, str]] | str = events.TIMEOUT  # a first pass once watching
             while not self.stop.is_set():
-                if isinstance(changes, set) and not any(
-                    status._relevant(kind, path) for kind, path in changes
-                ):
-                    changes = folder.changes(RECHECK_S, self.stop)
-                    continue
                 gap = MIN_GAP_S - (time.monotonic() - last)
                 if gap > 0 and self.stop.wait(gap):
                     return
@@ -200,7 +195,7 @@ class Feed:
                     self.refresh()
                 except (MeshError, OSError, ValueError) as exc:
                     self.warnings = [*self.warnings[-19:], f"could not read the mesh: {exc}"]
-                changes = folder.changes(RECHECK_S, self.stop)
+                changes.next(RECHECK_S, self.stop)
 
 
 def _static(name: str) -> str:
@@ -299,11 +294,8 @@ class Server:
     """The dashboard of one mesh on a bound loopback socket, ready to run."""
 
     def __init__(self, mesh: Mesh, sock: socket.socket, token: str, actor: str) -> None:
-        from drasill_cli import audit
-
         self.sock = sock
         self.port: int = sock.getsockname()[1]
-        mesh.store.ensure_dir(audit.AUDIT_DIR)
         self.app, self.feed = create_app(mesh, token, self.port, actor)
         self.feed.refresh()  # the first view: a mesh that cannot be read fails here, not later
 

@@ -9,12 +9,14 @@ the interfaces of `drasill_cli.storage` on top of it, each in the mesh's own wor
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 
 if TYPE_CHECKING:
+    from drasill_cli.backends.directory.changes import DirectoryChanges
     from drasill_cli.config import Config
 
 
@@ -60,3 +62,9 @@ class DirectoryBackend:
         """Nothing to release: every file is closed when its operation ends."""
 
     # ---- the interfaces of drasill_cli.storage (one cached property each) -------------------
+
+    @cached_property
+    def changes(self) -> DirectoryChanges:
+        from drasill_cli.backends.directory.changes import DirectoryChanges
+
+        return DirectoryChanges(self.store)

@@ -28,12 +28,15 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.errors import MeshError, MeshUnusable
+from drasill_cli.models import RecordError
+
+T = TypeVar("T")
 
 TMP_PREFIX = ".tmp-"
 # Every temp file the store writes lives here (then is renamed or linked into place), so the
@@ -578,6 +581,21 @@ class FileStore:
         except FileNotFoundError:
             return None
         except UnusableRecord as exc:
+            self.quarantine(rel, exc.reason)
+            return None
+
+    def read_checked(self, rel: str, check: Callable[[dict[str, Any]], T]) -> T | None:
+        """The record at `rel` as `check` returns it, or None when it is missing or unusable.
+
+        The one read-validate-quarantine step: a record that `check` refuses (it raises
+        `models.RecordError`, whose reason is the quarantine report) is moved aside, never used.
+        """
+        raw = self.read(rel)
+        if raw is None:
+            return None
+        try:
+            return check(raw)
+        except RecordError as exc:
             self.quarantine(rel, exc.reason)
             return None
 

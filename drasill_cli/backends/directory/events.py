@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-# What `changes` returns when nothing changed: the time ran out, `stop` was set, or a signal
-# (Ctrl-C) arrived while waiting.
-TIMEOUT, STOPPED, SIGNALLED = "timeout", "stop", "signal"
+from drasill_cli.storage.changes import SIGNALLED, STOPPED, TIMEOUT
+
+__all__ = ["SIGNALLED", "STOPPED", "TIMEOUT", "FolderEvents"]
 
 
 class FolderEvents:
@@ -45,8 +45,3 @@ class FolderEvents:
             50, step_ms, max(1, int(seconds * 1000)), stop
         )
         return result
-
-    def wait(self, seconds: float) -> None:
-        """Until something changed since the last wait, or `seconds` pass; Ctrl-C interrupts."""
-        if self.changes(seconds) == SIGNALLED:
-            raise KeyboardInterrupt

@@ -1,0 +1,55 @@
+"""Where the directory mesh keeps each kind of record: every folder and file name in one place.
+
+docs/store-format.md describes the same layout for people. Only this package reads these names.
+"""
+
+from __future__ import annotations
+
+# Agents: one record each, and an empty file whose mtime is the agent's last sign of life.
+AGENTS_DIR = "agents"
+HEARTBEATS_DIR = "heartbeats"
+
+# Mail: a maildir per recipient (inbox/NAME/{new,cur}), the senders' history, the archive of
+# removed agents' unread mail, and each message's attachment files.
+INBOX_DIR = "inbox"
+SENT_DIR = "sent"
+ARCHIVE_DIR = "archive"
+ATTACHMENTS_DIR = "attachments"
+
+# Tasks: one record each, the queue index (claim order in the file names) and held-by index.
+TASKS_DIR = "tasks"
+QUEUE_DIR = f"{TASKS_DIR}/queued"
+HELD_DIR = f"{TASKS_DIR}/held"
+MARKER_SUFFIX = ".ref"
+TASK_SEQUENCE = "counters/tasks.json"
+
+# The path-lock table: one record per (path, holder).
+LOCK_TABLE_DIR = "locks"
+
+# Hardware enforcement's book.
+PAUSED_DIR = "budgets/paused"
+WARNED_DIR = "budgets/warned"
+
+# mesh watch: per-agent wake state, and who is watching.
+WAKE_DIR = "wake"
+WATCH_INFO = "watch.json"
+
+# The audit log: the current file and its rotated predecessors.
+AUDIT_DIR = "audit"
+AUDIT_CURRENT = f"{AUDIT_DIR}/events.jsonl"
+
+
+def agent_record(name: str) -> str:
+    return f"{AGENTS_DIR}/{name}.json"
+
+
+def heartbeat(name: str) -> str:
+    return f"{HEARTBEATS_DIR}/{name}"
+
+
+def inbox_new(name: str) -> str:
+    return f"{INBOX_DIR}/{name}/new"
+
+
+def inbox_cur(name: str) -> str:
+    return f"{INBOX_DIR}/{name}/cur"

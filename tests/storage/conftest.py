@@ -1,0 +1,28 @@
+"""The storage contract suite: every test here runs against every backend.
+
+A test takes the `backend` fixture (a fresh, empty mesh of each kind) and speaks only the
+interfaces of `drasill_cli.storage`; nothing here may look at files or tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drasill_cli.backends import open_directory
+from drasill_cli.config import Config
+from drasill_cli.storage import Backend
+
+BACKENDS = ["directory"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A fresh mesh on each backend."""
+    opened = open_directory(tmp_path / "mesh", Config())
+    try:
+        yield opened
+    finally:
+        opened.close()
