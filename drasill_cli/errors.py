@@ -6,6 +6,8 @@ wrong and what to do next, and the contract's exit code.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -61,3 +63,54 @@ class MeshUnusable(MeshError):
 
     exit_code = 4
     default_code = "mesh-unusable"
+
+
+class StoreFull(MeshError):
+    """The file system refused a write (full disk, quota, read-only): nothing was written."""
+
+    exit_code = 4
+    default_code = "store-write-failed"
+
+
+class Busy(MeshError):
+    """A record stayed locked by another process past the timeout (exit 1)."""
+
+    exit_code = 1
+    default_code = "busy"
+
+
+# errno -> (what happened, what to do); the one place that turns a failed file operation
+# into an error a person or agent can act on.
+_IO_CAUSES: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("the disk is full", "free disk space"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free space within your quota"),
+    errno.EROFS: (
+        "the file system is read-only",
+        "remount it read-write or choose another --mesh-dir",
+    ),
+    errno.EIO: ("an I/O error occurred", "check the disk (dmesg) and run `mesh doctor`"),
+    errno.EPERM: (
+        "the operation is not permitted (an immutable file or folder?)",
+        "check with `lsattr -d` and clear it with `chattr -i`, or run `mesh doctor`",
+    ),
+    errno.EACCES: (
+        "permission is denied",
+        "check the owner and mode of the mesh directory with `mesh doctor`",
+    ),
+    errno.EMFILE: ("too many files are open", "raise the open-file limit (ulimit -n)"),
+}
+
+
+def io_error(action: str, target: str | Path, exc: OSError) -> MeshError:
+    """The store error (exit 4) for a failed file operation: the cause and the fix, one line."""
+    cause, fix = _IO_CAUSES.get(
+        exc.errno or 0, (exc.strerror or str(exc), "check the mesh directory with `mesh doctor`")
+    )
+    kind = StoreFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else MeshUnusable
+    code = "store-write-failed" if action in _WRITES else "store-read-failed"
+    return kind(
+        f"could not {action} {target}: {cause}; {fix}, then run the command again", code=code
+    )
+
+
+_WRITES = frozenset({"write", "remove", "move", "create the folder", "lock"})

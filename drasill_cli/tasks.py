@@ -194,7 +194,7 @@ def list_tasks(mesh: Mesh, state: str | None = None) -> list[dict[str, Any]]:
 @contextmanager
 def _locked(mesh: Mesh, task_id: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """The task's sidecar lock; a holder that never lets go becomes a clear exit 1, not a hang."""
-    from drasill_cli.backends.directory.store import Busy
+    from drasill_cli.errors import Busy
 
     try:
         with mesh.store.lock(f"task-{task_id}", timeout=timeout):

@@ -67,7 +67,7 @@ def load_state(mesh: Mesh, name: str) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def single_instance(mesh: Mesh) -> Iterator[None]:
     """Hold the mesh's `watch` lock for the block; a second watcher gets NegativeOutcome."""
-    from drasill_cli.backends.directory.store import Busy
+    from drasill_cli.errors import Busy
 
     with contextlib.ExitStack() as stack:
         try:

@@ -29,9 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drasill_cli import agents, lifecycle, locks, messages, tasks
-from drasill_cli.backends.directory.store import StoreFull
 from drasill_cli.config import Config, LifecycleConfig
-from drasill_cli.errors import NegativeOutcome
+from drasill_cli.errors import NegativeOutcome, StoreFull
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, tree
 from tests.reliability_support import (

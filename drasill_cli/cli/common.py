@@ -176,7 +176,7 @@ def one_line(text: str) -> str:
 def _unhandled_io(exc: OSError) -> MeshError:
     """A file operation the core did not expect to fail: still one line and exit 4, never a
     traceback (the store maps its own failures; this covers everything else)."""
-    from drasill_cli.backends.directory.store import io_error
+    from drasill_cli.errors import io_error
 
     return io_error("use", exc.filename or "the mesh directory", exc)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from drasill_cli import SCHEMA_VERSION, clock
-from drasill_cli.errors import MeshError, MeshUnusable
+from drasill_cli.errors import Busy, MeshUnusable, io_error
 from drasill_cli.models import RecordError
 
 T = TypeVar("T")
@@ -53,13 +53,6 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024
 _LOCK_POLL_S = 0.005
 # How often `publish` recreates a link's folder that a concurrent `remove_dir` keeps removing.
 _LINK_RETRIES = 50
-
-
-class StoreFull(MeshError):
-    """The file system refused a write (full disk, quota, read-only): nothing was written."""
-
-    exit_code = 4
-    default_code = "store-write-failed"
 
 
 class Store(Protocol):
@@ -1067,47 +1060,3 @@ def _not_a_folder(path: Path) -> MeshUnusable:
         "and run the command again",
         code="unsafe-entry",
     )
-
-
-class Busy(MeshError):
-    """A sidecar lock stayed held by another process past the timeout (exit 1)."""
-
-    exit_code = 1
-    default_code = "busy"
-
-
-# errno -> (what happened, what to do); the one place that turns a failed file operation of
-# the store into an error a person or agent can act on.
-_IO_CAUSES: dict[int, tuple[str, str]] = {
-    errno.ENOSPC: ("the disk is full", "free disk space"),
-    errno.EDQUOT: ("the disk quota is exhausted", "free space within your quota"),
-    errno.EROFS: (
-        "the file system is read-only",
-        "remount it read-write or choose another --mesh-dir",
-    ),
-    errno.EIO: ("an I/O error occurred", "check the disk (dmesg) and run `mesh doctor`"),
-    errno.EPERM: (
-        "the operation is not permitted (an immutable file or folder?)",
-        "check with `lsattr -d` and clear it with `chattr -i`, or run `mesh doctor`",
-    ),
-    errno.EACCES: (
-        "permission is denied",
-        "check the owner and mode of the mesh directory with `mesh doctor`",
-    ),
-    errno.EMFILE: ("too many files are open", "raise the open-file limit (ulimit -n)"),
-}
-
-
-def io_error(action: str, target: str | Path, exc: OSError) -> MeshError:
-    """The store error (exit 4) for a failed file operation: the cause and the fix, one line."""
-    cause, fix = _IO_CAUSES.get(
-        exc.errno or 0, (exc.strerror or str(exc), "check the mesh directory with `mesh doctor`")
-    )
-    kind = StoreFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else MeshUnusable
-    code = "store-write-failed" if action in _WRITES else "store-read-failed"
-    return kind(
-        f"could not {action} {target}: {cause}; {fix}, then run the command again", code=code
-    )
-
-
-_WRITES = frozenset({"write", "remove", "move", "create the folder", "lock"})
