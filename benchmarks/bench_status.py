@@ -73,7 +73,7 @@ def main() -> int:
     from rich.console import Console
 
     from drasill_cli import status
-    from drasill_cli.cli.people import status_screen
+    from drasill_cli.cli.statusview import status_screen
 
     with tempfile.TemporaryDirectory() as tmp:
         began = time.perf_counter()

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drasill_cli import audit
+from drasill_cli import clock
 from drasill_cli.config import Config, load_config, resolve_mesh_dir
 from drasill_cli.errors import MeshError
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES, check_agent_name
@@ -49,6 +49,14 @@ class Mesh:
         from drasill_cli.backends import open_directory
 
         return cls(open_directory(resolve_mesh_dir(mesh_dir, config), config), config)
+
+    @classmethod
+    def inspect(cls, root: Path, config: Config) -> Mesh:
+        """The mesh at `root` as it is, read-only, refusing nothing: for `mesh doctor`, which
+        asks `backend.maintenance.check()` what `open` would refuse and why."""
+        from drasill_cli.backends import inspect_directory
+
+        return cls(inspect_directory(root, config), config)
 
     def read_only(self) -> Mesh:
         """A view of this mesh that refuses every write (dry runs)."""
@@ -102,12 +110,14 @@ class Mesh:
         return True
 
     def record(self, event: str, actor: str | None, **details: Any) -> None:
-        """Append one event to the audit log.
+        """Append one event to the audit log: time, event, actor and details (the log's one
+        writer; `drasill_cli.audit` reads it).
 
         The change it describes has already happened, so a failing audit write is reported as
         a warning (see `mesh doctor`) instead of failing the command after the fact.
         """
+        line = {"time": clock.iso(), "event": event, "actor": actor, **details}
         try:
-            audit.append(self, event, actor, **details)
-        except (MeshError, OSError) as exc:
+            self.backend.audit_log.append(line)
+        except MeshError as exc:
             self.warnings.append(f"could not append to the audit log: {exc}; run mesh doctor")

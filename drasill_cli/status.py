@@ -4,7 +4,7 @@
 - agents are measured by one `hardware.Meter` pass: every process is read once (one
   `psutil.process_iter` pass builds the whole process forest), instead of one /proc scan per
   agent, and tmux panes are listed with one `tmux list-panes -a` call, never one per agent;
-- the audit log is read from its tail only, never parsed whole.
+- the audit log is read from its end only, never parsed whole (`AuditLog.latest`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 RECENT_EVENTS = 20
 WATCH_REFRESH_S = 5.0
-TAIL_BYTES = 64 * 1024
 AGENT_STATE_ORDER = {"active": 0, "idle": 1, "dead": 2}
 
 
@@ -66,13 +65,8 @@ def _budgets(
 
 
 def recent_events(mesh: Mesh, limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
-    """The latest audit events, newest first, from the tails of the newest log files."""
-    events: list[dict[str, Any]] = []
-    for rel in reversed(audit.log_files(mesh)):
-        events = audit.tail_events(mesh, rel, limit, TAIL_BYTES) + events
-        if len(events) >= limit:
-            break
-    return list(reversed(events[-limit:]))
+    """The latest audit events, newest first (the log is read from its end only)."""
+    return audit.latest(mesh, limit)
 
 
 def _count(items: Iterable[dict[str, Any]], key: str) -> dict[str, int]:
@@ -89,7 +83,7 @@ def snapshot(mesh: Mesh) -> dict[str, Any]:
     task_list = tasks.list_tasks(mesh)
     lock_list = locks.list_locks(mesh)
     return {
-        "mesh_dir": str(mesh.root),
+        "mesh_dir": mesh.location,
         "generated_at": clock.iso(),
         "agents": agents,
         "tasks": task_list,

@@ -1,6 +1,6 @@
 """`mesh watch`: wake idle agents that have new mail; run the lifecycle and budgets on time.
 
-Wake state is kept apart from delivery, one file per agent (`wake/NAME.json`):
+Wake state is kept apart from delivery, one record per agent (`mesh.backend.wake_book`):
 - `state`: `queued` (new mail, wake pending), `woken` (the notice was typed), `consumed` (the
   mail it announced has been read), `failed` (gave up after `wake.retry_max` attempts; new mail
   queues a fresh wake) or `dead` (the session is gone; the lifecycle takes it from there);
@@ -8,13 +8,13 @@ Wake state is kept apart from delivery, one file per agent (`wake/NAME.json`):
   `notified_id` (the newest id announced), `attempts`, `next_attempt_at` (backoff after a failure,
   or settle time after a wake), `busy`, `blocked` (why it cannot be woken), `last_error`.
 
-The file is rewritten after every change and read back on each look, so a watcher killed at any
+The record is rewritten after every change and read back on each look, so a watcher killed at any
 point and started again loses no pending wake and does not wake anyone twice for the same mail
 (a kill between typing and recording can at worst repeat one notice: at least once, never lost).
-Only the holder of the `watch` lock writes these files or types into sessions, one look at a
+Only the holder of the wake book's guard writes these records or types into sessions, one look at a
 time, so a session never receives two injections at once.
 
-The loop waits on file-system events in `inbox/` and `agents/` (watchfiles); its timeout is the
+The loop waits on changes to inboxes and agents (`mesh.backend.changes`); its timeout is the
 next scheduled job: the lifecycle, a hardware pass, a retry, or the re-check of a busy agent.
 """
 
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
     from drasill_cli.models import AgentRecord
     from drasill_cli.storage.changes import Change
 
-WAKE_DIR = "wake"
-WATCH_LOCK = "watch"
-WATCH_INFO = "watch.json"
 BUSY_RECHECK_S = 0.5
 MAX_BACKOFF_S = 300.0
 ACTOR = "watch"
@@ -54,37 +51,31 @@ ACTOR = "watch"
 Report = Callable[[dict[str, Any]], None]
 
 
-def state_path(name: str) -> str:
-    """Where an agent's wake state is kept."""
-    return f"{WAKE_DIR}/{name}.json"
-
-
 def load_state(mesh: Mesh, name: str) -> dict[str, Any] | None:
     """An agent's wake state, or None when no wake was ever queued for it."""
-    return mesh.store.read(state_path(name))
+    return mesh.backend.wake_book.load(name)
 
 
 @contextlib.contextmanager
 def single_instance(mesh: Mesh) -> Iterator[None]:
-    """Hold the mesh's `watch` lock for the block; a second watcher gets NegativeOutcome."""
-    from drasill_cli.errors import Busy
+    """Be the one watcher of this mesh (on this host) for the block; a second one gets
+    NegativeOutcome naming the first."""
+    from drasill_cli.storage.wakebook import AlreadyWatching
 
+    host = liveness.hostname()
+    me = {"pid": os.getpid(), "host": host, "started_at": clock.iso()}
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(mesh.store.lock(WATCH_LOCK, timeout=0))
-        except Busy:
-            holder = mesh.store.read(WATCH_INFO) or {}
+            stack.enter_context(mesh.backend.wake_book.watching(host, me))
+        except AlreadyWatching as exc:
+            holder = exc.holder
             raise NegativeOutcome(
-                f"another mesh watch is already running on {mesh.root} (pid "
+                f"another mesh watch is already running on {mesh.location} (pid "
                 f"{holder.get('pid', '?')} on {holder.get('host', '?')}); it does this work "
                 "already: stop it first if you want to run this one",
                 code="watch-running",
                 holder=holder,
             ) from None
-        mesh.store.write(
-            WATCH_INFO,
-            {"pid": os.getpid(), "host": liveness.hostname(), "started_at": clock.iso()},
-        )
         yield
 
 
@@ -156,10 +147,11 @@ class Watcher:
         self._flush_warnings()
 
     def _known_names(self) -> set[str]:
-        store = self.mesh.store
         names = set(self.mesh.agent_names())
-        names.update(store.subdirs("inbox"))
-        names.update(n.removesuffix(".json") for n in store.names(WAKE_DIR))
+        # Whoever has a mailbox (an unregistered name with mail too); the Mailbox interface
+        # gains this at merge (issue 14), until then the directory mesh is asked directly.
+        names.update(self.mesh.store.subdirs("inbox"))
+        names.update(self.mesh.backend.wake_book.agents())
         return {n for n in names if AGENT_NAME_RE.fullmatch(n)}
 
     def _guarded(self, job: str, agent: str | None, action: Callable[[], None]) -> None:
@@ -230,7 +222,7 @@ class Watcher:
         if not old:
             return
         if not unread and not self.mesh.is_registered(name):
-            self.mesh.store.remove(state_path(name))
+            self.mesh.backend.wake_book.forget(name)
             return
         state.update(queued_ids=[], busy=False, blocked=None)
         if state.get("state") in ("queued", "woken", "failed") and not state["notified_ids"]:
@@ -351,7 +343,7 @@ class Watcher:
     def _save(self, name: str, old: dict[str, Any], state: dict[str, Any]) -> None:
         if state != old:
             state.update(agent=name, updated_at=clock.iso())
-            self.mesh.store.write(state_path(name), state)
+            self.mesh.backend.wake_book.save(name, state)
 
 
 def _blocked(agent: AgentRecord | None) -> str | None:

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from drasill_cli import audit, locks, messages, tasks
+from drasill_cli import locks, messages, tasks
+from drasill_cli.backends.directory.layout import AUDIT_CURRENT
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
 from tests import browser
@@ -129,7 +130,7 @@ def dash(cli: MeshRunner, populated: dict[str, Any]) -> Iterator[Dashboard]:
 
 
 def audit_events(mesh: Mesh) -> list[dict[str, Any]]:
-    lines = Path(mesh.store.path(audit.CURRENT)).read_text().splitlines()
+    lines = Path(mesh.store.path(AUDIT_CURRENT)).read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 

@@ -19,3 +19,11 @@ def open_directory(root: Path, config: Config) -> Backend:
     from drasill_cli.backends.directory import DirectoryBackend
 
     return DirectoryBackend.open(root, config)
+
+
+def inspect_directory(root: Path, config: Config) -> Backend:
+    """The directory mesh at `root` as it is, read-only, nothing checked or refused (for
+    `mesh doctor`: `maintenance.check` says what `open_directory` would refuse, and why)."""
+    from drasill_cli.backends.directory import DirectoryBackend
+
+    return DirectoryBackend.inspect(root, config)

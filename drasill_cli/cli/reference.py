@@ -106,7 +106,7 @@ def write_capture(root: Path) -> list[Path]:
     from rich.console import Console
 
     from drasill_cli import demo
-    from drasill_cli.cli.people import status_screen
+    from drasill_cli.cli.statusview import status_screen
 
     snap = demo.run()["status"]
     console = Console(record=True, width=CAPTURE_WIDTH, file=io.StringIO(), force_terminal=True)

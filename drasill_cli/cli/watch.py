@@ -169,7 +169,7 @@ def watch_cmd(
             collected = _Collected()
             watcher.Watcher(mesh, collected if json_out else _human).full_pass()
             if json_out:
-                print_json(collected.summary(str(mesh.root), started_at))
+                print_json(collected.summary(mesh.location, started_at))
             return
         watch = watcher.Watcher(mesh, _json_line if json_out else _human)
         previous = {

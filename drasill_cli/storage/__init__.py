@@ -41,7 +41,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from drasill_cli.storage.auditlog import AuditLog
     from drasill_cli.storage.changes import Changes
+    from drasill_cli.storage.maintenance import Maintenance
+    from drasill_cli.storage.wakebook import WakeBook
 
 
 class Backend(Protocol):
@@ -74,7 +77,16 @@ class Backend(Protocol):
     # ---- the interfaces (one property each, in the order of the table above) ---------------
 
     @property
+    def wake_book(self) -> WakeBook: ...
+
+    @property
+    def audit_log(self) -> AuditLog: ...
+
+    @property
     def changes(self) -> Changes: ...
+
+    @property
+    def maintenance(self) -> Maintenance: ...
 
     def close(self) -> None:
         """Release what the backend holds (a connection); the files backend holds nothing."""

@@ -1,12 +1,40 @@
-"""`AuditLog`: the audit trail: append one event, read since a time, follow.
+"""`AuditLog`: the audit trail: append one event, read since a time, the latest, follow.
 
-Draft: the work that moves this domain behind the boundary defines its operations.
+An event is a dict with at least `time` (the ISO string of `clock.iso`), `event` (its kind)
+and `actor` (a name, or None), plus the event's own details; every value is JSON. The log is
+append-only and ordered by appending; readers never see a half-written event. The backend owns
+how events are kept (the directory mesh: JSON lines in rotated files; a database: rows) and
+drops the oldest past its configured bound (`audit.max_bytes`, `audit.keep`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import threading
 
 
 class AuditLog(Protocol):
-    """the audit trail: append one event, read since a time, follow."""
+    def append(self, event: dict[str, Any]) -> None:
+        """Add `event` at the end; durable and whole once this returns, and appends from any
+        number of processes never interleave or lose one another."""
+        ...
+
+    def read(self, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """Every event kept, oldest first; with `since` (epoch seconds), only those whose time
+        is at or after it. An unreadable stored event is skipped, never fatal."""
+        ...
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` events, newest first, cheaply (never reading the whole log)."""
+        ...
+
+    def follow(
+        self, since: float | None = None, stop: threading.Event | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """`read(since)`, then each new event as it is appended (woken by the backend's own
+        notification, never a sleep loop) until `stop` is set (never, without one). Ctrl-C
+        while waiting raises KeyboardInterrupt."""
+        ...

@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING
 from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 
 if TYPE_CHECKING:
+    from drasill_cli.backends.directory.auditlog import DirectoryAuditLog
     from drasill_cli.backends.directory.changes import DirectoryChanges
+    from drasill_cli.backends.directory.maintenance import DirectoryMaintenance
+    from drasill_cli.backends.directory.wakebook import DirectoryWakeBook
     from drasill_cli.config import Config
+
+
+def _record_limit(config: Config) -> int:
+    """The largest record file read: a message may carry a body of `max_body_bytes`."""
+    return max(MAX_RECORD_BYTES, 8 * config.messages.max_body_bytes)
 
 
 class DirectoryBackend:
@@ -35,9 +43,21 @@ class DirectoryBackend:
             root,
             group_shared=config.group_shared,
             fsync=config.store.fsync,
-            max_record_bytes=max(MAX_RECORD_BYTES, 8 * config.messages.max_body_bytes),
+            max_record_bytes=_record_limit(config),
         )
         return cls(store, config)
+
+    @classmethod
+    def inspect(cls, root: Path, config: Config) -> DirectoryBackend:
+        """The mesh at `root` as it is, read-only, with nothing checked or refused: `mesh
+        doctor` diagnoses (`maintenance.check`) what `open` would refuse."""
+        store = FileStore(
+            root,
+            group_shared=config.group_shared,
+            fsync=config.store.fsync,
+            max_record_bytes=_record_limit(config),
+        )
+        return cls(store.read_only_view(), config)
 
     @property
     def root(self) -> Path:
@@ -68,3 +88,21 @@ class DirectoryBackend:
         from drasill_cli.backends.directory.changes import DirectoryChanges
 
         return DirectoryChanges(self.store)
+
+    @cached_property
+    def wake_book(self) -> DirectoryWakeBook:
+        from drasill_cli.backends.directory.wakebook import DirectoryWakeBook
+
+        return DirectoryWakeBook(self.store)
+
+    @cached_property
+    def audit_log(self) -> DirectoryAuditLog:
+        from drasill_cli.backends.directory.auditlog import DirectoryAuditLog
+
+        return DirectoryAuditLog(self.store, self.config.audit)
+
+    @cached_property
+    def maintenance(self) -> DirectoryMaintenance:
+        from drasill_cli.backends.directory.maintenance import DirectoryMaintenance
+
+        return DirectoryMaintenance(self.store, self.config)

@@ -30,13 +30,17 @@ LOCK_TABLE_DIR = "locks"
 PAUSED_DIR = "budgets/paused"
 WARNED_DIR = "budgets/warned"
 
-# mesh watch: per-agent wake state, and who is watching.
+# mesh watch: per-agent wake state, and who is watching (the sidecar lock `watch`, held by the
+# one watcher, and its pid and host for the message a second one gets).
 WAKE_DIR = "wake"
 WATCH_INFO = "watch.json"
+WATCH_LOCK = "watch"
 
-# The audit log: the current file and its rotated predecessors.
+# The audit log: the current file and its rotated predecessors (`events-<time>.jsonl`), rotated
+# under the sidecar lock `audit`.
 AUDIT_DIR = "audit"
 AUDIT_CURRENT = f"{AUDIT_DIR}/events.jsonl"
+AUDIT_LOCK = "audit"
 
 
 def agent_record(name: str) -> str:
@@ -53,3 +57,11 @@ def inbox_new(name: str) -> str:
 
 def inbox_cur(name: str) -> str:
     return f"{INBOX_DIR}/{name}/cur"
+
+
+def wake_state(name: str) -> str:
+    return f"{WAKE_DIR}/{name}.json"
+
+
+def audit_rotated(stamp: str) -> str:
+    return f"{AUDIT_DIR}/events-{stamp}.jsonl"

@@ -33,7 +33,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from drasill_cli import SCHEMA_VERSION, clock
-from drasill_cli.errors import Busy, MeshUnusable, io_error
+
+# Re-exported: the directory backend's modules take the store's errors from the store.
+from drasill_cli.errors import Busy as Busy  # noqa: PLC0414 (explicit re-export)
+from drasill_cli.errors import MeshUnusable
+from drasill_cli.errors import StoreFull as StoreFull  # noqa: PLC0414 (explicit re-export)
+from drasill_cli.errors import io_error as io_error  # noqa: PLC0414 (explicit re-export)
 from drasill_cli.models import RecordError
 
 T = TypeVar("T")
