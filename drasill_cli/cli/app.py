@@ -14,6 +14,7 @@ import sys
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError  # private: no public name (pinned typer)
 
 from drasill_cli import __version__
 from drasill_cli.cli import complete
@@ -270,7 +271,7 @@ def main() -> None:
         if exit_code is None or format_message is None:
             raise
         message = str(format_message())
-        if type(exc).__name__ == "NoArgsIsHelpError":
+        if isinstance(exc, NoArgsIsHelpError):
             sys.stdout.write(message + "\n")  # `mesh` or `mesh task` alone asks for help
             sys.exit(0)
         if getattr(exc, "option_name", None) in ("--json", *GLOBAL_OPTIONS):

@@ -3,6 +3,12 @@
 Events are collected from the moment the watch is entered, so a change made between a look
 and the wait that follows still ends the wait: no wake-up is lost. watchfiles is imported only
 when a watch is made, keeping it off the start-up path of the commands that never wait.
+
+`RustNotify` is watchfiles' private core (`watchfiles._rust_notify`): the public
+`watchfiles.watch` generator only starts watching on its first iteration, after the look, and
+takes one timeout for all its waits. pyproject.toml pins watchfiles to the tested range;
+tests/test_private_apis.py fails when RustNotify's constructor or `watch` signature changes and
+proves a change made between entering and the first wait is seen.
 """
 
 from __future__ import annotations
