@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from drasill_cli.storage.changes import Changes
+    from drasill_cli.storage.presence import Presence
 
 
 class Backend(Protocol):
@@ -75,6 +76,9 @@ class Backend(Protocol):
 
     @property
     def changes(self) -> Changes: ...
+
+    @property
+    def presence(self) -> Presence: ...
 
     def close(self) -> None:
         """Release what the backend holds (a connection); the files backend holds nothing."""

@@ -17,6 +17,7 @@ from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 
 if TYPE_CHECKING:
     from drasill_cli.backends.directory.changes import DirectoryChanges
+    from drasill_cli.backends.directory.presence import DirectoryPresence
     from drasill_cli.config import Config
 
 
@@ -68,3 +69,9 @@ class DirectoryBackend:
         from drasill_cli.backends.directory.changes import DirectoryChanges
 
         return DirectoryChanges(self.store)
+
+    @cached_property
+    def presence(self) -> DirectoryPresence:
+        from drasill_cli.backends.directory.presence import DirectoryPresence
+
+        return DirectoryPresence(self.store)
