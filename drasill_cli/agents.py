@@ -1,154 +1,50 @@
-"""Agents: register, unregister, heartbeat, and their derived state (active, idle, dead).
+"""Agents: register, unregister and heartbeat (the writers of presence).
 
-An agent's record (`agents/NAME.json`) holds what it declared; its heartbeat is the mtime of
-`heartbeats/NAME`, touched by any command run as it, so a heartbeat never rewrites the record.
-State is derived when read: dead when its process or session is verifiably gone (or prune
-recorded a death), otherwise idle or active by heartbeat age. A verifiably live process or
-session keeps an agent from being declared dead by heartbeat age alone: a long task without
-mesh calls is not death.
+An agent's record holds what it declared; its heartbeat is a separate time refreshed by any
+command run as it, so a heartbeat never rewrites the record (`mesh.backend.presence` keeps
+both). Reading agents and their derived state (active, idle, dead) is `drasill_cli.presence`,
+re-exported here for callers of the agents API; modules that only read import that one, since
+registering calls hardware (admission) and unregistering calls lifecycle.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import os
-from collections.abc import Iterator
 from typing import Any
 
 from drasill_cli import clock, liveness
-from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
-from drasill_cli.mesh import Mesh, agent_record_path, heartbeat_path
-from drasill_cli.models import BACKENDS, FUTURE_SLACK_S, AgentRecord, RecordError
+from drasill_cli.errors import InvalidInput, NegativeOutcome
+from drasill_cli.mesh import Mesh
+from drasill_cli.models import BACKENDS, AgentRecord
 from drasill_cli.names import check_agent_name, has_control_chars
+from drasill_cli.presence import (
+    Observer,
+    get,
+    is_dead,
+    list_agents,
+    load,
+    records,
+    unread_count,
+)
+
+# The read side, re-exported for callers of the agents API (`agents.get`, `agents.list_agents`).
+__all__ = [
+    "Observer",
+    "get",
+    "heartbeat",
+    "is_dead",
+    "list_agents",
+    "load",
+    "records",
+    "register",
+    "unread_count",
+    "unregister",
+]
 
 MAX_FIELD_CHARS = 200
 MAX_PID = 2**31 - 1
 MAX_BUDGET_GB = 1_000_000  # a petabyte: anything above is a typo, and must stay valid JSON
-
-
-@dataclasses.dataclass
-class Observer:
-    """Caches what is costly to look up once per command (tmux's pane list)."""
-
-    mesh: Mesh
-    _tmux: liveness.TmuxPanes | None = None
-    _tmux_loaded: bool = False
-
-    def tmux_panes(self) -> liveness.TmuxPanes | None:
-        """tmux's live sessions and panes, listed once."""
-        if not self._tmux_loaded:
-            self._tmux = liveness.tmux_panes()
-            self._tmux_loaded = True
-        return self._tmux
-
-    def process_or_session_alive(self, agent: AgentRecord) -> bool | None:
-        """True/False when the pid or session can be checked, None when neither can."""
-        verdicts: list[bool] = []
-        if agent.pid is not None:
-            alive = liveness.pid_alive(agent.pid, agent.pid_started, agent.host)
-            if alive is not None:
-                verdicts.append(alive)
-        if agent.session and agent.host == liveness.hostname():
-            if agent.backend == "heimdall":
-                socket_dir = self.mesh.config.heimdall_socket_dir()
-                verdicts.append(liveness.heimdall_session_alive(socket_dir, agent.session))
-            elif agent.backend == "tmux":
-                alive = liveness.tmux_session_alive(agent.session, self.tmux_panes())
-                if alive is not None:
-                    verdicts.append(alive)
-        if not verdicts:
-            return None
-        return all(verdicts)
-
-    def last_seen(self, agent: AgentRecord) -> float:
-        """The latest heartbeat (registering is one), else the registration time.
-
-        A heartbeat from the future (a clock that stepped back) counts as now and is reset to
-        now, so it ages from here instead of keeping a silent agent alive until that time.
-        """
-        rel = heartbeat_path(agent.name)
-        beat = self.mesh.store.mtime(rel)
-        if beat is None:
-            return clock.parse_iso(agent.registered_at)
-        now = clock.now()
-        if beat > now + FUTURE_SLACK_S:
-            if not self.mesh.store.read_only:
-                self.mesh.store.touch(rel)
-            return now
-        return beat
-
-    def state(self, agent: AgentRecord, now: float | None = None) -> str:
-        """active, idle or dead, by the contract's lifecycle rules."""
-        if agent.dead_at is not None:
-            return "dead"
-        alive = self.process_or_session_alive(agent)
-        if alive is False:
-            return "dead"
-        age = (now or clock.now()) - self.last_seen(agent)
-        lifecycle = self.mesh.config.lifecycle
-        if age >= lifecycle.dead_after and alive is None:
-            return "dead"
-        if age >= lifecycle.idle_after:
-            return "idle"
-        return "active"
-
-    def view(self, agent: AgentRecord, now: float | None = None) -> dict[str, Any]:
-        """The agent object of the contract: the record plus state, last_seen and unread."""
-        data = agent.to_record()
-        data.pop("pid_started", None)
-        data["state"] = self.state(agent, now)
-        data["last_seen"] = clock.iso(self.last_seen(agent))
-        data["unread"] = unread_count(self.mesh, agent.name)
-        return data
-
-
-def unread_count(mesh: Mesh, name: str) -> int:
-    """Unread messages in the agent's inbox (the maildir layout belongs to messages.py)."""
-    from drasill_cli import messages
-
-    return messages.unread_count(mesh, name)
-
-
-def load(mesh: Mesh, name: str) -> AgentRecord | None:
-    """The agent's record, or None; a record that fails validation is quarantined."""
-    raw = mesh.store.read(agent_record_path(name))
-    if raw is None:
-        return None
-    try:
-        agent = AgentRecord.from_record(raw)
-    except RecordError as exc:
-        mesh.store.quarantine(agent_record_path(name), f"is not an agent record: it {exc.reason}")
-        return None
-    if agent.name != name:
-        mesh.store.quarantine(agent_record_path(name), f"holds agent {agent.name!r}, not {name!r}")
-        return None
-    return agent
-
-
-def is_dead(mesh: Mesh, name: str, observer: Observer | None = None) -> bool:
-    """Whether `name` is a registered agent that is dead (an unregistered name never is)."""
-    record = load(mesh, name)
-    return record is not None and (observer or Observer(mesh)).state(record) == "dead"
-
-
-def records(mesh: Mesh) -> Iterator[AgentRecord]:
-    """Every registered agent's record, sorted by name (invalid ones are quarantined, skipped)."""
-    for name in mesh.agent_names():
-        agent = load(mesh, name)
-        if agent is not None:
-            yield agent
-
-
-def get(mesh: Mesh, name: str) -> AgentRecord:
-    """The agent's record, or NotFound (exit 3)."""
-    check_agent_name(name)
-    agent = load(mesh, name)
-    if agent is None:
-        raise NotFound(
-            f"no agent named {name!r} is registered; see `mesh agents --all`",
-            code="unknown-agent",
-        )
-    return agent
 
 
 def _clean_text(field: str, value: str | None) -> str | None:
@@ -214,8 +110,13 @@ def register(
         backend = "heimdall"
     started = liveness.process_start_time(pid) if pid is not None else None
     observer = Observer(mesh)
-    with mesh.store.lock(f"agent-{name}"):
-        existing = load(mesh, name)
+    decided: list[tuple[AgentRecord | None, AgentRecord]] = []  # (replaced, stored)
+    # Admission holds the budgets lock from the check until the record is stored (the stack
+    # closes after `change` has written), so concurrent registrations see each other's
+    # declarations and together never exceed the limit.
+    admission = contextlib.ExitStack()
+
+    def decide(existing: AgentRecord | None) -> AgentRecord:
         # A live holder being re-registered (not replaced); its record has no `dead_at`.
         alive = existing is not None and not replace and observer.state(existing) != "dead"
         if existing is not None and alive and _holder_differs(existing, pid, session):
@@ -255,12 +156,16 @@ def register(
                 "registered_at": previous.get("registered_at") or clock.iso(),
             }
         )
-        admitted = existing if alive else None
         from drasill_cli import hardware  # only registering needs the budget bookkeeping
 
-        with hardware.admission(mesh, record, admitted, wait):
-            mesh.store.write(agent_record_path(name), record.to_record())
-        mesh.store.touch(heartbeat_path(name))
+        admitted = existing if alive else None
+        admission.enter_context(hardware.admission(mesh, record, admitted, wait))
+        decided.append((existing, record))
+        return record
+
+    with admission:
+        mesh.backend.presence.change(name, decide, beat=True)
+    existing, record = decided[-1]
     mesh.record(
         "register",
         name,
@@ -302,17 +207,5 @@ def unregister(
 def heartbeat(mesh: Mesh, name: str) -> dict[str, Any]:
     """Refresh the agent's heartbeat; NotFound when it is not registered."""
     agent = get(mesh, name)
-    mesh.store.touch(heartbeat_path(name))
+    mesh.backend.presence.beat(name)
     return Observer(mesh).view(agent)
-
-
-def list_agents(mesh: Mesh, *, include_dead: bool = False) -> list[dict[str, Any]]:
-    """Agent objects sorted by name; dead ones only with `include_dead`."""
-    observer = Observer(mesh)
-    now = clock.now()
-    views = []
-    for agent in records(mesh):
-        view = observer.view(agent, now)
-        if include_dead or view["state"] != "dead":
-            views.append(view)
-    return views

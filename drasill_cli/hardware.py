@@ -139,7 +139,7 @@ class ProcessTable:
         """Whether `pid` exists and is the process that was registered (same start time)."""
         if pid not in self.started or started is None:
             return False
-        return abs(self.started[pid] - started) <= liveness.START_TIME_TOLERANCE_S
+        return liveness.same_start(self.started[pid], started)
 
     def tree(self, roots: Iterable[int]) -> list[int]:
         """Each root that exists and all its descendants (started after it, as psutil counts)."""
@@ -203,11 +203,11 @@ class Meter:
     """
 
     def __init__(self, mesh: Mesh, gpu: dict[str, Any] | None) -> None:
-        from drasill_cli import agents
+        from drasill_cli import presence
 
         self.mesh = mesh
         self.gpu = gpu
-        self.observer = agents.Observer(mesh)
+        self.observer = presence.Observer(mesh)
         self._table: ProcessTable | None = None
         self.gpu_by_pid: dict[int, float] = {}
         for device in (gpu or {}).get("devices", []):
@@ -266,11 +266,11 @@ class Meter:
 
 def sample(mesh: Mesh, gpu: dict[str, Any] | None) -> list[Usage]:
     """Every registered agent with its state and measured use, sorted by name."""
-    from drasill_cli import agents
+    from drasill_cli import presence
 
     meter = Meter(mesh, gpu)
     now = clock.now()
-    return [meter.usage(a, meter.observer.state(a, now)) for a in agents.records(mesh)]
+    return [meter.usage(a, meter.observer.state(a, now)) for a in presence.records(mesh)]
 
 
 # ---- limits and admission ----------------------------------------------------------------------
@@ -312,13 +312,13 @@ def shortfall(mesh: Mesh, record: AgentRecord, wanted: dict[str, float]) -> Budg
     available plus what the agent's own processes already hold (they are part of its
     declaration, not a competitor for it).
     """
-    from drasill_cli import agents
+    from drasill_cli import presence
 
     ram = ram_probe()
     gpu = gpu_probe() if "vram" in wanted else None
     meter = Meter(mesh, gpu)
     declared = dict.fromkeys(wanted, 0.0)
-    for other in agents.records(mesh):
+    for other in presence.records(mesh):
         if other.name == record.name or meter.observer.state(other) == "dead":
             continue
         for resource in wanted:
@@ -479,7 +479,7 @@ def _resume(mesh: Mesh, name: str, reason: str) -> dict[str, Any]:
     for pid, started in paused.get("pids", []):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
             proc = psutil.Process(int(pid))
-            if abs(proc.create_time() - float(started)) <= liveness.START_TIME_TOLERANCE_S:
+            if liveness.same_start(proc.create_time(), float(started)):
                 proc.send_signal(signal.SIGCONT)
                 resumed.append(int(pid))
     mesh.store.remove(f"{PAUSED_DIR}/{name}.json")

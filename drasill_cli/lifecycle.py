@@ -1,24 +1,34 @@
 """The lifecycle: agents go active -> idle -> dead -> removed, and prune applies it.
 
+`prune` first computes a plan (`plan`: a list of `Action`s, each in the words `mesh prune`
+prints) from what it reads, then applies it (`apply`); a dry run foresees the same plan on a
+read-only view (`foresee`) and changes nothing, so the dry run and the real run cannot
+disagree about what is due.
+
 `prune` is idempotent and safe to run concurrently (from cron, from `mesh watch`, by hand):
-every step re-reads under the record's lock and acts only if the condition still holds, so
-eight prunes racing end in the same state as one. It never deletes mail: a removed agent's
-unread messages are archived under `archive/`.
+every action re-reads under the record's exclusion and acts only if the condition still holds,
+so eight prunes racing end in the same state as one. It never deletes mail: a removed agent's
+unread messages are archived.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from functools import cached_property
+from typing import Any, Protocol
 
 from drasill_cli import clock
-from drasill_cli.agents import Observer, load
-from drasill_cli.mesh import Mesh, agent_record_path, heartbeat_path
-from drasill_cli.models import AgentRecord
+from drasill_cli.mesh import Mesh
+from drasill_cli.models import AgentRecord, Task
+from drasill_cli.presence import Observer, records
+from drasill_cli.storage.presence import REMOVE, Decision
+
+Report = dict[str, Any]
 
 
-def _empty_report() -> dict[str, Any]:
+def _empty_report(*, dry_run: bool = False) -> Report:
     return {
-        "dry_run": False,
+        "dry_run": dry_run,
         "marked_dead": [],
         "removed": [],
         "archived_messages": {},
@@ -32,12 +42,15 @@ def _empty_report() -> dict[str, Any]:
     }
 
 
-def report_is_empty(report: dict[str, Any]) -> bool:
+def report_is_empty(report: Report) -> bool:
     """True when prune changed (or, dry, would change) nothing: cron runs stay quiet."""
     return not any(value for key, value in report.items() if key != "dry_run")
 
 
-def release_agent(mesh: Mesh, name: str, report: dict[str, Any], *, died: bool = True) -> None:
+# ---- freeing and removing one agent (prune and `mesh unregister`) ------------------------------
+
+
+def release_agent(mesh: Mesh, name: str, report: Report, *, died: bool = True) -> None:
     """Free what a dead or departing agent held: its locks and its claimed tasks.
 
     `died=False` (unregister): its tasks are requeued without counting a failed attempt.
@@ -52,56 +65,71 @@ def release_agent(mesh: Mesh, name: str, report: dict[str, Any], *, died: bool =
 
 def retire_agent(
     mesh: Mesh, name: str, *, event: str, actor: str | None, only_if_dead: bool = False
-) -> dict[str, Any]:
+) -> Report:
     """Remove an agent for good: release its holdings, archive its unread mail, drop it.
 
     Used by `unregister` (event "unregister") and by prune after `remove_after`
-    (event "agent-removed", `only_if_dead`). Everything happens under the agent's lock, so a
-    new process registering the name meanwhile never loses its fresh locks or tasks.
+    (event "agent-removed", `only_if_dead`). Everything happens under the agent's exclusion, so
+    a new process registering the name meanwhile never loses its fresh locks or tasks.
     """
     from drasill_cli import messages
 
     report = _empty_report()
-    with mesh.store.lock(f"agent-{name}"):
-        agent = load(mesh, name)
+
+    def decide(agent: AgentRecord | None) -> Decision:
         if agent is None or (only_if_dead and agent.dead_at is None):
-            return report
+            return None
         release_agent(mesh, name, report, died=event != "unregister")
         archived = messages.archive_inbox(mesh, name)
         if archived:
             report["archived_messages"][name] = archived
-        mesh.store.remove(agent_record_path(name))
-        mesh.store.remove(heartbeat_path(name))
-    report["removed"].append(name)
-    mesh.record(event, actor, agent=name, archived=archived)
+        report["removed"].append(name)
+        return REMOVE
+
+    mesh.backend.presence.change(name, decide)
+    if report["removed"]:
+        archived = report["archived_messages"].get(name, 0)
+        mesh.record(event, actor, agent=name, archived=archived)
     return report
 
 
-def _release_if_still_dead(mesh: Mesh, name: str, report: dict[str, Any]) -> None:
-    """Free a dead agent's holdings, re-checked under its lock: a process that registered the
-    name again since prune looked must keep the locks and tasks it took."""
-    with mesh.store.lock(f"agent-{name}"):
-        agent = load(mesh, name)
+def _release_if_still_dead(mesh: Mesh, name: str, report: Report) -> None:
+    """Free a dead agent's holdings, re-checked under its exclusion: a process that registered
+    the name again since prune looked must keep the locks and tasks it took."""
+
+    def decide(agent: AgentRecord | None) -> Decision:
         if agent is not None and agent.dead_at is not None:
             release_agent(mesh, name, report)
+        return None
+
+    mesh.backend.presence.change(name, decide)
 
 
 def _save_reset_death(mesh: Mesh, name: str) -> None:
     """A time of death from the future was read as now: store it so, so it ages from here."""
-    with mesh.store.lock(f"agent-{name}"):
-        agent = load(mesh, name)
-        if agent is not None and "dead_at" in agent.clock_reset:
-            mesh.store.write(agent_record_path(name), agent.to_record())
+
+    def decide(agent: AgentRecord | None) -> Decision:
+        return agent if agent is not None and "dead_at" in agent.clock_reset else None
+
+    mesh.backend.presence.change(name, decide)
 
 
 def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
-    """Set `dead_at` on an agent found dead; returns the updated record, or None."""
-    with mesh.store.lock(f"agent-{name}"):
-        agent = load(mesh, name)
+    """Set `dead_at` on an agent found dead (re-checked under its exclusion); returns the
+    updated record, or None when it is gone, already marked, or no longer dead."""
+    marked: list[AgentRecord] = []
+
+    def decide(agent: AgentRecord | None) -> Decision:
         if agent is None or agent.dead_at is not None or observer.state(agent) != "dead":
             return None
         agent.dead_at = clock.iso()
-        mesh.store.write(agent_record_path(name), agent.to_record())
+        marked.append(agent)
+        return agent
+
+    mesh.backend.presence.change(name, decide)
+    if not marked:
+        return None
+    agent = marked[0]
     mesh.record("agent-dead", "prune", agent=name, pid=agent.pid, session=agent.session)
     if agent.ram_gb or agent.vram_gb:
         mesh.record(
@@ -110,114 +138,251 @@ def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
     return agent
 
 
-def prune(mesh: Mesh, *, dry_run: bool = False) -> dict[str, Any]:
-    """Apply the lifecycle now; with `dry_run`, report what would happen and change nothing."""
-    if dry_run:
-        return _plan(mesh.read_only())
-    report = _empty_report()
-    observer = Observer(mesh)
-    now = clock.now()
-    remove_after = mesh.config.lifecycle.remove_after
-    for name in mesh.agent_names():
-        agent = load(mesh, name)
-        if agent is None:
-            continue
-        marked = _mark_dead(mesh, observer, name)
-        if marked is not None:
-            agent = marked
-            report["marked_dead"].append(name)
-            if agent.ram_gb or agent.vram_gb:
-                report["budgets_released"].append(name)
-        if agent.dead_at is None:
-            continue
-        if "dead_at" in agent.clock_reset:
-            _save_reset_death(mesh, name)
-        if clock.now() - clock.parse_iso(agent.dead_at) >= remove_after:
-            removal = retire_agent(
-                mesh, name, event="agent-removed", actor="prune", only_if_dead=True
+# ---- the plan --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Pass:
+    """One prune pass: the mesh it acts on (a read-only view for a dry run), one Observer (tmux
+    is listed once), and for foresight the locks and tasks as they stand, read once."""
+
+    mesh: Mesh
+    observer: Observer
+
+    @cached_property
+    def locks(self) -> list[dict[str, Any]]:
+        from drasill_cli import locks
+
+        return locks.list_locks(self.mesh)
+
+    @cached_property
+    def tasks(self) -> list[dict[str, Any]]:
+        from drasill_cli import tasks
+
+        return tasks.list_tasks(self.mesh)
+
+
+class Action(Protocol):
+    """One step of a prune. `foresee` adds to the report what the step would do (a dry run,
+    on a read-only view); `apply` does it, re-checking under the record's exclusion, and adds
+    what it did. The report's keys are the words `mesh prune` prints."""
+
+    def foresee(self, run: Pass, report: Report) -> None: ...
+
+    def apply(self, run: Pass, report: Report) -> None: ...
+
+
+def _foresee_release(run: Pass, name: str, report: Report) -> None:
+    """The locks and claimed tasks `release_agent` would free for `name` (died: a task's fate
+    is the one `tasks.after_claimant_left` gives it)."""
+    from drasill_cli import tasks
+
+    report["locks_released"].extend(lock for lock in run.locks if lock["holder"] == name)
+    max_attempts = run.mesh.config.lifecycle.max_attempts
+    for task in run.tasks:
+        if task["claimed_by"] == name and task["state"] in ("claimed", "working"):
+            after = tasks.after_claimant_left(
+                Task.from_record(task), died=True, max_attempts=max_attempts
             )
-            _merge(report, removal)
-        else:
-            _release_if_still_dead(mesh, name, report)
-    from drasill_cli import locks
-
-    report["locks_released"].extend(locks.clear_stale(mesh))
-    report["temp_files_removed"] = _sweep_temp(mesh, now)
-    _tidy_mail(mesh, now, report)
-    if not report_is_empty(report):
-        mesh.record("prune", "prune", **{k: _count(v) for k, v in report.items() if k != "dry_run"})
-    return report
+            report["tasks_abandoned" if after.state == "abandoned" else "tasks_requeued"].append(
+                task
+            )
 
 
-def _plan(view: Mesh) -> dict[str, Any]:
-    """What prune would do, computed from a read-only view of the mesh."""
-    from drasill_cli import locks, messages, tasks
+@dataclasses.dataclass(frozen=True)
+class MarkDead:
+    """Record the death of an agent found dead (its budget is released with it)."""
 
-    report = _empty_report()
-    report["dry_run"] = True
-    observer = Observer(view)
-    now = clock.now()
-    remove_after = view.config.lifecycle.remove_after
-    departing: list[str] = []
-    for name in view.agent_names():
-        agent = load(view, name)
-        if agent is None:
-            continue
-        if agent.dead_at is None and observer.state(agent) == "dead":
-            report["marked_dead"].append(name)
-            if agent.ram_gb or agent.vram_gb:
-                report["budgets_released"].append(name)
-            dead_since = now
-        elif agent.dead_at is not None:
-            dead_since = clock.parse_iso(agent.dead_at)
-        else:
-            continue
-        departing.append(name)
-        if now - dead_since >= remove_after:
-            report["removed"].append(name)
-            unread = messages.unread_count(view, name)
-            if unread:
-                report["archived_messages"][name] = unread
-    report["locks_released"] = [
-        lock for lock in locks.list_locks(view) if lock["holder"] in departing or lock["stale"]
-    ]
-    max_attempts = view.config.lifecycle.max_attempts
-    for task in tasks.list_tasks(view):
-        if task["claimed_by"] in departing and task["state"] in ("claimed", "working"):
-            abandoned = task["attempts"] + 1 >= max_attempts
-            report["tasks_abandoned" if abandoned else "tasks_requeued"].append(task)
-    report["temp_files_removed"] = _sweep_temp(view, now, remove=False)
-    _tidy_mail(view, now, report, dry_run=True)
-    return report
+    agent: AgentRecord
+
+    def _count(self, report: Report) -> None:
+        report["marked_dead"].append(self.agent.name)
+        if self.agent.ram_gb or self.agent.vram_gb:
+            report["budgets_released"].append(self.agent.name)
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        self._count(report)
+
+    def apply(self, run: Pass, report: Report) -> None:
+        if _mark_dead(run.mesh, run.observer, self.agent.name) is not None:
+            self._count(report)
 
 
-def _sweep_temp(mesh: Mesh, now: float, *, remove: bool = True) -> list[str]:
-    """The store's temp files left by killed writers, older than `stale_tmp_after`."""
-    return mesh.store.sweep_temp(now - mesh.config.lifecycle.stale_tmp_after, remove=remove)
+@dataclasses.dataclass(frozen=True)
+class KeepResetDeath:
+    """Store a time of death from the future as now (nothing to report)."""
+
+    name: str
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        pass
+
+    def apply(self, run: Pass, report: Report) -> None:
+        _save_reset_death(run.mesh, self.name)
 
 
-def _tidy_mail(mesh: Mesh, now: float, report: dict[str, Any], *, dry_run: bool = False) -> None:
-    """Drop history past `messages.history_days` (0 keeps it forever) and attachment folders
-    that no message refers to (left by killed senders). Unread mail is never touched."""
-    from drasill_cli import messages
+@dataclasses.dataclass(frozen=True)
+class Remove:
+    """Remove an agent dead for `remove_after`: free its holdings, archive its unread mail."""
 
-    days = mesh.config.messages.history_days
-    if days > 0:
-        cutoff = now - days * 86400
-        if dry_run:
-            report["history_expired"] = messages.expired_history(mesh, cutoff)
-        else:
-            report["history_expired"] = messages.expire_history(mesh, cutoff)
-    orphans = messages.orphan_attachments(mesh, now - mesh.config.lifecycle.stale_tmp_after)
-    if dry_run:
-        report["attachments_removed"] = orphans
-    else:
+    name: str
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        from drasill_cli import messages
+
+        report["removed"].append(self.name)
+        unread = messages.unread_count(run.mesh, self.name)
+        if unread:
+            report["archived_messages"][self.name] = unread
+        _foresee_release(run, self.name, report)
+
+    def apply(self, run: Pass, report: Report) -> None:
+        removal = retire_agent(
+            run.mesh, self.name, event="agent-removed", actor="prune", only_if_dead=True
+        )
+        _merge(report, removal)
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """Free the locks and tasks of an agent that is dead but not yet due for removal."""
+
+    name: str
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        _foresee_release(run, self.name, report)
+
+    def apply(self, run: Pass, report: Report) -> None:
+        _release_if_still_dead(run.mesh, self.name, report)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClearStaleLocks:
+    """Drop locks whose lease ran out or whose holder is dead."""
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        freed = {(lock["path"], lock["holder"]) for lock in report["locks_released"]}
+        report["locks_released"].extend(
+            lock
+            for lock in run.locks
+            if lock["stale"] and (lock["path"], lock["holder"]) not in freed
+        )
+
+    def apply(self, run: Pass, report: Report) -> None:
+        from drasill_cli import locks
+
+        report["locks_released"].extend(locks.clear_stale(run.mesh))
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepTemp:
+    """Remove temp files of killed writers, last changed before `older_than`."""
+
+    older_than: float
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        sweep = run.mesh.backend.maintenance.sweep
+        report["temp_files_removed"] = sweep(self.older_than, apply=False)
+
+    def apply(self, run: Pass, report: Report) -> None:
+        report["temp_files_removed"] = run.mesh.backend.maintenance.sweep(self.older_than)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpireHistory:
+    """Delete sent and read messages created before `cutoff` (`messages.history_days`); unread
+    mail is never touched."""
+
+    cutoff: float
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        from drasill_cli import messages
+
+        report["history_expired"] = messages.expired_history(run.mesh, self.cutoff)
+
+    def apply(self, run: Pass, report: Report) -> None:
+        from drasill_cli import messages
+
+        report["history_expired"] = messages.expire_history(run.mesh, self.cutoff)
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoveOrphanAttachments:
+    """Remove attachment folders no message refers to (left by killed senders), older than
+    `older_than`."""
+
+    older_than: float
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        from drasill_cli import messages
+
+        report["attachments_removed"] = messages.orphan_attachments(run.mesh, self.older_than)
+
+    def apply(self, run: Pass, report: Report) -> None:
+        from drasill_cli import messages
+
         report["attachments_removed"] = [
-            msg_id for msg_id in orphans if messages.remove_attachment_folder(mesh, msg_id)
+            msg_id
+            for msg_id in messages.orphan_attachments(run.mesh, self.older_than)
+            if messages.remove_attachment_folder(run.mesh, msg_id)
         ]
 
 
-def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+def plan(run: Pass) -> list[Action]:
+    """What the lifecycle asks for now, read from the mesh: deaths to record, dead agents to
+    free or remove, then stale locks, temp files, old history and orphan attachments."""
+    now = clock.now()
+    lifecycle = run.mesh.config.lifecycle
+    actions: list[Action] = []
+    for agent in records(run.mesh):
+        if agent.dead_at is None:
+            if run.observer.state(agent) != "dead":
+                continue
+            actions.append(MarkDead(agent))
+            dead_since = now
+        else:
+            if "dead_at" in agent.clock_reset:
+                actions.append(KeepResetDeath(agent.name))
+            dead_since = clock.parse_iso(agent.dead_at)
+        due = now - dead_since >= lifecycle.remove_after
+        actions.append(Remove(agent.name) if due else Release(agent.name))
+    actions.append(ClearStaleLocks())
+    actions.append(SweepTemp(now - lifecycle.stale_tmp_after))
+    days = run.mesh.config.messages.history_days
+    if days > 0:  # 0 keeps history forever
+        actions.append(ExpireHistory(now - days * 86400))
+    actions.append(RemoveOrphanAttachments(now - lifecycle.stale_tmp_after))
+    return actions
+
+
+def foresee(run: Pass, actions: list[Action]) -> Report:
+    """The report of `actions` without doing them (a dry run)."""
+    report = _empty_report(dry_run=True)
+    for action in actions:
+        action.foresee(run, report)
+    return report
+
+
+def apply(run: Pass, actions: list[Action]) -> Report:
+    """Do `actions` in order; the report of what they did (recorded in the audit log)."""
+    report = _empty_report()
+    for action in actions:
+        action.apply(run, report)
+    if not report_is_empty(report):
+        counts = {key: _count(value) for key, value in report.items() if key != "dry_run"}
+        run.mesh.record("prune", "prune", **counts)
+    return report
+
+
+def prune(mesh: Mesh, *, dry_run: bool = False) -> Report:
+    """Apply the lifecycle now; with `dry_run`, report what would happen and change nothing."""
+    view = mesh.read_only() if dry_run else mesh
+    run = Pass(view, Observer(view))
+    actions = plan(run)
+    return foresee(run, actions) if dry_run else apply(run, actions)
+
+
+def _merge(into: Report, other: Report) -> None:
     for key, value in other.items():
         if isinstance(value, list):
             into[key].extend(value)

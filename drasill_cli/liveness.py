@@ -37,6 +37,12 @@ def process_start_time(pid: int) -> float | None:
         return None
 
 
+def same_start(started: float, recorded: float) -> bool:
+    """Whether a process that started at `started` is the one recorded as starting at `recorded`
+    (within the clock resolution that process tables report): a recycled pid never is."""
+    return abs(started - recorded) <= START_TIME_TOLERANCE_S
+
+
 def pid_alive(pid: int, started: float | None, host: str) -> bool | None:
     """True/False for a pid on this host; None when it cannot be judged (another host)."""
     if host != hostname():
@@ -44,7 +50,7 @@ def pid_alive(pid: int, started: float | None, host: str) -> bool | None:
     now_started = process_start_time(pid)
     if now_started is None or started is None:
         return False
-    return abs(now_started - started) <= START_TIME_TOLERANCE_S
+    return same_start(now_started, started)
 
 
 class HeimdallFiles(NamedTuple):

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound, OrdinaryOutcome
-from drasill_cli.mesh import Mesh, heartbeat_path
+from drasill_cli.mesh import Mesh
 from drasill_cli.models import FUTURE_SLACK_S, LOCK_MODES, LockRecord, RecordError
 from drasill_cli.names import check_agent_name
 
 if TYPE_CHECKING:
-    from drasill_cli import agents
+    from drasill_cli import presence
 
 LOCK_DIR = "locks"
 TABLE_LOCK = "locks"
@@ -194,24 +194,24 @@ class _Judge:
         self.now = now
         self._dead: dict[str, bool] = {}
         self._seen: dict[str, float | None] = {}
-        self._observer: agents.Observer | None = None
+        self._observer: presence.Observer | None = None
 
     def holder_dead(self, holder: str) -> bool:
         """Whether `holder` is a registered agent that is dead (unregistered: never)."""
         if holder not in self._dead:
             dead = False
             if self.mesh.is_registered(holder):
-                from drasill_cli import agents
+                from drasill_cli import presence
 
-                self._observer = self._observer or agents.Observer(self.mesh)
-                dead = agents.is_dead(self.mesh, holder, self._observer)
+                self._observer = self._observer or presence.Observer(self.mesh)
+                dead = presence.is_dead(self.mesh, holder, self._observer)
             self._dead[holder] = dead
         return self._dead[holder]
 
     def last_seen(self, holder: str) -> float | None:
         """The holder's last heartbeat (a time from the future counts as now); None if none."""
         if holder not in self._seen:
-            beat = self.mesh.store.mtime(heartbeat_path(holder))
+            beat = self.mesh.backend.presence.last_seen(holder)
             self._seen[holder] = None if beat is None else min(beat, self.now)
         return self._seen[holder]
 

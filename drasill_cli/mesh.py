@@ -13,22 +13,12 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli import clock
 from drasill_cli.config import Config, load_config, resolve_mesh_dir
 from drasill_cli.errors import MeshError
-from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES, check_agent_name
+from drasill_cli.names import check_agent_name
 
 if TYPE_CHECKING:
     from drasill_cli.backends.directory import DirectoryBackend
     from drasill_cli.backends.directory.store import FileStore
     from drasill_cli.storage import Backend
-
-
-def agent_record_path(name: str) -> str:
-    """Where an agent's record is stored."""
-    return f"agents/{name}.json"
-
-
-def heartbeat_path(name: str) -> str:
-    """The file whose mtime is an agent's last sign of life."""
-    return f"heartbeats/{name}"
 
 
 class Mesh:
@@ -91,23 +81,20 @@ class Mesh:
         """Problems met and handled (quarantined records); the CLI shows them on stderr."""
         return self.backend.warnings
 
+    # Presence asked on hot paths by many modules (`mesh.backend.presence` has the rest).
+
     def is_registered(self, name: str) -> bool:
-        """Whether `name` has an agent record (a stat, no parse: cheap on hot paths)."""
-        return self.store.mtime(agent_record_path(name)) is not None
+        """Whether `name` has an agent record (no parse: cheap on hot paths)."""
+        return self.backend.presence.is_registered(name)
 
     def agent_names(self) -> list[str]:
-        """Names of every registered agent, sorted (from file names: no parse). A file whose
-        name is not an agent name is not an agent (it is left for `mesh doctor` to report)."""
-        names = (n.removesuffix(".json") for n in self.store.names("agents"))
-        return [n for n in names if AGENT_NAME_RE.fullmatch(n) and n not in RESERVED_NAMES]
+        """Names of every registered agent, sorted (no parse)."""
+        return self.backend.presence.names()
 
     def touch_heartbeat(self, name: str) -> bool:
         """Count a command run as `name` as its heartbeat; False if `name` is not registered."""
         check_agent_name(name)
-        if not self.is_registered(name):
-            return False
-        self.store.touch(heartbeat_path(name))
-        return True
+        return self.backend.presence.beat(name)
 
     def record(self, event: str, actor: str | None, **details: Any) -> None:
         """Append one event to the audit log: time, event, actor and details (the log's one

@@ -449,9 +449,9 @@ def _check_claimant_alive(mesh: Mesh, actor: str) -> None:
     """
     if not mesh.is_registered(actor):
         return
-    from drasill_cli import agents
+    from drasill_cli import presence
 
-    if not agents.is_dead(mesh, actor):
+    if not presence.is_dead(mesh, actor):
         return
     raise NegativeOutcome(
         f"{actor} is registered but dead (its process or session is gone), so a task it "
@@ -763,9 +763,9 @@ def _reviewers(mesh: Mesh, task: dict[str, Any], author: str) -> list[str]:
     creator = task["created_by"]
     if creator is not None and creator != author and mesh.is_registered(creator):
         return [creator]
-    from drasill_cli import agents
+    from drasill_cli import presence
 
-    return [a["name"] for a in agents.list_agents(mesh) if a["name"] != author]
+    return [a["name"] for a in presence.list_agents(mesh) if a["name"] != author]
 
 
 def _excerpt(text: str, task_id: str, limit: int = 1000) -> str:
@@ -804,6 +804,22 @@ def _tell(mesh: Mesh, sender: str, recipients: Sequence[str | None], body: str) 
     return told
 
 
+def after_claimant_left(task: Task, *, died: bool, max_attempts: int) -> Task:
+    """`task` as it goes back when its claimant left: a claimant that died costs an attempt, and
+    a task whose attempts reach `max_attempts` is abandoned instead of queued; one that
+    unregistered (`died` False) leaves it queued with its attempts unchanged. Pure: prune's
+    dry run asks it too."""
+    attempts = task.attempts + 1 if died else task.attempts
+    gone = died and attempts >= max_attempts
+    return task.replace(
+        state="abandoned" if gone else "queued",
+        claimed_by=None,
+        claimed_at=None,
+        attempts=attempts,
+        updated_at=clock.iso(),
+    )
+
+
 def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[dict[str, Any]]:
     """Return an agent's claimed and working tasks to the queue.
 
@@ -824,15 +840,8 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
             if before is None or _holder(before) != agent_name:
                 mesh.store.remove(_held_marker(agent_name, task_id))  # stale
                 continue
-            attempts = before.attempts + 1 if died else before.attempts
-            gone = died and attempts >= max_attempts
-            after = before.replace(
-                state="abandoned" if gone else "queued",
-                claimed_by=None,
-                claimed_at=None,
-                attempts=attempts,
-                updated_at=clock.iso(),
-            )
+            after = after_claimant_left(before, died=died, max_attempts=max_attempts)
+            gone = after.state == "abandoned"
             _save(mesh, before, after)
             mesh.record(
                 "task-abandon" if gone else "task-requeue",
@@ -840,7 +849,7 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
                 task=task_id,
                 state=after.state,
                 agent=agent_name,
-                attempts=attempts,
+                attempts=after.attempts,
                 reason="claimant dead" if died else "claimant unregistered",
             )
         changed.append(after.to_record())

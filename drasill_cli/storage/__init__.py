@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from drasill_cli.storage.auditlog import AuditLog
     from drasill_cli.storage.changes import Changes
     from drasill_cli.storage.maintenance import Maintenance
+    from drasill_cli.storage.presence import Presence
     from drasill_cli.storage.wakebook import WakeBook
 
 
@@ -87,6 +88,9 @@ class Backend(Protocol):
 
     @property
     def maintenance(self) -> Maintenance: ...
+
+    @property
+    def presence(self) -> Presence: ...
 
     def close(self) -> None:
         """Release what the backend holds (a connection); the files backend holds nothing."""

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from drasill_cli.backends.directory.auditlog import DirectoryAuditLog
     from drasill_cli.backends.directory.changes import DirectoryChanges
     from drasill_cli.backends.directory.maintenance import DirectoryMaintenance
+    from drasill_cli.backends.directory.presence import DirectoryPresence
     from drasill_cli.backends.directory.wakebook import DirectoryWakeBook
     from drasill_cli.config import Config
 
@@ -106,3 +107,9 @@ class DirectoryBackend:
         from drasill_cli.backends.directory.maintenance import DirectoryMaintenance
 
         return DirectoryMaintenance(self.store, self.config)
+
+    @cached_property
+    def presence(self) -> DirectoryPresence:
+        from drasill_cli.backends.directory.presence import DirectoryPresence
+
+        return DirectoryPresence(self.store)

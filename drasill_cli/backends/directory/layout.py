@@ -51,6 +51,11 @@ def heartbeat(name: str) -> str:
     return f"{HEARTBEATS_DIR}/{name}"
 
 
+def agent_lock(name: str) -> str:
+    """The sidecar flock under which an agent's record is decided and written."""
+    return f"agent-{name}"
+
+
 def inbox_new(name: str) -> str:
     return f"{INBOX_DIR}/{name}/new"
 
