@@ -41,6 +41,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from drasill_cli.storage.board import TaskBoard
     from drasill_cli.storage.changes import Changes
 
 
@@ -72,6 +73,9 @@ class Backend(Protocol):
         ...
 
     # ---- the interfaces (one property each, in the order of the table above) ---------------
+
+    @property
+    def board(self) -> TaskBoard: ...
 
     @property
     def changes(self) -> Changes: ...

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 
 if TYPE_CHECKING:
+    from drasill_cli.backends.directory.board import DirectoryBoard
     from drasill_cli.backends.directory.changes import DirectoryChanges
     from drasill_cli.config import Config
 
@@ -68,3 +69,9 @@ class DirectoryBackend:
         from drasill_cli.backends.directory.changes import DirectoryChanges
 
         return DirectoryChanges(self.store)
+
+    @cached_property
+    def board(self) -> DirectoryBoard:
+        from drasill_cli.backends.directory.board import DirectoryBoard
+
+        return DirectoryBoard(self.store)
