@@ -311,7 +311,7 @@ def _claimed(
 ) -> Task:
     """The decision of a claim: the task held by `actor`, or NegativeOutcome (claim lost).
 
-    `dependency_states` is the cache of a dependency check just made under the same lock.
+    `dependency_states` is the cache of a dependency check just made under the same exclusion.
     """
     if task.state != "queued":
         raise _claim_lost(task)
@@ -355,8 +355,8 @@ def claim(mesh: Mesh, actor: str, ref: str) -> dict[str, Any]:
     task_id = resolve_id(mesh, ref)
     seen = _require(mesh, task_id)
     if seen.state != "queued":
-        # Records are replaced atomically, so this unlocked look is a whole, true past state:
-        # losers of a race leave without queueing for the lock.
+        # A task is stored whole, so this look without exclusion is a true past state: losers
+        # of a race leave without waiting for the winner's change.
         raise _claim_lost(seen)
     _check_claimant_alive(mesh, actor)
     return _change(mesh, task_id, actor, "task-claim", lambda task: _claimed(mesh, task, actor))
@@ -698,7 +698,7 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
     attempts + 1, and a task whose attempts reach `lifecycle.max_attempts` is abandoned instead
     (`mesh task release ID --force` requeues it). With `died=False` (the agent was
     unregistered) the tasks go back to queued with attempts unchanged. Each task is changed
-    under its lock and only while it is still held by `agent_name`, so running this twice, or
+    under its exclusion and only while it is still held by `agent_name`, so running this twice, or
     from several prune processes at once, changes each task once.
     """
     check_agent_name(agent_name)
