@@ -1,22 +1,13 @@
 """Tasks: add, claim exactly once, move through the lifecycle, depend on each other, get reviewed.
 
-Each task is one record, `tasks/<id>.json`, and every change to it is a read-decide-write under
-the task's own sidecar lock (`task-<id>`), so of any number of racing claimers exactly one wins and
-only the claimant can move its task. Two indexes of empty marker files keep the hot paths from
-reading every record:
+The rules live here: the state machine, dependencies, who may move a task, review, requeueing
+the tasks of a dead claimant, the messages to reviewers and the audit lines. How tasks are kept
+and excluded is the task board's (`mesh.backend.board`, `drasill_cli.storage.board`): every
+change is one `board.change`, a read-decide-write under the task's exclusion, so of any number
+of racing claimers exactly one wins and only the claimant can move its task.
 
-- `tasks/queued/<priority key>_<id>.ref`: the queued tasks; the names sort by priority (highest
-  first), then by id (oldest first), so `claim --next` walks them in claim order;
-- `tasks/held/<agent>/<id>.ref`: the claimed and working tasks of each agent, for requeueing the
-  tasks of a dead agent.
-
-The record is the truth and the markers are hints: a marker is created before the record enters
-its state and removed after the record leaves it, so a crash can leave a stale marker (skipped
-and removed under the task's lock when met) but never hide a queued or held task.
-
-Ids are short and sort in creation order: `t-0001`, `t-0002`, ... numbered under one store lock
-(`task-ids`), so tables show them whole and people can type them (`7` and `t-7` name `t-0007`).
-Past `t-9999` a letter for the number of digits keeps the order: `t-a10000`, `t-b100000`.
+Ids are short and sort in creation order (`t-0001`, `t-0002`, ..., numbered by the board), so
+tables show them whole and people can type them (`7` and `t-7` name `t-0007`).
 """
 
 from __future__ import annotations
@@ -25,39 +16,35 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, get_args
 
 from drasill_cli import clock
 from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound, OrdinaryOutcome
 from drasill_cli.mesh import Mesh
-from drasill_cli.models import RecordError, Task, TaskState
+from drasill_cli.models import Task, TaskState
 from drasill_cli.names import check_agent_name, has_control_chars
+from drasill_cli.storage.board import (
+    CHANGE_TIMEOUT_S,
+    HELD_STATES,
+    PRIORITY_LIMIT,
+    TaskBoard,
+    TaskBusy,
+    format_id,
+    holder,
+    id_number,
+)
 
-TASK_DIR = "tasks"
-QUEUE_DIR = f"{TASK_DIR}/queued"
-HELD_DIR = f"{TASK_DIR}/held"
-MARKER_SUFFIX = ".ref"
+__all__ = ["HELD_STATES", "PRIORITY_LIMIT", "TaskBusy", "format_id", "id_number"]
+
 STATES: tuple[str, ...] = get_args(TaskState)
-HELD_STATES = frozenset({"claimed", "working"})
-PRIORITY_LIMIT = 1_000_000
 MAX_TITLE_CHARS = 200
-LOCK_TIMEOUT_S = 30.0
+LOCK_TIMEOUT_S = CHANGE_TIMEOUT_S
 _ID_RE = re.compile(r"[a-z0-9-]{1,64}")
 _NUMBER_RE = re.compile(r"(?:t-)?0*([0-9]{1,30})")
-ID_DIGITS = 4
-ID_LOCK = "task-ids"
-SEQUENCE_RECORD = "counters/tasks.json"
-# Events wake `claim_next_wait`; this re-check only guards against an event the kernel dropped.
+# Changes wake `claim_next_wait`; this re-check only guards against a change notice that was lost.
 WAIT_RECHECK_S = 5.0
 
 Decide = Callable[[Task], Task]
-
-
-class TaskBusy(NegativeOutcome):
-    """Another process holds the task's lock (a racing claimer, or one that hangs)."""
-
-    default_code = "task-busy"
 
 
 class NothingClaimable(OrdinaryOutcome):
@@ -66,74 +53,21 @@ class NothingClaimable(OrdinaryOutcome):
     default_code = "nothing-claimable"
 
 
-def format_id(number: int) -> str:
-    """`t-0007` for 7: four digits, then a letter for each longer width (`t-a10000`), so that
-    ids sort as strings in creation order."""
-    digits = str(number)
-    if len(digits) <= ID_DIGITS:
-        return f"t-{number:0{ID_DIGITS}d}"
-    return f"t-{chr(ord('a') + len(digits) - ID_DIGITS - 1)}{digits}"
-
-
-def id_number(task_id: str) -> int | None:
-    """The number of an id made by `format_id`; None for any other id."""
-    body = task_id.removeprefix("t-")
-    if body[:1].isalpha():
-        body = body[1:]
-    if not body.isdigit() or not task_id.startswith("t-"):
-        return None
-    number = int(body)
-    return number if format_id(number) == task_id else None
-
-
-def record_path(task_id: str) -> str:
-    """Where the task's record is stored."""
-    return f"{TASK_DIR}/{task_id}.json"
-
-
-def _queue_marker(task: Task) -> str:
-    # Fixed width, so that the names sort by priority descending: 0000000 is PRIORITY_LIMIT.
-    return f"{QUEUE_DIR}/{PRIORITY_LIMIT - task.priority:07d}_{task.id}{MARKER_SUFFIX}"
-
-
-def _marker_task_id(marker: str) -> str:
-    return marker.removesuffix(MARKER_SUFFIX).partition("_")[2]
-
-
-def _held_marker(agent: str, task_id: str) -> str:
-    return f"{HELD_DIR}/{agent}/{task_id}{MARKER_SUFFIX}"
-
-
-def _holder(task: Task | None) -> str | None:
-    """The agent a claimed or working task belongs to (None in every other state)."""
-    if task is None or task.state not in HELD_STATES:
-        return None
-    return task.claimed_by
+def _board(mesh: Mesh) -> TaskBoard:
+    return mesh.backend.board
 
 
 # ---- reading ---------------------------------------------------------------------------------
 
 
-def _load(mesh: Mesh, task_id: str) -> Task | None:
-    """The task's record, or None; a record that is not a valid task is quarantined."""
-    raw = mesh.store.read(record_path(task_id))
-    if raw is None:
-        return None
-    try:
-        task = Task.from_record(raw)
-    except RecordError:
-        mesh.store.quarantine(record_path(task_id), "is not a valid task record")
-        return None
-    if task.id != task_id:
-        mesh.store.quarantine(record_path(task_id), f"holds task {task.id!r}, not {task_id!r}")
-        return None
-    return task
+def _unknown(task_id: str) -> NotFound:
+    return NotFound(f"no task {task_id!r}; see `mesh task list`", code="unknown-task")
 
 
 def _require(mesh: Mesh, task_id: str) -> Task:
-    task = _load(mesh, task_id)
+    task = _board(mesh).get(task_id)
     if task is None:
-        raise NotFound(f"no task {task_id!r}; see `mesh task list`", code="unknown-task")
+        raise _unknown(task_id)
     return task
 
 
@@ -145,16 +79,15 @@ def resolve_id(mesh: Mesh, ref: str) -> str:
             f"{ref!r} is not a task id: ids look like t-0007 (the number alone, 7, is enough)",
             code="invalid-task-id",
         )
-    if mesh.store.mtime(record_path(ref)) is not None:
+    board = _board(mesh)
+    if board.exists(ref):
         return ref
     number = _NUMBER_RE.fullmatch(ref)
     if number is not None:
         numbered = format_id(int(number.group(1)))
-        if mesh.store.mtime(record_path(numbered)) is not None:
+        if board.exists(numbered):
             return numbered
-    matches = [
-        name.removesuffix(".json") for name in mesh.store.names(TASK_DIR) if name.startswith(ref)
-    ]
+    matches = [task_id for task_id in board.ids() if task_id.startswith(ref)]
     if not matches:
         raise NotFound(f"no task matches {ref!r}; see `mesh task list`", code="unknown-task")
     if len(matches) > 1:
@@ -179,47 +112,14 @@ def list_tasks(mesh: Mesh, state: str | None = None) -> list[dict[str, Any]]:
             f"unknown task state {state!r}; use one of {', '.join(STATES)}",
             code="invalid-state",
         )
-    found = []
-    for name in mesh.store.names(TASK_DIR):
-        task = _load(mesh, name.removesuffix(".json"))
-        if task is not None and (state is None or task.state == state):
-            found.append(task.to_record())
+    found = [
+        task.to_record() for task in _board(mesh).all() if state is None or task.state == state
+    ]
     # Creation order; the time first keeps it across id formats (meshes made before short ids).
     return sorted(found, key=lambda task: (task["created_at"], task["id"]))
 
 
 # ---- writing ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def _locked(mesh: Mesh, task_id: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """The task's sidecar lock; a holder that never lets go becomes a clear exit 1, not a hang."""
-    from drasill_cli.errors import Busy
-
-    try:
-        with mesh.store.lock(f"task-{task_id}", timeout=timeout):
-            yield
-    except Busy:
-        raise TaskBusy(
-            f"task {task_id} is busy: another mesh process held its lock for {timeout:g}s; "
-            "try again"
-        ) from None
-
-
-def _save(mesh: Mesh, before: Task | None, after: Task) -> None:
-    """Write the record and keep both indexes in step (markers added first, removed last)."""
-    store = mesh.store
-    was_queued = before is not None and before.state == "queued"
-    old_holder, new_holder = _holder(before), _holder(after)
-    if after.state == "queued" and not was_queued:
-        store.touch(_queue_marker(after))
-    if new_holder is not None and new_holder != old_holder:
-        store.touch(_held_marker(new_holder, after.id))
-    store.write(record_path(after.id), after.to_record())
-    if before is not None and was_queued and after.state != "queued":
-        store.remove(_queue_marker(before))
-    if old_holder is not None and old_holder != new_holder:
-        store.remove(_held_marker(old_holder, after.id))
 
 
 def _change(
@@ -230,24 +130,28 @@ def _change(
     decide: Decide,
     **details: Any,
 ) -> dict[str, Any]:
-    """Read, decide and write one task under its lock, and audit the change.
+    """Read, decide and write one task under its exclusion, and audit the change.
 
     `decide` raises (nothing is written) or returns the new record. The audit line, with the
-    state before and after, is appended inside the lock, so the log orders each task's events
-    as they happened.
+    state before and after, is appended under the exclusion, so the log orders each task's
+    events as they happened.
     """
     if actor is not None:
         check_agent_name(actor)
-    with _locked(mesh, task_id):
-        before = _require(mesh, task_id)
-        after = decide(before).replace(updated_at=clock.iso())
-        _save(mesh, before, after)
+
+    def audit(before: Task, after: Task) -> None:
         if before.claimed_by is not None and before.claimed_by != after.claimed_by:
             details["previous_claimant"] = before.claimed_by
         mesh.record(
             event, actor, task=task_id, state=after.state, from_state=before.state, **details
         )
-    return after.to_record()
+
+    changed = _board(mesh).change(
+        task_id, lambda task: decide(task).replace(updated_at=clock.iso()), then=audit
+    )
+    if changed is None:  # gone since it was named (a damaged record, quarantined)
+        raise _unknown(task_id)
+    return changed[1].to_record()
 
 
 # ---- add -------------------------------------------------------------------------------------
@@ -286,7 +190,7 @@ def _find_cycle(mesh: Mesh, start: str) -> list[str] | None:
     pending: list[Iterator[str]] = []
 
     def enter(task_id: str) -> None:
-        task = _load(mesh, task_id)
+        task = _board(mesh).get(task_id)
         path.append(task_id)
         on_path.add(task_id)
         unfinished = task is not None and task.state != "completed"
@@ -353,10 +257,11 @@ def add_task(
             code="invalid-priority",
         )
     deps = _check_dependencies(mesh, depends_on)
-    with mesh.store.lock(ID_LOCK):
-        now = clock.iso()
-        task = Task(
-            id=_next_id(mesh),
+
+    def make(task_id: str) -> Task:
+        now = clock.iso()  # taken as the id is: creation times follow the numbering
+        return Task(
+            id=task_id,
             title=title,
             body=body,
             state="queued",
@@ -368,31 +273,12 @@ def add_task(
             review=review,
             cwd=cwd or os.getcwd(),
         )
-        # Under the task's own lock too: its queue marker appears before its record, and a
-        # claimer that met the marker first would otherwise take it for a stale one and drop it.
-        with _locked(mesh, task.id):
-            _save(mesh, None, task)
+
+    task = _board(mesh).add(make)
     mesh.record(
         "task-add", actor, task=task.id, state=task.state, priority=priority, depends_on=deps
     )
     return task.to_record()
-
-
-def _next_id(mesh: Mesh) -> str:
-    """The next free numbered id (the caller holds ID_LOCK).
-
-    The counter record remembers the last number even if that task's record is later
-    quarantined; the listing covers a counter that is missing or behind.
-    """
-    raw = mesh.store.read(SEQUENCE_RECORD)
-    last = raw.get("last") if raw is not None else None
-    numbers = [id_number(name.removesuffix(".json")) for name in mesh.store.names(TASK_DIR)]
-    number = max([n for n in numbers if n is not None] + [last if isinstance(last, int) else 0])
-    number += 1
-    while mesh.store.mtime(record_path(format_id(number))) is not None:
-        number += 1
-    mesh.store.write(SEQUENCE_RECORD, {"last": number})
-    return format_id(number)
 
 
 # ---- claim -----------------------------------------------------------------------------------
@@ -403,7 +289,7 @@ def _pending_dependencies(mesh: Mesh, task: Task, cache: dict[str, str]) -> list
     pending = []
     for dep in task.depends_on:
         if dep not in cache:
-            found = _load(mesh, dep)
+            found = _board(mesh).get(dep)
             cache[dep] = found.state if found is not None else "missing"
         if cache[dep] != "completed":
             pending.append(f"{dep} ({cache[dep]})")
@@ -411,10 +297,9 @@ def _pending_dependencies(mesh: Mesh, task: Task, cache: dict[str, str]) -> list
 
 
 def _claim_lost(task: Task) -> NegativeOutcome:
-    holder = f" by {task.claimed_by}" if task.claimed_by else ""
+    by = f" by {task.claimed_by}" if task.claimed_by else ""
     return NegativeOutcome(
-        f"claim lost: task {task.id} is {task.state}{holder}; take another with "
-        "`mesh claim --next`",
+        f"claim lost: task {task.id} is {task.state}{by}; take another with `mesh claim --next`",
         code="claim-lost",
         state=task.state,
         claimed_by=task.claimed_by,
@@ -426,7 +311,7 @@ def _claimed(
 ) -> Task:
     """The decision of a claim: the task held by `actor`, or NegativeOutcome (claim lost).
 
-    `dependency_states` is the cache of a dependency check just made under the same lock.
+    `dependency_states` is the cache of a dependency check just made under the same exclusion.
     """
     if task.state != "queued":
         raise _claim_lost(task)
@@ -470,47 +355,49 @@ def claim(mesh: Mesh, actor: str, ref: str) -> dict[str, Any]:
     task_id = resolve_id(mesh, ref)
     seen = _require(mesh, task_id)
     if seen.state != "queued":
-        # Records are replaced atomically, so this unlocked look is a whole, true past state:
-        # losers of a race leave without queueing for the lock.
+        # A task is stored whole, so this look without exclusion is a true past state: losers
+        # of a race leave without waiting for the winner's change.
         raise _claim_lost(seen)
     _check_claimant_alive(mesh, actor)
     return _change(mesh, task_id, actor, "task-claim", lambda task: _claimed(mesh, task, actor))
 
 
-def _try_claim_next(mesh: Mesh, actor: str, marker: str, timeout: float) -> Task | None:
-    """Claim the task of a queue marker if it is still queued and ready; else None."""
-    task_id = _marker_task_id(marker)
-    with _locked(mesh, task_id, timeout):
-        task = _load(mesh, task_id)
-        if task is None or task.state != "queued":
-            mesh.store.remove(f"{QUEUE_DIR}/{marker}")  # stale: the record moved on
-            return None
+def _try_claim_next(mesh: Mesh, actor: str, task_id: str, timeout: float) -> Task | None:
+    """Claim the queued task `task_id` if it is still queued and ready; else None."""
+
+    def decide(task: Task) -> Task | None:
+        if task.state != "queued":
+            return None  # claimed by a racer, or its queue entry was stale
         dependency_states: dict[str, str] = {}
         if _pending_dependencies(mesh, task, dependency_states):
             return None
-        after = _claimed(mesh, task, actor, dependency_states).replace(updated_at=clock.iso())
-        _save(mesh, task, after)
+        return _claimed(mesh, task, actor, dependency_states).replace(updated_at=clock.iso())
+
+    def audit(_before: Task, after: Task) -> None:
         mesh.record(
             "task-claim", actor, task=task_id, state=after.state, from_state="queued", next=True
         )
-        return after
+
+    changed = _board(mesh).change(task_id, decide, timeout=timeout, then=audit)
+    return None if changed is None else changed[1]
 
 
 def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
     """Claim the highest-priority, oldest queued task whose dependencies are all completed.
 
-    Candidates come from the queue index in claim order. A candidate whose lock is taken is
-    being claimed by a racer, so it is skipped at once and only retried (waiting for the lock)
-    when nothing else could be claimed; racing claimers thus spread over the queue. A
+    Candidates come from the board's queue in claim order. A candidate that is busy is being
+    claimed by a racer, so it is skipped at once and only retried (waiting for it) when
+    nothing else could be claimed; racing claimers thus spread over the queue. A
     registered claimant that is dead is refused (NegativeOutcome `claimant-dead`).
     """
     check_agent_name(actor)
     _check_claimant_alive(mesh, actor)
     states: dict[str, str] = {}
+    board = _board(mesh)
     busy: list[str] = []
     waiting = 0
-    for marker in mesh.store.names(QUEUE_DIR, MARKER_SUFFIX):
-        seen = _load(mesh, _marker_task_id(marker))
+    for task_id in board.queued():
+        seen = board.get(task_id)
         if (
             seen is not None
             and seen.state == "queued"
@@ -519,14 +406,14 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
             waiting += 1
             continue
         try:
-            won = _try_claim_next(mesh, actor, marker, timeout=0)
+            won = _try_claim_next(mesh, actor, task_id, timeout=0)
         except TaskBusy:
-            busy.append(marker)
+            busy.append(task_id)
             continue
         if won is not None:
             return won.to_record()
-    for marker in busy:
-        won = _try_claim_next(mesh, actor, marker, timeout=LOCK_TIMEOUT_S)
+    for task_id in busy:
+        won = _try_claim_next(mesh, actor, task_id, timeout=LOCK_TIMEOUT_S)
         if won is not None:
             return won.to_record()
     if waiting:
@@ -542,8 +429,8 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
 def claim_next_wait(mesh: Mesh, actor: str, wait: float) -> dict[str, Any]:
     """`claim_next`, waiting up to `wait` seconds (inf: no limit) for a task to become claimable.
 
-    Woken by file events in the task folder (a task added, released, requeued, or a dependency
-    completed), with a slow re-check in case an event is lost; never a polling loop. The watch
+    Woken by changes of the task board (a task added, released, requeued, or a dependency
+    completed), with a slow re-check in case a notice is lost; never a polling loop. The watch
     starts before the first try, so a change in between still wakes it.
     """
     if not wait >= 0:  # nan compares false
@@ -827,30 +714,32 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
     attempts + 1, and a task whose attempts reach `lifecycle.max_attempts` is abandoned instead
     (`mesh task release ID --force` requeues it). With `died=False` (the agent was
     unregistered) the tasks go back to queued with attempts unchanged. Each task is changed
-    under its lock and only while it is still held by `agent_name`, so running this twice, or
+    under its exclusion and only while it is still held by `agent_name`, so running this twice, or
     from several prune processes at once, changes each task once.
     """
     check_agent_name(agent_name)
     max_attempts = mesh.config.lifecycle.max_attempts
+    board = _board(mesh)
     changed = []
-    for marker in mesh.store.names(f"{HELD_DIR}/{agent_name}", MARKER_SUFFIX):
-        task_id = marker.removesuffix(MARKER_SUFFIX)
-        with _locked(mesh, task_id):
-            before = _load(mesh, task_id)
-            if before is None or _holder(before) != agent_name:
-                mesh.store.remove(_held_marker(agent_name, task_id))  # stale
-                continue
-            after = after_claimant_left(before, died=died, max_attempts=max_attempts)
-            gone = after.state == "abandoned"
-            _save(mesh, before, after)
-            mesh.record(
-                "task-abandon" if gone else "task-requeue",
-                None,
-                task=task_id,
-                state=after.state,
-                agent=agent_name,
-                attempts=after.attempts,
-                reason="claimant dead" if died else "claimant unregistered",
-            )
-        changed.append(after.to_record())
+
+    def decide(before: Task) -> Task | None:
+        if holder(before) != agent_name:
+            return None  # moved on since it was listed
+        return after_claimant_left(before, died=died, max_attempts=max_attempts)
+
+    def audit(_before: Task, after: Task) -> None:
+        mesh.record(
+            "task-abandon" if after.state == "abandoned" else "task-requeue",
+            None,
+            task=after.id,
+            state=after.state,
+            agent=agent_name,
+            attempts=after.attempts,
+            reason="claimant dead" if died else "claimant unregistered",
+        )
+
+    for task_id in board.held_by(agent_name):
+        done = board.change(task_id, decide, then=audit)
+        if done is not None:
+            changed.append(done[1].to_record())
     return changed

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from drasill_cli import tasks
+from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
@@ -229,7 +230,7 @@ def test_8_workers_claim_500_tasks_exactly_once_in_order(mesh: Mesh, mesh_dir: P
         [ctx.Process(target=worker, args=(f"w{i}", out, mesh_dir, barrier)) for i in range(8)],
     )
     check_claim_order(mesh, claims, workers=8, total=500)
-    assert mesh.store.names(tasks.QUEUE_DIR, tasks.MARKER_SUFFIX) == []
+    assert mesh.store.names(layout.QUEUE_DIR, layout.MARKER_SUFFIX) == []
 
 
 def cli_claim_loop(cli: MeshRunner, name: str, claims: dict[str, list[str]]) -> None:

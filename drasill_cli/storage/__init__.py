@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from drasill_cli.storage.auditlog import AuditLog
+    from drasill_cli.storage.board import TaskBoard
     from drasill_cli.storage.changes import Changes
     from drasill_cli.storage.maintenance import Maintenance
     from drasill_cli.storage.presence import Presence
@@ -82,6 +83,9 @@ class Backend(Protocol):
 
     @property
     def audit_log(self) -> AuditLog: ...
+
+    @property
+    def board(self) -> TaskBoard: ...
 
     @property
     def changes(self) -> Changes: ...

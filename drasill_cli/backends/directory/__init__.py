@@ -17,6 +17,7 @@ from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 
 if TYPE_CHECKING:
     from drasill_cli.backends.directory.auditlog import DirectoryAuditLog
+    from drasill_cli.backends.directory.board import DirectoryBoard
     from drasill_cli.backends.directory.changes import DirectoryChanges
     from drasill_cli.backends.directory.maintenance import DirectoryMaintenance
     from drasill_cli.backends.directory.presence import DirectoryPresence
@@ -113,3 +114,9 @@ class DirectoryBackend:
         from drasill_cli.backends.directory.presence import DirectoryPresence
 
         return DirectoryPresence(self.store)
+
+    @cached_property
+    def board(self) -> DirectoryBoard:
+        from drasill_cli.backends.directory.board import DirectoryBoard
+
+        return DirectoryBoard(self.store)

@@ -22,6 +22,8 @@ QUEUE_DIR = f"{TASKS_DIR}/queued"
 HELD_DIR = f"{TASKS_DIR}/held"
 MARKER_SUFFIX = ".ref"
 TASK_SEQUENCE = "counters/tasks.json"
+# Sidecar lock names: one per task (every change of it), one for numbering new tasks.
+TASK_IDS_LOCK = "task-ids"
 
 # The path-lock table: one record per (path, holder).
 LOCK_TABLE_DIR = "locks"
@@ -70,3 +72,11 @@ def wake_state(name: str) -> str:
 
 def audit_rotated(stamp: str) -> str:
     return f"{AUDIT_DIR}/events-{stamp}.jsonl"
+
+
+def task_record(task_id: str) -> str:
+    return f"{TASKS_DIR}/{task_id}.json"
+
+
+def task_lock(task_id: str) -> str:
+    return f"task-{task_id}"
