@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 
 if TYPE_CHECKING:
+    from drasill_cli.backends.directory.attachments import DirectoryAttachments
     from drasill_cli.backends.directory.changes import DirectoryChanges
+    from drasill_cli.backends.directory.mailbox import DirectoryMailbox
     from drasill_cli.config import Config
 
 
@@ -68,3 +70,16 @@ class DirectoryBackend:
         from drasill_cli.backends.directory.changes import DirectoryChanges
 
         return DirectoryChanges(self.store)
+
+    @cached_property
+    def mailbox(self) -> DirectoryMailbox:
+        from drasill_cli.backends.directory.mailbox import DirectoryMailbox
+
+        return DirectoryMailbox(self.store, self.attachments.local_path)
+
+    @cached_property
+    def attachments(self) -> DirectoryAttachments:
+        from drasill_cli.backends.directory.attachments import DirectoryAttachments
+
+        # A lambda, not `self.mailbox.locator`: the mailbox is built from `self.attachments`.
+        return DirectoryAttachments(self.store, lambda: self.mailbox.locator())  # noqa: PLW0108

@@ -53,3 +53,15 @@ def inbox_new(name: str) -> str:
 
 def inbox_cur(name: str) -> str:
     return f"{INBOX_DIR}/{name}/cur"
+
+
+def sent_folder(name: str) -> str:
+    return f"{SENT_DIR}/{name}"
+
+
+def archive_folder(name: str) -> str:
+    return f"{ARCHIVE_DIR}/{name}"
+
+
+def attachment_folder(msg_id: str) -> str:
+    return f"{ATTACHMENTS_DIR}/{msg_id}"
