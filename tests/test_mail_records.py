@@ -86,3 +86,13 @@ def test_an_attachment_name_that_leaves_its_folder_is_refused(
     assert messages.history(mesh, "alice") == []
     assert any("unusable name" in warning for warning in mesh.warnings)
     assert _stored(mesh, sent["id"]) == [], "both copies quarantined"
+
+
+def test_doctor_finds_nothing_wrong_with_records_that_hold_no_path(
+    mesh_dir: Path, tmp_path: Path
+) -> None:
+    from drasill_cli.doctor import walk_mesh
+
+    mesh = Mesh.open(mesh_dir, Config())
+    _send_attached(mesh, tmp_path)
+    assert walk_mesh(mesh.root, 1 << 20) == []
