@@ -33,8 +33,6 @@ PRIORITIES = ("normal", "urgent")
 # Events wake `wait_for`; this re-check only guards against an event the kernel dropped.
 _WAIT_RECHECK_S = 5.0
 
-__all__ = ["MAX_ATTACHMENT_NAME_BYTES", "PRIORITIES"]  # also public: the functions below
-
 
 # ---- validation ----------------------------------------------------------------------------
 
