@@ -1,24 +1,12 @@
 """Messages: send, consume exactly once, peek, list, wait, history, archive.
 
-Each inbox is a maildir (`inbox/NAME/{new,cur}`), so senders never take a lock:
-- a sender publishes the message (`Store.publish`): written into the store's staging folder and
-  flushed, hard-linked into `new/`, whose folder is flushed, and the temp name renamed into
-  `sent/FROM/ID.json` (its history entry). A killed sender leaves at most a whole temp file in
-  the staging folder (never read; prune clears it). `sent/` is not flushed: it is history,
-  not delivery; after a power loss the entry may be missing or still under its temp name, but
-  the delivered copy in `new/` is there;
-- a reader consumes by moving the file from `new/` into `cur/` (`Store.move`): rename(2)
-  succeeds for exactly one of any number of racing readers, the others try the next message.
+This module holds the rules of mail: who may send to whom, what a body and an attachment may
+be, reply threads, what a broadcast that fails partway reports, which attachments go when a
+message is archived or expires, and the audit record of each step. Where mail is kept is the
+backend's (`mesh.backend.mailbox`, `mesh.backend.attachments`: see `drasill_cli.storage`).
 
-File names carry the order: `<rank>-<id>.json`, rank 0 for urgent and 1 for normal, and ids sort
-in creation order, so a sorted listing is urgent first, then oldest first, without parsing.
-`new/` is sharded by rank and by the id's time characters into three folder levels (about 18
-minutes, 1 second, 33 ms wide), so finding the next message lists a few small folders instead of
-every unread name: consuming with 10,000 unread costs about what it costs with 10. Consumers
-remove the empty shards they pass; a sender whose shard vanished under it simply recreates it.
-
-Every file operation goes through `mesh.store`. This module is on the hot path of `mesh send`
-and `mesh inbox`: it imports nothing heavy (watchfiles only inside `wait_for`, via events.py).
+This module is on the hot path of `mesh send` and `mesh inbox`: it imports nothing heavy, and
+the backend's pieces only when a function first uses them.
 """
 
 from __future__ import annotations
@@ -26,75 +14,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
-from drasill_cli.backends.directory.store import encode_record
 from drasill_cli.errors import InvalidInput, MeshError, NotFound
-from drasill_cli.models import MessageRecord, RecordError
 from drasill_cli.names import check_agent_name, has_control_chars
+from drasill_cli.storage.attachments import MAX_ATTACHMENT_NAME_BYTES
+from drasill_cli.storage.mailbox import is_message_id
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
+    from drasill_cli.storage.mailbox import Mailbox
 
 PRIORITIES = ("normal", "urgent")
-_RANK = {"urgent": "0", "normal": "1"}
-INBOX_DIR = "inbox"
-SENT_DIR = "sent"
-ATTACHMENTS_DIR = "attachments"
-# File names are at most 255 bytes, and the store writes through a longer temp name first.
-MAX_ATTACHMENT_NAME_BYTES = 200
-ARCHIVE_DIR = "archive"
-# Slices of the id's 13 time characters (5 bits each) that name the shard folders of `new/`.
-_SHARDS = ((0, 5), (5, 7), (7, 8))
-_ID_RE = re.compile(r"m-[0-9a-z]{13}-[0-9a-z]{4}")
 # Events wake `wait_for`; this re-check only guards against an event the kernel dropped.
 _WAIT_RECHECK_S = 5.0
-
-
-# ---- layout --------------------------------------------------------------------------------
-
-
-def _file_name(msg_id: str, rank: str) -> str:
-    """`<rank>-<id>.json`: a sorted listing is urgent first, then oldest first."""
-    return f"{rank}-{msg_id}.json"
-
-
-def _shard(msg_id: str, rank: str) -> list[str]:
-    """The shard folders under `new/` for a message: `<rank>-<t0..t4>/<t5t6>/<t7>`."""
-    stamp = msg_id.split("-")[1]
-    first, *rest = (stamp[a:b] for a, b in _SHARDS)
-    return [f"{rank}-{first}", *rest]
-
-
-def _id_of(file_name: str) -> str:
-    """`1-m-....json` (inbox) or `m-....json` (sent) to the message id."""
-    stem = file_name.removesuffix(".json")
-    return stem.split("-", 1)[1] if stem[:1] in ("0", "1") and stem[1:2] == "-" else stem
-
-
-class _Box:
-    """Store names of one agent's maildir."""
-
-    def __init__(self, mesh: Mesh, name: str) -> None:
-        self.store = mesh.store
-        self.rel = f"{INBOX_DIR}/{name}"
-        self.new = f"{self.rel}/new"
-        self.cur = f"{self.rel}/cur"
-
-    def exists(self) -> bool:
-        return self.store.mtime(self.new) is not None
-
-    def unread(self, *, tidy: bool = False) -> Iterator[str]:
-        """Store names of the unread messages in delivery order, listed lazily.
-
-        With `tidy`, empty shard folders met on the way are removed (consumers do this).
-        """
-        return self.store.scan(self.new, depth=len(_SHARDS), remove_empty=tidy)
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -219,7 +156,7 @@ def _too_large(given: str, size: int, limit: int) -> InvalidInput:
 
 
 def _check_id(msg_id: str) -> str:
-    if not _ID_RE.fullmatch(msg_id):
+    if not is_message_id(msg_id):
         shown = msg_id.encode("unicode_escape").decode("ascii")
         raise InvalidInput(
             f"{shown!r} is not a message id (they look like m-01jd3f8k2q4c7x-9zk2); "
@@ -265,7 +202,7 @@ def send(
         thread = original.get("thread") or original.get("id")
     files = _read_attachments(mesh, attachments)
     sent: list[dict[str, Any]] = []
-    first_copy: dict[str, str] = {}
+    backend = mesh.backend
     for recipient in recipients:
         msg_id = clock.new_id("m")
         message: dict[str, Any] = {
@@ -281,11 +218,14 @@ def send(
             "wake": wake,
         }
         try:
-            message["attachments"] = _store_attachments(mesh, msg_id, files, first_copy)
-            _deliver(mesh, message)
+            if files:  # a broadcast stores the files once: later copies share the first
+                same_as = sent[0]["id"] if sent else None
+                message["attachments"] = backend.attachments.put(msg_id, files, same_as=same_as)
+            backend.mailbox.deliver(message)
         except (MeshError, OSError) as exc:
-            with contextlib.suppress(MeshError, OSError):
-                remove_attachment_folder(mesh, msg_id)
+            if files:
+                with contextlib.suppress(MeshError, OSError):
+                    backend.attachments.drop(msg_id)
             if sent and isinstance(exc, MeshError):
                 raise _broadcast_cut_short(exc, sent, recipients[len(sent) :]) from exc
             raise
@@ -320,133 +260,64 @@ def _broadcast_cut_short(
     )
 
 
-def _store_attachments(
-    mesh: Mesh, msg_id: str, files: list[tuple[str, bytes, str]], first_copy: dict[str, str]
-) -> list[dict[str, Any]]:
-    """Copy the files under `attachments/<id>/`; later recipients of a broadcast get hard links.
-
-    Each message owns its own links, so archiving one message never breaks another's files.
-    On failure the caller removes the message's folder (`remove_attachment_folder`).
-    """
-    described: list[dict[str, Any]] = []
-    for name, data, digest in files:
-        rel = f"{ATTACHMENTS_DIR}/{msg_id}/{name}"
-        if name in first_copy:
-            mesh.store.link(first_copy[name], rel)
-        else:
-            mesh.store.write_bytes(rel, data)
-            first_copy[name] = rel
-        target = str(mesh.store.path(rel))
-        described.append({"name": name, "path": target, "size": len(data), "sha256": digest})
-    return described
-
-
-def _deliver(mesh: Mesh, message: dict[str, Any]) -> None:
-    """Staged in the inbox's tmp/, linked into new/<shard>/ (flushed), kept in sent/FROM/."""
-    box = _Box(mesh, message["to"])
-    rank = _RANK[message["priority"]]
-    shard = "/".join(_shard(message["id"], rank))
-    mesh.store.publish(
-        encode_record(message),
-        links=[f"{box.new}/{shard}/{_file_name(message['id'], rank)}"],
-        keep_as=f"{SENT_DIR}/{message['from']}/{message['id']}.json",
-    )
-
-
 # ---- reading -------------------------------------------------------------------------------
 
 
-def _require_inbox(mesh: Mesh, name: str) -> _Box:
-    """The agent's maildir; NotFound for a name that is neither registered nor has mail."""
+def _mailbox(mesh: Mesh, name: str) -> Mailbox:
+    """The mailbox, once `name` is known to have one: NotFound for a name that is neither
+    registered nor has mail."""
     check_agent_name(name)
-    box = _Box(mesh, name)
-    if not mesh.is_registered(name) and not box.exists():
+    mailbox = mesh.backend.mailbox
+    if not mesh.is_registered(name) and not mailbox.has_mailbox(name):
         raise NotFound(
             f"no agent named {name!r} is registered and it has no mail; see `mesh agents --all`",
             code="unknown-agent",
         )
-    return box
-
-
-def _load(mesh: Mesh, rel: str) -> dict[str, Any] | None:
-    """A message file, or None when it vanished or is damaged (then it is quarantined).
-
-    The message is checked whole (every key the contract names, of the right type), so a
-    message that is returned can always be shown.
-    """
-    record = mesh.store.read(rel)
-    if record is None:
-        return None
-    try:
-        message = MessageRecord.check(record)
-    except RecordError as exc:
-        mesh.store.quarantine(rel, f"is not a message: it {exc.reason}")
-        return None
-    if not _ID_RE.fullmatch(message["id"]):
-        mesh.store.quarantine(rel, "is not a message: it has a bad id")
-        return None
-    return message
+    return mailbox
 
 
 def consume(mesh: Mesh, name: str) -> dict[str, Any] | None:
     """Take the next message (urgent first, then oldest): exactly one reader gets each one."""
-    box = _require_inbox(mesh, name)
-    for rel in box.unread(tidy=True):
-        message = _load(mesh, rel)  # checked before it is taken: only a showable one is
-        if message is None:
-            continue
-        if not mesh.store.move(rel, f"{box.cur}/{rel.rpartition('/')[2]}"):
-            continue  # another reader took it first
+    message = _mailbox(mesh, name).take_next(name)
+    if message is not None:
         mesh.record("consume", name, id=message["id"], sender=message.get("from"))
-        return message
-    return None
+    return message
 
 
 def peek(mesh: Mesh, name: str) -> dict[str, Any] | None:
     """The message `consume` would take next, left unread."""
-    box = _require_inbox(mesh, name)
-    for rel in box.unread():
-        message = _load(mesh, rel)
-        if message is not None:
-            return message
-    return None
+    return next(_mailbox(mesh, name).unread(name), None)
 
 
 def list_unread(mesh: Mesh, name: str) -> list[dict[str, Any]]:
     """Every unread message in consume order, left unread."""
-    box = _require_inbox(mesh, name)
-    found = []
-    for rel in box.unread():
-        message = _load(mesh, rel)
-        if message is not None:
-            found.append(message)
-    return found
+    return list(_mailbox(mesh, name).unread(name))
 
 
 def unread_count(mesh: Mesh, name: str) -> int:
-    """Unread messages in the agent's inbox (names only, nothing parsed)."""
-    return sum(1 for _ in _Box(mesh, name).unread())
+    """Unread messages in the agent's inbox (nothing parsed)."""
+    return mesh.backend.mailbox.unread_count(name)
 
 
 def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     """Block until the inbox has unread mail (True) or `timeout` seconds pass (False).
 
-    Woken by file-system events (watchfiles), not a sleep loop. The watcher starts before the
-    first look, so a message arriving in between is never missed.
+    Woken by the backend's change notices (`mesh.backend.changes`), not a sleep loop. The watch
+    starts before the first look, so a message arriving in between is never missed.
     """
     if not timeout >= 0:
         raise InvalidInput(
             f"--wait must be zero or more seconds, got {timeout}", code="invalid-wait"
         )
-    box = _require_inbox(mesh, name)
+    mailbox = _mailbox(mesh, name)
     if timeout == 0:
-        return next(box.unread(), None) is not None
+        return mailbox.has_unread(name)
     from drasill_cli.storage.changes import inbox
 
     deadline = time.monotonic() + timeout
     with mesh.backend.changes.watch(inbox(name)) as new_mail:
         while True:
-            if next(box.unread(), None) is not None:
+            if mailbox.has_unread(name):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -457,114 +328,47 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
 # ---- history, lookup, archive --------------------------------------------------------------
 
 
+def _check_limit(limit: int) -> int:
+    if limit < 1:
+        raise InvalidInput(f"--limit must be 1 or more, got {limit}", code="invalid-limit")
+    return limit
+
+
 def history(mesh: Mesh, name: str, limit: int = 20) -> list[dict[str, Any]]:
     """Messages `name` sent or consumed, newest first, at most `limit`."""
     check_agent_name(name)
-    if limit < 1:
-        raise InvalidInput(f"--limit must be 1 or more, got {limit}", code="invalid-limit")
-    rels = {_id_of(n): f"{SENT_DIR}/{name}/{n}" for n in mesh.store.names(f"{SENT_DIR}/{name}")}
-    cur = f"{INBOX_DIR}/{name}/cur"
-    rels.update({_id_of(n): f"{cur}/{n}" for n in mesh.store.names(cur)})
-    found: list[dict[str, Any]] = []
-    for msg_id in sorted(rels, reverse=True):
-        message = _load(mesh, rels[msg_id])
-        if message is not None:
-            found.append(message)
-            if len(found) == limit:
-                break
-    return found
+    return mesh.backend.mailbox.history(name, _check_limit(limit))
 
 
 def archived(mesh: Mesh, name: str, limit: int = 20) -> list[dict[str, Any]]:
     """Unread mail archived when `name` was unregistered or removed, newest first."""
     check_agent_name(name)
-    if limit < 1:
-        raise InvalidInput(f"--limit must be 1 or more, got {limit}", code="invalid-limit")
-    folder = f"{ARCHIVE_DIR}/{name}"
-    found: list[dict[str, Any]] = []
-    for file_name in sorted(mesh.store.names(folder), key=_id_of, reverse=True):
-        message = _load(mesh, f"{folder}/{file_name}")
-        if message is not None:
-            found.append(message)
-            if len(found) == limit:
-                break
-    return found
+    return mesh.backend.mailbox.archived(name, _check_limit(limit))
 
 
 def find(mesh: Mesh, msg_id: str) -> dict[str, Any] | None:
-    """The message with this id wherever it is (sent, unread, consumed, archived), or None.
-
-    Every location is derived from the id, so this is a few stats per agent, not a scan.
-    """
-    return _find_in(mesh, _check_id(msg_id), _mail_folders(mesh))
-
-
-def _mail_folders(mesh: Mesh) -> tuple[list[str], list[str], list[str]]:
-    """The agents with a `sent/`, an `inbox/` and an `archive/` folder."""
-    return _subdirs(mesh, SENT_DIR), _subdirs(mesh, INBOX_DIR), _subdirs(mesh, ARCHIVE_DIR)
-
-
-def _find_in(
-    mesh: Mesh, msg_id: str, folders: tuple[list[str], list[str], list[str]]
-) -> dict[str, Any] | None:
-    senders, inboxes, archives = folders
-    candidates = [f"{SENT_DIR}/{s}/{msg_id}.json" for s in senders]
-    for agent in inboxes:
-        for rank in _RANK.values():
-            name = _file_name(msg_id, rank)
-            shard = "/".join(_shard(msg_id, rank))
-            candidates += [
-                f"{INBOX_DIR}/{agent}/cur/{name}",
-                f"{INBOX_DIR}/{agent}/new/{shard}/{name}",
-            ]
-    for agent in archives:
-        candidates += [f"{ARCHIVE_DIR}/{agent}/{_file_name(msg_id, r)}" for r in _RANK.values()]
-    for rel in candidates:
-        if mesh.store.mtime(rel) is not None:
-            message = _load(mesh, rel)
-            if message is not None:
-                return message
-    return None
-
-
-def _subdirs(mesh: Mesh, rel_dir: str) -> list[str]:
-    return mesh.store.subdirs(rel_dir)
+    """The message with this id wherever it is (sent, unread, consumed, archived), or None."""
+    return mesh.backend.mailbox.find(_check_id(msg_id))
 
 
 def archive_inbox(mesh: Mesh, name: str) -> int:
-    """Move a removed agent's unread mail to `archive/NAME/` (never deleted); returns how many.
+    """Move a removed agent's unread mail to its archive (never deleted); returns how many.
 
     The attachment files of archived messages are removed: nobody is left to read them.
     """
     check_agent_name(name)
-    box = _Box(mesh, name)
-    moved = 0
-    for rel in box.unread(tidy=True):
-        message = _load(mesh, rel)
-        file_name = rel.rpartition("/")[2]
-        if message is not None and mesh.store.move(rel, f"{ARCHIVE_DIR}/{name}/{file_name}"):
-            moved += 1
-            remove_attachment_folder(mesh, _id_of(file_name))
+    moved = mesh.backend.mailbox.archive(name)
+    for msg_id in moved:
+        remove_attachment_folder(mesh, msg_id)
     if moved:
-        mesh.record("archive-inbox", None, agent=name, messages=moved)
-    return moved
+        mesh.record("archive-inbox", None, agent=name, messages=len(moved))
+    return len(moved)
 
 
 def expired_history(mesh: Mesh, cutoff: float) -> list[str]:
-    """Sent and consumed copies (`sent/`, `cur/`) of messages created before `cutoff`.
-
-    Unread and archived mail is never included. The time comes from the id in the file name,
-    so nothing is opened.
-    """
-    folders = [f"{SENT_DIR}/{sender}" for sender in _subdirs(mesh, SENT_DIR)]
-    folders += [f"{INBOX_DIR}/{agent}/cur" for agent in _subdirs(mesh, INBOX_DIR)]
-    expired = []
-    for folder in folders:
-        for file_name in mesh.store.names(folder):
-            created = clock.id_time(_id_of(file_name))
-            if created is not None and created < cutoff:
-                expired.append(f"{folder}/{file_name}")
-    return expired
+    """Sent and consumed copies of messages created before `cutoff` (what `expire_history`
+    would delete). Unread and archived mail is never included."""
+    return [copy.entry for copy in mesh.backend.mailbox.expire_history(cutoff, apply=False)]
 
 
 def expire_history(mesh: Mesh, cutoff: float) -> list[str]:
@@ -573,40 +377,24 @@ def expire_history(mesh: Mesh, cutoff: float) -> list[str]:
     A consumed copy takes its message's attachment files with it: the reader has had them.
     Concurrent calls are safe: each copy is removed (and its attachments dropped) by one.
     """
-    removed = []
-    for rel in expired_history(mesh, cutoff):
-        if mesh.store.remove(rel):
-            removed.append(rel)
-            if rel.startswith(f"{INBOX_DIR}/"):
-                remove_attachment_folder(mesh, _id_of(rel.rpartition("/")[2]))
-    return removed
+    removed = mesh.backend.mailbox.expire_history(cutoff)
+    for copy in removed:
+        if copy.read:
+            remove_attachment_folder(mesh, copy.msg_id)
+    return [copy.entry for copy in removed]
 
 
 def orphan_attachments(mesh: Mesh, older_than: float) -> list[str]:
-    """Ids under `attachments/` whose message exists nowhere, last changed before `older_than`.
+    """Ids of stored attachments whose message exists nowhere, stored before `older_than`.
 
-    A sender killed after storing its attachments but before delivering leaves such a folder.
+    A sender killed after storing its attachments but before delivering leaves such files.
     """
-    orphans = []
-    folders = _mail_folders(mesh)
-    for msg_id in _subdirs(mesh, ATTACHMENTS_DIR):
-        if not _ID_RE.fullmatch(msg_id):
-            continue
-        changed = mesh.store.mtime(f"{ATTACHMENTS_DIR}/{msg_id}")
-        if changed is not None and changed < older_than and _find_in(mesh, msg_id, folders) is None:
-            orphans.append(msg_id)
-    return orphans
+    return mesh.backend.attachments.orphans(older_than)
 
 
 def remove_attachment_folder(mesh: Mesh, msg_id: str) -> bool:
-    """Delete `attachments/<id>/` and what it holds; False if it was gone or not emptied.
+    """Drop one message's attachments; False if they were gone or could not all be removed.
 
-    The folder belongs to that one message (broadcast copies are links in their own folders).
+    They belong to that one message (broadcast copies own their own).
     """
-    if not _ID_RE.fullmatch(msg_id):
-        return False
-    folder = f"{ATTACHMENTS_DIR}/{msg_id}"
-    for file_name in mesh.store.names(folder, suffix=""):
-        with contextlib.suppress(OSError):  # not a file: the folder stays, and says so below
-            mesh.store.remove(f"{folder}/{file_name}")
-    return mesh.store.remove_dir(folder)
+    return mesh.backend.attachments.drop(msg_id)

@@ -118,11 +118,13 @@ def _check_attachments(value: Any) -> None:
         if not (
             isinstance(item, dict)
             and _is_str(item.get("name"))
-            and _is_str(item.get("path"))
+            # A stored record names no path (the backend gives one at read time); an older
+            # version's record holds one.
+            and ("path" not in item or _is_str(item["path"]))
             and _is_str(item.get("sha256"))
             and _is_int(item.get("size"))
         ):
-            raise RecordError("has an attachment without name, path, size and sha256")
+            raise RecordError("has an attachment without name, size and sha256")
 
 
 def _is_int(value: Any) -> bool:

@@ -41,9 +41,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from drasill_cli.storage.attachments import Attachments
     from drasill_cli.storage.auditlog import AuditLog
     from drasill_cli.storage.board import TaskBoard
     from drasill_cli.storage.changes import Changes
+    from drasill_cli.storage.mailbox import Mailbox
     from drasill_cli.storage.maintenance import Maintenance
     from drasill_cli.storage.presence import Presence
     from drasill_cli.storage.wakebook import WakeBook
@@ -86,6 +88,12 @@ class Backend(Protocol):
 
     @property
     def board(self) -> TaskBoard: ...
+
+    @property
+    def mailbox(self) -> Mailbox: ...
+
+    @property
+    def attachments(self) -> Attachments: ...
 
     @property
     def changes(self) -> Changes: ...

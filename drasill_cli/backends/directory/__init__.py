@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 
 if TYPE_CHECKING:
+    from drasill_cli.backends.directory.attachments import DirectoryAttachments
     from drasill_cli.backends.directory.auditlog import DirectoryAuditLog
     from drasill_cli.backends.directory.board import DirectoryBoard
     from drasill_cli.backends.directory.changes import DirectoryChanges
+    from drasill_cli.backends.directory.mailbox import DirectoryMailbox
     from drasill_cli.backends.directory.maintenance import DirectoryMaintenance
     from drasill_cli.backends.directory.presence import DirectoryPresence
     from drasill_cli.backends.directory.wakebook import DirectoryWakeBook
@@ -120,3 +122,16 @@ class DirectoryBackend:
         from drasill_cli.backends.directory.board import DirectoryBoard
 
         return DirectoryBoard(self.store)
+
+    @cached_property
+    def mailbox(self) -> DirectoryMailbox:
+        from drasill_cli.backends.directory.mailbox import DirectoryMailbox
+
+        return DirectoryMailbox(self.store, self.attachments.local_path)
+
+    @cached_property
+    def attachments(self) -> DirectoryAttachments:
+        from drasill_cli.backends.directory.attachments import DirectoryAttachments
+
+        # A lambda, not `self.mailbox.locator`: the mailbox is built from `self.attachments`.
+        return DirectoryAttachments(self.store, lambda: self.mailbox.locator())  # noqa: PLW0108

@@ -80,3 +80,15 @@ def task_record(task_id: str) -> str:
 
 def task_lock(task_id: str) -> str:
     return f"task-{task_id}"
+
+
+def sent_folder(name: str) -> str:
+    return f"{SENT_DIR}/{name}"
+
+
+def archive_folder(name: str) -> str:
+    return f"{ARCHIVE_DIR}/{name}"
+
+
+def attachment_folder(msg_id: str) -> str:
+    return f"{ATTACHMENTS_DIR}/{msg_id}"
