@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import audit
-from drasill_cli.config import Config, load_config, resolve_mesh_dir
+from drasill_cli.config import Config, load_config, resolve_mesh_location
 from drasill_cli.errors import MeshError
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES, check_agent_name
 
@@ -43,12 +43,16 @@ class Mesh:
         cls,
         mesh_dir: str | os.PathLike[str] | None = None,
         config: Config | None = None,
+        *,
+        mesh_url: str | None = None,
     ) -> Mesh:
-        """Open the mesh by the contract's precedence; it is created by its first write."""
+        """Open the mesh by the contract's precedence (a directory or a PostgreSQL URL); it is
+        created by its first write (a database's tables on first use)."""
         config = config or load_config()
-        from drasill_cli.backends import open_directory
+        from drasill_cli.backends import open_backend
 
-        return cls(open_directory(resolve_mesh_dir(mesh_dir, config), config), config)
+        location = resolve_mesh_location(mesh_dir, mesh_url, config)
+        return cls(open_backend(location, config), config)
 
     def read_only(self) -> Mesh:
         """A view of this mesh that refuses every write (dry runs)."""
