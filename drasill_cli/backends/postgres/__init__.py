@@ -34,10 +34,13 @@ class PostgresBackend:
 
     @classmethod
     def open(cls, url: str, config: Config) -> PostgresBackend:
-        """The mesh at `url`; exit 4 at once when the driver is missing. The connection (and
-        the tables, on first use) are made by the first operation."""
+        """The mesh at `url`, connected (its tables made or migrated on first use); exit 4 at
+        once when the driver is missing or the database cannot be used, before any command
+        starts its work."""
         driver()
-        return cls(Database(url), config)
+        db = Database(url)
+        db.conn  # noqa: B018 -- connect now: a failure is one exit-4 line, not a half-run command
+        return cls(db, config)
 
     @property
     def location(self) -> str:
