@@ -2,7 +2,8 @@
 private unix socket directory, no TCP, run as an unprivileged user when we are root.
 
 Used by `.ci/run` (`python -m tests.pg_cluster start DIR` prints the URL; `stop DIR`) and by
-the session fixture in tests/conftest.py when DRASILL_TEST_PG_URL is not set.
+the session fixture in tests/conftest.py when DRASILL_TEST_PG_URL is not set. Standard library
+only (it runs before the virtual environment exists).
 
 The cluster has two roles: `mesh`, a superuser reached without a password (trust on the local
 socket), and `mesh_pw` (password `s3cret-pw`, scram), for the tests of refused logins and of
@@ -115,11 +116,31 @@ def start(base: Path) -> str:
         ],
         user,
     )
-    import psycopg
-
-    with psycopg.connect(url(base), autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
-        conn.execute(f"GRANT CREATE ON DATABASE postgres TO {PASSWORD_ROLE}")
+    setup = (
+        f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'; "
+        f"GRANT CREATE ON DATABASE postgres TO {PASSWORD_ROLE};"
+    )
+    # psql, not psycopg: .ci/run starts the cluster before the virtual environment exists.
+    _run(
+        [
+            str(bindir / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(socket),
+            "-p",
+            str(PORT),
+            "-U",
+            "mesh",
+            "-d",
+            "postgres",
+            "-c",
+            setup,
+        ],
+        None,
+    )
     return url(base)
 
 

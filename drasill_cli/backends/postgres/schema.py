@@ -203,9 +203,14 @@ def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
     with db.errors_mapped():
         schema, present = _look(conn)
         if schema is None or not present:
-            schema = _create_schema(db, conn)
+            wanted = _create_schema(db, conn)
             schema, present = _look(conn)
-        assert schema is not None  # noqa: S101 -- _create_schema made one or raised
+            if schema != wanted:  # made, yet not usable: the role lacks USAGE on it
+                raise MeshUnusable(
+                    f"the mesh database at {db.host} does not let this role use schema "
+                    f"{wanted}; grant it: GRANT USAGE, CREATE ON SCHEMA {wanted} TO <role>",
+                    code="database-privilege-missing",
+                )
         db.schema = schema
         version = _version(conn) if present else 0
         if version == LATEST:
