@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from drasill_cli.errors import MeshUnusable
 
@@ -42,24 +42,24 @@ def driver() -> Any:
 
 def mask_url(url: str) -> str:
     """`url` fit to print: a password (in the user part or as `password=` in the query)
-    replaced by ***."""
+    replaced by ***; a URL without one is shown as given."""
     try:
         parts = urlsplit(url)
-        netloc = parts.netloc
+        netloc, query = parts.netloc, parts.query
         if "@" in netloc:
             userinfo, _, hosts = netloc.rpartition("@")
             user, colon, _password = userinfo.partition(":")
-            netloc = f"{user}:{MASK}@{hosts}" if colon else f"{user}@{hosts}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(key == "password" for key, _ in pairs):
-                query = urlencode(
-                    [(k, MASK if k == "password" else v) for k, v in pairs], safe="/%*=-"
-                )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+            netloc = f"{user}:{MASK}@{hosts}" if colon else netloc
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key == "password" for key, _ in pairs):
+            query = urlencode([(k, MASK if k == "password" else v) for k, v in pairs], safe="/%*=-")
     except ValueError:
         return "postgresql://(a URL that cannot be parsed; not shown)"
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    shown += f"?{query}" if query else ""
+    return shown + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def _passwords(url: str) -> list[str]:
