@@ -12,6 +12,8 @@ A migration is appended, never edited: `MIGRATIONS[n]` brings version n to n + 1
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import __version__
@@ -182,9 +184,22 @@ TABLES = (
     "mesh_quarantine",
 )
 
-# Both halves of the advisory lock that serialises schema creation and migrations; the second
-# half is the schema's name, so meshes in other schemas of the database never wait on it.
-_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('drasill-mesh-migrate'), hashtext(%s))"
+# The advisory lock that serialises schema creation and migrations; its second half is the
+# schema's name, so meshes in other schemas of the database never wait on it. A session lock,
+# taken outside the transaction it guards: a transaction that starts after the wait sees the
+# catalog as the previous holder left it (one that waited inside could keep a stale view and
+# try to create the tables again).
+_LOCK = "pg_advisory_lock(hashtext('drasill-mesh-migrate'), hashtext(%s))"
+
+
+@contextmanager
+def _migration_lock(conn: psycopg.Connection[Any], schema: str) -> Iterator[None]:
+    conn.execute(f"SELECT {_LOCK}", (schema,))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute(f"SELECT {_LOCK.replace('_lock(', '_unlock(', 1)}", (schema,))
 
 
 def first_search_path_schema(search_path: str) -> str | None:
@@ -217,8 +232,7 @@ def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
             return
         if version > LATEST:
             raise _newer(db, version)
-        with conn.transaction():
-            conn.execute(_LOCK_SQL, (schema,))
+        with _migration_lock(conn, schema), conn.transaction():
             _, present = _look(conn)
             version = _version(conn) if present else 0  # another process may have migrated
             if version > LATEST:
@@ -261,8 +275,7 @@ def _create_schema(db: Database, conn: psycopg.Connection[Any]) -> str:
                 code="database-no-schema",
             )
         return str(current[0])
-    with conn.transaction():
-        conn.execute(_LOCK_SQL, (wanted,))
+    with _migration_lock(conn, wanted):
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(wanted)))
     return wanted
 
