@@ -31,6 +31,16 @@ def heartbeat_path(name: str) -> str:
     return f"heartbeats/{name}"
 
 
+def shown_location(location: Path | str) -> str:
+    """Where a mesh lives, fit to print, without opening it: a directory, or a URL with its
+    password masked."""
+    if isinstance(location, Path):
+        return str(location)
+    from drasill_cli.backends.postgres.connection import mask_url
+
+    return mask_url(location)
+
+
 class Mesh:
     """A storage backend plus the config that governs it."""
 

@@ -273,3 +273,36 @@ def test_a_connection_lost_midway_is_exit_4_and_rolls_back(pg_mesh_url: str) -> 
         cur.execute("SELECT count(*) FROM mesh_audit")
         assert cur.fetchone() == (0,)
     reopened.close()
+
+
+# ---- mesh doctor on a URL mesh -------------------------------------------------------------------
+
+
+def test_doctor_shows_a_reachable_database_with_its_url_masked(
+    cli: MeshRunner, pg_mesh_url: str
+) -> None:
+    url = with_login(pg_mesh_url, pg_cluster.PASSWORD_ROLE, pg_cluster.PASSWORD)
+    env = {"DRASILL_MESH_DIR": ""}
+    done = cli.run("--mesh-url", url, "doctor", "--json", env=env)
+    report = json.loads(done.stdout)
+    assert pg_cluster.PASSWORD not in done.stdout + done.stderr
+    assert report["mesh_dir"] is None
+    assert report["mesh_url"] == url.replace(pg_cluster.PASSWORD, "***")
+    check = next(c for c in report["checks"] if c["name"] == "mesh-database")
+    assert check["status"] == "ok", check
+    assert "mesh-dir" not in {c["name"] for c in report["checks"]}
+    done = cli.run("doctor", env={**env, "DRASILL_MESH_URL": url})
+    assert pg_cluster.PASSWORD not in done.stdout + done.stderr
+    assert f"mesh url {url.replace(pg_cluster.PASSWORD, '***')}" in done.stdout
+
+
+def test_doctor_fails_an_unreachable_database_naming_the_host(cli: MeshRunner) -> None:
+    done = cli.run("--mesh-url", NO_SERVER, "doctor", "--json", env={"DRASILL_MESH_DIR": ""})
+    assert done.returncode == 1
+    assert "hunter2" not in done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["mesh_url"] == "postgresql://mesh:***@127.0.0.1:1/postgres"
+    check = next(c for c in report["checks"] if c["name"] == "mesh-database")
+    assert check["status"] == "fail"
+    assert "127.0.0.1:1" in check["detail"]
+    assert "start the server" in check["fix"]
