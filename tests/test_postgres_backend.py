@@ -150,3 +150,14 @@ def test_a_wake_up_arrives_quickly(backend: PostgresBackend) -> None:
         finally:
             timer.join()
         assert time.monotonic() - started < 1
+
+
+def test_a_read_only_view_refuses_writes(backend: PostgresBackend) -> None:
+    view = backend.read_only_view()
+    assert view.read_only
+    assert view.location == backend.location
+    with view.transaction() as cur:
+        cur.execute("SELECT count(*) FROM mesh_agents")
+        assert cur.fetchone() == (0,)
+    with pytest.raises(MeshUnusable, match="read-only view"), view.transaction() as cur:
+        cur.execute("INSERT INTO mesh_audit (event) VALUES ('dry run')")

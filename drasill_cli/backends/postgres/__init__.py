@@ -11,12 +11,15 @@ the database clock, and announce what they changed with `PostgresChanges.notify`
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drasill_cli.backends.postgres.connection import Database, driver
 
 if TYPE_CHECKING:
+    import psycopg
+
     from drasill_cli.backends.postgres.changes import PostgresChanges
     from drasill_cli.config import Config
 
@@ -60,6 +63,12 @@ class PostgresBackend:
         view = PostgresBackend(self.db, self.config, read_only=True)
         view._warnings = self._warnings
         return view
+
+    def transaction(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        """One transaction for one operation of an interface (READ ONLY in a read-only view):
+        commits whole when the block ends, rolls back on any error; driver errors leave as
+        exit-4 `MeshUnusable`, a `MeshError` raised inside leaves unchanged."""
+        return self.db.transaction(read_only=self._read_only)
 
     def close(self) -> None:
         """Close the connection (a view shares it: closing either closes both)."""
