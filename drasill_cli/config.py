@@ -2,7 +2,10 @@
 
 Resolution (the contract's "Where the mesh lives"): the config file is `$DRASILL_CONFIG`, else
 `$XDG_CONFIG_HOME/drasill/config.toml`; it is optional. The mesh directory is `--mesh-dir` >
-`$DRASILL_MESH_DIR` > `mesh_dir` in the file > `$XDG_DATA_HOME/drasill/mesh`.
+`$DRASILL_MESH_DIR` > `mesh_dir` in the file > `$XDG_DATA_HOME/drasill/mesh`. A PostgreSQL mesh
+is `--mesh-url` > `$DRASILL_MESH_URL` > `url` under `[store]`, level by level with the
+directory: a flag beats a variable, a variable beats the config, and a URL and a directory at the
+same level are refused (`resolve_mesh_location`).
 
 Validation is hand-written over dataclasses rather than pydantic: the config is read by every
 `mesh` call, and pydantic's import and model build would double the start-up of `mesh send`.
@@ -108,6 +111,7 @@ class StoreConfig:
     """
 
     fsync: bool = True
+    url: str | None = None
 
 
 @dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up
@@ -334,6 +338,61 @@ def _check_consistency(config: Config, path: Path) -> None:
             f"config file {path}: " + "; ".join(problems) + "; fix the config file",
             code="invalid-config",
         )
+
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def resolve_mesh_location(
+    mesh_dir: str | os.PathLike[str] | None, mesh_url: str | None, config: Config
+) -> Path | str:
+    """Where the mesh lives by the contract's precedence: a directory (a `Path`) or a
+    PostgreSQL URL (a `str`).
+
+    Level by level: the flags (`--mesh-dir`, `--mesh-url`), then the variables
+    ($DRASILL_MESH_DIR, $DRASILL_MESH_URL), then the config (`mesh_dir`, `[store] url`), then
+    the default directory. A URL and a directory at the same level: exit 2, nothing opened.
+    """
+    levels = (
+        ("--mesh-dir", mesh_dir, "--mesh-url", mesh_url),
+        (
+            "DRASILL_MESH_DIR",
+            os.environ.get("DRASILL_MESH_DIR"),
+            "DRASILL_MESH_URL",
+            os.environ.get("DRASILL_MESH_URL"),
+        ),
+        (
+            f"mesh_dir in {config.source}",
+            config.mesh_dir,
+            f"[store] url in {config.source}",
+            config.store.url,
+        ),
+    )
+    for dir_where, directory, url_where, url in levels:
+        if directory and url:
+            raise InvalidInput(
+                f"both {dir_where} and {url_where} are given: a mesh lives in a directory or "
+                "in a database, not both; keep one of them",
+                code="mesh-location-conflict",
+            )
+        if url:
+            return _check_mesh_url(url, url_where)
+        if directory:
+            break
+    return resolve_mesh_dir(mesh_dir, config)
+
+
+def _check_mesh_url(url: str, where: str) -> str:
+    """A PostgreSQL URL as given; anything else is refused (exit 2) without echoing it, since
+    a URL may carry a password."""
+    if not url.startswith(URL_SCHEMES):
+        shown = f"starts with {url.partition('://')[0][:20]!r}" if "://" in url else "has no scheme"
+        raise InvalidInput(
+            f"{where} is not a PostgreSQL URL (it {shown}); give a libpq "
+            "URI such as postgresql://user@host:5432/dbname",
+            code="invalid-mesh-url",
+        )
+    return url
 
 
 def resolve_mesh_dir(explicit: str | os.PathLike[str] | None, config: Config) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import tools
-from drasill_cli.config import Config, config_path, load_config, resolve_mesh_dir
+from drasill_cli.config import Config, config_path, load_config, resolve_mesh_location
 from drasill_cli.errors import MeshError
 from drasill_cli.onboarding import HEIMDALL_GET
 
@@ -211,25 +211,48 @@ def check_store(root: Path, config: Config) -> list[dict[str, Any]]:
     return found
 
 
-def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def check_mesh_database(url: str, config: Config) -> dict[str, Any]:
+    """A PostgreSQL mesh: reachable, logged in, its tables made or current (opening does it)."""
+    from drasill_cli.mesh import Mesh
+
+    try:
+        mesh = Mesh.open(config=config, mesh_url=url)
+    except MeshError as exc:  # one line naming the host and the fix, never the password
+        fix = exc.message.rpartition("; ")[2] if "; " in exc.message else "see the message"
+        return _check("mesh-database", "fail", exc.message, fix, required=True)
+    try:
+        return _check("mesh-database", "ok", f"reachable, tables current: {mesh.location}")
+    finally:
+        mesh.backend.close()
+
+
+def run(
+    mesh_dir: str | os.PathLike[str] | None = None, mesh_url: str | None = None
+) -> dict[str, Any]:
     """Every check, and whether all required ones passed."""
     checks = [check_python()]
     config, config_check = _load_config()
     checks.append(config_check)
     try:
-        root = resolve_mesh_dir(mesh_dir, config)
+        location = resolve_mesh_location(mesh_dir, mesh_url, config)
     except MeshError as exc:
         checks.append(
             _check(
                 "mesh-dir",
                 "fail",
                 exc.message,
-                "give an absolute path in DRASILL_MESH_DIR or the config's mesh_dir",
+                "give an absolute path in DRASILL_MESH_DIR or the config's mesh_dir, or one "
+                "URL (DRASILL_MESH_URL or [store] url) and no directory beside it",
                 required=True,
             )
         )
         return {"ok": False, "mesh_dir": None, "checks": checks}
-    checks.extend(check_store(root, config))
+    if isinstance(location, str):
+        checks.append(check_mesh_database(location, config))
+        root = None
+    else:
+        root = location
+        checks.extend(check_store(root, config))
     checks.append(
         check_program(
             "heimdall",
@@ -259,4 +282,8 @@ def run(mesh_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     checks.append(check_ai_clis(config))
     checks.append(check_nvml())
     ok = all(c["status"] != "fail" for c in checks if c["required"])
+    if root is None:
+        from drasill_cli.mesh import shown_location
+
+        return {"ok": ok, "mesh_dir": None, "mesh_url": shown_location(location), "checks": checks}
     return {"ok": ok, "mesh_dir": str(root), "checks": checks}

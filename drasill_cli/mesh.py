@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock
-from drasill_cli.config import Config, load_config, resolve_mesh_dir
+from drasill_cli.config import Config, load_config, resolve_mesh_location
 from drasill_cli.errors import MeshError
 from drasill_cli.names import check_agent_name
 
@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from drasill_cli.backends.directory import DirectoryBackend
     from drasill_cli.backends.directory.store import FileStore
     from drasill_cli.storage import Backend
+
+
+def shown_location(location: Path | str) -> str:
+    """Where a mesh lives, fit to print, without opening it: a directory, or a URL with its
+    password masked."""
+    if isinstance(location, Path):
+        return str(location)
+    from drasill_cli.backends.postgres.connection import mask_url
+
+    return mask_url(location)
 
 
 class Mesh:
@@ -33,12 +43,16 @@ class Mesh:
         cls,
         mesh_dir: str | os.PathLike[str] | None = None,
         config: Config | None = None,
+        *,
+        mesh_url: str | None = None,
     ) -> Mesh:
-        """Open the mesh by the contract's precedence; it is created by its first write."""
+        """Open the mesh by the contract's precedence (a directory or a PostgreSQL URL); it is
+        created by its first write (a database's tables on first use)."""
         config = config or load_config()
-        from drasill_cli.backends import open_directory
+        from drasill_cli.backends import open_backend
 
-        return cls(open_directory(resolve_mesh_dir(mesh_dir, config), config), config)
+        location = resolve_mesh_location(mesh_dir, mesh_url, config)
+        return cls(open_backend(location, config), config)
 
     @classmethod
     def inspect(cls, root: Path, config: Config) -> Mesh:

@@ -104,3 +104,50 @@ def tree(root: Path) -> dict[str, bytes]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+# ---- PostgreSQL: one throwaway cluster per test session, a fresh schema per test -------------
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """The URL of a PostgreSQL server for the tests: $DRASILL_TEST_PG_URL (`.ci/run` starts one
+    with tests/pg_cluster.py), else a cluster of our own for this session; skipped only when no
+    server binaries exist here."""
+    given = os.environ.get("DRASILL_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    import tempfile
+
+    from tests import pg_cluster
+
+    if pg_cluster.server_bindir() is None:
+        pytest.skip(
+            "no PostgreSQL server binaries (initdb, pg_ctl): install Debian's postgresql "
+            "package or set DRASILL_TEST_PG_URL"
+        )
+    base = Path(tempfile.mkdtemp(prefix="drasill-pg-"))
+    try:
+        yield pg_cluster.start(base)
+    finally:
+        pg_cluster.stop(base)
+
+
+def with_schema(url: str, schema: str) -> str:
+    """`url` with `schema` first on the search path (the mesh's tables go there)."""
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_mesh_url(pg_url: str) -> Iterator[str]:
+    """A URL whose mesh is empty: a fresh schema (made on first use, dropped after the test)."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    yield with_schema(pg_url, schema)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -14,6 +14,22 @@ if TYPE_CHECKING:
     from drasill_cli.storage import Backend
 
 
+def open_backend(location: Path | str, config: Config) -> Backend:
+    """The mesh at `location`: a directory (a `Path`) or a PostgreSQL URL (a `str`), as
+    `config.resolve_mesh_location` gives it. Only a URL imports the database driver."""
+    if isinstance(location, str):
+        return open_postgres(location, config)
+    return open_directory(location, config)
+
+
+def open_postgres(url: str, config: Config) -> Backend:
+    """The PostgreSQL mesh at `url` (its tables made on first use); exit 4 when the driver is
+    missing or the database cannot be used."""
+    from drasill_cli.backends.postgres import PostgresBackend
+
+    return PostgresBackend.open(url, config)
+
+
 def open_directory(root: Path, config: Config) -> Backend:
     """The directory mesh at `root` (created by its first write)."""
     from drasill_cli.backends.directory import DirectoryBackend

@@ -49,8 +49,14 @@ COMMAND_MODULES: dict[str, str] = {
     "demo": "people",
     "dashboard": "dashboard",
 }
-GLOBAL_OPTIONS_WITH_VALUE = ("--mesh-dir",)
-GLOBAL_OPTIONS = ("--mesh-dir", "--version", "--install-completion", "--show-completion")
+GLOBAL_OPTIONS_WITH_VALUE = ("--mesh-dir", "--mesh-url")
+GLOBAL_OPTIONS = (
+    "--mesh-dir",
+    "--mesh-url",
+    "--version",
+    "--install-completion",
+    "--show-completion",
+)
 
 
 def _command_word(args: list[str]) -> str | None:
@@ -133,6 +139,16 @@ def root(
             metavar="DIR",
         ),
     ] = None,
+    mesh_url: Annotated[
+        str | None,
+        typer.Option(
+            "--mesh-url",
+            help="PostgreSQL mesh, for agents on several machines, as a libpq URI "
+            "(postgresql://user@host:5432/dbname; default: $DRASILL_MESH_URL, then the "
+            "config's [store] url). Goes before the command.",
+            metavar="URL",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -165,7 +181,7 @@ def root(
 ) -> None:
     """A serverless mesh for AI coding agents on one machine."""
     del version, install_completion, show_completion
-    ctx.obj = CliState(mesh_dir)
+    ctx.obj = CliState(mesh_dir, mesh_url)
 
 
 # Environment variables the mesh reads as text.
@@ -226,7 +242,7 @@ def usage_hint(exc: Exception, args: list[str]) -> str:
     path = ctx.command_path if ctx is not None and ctx.command_path else _typed_path(args)
     option = getattr(exc, "option_name", None)
     if option in GLOBAL_OPTIONS and path != "mesh":
-        value = " DIR" if option in GLOBAL_OPTIONS_WITH_VALUE else ""
+        value = {"--mesh-dir": " DIR", "--mesh-url": " URL"}.get(option, "")
         command = path.removeprefix("mesh ")
         return (
             f"{option} is a global option and goes before the command: "

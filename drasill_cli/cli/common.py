@@ -61,8 +61,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 class CliState:
     """Per-invocation state: the global options and the lazily opened mesh."""
 
-    def __init__(self, mesh_dir: str | None = None) -> None:
+    def __init__(self, mesh_dir: str | None = None, mesh_url: str | None = None) -> None:
         self.mesh_dir = mesh_dir
+        self.mesh_url = mesh_url
         self._mesh: Mesh | None = None
         self.actor: str | None = None
 
@@ -71,7 +72,7 @@ class CliState:
         if self._mesh is None:
             from drasill_cli.mesh import Mesh
 
-            self._mesh = Mesh.open(self.mesh_dir)
+            self._mesh = Mesh.open(self.mesh_dir, mesh_url=self.mesh_url)
         return self._mesh
 
     def identity(self, as_name: str | None, *, required: bool = True) -> str | None:

@@ -173,7 +173,7 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """
     from drasill_cli import doctor
 
-    report = doctor.run(state(ctx).mesh_dir)
+    report = doctor.run(state(ctx).mesh_dir, state(ctx).mesh_url)
     if json_out:
         failed = [c["name"] for c in report["checks"] if c["required"] and c["status"] == "fail"]
         if failed:  # the contract's error envelope, beside the whole report
@@ -191,7 +191,12 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             if check["fix"] and check["status"] != "ok":
                 say(f"{'':{pad + 5}} fix: {check['fix']}")
         verdict = "ready" if report["ok"] else "not ready: fix the FAIL lines above"
-        say(f"mesh dir {report['mesh_dir'] or '(not resolved)'}: {verdict}")
+        where = (
+            f"mesh url {report['mesh_url']}"
+            if report.get("mesh_url")
+            else f"mesh dir {report['mesh_dir'] or '(not resolved)'}"
+        )
+        say(f"{where}: {verdict}")
     if not report["ok"]:
         raise typer.Exit(1)
 

@@ -1,7 +1,8 @@
 """The storage contract suite: every test here runs against every backend.
 
 A test takes the `backend` fixture (a fresh, empty mesh of each kind) and speaks only the
-interfaces of `drasill_cli.storage`; nothing here may look at files or tables.
+interfaces of `drasill_cli.storage`; nothing here may look at files or tables. The PostgreSQL
+mesh is a fresh schema on the session's throwaway cluster (`pg_url` in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -11,17 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from drasill_cli.backends import open_directory
+from drasill_cli.backends import open_backend
 from drasill_cli.config import Config
 from drasill_cli.storage import Backend
 
-BACKENDS = ["directory"]
+BACKENDS = ["directory", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A fresh mesh on each backend."""
-    opened = open_directory(tmp_path / "mesh", Config())
+    location: Path | str = tmp_path / "mesh"
+    if request.param == "postgres":
+        location = request.getfixturevalue("pg_mesh_url")
+    opened = open_backend(location, Config())
     try:
         yield opened
     finally:

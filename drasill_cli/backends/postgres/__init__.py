@@ -1,0 +1,83 @@
+"""The PostgreSQL mesh: every storage interface on tables in one database, for agents on
+several machines.
+
+Everything database-shaped lives in this package and nowhere else: the driver (psycopg 3,
+imported only when a URL mesh is opened), the connection and its failures (`connection.py`),
+the tables and their migrations (`schema.py`), and LISTEN/NOTIFY waits (`changes.py`). The
+modules beside them implement the interfaces of `drasill_cli.storage`, each operation one
+transaction (`Database.transaction`), exactly-once takes by `FOR UPDATE SKIP LOCKED`, times by
+the database clock, and announce what they changed with `PostgresChanges.notify`.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from drasill_cli.backends.postgres.connection import Database, driver
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from drasill_cli.backends.postgres.changes import PostgresChanges
+    from drasill_cli.config import Config
+
+
+class PostgresBackend:
+    """A PostgreSQL mesh: one `Database` (connected on first use) and the interfaces on it."""
+
+    kind = "postgres"
+
+    def __init__(self, db: Database, config: Config, *, read_only: bool = False) -> None:
+        self.db = db
+        self.config = config
+        self._read_only = read_only
+        self._warnings: list[str] = []
+
+    @classmethod
+    def open(cls, url: str, config: Config) -> PostgresBackend:
+        """The mesh at `url`, connected (its tables made or migrated on first use); exit 4 at
+        once when the driver is missing or the database cannot be used, before any command
+        starts its work."""
+        driver()
+        db = Database(url)
+        db.conn  # noqa: B018 -- connect now: a failure is one exit-4 line, not a half-run command
+        return cls(db, config)
+
+    @property
+    def location(self) -> str:
+        """The URL with its password masked."""
+        return self.db.masked
+
+    @property
+    def warnings(self) -> list[str]:
+        return self._warnings
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    def read_only_view(self) -> PostgresBackend:
+        """The same mesh (and connection); its transactions are READ ONLY."""
+        view = PostgresBackend(self.db, self.config, read_only=True)
+        view._warnings = self._warnings
+        return view
+
+    def transaction(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        """One transaction for one operation of an interface (READ ONLY in a read-only view):
+        commits whole when the block ends, rolls back on any error; driver errors leave as
+        exit-4 `MeshUnusable`, a `MeshError` raised inside leaves unchanged."""
+        return self.db.transaction(read_only=self._read_only)
+
+    def close(self) -> None:
+        """Close the connection (a view shares it: closing either closes both)."""
+        self.db.close()
+
+    # ---- the interfaces of drasill_cli.storage (one cached property each) -------------------
+
+    @cached_property
+    def changes(self) -> PostgresChanges:
+        from drasill_cli.backends.postgres.changes import PostgresChanges
+
+        return PostgresChanges(self.db)

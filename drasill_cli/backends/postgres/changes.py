@@ -1,0 +1,227 @@
+"""`Changes` for a PostgreSQL mesh: LISTEN/NOTIFY, one channel per topic, no polling loop.
+
+Every operation that changes something a waiter cares about calls `PostgresChanges.notify` in
+its own transaction: the notification goes out when (and only if) the transaction commits, to
+the channel of the exact topic (`inbox:bob`) and to the channels that cover it (`inbox`,
+`mesh`). A watch has its own connection and LISTENs on its topics' channels when it is entered,
+before the waiter's first look, so a change made between a look and the next wait still ends
+that wait: the notification waits in the connection until it is read.
+
+A notification is a hint, never the truth: after a dropped connection the watch reconnects and
+reports every topic as changed, and every `RECHECK_S` it does so anyway (a slow safety
+re-check), so a waiter that re-reads the tables after each wake-up never misses a change.
+
+Channel names are database-wide while meshes are per schema, so a channel is named by a hash
+of the mesh's schema and the topic (and stays under PostgreSQL's 63-byte identifier limit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from drasill_cli.errors import MeshError
+from drasill_cli.storage.changes import (
+    AGENTS,
+    INBOXES,
+    MESH,
+    SIGNALLED,
+    STOPPED,
+    TASKS,
+    TIMEOUT,
+    Change,
+    inbox,
+)
+
+if TYPE_CHECKING:
+    import threading
+
+    import psycopg
+
+    from drasill_cli.backends.postgres.connection import Database
+
+# How long a watch gathers notifications after the first one (a burst comes back as one set).
+BATCH_S = 0.02
+# How often `next` wakes to check its `stop` event.
+STOP_STEP_S = 0.05
+# The slow safety re-check: every topic reported as changed this often, in case a notification
+# was lost (the waiter then reads the tables again).
+RECHECK_S = 30.0
+# How long a tolerant watch waits between attempts to reconnect.
+RECONNECT_STEP_S = 1.0
+
+_KINDS = (INBOXES, TASKS, AGENTS, MESH)
+
+
+def channel(schema: str, topic: str) -> str:
+    """The notification channel of `topic` in the mesh of `schema`."""
+    digest = hashlib.sha256(f"{schema}\0{topic}".encode()).hexdigest()[:40]
+    return f"mesh_{digest}"
+
+
+def _check_topic(topic: str) -> str:
+    kind, colon, name = topic.partition(":")
+    if kind not in _KINDS or (colon and (kind != INBOXES or not name)):
+        raise ValueError(f"unknown topic {topic!r}")
+    return topic
+
+
+def covering(change: Change) -> list[str]:
+    """The topics a change is announced on: its own, and those that cover it."""
+    if change.topic == INBOXES and change.agent:
+        return [inbox(change.agent), INBOXES, MESH]
+    if change.topic == MESH:
+        return [MESH]
+    return [change.topic, MESH]
+
+
+def _payload(change: Change) -> str:
+    return f"{change.topic}\n{change.agent or ''}"
+
+
+def _from_payload(payload: str) -> Change | None:
+    topic, _, agent = payload.partition("\n")
+    if topic not in _KINDS:
+        return None
+    return Change(topic, agent or None)
+
+
+class PostgresChanges:
+    """`Changes` on LISTEN/NOTIFY; also the one place that announces a change (`notify`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def schema(self) -> str:
+        if self.db.schema is None:
+            self.db.conn  # noqa: B018 -- connecting learns the mesh's schema
+        assert self.db.schema is not None  # noqa: S101 -- ensure_schema sets it or raises
+        return self.db.schema
+
+    def notify(self, cur: psycopg.Cursor[Any], *changes: Change) -> None:
+        """Announce `changes` when the transaction of `cur` commits (never if it rolls back)."""
+        pairs = [
+            (channel(self.schema, topic), _payload(change))
+            for change in changes
+            for topic in covering(change)
+        ]
+        if pairs:
+            cur.execute(
+                "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS n(c, p)",
+                ([c for c, _ in pairs], [p for _, p in pairs]),
+            )
+
+    def watch(self, *topics: str, tolerant: bool = False) -> PostgresWatch:
+        for topic in topics:
+            _check_topic(topic)
+        return PostgresWatch(self.db, self.schema, topics, tolerant=tolerant)
+
+
+class PostgresWatch:
+    """An entered watch: its own connection, LISTENing on its topics' channels."""
+
+    def __init__(
+        self, db: Database, schema: str, topics: tuple[str, ...], *, tolerant: bool
+    ) -> None:
+        self._db = db
+        self._topics = {channel(schema, topic): topic for topic in topics}
+        self._tolerant = tolerant
+        self._conn: psycopg.Connection[Any] | None = None
+        self._recheck_at = 0.0
+
+    def __enter__(self) -> PostgresWatch:
+        self._conn = self._listen()
+        self._recheck_at = time.monotonic() + RECHECK_S
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        """A new connection LISTENing on every channel of the watch."""
+        from psycopg import sql
+
+        conn = self._db.connect()
+        with self._db.errors_mapped():
+            try:
+                for name in self._topics:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _everything(self) -> set[Change]:
+        """Every watched topic as changed, whose unknown: the waiter looks again."""
+        found = set()
+        for topic in self._topics.values():
+            kind, _, name = topic.partition(":")
+            found.add(Change(kind, name or None))
+        return found
+
+    def next(self, seconds: float, stop: threading.Event | None = None) -> set[Change] | str:
+        if self._conn is None:
+            raise RuntimeError("enter the watch (with ...) before waiting on it")
+        deadline = time.monotonic() + seconds
+        while True:
+            now = time.monotonic()
+            if stop is not None and stop.is_set():
+                return STOPPED
+            if now >= self._recheck_at:
+                self._recheck_at = now + RECHECK_S
+                return self._everything()
+            if now >= deadline:
+                return TIMEOUT
+            step = min(deadline, self._recheck_at) - now
+            if stop is not None:
+                step = min(step, STOP_STEP_S)
+            try:
+                found = self._receive(step)
+            except KeyboardInterrupt:
+                return SIGNALLED
+            if found:
+                return found
+
+    def wait(self, seconds: float) -> None:
+        if self.next(seconds) == SIGNALLED:
+            raise KeyboardInterrupt
+
+    def _receive(self, seconds: float) -> set[Change]:
+        """The changes notified within `seconds` (gathered for `BATCH_S` after the first)."""
+        import psycopg
+
+        assert self._conn is not None  # noqa: S101 -- next() checked it
+        try:
+            notes = list(self._conn.notifies(timeout=max(seconds, 0.001), stop_after=1))
+            if notes:
+                notes += self._conn.notifies(timeout=BATCH_S)
+        except psycopg.Error as exc:
+            return self._reconnect(exc, seconds)
+        found = set()
+        for note in notes:
+            change = _from_payload(note.payload)
+            if note.channel in self._topics and change is not None:
+                found.add(change)
+        return found
+
+    def _reconnect(self, exc: Exception, seconds: float) -> set[Change]:
+        """After a dropped connection: LISTEN again and report every topic (notifications may
+        have been lost meanwhile). A tolerant watch keeps trying for `seconds`; any other
+        fails with exit 4."""
+        assert self._conn is not None  # noqa: S101 -- only called from _receive
+        self._conn.close()
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self._conn = self._listen()
+                return self._everything()
+            except MeshError:
+                if not self._tolerant:
+                    raise self._db.unusable(exc, lost=True) from None
+                if time.monotonic() + RECONNECT_STEP_S > deadline:
+                    return set()  # still down; the next call tries again
+                time.sleep(RECONNECT_STEP_S)

@@ -1,0 +1,231 @@
+"""The connection to a PostgreSQL mesh: the driver (psycopg 3), connecting, transactions, and
+every failure turned into one `MeshUnusable` line that names the host and the fix.
+
+psycopg is imported here and in the modules beside this one only, and only when a URL mesh is
+opened: a directory mesh never pays for it. A password never reaches a message: `mask_url` is
+the only form of the URL this package shows, and `_scrub` removes the password from any text
+the driver hands back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from drasill_cli.errors import MeshUnusable
+
+if TYPE_CHECKING:
+    import psycopg
+
+INSTALL_HINT = "pip install 'drasill-cli[postgres]'"
+CONNECT_TIMEOUT_S = 5
+APPLICATION_NAME = "mesh"
+MASK = "***"
+
+
+def driver() -> Any:
+    """The psycopg module; exit 4 with what to install when it is missing."""
+    try:
+        import psycopg
+    except ImportError:
+        raise MeshUnusable(
+            "a PostgreSQL mesh (--mesh-url, DRASILL_MESH_URL or [store] url) needs the driver "
+            f"psycopg, which is not installed; install it with: {INSTALL_HINT}",
+            code="driver-missing",
+        ) from None
+    return psycopg
+
+
+def mask_url(url: str) -> str:
+    """`url` fit to print: a password (in the user part or as `password=` in the query)
+    replaced by ***; a URL without one is shown as given."""
+    try:
+        parts = urlsplit(url)
+        netloc, query = parts.netloc, parts.query
+        if "@" in netloc:
+            userinfo, _, hosts = netloc.rpartition("@")
+            user, colon, _password = userinfo.partition(":")
+            netloc = f"{user}:{MASK}@{hosts}" if colon else netloc
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key == "password" for key, _ in pairs):
+            query = urlencode([(k, MASK if k == "password" else v) for k, v in pairs], safe="/%*=-")
+    except ValueError:
+        return "postgresql://(a URL that cannot be parsed; not shown)"
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    shown += f"?{query}" if query else ""
+    return shown + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def _passwords(url: str) -> list[str]:
+    """Every password `url` carries (raw and decoded), for scrubbing text the driver returns."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        found += [v for k, v in parse_qsl(parts.query) if k == "password" and v]
+    except ValueError:
+        pass
+    return [p for p in dict.fromkeys(found) if p]
+
+
+def describe_host(url: str) -> str:
+    """The server `url` names, in words: `db.example.com:5432`, `the socket in /run/x`."""
+    try:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        host = query.get("host") or parts.hostname or os.environ.get("PGHOST") or ""
+        port = query.get("port") or (str(parts.port) if parts.port else "")
+    except ValueError:
+        return "the database server"
+    port = port or os.environ.get("PGPORT", "") or "5432"
+    if not host or host.startswith("/"):
+        return f"the local socket in {host or 'the default socket directory'} (port {port})"
+    return f"{host}:{port}"
+
+
+# Where a failure comes from, read from libpq's words (connection failures carry no SQLSTATE).
+_LOGIN = re.compile(
+    r"password authentication failed|no password supplied|role \S+ does not exist|"
+    r"authentication failed|pg_hba\.conf|not permitted to log in",
+    re.IGNORECASE,
+)
+_NO_DATABASE = re.compile(r"database \S+ does not exist", re.IGNORECASE)
+
+
+class Database:
+    """One PostgreSQL mesh's connection (opened on first use) and transactions on it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.masked = mask_url(url)
+        self.host = describe_host(url)
+        self._passwords = _passwords(url)
+        self._conn: psycopg.Connection[Any] | None = None
+        self.schema: str | None = None  # the mesh's schema, known once connected
+
+    # ---- connecting -------------------------------------------------------------------------
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection in autocommit mode (transactions are explicit), or exit 4."""
+        pg = driver()
+        try:
+            conn: psycopg.Connection[Any] = pg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name=APPLICATION_NAME,
+            )
+        except pg.Error as exc:
+            raise self.unusable(exc, connecting=True) from None
+        return conn
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        """The shared connection, opened (and the tables made or migrated) on first use."""
+        if self._conn is None or self._conn.closed:
+            conn = self.connect()
+            from drasill_cli.backends.postgres.schema import ensure_schema
+
+            try:
+                ensure_schema(self, conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ---- transactions -----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, *, read_only: bool = False) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction: commits when the block ends, rolls back on any error. Driver
+        errors leave as `MeshUnusable` naming the host and the fix."""
+        psycopg = driver()
+        conn = self.conn
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                if read_only:
+                    cur.execute("SET TRANSACTION READ ONLY")
+                yield cur
+        except psycopg.Error as exc:
+            raise self.unusable(exc) from None
+
+    @contextmanager
+    def errors_mapped(self) -> Iterator[None]:
+        """Driver errors raised inside the block leave as `MeshUnusable` (for work outside a
+        transaction, such as LISTEN and waiting for notifications)."""
+        psycopg = driver()
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise self.unusable(exc) from None
+
+    # ---- failures ---------------------------------------------------------------------------
+
+    def scrub(self, text: str) -> str:
+        """`text` with every password of the URL masked."""
+        for password in self._passwords:
+            text = text.replace(password, MASK)
+        return text
+
+    def unusable(  # noqa: PLR0911 -- one return per kind of failure, each with its own fix
+        self, exc: BaseException, *, connecting: bool = False, lost: bool = False
+    ) -> MeshUnusable:
+        """The one-line exit-4 error for a driver failure: what happened, on which host, and
+        what to do. Never holds the password."""
+        reason = " ".join(str(exc).split())  # one line
+        reason = reason.removeprefix("connection failed: ").removeprefix("connection is bad: ")
+        reason = self.scrub(reason.split(" failed: ", 1)[-1])[:200]
+        where = f"the mesh database at {self.host}"
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        if _LOGIN.search(reason) or sqlstate.startswith("28"):
+            return MeshUnusable(
+                f"{where} refused the login ({reason}); fix the user or password in the URL, "
+                "~/.pgpass or PGPASSWORD, or the server's pg_hba.conf",
+                code="database-login-refused",
+            )
+        if _NO_DATABASE.search(reason) or sqlstate == "3D000":
+            return MeshUnusable(
+                f"{where}: {reason}; create it (createdb NAME) or fix the database name in the URL",
+                code="database-missing",
+            )
+        if sqlstate == "42501":
+            return MeshUnusable(
+                f"{where} refused an operation for lack of a privilege ({reason}); grant the "
+                "mesh's role CREATE on its schema (and database) and rights on the mesh_* tables",
+                code="database-privilege-missing",
+            )
+        if sqlstate == "25006":
+            return MeshUnusable(
+                f"{where} refused a write in a read-only view ({reason}); this is a bug: report it",
+                code="database-read-only",
+            )
+        if connecting:
+            return MeshUnusable(
+                f"{where} is unreachable ({reason}); start the server, or fix the host and "
+                "port in --mesh-url, DRASILL_MESH_URL or [store] url",
+                code="database-unreachable",
+            )
+        lost = lost or (self._conn is not None and bool(self._conn.closed))
+        if lost or sqlstate.startswith(("08", "57")):
+            return MeshUnusable(
+                f"the connection to {where} was lost midway ({reason}); nothing was half-done "
+                "(the transaction rolled back): check the server and run the command again",
+                code="database-connection-lost",
+            )
+        return MeshUnusable(
+            f"{where} failed ({reason}); run mesh doctor, and check the server's log",
+            code="database-error",
+        )
