@@ -41,7 +41,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from drasill_cli.storage.budgets import BudgetBook
     from drasill_cli.storage.changes import Changes
+    from drasill_cli.storage.locktable import LockTable
 
 
 class Backend(Protocol):
@@ -72,6 +74,12 @@ class Backend(Protocol):
         ...
 
     # ---- the interfaces (one property each, in the order of the table above) ---------------
+
+    @property
+    def locks(self) -> LockTable: ...
+
+    @property
+    def budgets(self) -> BudgetBook: ...
 
     @property
     def changes(self) -> Changes: ...

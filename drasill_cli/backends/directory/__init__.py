@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 
 if TYPE_CHECKING:
+    from drasill_cli.backends.directory.budgets import DirectoryBudgetBook
     from drasill_cli.backends.directory.changes import DirectoryChanges
+    from drasill_cli.backends.directory.locktable import DirectoryLockTable
     from drasill_cli.config import Config
 
 
@@ -62,6 +64,18 @@ class DirectoryBackend:
         """Nothing to release: every file is closed when its operation ends."""
 
     # ---- the interfaces of drasill_cli.storage (one cached property each) -------------------
+
+    @cached_property
+    def locks(self) -> DirectoryLockTable:
+        from drasill_cli.backends.directory.locktable import DirectoryLockTable
+
+        return DirectoryLockTable(self.store)
+
+    @cached_property
+    def budgets(self) -> DirectoryBudgetBook:
+        from drasill_cli.backends.directory.budgets import DirectoryBudgetBook
+
+        return DirectoryBudgetBook(self.store)
 
     @cached_property
     def changes(self) -> DirectoryChanges:
