@@ -73,8 +73,12 @@ def test_put_replace_and_remove(backend: Backend) -> None:
     ]
     assert (mine["mode"], mine["ttl"]) == ("read", 5.0)
     assert len(table.all()) == 3  # replaced, not added
-    removed = table.transact(lambda t: LockChanges(t, remove=[e for e in t if e["path"] == "/a"]))
-    assert keys(removed) == {("/a", "alpha"), ("/a", "beta")}
+
+    def drop_a(t: Table) -> LockChanges[Table]:
+        gone = [e for e in t if e["path"] == "/a"]
+        return LockChanges(gone, remove=gone)
+
+    assert keys(table.transact(drop_a)) == {("/a", "alpha"), ("/a", "beta")}
     assert keys(table.all()) == {("/b", "alpha")}
     # Removing a lock that is not there is no error.
     table.transact(lambda t: LockChanges(None, remove=[lock("/gone")]))
