@@ -180,9 +180,9 @@ def check_ai_clis(config: Config) -> dict[str, Any]:
 
 def check_nvml() -> dict[str, Any]:
     """GPU memory can be measured (only needed for --vram-gb budgets)."""
-    from drasill_cli import hardware
+    from drasill_cli import hardware_probes
 
-    gpu = hardware.gpu_probe()
+    gpu = hardware_probes.gpu_probe()
     if gpu is None:
         return _check(
             "nvml",

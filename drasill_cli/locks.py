@@ -1,9 +1,10 @@
 """Advisory file locks with leases: four modes, directory coverage, waiting, run-while-holding.
 
-Each lock is one record, `locks/<sha256 of path>-<holder>.json`, holding the contract's lock
-object (path, mode, holder, acquired_at, expires_at) plus its ttl. Every decision that reads the
-lock table and then changes it (acquire, renew, release, clear) runs under the one store lock
-`locks`, so two agents can never both be granted conflicting locks.
+Each lock is one record per (path, holder) in the backend's lock table (`mesh.backend.locks`),
+holding the contract's lock object (path, mode, holder, acquired_at, expires_at) plus its ttl.
+Every decision that reads the lock table and then changes it (acquire, renew, release, clear) is
+one `LockTable.transact`: it runs on the whole table with every other decision shut out and its
+changes are applied whole, so two agents can never both be granted conflicting locks.
 
 The lease rule: a lock binds until its lease (`ttl`) has run out both since it was taken or
 renewed and since its holder's last sign of life (any mesh command run as it: every command is
@@ -14,14 +15,14 @@ Stale locks never block anyone; `acquire` drops the stale locks it would otherwi
 with, and tells each live holder by message (a lock is never lost silently), and `clear_stale`
 drops them all (for prune).
 
-Records are plain dicts checked by `models.LockRecord` (the one validation every record kind
-goes through). Agent records are loaded only to judge a conflicting holder that is registered.
+Records are plain dicts checked by the table (`storage.locktable.check_lock`); this module
+keeps only the rules. Agent records are loaded only to judge a conflicting holder that is
+registered.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import random
@@ -33,14 +34,13 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound, OrdinaryOutcome
 from drasill_cli.mesh import Mesh
-from drasill_cli.models import FUTURE_SLACK_S, LOCK_MODES, LockRecord, RecordError
+from drasill_cli.models import FUTURE_SLACK_S, LOCK_MODES
 from drasill_cli.names import check_agent_name
+from drasill_cli.storage.locktable import LockChanges
 
 if TYPE_CHECKING:
     from drasill_cli import presence
 
-LOCK_DIR = "locks"
-TABLE_LOCK = "locks"
 MODES = LOCK_MODES
 
 # held mode -> modes another agent may be granted on an overlapping path (the contract's table)
@@ -126,60 +126,30 @@ def compatible(held: str, asked: str) -> bool:
 # ---- records -------------------------------------------------------------------------------
 
 
-def record_name(path: str, holder: str) -> str:
-    """The file name of `holder`'s lock on `path` (one record per path and holder)."""
-    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
-    return f"{digest}-{holder}.json"
-
-
-def _rel(name: str) -> str:
-    return f"{LOCK_DIR}/{name}"
-
-
 def view(lock: dict[str, Any]) -> dict[str, Any]:
     """The contract's lock object (plus ttl)."""
     return {key: lock[key] for key in VIEW_KEYS}
 
 
-def _valid(raw: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """The record with its expiry parsed, or None when it is not a lock record."""
-    try:
-        lock = LockRecord.check(raw)
-        expires = clock.parse_iso(lock["expires_at"])
-    except (RecordError, ValueError, OverflowError):
-        return None
-    if (
-        not lock["path"].startswith("/")
-        or lock["ttl"] <= 0
-        or record_name(lock["path"], lock["holder"]) != name
-    ):
-        return None
-    return {**lock, "_expires": expires, "_name": name}
-
-
-def _read_table(mesh: Mesh, *, locked: bool = True) -> list[dict[str, Any]]:
-    """Every lock record; damaged ones are quarantined (and reported), never fatal.
+def _prepared(
+    table: list[dict[str, Any]], now: float, *, save: bool = True
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each lock of the table with its lease end parsed (`_expires`), and (with `save`) the
+    stored form of each lock whose lease end had to be reset, for a decision to put back.
 
     A lease that ends more than its ttl from now was stamped by a clock that has since stepped
-    back: it is reset to start now (and, under the table lock, saved so), so it ages from here.
+    back: it is reset to start now, so it ages from here.
     """
-    table = []
-    now = clock.now()
-    for name in mesh.store.names(LOCK_DIR):
-        raw = mesh.store.read(_rel(name))
-        if raw is None:
-            continue
-        lock = _valid(raw, name)
-        if lock is None:
-            mesh.store.quarantine(_rel(name), "is not a valid lock record")
-            continue
+    prepared, reset = [], []
+    for record in table:
+        lock = {**record, "_expires": clock.parse_iso(record["expires_at"])}
         if lock["_expires"] > now + lock["ttl"] + FUTURE_SLACK_S:
             lock["_expires"] = now + lock["ttl"]
             lock["acquired_at"], lock["expires_at"] = clock.iso(now), clock.iso(lock["_expires"])
-            if locked and not mesh.store.read_only:
-                mesh.store.write(_rel(name), _stored(lock))
-        table.append(lock)
-    return table
+            if save:
+                reset.append(_stored(lock))
+        prepared.append(lock)
+    return prepared, reset
 
 
 def _stored(lock: dict[str, Any]) -> dict[str, Any]:
@@ -244,25 +214,30 @@ def _describe(lock: dict[str, Any], now: float) -> str:
     )
 
 
-def _drop(mesh: Mesh, locks: Sequence[dict[str, Any]], actor: str | None, why: str) -> None:
-    """Remove records (caller holds the table lock) and audit each removal."""
+def _audit_cleared(
+    mesh: Mesh, locks: Sequence[dict[str, Any]], actor: str | None, why: str
+) -> None:
+    """Audit each lock a decision removed from the table."""
     for lock in locks:
-        if mesh.store.remove(_rel(lock["_name"])):
-            mesh.record("lock-cleared", actor, path=lock["path"], holder=lock["holder"], reason=why)
+        mesh.record("lock-cleared", actor, path=lock["path"], holder=lock["holder"], reason=why)
 
 
 # ---- acquire -------------------------------------------------------------------------------
 
 
+Locks = list[dict[str, Any]]
+
+
 def _try_grant(
     mesh: Mesh, paths: list[str], holder: str, mode: str, ttl: float
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """One read-decide-write under the table lock: (granted, [], lapsed locks dropped for it)
-    or ([], conflicts, [])."""
-    with mesh.store.lock(TABLE_LOCK):
+) -> tuple[Locks, Locks, Locks]:
+    """One read-decide-write of the table: (granted, [], lapsed locks dropped for it) or
+    ([], conflicts, [])."""
+
+    def decide(records: Locks) -> LockChanges[tuple[Locks, Locks, Locks, Locks]]:
         now = clock.now()
         judge = _Judge(mesh, now)
-        table = _read_table(mesh)
+        table, reset = _prepared(records, now, save=not mesh.backend.read_only)
         conflicts: list[dict[str, Any]] = []
         stale: list[dict[str, Any]] = []
         for lock in table:
@@ -275,27 +250,30 @@ def _try_grant(
             else:
                 conflicts.append(judge.effective(lock))
         if conflicts:
-            return [], conflicts, []
-        _drop(mesh, stale, holder, "stale")
-        lapsed = [lock for lock in stale if not judge.holder_dead(lock["holder"])]
+            return LockChanges(([], conflicts, [], []), put=reset)
         mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
         stamp = clock.iso(now)
         granted = []
         for path in paths:
             previous = mine.get(path)
             held = previous is not None and not judge.expired(previous)
-            record = {
-                "schema_version": SCHEMA_VERSION,
-                "path": path,
-                "mode": mode,
-                "holder": holder,
-                "acquired_at": previous["acquired_at"] if held and previous else stamp,
-                "expires_at": clock.iso(now + ttl),
-                "ttl": ttl,
-            }
-            mesh.store.write(_rel(record_name(path, holder)), record)
-            granted.append(record)
-    return granted, [], lapsed
+            granted.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "path": path,
+                    "mode": mode,
+                    "holder": holder,
+                    "acquired_at": previous["acquired_at"] if held and previous else stamp,
+                    "expires_at": clock.iso(now + ttl),
+                    "ttl": ttl,
+                }
+            )
+        lapsed = [lock for lock in stale if not judge.holder_dead(lock["holder"])]
+        return LockChanges((granted, [], stale, lapsed), put=[*reset, *granted], remove=stale)
+
+    granted, conflicts, stale, lapsed = mesh.backend.locks.transact(decide)
+    _audit_cleared(mesh, stale, holder, "stale")
+    return granted, conflicts, lapsed
 
 
 def acquire(
@@ -401,22 +379,23 @@ def _renew(
     mesh: Mesh, paths: Sequence[str], holder: str, ttl: float | None
 ) -> list[dict[str, Any]]:
     """`renew` on already resolved paths (a lease must not re-resolve a replaced symlink)."""
-    renewed = []
-    with mesh.store.lock(TABLE_LOCK):
+
+    def decide(records: Locks) -> LockChanges[Locks]:
         now = clock.now()
         judge = _Judge(mesh, now)
+        table, reset = _prepared(records, now, save=not mesh.backend.read_only)
+        mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
+        renewed = []
         for path in paths:
-            name = record_name(path, holder)
-            raw = mesh.store.read(_rel(name))
-            lock = _valid(raw, name) if raw is not None else None
+            lock = mine.get(path)
             if lock is None or judge.expired(lock):
                 continue
             # A record written by hand or by an older version may hold a longer ttl.
             lease = ttl if ttl is not None else min(float(lock["ttl"]), MAX_TTL_S)
-            record = {**_stored(lock), "expires_at": clock.iso(now + lease), "ttl": lease}
-            mesh.store.write(_rel(name), record)
-            renewed.append(view(record))
-    return renewed
+            renewed.append({**_stored(lock), "expires_at": clock.iso(now + lease), "ttl": lease})
+        return LockChanges(renewed, put=[*reset, *renewed])
+
+    return [view(record) for record in mesh.backend.locks.transact(decide)]
 
 
 def release(
@@ -430,10 +409,12 @@ def release(
     """
     check_agent_name(holder)
     resolved = resolve_all(paths)
-    with mesh.store.lock(TABLE_LOCK):
-        judge = _Judge(mesh, clock.now())
-        table = _read_table(mesh)
-        removed: list[dict[str, Any]] = []
+
+    def decide(records: Locks) -> LockChanges[Locks]:
+        now = clock.now()
+        judge = _Judge(mesh, now)
+        table, reset = _prepared(records, now, save=not mesh.backend.read_only)
+        removed: Locks = []
         for path in resolved:
             here = [lock for lock in table if lock["path"] == path]
             mine = [lock for lock in here if lock["holder"] == holder]
@@ -454,8 +435,9 @@ def release(
                 raise NotFound(
                     f"{path} is not locked; see `mesh locks` for what is", code="lock-not-found"
                 )
-        for lock in removed:
-            mesh.store.remove(_rel(lock["_name"]))
+        return LockChanges(removed, put=reset, remove=removed)
+
+    removed = mesh.backend.locks.transact(decide)
     taken = [lock for lock in removed if lock["holder"] != holder]
     if removed:
         mesh.record(
@@ -495,8 +477,10 @@ def list_locks(mesh: Mesh) -> list[dict[str, Any]]:
     """Every lock, sorted by path then holder, with `expires_at` when it lapses if its holder
     stays silent, and `stale`: true when it no longer binds anyone (lease ran out or holder
     dead) and only awaits prune."""
-    judge = _Judge(mesh, clock.now())
-    table = sorted(_read_table(mesh, locked=False), key=lambda lock: (lock["path"], lock["holder"]))
+    now = clock.now()
+    judge = _Judge(mesh, now)
+    table, _reset = _prepared(mesh.backend.locks.all(), now, save=False)  # a look changes nothing
+    table.sort(key=lambda lock: (lock["path"], lock["holder"]))
     return [{**view(judge.effective(lock)), "stale": judge.stale(lock)} for lock in table]
 
 
@@ -509,21 +493,32 @@ def is_stale(mesh: Mesh, lock: dict[str, Any]) -> bool:
 
 def clear_stale(mesh: Mesh, *, dry_run: bool = False) -> list[dict[str, Any]]:
     """Remove expired locks and locks of dead agents (prune); returns them. Idempotent."""
-    with mesh.store.lock(TABLE_LOCK):
-        judge = _Judge(mesh, clock.now())
-        stale = [lock for lock in _read_table(mesh) if judge.stale(lock)]
-        if not dry_run:
-            _drop(mesh, stale, None, "stale")
+
+    def decide(records: Locks) -> LockChanges[Locks]:
+        now = clock.now()
+        judge = _Judge(mesh, now)
+        table, reset = _prepared(records, now, save=not mesh.backend.read_only)
+        stale = [lock for lock in table if judge.stale(lock)]
+        return LockChanges(stale, put=reset, remove=[] if dry_run else stale)
+
+    stale = mesh.backend.locks.transact(decide)
+    if not dry_run:
+        _audit_cleared(mesh, stale, None, "stale")
     return [view(lock) for lock in stale]
 
 
 def release_all(mesh: Mesh, holder: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
     """Remove every lock of `holder` (a dead or removed agent); returns them. Idempotent."""
     check_agent_name(holder)
-    with mesh.store.lock(TABLE_LOCK):
-        theirs = [lock for lock in _read_table(mesh) if lock["holder"] == holder]
-        if not dry_run:
-            _drop(mesh, theirs, None, "holder-gone")
+
+    def decide(records: Locks) -> LockChanges[Locks]:
+        table, reset = _prepared(records, clock.now(), save=not mesh.backend.read_only)
+        theirs = [lock for lock in table if lock["holder"] == holder]
+        return LockChanges(theirs, put=reset, remove=[] if dry_run else theirs)
+
+    theirs = mesh.backend.locks.transact(decide)
+    if not dry_run:
+        _audit_cleared(mesh, theirs, None, "holder-gone")
     return [view(lock) for lock in theirs]
 
 
@@ -592,7 +587,12 @@ def _release_own(mesh: Mesh, paths: list[str], holder: str) -> None:
     """Drop whichever of `holder`'s locks on `paths` still exist (others may be gone)."""
     if not paths:
         return
-    with mesh.store.lock(TABLE_LOCK):
-        gone = [p for p in paths if mesh.store.remove(_rel(record_name(p, holder)))]
+
+    def decide(table: Locks) -> LockChanges[Locks]:
+        gone = [lock for lock in table if lock["holder"] == holder and lock["path"] in paths]
+        return LockChanges(gone, remove=gone)
+
+    removed = {lock["path"] for lock in mesh.backend.locks.transact(decide)}
+    gone = [p for p in paths if p in removed]
     if gone:
         mesh.record("unlock", holder, paths=gone, forced_from=[])

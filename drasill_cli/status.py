@@ -1,7 +1,7 @@
 """The status snapshot: agents, tasks, locks, budgets and recent traffic in one object.
 
 `mesh status` is what people judge the mesh by, so it must stay fast with hundreds of agents:
-- agents are measured by one `hardware.Meter` pass: every process is read once (one
+- agents are measured by one `hardware_probes.Meter` pass: every process is read once (one
   `psutil.process_iter` pass builds the whole process forest), instead of one /proc scan per
   agent, and tmux panes are listed with one `tmux list-panes -a` call, never one per agent;
 - the audit log is read from its end only, never parsed whole (`AuditLog.latest`).
@@ -18,7 +18,7 @@ from drasill_cli import audit, clock
 from drasill_cli.mesh import Mesh
 
 if TYPE_CHECKING:
-    from drasill_cli import hardware
+    from drasill_cli import hardware_probes
 
 RECENT_EVENTS = 20
 WATCH_REFRESH_S = 5.0
@@ -27,12 +27,12 @@ AGENT_STATE_ORDER = {"active": 0, "idle": 1, "dead": 2}
 
 def _agents(
     mesh: Mesh, gpu: dict[str, Any] | None
-) -> tuple[list[dict[str, Any]], list[hardware.Usage]]:
+) -> tuple[list[dict[str, Any]], list[hardware_probes.Usage]]:
     """Every registered agent (dead ones too: a person wants to see them), live ones first,
-    with each one's measured use (one `hardware.Meter` pass for all of them)."""
-    from drasill_cli import agents, hardware
+    with each one's measured use (one `hardware_probes.Meter` pass for all of them)."""
+    from drasill_cli import agents, hardware_probes
 
-    meter = hardware.Meter(mesh, gpu)
+    meter = hardware_probes.Meter(mesh, gpu)
     now = clock.now()
     found, usages = [], []
     for record in agents.records(mesh):
@@ -47,7 +47,10 @@ def _agents(
 
 
 def _budgets(
-    mesh: Mesh, ram: dict[str, float], gpu: dict[str, Any] | None, usages: list[hardware.Usage]
+    mesh: Mesh,
+    ram: dict[str, float],
+    gpu: dict[str, Any] | None,
+    usages: list[hardware_probes.Usage],
 ) -> dict[str, Any]:
     from drasill_cli import hardware
 
@@ -75,10 +78,10 @@ def _count(items: Iterable[dict[str, Any]], key: str) -> dict[str, int]:
 
 def snapshot(mesh: Mesh) -> dict[str, Any]:
     """Everything `mesh status` shows: agents, tasks, locks, budgets, recent (plus counts)."""
-    from drasill_cli import hardware, locks, tasks
+    from drasill_cli import hardware_probes, locks, tasks
 
-    ram = hardware.ram_probe()
-    gpu = hardware.gpu_probe()
+    ram = hardware_probes.ram_probe()
+    gpu = hardware_probes.gpu_probe()
     agents, usages = _agents(mesh, gpu)
     task_list = tasks.list_tasks(mesh)
     lock_list = locks.list_locks(mesh)

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from drasill_cli import agents, audit, hardware, liveness, messages, status
+from drasill_cli import agents, audit, hardware, hardware_probes, liveness, messages, status
 from drasill_cli.config import BudgetsConfig, Config, WakeConfig
 from drasill_cli.errors import InvalidInput
 from drasill_cli.mesh import Mesh
@@ -54,7 +54,7 @@ def spawn() -> Iterator[Spawn]:
 
     yield start
     for proc in started:
-        for member in hardware.process_tree([proc.pid]):
+        for member in hardware_probes.process_tree([proc.pid]):
             for signum in (signal.SIGCONT, signal.SIGKILL):
                 try:
                     member.send_signal(signum)
@@ -181,13 +181,13 @@ def test_one_measuring_pass_lists_tmux_panes_and_reads_processes_once(
         return fake
 
     monkeypatch.setattr(liveness, "tmux_panes", listing)
-    real_table = hardware.ProcessTable.__init__
+    real_table = hardware_probes.ProcessTable.__init__
 
-    def counted(table: hardware.ProcessTable) -> None:
+    def counted(table: hardware_probes.ProcessTable) -> None:
         tables.append(1)
         real_table(table)
 
-    monkeypatch.setattr(hardware.ProcessTable, "__init__", counted)
+    monkeypatch.setattr(hardware_probes.ProcessTable, "__init__", counted)
     for i in range(3):
         agents.register(mesh, f"pane-{i}", session=f"s{i}:0.0", backend="tmux")
     agents.register(mesh, "pid", pid=hog.pid, ram_gb=2.0)

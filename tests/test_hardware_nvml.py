@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from drasill_cli import agents, hardware
+from drasill_cli import agents, hardware, hardware_probes
 from drasill_cli.config import BudgetsConfig, Config
 from drasill_cli.mesh import Mesh
 
@@ -115,7 +115,7 @@ def test_nvml_init_error_means_no_gpu_figures(
 ) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([], init_fails=True))
     agents.register(mesh, "trainer", pid=trainer.pid, ram_gb=1.0)
-    assert hardware.gpu_probe() is None
+    assert hardware_probes.gpu_probe() is None
     report = hardware.hw_report(mesh)
     assert "gpu" not in report
     assert report["ram"]["total_gb"] > 0
@@ -130,10 +130,10 @@ def test_no_devices_missing_library_and_unsupported_process_listing(
 ) -> None:
     calls: list[str] = []
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([], calls=calls))
-    assert hardware.gpu_probe() is None
+    assert hardware_probes.gpu_probe() is None
     assert calls == ["init", "shutdown"]
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails: nvidia-ml-py absent
-    assert hardware.gpu_probe() is None
+    assert hardware_probes.gpu_probe() is None
     device = {
         "name": "Fake",
         "total": GIB,
@@ -141,7 +141,7 @@ def test_no_devices_missing_library_and_unsupported_process_listing(
         "processes": FakeNVMLError("Not Supported"),
     }
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([device]))
-    probe = hardware.gpu_probe()
+    probe = hardware_probes.gpu_probe()
     assert probe is not None
     assert probe["devices"][0]["processes"] == []
 

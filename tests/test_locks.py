@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from drasill_cli import audit, clock, locks, messages
+from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config, LocksConfig
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
@@ -303,7 +304,7 @@ def test_config_default_ttl_is_bounded_where_used(mesh_dir: Path, tmp_path: Path
 def test_renewal_caps_an_oversized_stored_ttl(mesh: Mesh, tmp_path: Path) -> None:
     target = str(tmp_path / "f")
     [held] = locks.acquire(mesh, [target], "alpha", ttl=10)
-    rel = f"locks/{locks.record_name(held['path'], 'alpha')}"
+    rel = layout.lock_record(held["path"], "alpha")
     stored = mesh.store.read(rel)
     assert stored is not None
     mesh.store.write(rel, {**stored, "ttl": 1e300})  # hand-edited, or written by an older version

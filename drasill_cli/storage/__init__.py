@@ -44,7 +44,9 @@ if TYPE_CHECKING:
     from drasill_cli.storage.attachments import Attachments
     from drasill_cli.storage.auditlog import AuditLog
     from drasill_cli.storage.board import TaskBoard
+    from drasill_cli.storage.budgets import BudgetBook
     from drasill_cli.storage.changes import Changes
+    from drasill_cli.storage.locktable import LockTable
     from drasill_cli.storage.mailbox import Mailbox
     from drasill_cli.storage.maintenance import Maintenance
     from drasill_cli.storage.presence import Presence
@@ -94,6 +96,12 @@ class Backend(Protocol):
 
     @property
     def attachments(self) -> Attachments: ...
+
+    @property
+    def locks(self) -> LockTable: ...
+
+    @property
+    def budgets(self) -> BudgetBook: ...
 
     @property
     def changes(self) -> Changes: ...

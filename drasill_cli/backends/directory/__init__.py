@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from drasill_cli.backends.directory.attachments import DirectoryAttachments
     from drasill_cli.backends.directory.auditlog import DirectoryAuditLog
     from drasill_cli.backends.directory.board import DirectoryBoard
+    from drasill_cli.backends.directory.budgets import DirectoryBudgetBook
     from drasill_cli.backends.directory.changes import DirectoryChanges
+    from drasill_cli.backends.directory.locktable import DirectoryLockTable
     from drasill_cli.backends.directory.mailbox import DirectoryMailbox
     from drasill_cli.backends.directory.maintenance import DirectoryMaintenance
     from drasill_cli.backends.directory.presence import DirectoryPresence
@@ -86,6 +88,18 @@ class DirectoryBackend:
         """Nothing to release: every file is closed when its operation ends."""
 
     # ---- the interfaces of drasill_cli.storage (one cached property each) -------------------
+
+    @cached_property
+    def locks(self) -> DirectoryLockTable:
+        from drasill_cli.backends.directory.locktable import DirectoryLockTable
+
+        return DirectoryLockTable(self.store)
+
+    @cached_property
+    def budgets(self) -> DirectoryBudgetBook:
+        from drasill_cli.backends.directory.budgets import DirectoryBudgetBook
+
+        return DirectoryBudgetBook(self.store)
 
     @cached_property
     def changes(self) -> DirectoryChanges:

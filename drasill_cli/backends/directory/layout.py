@@ -5,6 +5,8 @@ docs/store-format.md describes the same layout for people. Only this package rea
 
 from __future__ import annotations
 
+import hashlib
+
 # Agents: one record each, and an empty file whose mtime is the agent's last sign of life.
 AGENTS_DIR = "agents"
 HEARTBEATS_DIR = "heartbeats"
@@ -25,12 +27,15 @@ TASK_SEQUENCE = "counters/tasks.json"
 # Sidecar lock names: one per task (every change of it), one for numbering new tasks.
 TASK_IDS_LOCK = "task-ids"
 
-# The path-lock table: one record per (path, holder).
+# The path-lock table: one record per (path, holder), changed under one sidecar lock.
 LOCK_TABLE_DIR = "locks"
+LOCK_TABLE_GUARD = "locks"
 
-# Hardware enforcement's book.
+# Hardware enforcement's book, and the sidecar locks of admission and of an enforcement pass.
 PAUSED_DIR = "budgets/paused"
 WARNED_DIR = "budgets/warned"
+BUDGETS_GUARD = "budgets"
+ENFORCE_GUARD = "budgets-enforce"
 
 # mesh watch: per-agent wake state, and who is watching (the sidecar lock `watch`, held by the
 # one watcher, and its pid and host for the message a second one gets).
@@ -92,3 +97,9 @@ def archive_folder(name: str) -> str:
 
 def attachment_folder(msg_id: str) -> str:
     return f"{ATTACHMENTS_DIR}/{msg_id}"
+
+
+def lock_record(path: str, holder: str) -> str:
+    """The record of `holder`'s lock on `path`: the path's sha256 names it (any path fits)."""
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{LOCK_TABLE_DIR}/{digest}-{holder}.json"

@@ -1,0 +1,170 @@
+"""Budget enforcement: compare what each agent uses with what it declared, and act on it.
+
+The policy (config `budgets.policy`) is warn (a message, once per overrun), pause (SIGSTOP the
+agent's process tree, SIGCONT once it is under again) or kill (SIGTERM, then SIGKILL after the
+grace). What must outlive one pass (who is paused, which processes, who was warned about what)
+is kept in the backend's `BudgetBook` (`mesh.backend.budgets`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from typing import TYPE_CHECKING, Any
+
+from drasill_cli import liveness
+from drasill_cli.config import BUDGET_POLICIES
+from drasill_cli.errors import InvalidInput, MeshError
+from drasill_cli.hardware_probes import RESOURCES, Usage, gpu_probe, sample
+
+if TYPE_CHECKING:
+    import psutil
+
+    from drasill_cli.mesh import Mesh
+
+
+def _protected_pids() -> set[int]:
+    """This process and its ancestors: stopping them would freeze `mesh watch` or its shell."""
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid, *(p.pid for p in me.parents())}
+
+
+def _signal(procs: list[psutil.Process], signum: int) -> list[tuple[int, float]]:
+    """Send `signum` to each process; returns (pid, start time) of those that got it."""
+    import psutil
+
+    protected = _protected_pids()
+    reached = []
+    for proc in procs:
+        if proc.pid in protected:
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            proc.send_signal(signum)
+            reached.append((proc.pid, proc.create_time()))
+    return reached
+
+
+def _resume(mesh: Mesh, name: str, reason: str) -> dict[str, Any]:
+    """SIGCONT the processes a pause stopped (those that are still the same processes)."""
+    import psutil
+
+    resumed = []
+    for pid, started in mesh.backend.budgets.resume(name):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            proc = psutil.Process(pid)
+            if liveness.same_start(proc.create_time(), started):
+                proc.send_signal(signal.SIGCONT)
+                resumed.append(pid)
+    mesh.record("budget-resume", "mesh", agent=name, pids=resumed, reason=reason)
+    return {"agent": name, "action": "resume", "pids": resumed, "reason": reason}
+
+
+def _describe(over: list[dict[str, Any]]) -> str:
+    return ", ".join(
+        f"{o['measured_gb']:g} GiB of {RESOURCES[o['resource']]} "
+        f"(declared {o['declared_gb']:g} GiB)"
+        for o in over
+    )
+
+
+def _warn(mesh: Mesh, usage: Usage, over: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Message the agent once per overrun: the same resources over the same declarations."""
+    name = usage.agent.name
+    key = {o["resource"]: o["declared_gb"] for o in over}
+    if mesh.backend.budgets.warned(name) == key:
+        return None
+    flags = " and ".join(f"--{o['resource']}-gb" for o in over)
+    body = (
+        f"mesh budget warning: your processes use {_describe(over)}. Reduce what you use, or "
+        f"re-register with a larger {flags} (mesh register {name} {flags} ...)."
+    )
+    from drasill_cli import messages
+
+    try:
+        messages.send(mesh, name, body, sender="mesh")
+        delivered = True
+    except MeshError:
+        delivered = False  # the audit event still records the overrun
+    mesh.backend.budgets.warn(name, key)
+    mesh.record("budget-warn", "mesh", agent=name, over=over, delivered=delivered)
+    return {"agent": name, "action": "warn", "over": over, "delivered": delivered}
+
+
+def _pause(mesh: Mesh, usage: Usage, over: list[dict[str, Any]]) -> dict[str, Any]:
+    """SIGSTOP the agent's tree and remember which processes, so a later pass resumes them."""
+    name = usage.agent.name
+    stopped = _signal(usage.procs, signal.SIGSTOP)
+    mesh.backend.budgets.pause(name, stopped, over)
+    pids = [pid for pid, _ in stopped]
+    mesh.record("budget-pause", "mesh", agent=name, over=over, pids=pids)
+    return {"agent": name, "action": "pause", "over": over, "pids": pids}
+
+
+def _kill(mesh: Mesh, usage: Usage, over: list[dict[str, Any]]) -> dict[str, Any]:
+    """SIGTERM the tree (SIGCONT so a stopped process can act on it), SIGKILL after the grace."""
+    import psutil
+
+    name = usage.agent.name
+    protected = _protected_pids()
+    targets = [p for p in usage.procs if p.pid not in protected]
+    _signal(targets, signal.SIGTERM)
+    _signal(targets, signal.SIGCONT)
+    _gone, alive = psutil.wait_procs(targets, timeout=mesh.config.budgets.kill_grace)
+    _signal(alive, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
+    mesh.backend.budgets.resume(name)  # a killed agent is neither paused nor warned any more
+    mesh.backend.budgets.forget_warning(name)
+    pids = [p.pid for p in targets]
+    forced = [p.pid for p in alive]
+    mesh.record("budget-kill", "mesh", agent=name, over=over, pids=pids, forced=forced)
+    return {"agent": name, "action": "kill", "over": over, "pids": pids, "forced": forced}
+
+
+def enforce(mesh: Mesh, policy: str | None = None) -> list[dict[str, Any]]:
+    """One enforcement pass, as `mesh watch` runs on each hardware tick; returns what it did.
+
+    Each live agent's measured use is compared with its declaration. Over: warn (once per
+    overrun), pause (SIGSTOP) or kill, by `policy` (default: config `budgets.policy`). A paused
+    agent is resumed once under again (e.g. after re-registering with a larger declaration),
+    when the policy is no longer pause, or when it is unregistered or dead: the mesh never
+    leaves a process stopped that it no longer governs.
+    """
+    policy = policy or mesh.config.budgets.policy
+    if policy not in BUDGET_POLICIES:
+        raise InvalidInput(
+            f"budget policy must be one of {', '.join(BUDGET_POLICIES)}, got {policy!r}",
+            code="invalid-policy",
+        )
+    actions: list[dict[str, Any]] = []
+    book = mesh.backend.budgets
+    with book.enforcing():
+        usages = {u.agent.name: u for u in sample(mesh, gpu_probe())}
+        paused_now = set(book.paused())
+        for name in sorted(paused_now):
+            usage = usages.get(name)
+            if usage is None or usage.state == "dead" or not usage.procs:
+                actions.append(_resume(mesh, name, "unregistered or dead"))
+                paused_now.discard(name)
+        for name, usage in usages.items():
+            if usage.state == "dead" or not usage.procs:
+                continue
+            over = usage.overruns()
+            paused = name in paused_now
+            if paused and (not over or policy != "pause"):
+                reason = "back under its declaration" if not over else f"policy is {policy}"
+                actions.append(_resume(mesh, name, reason))
+                paused = False
+            if not over:
+                book.forget_warning(name)
+                continue
+            if policy == "warn":
+                warned = _warn(mesh, usage, over)
+                if warned is not None:
+                    actions.append(warned)
+            elif policy == "pause" and not paused:
+                actions.append(_pause(mesh, usage, over))
+            elif policy == "kill":
+                actions.append(_kill(mesh, usage, over))
+    return actions
