@@ -20,22 +20,22 @@ from drasill_cli.mesh import Mesh
 
 
 @contextlib.contextmanager
-def throwaway(keep: bool = False) -> Iterator[Mesh]:
-    """A new mesh in a temporary directory, removed afterwards unless `keep`."""
+def throwaway(keep: bool = False) -> Iterator[tuple[Mesh, Path]]:
+    """A new mesh and a sample project folder beside it in a temporary directory, removed
+    afterwards unless `keep`."""
     base = Path(tempfile.mkdtemp(prefix="mesh-demo-"))
     try:
-        yield Mesh.open(base / "mesh", Config())
+        yield Mesh.open(base / "mesh", Config()), base / "project"
     finally:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def populate(mesh: Mesh) -> list[str]:
+def populate(mesh: Mesh, work: Path) -> list[str]:
     """Play a short session: register, add tasks, claim, lock, message. Returns the steps."""
     from drasill_cli import agents, locks, messages, tasks
 
     steps: list[str] = []
-    work = mesh.root.parent / "project"
     (work / "src").mkdir(parents=True, exist_ok=True)
     (work / "docs").mkdir(exist_ok=True)
     (work / "src" / "parser.py").write_text("# the parser\n")
@@ -87,7 +87,7 @@ def run(keep: bool = False) -> dict[str, Any]:
     """The whole demo: the steps played and the status snapshot at the end."""
     from drasill_cli import status
 
-    with throwaway(keep) as mesh:
-        steps = populate(mesh)
+    with throwaway(keep) as (mesh, work):
+        steps = populate(mesh, work)
         snap = status.snapshot(mesh)
-    return {"steps": steps, "kept": str(mesh.root) if keep else None, "status": snap}
+    return {"steps": steps, "kept": mesh.location if keep else None, "status": snap}

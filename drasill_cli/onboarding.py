@@ -108,7 +108,7 @@ def launch(
     prompt_args = SYSTEM_PROMPT_ARGS.get(os.path.basename(tool))
     argv = [executable, *(prompt_args or ()), *([text] if prompt_args else ()), *tool_args]
     cwd = cwd or os.getcwd()
-    env = {"DRASILL_AGENT": name, "DRASILL_MESH_DIR": str(mesh.root)}
+    env = {"DRASILL_AGENT": name, **mesh.backend.child_env()}
     session = f"mesh-{name}"
     if backend == "tmux":
         pid = _start_tmux(session, argv, env, cwd)

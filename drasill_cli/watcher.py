@@ -148,9 +148,7 @@ class Watcher:
 
     def _known_names(self) -> set[str]:
         names = set(self.mesh.agent_names())
-        # Whoever has a mailbox (an unregistered name with mail too); the Mailbox interface
-        # gains this at merge (issue 14), until then the directory mesh is asked directly.
-        names.update(self.mesh.store.subdirs("inbox"))
+        names.update(self.mesh.backend.mailbox.owners())  # an unregistered name with mail too
         names.update(self.mesh.backend.wake_book.agents())
         return {n for n in names if AGENT_NAME_RE.fullmatch(n)}
 

@@ -1,7 +1,8 @@
 """Shell completion of live values: agent names, task ids, held locks, modes, tools, states.
 
-These run on every TAB press, so they stay light: a read-only view of the store (which never
-follows a link, never blocks on a FIFO and never writes: a damaged entry is only reported),
+These run on every TAB press, so they stay light: a read-only view of the mesh through its
+storage interfaces (which never follow a link, never block on a FIFO and never write: a
+damaged entry is only reported),
 never pydantic or rich (benchmarks/bench_complete.py measures a call against `mesh --version`).
 They never write, never create a mesh and never fail: a mesh that is missing, unreadable or
 damaged completes nothing. Each function takes Typer's completion
@@ -11,11 +12,11 @@ arguments (the context and the word typed so far) and returns (value, help) pair
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from drasill_cli.backends.directory.store import FileStore
+    from drasill_cli.mesh import Mesh
 
 MAX_ITEMS = 200
 TASK_STATES = ("queued", "claimed", "working", "review", "completed", "failed", "abandoned")
@@ -30,35 +31,38 @@ PRIORITIES = (("normal", "read in order"), ("urgent", "read before normal mail")
 BACKENDS = (("heimdall", "heimdall's socket protocol"), ("tmux", "a tmux pane"))
 
 Items = list[tuple[str, str]]
+T = TypeVar("T")
 
 
-def _store(ctx: Any) -> FileStore | None:
-    """A read-only view of the mesh the command line names (global --mesh-dir first)."""
+def _mesh(ctx: Any) -> Mesh | None:
+    """A read-only view of the mesh the command line names (global --mesh-dir/--mesh-url
+    first); None when there is none yet or it cannot be read."""
     try:
-        from drasill_cli.backends.directory.store import FileStore
-        from drasill_cli.config import load_config, resolve_mesh_dir
+        from drasill_cli.mesh import Mesh
 
-        explicit = ctx.find_root().params.get("mesh_dir") if ctx is not None else None
-        root = resolve_mesh_dir(explicit, load_config())
-        if not root.is_dir():
-            return None
-        return FileStore.open(root).read_only_view()
+        params = ctx.find_root().params if ctx is not None else {}
+        mesh = Mesh.open(params.get("mesh_dir"), mesh_url=params.get("mesh_url")).read_only()
+        return mesh if mesh.backend.exists() else None
     except Exception:  # noqa: BLE001 -- completion must never fail; a bad mesh completes nothing
         return None
 
 
-def _records(
-    store: FileStore, folder: str, wanted: Callable[[str], bool]
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(file name, record) of the records in `folder` whose names `wanted` accepts."""
+def _listed(read: Callable[[], list[T]]) -> list[T]:
+    """What `read` lists, or nothing when the mesh cannot be read."""
     try:
-        for entry in store.names(folder):
-            if wanted(entry):
-                record = store.read(f"{folder}/{entry}")
-                if record is not None:
-                    yield entry, record
-    except Exception:  # noqa: BLE001 -- completion must never fail: stop listing
-        return
+        return read()
+    except Exception:  # noqa: BLE001 -- completion must never fail: list nothing
+        return []
+
+
+def _about(mesh: Mesh, name: str) -> str:
+    """An agent's role and tool, for the help text ("agent" when it has neither)."""
+    try:
+        agent = mesh.backend.presence.get(name)
+    except Exception:  # noqa: BLE001 -- completion must never fail: describe it plainly
+        agent = None
+    about = " ".join(v for v in (agent.role, agent.tool) if v) if agent is not None else ""
+    return about or "agent"
 
 
 def _matching(items: Items, incomplete: str) -> Items:
@@ -67,16 +71,11 @@ def _matching(items: Items, incomplete: str) -> Items:
 
 def agent_names(ctx: Any, incomplete: str) -> Items:
     """Registered agents, with their role and tool as the help text."""
-    store = _store(ctx)
-    if store is None:
+    mesh = _mesh(ctx)
+    if mesh is None:
         return []
-    found: Items = []
-    for entry, record in _records(store, "agents", lambda e: e.startswith(incomplete)):
-        about = " ".join(str(record[k]) for k in ("role", "tool") if record.get(k))
-        found.append((entry.removesuffix(".json"), about or "agent"))
-        if len(found) >= MAX_ITEMS:
-            break
-    return found
+    names = [n for n in _listed(mesh.backend.presence.names) if n.startswith(incomplete)]
+    return [(name, _about(mesh, name)) for name in names[:MAX_ITEMS]]
 
 
 def recipients(ctx: Any, incomplete: str) -> Items:
@@ -87,14 +86,14 @@ def recipients(ctx: Any, incomplete: str) -> Items:
 
 
 def _tasks(ctx: Any, incomplete: str, states: tuple[str, ...]) -> Items:
-    store = _store(ctx)
-    if store is None:
+    mesh = _mesh(ctx)
+    if mesh is None:
         return []
-    found: Items = []
-    for entry, record in _records(store, "tasks", lambda e: e.startswith(incomplete)):
-        if record.get("state") in states:
-            task_id = entry.removesuffix(".json")
-            found.append((task_id, f"{record['state']}: {str(record.get('title', ''))[:60]}"))
+    found = [
+        (task.id, f"{task.state}: {task.title[:60]}")
+        for task in _listed(mesh.backend.board.all)
+        if task.id.startswith(incomplete) and task.state in states
+    ]
     return sorted(found, reverse=True)[:MAX_ITEMS]  # newest first: ids sort by creation
 
 
@@ -129,13 +128,12 @@ def _shown_path(path: str) -> str:
 
 def held_lock_paths(ctx: Any, incomplete: str) -> Items:
     """Paths of the locks the acting agent holds (all locks when there is no identity)."""
-    store = _store(ctx)
-    if store is None:
+    mesh = _mesh(ctx)
+    if mesh is None:
         return []
     me = _identity(ctx)
     found: Items = []
-    mine = (lambda e: e.endswith(f"-{me}.json")) if me is not None else (lambda e: True)
-    for _entry, record in _records(store, "locks", mine):
+    for record in _listed(mesh.backend.locks.all):
         if not isinstance(record.get("path"), str):
             continue
         if me is not None and record.get("holder") != me:

@@ -101,12 +101,12 @@ def dashboard_cmd(
     bound = served.port
     url = f"http://{server.HOST}:{bound}/?token={token}"
     if json_out:
-        print_json({"url": url, "port": bound, "mesh_dir": str(mesh.root), "as": actor})
+        print_json({"url": url, "port": bound, "mesh_dir": mesh.location, "as": actor})
     else:
         sys.stdout.write(url + "\n")
     sys.stdout.flush()
     note(
-        f"dashboard of {mesh.root} on {server.HOST}:{bound}, acting as {actor}; the URL above "
+        f"dashboard of {mesh.location} on {server.HOST}:{bound}, acting as {actor}; the URL above "
         "carries its access token (keep it private); Ctrl-C stops it"
     )
     if not no_open:

@@ -76,6 +76,15 @@ class Backend(Protocol):
         """Whether this is a view that refuses every write (dry runs)."""
         ...
 
+    def exists(self) -> bool:
+        """Whether the mesh has been made yet (completion and status read nothing otherwise)."""
+        ...
+
+    def child_env(self) -> dict[str, str]:
+        """The environment variables that point a child process (an agent `mesh launch`
+        starts) at this same mesh."""
+        ...
+
     def read_only_view(self) -> Backend:
         """A view of the same mesh that refuses every write."""
         ...

@@ -90,6 +90,11 @@ class Mailbox(Protocol):
         """Whether `agent` ever had a mailbox (mail to an unregistered name is still readable)."""
         ...
 
+    def owners(self) -> list[str]:
+        """Every agent that has a mailbox (mail was delivered to it), sorted; `mesh watch`
+        looks at each, registered or not."""
+        ...
+
     def take_next(self, agent: str) -> dict[str, Any] | None:
         """Mark the next unread message (urgent first, then oldest) read and return it; of any
         number of concurrent takers exactly one gets each message. None when none is unread."""

@@ -81,6 +81,12 @@ class DirectoryBackend:
     def read_only(self) -> bool:
         return self.store.read_only
 
+    def exists(self) -> bool:
+        return self.store.root.is_dir()
+
+    def child_env(self) -> dict[str, str]:
+        return {"DRASILL_MESH_DIR": str(self.store.root)}
+
     def read_only_view(self) -> DirectoryBackend:
         return DirectoryBackend(self.store.read_only_view(), self.config)
 

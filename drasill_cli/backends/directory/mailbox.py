@@ -111,6 +111,9 @@ class DirectoryMailbox:
     def has_mailbox(self, agent: str) -> bool:
         return _Box(self.store, agent).exists()
 
+    def owners(self) -> list[str]:
+        return sorted(self.store.subdirs(INBOX_DIR))
+
     def take_next(self, agent: str) -> dict[str, Any] | None:
         box = _Box(self.store, agent)
         for rel in box.unread(tidy=True):
