@@ -27,6 +27,7 @@ from drasill_cli.presence import (
     records,
     unread_count,
 )
+from drasill_cli.waiting import check_wait
 
 # The read side, re-exported for callers of the agents API (`agents.get`, `agents.list_agents`).
 __all__ = [
@@ -104,8 +105,8 @@ def register(
                 f"--{flag} must be a number of GiB from 0 to {MAX_BUDGET_GB}, got {amount}",
                 code="invalid-budget",
             )
-    if wait is not None and not wait >= 0:
-        raise InvalidInput(f"--wait must be zero or more seconds, got {wait}", code="invalid-wait")
+    if wait is not None:
+        check_wait(wait)
     if session is not None and backend is None:
         backend = "heimdall"
     started = liveness.process_start_time(pid) if pid is not None else None

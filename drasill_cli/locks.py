@@ -37,6 +37,7 @@ from drasill_cli.mesh import Mesh
 from drasill_cli.models import FUTURE_SLACK_S, LOCK_MODES
 from drasill_cli.names import check_agent_name
 from drasill_cli.storage.locktable import LockChanges
+from drasill_cli.waiting import check_wait
 
 if TYPE_CHECKING:
     from drasill_cli import presence
@@ -68,11 +69,8 @@ def check_options(mode: str = "write", ttl: float | None = None, wait: float | N
         )
     if ttl is not None:
         check_ttl(ttl, "--ttl")
-    if wait is not None and not wait >= 0:  # nan compares false; inf means until granted
-        raise InvalidInput(
-            f"--wait must be zero or more seconds (inf: until granted), got {wait}",
-            code="invalid-wait",
-        )
+    if wait is not None:
+        check_wait(wait, "until granted")
 
 
 def check_ttl(ttl: float, source: str) -> float:

@@ -24,6 +24,7 @@ from drasill_cli.errors import InvalidInput, MeshError, NotFound
 from drasill_cli.names import check_agent_name, has_control_chars
 from drasill_cli.storage.attachments import MAX_ATTACHMENT_NAME_BYTES
 from drasill_cli.storage.mailbox import is_message_id
+from drasill_cli.waiting import check_wait
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -305,10 +306,7 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     Woken by the backend's change notices (`mesh.backend.changes`), not a sleep loop. The watch
     starts before the first look, so a message arriving in between is never missed.
     """
-    if not timeout >= 0:
-        raise InvalidInput(
-            f"--wait must be zero or more seconds, got {timeout}", code="invalid-wait"
-        )
+    check_wait(timeout)
     mailbox = _mailbox(mesh, name)
     if timeout == 0:
         return mailbox.has_unread(name)

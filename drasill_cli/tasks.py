@@ -33,6 +33,7 @@ from drasill_cli.storage.board import (
     holder,
     id_number,
 )
+from drasill_cli.waiting import check_wait
 
 __all__ = ["HELD_STATES", "PRIORITY_LIMIT", "TaskBusy", "format_id", "id_number"]
 
@@ -433,11 +434,7 @@ def claim_next_wait(mesh: Mesh, actor: str, wait: float) -> dict[str, Any]:
     completed), with a slow re-check in case a notice is lost; never a polling loop. The watch
     starts before the first try, so a change in between still wakes it.
     """
-    if not wait >= 0:  # nan compares false
-        raise InvalidInput(
-            f"--wait must be zero or more seconds (inf: until a task is ready), got {wait}",
-            code="invalid-wait",
-        )
+    check_wait(wait, "until a task is ready")
     if wait == 0:
         return claim_next(mesh, actor)
     from drasill_cli.storage.changes import TASKS

@@ -16,6 +16,7 @@ from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
 from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput, NegativeOutcome
+from drasill_cli.waiting import check_wait
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -181,11 +182,8 @@ def inbox_cmd(
 
     if peek and list_:
         raise InvalidInput("--peek and --list do not go together; pick one", code="invalid-usage")
-    if wait is not None and not wait >= 0:
-        raise InvalidInput(
-            f"--wait must be zero or more seconds (inf: until mail arrives), got {wait}",
-            code="invalid-wait",
-        )
+    if wait is not None:
+        check_wait(wait, "until mail arrives")
     cli = state(ctx)
     who = cli.whose(name, as_)
     mesh = cli.mesh()
