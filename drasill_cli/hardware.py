@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from drasill_cli import liveness
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.hardware_probes import RESOURCES, Meter, Usage, gpu_probe, ram_probe, sample
 
@@ -66,9 +67,10 @@ def _increases(record: AgentRecord, admitted: AgentRecord | None) -> dict[str, f
 def shortfall(mesh: Mesh, record: AgentRecord, wanted: dict[str, float]) -> BudgetDenied | None:
     """Why `record`'s declaration does not fit now, or None when it does.
 
-    Free is the limit minus what the other live agents declared, capped by what the machine has
-    available plus what the agent's own processes already hold (they are part of its
-    declaration, not a competitor for it).
+    Free is the limit minus what the other live agents of the same host declared, capped by
+    what the machine has available plus what the agent's own processes already hold (they are
+    part of its declaration, not a competitor for it). Agents on other hosts of a shared mesh
+    use other machines' memory: they never count here.
     """
     from drasill_cli import presence
 
@@ -77,7 +79,9 @@ def shortfall(mesh: Mesh, record: AgentRecord, wanted: dict[str, float]) -> Budg
     meter = Meter(mesh, gpu)
     declared = dict.fromkeys(wanted, 0.0)
     for other in presence.records(mesh):
-        if other.name == record.name or meter.observer.state(other) == "dead":
+        if other.name == record.name or other.host != record.host:
+            continue
+        if meter.observer.state(other) == "dead":
             continue
         for resource in wanted:
             declared[resource] += getattr(other, f"{resource}_gb") or 0.0
@@ -152,10 +156,12 @@ def budget(
     gpu: dict[str, Any] | None,
     usages: list[Usage],
 ) -> dict[str, float]:
-    """The budget of `ram` or `vram`: limit, declared by live agents, free, and their use."""
+    """The budget of `ram` or `vram` on this host: limit, declared by its live agents, free, and
+    their use."""
     available = _available_gb(resource, ram, gpu)
     limit = limit_gb(mesh, resource, ram, gpu)
-    live = [u for u in usages if u.state != "dead"]
+    here = liveness.hostname()
+    live = [u for u in usages if u.state != "dead" and u.agent.host == here]
     declared = round(sum(u.declared(resource) or 0.0 for u in live), 3)
     measured = round(sum(u.measured(resource) or 0.0 for u in live), 3)
     return {

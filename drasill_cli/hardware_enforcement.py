@@ -126,8 +126,9 @@ def enforce(mesh: Mesh, policy: str | None = None) -> list[dict[str, Any]]:
     """One enforcement pass, as `mesh watch` runs on each hardware tick; returns what it did.
 
     Each live agent's measured use is compared with its declaration. Over: warn (once per
-    overrun), pause (SIGSTOP) or kill, by `policy` (default: config `budgets.policy`). A paused
-    agent is resumed once under again (e.g. after re-registering with a larger declaration),
+    overrun), pause (SIGSTOP) or kill, by `policy` (default: config `budgets.policy`). Only
+    the agents of this host are governed (on a shared mesh each host runs its own watcher). A
+    paused agent is resumed once under again (e.g. after re-registering with a larger declaration),
     when the policy is no longer pause, or when it is unregistered or dead: the mesh never
     leaves a process stopped that it no longer governs.
     """
@@ -139,9 +140,13 @@ def enforce(mesh: Mesh, policy: str | None = None) -> list[dict[str, Any]]:
         )
     actions: list[dict[str, Any]] = []
     book = mesh.backend.budgets
+    here = liveness.hostname()
     with book.enforcing():
-        usages = {u.agent.name: u for u in sample(mesh, gpu_probe())}
-        paused_now = set(book.paused())
+        sampled = sample(mesh, gpu_probe())
+        # Each host's watcher governs the agents of its own host (their processes are there).
+        elsewhere = {u.agent.name for u in sampled if u.agent.host != here}
+        usages = {u.agent.name: u for u in sampled if u.agent.host == here}
+        paused_now = set(book.paused()) - elsewhere
         for name in sorted(paused_now):
             usage = usages.get(name)
             if usage is None or usage.state == "dead" or not usage.procs:
