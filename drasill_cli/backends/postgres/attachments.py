@@ -226,21 +226,28 @@ def _private_dirs(root: Path, digest: str) -> int:
             child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
             os.close(fd)
             fd = child
-            info = os.fstat(fd)
-            if info.st_uid != os.getuid():
-                raise OSError(f"{part} belongs to another user")
-            if stat.S_IMODE(info.st_mode) != _DIR_MODE:
-                os.fchmod(fd, _DIR_MODE)
+            _make_private(fd, part)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
+def _make_private(fd: int, part: str) -> None:
+    """Folder `fd` set to 0700; OSError when it belongs to another user (never written to)."""
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid():
+        raise OSError(f"{part} belongs to another user")
+    if stat.S_IMODE(info.st_mode) != _DIR_MODE:
+        os.fchmod(fd, _DIR_MODE)
+
+
 def _sound(folder: int, name: str, digest: str) -> bool:
     """Whether `name` in `folder` is this user's private regular file holding `digest`."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder
+        )
     except OSError:
         return False  # absent, a link, or unreadable: written again
     try:

@@ -80,10 +80,11 @@ class PostgresMailbox:
 
         try:
             message = check_message(row.body, local_path)
-            if message["id"] != row.entry.rpartition("/")[2]:
-                raise RecordError("is not a message: it holds another message's id")
         except RecordError as exc:
             self._quarantine(cur, row, exc.reason)
+            return None
+        if message["id"] != row.entry.rpartition("/")[2]:
+            self._quarantine(cur, row, "is not a message: it holds another message's id")
             return None
         return message
 
@@ -166,11 +167,11 @@ class PostgresMailbox:
         with self.backend.transaction() as cur:
             while True:
                 row = cur.execute(
-                    "UPDATE mesh_messages SET state = 'read', changed = now()"
+                    "UPDATE mesh_messages SET state = 'read', changed = now()"  # noqa: S608 -- constant fragments only; every value is a parameter
                     " WHERE copy = (SELECT copy FROM mesh_messages"
                     "  WHERE recipient = %s AND state = 'unread'"
                     f"  ORDER BY {_TAKE_ORDER} FOR UPDATE SKIP LOCKED LIMIT 1)"
-                    " RETURNING copy, recipient, state, id, body",
+                    " RETURNING copy, recipient, 'unread', id, body",  # the state it was taken in
                     (agent,),
                 ).fetchone()
                 if row is None:
@@ -188,7 +189,8 @@ class PostgresMailbox:
             with self.backend.transaction() as cur:
                 where = "" if after is None else f" AND ({_TAKE_ORDER}) > (%s, %s, %s)"
                 rows = cur.execute(
-                    "SELECT copy, recipient, state, id, body, rank, created FROM mesh_messages"
+                    "SELECT copy, recipient, state, id, body, rank, created"  # noqa: S608 -- constant fragments only; every value is a parameter
+                    " FROM mesh_messages"
                     f" WHERE recipient = %s AND state = 'unread'{where}"
                     f" ORDER BY {_TAKE_ORDER} LIMIT %s",
                     (agent, *(after or ()), page),
@@ -224,7 +226,7 @@ class PostgresMailbox:
             bound = "" if below is None else " AND id < %s"
             extra = () if below is None else (below,)
             rows = cur.execute(
-                "SELECT * FROM ("
+                "SELECT * FROM ("  # noqa: S608 -- constant fragments only; every value is a parameter
                 f" (SELECT 0 AS read, copy, NULL, recipient, id, body FROM mesh_messages"
                 f"  WHERE recipient = %s AND state = 'read'{bound} ORDER BY id DESC LIMIT %s)"
                 " UNION ALL"
@@ -246,8 +248,9 @@ class PostgresMailbox:
         def fetch(cur: psycopg.Cursor[Any], below: str | None, n: int) -> list[_Row]:
             bound = "" if below is None else " AND id < %s"
             rows = cur.execute(
-                "SELECT copy, recipient, state, id, body FROM mesh_messages"
-                f" WHERE recipient = %s AND state = 'archived'{bound} ORDER BY id DESC LIMIT %s",
+                "SELECT copy, recipient, state, id, body FROM mesh_messages"  # noqa: S608 -- constant fragments only; every value is a parameter
+                f" WHERE recipient = %s AND state = 'archived'{bound}"
+                " ORDER BY id DESC LIMIT %s",
                 (agent, *(() if below is None else (below,)), n),
             ).fetchall()
             return [_copy_row(row) for row in rows]
@@ -298,13 +301,17 @@ class PostgresMailbox:
         tail = " RETURNING {cols}" if apply else ""
         with self.backend.transaction() as cur:
             read = cur.execute(
-                (verb + " mesh_messages WHERE state = 'read' AND created < to_timestamp(%s)" + tail)
-                .format(cols="recipient, id"),
+                (
+                    verb
+                    + " mesh_messages WHERE state = 'read' AND created < to_timestamp(%s)"
+                    + tail
+                ).format(cols="recipient, id"),
                 (cutoff,),
             ).fetchall()
             sent = cur.execute(
-                (verb + " mesh_sent WHERE created < to_timestamp(%s)" + tail)
-                .format(cols="sender, id"),
+                (verb + " mesh_sent WHERE created < to_timestamp(%s)" + tail).format(
+                    cols="sender, id"
+                ),
                 (cutoff,),
             ).fetchall()
             if apply and (read or sent):
