@@ -6,6 +6,7 @@ limit, and what expiry reports.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -138,7 +139,7 @@ def test_a_damaged_row_is_quarantined_and_the_next_message_taken(backend: Postgr
     with backend.db.transaction() as cur:
         cur.execute(
             "INSERT INTO mesh_messages (id, recipient, rank, body) VALUES (%s, 'bob', 0, %s)",
-            (bad_id, '{"id": "%s", "body": 5}' % bad_id),
+            (bad_id, json.dumps({"id": bad_id, "body": 5})),
         )
     assert backend.mailbox.unread_count("bob") == 2, "counted unparsed"
     assert backend.mailbox.take_next("bob") == good
