@@ -31,6 +31,7 @@ class MeshRunner:
                 "DRASILL_MESH_DIR": str(mesh_dir),
                 "XDG_CONFIG_HOME": str(home / "config"),
                 "XDG_DATA_HOME": str(home / "data"),
+                "XDG_CACHE_HOME": str(home / "cache"),
                 "HOME": str(home),
                 "PYTHONDONTWRITEBYTECODE": "1",
             }

@@ -20,8 +20,11 @@ BACKENDS = ["directory", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """A fresh mesh on each backend."""
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    """A fresh mesh on each backend (a private cache for a database mesh's attachments)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     location: Path | str = tmp_path / "mesh"
     if request.param == "postgres":
         location = request.getfixturevalue("pg_mesh_url")

@@ -75,3 +75,20 @@ def test_orphans_are_old_attachments_of_no_stored_message(backend: Backend) -> N
     assert backend.attachments.orphans(time.time() + 60) == [orphan], "read mail still exists"
     assert backend.attachments.drop(orphan)
     assert backend.attachments.orphans(time.time() + 60) == []
+
+
+def test_a_read_attachment_is_a_private_file_kept_across_reads(backend: Backend) -> None:
+    msg_id = clock.new_id("m")
+    described = backend.attachments.put(msg_id, [_file("report.txt", b"private report")])
+    backend.mailbox.deliver(_message(msg_id, described))
+    got = backend.mailbox.take_next("bob")
+    assert got is not None
+    path = Path(got["attachments"][0]["path"])
+    first = path.stat()
+    assert path.read_bytes() == b"private report"
+    assert first.st_mode & 0o077 == 0, "readable by its owner only"
+    again = backend.mailbox.find(msg_id)
+    assert again is not None
+    assert again["attachments"][0]["path"] == str(path)
+    second = path.stat()
+    assert (second.st_ino, second.st_mtime_ns) == (first.st_ino, first.st_mtime_ns), "not rewritten"

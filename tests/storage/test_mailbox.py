@@ -194,3 +194,31 @@ def test_attachments_are_stored_by_reference_and_read_with_a_local_path(
     with open(attachment["path"], "rb") as handle:
         assert handle.read() == b"some notes"
     assert backend.mailbox.history("alice", 1)[0]["attachments"] == [attachment]
+
+
+def test_two_racing_takers_over_200_messages_never_get_the_same_one(backend: Backend) -> None:
+    sent = [
+        _send(backend, "bob", f"m{i}", priority="urgent" if i % 7 == 0 else "normal")
+        for i in range(200)
+    ]
+    order = [m["id"] for m in sent if m["priority"] == "urgent"]
+    order += [m["id"] for m in sent if m["priority"] == "normal"]
+    taken: list[list[str]] = [[], []]
+    start = threading.Barrier(2)
+
+    def take(slot: int) -> None:
+        start.wait()
+        while (message := backend.mailbox.take_next("bob")) is not None:
+            taken[slot].append(message["id"])
+
+    threads = [threading.Thread(target=take, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not set(taken[0]) & set(taken[1]), "no message went to both takers"
+    assert sorted(taken[0] + taken[1]) == sorted(order), "every message taken, none twice"
+    for ids in taken:
+        assert ids == [i for i in order if i in set(ids)], "each taker got them in take order"
+    assert not backend.mailbox.has_unread("bob")
+    assert len(backend.mailbox.history("bob", 500)) == 200

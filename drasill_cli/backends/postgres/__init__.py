@@ -20,7 +20,9 @@ from drasill_cli.backends.postgres.connection import Database, driver
 if TYPE_CHECKING:
     import psycopg
 
+    from drasill_cli.backends.postgres.attachments import PostgresAttachments
     from drasill_cli.backends.postgres.changes import PostgresChanges
+    from drasill_cli.backends.postgres.mailbox import PostgresMailbox
     from drasill_cli.config import Config
 
 
@@ -81,3 +83,15 @@ class PostgresBackend:
         from drasill_cli.backends.postgres.changes import PostgresChanges
 
         return PostgresChanges(self.db)
+
+    @cached_property
+    def mailbox(self) -> PostgresMailbox:
+        from drasill_cli.backends.postgres.mailbox import PostgresMailbox
+
+        return PostgresMailbox(self, self.attachments)
+
+    @cached_property
+    def attachments(self) -> PostgresAttachments:
+        from drasill_cli.backends.postgres.attachments import PostgresAttachments
+
+        return PostgresAttachments(self)

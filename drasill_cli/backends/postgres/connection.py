@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -107,7 +108,10 @@ class Database:
         self.masked = mask_url(url)
         self.host = describe_host(url)
         self._passwords = _passwords(url)
-        self._conn: psycopg.Connection[Any] | None = None
+        # One connection per thread (a transaction is a connection's), opened on first use.
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection[Any]] = []
+        self._opened_lock = threading.Lock()
         self.schema: str | None = None  # the mesh's schema, known once connected
 
     # ---- connecting -------------------------------------------------------------------------
@@ -127,9 +131,20 @@ class Database:
         return conn
 
     @property
+    def _conn(self) -> psycopg.Connection[Any] | None:
+        """This thread's connection, if it opened one."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        return conn
+
+    @property
     def conn(self) -> psycopg.Connection[Any]:
-        """The shared connection, opened (and the tables made or migrated) on first use."""
-        if self._conn is None or self._conn.closed:
+        """This thread's connection, opened (and the tables made or migrated) on first use.
+
+        Each thread has its own: two threads' transactions never share (nor nest in) one
+        session, so they race through the database's row locks as two processes would.
+        """
+        conn = self._conn
+        if conn is None or conn.closed:
             conn = self.connect()
             from drasill_cli.backends.postgres.schema import ensure_schema
 
@@ -138,13 +153,17 @@ class Database:
             except BaseException:
                 conn.close()
                 raise
-            self._conn = conn
-        return self._conn
+            self._local.conn = conn
+            with self._opened_lock:
+                self._opened = [c for c in self._opened if not c.closed] + [conn]
+        return conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close every thread's connection."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
 
     # ---- transactions -----------------------------------------------------------------------
 

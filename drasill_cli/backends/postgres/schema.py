@@ -53,36 +53,43 @@ CREATE INDEX mesh_agents_host ON mesh_agents (host);
 
 -- Mailbox: one row per delivered copy (a broadcast makes one per recipient, sharing `id`).
 -- Take next: the first unread row by (rank, created, id), FOR UPDATE SKIP LOCKED, set to read.
+-- `created` is the time in the message id (so take order, newest-first listings and expiry all
+-- follow the id, as in the directory mesh); ids compare byte-wise (COLLATE "C"). Bodies are
+-- `json`, not `jsonb`: kept as written (key order, any string a message may hold).
 CREATE TABLE mesh_messages (
     copy        bigserial PRIMARY KEY,
-    id          text NOT NULL,               -- the message id (sorts in creation order)
+    id          text COLLATE "C" NOT NULL,   -- the message id (sorts in creation order)
     recipient   text NOT NULL,
     state       text NOT NULL DEFAULT 'unread'
                 CHECK (state IN ('unread', 'read', 'archived')),
     rank        smallint NOT NULL DEFAULT 1, -- 0 urgent, 1 normal: taken first to last
     created     timestamptz NOT NULL DEFAULT now(),
     changed     timestamptz NOT NULL DEFAULT now(),  -- when `state` last changed (retention)
-    body        jsonb NOT NULL,              -- models.MessageRecord
+    body        json NOT NULL,               -- models.MessageRecord
     UNIQUE (recipient, id)
 );
 CREATE INDEX mesh_messages_unread ON mesh_messages (recipient, rank, created, id)
     WHERE state = 'unread';
-CREATE INDEX mesh_messages_retention ON mesh_messages (state, changed);
+CREATE INDEX mesh_messages_listed ON mesh_messages (recipient, state, id);
+CREATE INDEX mesh_messages_id ON mesh_messages (id);
+CREATE INDEX mesh_messages_retention ON mesh_messages (state, created);
 
 -- The senders' history: one row per message sent.
 CREATE TABLE mesh_sent (
     sender      text NOT NULL,
-    id          text NOT NULL,
-    created     timestamptz NOT NULL DEFAULT now(),
-    body        jsonb NOT NULL,              -- models.MessageRecord as sent
+    id          text COLLATE "C" NOT NULL,
+    created     timestamptz NOT NULL DEFAULT now(),  -- the time in the id, as above
+    body        json NOT NULL,               -- models.MessageRecord as sent
     PRIMARY KEY (sender, id)
 );
 CREATE INDEX mesh_sent_created ON mesh_sent (created);
+CREATE INDEX mesh_sent_id ON mesh_sent (id);
 
--- Attachments: the bytes of each message's files (inbox on any host writes them to a local
--- cache and gives that path).
+-- Attachments: the bytes of each message's files (a reader on any host copies them into its
+-- private local cache and gives that path). `sha256` is the digest of `data` itself (computed
+-- when stored; the cache is keyed and checked by it).
 CREATE TABLE mesh_attachments (
-    message_id  text NOT NULL,
+    message_id  text COLLATE "C" NOT NULL,
     name        text NOT NULL,
     size        bigint NOT NULL CHECK (size >= 0 AND size <= 268435456),  -- ATTACHMENT_HARD_LIMIT
     sha256      text NOT NULL,
@@ -90,6 +97,7 @@ CREATE TABLE mesh_attachments (
     created     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (message_id, name)
 );
+CREATE INDEX mesh_attachments_content ON mesh_attachments (sha256);
 
 -- Task board: numbered tasks (t-0007 from the sequence); the claim takes the first open task
 -- by (priority desc, number) FOR UPDATE SKIP LOCKED.

@@ -1,0 +1,307 @@
+"""`Attachments` for a PostgreSQL mesh: the bytes in `mesh_attachments`, read through a private
+cache on each reading host.
+
+A reader needs a local file, and the database may be on another machine, so `local_path` copies
+an attachment's content into the reading user's own cache
+(`$XDG_CACHE_HOME/drasill/attachments/<sha256>/<name>`, else `~/.cache/...`) and gives that
+copy. The cache is keyed by the content's own SHA-256 (computed by `put`, whatever digest the
+record claims), so broadcast copies and repeated reads share one file; a cached file is reused
+only when it is a regular file of this user, private, and its content still hashes to the key,
+else it is written again. Folders are 0700 and files 0600, every step below the cache root is
+opened without following links (a planted link is replaced, never written through), and a file
+appears whole or not at all (a temp file in the same folder, flushed, renamed into place).
+
+A broadcast's later copies are made inside the database from the first (`same_as`): the bytes
+cross the network once. Each message still owns its rows, so dropping one never touches
+another's. An attachment that was dropped has no cache entry of its own: its `local_path` names a
+file that does not exist (under `gone/`, never written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from drasill_cli.backends.postgres.schema import ATTACHMENT_HARD_LIMIT
+from drasill_cli.errors import InvalidInput, MeshUnusable
+from drasill_cli.storage.mailbox import is_message_id
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from drasill_cli.backends.postgres import PostgresBackend
+
+CACHE_SUBDIR = ("drasill", "attachments")
+GONE_DIR = "gone"  # never written: the place a dropped attachment's path names
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+_CHUNK = 1 << 20
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def cache_root() -> Path:
+    """This user's attachment cache: `$XDG_CACHE_HOME/drasill/attachments` (an absolute
+    XDG_CACHE_HOME only, as the XDG spec says), else `~/.cache/drasill/attachments`."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path("~/.cache").expanduser()
+    return root.joinpath(*CACHE_SUBDIR)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class PostgresAttachments:
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+
+    @property
+    def limit(self) -> int:
+        return min(self.backend.config.messages.max_attachment_bytes, ATTACHMENT_HARD_LIMIT)
+
+    # ---- the Attachments interface ----------------------------------------------------------
+
+    def put(
+        self, msg_id: str, files: list[tuple[str, bytes, str]], *, same_as: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of `mesh_attachments` in one transaction (with `same_as`, copied inside the
+        database from that message's rows), then the sender's own cache filled from the bytes
+        it already holds."""
+        for name, data, _ in files:
+            if len(data) > self.limit:
+                raise InvalidInput(
+                    f"attachment {name!r} is {len(data)} bytes, over the limit of {self.limit} "
+                    "(messages.max_attachment_bytes); share a path to it in the body instead",
+                    code="attachment-too-large",
+                )
+        with self.backend.transaction() as cur:
+            for name, data, _ in files:
+                if same_as is not None and self._copy(cur, same_as, msg_id, name, _digest(data)):
+                    continue
+                cur.execute(
+                    "INSERT INTO mesh_attachments (message_id, name, size, sha256, data)"
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (message_id, name) DO UPDATE SET size = excluded.size,"
+                    " sha256 = excluded.sha256, data = excluded.data, created = now()",
+                    (msg_id, name, len(data), _digest(data), data),
+                )
+        return [
+            {
+                "name": name,
+                "path": str(_cached(_digest(data), name, _given(data))),
+                "size": len(data),
+                "sha256": digest,
+            }
+            for name, data, digest in files
+        ]
+
+    def local_path(self, msg_id: str, name: str) -> str:
+        with self.backend.transaction() as cur:
+            return self.path_in(cur, msg_id, name)
+
+    def path_in(self, cur: psycopg.Cursor[Any], msg_id: str, name: str) -> str:
+        """`local_path` inside the caller's transaction (the mailbox reads messages in one)."""
+        row = cur.execute(
+            "SELECT sha256 FROM mesh_attachments WHERE message_id = %s AND name = %s",
+            (msg_id, name),
+        ).fetchone()
+        if row is None:
+            return str(cache_root() / GONE_DIR / msg_id / name)
+
+        def content() -> bytes | None:
+            found = cur.execute(
+                "SELECT data FROM mesh_attachments WHERE message_id = %s AND name = %s",
+                (msg_id, name),
+            ).fetchone()
+            return bytes(found[0]) if found is not None else None
+
+        return str(_cached(str(row[0]), name, content))
+
+    def drop(self, msg_id: str) -> bool:
+        """The message's rows deleted; this host's cached copies of content no other stored
+        attachment holds are removed too (other hosts' caches keep theirs until cleared)."""
+        if not is_message_id(msg_id):
+            return False
+        with self.backend.transaction() as cur:
+            dropped = cur.execute(
+                "DELETE FROM mesh_attachments WHERE message_id = %s RETURNING sha256, name",
+                (msg_id,),
+            ).fetchall()
+            unused = [
+                (sha, name)
+                for sha, name in dropped
+                if cur.execute(
+                    "SELECT 1 FROM mesh_attachments WHERE sha256 = %s AND name = %s LIMIT 1",
+                    (sha, name),
+                ).fetchone()
+                is None
+            ]
+        for sha, name in unused:
+            _forget(str(sha), str(name))
+        return bool(dropped)
+
+    def orphans(self, older_than: float) -> list[str]:
+        """Ids with attachment rows stored before `older_than` and no message row anywhere."""
+        with self.backend.transaction() as cur:
+            rows = cur.execute(
+                "SELECT DISTINCT a.message_id FROM mesh_attachments a"
+                " WHERE a.created < to_timestamp(%s)"
+                " AND NOT EXISTS (SELECT 1 FROM mesh_messages m WHERE m.id = a.message_id)"
+                " AND NOT EXISTS (SELECT 1 FROM mesh_sent s WHERE s.id = a.message_id)"
+                " ORDER BY a.message_id",
+                (older_than,),
+            ).fetchall()
+        return [str(row[0]) for row in rows if is_message_id(str(row[0]))]
+
+    def _copy(
+        self, cur: psycopg.Cursor[Any], source: str, msg_id: str, name: str, digest: str
+    ) -> bool:
+        """Copy attachment `name` of `source` to `msg_id` inside the database, if `source`
+        holds that very content; False when it does not (the caller sends the bytes)."""
+        cur.execute(
+            "INSERT INTO mesh_attachments (message_id, name, size, sha256, data)"
+            " SELECT %s, name, size, sha256, data FROM mesh_attachments"
+            " WHERE message_id = %s AND name = %s AND sha256 = %s"
+            " ON CONFLICT (message_id, name) DO UPDATE SET size = excluded.size,"
+            " sha256 = excluded.sha256, data = excluded.data, created = now()",
+            (msg_id, source, name, digest),
+        )
+        return cur.rowcount > 0
+
+
+# ---- the private cache --------------------------------------------------------------------
+
+
+def _given(data: bytes) -> Callable[[], bytes | None]:
+    """The content of a file the caller already holds (no database read)."""
+    return lambda: data
+
+
+def _cached(digest: str, name: str, content: Callable[[], bytes | None]) -> Path:
+    """The cache file holding content `digest` under `name`: reused when it is sound, else
+    written from `content()` (bytes, or None when the attachment vanished meanwhile)."""
+    root = cache_root()
+    path = root / digest / name
+    try:
+        folder = _private_dirs(root, digest)
+        try:
+            if _sound(folder, name, digest):
+                return path
+            data = content()
+            if data is None:
+                return root / GONE_DIR / digest / name
+            if _digest(data) != digest:
+                raise MeshUnusable(
+                    f"attachment {name!r} in the mesh database does not match its recorded "
+                    "SHA-256 (damaged row); run mesh doctor",
+                    code="attachment-damaged",
+                )
+            _write(folder, name, data)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        raise MeshUnusable(
+            f"cannot keep attachment {name!r} in the local cache {root} ({exc.strerror or exc}); "
+            "make the folder writable by you (or set XDG_CACHE_HOME to one that is)",
+            code="attachment-cache-unusable",
+        ) from None
+    return path
+
+
+def _private_dirs(root: Path, digest: str) -> int:
+    """An fd of `root/digest`, each folder from `drasill/` down made 0700 if missing and
+    opened without following links; one that is not this user's private folder is refused."""
+    parent = root.parents[len(CACHE_SUBDIR) - 1]  # the user's cache home: followed as it is
+    parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in (*CACHE_SUBDIR, digest):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, _DIR_MODE, dir_fd=fd)
+            child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            _make_private(fd, part)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _make_private(fd: int, part: str) -> None:
+    """Folder `fd` set to 0700; OSError when it belongs to another user (never written to)."""
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid():
+        raise OSError(f"{part} belongs to another user")
+    if stat.S_IMODE(info.st_mode) != _DIR_MODE:
+        os.fchmod(fd, _DIR_MODE)
+
+
+def _sound(folder: int, name: str, digest: str) -> bool:
+    """Whether `name` in `folder` is this user's private regular file holding `digest`."""
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder
+        )
+    except OSError:
+        return False  # absent, a link, or unreadable: written again
+    try:
+        info = os.fstat(fd)
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or info.st_uid != os.getuid()
+            or stat.S_IMODE(info.st_mode) & 0o077
+        ):
+            return False
+        hasher = hashlib.sha256()
+        while chunk := os.read(fd, _CHUNK):
+            hasher.update(chunk)
+        return hasher.hexdigest() == digest
+    finally:
+        os.close(fd)
+
+
+def _write(folder: int, name: str, data: bytes) -> None:
+    """`data` as `name` in `folder`, whole or not at all (temp file, flushed, renamed)."""
+    temp = f".{name[:100]}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(
+        temp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        _FILE_MODE,
+        dir_fd=folder,
+    )
+    try:
+        try:
+            os.fchmod(fd, _FILE_MODE)  # whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=folder)
+        raise
+
+
+def _forget(digest: str, name: str) -> None:
+    """Remove this host's cached copy of `name` with `digest` (and its folder once empty)."""
+    folder_path = cache_root() / digest
+    try:
+        folder = os.open(folder_path, _NOFOLLOW_DIR)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=folder)
+    finally:
+        os.close(folder)
+    with contextlib.suppress(OSError):
+        os.rmdir(folder_path)
