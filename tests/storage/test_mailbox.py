@@ -222,3 +222,12 @@ def test_two_racing_takers_over_200_messages_never_get_the_same_one(backend: Bac
         assert ids == [i for i in order if i in set(ids)], "each taker got them in take order"
     assert not backend.mailbox.has_unread("bob")
     assert len(backend.mailbox.history("bob", 500)) == 200
+
+
+def test_owners_are_every_agent_mail_was_delivered_to(backend: Backend) -> None:
+    assert backend.mailbox.owners() == []
+    _send(backend, "carol", "one")
+    _send(backend, "bob", "two")
+    _send(backend, "bob", "three")
+    assert backend.mailbox.owners() == ["bob", "carol"]
+    assert backend.mailbox.has_mailbox("bob") and not backend.mailbox.has_mailbox("dave")

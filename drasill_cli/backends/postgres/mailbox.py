@@ -162,6 +162,13 @@ class PostgresMailbox:
             ).fetchone()
         return bool(row and row[0])
 
+    def owners(self) -> list[str]:
+        with self.backend.transaction() as cur:
+            rows = cur.execute(
+                "SELECT DISTINCT recipient FROM mesh_messages ORDER BY recipient"
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def take_next(self, agent: str) -> dict[str, Any] | None:
         """Each copy taken by one UPDATE; a damaged one is quarantined and the next taken."""
         with self.backend.transaction() as cur:
