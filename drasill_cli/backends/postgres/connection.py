@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,10 @@ class Database:
         self.host = describe_host(url)
         self._passwords = _passwords(url)
         self._conn: psycopg.Connection[Any] | None = None
+        # One transaction at a time on the shared connection: a second thread's block would
+        # otherwise run inside the first one's transaction (as a savepoint) and its row locks
+        # would exclude nothing. Reentrant: a nested block becomes a savepoint, as psycopg does.
+        self._turn = threading.RLock()
         self.schema: str | None = None  # the mesh's schema, known once connected
 
     # ---- connecting -------------------------------------------------------------------------
@@ -153,9 +158,8 @@ class Database:
         """One transaction: commits when the block ends, rolls back on any error. Driver
         errors leave as `MeshUnusable` naming the host and the fix."""
         psycopg = driver()
-        conn = self.conn
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with self._turn, self.conn.transaction() as tx, tx.connection.cursor() as cur:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
