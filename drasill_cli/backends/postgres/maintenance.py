@@ -107,24 +107,26 @@ class PostgresMaintenance:
             row = cur.fetchone()
             assert row is not None  # noqa: S101 -- a SELECT without FROM returns one row
             user, usage, create = str(row[0]), bool(row[1]), bool(row[2])
-            cur.execute(
-                "SELECT t FROM unnest(%s::text[]) AS t WHERE NOT has_table_privilege("
-                " quote_ident(%s) || '.' || quote_ident(t), %s)",
-                (list(TABLES), schema, DML),
+            cur.execute(  # one privilege at a time: a list asks whether ANY is held
+                "SELECT string_agg(p, ', ' ORDER BY o), t FROM unnest(%s::text[]) AS t,"
+                " unnest(%s::text[]) WITH ORDINALITY AS q(p, o) WHERE NOT has_table_privilege("
+                " quote_ident(%s) || '.' || quote_ident(t), p) GROUP BY t ORDER BY t",
+                (list(TABLES), DML.split(", "), schema),
             )
-            tables = [r[0] for r in cur.fetchall()]
+            lacking: dict[str, list[str]] = {}
+            for privileges, table in cur.fetchall():
+                lacking.setdefault(privileges, []).append(table)
             cur.execute(
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relkind = 'S' AND c.relname LIKE 'mesh\\_%%'"
-                " AND NOT has_sequence_privilege(c.oid, 'USAGE')",
+                " AND CASE WHEN c.relkind = 'S' THEN NOT has_sequence_privilege(c.oid, 'USAGE') END",
                 (schema,),
             )
             sequences = [r[0] for r in cur.fetchall()]
         missing = []
         if not usage:
             missing.append(f"USAGE on schema {schema}")
-        if tables:
-            missing.append(f"{DML} on {', '.join(tables)}")
+        missing += [f"{privileges} on {', '.join(t)}" for privileges, t in lacking.items()]
         if sequences:
             missing.append(f"USAGE on sequences {', '.join(sequences)}")
         if missing:
@@ -144,11 +146,13 @@ class PostgresMaintenance:
                 f"role {user} may use every mesh table, but not CREATE in schema {schema}: a "
                 "newer drasill-cli could not migrate the tables",
                 f"GRANT CREATE ON SCHEMA {schema} TO {user} (or migrate as the tables' owner)",
+                required=True,
             )
         return Finding(
             "database-privileges",
             "ok",
             f"role {user}: USAGE and CREATE on schema {schema}, {DML} on every mesh table",
+            required=True,
         )
 
     def _latency(self) -> Finding:
