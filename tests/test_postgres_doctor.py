@@ -83,13 +83,11 @@ def test_a_skewed_clock_is_a_warning_naming_the_fix(
     pg_mesh_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """This host's clock 10 s ahead of the server's (a stepped clock cannot be made here
-    otherwise: only this process's view of it is moved)."""
-    from drasill_cli.backends.postgres import maintenance
-
+    otherwise: only this process's view of it is moved, while the check runs)."""
     mesh = Mesh.open(config=Config(), mesh_url=pg_mesh_url)
     try:
         real = time.time
-        monkeypatch.setattr(maintenance.time, "time", lambda: real() + 10)
+        monkeypatch.setattr(time, "time", lambda: real() + 10)
         found = {f.name: f for f in mesh.backend.maintenance.check()}
     finally:
         mesh.backend.close()

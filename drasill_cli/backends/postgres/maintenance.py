@@ -119,7 +119,8 @@ class PostgresMaintenance:
             cur.execute(
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relkind = 'S' AND c.relname LIKE 'mesh\\_%%'"
-                " AND CASE WHEN c.relkind = 'S' THEN NOT has_sequence_privilege(c.oid, 'USAGE') END",
+                " AND CASE WHEN c.relkind = 'S'"  # never asked of a table: it would be an error
+                " THEN NOT has_sequence_privilege(c.oid, 'USAGE') END",
                 (schema,),
             )
             sequences = [r[0] for r in cur.fetchall()]
