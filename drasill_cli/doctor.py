@@ -1,7 +1,9 @@
-"""`mesh doctor`: what is installed, whether the mesh directory is safe, what to do about each.
+"""`mesh doctor`: what is installed, whether the mesh (directory or database) is sound, what to
+do about each.
 
 Required (exit 1 when one fails): a usable Python environment, a config file that parses, and a
-mesh directory that is safe and writable. Everything else (heimdall, tmux, git, the AI CLIs,
+mesh directory that is safe and writable, or a mesh database that is reachable and that the
+role may use. Everything else (heimdall, tmux, git, the AI CLIs,
 NVML, a local file system) is optional and only warned about, with the fix.
 
 Doctor never creates or changes the mesh: it inspects what is there, so it can be run on a
@@ -211,17 +213,19 @@ def check_store(root: Path, config: Config) -> list[dict[str, Any]]:
     return found
 
 
-def check_mesh_database(url: str, config: Config) -> dict[str, Any]:
-    """A PostgreSQL mesh: reachable, logged in, its tables made or current (opening does it)."""
+def check_mesh_database(url: str, config: Config) -> list[dict[str, Any]]:
+    """A PostgreSQL mesh: reachable and logged in, its tables made or current (opening does
+    it), then the database's own diagnosis (`Maintenance.check`: server version, privileges,
+    round-trip time, clock skew, transaction pooler), the URL always masked."""
     from drasill_cli.mesh import Mesh
 
     try:
         mesh = Mesh.open(config=config, mesh_url=url)
     except MeshError as exc:  # one line naming the host and the fix, never the password
         fix = exc.message.rpartition("; ")[2] if "; " in exc.message else "see the message"
-        return _check("mesh-database", "fail", exc.message, fix, required=True)
+        return [_check("mesh-database", "fail", exc.message, fix, required=True)]
     try:
-        return _check("mesh-database", "ok", f"reachable, tables current: {mesh.location}")
+        return [_from(finding) for finding in mesh.backend.maintenance.check()]
     finally:
         mesh.backend.close()
 
@@ -248,7 +252,7 @@ def run(
         )
         return {"ok": False, "mesh_dir": None, "checks": checks}
     if isinstance(location, str):
-        checks.append(check_mesh_database(location, config))
+        checks.extend(check_mesh_database(location, config))
         root = None
     else:
         root = location

@@ -33,10 +33,22 @@ def _plant_future_beat_directory(backend: Backend, name: str, at: float) -> None
     os.utime(backend.store.path(heartbeat(name)), (at, at))
 
 
+def _plant_future_beat_postgres(backend: Backend, name: str, at: float) -> None:
+    from drasill_cli.backends.postgres import PostgresBackend
+
+    assert isinstance(backend, PostgresBackend)
+    with backend.transaction() as cur:
+        cur.execute(
+            "UPDATE mesh_agents SET heartbeat = to_timestamp(%s) WHERE name = %s", (at, name)
+        )
+        assert cur.rowcount == 1
+
+
 # What no interface may do (store a heartbeat in the future: a clock that stepped back), done
 # the backend's own way. A new backend adds its own.
 PLANT_FUTURE_BEAT: dict[str, Callable[[Backend, str, float], None]] = {
     "directory": _plant_future_beat_directory,
+    "postgres": _plant_future_beat_postgres,
 }
 
 

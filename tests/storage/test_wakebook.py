@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
 from drasill_cli.storage import Backend
@@ -47,3 +51,84 @@ def test_one_watcher_at_a_time_and_the_refused_learns_who(backend: Backend) -> N
         assert refused.value.code == "watch-running"
     with book.watching(HOST, {"pid": 333, "host": HOST}):
         pass  # released when the first left
+
+
+def _other_host_may_watch(backend: Backend) -> bool:
+    """A database mesh spans machines: one watcher per host. A directory mesh lives on one
+    machine: one watcher per mesh directory, whatever host is named."""
+    return backend.kind != "directory"
+
+
+def test_watchers_of_different_hosts(backend: Backend) -> None:
+    book = backend.wake_book
+    with book.watching("host-a", {"pid": 1, "host": "host-a"}):
+        if not _other_host_may_watch(backend):
+            with (
+                pytest.raises(AlreadyWatching) as refused,
+                book.watching("host-b", {"pid": 2, "host": "host-b"}),
+            ):
+                pytest.fail("a second watcher of one mesh directory got in")
+            assert refused.value.holder["pid"] == 1
+            return
+        with book.watching("host-b", {"pid": 2, "host": "host-b"}):
+            for host, holder in (("host-a", 1), ("host-b", 2)):
+                with (
+                    pytest.raises(AlreadyWatching) as refused,
+                    book.watching(host, {"pid": 3, "host": host}),
+                ):
+                    pytest.fail(f"a second watcher on {host} got in")
+                assert refused.value.holder == {"pid": holder, "host": host}
+        with book.watching("host-b", {"pid": 4, "host": "host-b"}):
+            pass  # host-b's watcher left: the next one there gets in while host-a still runs
+
+
+def _opened_at(backend: Backend) -> str:
+    """What another process opens to reach the same mesh (a URL with its password)."""
+    from drasill_cli.backends.directory import DirectoryBackend
+    from drasill_cli.backends.postgres import PostgresBackend
+
+    if isinstance(backend, DirectoryBackend):
+        return str(backend.root)
+    assert isinstance(backend, PostgresBackend)
+    return backend.db.url
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from drasill_cli.backends import open_backend
+from drasill_cli.config import Config
+kind, where = sys.argv[1:3]
+backend = open_backend(Path(where) if kind == "directory" else where, Config())
+with backend.wake_book.watching("host-a", {"pid": 99, "host": "host-a"}):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_watcher_never_blocks_the_next(backend: Backend) -> None:
+    where = _opened_at(backend)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, backend.kind, where], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        with (
+            pytest.raises(AlreadyWatching) as refused,
+            backend.wake_book.watching("host-a", {"pid": 1, "host": "host-a"}),
+        ):
+            pytest.fail("got in while another process watched")
+        assert refused.value.holder["pid"] == 99
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while True:  # the server notices the dropped connection at once on a local socket
+        try:
+            with backend.wake_book.watching("host-a", {"pid": 1, "host": "host-a"}):
+                return
+        except AlreadyWatching:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -21,8 +21,12 @@ if TYPE_CHECKING:
     import psycopg
 
     from drasill_cli.backends.postgres.attachments import PostgresAttachments
+    from drasill_cli.backends.postgres.auditlog import PostgresAuditLog
     from drasill_cli.backends.postgres.changes import PostgresChanges
     from drasill_cli.backends.postgres.mailbox import PostgresMailbox
+    from drasill_cli.backends.postgres.maintenance import PostgresMaintenance
+    from drasill_cli.backends.postgres.presence import PostgresPresence
+    from drasill_cli.backends.postgres.wakebook import PostgresWakeBook
     from drasill_cli.config import Config
 
 
@@ -95,3 +99,27 @@ class PostgresBackend:
         from drasill_cli.backends.postgres.attachments import PostgresAttachments
 
         return PostgresAttachments(self)
+
+    @cached_property
+    def presence(self) -> PostgresPresence:
+        from drasill_cli.backends.postgres.presence import PostgresPresence
+
+        return PostgresPresence(self)
+
+    @cached_property
+    def audit_log(self) -> PostgresAuditLog:
+        from drasill_cli.backends.postgres.auditlog import PostgresAuditLog
+
+        return PostgresAuditLog(self, self.config.audit)
+
+    @cached_property
+    def wake_book(self) -> PostgresWakeBook:
+        from drasill_cli.backends.postgres.wakebook import PostgresWakeBook
+
+        return PostgresWakeBook(self)
+
+    @cached_property
+    def maintenance(self) -> PostgresMaintenance:
+        from drasill_cli.backends.postgres.maintenance import PostgresMaintenance
+
+        return PostgresMaintenance(self)

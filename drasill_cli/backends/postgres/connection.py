@@ -172,9 +172,8 @@ class Database:
         """One transaction: commits when the block ends, rolls back on any error. Driver
         errors leave as `MeshUnusable` naming the host and the fix."""
         psycopg = driver()
-        conn = self.conn
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with self.conn.transaction() as tx, tx.connection.cursor() as cur:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur

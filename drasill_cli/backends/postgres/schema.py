@@ -41,12 +41,13 @@ CREATE TABLE mesh_guards (name text PRIMARY KEY);
 INSERT INTO mesh_guards (name) VALUES ('locks'), ('budgets'), ('wake'), ('tasks');
 
 -- Presence: one row per registered agent. `host` is the machine it registered from (pids and
--- sessions are only checked there); `heartbeat` is its last sign of life, by the database clock.
+-- sessions are only checked there); `heartbeat` is its last sign of life, by the database clock
+-- (NULL until the first: a record stored without a beat has no heartbeat yet).
 CREATE TABLE mesh_agents (
     name        text PRIMARY KEY,
     host        text NOT NULL,
     record      jsonb NOT NULL,              -- models.AgentRecord
-    heartbeat   timestamptz NOT NULL DEFAULT now(),
+    heartbeat   timestamptz,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX mesh_agents_host ON mesh_agents (host);
