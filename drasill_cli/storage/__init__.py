@@ -82,7 +82,8 @@ class Backend(Protocol):
 
     def child_env(self) -> dict[str, str]:
         """The environment variables that point a child process (an agent `mesh launch`
-        starts) at this same mesh."""
+        starts) at this same mesh; the other kind's variable is set empty (unset), so an
+        inherited one cannot conflict."""
         ...
 
     def read_only_view(self) -> Backend:

@@ -85,7 +85,7 @@ class DirectoryBackend:
         return self.store.root.is_dir()
 
     def child_env(self) -> dict[str, str]:
-        return {"DRASILL_MESH_DIR": str(self.store.root)}
+        return {"DRASILL_MESH_DIR": str(self.store.root), "DRASILL_MESH_URL": ""}  # "": not set
 
     def read_only_view(self) -> DirectoryBackend:
         return DirectoryBackend(self.store.read_only_view(), self.config)

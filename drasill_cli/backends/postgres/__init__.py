@@ -64,6 +64,15 @@ class PostgresBackend:
     def read_only(self) -> bool:
         return self._read_only
 
+    def exists(self) -> bool:
+        """Always: opening the mesh connected to it and made its tables."""
+        return True
+
+    def child_env(self) -> dict[str, str]:
+        """The URL as given (a password in it included: the child must log in as this process
+        does; it travels in the environment only, never in any output)."""
+        return {"DRASILL_MESH_URL": self.db.url, "DRASILL_MESH_DIR": ""}  # "": not set
+
     def read_only_view(self) -> PostgresBackend:
         """The same mesh (and connection); its transactions are READ ONLY."""
         view = PostgresBackend(self.db, self.config, read_only=True)
