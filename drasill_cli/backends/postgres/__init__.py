@@ -20,6 +20,7 @@ from drasill_cli.backends.postgres.connection import Database, driver
 if TYPE_CHECKING:
     import psycopg
 
+    from drasill_cli.backends.postgres.board import PostgresBoard
     from drasill_cli.backends.postgres.changes import PostgresChanges
     from drasill_cli.config import Config
 
@@ -81,3 +82,9 @@ class PostgresBackend:
         from drasill_cli.backends.postgres.changes import PostgresChanges
 
         return PostgresChanges(self.db)
+
+    @cached_property
+    def board(self) -> PostgresBoard:
+        from drasill_cli.backends.postgres.board import PostgresBoard
+
+        return PostgresBoard(self)

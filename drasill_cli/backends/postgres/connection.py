@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -100,14 +101,22 @@ _NO_DATABASE = re.compile(r"database \S+ does not exist", re.IGNORECASE)
 
 
 class Database:
-    """One PostgreSQL mesh's connection (opened on first use) and transactions on it."""
+    """One PostgreSQL mesh's connections (one per thread, opened on its first use) and
+    transactions on them.
+
+    A connection carries one transaction at a time, so threads never share one: a thread's
+    operations (and the ones nested inside them, such as the audit line a task change appends)
+    run on that thread's own connection, while another thread's run beside them.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.masked = mask_url(url)
         self.host = describe_host(url)
         self._passwords = _passwords(url)
-        self._conn: psycopg.Connection[Any] | None = None
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection[Any]] = []  # every thread's, for `close`
+        self._guard = threading.Lock()
         self.schema: str | None = None  # the mesh's schema, known once connected
 
     # ---- connecting -------------------------------------------------------------------------
@@ -127,9 +136,16 @@ class Database:
         return conn
 
     @property
+    def _conn(self) -> psycopg.Connection[Any] | None:
+        """This thread's connection, if it opened one."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        return conn
+
+    @property
     def conn(self) -> psycopg.Connection[Any]:
-        """The shared connection, opened (and the tables made or migrated) on first use."""
-        if self._conn is None or self._conn.closed:
+        """This thread's connection, opened (and the tables made or migrated) on first use."""
+        conn = self._conn
+        if conn is None or conn.closed:
             conn = self.connect()
             from drasill_cli.backends.postgres.schema import ensure_schema
 
@@ -138,13 +154,17 @@ class Database:
             except BaseException:
                 conn.close()
                 raise
-            self._conn = conn
-        return self._conn
+            self._local.conn = conn
+            with self._guard:
+                self._opened = [c for c in self._opened if not c.closed] + [conn]
+        return conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close every thread's connection."""
+        with self._guard:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
 
     # ---- transactions -----------------------------------------------------------------------
 
@@ -155,8 +175,11 @@ class Database:
         psycopg = driver()
         conn = self.conn
         try:
+            # Nested in this thread's open transaction (a read inside a change), a read-only
+            # block is a savepoint of that transaction: it must not make the whole one read-only.
+            nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
             with conn.transaction(), conn.cursor() as cur:
-                if read_only:
+                if read_only and not nested:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
         except psycopg.Error as exc:
