@@ -74,6 +74,31 @@ def race(count: int, run: Callable[[int], object]) -> list[object]:
     return results
 
 
+def _plant_directory(backend: Backend, task_id: str, raw: dict[str, Any]) -> None:
+    from drasill_cli.backends.directory import DirectoryBackend
+    from drasill_cli.backends.directory.layout import task_record
+
+    assert isinstance(backend, DirectoryBackend)
+    backend.store.write(task_record(task_id), raw)
+
+
+def _plant_postgres(backend: Backend, task_id: str, raw: dict[str, Any]) -> None:
+    from psycopg.types.json import Jsonb
+
+    from drasill_cli.backends.postgres import PostgresBackend
+
+    assert isinstance(backend, PostgresBackend)
+    with backend.transaction() as cur:
+        cur.execute("UPDATE mesh_tasks SET record = %s WHERE id = %s", (Jsonb(raw), task_id))
+
+
+# What no interface may do (store a damaged record in a task's place), done the backend's way.
+PLANT_RECORD: dict[str, Callable[[Backend, str, dict[str, Any]], None]] = {
+    "directory": _plant_directory,
+    "postgres": _plant_postgres,
+}
+
+
 @pytest.fixture
 def board(backend: Backend) -> TaskBoard:
     return backend.board
@@ -349,3 +374,24 @@ def test_racing_processes_claim_each_task_exactly_once(
             stored = board.get(task_id)
             assert stored is not None and (stored.state, stored.claimed_by) == ("claimed", agent)
     assert board.queued() == []
+
+
+def test_a_damaged_record_is_quarantined_never_returned_its_number_never_reused(
+    backend: Backend,
+) -> None:
+    board = backend.board
+    damaged, foreign, sound = (board.add(maker(n)) for n in ("damaged", "foreign", "sound"))
+    PLANT_RECORD[backend.kind](backend, damaged.id, {**damaged.to_record(), "state": "bogus"})
+    PLANT_RECORD[backend.kind](backend, foreign.id, sound.to_record())  # another task's id
+    view = backend.read_only_view().board
+    assert view.get(damaged.id) is None, "a read-only view never returns it either"
+    assert backend.board.get(damaged.id) is None
+    assert [t.id for t in board.all()] == [sound.id]
+    assert board.ids() == [sound.id]
+    assert sum("quarantined" in warning for warning in backend.warnings) == 2
+    # The queue is a hint: a claimer meeting them there finds nothing, and they leave it.
+    for task_id in board.queued():
+        if task_id != sound.id:
+            assert board.change(task_id, claimed_by("ann")) is None
+    assert board.queued() == [sound.id]
+    assert board.add(maker()).id == format_id(4)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -100,13 +101,23 @@ _LOGIN = re.compile(
 _NO_DATABASE = re.compile(r"database \S+ does not exist", re.IGNORECASE)
 
 
+class _Owned:
+    """A thread's connection, held in the thread's local storage."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+
 class Database:
     """One PostgreSQL mesh's connections (one per thread, opened on its first use) and
     transactions on them.
 
     A connection carries one transaction at a time, so threads never share one: a thread's
     operations (and the ones nested inside them, such as the audit line a task change appends)
-    run on that thread's own connection, while another thread's run beside them.
+    run on that thread's own connection, while another thread's run beside them. A thread's
+    connection closes when the thread ends, and every one at `close`.
     """
 
     def __init__(self, url: str) -> None:
@@ -115,7 +126,7 @@ class Database:
         self.host = describe_host(url)
         self._passwords = _passwords(url)
         self._local = threading.local()
-        self._opened: list[psycopg.Connection[Any]] = []  # every thread's, for `close`
+        self._closers: list[weakref.finalize[Any, Any]] = []  # one per thread's connection
         self._guard = threading.Lock()
         self.schema: str | None = None  # the mesh's schema, known once connected
 
@@ -138,8 +149,8 @@ class Database:
     @property
     def _conn(self) -> psycopg.Connection[Any] | None:
         """This thread's connection, if it opened one."""
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        return conn
+        owned = getattr(self._local, "owned", None)
+        return None if owned is None else owned.conn
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -154,17 +165,20 @@ class Database:
             except BaseException:
                 conn.close()
                 raise
-            self._local.conn = conn
+            owned = _Owned(conn)
+            self._local.owned = owned
+            # Closed when the thread ends (its local, and so `owned`, is dropped) or at `close`.
+            closer = weakref.finalize(owned, conn.close)
             with self._guard:
-                self._opened = [c for c in self._opened if not c.closed] + [conn]
+                self._closers = [c for c in self._closers if c.alive] + [closer]
         return conn
 
     def close(self) -> None:
         """Close every thread's connection."""
         with self._guard:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            conn.close()
+            closers, self._closers = self._closers, []
+        for closer in closers:
+            closer()
 
     # ---- transactions -----------------------------------------------------------------------
 
@@ -175,11 +189,10 @@ class Database:
         psycopg = driver()
         conn = self.conn
         try:
-            # Nested in this thread's open transaction (a read inside a change), a read-only
-            # block is a savepoint of that transaction: it must not make the whole one read-only.
-            nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            # Nested in this thread's open transaction (a read inside a task change), the block
+            # is a savepoint; PostgreSQL ends its READ ONLY with it, the outer one stays writable.
             with conn.transaction(), conn.cursor() as cur:
-                if read_only and not nested:
+                if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
         except psycopg.Error as exc:
