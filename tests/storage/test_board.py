@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from drasill_cli import clock
+from drasill_cli.backends import open_backend
+from drasill_cli.config import Config
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.models import Task
 from drasill_cli.storage import Backend
 from drasill_cli.storage.board import TaskBoard, TaskBusy, format_id
 
 RACERS = 12
+PROCESS_RACERS = 6
+PROCESS_TASKS = 50
 
 
 def maker(title: str = "a task", priority: int = 0) -> Callable[[str], Task]:
@@ -65,6 +72,31 @@ def race(count: int, run: Callable[[int], object]) -> list[object]:
     for thread in threads:
         thread.join(60)
     return results
+
+
+def _plant_directory(backend: Backend, task_id: str, raw: dict[str, Any]) -> None:
+    from drasill_cli.backends.directory import DirectoryBackend
+    from drasill_cli.backends.directory.layout import task_record
+
+    assert isinstance(backend, DirectoryBackend)
+    backend.store.write(task_record(task_id), raw)
+
+
+def _plant_postgres(backend: Backend, task_id: str, raw: dict[str, Any]) -> None:
+    from psycopg.types.json import Jsonb
+
+    from drasill_cli.backends.postgres import PostgresBackend
+
+    assert isinstance(backend, PostgresBackend)
+    with backend.transaction() as cur:
+        cur.execute("UPDATE mesh_tasks SET record = %s WHERE id = %s", (Jsonb(raw), task_id))
+
+
+# What no interface may do (store a damaged record in a task's place), done the backend's way.
+PLANT_RECORD: dict[str, Callable[[Backend, str, dict[str, Any]], None]] = {
+    "directory": _plant_directory,
+    "postgres": _plant_postgres,
+}
 
 
 @pytest.fixture
@@ -232,3 +264,134 @@ def test_a_busy_task_with_timeout_0_is_task_busy_at_once(board: TaskBoard) -> No
     stored = board.get(task.id)
     assert stored is not None and stored.state == "working"
     assert board.change(task.id, lambda t: t.replace(state="failed"), timeout=0) is not None
+
+
+def test_then_runs_inside_the_exclusion_and_sees_the_write(board: TaskBoard) -> None:
+    """`then` (the audit line) sees the task as written, and no racer changes it meanwhile."""
+    task = board.add(maker())
+    seen: list[object] = []
+
+    def racer() -> None:
+        try:
+            seen.append(board.change(task.id, claimed_by("bob"), timeout=0))
+        except TaskBusy as exc:
+            seen.append(exc.code)
+
+    def then(_before: Task, _after: Task) -> None:
+        stored = board.get(task.id)
+        seen.append(stored.claimed_by if stored is not None else None)
+        thread = threading.Thread(target=racer)
+        thread.start()
+        thread.join(30)
+
+    assert board.change(task.id, claimed_by("ann"), then=then) is not None
+    assert seen == ["ann", "task-busy"]
+    stored = board.get(task.id)
+    assert stored is not None and stored.claimed_by == "ann"
+
+
+def test_a_decision_reads_other_tasks_while_they_are_being_changed(board: TaskBoard) -> None:
+    """A claim checks its dependencies with `get`: never held up by their own changes."""
+    dependency = board.add(maker("dependency"))
+    task = board.add(maker("task"))
+    inside, leave = threading.Event(), threading.Event()
+
+    def slow(t: Task) -> Task:
+        inside.set()
+        leave.wait(30)
+        return t.replace(state="completed")
+
+    holder = threading.Thread(target=board.change, args=(dependency.id, slow))
+    holder.start()
+    try:
+        assert inside.wait(30)
+        started = time.monotonic()
+        states: list[str] = []
+
+        def decide(t: Task) -> Task | None:
+            found = board.get(dependency.id)
+            states.append(found.state if found is not None else "missing")
+            return t.replace(attempts=t.attempts + 1)
+
+        assert board.change(task.id, decide, timeout=0) is not None
+        assert time.monotonic() - started < 5
+        assert states == ["queued"]  # the change in progress is not seen before it is done
+    finally:
+        leave.set()
+        holder.join(30)
+    found = board.get(dependency.id)
+    assert found is not None and found.state == "completed"
+
+
+def _claim_all(location: Path | str, agent: str, wait: float, start: Any, out: Any) -> None:
+    """A claimer process: claim queued tasks until none are left; send the ids it won."""
+    opened = open_backend(location, Config())
+    won: list[str] = []
+    try:
+        start.wait(60)
+        while queue := opened.board.queued():
+            for task_id in queue:
+                try:
+                    changed = opened.board.change(task_id, claimed_by(agent), timeout=wait)
+                except TaskBusy:
+                    continue
+                if changed is not None:
+                    won.append(task_id)
+    finally:
+        out.put((agent, won))
+        opened.close()
+
+
+def test_racing_processes_claim_each_task_exactly_once(
+    backend: Backend, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # The mesh the `backend` fixture opened, opened again by each process.
+    location: Path | str = tmp_path / "mesh"
+    if request.node.callspec.params["backend"] == "postgres":
+        location = request.getfixturevalue("pg_mesh_url")
+    board = backend.board
+    ids = [board.add(maker(f"task {n}", priority=n % 3)).id for n in range(PROCESS_TASKS)]
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESS_RACERS)
+    out = context.Queue()
+    # Half never wait for a busy task (they move on), half wait for it.
+    racers = [
+        context.Process(
+            target=_claim_all, args=(location, f"p{i}", 0 if i % 2 else 5.0, start, out)
+        )
+        for i in range(PROCESS_RACERS)
+    ]
+    for racer in racers:
+        racer.start()
+    results = dict(out.get(timeout=120) for _ in racers)
+    for racer in racers:
+        racer.join(30)
+        assert racer.exitcode == 0
+    won = [task_id for ids_won in results.values() for task_id in ids_won]
+    assert sorted(won) == ids, "each task won exactly once"
+    for agent, ids_won in results.items():
+        for task_id in ids_won:
+            stored = board.get(task_id)
+            assert stored is not None and (stored.state, stored.claimed_by) == ("claimed", agent)
+    assert board.queued() == []
+
+
+def test_a_damaged_record_is_quarantined_never_returned_its_number_never_reused(
+    backend: Backend,
+) -> None:
+    board = backend.board
+    damaged, foreign, sound = (board.add(maker(n)) for n in ("damaged", "foreign", "sound"))
+    PLANT_RECORD[backend.kind](backend, damaged.id, {**damaged.to_record(), "state": "bogus"})
+    PLANT_RECORD[backend.kind](backend, foreign.id, sound.to_record())  # another task's id
+    view = backend.read_only_view().board
+    assert view.get(damaged.id) is None, "a read-only view never returns it either"
+    assert backend.board.get(damaged.id) is None
+    assert [t.id for t in board.all()] == [sound.id]
+    assert board.ids() == [sound.id]
+    assert sum("quarantined" in warning for warning in backend.warnings) == 2
+    # The queue is a hint: a claimer meeting them there finds nothing, and they leave it.
+    for task_id in board.queued():
+        if task_id != sound.id:
+            assert board.change(task_id, claimed_by("ann")) is None
+    assert board.queued() == [sound.id]
+    assert board.add(maker()).id == format_id(4)

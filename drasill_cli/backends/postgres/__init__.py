@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from drasill_cli.backends.postgres.attachments import PostgresAttachments
     from drasill_cli.backends.postgres.auditlog import PostgresAuditLog
+    from drasill_cli.backends.postgres.board import PostgresBoard
     from drasill_cli.backends.postgres.changes import PostgresChanges
     from drasill_cli.backends.postgres.mailbox import PostgresMailbox
     from drasill_cli.backends.postgres.maintenance import PostgresMaintenance
@@ -132,3 +133,9 @@ class PostgresBackend:
         from drasill_cli.backends.postgres.maintenance import PostgresMaintenance
 
         return PostgresMaintenance(self)
+
+    @cached_property
+    def board(self) -> PostgresBoard:
+        from drasill_cli.backends.postgres.board import PostgresBoard
+
+        return PostgresBoard(self)

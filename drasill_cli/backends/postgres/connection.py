@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -100,18 +101,33 @@ _LOGIN = re.compile(
 _NO_DATABASE = re.compile(r"database \S+ does not exist", re.IGNORECASE)
 
 
+class _Owned:
+    """A thread's connection, held in the thread's local storage."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+
 class Database:
-    """One PostgreSQL mesh's connection (opened on first use) and transactions on it."""
+    """One PostgreSQL mesh's connections (one per thread, opened on its first use) and
+    transactions on them.
+
+    A connection carries one transaction at a time, so threads never share one: a thread's
+    operations (and the ones nested inside them, such as the audit line a task change appends)
+    run on that thread's own connection, while another thread's run beside them. A thread's
+    connection closes when the thread ends, and every one at `close`.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.masked = mask_url(url)
         self.host = describe_host(url)
         self._passwords = _passwords(url)
-        # One connection per thread (a transaction is a connection's), opened on first use.
         self._local = threading.local()
-        self._opened: list[psycopg.Connection[Any]] = []
-        self._opened_lock = threading.Lock()
+        self._closers: list[weakref.finalize[Any, Any]] = []  # one per thread's connection
+        self._guard = threading.Lock()
         self.schema: str | None = None  # the mesh's schema, known once connected
 
     # ---- connecting -------------------------------------------------------------------------
@@ -133,16 +149,12 @@ class Database:
     @property
     def _conn(self) -> psycopg.Connection[Any] | None:
         """This thread's connection, if it opened one."""
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        return conn
+        owned = getattr(self._local, "owned", None)
+        return None if owned is None else owned.conn
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
-        """This thread's connection, opened (and the tables made or migrated) on first use.
-
-        Each thread has its own: two threads' transactions never share (nor nest in) one
-        session, so they race through the database's row locks as two processes would.
-        """
+        """This thread's connection, opened (and the tables made or migrated) on first use."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = self.connect()
@@ -153,17 +165,20 @@ class Database:
             except BaseException:
                 conn.close()
                 raise
-            self._local.conn = conn
-            with self._opened_lock:
-                self._opened = [c for c in self._opened if not c.closed] + [conn]
+            owned = _Owned(conn)
+            self._local.owned = owned
+            # Closed when the thread ends (its local, and so `owned`, is dropped) or at `close`.
+            closer = weakref.finalize(owned, conn.close)
+            with self._guard:
+                self._closers = [c for c in self._closers if c.alive] + [closer]
         return conn
 
     def close(self) -> None:
         """Close every thread's connection."""
-        with self._opened_lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            conn.close()
+        with self._guard:
+            closers, self._closers = self._closers, []
+        for closer in closers:
+            closer()
 
     # ---- transactions -----------------------------------------------------------------------
 
@@ -172,8 +187,11 @@ class Database:
         """One transaction: commits when the block ends, rolls back on any error. Driver
         errors leave as `MeshUnusable` naming the host and the fix."""
         psycopg = driver()
+        conn = self.conn
         try:
-            with self.conn.transaction() as tx, tx.connection.cursor() as cur:
+            # Nested in this thread's open transaction (a read inside a task change), the block
+            # is a savepoint; PostgreSQL ends its READ ONLY with it, the outer one stays writable.
+            with conn.transaction(), conn.cursor() as cur:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
