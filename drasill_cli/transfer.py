@@ -36,8 +36,7 @@ def _refused(number: int, what: str) -> InvalidInput:
 def read_items(lines: Iterable[str]) -> list[dict[str, Any]]:
     """Every item of an export, checked; InvalidInput naming the first bad line."""
     items: list[dict[str, Any]] = []
-    number = 0
-    for number, line in enumerate(lines, start=1):  # noqa: B007 -- `number` is used after the loop
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

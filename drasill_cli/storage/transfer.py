@@ -9,13 +9,18 @@ agents before their budget records):
 | `meta` | `format` (FORMAT), `source` (the backend kind it came from), `exported_at` |
 | `agent` | `record` (models.AgentRecord), `last_seen` (epoch seconds, or null) |
 | `attachment` | `message_id`, `name`, `size`, `sha256`, `content` (base64) |
-| `message` | `message` (stored form), `state` (`unread`, `read`, `archived`, or null when only the sender's copy is left), `sent` (the sender's history copy is kept) |
+| `message` | `message` (stored form), `state`, `sent` (see below) |
 | `task` | `record` (models.Task, its id kept) |
 | `task-sequence` | `last`: the last task number handed out (never goes backwards) |
 | `lock` | `record` (check_lock) |
 | `budget-warning` / `budget-pause` | `agent`, `record` (check_warning / check_pause) |
 | `wake` | `agent`, `record` (`mesh watch`'s wake state) |
-| `audit` | `event`, `nth`: the nth event of the log with this very content (so two equal events stay two, and a second import adds neither) |
+| `audit` | `event`, `nth` (see below) |
+
+A message's `state` is its recipient's copy (`unread`, `read`, `archived`, or null when only
+the sender's copy is left) and `sent` whether the sender's history copy is kept. An audit item's
+`nth` says it is the nth event of the log with this very content: two equal events stay two,
+and a second import adds neither.
 
 `restore(item)` is idempotent: an item already there is skipped (False); a message copy is
 never made twice, a task keeps its id, the sequence never goes backwards. Every item passes
@@ -30,7 +35,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drasill_cli import clock
@@ -133,57 +138,62 @@ def meta_item(source: str) -> dict[str, Any]:
     return {"kind": "meta", "format": FORMAT, "source": source, "exported_at": clock.iso()}
 
 
-def check_item(raw: Any) -> dict[str, Any]:
-    """`raw` as an item `restore` may write (records validated, defaults filled in), or
-    RecordError naming what is wrong."""
-    if not isinstance(raw, dict):
-        raise RecordError("is not a JSON object")
-    kind = raw.get("kind")
-    if kind not in KINDS:
-        raise RecordError(f"has an unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
-    item = dict(raw)
-    if kind == "meta":
-        if raw.get("format") != FORMAT:
-            raise RecordError(f"is format {raw.get('format')!r}; this mesh reads format {FORMAT}")
-    elif kind == "agent":
-        item["record"] = AgentRecord.check(_record(raw))
-        if not _number_or_none(raw.get("last_seen")):
-            raise RecordError("has a `last_seen` that is not epoch seconds or null")
-    elif kind == "attachment":
-        if not isinstance(raw.get("message_id"), str) or not is_message_id(raw["message_id"]):
-            raise RecordError(f"has a bad message_id {raw.get('message_id')!r}")
-        if not isinstance(raw.get("name"), str) or not is_attachment_name(raw["name"]):
-            raise RecordError(f"has an unusable file name {raw.get('name')!r}")
-        attachment_bytes(raw)
-    elif kind == "message":
-        item["message"] = stored_form(check_message(_record(raw, "message"), _no_path))
-        if raw.get("state") not in (*MESSAGE_STATES, None):
-            raise RecordError(f"has a state {raw.get('state')!r}, not unread, read or archived")
-        if not isinstance(raw.get("sent"), bool):
-            raise RecordError("has no boolean `sent`")
-        if raw["state"] is None and not raw["sent"]:
-            raise RecordError("keeps neither a recipient's copy nor the sender's")
-    elif kind == "task":
-        task = Task.from_record(_record(raw))
-        if id_number(task.id) is None:
-            raise RecordError(f"has task id {task.id!r}, not a numbered id like t-0007")
-        item["record"] = task.to_record()
-    elif kind == "task-sequence":
-        last = raw.get("last")
-        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
-            raise RecordError(f"has `last` {last!r}, not a task number")
-    elif kind == "lock":
-        item["record"] = check_lock(_record(raw))
-    elif kind in ("budget-warning", "budget-pause", "wake"):
+def _check_meta(raw: dict[str, Any]) -> None:
+    if raw.get("format") != FORMAT:
+        raise RecordError(f"is format {raw.get('format')!r}; this mesh reads format {FORMAT}")
+
+
+def _check_agent(raw: dict[str, Any]) -> None:
+    raw["record"] = AgentRecord.check(_record(raw))
+    if not _number_or_none(raw.get("last_seen")):
+        raise RecordError("has a `last_seen` that is not epoch seconds or null")
+
+
+def _check_attachment(raw: dict[str, Any]) -> None:
+    if not isinstance(raw.get("message_id"), str) or not is_message_id(raw["message_id"]):
+        raise RecordError(f"has a bad message_id {raw.get('message_id')!r}")
+    if not isinstance(raw.get("name"), str) or not is_attachment_name(raw["name"]):
+        raise RecordError(f"has an unusable file name {raw.get('name')!r}")
+    attachment_bytes(raw)
+
+
+def _check_message(raw: dict[str, Any]) -> None:
+    raw["message"] = stored_form(check_message(_record(raw, "message"), _no_path))
+    if raw.get("state") not in (*MESSAGE_STATES, None):
+        raise RecordError(f"has a state {raw.get('state')!r}, not unread, read or archived")
+    if not isinstance(raw.get("sent"), bool):
+        raise RecordError("has no boolean `sent`")
+    if raw["state"] is None and not raw["sent"]:
+        raise RecordError("keeps neither a recipient's copy nor the sender's")
+
+
+def _check_task(raw: dict[str, Any]) -> None:
+    task = Task.from_record(_record(raw))
+    if id_number(task.id) is None:
+        raise RecordError(f"has task id {task.id!r}, not a numbered id like t-0007")
+    raw["record"] = task.to_record()
+
+
+def _check_sequence(raw: dict[str, Any]) -> None:
+    last = raw.get("last")
+    if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+        raise RecordError(f"has `last` {last!r}, not a task number")
+
+
+def _check_lock(raw: dict[str, Any]) -> None:
+    raw["record"] = check_lock(_record(raw))
+
+
+def _agent_record(check: Callable[[Any], object] | None) -> Callable[[dict[str, Any]], None]:
+    """The check of an item that is one agent's record (`agent`, `record`)."""
+
+    def checked(raw: dict[str, Any]) -> None:
         _name(raw.get("agent"), "agent")
         record = _record(raw)
-        if kind == "budget-warning":
-            check_warning(record)
-        elif kind == "budget-pause":
-            check_pause(record)
-    else:  # audit
-        _check_event(raw)
-    return item
+        if check is not None:
+            check(record)
+
+    return checked
 
 
 def _check_event(raw: dict[str, Any]) -> None:
@@ -195,6 +205,34 @@ def _check_event(raw: dict[str, Any]) -> None:
     nth = raw.get("nth")
     if not isinstance(nth, int) or isinstance(nth, bool) or nth < 1:
         raise RecordError(f"has `nth` {nth!r}, not a count from 1")
+
+
+_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "meta": _check_meta,
+    "agent": _check_agent,
+    "attachment": _check_attachment,
+    "message": _check_message,
+    "task": _check_task,
+    "task-sequence": _check_sequence,
+    "lock": _check_lock,
+    "budget-warning": _agent_record(check_warning),
+    "budget-pause": _agent_record(check_pause),
+    "wake": _agent_record(None),
+    "audit": _check_event,
+}
+
+
+def check_item(raw: Any) -> dict[str, Any]:
+    """`raw` as an item `restore` may write (records validated, defaults filled in), or
+    RecordError naming what is wrong."""
+    if not isinstance(raw, dict):
+        raise RecordError("is not a JSON object")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise RecordError(f"has an unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    item = dict(raw)
+    _CHECKS[kind](item)
+    return item
 
 
 # ---- what every backend does the same way (through the interfaces) --------------------------
@@ -242,7 +280,9 @@ def restore_lock(table: LockTable, record: dict[str, Any]) -> bool:
     """Put the lock unless `holder` already holds a lock on that path."""
 
     def decide(locks: list[dict[str, Any]]) -> LockChanges[bool]:
-        if any(lock["path"] == record["path"] and lock["holder"] == record["holder"] for lock in locks):
+        if any(
+            lock["path"] == record["path"] and lock["holder"] == record["holder"] for lock in locks
+        ):
             return LockChanges(False)
         return LockChanges(True, put=[record])
 

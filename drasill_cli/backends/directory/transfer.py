@@ -120,28 +120,31 @@ class DirectoryTransfer:
     # ---- restore ---------------------------------------------------------------------------
 
     def restore(self, item: dict[str, Any]) -> bool:
-        kind = item["kind"]
-        if kind == "meta":
-            return False
-        if kind == "agent":
-            return self._restore_agent(item["record"], item["last_seen"])
-        if kind == "attachment":
-            return self._create_bytes(
-                f"{attachment_folder(item['message_id'])}/{item['name']}", attachment_bytes(item)
-            )
-        if kind == "message":
-            return self._restore_message(item["message"], item["state"], sent=item["sent"])
-        if kind == "task":
-            return self.backend.board.restore(Task.from_record(item["record"]))
-        if kind == "task-sequence":
-            return self.backend.board.raise_sequence(item["last"])
-        if kind == "lock":
-            return restore_lock(self.backend.locks, item["record"])
-        if kind in _BUDGET_FOLDERS:
-            return self.store.create(f"{_BUDGET_FOLDERS[kind]}/{item['agent']}.json", item["record"])
-        if kind == "wake":
-            return restore_wake(self.backend.wake_book, item["agent"], item["record"])
-        return self._audit.restore(item)
+        return self._restorers[item["kind"]](item)
+
+    @cached_property
+    def _restorers(self) -> dict[str, Callable[[dict[str, Any]], bool]]:
+        backend = self.backend
+        return {
+            "meta": lambda _item: False,
+            "agent": lambda item: self._restore_agent(item["record"], item["last_seen"]),
+            "attachment": self._restore_attachment,
+            "message": lambda item: self._restore_message(
+                item["message"], item["state"], sent=item["sent"]
+            ),
+            "task": lambda item: backend.board.restore(Task.from_record(item["record"])),
+            "task-sequence": lambda item: backend.board.raise_sequence(item["last"]),
+            "lock": lambda item: restore_lock(backend.locks, item["record"]),
+            "budget-warning": self._restore_budget,
+            "budget-pause": self._restore_budget,
+            "wake": lambda item: restore_wake(backend.wake_book, item["agent"], item["record"]),
+            "audit": self._audit.restore,
+        }
+
+    def _restore_budget(self, item: dict[str, Any]) -> bool:
+        return self.store.create(
+            f"{_BUDGET_FOLDERS[item['kind']]}/{item['agent']}.json", item["record"]
+        )
 
     def _restore_agent(self, record: dict[str, Any], last_seen: float | None) -> bool:
         name = record["name"]
@@ -167,8 +170,9 @@ class DirectoryTransfer:
             wrote = self.store.create(files["sent"], message) or wrote
         return wrote
 
-    def _create_bytes(self, rel: str, data: bytes) -> bool:
+    def _restore_attachment(self, item: dict[str, Any]) -> bool:
+        rel = f"{attachment_folder(item['message_id'])}/{item['name']}"
         if self.store.mtime(rel) is not None:
             return False
-        self.store.write_bytes(rel, data)
+        self.store.write_bytes(rel, attachment_bytes(item))
         return True

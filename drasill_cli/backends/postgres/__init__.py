@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from drasill_cli.backends.postgres.changes import PostgresChanges
+    from drasill_cli.backends.postgres.transfer import PostgresTransfer
     from drasill_cli.config import Config
 
 
@@ -81,3 +82,9 @@ class PostgresBackend:
         from drasill_cli.backends.postgres.changes import PostgresChanges
 
         return PostgresChanges(self.db)
+
+    @cached_property
+    def transfer(self) -> PostgresTransfer:
+        from drasill_cli.backends.postgres.transfer import PostgresTransfer
+
+        return PostgresTransfer(self)
