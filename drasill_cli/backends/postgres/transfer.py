@@ -209,7 +209,7 @@ class PostgresTransfer:
         return {
             "lock": lambda item: restore_lock(backend.locks, item["record"]),
             "wake": lambda item: restore_wake(backend.wake_book, item["agent"], item["record"]),
-            "audit": self._audit.restore,
+            "audit": lambda item: self._audit.restore(item),
         }
 
     @cached_property
