@@ -60,7 +60,7 @@ def test_a_second_import_restores_nothing(cli: MeshRunner, tmp_path: Path) -> No
     again = cli.run("import", input=dump, env=other)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[-1].endswith(
-        "0 restored, %d already present; nothing was missing" % (len(dump.splitlines()) - 1)
+        f"0 restored, {len(dump.splitlines()) - 1} already present; nothing was missing"
     )
     before = [json.loads(line) for line in cli.run("export", env=other).stdout.splitlines()][1:]
     cli.run("import", input=dump, env=other)

@@ -209,7 +209,7 @@ class PostgresTransfer:
         return {
             "lock": lambda item: restore_lock(backend.locks, item["record"]),
             "wake": lambda item: restore_wake(backend.wake_book, item["agent"], item["record"]),
-            "audit": lambda item: self._audit.restore(item),
+            "audit": lambda item: self._audit.restore(item),  # noqa: PLW0108 -- the audit log is reached only when an audit item comes
         }
 
     @cached_property
