@@ -48,6 +48,8 @@ COMMAND_MODULES: dict[str, str] = {
     "bridge": "people",
     "demo": "people",
     "dashboard": "dashboard",
+    "export": "transfer",
+    "import": "transfer",
 }
 GLOBAL_OPTIONS_WITH_VALUE = ("--mesh-dir", "--mesh-url")
 GLOBAL_OPTIONS = (

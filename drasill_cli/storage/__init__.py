@@ -24,6 +24,7 @@ Each interface lives in its own module here:
 | `AuditLog` | `auditlog.py` | append, read since, follow |
 | `Changes` | `changes.py` | wait for a change in a set of topics (no polling loop) |
 | `Maintenance` | `maintenance.py` | sweep leftovers of killed writers, report quarantined records |
+| `Transfer` | `transfer.py` | every stored thing as JSON-able items, and back (export, import) |
 
 Rules every implementation keeps:
 - every record handed to a feature module has passed its `models.*.check`; a stored record that
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from drasill_cli.storage.mailbox import Mailbox
     from drasill_cli.storage.maintenance import Maintenance
     from drasill_cli.storage.presence import Presence
+    from drasill_cli.storage.transfer import Transfer
     from drasill_cli.storage.wakebook import WakeBook
 
 
@@ -121,6 +123,9 @@ class Backend(Protocol):
 
     @property
     def presence(self) -> Presence: ...
+
+    @property
+    def transfer(self) -> Transfer: ...
 
     def close(self) -> None:
         """Release what the backend holds (a connection); the files backend holds nothing."""

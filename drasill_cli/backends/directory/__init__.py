@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from drasill_cli.backends.directory.mailbox import DirectoryMailbox
     from drasill_cli.backends.directory.maintenance import DirectoryMaintenance
     from drasill_cli.backends.directory.presence import DirectoryPresence
+    from drasill_cli.backends.directory.transfer import DirectoryTransfer
     from drasill_cli.backends.directory.wakebook import DirectoryWakeBook
     from drasill_cli.config import Config
 
@@ -155,3 +156,9 @@ class DirectoryBackend:
 
         # A lambda, not `self.mailbox.locator`: the mailbox is built from `self.attachments`.
         return DirectoryAttachments(self.store, lambda: self.mailbox.locator())  # noqa: PLW0108
+
+    @cached_property
+    def transfer(self) -> DirectoryTransfer:
+        from drasill_cli.backends.directory.transfer import DirectoryTransfer
+
+        return DirectoryTransfer(self)

@@ -202,17 +202,40 @@ class DirectoryBoard:
                 self._save(None, task)
         return task
 
+    def restore(self, task: Task) -> bool:
+        """Store `task` under its own id (an import); False when a task of that id is stored.
+        Under the numbering lock too, so that `add` never hands out the same id meanwhile."""
+        with self.store.lock(TASK_IDS_LOCK), self._locked(task.id, CHANGE_TIMEOUT_S):
+            if self.exists(task.id):
+                return False
+            self._save(None, task)
+        return True
+
+    def sequence(self) -> int:
+        """The last task number handed out (the counter, or the highest numbered record)."""
+        raw = self.store.read(TASK_SEQUENCE)
+        last = raw.get("last") if raw is not None else None
+        numbers = [n for n in map(id_number, self.ids()) if n is not None]
+        return max([*numbers, last if isinstance(last, int) else 0])
+
+    def raise_sequence(self, last: int) -> bool:
+        """Make `last` the last number handed out, unless the counter is there already
+        (it never goes backwards); whether it moved."""
+        with self.store.lock(TASK_IDS_LOCK):
+            raw = self.store.read(TASK_SEQUENCE)
+            current = raw.get("last") if raw is not None else None
+            if isinstance(current, int) and current >= last:
+                return False
+            self.store.write(TASK_SEQUENCE, {"last": last})
+        return True
+
     def _next_number(self) -> int:
         """One above the counter and every numbered record (the caller holds TASK_IDS_LOCK).
 
         The counter covers a task whose record was quarantined; the listing covers a counter
         that is missing or behind.
         """
-        raw = self.store.read(TASK_SEQUENCE)
-        last = raw.get("last") if raw is not None else None
-        numbers = [id_number(task_id) for task_id in self.ids()]
-        number = max([n for n in numbers if n is not None] + [last if isinstance(last, int) else 0])
-        number += 1
+        number = self.sequence() + 1
         while self.store.mtime(task_record(format_id(number))) is not None:
             number += 1
         return number

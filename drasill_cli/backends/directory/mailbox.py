@@ -56,6 +56,19 @@ def _shard(msg_id: str, rank: str) -> str:
     return "/".join([f"{rank}-{first}", *rest])
 
 
+def copy_files(message: dict[str, Any]) -> dict[str, str]:
+    """Where each copy of `message` is kept: its recipient's copy while `unread`, once `read`
+    and when `archived`, and its sender's history entry (`sent`)."""
+    msg_id, rank, to = message["id"], _RANK[message["priority"]], message["to"]
+    name = _file_name(msg_id, rank)
+    return {
+        "unread": f"{inbox_new(to)}/{_shard(msg_id, rank)}/{name}",
+        "read": f"{inbox_cur(to)}/{name}",
+        "archived": f"{archive_folder(to)}/{name}",
+        "sent": f"{sent_folder(message['from'])}/{msg_id}.json",
+    }
+
+
 def _id_of(file_name: str) -> str:
     """`1-m-....json` (inbox, archive) or `m-....json` (sent) to the message id."""
     stem = file_name.rpartition("/")[2].removesuffix(".json")
@@ -99,13 +112,9 @@ class DirectoryMailbox:
 
     def deliver(self, message: dict[str, Any]) -> None:
         """Staged, linked into new/<shard>/ (flushed), kept in sent/FROM/."""
-        msg_id = message["id"]
-        rank = _RANK[message["priority"]]
-        box = _Box(self.store, message["to"])
+        files = copy_files(message)
         self.store.publish(
-            encode_record(stored_form(message)),
-            links=[f"{box.new}/{_shard(msg_id, rank)}/{_file_name(msg_id, rank)}"],
-            keep_as=f"{sent_folder(message['from'])}/{msg_id}.json",
+            encode_record(stored_form(message)), links=[files["unread"]], keep_as=files["sent"]
         )
 
     def has_mailbox(self, agent: str) -> bool:
@@ -155,6 +164,26 @@ class DirectoryMailbox:
                 if len(found) == limit:
                     break
         return found
+
+    def stored_copies(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every usable stored copy as (`unread`, `read`, `archived` or `sent`, the message in
+        its stored form), for an export."""
+        for agent in self.owners():
+            for rel in _Box(self.store, agent).unread():
+                yield from self._copy("unread", rel)
+            for name in self.store.names(inbox_cur(agent)):
+                yield from self._copy("read", f"{inbox_cur(agent)}/{name}")
+        for agent in self.store.subdirs(ARCHIVE_DIR):
+            for name in self.store.names(archive_folder(agent)):
+                yield from self._copy("archived", f"{archive_folder(agent)}/{name}")
+        for agent in self.store.subdirs(SENT_DIR):
+            for name in self.store.names(sent_folder(agent)):
+                yield from self._copy("sent", f"{sent_folder(agent)}/{name}")
+
+    def _copy(self, where: str, rel: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        message = self._load(rel)
+        if message is not None:
+            yield where, stored_form(message)
 
     def find(self, msg_id: str) -> dict[str, Any] | None:
         return self.locator()(msg_id)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from drasill_cli.backends.postgres.mailbox import PostgresMailbox
     from drasill_cli.backends.postgres.maintenance import PostgresMaintenance
     from drasill_cli.backends.postgres.presence import PostgresPresence
+    from drasill_cli.backends.postgres.transfer import PostgresTransfer
     from drasill_cli.backends.postgres.wakebook import PostgresWakeBook
     from drasill_cli.config import Config
 
@@ -139,3 +140,9 @@ class PostgresBackend:
         from drasill_cli.backends.postgres.board import PostgresBoard
 
         return PostgresBoard(self)
+
+    @cached_property
+    def transfer(self) -> PostgresTransfer:
+        from drasill_cli.backends.postgres.transfer import PostgresTransfer
+
+        return PostgresTransfer(self)

@@ -1,0 +1,83 @@
+"""Commands that move a whole mesh: `export` (JSON lines on stdout) and `import` (from stdin)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.helpstyle import examples
+
+
+@command(
+    app,
+    "export",
+    short_help="Write every record of the mesh as JSON lines on stdout.",
+    epilog=examples(
+        "mesh export > mesh.jsonl   # a backup",
+        "mesh --mesh-dir ~/.drasill/mesh export | mesh --mesh-url postgresql://db/team import",
+    ),
+)
+def export_cmd(
+    ctx: typer.Context,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Accepted for symmetry: the output is always JSON lines; errors become one "
+            "JSON object.",
+        ),
+    ] = False,
+) -> None:
+    """Write every record of the mesh as JSON lines on stdout, a meta line first.
+
+    Agents (with their last heartbeat), unread, read and archived mail with the senders'
+    history, attachments (their bytes in base64), tasks and the task number sequence, locks,
+    budget records, wake state and the audit log. Feed it to `mesh import` on any mesh,
+    a directory or a database.
+    """
+    del json_out  # the command's wrapper renders errors by it
+    from drasill_cli import transfer
+
+    out = sys.stdout
+    for line in transfer.export_lines(state(ctx).mesh()):
+        out.write(line)
+    out.flush()
+
+
+@command(
+    app,
+    "import",
+    short_help="Read a mesh export from stdin and add what is missing.",
+    epilog=examples(
+        "mesh import < mesh.jsonl",
+        "mesh export | mesh --mesh-url postgresql://db/team import --json",
+    ),
+)
+def import_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Read the JSON lines of `mesh export` from stdin and restore every record not there yet.
+
+    Every line is checked first: one bad line (not JSON, an unknown kind, a record that fails
+    its check) exits 2 naming the line, and nothing is written. Importing the same export
+    twice changes nothing the second time: messages are never delivered twice, tasks keep their
+    ids and the task numbers continue after the highest one. With --json, one object: per kind,
+    how many were restored and how many were already present.
+    """
+    from drasill_cli import transfer
+
+    items = transfer.read_items(sys.stdin)
+    mesh = state(ctx).mesh()
+    summary = transfer.import_items(mesh, items)
+    restored = sum(counts["restored"] for counts in summary.values())
+    present = sum(counts["present"] for counts in summary.values())
+    if json_out:
+        print_json({"restored": restored, "present": present, "kinds": summary})
+        return
+    for kind, counts in summary.items():
+        say(f"{kind}: {counts['restored']} restored, {counts['present']} already present")
+    say(
+        f"imported into {mesh.location}: {restored} restored, {present} already present"
+        + ("; nothing was missing" if not restored else "")
+    )

@@ -1,0 +1,303 @@
+"""`Transfer`: every stored thing of a mesh as JSON-able items, and back (`mesh export/import`).
+
+An item is a dict with a `kind` (the order below is the order `dump` yields them in, so that a
+restore in that order finds what an item leans on: a message's attachments before the message,
+agents before their budget records):
+
+| kind | keys |
+| --- | --- |
+| `meta` | `format` (FORMAT), `source` (the backend kind it came from), `exported_at` |
+| `agent` | `record` (models.AgentRecord), `last_seen` (epoch seconds, or null) |
+| `attachment` | `message_id`, `name`, `size`, `sha256`, `content` (base64) |
+| `message` | `message` (stored form), `state`, `sent` (see below) |
+| `task` | `record` (models.Task, its id kept) |
+| `task-sequence` | `last`: the last task number handed out (never goes backwards) |
+| `lock` | `record` (check_lock) |
+| `budget-warning` / `budget-pause` | `agent`, `record` (check_warning / check_pause) |
+| `wake` | `agent`, `record` (`mesh watch`'s wake state) |
+| `audit` | `event`, `nth` (see below) |
+
+A message's `state` is its recipient's copy (`unread`, `read`, `archived`, or null when only
+the sender's copy is left) and `sent` whether the sender's history copy is kept. An audit item's
+`nth` says it is the nth event of the log with this very content: two equal events stay two,
+and a second import adds neither.
+
+`restore(item)` is idempotent: an item already there is skipped (False); a message copy is
+never made twice, a task keeps its id, the sequence never goes backwards. Every item passes
+`check_item` (the same `models` checks every stored record passes) before anything is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from drasill_cli import clock
+from drasill_cli.models import AgentRecord, RecordError, Task
+from drasill_cli.names import AGENT_NAME_RE
+from drasill_cli.storage.attachments import is_attachment_name
+from drasill_cli.storage.board import id_number
+from drasill_cli.storage.budgets import check_pause, check_warning
+from drasill_cli.storage.locktable import LockChanges, check_lock
+from drasill_cli.storage.mailbox import check_message, is_message_id, stored_form
+
+if TYPE_CHECKING:
+    from drasill_cli.storage.auditlog import AuditLog
+    from drasill_cli.storage.locktable import LockTable
+    from drasill_cli.storage.wakebook import WakeBook
+
+FORMAT = 1
+KINDS = (
+    "meta",
+    "agent",
+    "attachment",
+    "message",
+    "task",
+    "task-sequence",
+    "lock",
+    "budget-warning",
+    "budget-pause",
+    "wake",
+    "audit",
+)
+MESSAGE_STATES = ("unread", "read", "archived")
+
+
+class Transfer(Protocol):
+    def dump(self) -> Iterator[dict[str, Any]]:
+        """Every stored thing, one JSON-able item each, in the order of `KINDS`; a `meta`
+        item first."""
+        ...
+
+    def restore(self, item: dict[str, Any]) -> bool:
+        """Store one item that passed `check_item`; False when it was there already (nothing
+        written). Each item is its own operation (one transaction on a database)."""
+        ...
+
+
+# ---- checking one item ----------------------------------------------------------------------
+
+
+def _no_path(_msg_id: str, _name: str) -> str:
+    return ""
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or AGENT_NAME_RE.fullmatch(value) is None:
+        raise RecordError(f"has {what} {value!r}, which is not an agent name")
+    return value
+
+
+def _record(item: dict[str, Any], key: str = "record") -> dict[str, Any]:
+    value = item.get(key)
+    if not isinstance(value, dict):
+        raise RecordError(f"has no `{key}` object")
+    return value
+
+
+def _number_or_none(value: Any) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def attachment_bytes(item: dict[str, Any]) -> bytes:
+    """The content of an attachment item, checked against its size and sha256."""
+    content = item.get("content")
+    if not isinstance(content, str):
+        raise RecordError("has no base64 `content`")
+    try:
+        data = base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise RecordError("has a `content` that is not base64") from None
+    if item.get("size") != len(data):
+        raise RecordError(f"says size {item.get('size')!r} but holds {len(data)} bytes")
+    if item.get("sha256") != hashlib.sha256(data).hexdigest():
+        raise RecordError("has content whose sha256 is not the one it names")
+    return data
+
+
+def attachment_item(msg_id: str, name: str, data: bytes) -> dict[str, Any]:
+    return {
+        "kind": "attachment",
+        "message_id": msg_id,
+        "name": name,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "content": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def meta_item(source: str) -> dict[str, Any]:
+    return {"kind": "meta", "format": FORMAT, "source": source, "exported_at": clock.iso()}
+
+
+def _check_meta(raw: dict[str, Any]) -> None:
+    if raw.get("format") != FORMAT:
+        raise RecordError(f"is format {raw.get('format')!r}; this mesh reads format {FORMAT}")
+
+
+def _check_agent(raw: dict[str, Any]) -> None:
+    raw["record"] = AgentRecord.check(_record(raw))
+    if not _number_or_none(raw.get("last_seen")):
+        raise RecordError("has a `last_seen` that is not epoch seconds or null")
+
+
+def _check_attachment(raw: dict[str, Any]) -> None:
+    if not isinstance(raw.get("message_id"), str) or not is_message_id(raw["message_id"]):
+        raise RecordError(f"has a bad message_id {raw.get('message_id')!r}")
+    if not isinstance(raw.get("name"), str) or not is_attachment_name(raw["name"]):
+        raise RecordError(f"has an unusable file name {raw.get('name')!r}")
+    attachment_bytes(raw)
+
+
+def _check_message(raw: dict[str, Any]) -> None:
+    raw["message"] = stored_form(check_message(_record(raw, "message"), _no_path))
+    if raw.get("state") not in (*MESSAGE_STATES, None):
+        raise RecordError(f"has a state {raw.get('state')!r}, not unread, read or archived")
+    if not isinstance(raw.get("sent"), bool):
+        raise RecordError("has no boolean `sent`")
+    if raw["state"] is None and not raw["sent"]:
+        raise RecordError("keeps neither a recipient's copy nor the sender's")
+
+
+def _check_task(raw: dict[str, Any]) -> None:
+    task = Task.from_record(_record(raw))
+    if id_number(task.id) is None:
+        raise RecordError(f"has task id {task.id!r}, not a numbered id like t-0007")
+    raw["record"] = task.to_record()
+
+
+def _check_sequence(raw: dict[str, Any]) -> None:
+    last = raw.get("last")
+    if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+        raise RecordError(f"has `last` {last!r}, not a task number")
+
+
+def _check_lock(raw: dict[str, Any]) -> None:
+    raw["record"] = check_lock(_record(raw))
+
+
+def _agent_record(check: Callable[[Any], object] | None) -> Callable[[dict[str, Any]], None]:
+    """The check of an item that is one agent's record (`agent`, `record`)."""
+
+    def checked(raw: dict[str, Any]) -> None:
+        _name(raw.get("agent"), "agent")
+        record = _record(raw)
+        if check is not None:
+            check(record)
+
+    return checked
+
+
+def _check_event(raw: dict[str, Any]) -> None:
+    event = _record(raw, "event")
+    if not isinstance(event.get("time"), str) or not isinstance(event.get("event"), str):
+        raise RecordError("has an event without a `time` and an `event` string")
+    if not isinstance(event.get("actor"), str | None):
+        raise RecordError("has an event whose `actor` is not a name or null")
+    nth = raw.get("nth")
+    if not isinstance(nth, int) or isinstance(nth, bool) or nth < 1:
+        raise RecordError(f"has `nth` {nth!r}, not a count from 1")
+
+
+_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "meta": _check_meta,
+    "agent": _check_agent,
+    "attachment": _check_attachment,
+    "message": _check_message,
+    "task": _check_task,
+    "task-sequence": _check_sequence,
+    "lock": _check_lock,
+    "budget-warning": _agent_record(check_warning),
+    "budget-pause": _agent_record(check_pause),
+    "wake": _agent_record(None),
+    "audit": _check_event,
+}
+
+
+def check_item(raw: Any) -> dict[str, Any]:
+    """`raw` as an item `restore` may write (records validated, defaults filled in), or
+    RecordError naming what is wrong."""
+    if not isinstance(raw, dict):
+        raise RecordError("is not a JSON object")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise RecordError(f"has an unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    item = dict(raw)
+    _CHECKS[kind](item)
+    return item
+
+
+# ---- what every backend does the same way (through the interfaces) --------------------------
+
+
+def _event_key(event: dict[str, Any]) -> str:
+    canonical = json.dumps(event, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def audit_items(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The log's events as items, each with its `nth` among the events of equal content."""
+    seen: Counter[str] = Counter()
+    for event in events:
+        key = _event_key(event)
+        seen[key] += 1
+        yield {"kind": "audit", "event": event, "nth": seen[key]}
+
+
+class AuditRestorer:
+    """Restores audit items through `AuditLog`: an event is appended unless the log already
+    holds `nth` events of that content. The log is read once, on the first audit item."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self._have: Counter[str] | None = None
+
+    def restore(self, item: dict[str, Any]) -> bool:
+        if self._have is None:
+            self._have = Counter(_event_key(event) for event in self.log.read())
+        key = _event_key(item["event"])
+        if self._have[key] >= item["nth"]:
+            return False
+        self.log.append(item["event"])
+        self._have[key] += 1
+        return True
+
+
+def lock_items(table: LockTable) -> Iterator[dict[str, Any]]:
+    for lock in sorted(table.all(), key=lambda lock: (lock["path"], lock["holder"])):
+        yield {"kind": "lock", "record": lock}
+
+
+def restore_lock(table: LockTable, record: dict[str, Any]) -> bool:
+    """Put the lock unless `holder` already holds a lock on that path."""
+
+    def decide(locks: list[dict[str, Any]]) -> LockChanges[bool]:
+        if any(
+            lock["path"] == record["path"] and lock["holder"] == record["holder"] for lock in locks
+        ):
+            return LockChanges(False)
+        return LockChanges(True, put=[record])
+
+    return table.transact(decide)
+
+
+def wake_items(book: WakeBook) -> Iterator[dict[str, Any]]:
+    for agent in book.agents():
+        state = book.load(agent)
+        if state is not None:
+            yield {"kind": "wake", "agent": agent, "record": state}
+
+
+def restore_wake(book: WakeBook, agent: str, record: dict[str, Any]) -> bool:
+    if book.load(agent) is not None:
+        return False
+    book.save(agent, record)
+    return True
