@@ -20,7 +20,9 @@ from drasill_cli.backends.postgres.connection import Database, driver
 if TYPE_CHECKING:
     import psycopg
 
+    from drasill_cli.backends.postgres.budgets import PostgresBudgetBook
     from drasill_cli.backends.postgres.changes import PostgresChanges
+    from drasill_cli.backends.postgres.locktable import PostgresLockTable
     from drasill_cli.config import Config
 
 
@@ -81,3 +83,15 @@ class PostgresBackend:
         from drasill_cli.backends.postgres.changes import PostgresChanges
 
         return PostgresChanges(self.db)
+
+    @cached_property
+    def locks(self) -> PostgresLockTable:
+        from drasill_cli.backends.postgres.locktable import PostgresLockTable
+
+        return PostgresLockTable(self)
+
+    @cached_property
+    def budgets(self) -> PostgresBudgetBook:
+        from drasill_cli.backends.postgres.budgets import PostgresBudgetBook
+
+        return PostgresBudgetBook(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,10 @@ class Database:
         self._passwords = _passwords(url)
         self._conn: psycopg.Connection[Any] | None = None
         self.schema: str | None = None  # the mesh's schema, known once connected
+        # One transaction at a time on the shared connection: threads of one process (a lock
+        # lease's renewer beside its command, racing workers) would otherwise run inside each
+        # other's transaction. Reentrant: a transaction opened inside one is its savepoint.
+        self._turn = threading.RLock()
 
     # ---- connecting -------------------------------------------------------------------------
 
@@ -153,9 +158,8 @@ class Database:
         """One transaction: commits when the block ends, rolls back on any error. Driver
         errors leave as `MeshUnusable` naming the host and the fix."""
         psycopg = driver()
-        conn = self.conn
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with self._turn, self.conn.transaction(), self.conn.cursor() as cur:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
