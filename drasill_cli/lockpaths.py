@@ -49,7 +49,7 @@ class Target:
         """What a lock on this target records besides its key: this host, and for a
         repository key the path here (so people see where the holder works)."""
         keys: dict[str, Any] = {"host": hostname()}
-        if self.repo is not None:
+        if self.repo is not None and self.local:  # a key typed as listed names no path here
             keys["local_path"] = self.local
         return keys
 

@@ -165,8 +165,7 @@ def view(lock: dict[str, Any]) -> dict[str, Any]:
     parts = lockpaths.split_key(lock["path"])
     if parts is not None:
         shown["repository"], shown["repository_path"] = parts
-        where = lockpaths.local(lock)
-        shown["host"], shown["local_path"] = where if where is not None else (None, None)
+        shown["host"], shown["local_path"] = lock.get("host"), lock.get("local_path")
     return shown
 
 

@@ -143,6 +143,9 @@ def test_mesh_locks_shows_the_repository_and_the_relative_path(
     # The key as listed names the lock from anywhere (here: outside any work tree).
     cli.json("unlock", f"git:{root}/src/a.py", "--as", "alpha", cwd=one.parent)
     assert cli.json("locks") == []
+    [by_key] = cli.json("lock", f"git:{root}/src", "--as", "alpha", cwd=one.parent)
+    assert (by_key["repository_path"], by_key["local_path"]) == ("src", None)
+    assert cli.run("lock", "src/a.py", "--as", "beta", cwd=two).returncode == 1
 
 
 def test_a_record_with_a_repository_key_is_valid_and_one_with_neither_is_not() -> None:
