@@ -31,8 +31,10 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from drasill_cli import SCHEMA_VERSION, clock
+from drasill_cli import SCHEMA_VERSION, clock, lockpaths
 from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound, OrdinaryOutcome
+from drasill_cli.liveness import hostname
+from drasill_cli.lockpaths import Target
 from drasill_cli.mesh import Mesh
 from drasill_cli.models import FUTURE_SLACK_S, LOCK_MODES
 from drasill_cli.names import check_agent_name
@@ -87,20 +89,34 @@ def check_ttl(ttl: float, source: str) -> float:
 
 
 def resolve(path: str) -> str:
-    """The absolute real path, so agents in different directories name one file alike."""
+    """The lock key of `path` (see `lockpaths`): inside a git work tree its repository and
+    place in the tree, else its absolute real path, so agents in different directories, clones
+    and worktrees name one file alike."""
+    return resolve_target(path).key
+
+
+def resolve_target(path: str) -> Target:
+    """`path` as a lock target: a path (resolved to its real path first), or a repository
+    key as `mesh locks` lists it (`git:<root commit>/src/a.py`) when no such file is here."""
     if not path or "\0" in path:
         raise InvalidInput(
             f"invalid lock path {path!r}: give a non-empty file or directory path",
             code="invalid-path",
         )
-    return os.path.realpath(path)
+    if lockpaths.split_key(path) is not None and not os.path.lexists(path):
+        return lockpaths.of_key(path)
+    return lockpaths.target(os.path.realpath(path))
 
 
-def resolve_all(paths: Sequence[str]) -> list[str]:
-    """Resolved, de-duplicated paths in the order given; at least one is required."""
+def resolve_all(paths: Sequence[str]) -> list[Target]:
+    """Resolved targets, de-duplicated by key in the order given; at least one is required."""
     if not paths:
         raise InvalidInput("give at least one PATH to lock", code="missing-path")
-    return list(dict.fromkeys(resolve(p) for p in paths))
+    found: dict[str, Target] = {}
+    for path in paths:
+        target = resolve_target(path)
+        found.setdefault(target.key, target)
+    return list(found.values())
 
 
 def covers(outer: str, inner: str) -> bool:
@@ -116,6 +132,21 @@ def overlaps(one: str, two: str) -> bool:
     return covers(one, two) or covers(two, one)
 
 
+def meets(lock: dict[str, Any], target: Target) -> bool:
+    """Whether `lock` guards a file of `target`: their keys overlap, or both were taken on
+    this host at overlapping real paths (a lock on a folder that holds a work tree covers the
+    files of that work tree, whose keys name their repository instead)."""
+    if overlaps(lock["path"], target.key):
+        return True
+    where = lockpaths.local(lock)
+    return (
+        where is not None
+        and bool(target.local)
+        and where[0] == hostname()
+        and overlaps(where[1], target.local)
+    )
+
+
 def compatible(held: str, asked: str) -> bool:
     """The contract's table: may another agent get `asked` while `held` is held?"""
     return asked in COMPATIBLE[held]
@@ -125,8 +156,15 @@ def compatible(held: str, asked: str) -> bool:
 
 
 def view(lock: dict[str, Any]) -> dict[str, Any]:
-    """The contract's lock object (plus ttl)."""
-    return {key: lock[key] for key in VIEW_KEYS}
+    """The contract's lock object (plus ttl); a lock on a repository key adds `repository`
+    (its root commit), `repository_path` (the path in the work tree), and where its holder
+    took it: `host` and `local_path`."""
+    shown = {key: lock[key] for key in VIEW_KEYS}
+    parts = lockpaths.split_key(lock["path"])
+    if parts is not None:
+        shown["repository"], shown["repository_path"] = parts
+        shown["host"], shown["local_path"] = lock.get("host"), lock.get("local_path")
+    return shown
 
 
 def _prepared(
@@ -207,7 +245,7 @@ class _Judge:
 def _describe(lock: dict[str, Any], now: float) -> str:
     left = max(0, round(lock["_expires"] - now))
     return (
-        f"{lock['holder']} holds a {lock['mode']} lock on {lock['path']} "
+        f"{lock['holder']} holds a {lock['mode']} lock on {lockpaths.shown(lock)} "
         f"(expires {lock['expires_at']}, in {left}s)"
     )
 
@@ -227,7 +265,7 @@ Locks = list[dict[str, Any]]
 
 
 def _try_grant(
-    mesh: Mesh, paths: list[str], holder: str, mode: str, ttl: float
+    mesh: Mesh, targets: list[Target], holder: str, mode: str, ttl: float
 ) -> tuple[Locks, Locks, Locks]:
     """One read-decide-write of the table: (granted, [], lapsed locks dropped for it) or
     ([], conflicts, [])."""
@@ -241,7 +279,7 @@ def _try_grant(
         for lock in table:
             if lock["holder"] == holder or compatible(lock["mode"], mode):
                 continue
-            if not any(overlaps(lock["path"], p) for p in paths):
+            if not any(meets(lock, target) for target in targets):
                 continue
             if judge.stale(lock):
                 stale.append(lock)
@@ -252,18 +290,19 @@ def _try_grant(
         mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
         stamp = clock.iso(now)
         granted = []
-        for path in paths:
-            previous = mine.get(path)
+        for target in targets:
+            previous = mine.get(target.key)
             held = previous is not None and not judge.expired(previous)
             granted.append(
                 {
                     "schema_version": SCHEMA_VERSION,
-                    "path": path,
+                    "path": target.key,
                     "mode": mode,
                     "holder": holder,
                     "acquired_at": previous["acquired_at"] if held and previous else stamp,
                     "expires_at": clock.iso(now + ttl),
                     "ttl": ttl,
+                    **target.record_keys(),
                 }
             )
         lapsed = [lock for lock in stale if not judge.holder_dead(lock["holder"])]
@@ -291,14 +330,15 @@ def acquire(
     """
     check_options(mode, ttl, wait)
     check_agent_name(holder)
-    resolved = resolve_all(paths)
+    targets = resolve_all(paths)
+    resolved = [target.key for target in targets]
     lease = (
         ttl if ttl is not None else check_ttl(mesh.config.locks.default_ttl, "locks.default_ttl")
     )
     deadline = time.monotonic() + (wait or 0.0)
     delay = WAIT_FIRST_S
     while True:
-        granted, conflicts, lapsed = _try_grant(mesh, resolved, holder, mode, lease)
+        granted, conflicts, lapsed = _try_grant(mesh, targets, holder, mode, lease)
         if granted:
             mesh.record(
                 "lock",
@@ -324,9 +364,9 @@ def _tell_lapsed(mesh: Mesh, taker: str, lapsed: list[dict[str, Any]]) -> None:
         from drasill_cli import messages
 
         body = (
-            f"your {lock['mode']} lock on {lock['path']} lapsed (no mesh command from you for "
-            f"its whole {float(lock['ttl']):g}s lease) and {taker} now holds that path; do not "
-            "edit it until you lock it again (mesh lock PATH)"
+            f"your {lock['mode']} lock on {lockpaths.shown(lock)} lapsed (no mesh command from "
+            f"you for its whole {float(lock['ttl']):g}s lease) and {taker} now holds that path; "
+            "do not edit it until you lock it again (mesh lock PATH)"
         )
         try:
             messages.send(mesh, lock["holder"], body, sender=taker, priority="urgent")
@@ -340,7 +380,7 @@ def _denied(
     now = clock.now()
     conflicts = sorted(conflicts, key=lambda lock: (lock["path"], lock["holder"]))
     held = "; ".join(_describe(lock, now) for lock in conflicts)
-    asked = ", ".join(paths)
+    asked = ", ".join(lockpaths.shown({"path": path}) for path in paths)
     found = [view(lock) for lock in conflicts]
     if wait:
         return OrdinaryOutcome(  # a wait that ran out is an ordinary state
@@ -370,7 +410,7 @@ def renew(
     """
     check_options(ttl=ttl)
     check_agent_name(holder)
-    return _renew(mesh, resolve_all(paths), holder, ttl)
+    return _renew(mesh, [target.key for target in resolve_all(paths)], holder, ttl)
 
 
 def _renew(
@@ -406,7 +446,7 @@ def release(
     with no live lock: NotFound (exit 3).
     """
     check_agent_name(holder)
-    resolved = resolve_all(paths)
+    resolved = [target.key for target in resolve_all(paths)]
 
     def decide(records: Locks) -> LockChanges[Locks]:
         now = clock.now()
@@ -414,6 +454,7 @@ def release(
         table, reset = _prepared(records, now, save=not mesh.backend.read_only)
         removed: Locks = []
         for path in resolved:
+            named = lockpaths.shown({"path": path})
             here = [lock for lock in table if lock["path"] == path]
             mine = [lock for lock in here if lock["holder"] == holder]
             others = [lock for lock in here if lock["holder"] != holder]
@@ -424,14 +465,14 @@ def release(
             elif any(not judge.stale(lock) for lock in others):
                 held = "; ".join(_describe(judge.effective(lock), judge.now) for lock in others)
                 raise NegativeOutcome(
-                    f"{path} is not locked by {holder}: {held}; only the holder may unlock it "
+                    f"{named} is not locked by {holder}: {held}; only the holder may unlock it "
                     "(or take it with --force, which tells the holder)",
                     code="lock-not-yours",
                     conflicts=[view(judge.effective(lock)) for lock in others],
                 )
             else:
                 raise NotFound(
-                    f"{path} is not locked; see `mesh locks` for what is", code="lock-not-found"
+                    f"{named} is not locked; see `mesh locks` for what is", code="lock-not-found"
                 )
         return LockChanges(removed, put=reset, remove=removed)
 
@@ -452,7 +493,7 @@ def _tell_holders(mesh: Mesh, actor: str, taken: list[dict[str, Any]]) -> None:
     """Message each registered holder whose lock was taken; a failure is only a warning."""
     by_holder: dict[str, list[str]] = {}
     for lock in taken:
-        by_holder.setdefault(lock["holder"], []).append(f"{lock['path']} ({lock['mode']})")
+        by_holder.setdefault(lock["holder"], []).append(f"{lockpaths.shown(lock)} ({lock['mode']})")
     for holder, what in by_holder.items():
         if not mesh.is_registered(holder):
             continue

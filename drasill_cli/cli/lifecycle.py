@@ -40,8 +40,10 @@ def _summary(report: dict[str, Any]) -> list[str]:
         f"{verb}archive {count} unread message(s) of {name}"
         for name, count in report["archived_messages"].items()
     ]
+    from drasill_cli import lockpaths
+
     lines += [
-        f"{verb}release {lock['mode']} lock on {lock['path']} held by {lock['holder']}"
+        f"{verb}release {lock['mode']} lock on {lockpaths.shown(lock)} held by {lock['holder']}"
         for lock in report["locks_released"]
     ]
     lines += [f"{verb}requeue task {t['id']} ({t['title']})" for t in report["tasks_requeued"]]

@@ -71,9 +71,11 @@ def show_locks(found: list[dict[str, Any]], verb: str, json_out: bool) -> None:
     if json_out:
         print_json(found)
         return
+    from drasill_cli import lockpaths
+
     for lock in found:
         lease = f", lease {lock['ttl']:g}s until {lock['expires_at']}" if verb == "locked" else ""
-        say(f"{verb} {lock['path']} ({lock['mode']}, {lock['holder']}{lease})")
+        say(f"{verb} {lockpaths.shown(lock)} ({lock['mode']}, {lock['holder']}{lease})")
 
 
 @command(
@@ -252,6 +254,7 @@ def locks_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) 
     if not found:
         say("no locks held (mesh lock PATH)")
         return
+    from drasill_cli import lockpaths
     from drasill_cli.cli.render import table
 
     table(
@@ -259,7 +262,7 @@ def locks_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) 
         ["path", "mode", "holder", "expires", "state"],
         [
             [
-                lock["path"],
+                lockpaths.shown(lock),
                 lock["mode"],
                 f"{lock['holder']} (you)" if lock["holder"] == me else lock["holder"],
                 lock["expires_at"],

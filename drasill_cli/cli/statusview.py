@@ -197,6 +197,8 @@ def _tasks_section(snap: dict[str, Any], rows: Rows, width: int) -> list[Rendera
 
 
 def _locks_section(snap: dict[str, Any], rows: Rows, width: int) -> list[RenderableType]:
+    from drasill_cli import lockpaths
+
     held = snap["locks"]
     title = _title("Locks", str(len(held)))
     if not held:
@@ -204,7 +206,7 @@ def _locks_section(snap: dict[str, Any], rows: Rows, width: int) -> list[Rendera
     out: list[RenderableType] = [title]
     if rows.locks:
         cells: list[list[Cell]] = [
-            [place(lock["path"]), lock["mode"], lock["holder"], _until(lock["expires_at"])]
+            [lockpaths.shown(lock, place), lock["mode"], lock["holder"], _until(lock["expires_at"])]
             for lock in held[: rows.locks]
         ]
         columns = ("path", "mode", "holder", "expires")

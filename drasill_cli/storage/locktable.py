@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from drasill_cli import clock
+from drasill_cli.lockpaths import is_key
 from drasill_cli.models import LockRecord, RecordError
 
 T = TypeVar("T")
@@ -30,12 +31,14 @@ T = TypeVar("T")
 def check_lock(raw: Any) -> dict[str, Any]:
     """`raw` as a usable lock record, or RecordError (the record is then quarantined).
 
-    Besides `models.LockRecord`'s rules: the path is absolute, the lease is more than zero and
-    the lease end is a parseable time (it lies in the future by design, so it is not a `time`).
+    Besides `models.LockRecord`'s rules: the path is a lock key (an absolute path, or a
+    repository key `git:<root commit>/<relative path>`: `drasill_cli.lockpaths`), the lease is
+    more than zero and the lease end is a parseable time (it lies in the future by design, so
+    it is not a `time`).
     """
     lock = LockRecord.check(raw)
-    if not lock["path"].startswith("/"):
-        raise RecordError(f"lock path {lock['path']!r} is not absolute")
+    if not is_key(lock["path"]):
+        raise RecordError(f"lock path {lock['path']!r} is neither absolute nor a repository key")
     if not lock["ttl"] > 0:
         raise RecordError(f"lock ttl {lock['ttl']!r} is not more than zero")
     try:

@@ -20,6 +20,15 @@ def _plant_damaged_pause(backend: Backend, name: str) -> None:
         store = backend.store  # type: ignore[attr-defined]  # the directory backend's own
         store.write(f"budgets/paused/{name}.json", {"pids": [["not", "a pid"]]})
         return
+    if backend.kind == "postgres":
+        from psycopg.types.json import Jsonb
+
+        with backend.transaction() as cur:  # type: ignore[attr-defined]  # the database's own
+            cur.execute(
+                "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, %s, %s, %s)",
+                (name, "paused", "here", Jsonb({"pids": [["not", "a pid"]]})),
+            )
+        return
     raise NotImplementedError(backend.kind)
 
 

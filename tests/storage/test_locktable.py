@@ -24,6 +24,11 @@ REOPEN = {
         "from drasill_cli.config import Config\n"
         "backend = open_directory(Path({location!r}), Config())\n"
     ),
+    "postgres": (
+        "from drasill_cli.backends import open_postgres\n"
+        "from drasill_cli.config import Config\n"
+        "backend = open_postgres({location!r}, Config())\n"
+    ),
 }
 
 
@@ -32,6 +37,15 @@ def _plant_damaged(backend: Backend) -> None:
     if backend.kind == "directory":
         store = backend.store  # type: ignore[attr-defined]  # the directory backend's own
         store.write("locks/not-a-lock.json", {"path": "relative", "mode": "write"})
+        return
+    if backend.kind == "postgres":
+        from psycopg.types.json import Jsonb
+
+        with backend.transaction() as cur:  # type: ignore[attr-defined]  # the database's own
+            cur.execute(
+                "INSERT INTO mesh_locks (key, holder, mode, record) VALUES (%s, %s, %s, %s)",
+                ("relative", "alpha", "write", Jsonb({"path": "relative", "mode": "write"})),
+            )
         return
     raise NotImplementedError(backend.kind)
 
@@ -180,3 +194,41 @@ def test_a_read_only_view_may_decide_but_not_change(backend: Backend) -> None:
     with pytest.raises(RuntimeError):
         view.locks.transact(lambda t: LockChanges(None, remove=list(t)))
     assert keys(backend.locks.all()) == {("/a", "alpha")}
+
+
+COUNTER = """
+import time
+from drasill_cli import SCHEMA_VERSION, clock
+from drasill_cli.storage.locktable import LockChanges
+{reopen}
+def increment(table):
+    [held] = [e for e in table if e["path"] == "/counter"] or [None]
+    count = held["count"] if held else 0
+    time.sleep(0.001)  # widen the window between the read and the write
+    now = clock.now()
+    entry = {{"schema_version": SCHEMA_VERSION, "path": "/counter", "mode": "write",
+             "holder": "alpha", "acquired_at": clock.iso(now),
+             "expires_at": clock.iso(now + 60), "ttl": 60.0, "count": count + 1}}
+    return LockChanges(count, put=[entry])
+for _ in range({rounds}):
+    backend.locks.transact(increment)
+"""
+
+
+def test_racing_increments_of_one_record_lose_nothing(backend: Backend) -> None:
+    """8 processes each increment one lock record's counter 20 times: every increment reads
+    the value the previous one wrote (no lost update)."""
+    processes, rounds = 8, 20
+    backend.locks.transact(lambda t: LockChanges(None))  # the mesh exists before they start
+    script = COUNTER.format(
+        reopen=REOPEN[backend.kind].format(location=backend.location), rounds=rounds
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        _out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+    [counter] = backend.locks.all()
+    assert counter["count"] == processes * rounds

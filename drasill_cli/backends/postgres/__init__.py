@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from drasill_cli.backends.postgres.attachments import PostgresAttachments
     from drasill_cli.backends.postgres.auditlog import PostgresAuditLog
     from drasill_cli.backends.postgres.board import PostgresBoard
+    from drasill_cli.backends.postgres.budgets import PostgresBudgetBook
     from drasill_cli.backends.postgres.changes import PostgresChanges
+    from drasill_cli.backends.postgres.locktable import PostgresLockTable
     from drasill_cli.backends.postgres.mailbox import PostgresMailbox
     from drasill_cli.backends.postgres.maintenance import PostgresMaintenance
     from drasill_cli.backends.postgres.presence import PostgresPresence
@@ -146,3 +148,15 @@ class PostgresBackend:
         from drasill_cli.backends.postgres.transfer import PostgresTransfer
 
         return PostgresTransfer(self)
+
+    @cached_property
+    def locks(self) -> PostgresLockTable:
+        from drasill_cli.backends.postgres.locktable import PostgresLockTable
+
+        return PostgresLockTable(self)
+
+    @cached_property
+    def budgets(self) -> PostgresBudgetBook:
+        from drasill_cli.backends.postgres.budgets import PostgresBudgetBook
+
+        return PostgresBudgetBook(self)

@@ -40,3 +40,32 @@ def quarantine(
         backend.warnings.append(
             f"quarantined {kind} row {key!r} ({reason}); it was moved to mesh_quarantine"
         )
+
+
+def set_aside(
+    backend: PostgresBackend,
+    cur: psycopg.Cursor[Any],
+    kind: str,
+    key: str,
+    reason: str,
+    raw: Any,
+) -> None:
+    """Record that the row `key` of table `kind` (already deleted by the caller, or about to
+    be, in the transaction of `cur`) held `raw`, which failed its check for `reason` (for a
+    caller that reads a whole table and deletes what fails; `quarantine` moves one row)."""
+    from psycopg.types.json import Jsonb
+
+    if backend.read_only:
+        backend.warnings.append(
+            f"damaged {kind} record {key} ({reason}); left in place by a read-only run"
+        )
+        return
+    cur.execute(
+        "INSERT INTO mesh_quarantine (kind, key, reason, raw) VALUES (%s, %s, %s, %s) RETURNING id",
+        (kind, key, reason, Jsonb(raw)),
+    )
+    row = cur.fetchone()
+    backend.warnings.append(
+        f"quarantined {kind} record {key} ({reason}); it was moved to mesh_quarantine"
+        f" (id {row[0] if row else '?'})"
+    )

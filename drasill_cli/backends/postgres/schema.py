@@ -128,13 +128,16 @@ CREATE TABLE mesh_locks (
 );
 CREATE INDEX mesh_locks_holder ON mesh_locks (holder);
 
--- Budgets: who hardware enforcement warned or paused, on which host.
+-- Budgets: who hardware enforcement warned or paused, on which host (an agent may be both:
+-- one row per state). Admission holds the guard row 'budgets'; an enforcement pass holds an
+-- advisory lock keyed by the schema and its host.
 CREATE TABLE mesh_budgets (
-    agent       text PRIMARY KEY,
-    host        text NOT NULL,
+    agent       text NOT NULL,
     state       text NOT NULL CHECK (state IN ('warned', 'paused')),
+    host        text NOT NULL,              -- the host whose enforcement wrote it
     updated     timestamptz NOT NULL DEFAULT now(),
-    record      jsonb NOT NULL
+    record      jsonb NOT NULL,
+    PRIMARY KEY (agent, state)
 );
 
 -- Wake book: per-agent wake state, and one `mesh watch` per host (its guard row).
