@@ -83,6 +83,8 @@ class DirectoryTransfer:
             agent = presence.get(name)
             if agent is not None:
                 last_seen = presence.last_seen(name)
+                if last_seen is not None:  # microseconds, as every backend keeps them
+                    last_seen = round(last_seen, 6)
                 yield {"kind": "agent", "record": agent.to_record(), "last_seen": last_seen}
 
     def _attachments(self) -> Iterator[dict[str, Any]]:

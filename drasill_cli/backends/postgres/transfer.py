@@ -88,7 +88,7 @@ SQL = {
         "INSERT INTO mesh_budgets (agent, host, state, record)"
         " VALUES (%(agent)s, coalesce((SELECT host FROM mesh_agents WHERE name = %(agent)s),"
         " %(host)s), %(state)s, %(record)s)"
-        " ON CONFLICT (agent) DO NOTHING RETURNING agent"
+        " ON CONFLICT (agent, state) DO NOTHING RETURNING agent"
     ),
     "guard": "SELECT name FROM mesh_guards WHERE name = %s FOR UPDATE",
 }
@@ -303,6 +303,7 @@ class PostgresTransfer:
         }
         if not self._insert(cur, "task", values):
             return False
-        cur.execute(SQL["raise_sequence"], {"last": number})  # a later add continues after it
+        # No sequence move here: `add` numbers above every stored task anyway, and the
+        # `task-sequence` item carries the numbers handed out (as on a directory mesh).
         self._notify(cur, Change(TASKS))
         return True
