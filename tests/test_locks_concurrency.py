@@ -28,10 +28,12 @@ for _ in range(int(rounds)):
 
 
 def _start_cli_workers(cli: MeshRunner, counter: Path, rounds: int) -> list[subprocess.Popen[str]]:
-    """Each worker is a shell loop of `mesh lock COUNTER --wait 30 -- sh -c INCREMENT`."""
+    """Each worker is a shell loop of `mesh lock COUNTER --wait 120 -- sh -c INCREMENT` (a
+    generous wait: 32 contenders on a loaded two-core machine can keep one waiting past 30 s;
+    what this test proves is that no increment is lost)."""
     workers = []
     for i in range(AGENTS):
-        lock = " ".join(cli.argv("lock", str(counter), "--as", f"w{i:02d}", "--wait", "30", "--"))
+        lock = " ".join(cli.argv("lock", str(counter), "--as", f"w{i:02d}", "--wait", "120", "--"))
         loop = (
             f"i=0; while [ $i -lt {rounds} ]; do "
             f"{lock} sh -c '{INCREMENT}' \"$0\" || exit 1; i=$((i + 1)); done"

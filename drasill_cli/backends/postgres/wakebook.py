@@ -90,5 +90,8 @@ class PostgresWakeBook:
             with db.errors_mapped():
                 if not conn.closed:
                     conn.execute("DELETE FROM mesh_watchers WHERE host = %s", (host,))
+                    # Released here, not by the close: the server ends a closed session
+                    # after the client has moved on, so the next watcher could be refused.
+                    conn.execute(f"SELECT pg_advisory_unlock({_KEY})", (schema, host))
         finally:
-            conn.close()  # ends the session: the advisory lock goes with it
+            conn.close()  # ends the session: a lock still held (a failure above) goes with it
