@@ -29,6 +29,17 @@ def claim_until_empty(mesh: Mesh, claimer: str, into: list[list[str]]) -> None:
         into.append([claimer, task["id"]])
 
 
+def race(
+    mesh: Mesh, claimer: str, start: threading.Barrier, won: list[list[str]], failures: list[str]
+) -> None:
+    """One claimer's part of a round: wait for the others, then claim until nothing is left."""
+    try:
+        start.wait()
+        claim_until_empty(mesh, claimer, won)
+    except Exception as error:  # any failure is reported to the test, which fails
+        failures.append(f"{claimer}: {type(error).__name__}: {error}")
+
+
 def main(prefix: str, count: int) -> int:
     claimers = [f"{prefix}-c{i:02d}" for i in range(count)]
     meshes = [Mesh.open() for _ in claimers]
@@ -38,16 +49,8 @@ def main(prefix: str, count: int) -> int:
         won: list[list[str]] = []
         failures: list[str] = []
         start = threading.Barrier(count)
-
-        def run(mesh: Mesh, claimer: str) -> None:
-            try:
-                start.wait()
-                claim_until_empty(mesh, claimer, won)
-            except Exception as error:  # noqa: BLE001 -- reported to the test, which fails
-                failures.append(f"{claimer}: {type(error).__name__}: {error}")
-
         threads = [
-            threading.Thread(target=run, args=(mesh, claimer))
+            threading.Thread(target=race, args=(mesh, claimer, start, won, failures))
             for mesh, claimer in zip(meshes, claimers, strict=True)
         ]
         for thread in threads:

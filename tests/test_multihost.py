@@ -209,7 +209,12 @@ def test_mail_sent_on_one_host_wakes_a_waiter_on_another_within_a_second(
     before = _listening(pg_mesh_url)
     waiter = box_a.popen("inbox", "alice", "--wait", "60", "--json")
     exited: list[float] = []
-    watcher = threading.Thread(target=lambda: (waiter.wait(), exited.append(time.monotonic())))
+
+    def note_exit() -> None:
+        waiter.wait()
+        exited.append(time.monotonic())
+
+    watcher = threading.Thread(target=note_exit)
     watcher.start()
     deadline = time.monotonic() + 30
     while _listening(pg_mesh_url) <= before and time.monotonic() < deadline:
@@ -228,11 +233,19 @@ def test_mail_sent_on_one_host_wakes_a_waiter_on_another_within_a_second(
 
 # ---- 3. 64 claimers over 4 hosts x 50 rounds: one winner each ---------------------------------
 
-HOSTS, PER_HOST, ROUNDS, TASKS_PER_ROUND = 4, 16, 50, 16
+HOSTS, PER_HOST, TASKS_PER_ROUND = 4, 16, 16
 
 
+@pytest.mark.parametrize(
+    "rounds",
+    [
+        5,  # the default selection: the same race, fewer rounds (about 10 s on 2 idle cores)
+        # The full size: about 50 s of client CPU alone, too long for the default selection.
+        pytest.param(50, marks=pytest.mark.slow),
+    ],
+)
 def test_claimers_on_four_hosts_win_every_task_exactly_once(
-    runner: MeshRunner, pg_mesh_url: str
+    runner: MeshRunner, pg_mesh_url: str, rounds: int
 ) -> None:
     mesh = _mesh(pg_mesh_url)
     drivers = [
@@ -249,7 +262,7 @@ def test_claimers_on_four_hosts_win_every_task_exactly_once(
     added: list[str] = []
     winners: dict[str, list[str]] = {}
     try:
-        for round_no in range(ROUNDS):
+        for round_no in range(rounds):
             new = {
                 tasks.add_task(mesh, f"r{round_no} t{i}", actor="boss")["id"]
                 for i in range(TASKS_PER_ROUND)
@@ -277,7 +290,7 @@ def test_claimers_on_four_hosts_win_every_task_exactly_once(
                 driver.stdin.close()
         for driver in drivers:
             driver.wait(timeout=30)
-    assert len(added) == len(set(added)) == ROUNDS * TASKS_PER_ROUND
+    assert len(added) == len(set(added)) == rounds * TASKS_PER_ROUND
     board = {task["id"]: task for task in tasks.list_tasks(mesh)}
     for task_id in added:
         assert winners[task_id] == [board[task_id]["claimed_by"]], board[task_id]
@@ -308,7 +321,10 @@ def test_a_write_lock_on_one_host_refuses_the_same_path_on_another(
 def _git(*args: str, cwd: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@x"
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@x",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@x",
     )
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
@@ -337,7 +353,7 @@ def test_clones_of_one_repository_on_two_hosts_contend_for_the_same_file(
     box_b.json("lock", str(clone_b / "README-not-yet"), "--as", "ben")
 
 
-# ---- 5. budgets per host ---------------------------------------------------------------------------
+# ---- 5. budgets per host ----------------------------------------------------------------------
 
 
 def test_admission_counts_only_the_agents_of_the_registering_host(
@@ -402,9 +418,9 @@ def test_a_database_restart_fails_commands_with_exit_4_and_loses_nothing(
         pg_cluster.url(own_cluster, user=f"{pg_cluster.PASSWORD_ROLE}:{pg_cluster.PASSWORD}"),
         "restart_test",
     )
-    mesh = _mesh(plain)
     box_a, box_b = _hosts(_runner(secret, tmp_path / "home"), 2)
-    box_a.json("register", "reader")
+    box_a.json("register", "reader")  # the schema is made by (and belongs to) the password role
+    mesh = _mesh(plain)
     queued = {tasks.add_task(mesh, f"job {i}", actor="boss")["id"] for i in range(400)}
     sends = Loop(box_a, lambda i: ("send", "reader", f"body-{i}", "--as", "writer"))
     reads = Loop(box_a, lambda i: ("inbox", "reader"))
@@ -412,12 +428,12 @@ def test_a_database_restart_fails_commands_with_exit_4_and_loses_nothing(
     loops = (sends, reads, claims)
     for loop in loops:
         loop.thread.start()
-    time.sleep(2)
+    time.sleep(1.5)
     before = [len(loop.outcomes) for loop in loops]
     pg_cluster.restart(own_cluster, down_for=2.5)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not all(
-        loop.codes()[start:].count(0) >= 3 for loop, start in zip(loops, before, strict=True)
+        loop.codes()[start:].count(0) >= 2 for loop, start in zip(loops, before, strict=True)
     ):
         time.sleep(0.2)
     for loop in loops:
@@ -466,6 +482,6 @@ def test_a_database_restart_fails_commands_with_exit_4_and_loses_nothing(
     assert set(board) == queued
     claimed = {task_id for task_id, task in board.items() if task["state"] == "claimed"}
     assert set(won) <= claimed
-    for task_id, task in board.items():
+    for task in board.values():
         assert (task["state"], task["claimed_by"]) in {("queued", None), ("claimed", "claimer")}
     assert len(claimed - set(won)) <= claims.codes().count(4)
