@@ -96,26 +96,7 @@ def start(base: Path) -> str:
     hba = data / "pg_hba.conf"
     lines = [f"local all {PASSWORD_ROLE} scram-sha-256", "local all all trust"]
     _write_as(hba, "\n".join(lines) + "\n", user)
-    options = (
-        f"-c listen_addresses='' -c unix_socket_directories={socket} -c port={PORT} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-    )
-    _run(
-        [
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(base / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            options,
-            "start",
-        ],
-        user,
-    )
+    _start_server(base, bindir, user)
     setup = (
         f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'; "
         f"GRANT CREATE ON DATABASE postgres TO {PASSWORD_ROLE};"
@@ -142,6 +123,44 @@ def start(base: Path) -> str:
         None,
     )
     return url(base)
+
+
+def _start_server(base: Path, bindir: Path, user: str | None) -> None:
+    """Start the server of the cluster under `base` (made by `start`) and wait until it accepts."""
+    options = (
+        f"-c listen_addresses='' -c unix_socket_directories={base / 'socket'} -c port={PORT} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    )
+    _run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(base / "data"),
+            "-l",
+            str(base / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        ],
+        user,
+    )
+
+
+def restart(base: Path, down_for: float) -> None:
+    """Stop the server under `base` (fast: sessions are cut), keep it down `down_for` seconds,
+    and start it again (the tests of a database restarted under running commands)."""
+    import time
+
+    bindir = server_bindir()
+    if bindir is None:
+        raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl) found")
+    user = _server_user()
+    _run([str(bindir / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "-w", "stop"], user)
+    time.sleep(down_for)
+    _start_server(base, bindir, user)
 
 
 def _write_as(path: Path, text: str, user: str | None) -> None:
