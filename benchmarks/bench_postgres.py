@@ -227,7 +227,6 @@ def throughput(
     clients: list[KeepAliveClient] = []
     if drasill is not None:
         drasill.register(SINK)
-        clients = [KeepAliveClient(drasill.port) for _ in range(SENDERS)]
         results["drasill_http"] = []
 
     def http_send(index: int, seq: int) -> None:
@@ -235,10 +234,12 @@ def throughput(
 
     for _ in range(rounds):
         results["python_api_postgres"].append(_pg_round(mesh_url, per_sender))
-        if clients:
+        if drasill is not None:
+            # Connections made for the round: the server closes idle keep-alives after 5 s.
+            clients = [KeepAliveClient(drasill.port) for _ in range(SENDERS)]
             results["drasill_http"].append(_threads_round(http_send, per_sender))
-    for client in clients:
-        client.close()
+            for client in clients:
+                client.close()
     mesh = open_pg(mesh_url)
     unread = messages.unread_count(mesh, SINK)
     mesh.backend.close()
