@@ -13,7 +13,10 @@ Measures, in one process tree on this machine:
 - wake latency (send to injection) with a real `mesh watch`, heimdall stand-in and tmux;
 - memory: peak RSS of `mesh send`, RSS of an idle `mesh watch` over 50 agents, Drasill's server;
 - the dashboard: change-to-page latency (event stream and headless Chromium) and its idle RSS
-  over 50 agents, shown beside Drasill's server.
+  over 50 agents, shown beside Drasill's server;
+- PostgreSQL (benchmarks/bench_postgres.py, alone: `python -m benchmarks.bench_postgres`): a
+  durable throwaway cluster; send/inbox latency vs a directory mesh, 8 API senders vs Drasill's
+  HTTP, consume at 10,000 vs 10 unread, send-to-wake across hosts.
 
 Prints a table, the targets with met/missed, and writes the figures as JSON to
 benchmarks/results/benchmark-<time>.json (and latest.json). `--quick` uses fewer rounds and
@@ -36,13 +39,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_compare, bench_dashboard, bench_loop, bench_scale, bench_wake
+from benchmarks import (
+    bench_compare,
+    bench_dashboard,
+    bench_loop,
+    bench_postgres,
+    bench_scale,
+    bench_wake,
+)
 from benchmarks.drasill_baseline import DrasillServer, DrasillUnavailable
 from benchmarks.harness import compile_package, proc_status_kib
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
-FULL = {
+FULL: dict[str, Any] = {
     "latency_runs": 25,
     "throughput_rounds": 3,
     "api_per_sender": 250,
@@ -57,8 +67,9 @@ FULL = {
     "wake_rounds": 8,
     "rss_runs": 5,
     "dashboard_rounds": 10,
+    "postgres": bench_postgres.FULL,
 }
-QUICK = {
+QUICK: dict[str, Any] = {
     "latency_runs": 20,
     "throughput_rounds": 1,
     "api_per_sender": 60,
@@ -73,11 +84,15 @@ QUICK = {
     "wake_rounds": 3,
     "rss_runs": 3,
     "dashboard_rounds": 5,
+    "postgres": bench_postgres.QUICK,
 }
 
 LATENCY_BAR = 1.3
 THROUGHPUT_BAR = 5.0
 CONSUME_BAR = 3.0
+PG_LATENCY_BAR = 3.0
+PG_THROUGHPUT_BAR = 2.0
+PG_WAKE_BAR_MS = 1000.0
 
 
 def _section(results: dict[str, Any], name: str, func: Callable[[], Any]) -> None:
@@ -209,6 +224,69 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "keeping a cursor of the oldest shard would close it"
                 )
             targets.append(target)
+    targets += _postgres_targets(results)
+    return targets
+
+
+def _postgres_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The PostgreSQL targets of issue 15 (ratios measured in the same run)."""
+    pg = results.get("postgres")
+    if not pg:
+        return []
+    targets: list[dict[str, Any]] = []
+    lat = pg["latency"]
+    med = lat["median_ms"]
+    for command in ("send", "inbox"):
+        target = {
+            "target": f"PostgreSQL: mesh {command} <= {PG_LATENCY_BAR}x the same on a directory "
+            "mesh",
+            **_verdict(lat[f"{command}_ratio"], PG_LATENCY_BAR, at_most=True),
+        }
+        extra = med[f"mesh {command} (postgres)"] - med[f"mesh {command} (directory)"]
+        target["beside"] = (
+            f"{extra:+.0f} ms over the directory mesh; importing psycopg costs "
+            f"{lat['import_psycopg_ms']['psycopg']:.0f} ms (-X importtime), connecting "
+            f"{lat['connect_ms']:.1f} ms"
+        )
+        targets.append(target)
+    rates = pg["throughput"]["msgs_per_s"]
+    name = (
+        f"PostgreSQL: Python API, 8 senders (synchronous_commit = on) >= {PG_THROUGHPUT_BAR}x "
+        "Drasill HTTP, 8 clients"
+    )
+    if "drasill_http" in rates:
+        targets.append(
+            {
+                "target": name,
+                **_verdict(
+                    rates["python_api_postgres"] / rates["drasill_http"],
+                    PG_THROUGHPUT_BAR,
+                    at_most=False,
+                ),
+            }
+        )
+    else:
+        skipped = results.get("drasill", {}).get("skipped", "no Drasill figure")
+        targets.append({"target": name, "met": None, "skipped": skipped})
+    consume = pg["consume"]
+    targets.append(
+        {
+            "target": f"PostgreSQL: consume at {consume['unread']['big']:,} unread <= "
+            f"{CONSUME_BAR}x at 10 (API)",
+            **_verdict(consume["api_ratio"], CONSUME_BAR, at_most=True),
+            "beside": f"`mesh inbox`: {consume['cli_ratio']:.2f}x",
+        }
+    )
+    wake = pg["wake"]
+    target = {
+        "target": f"PostgreSQL: send-to-wake across hosts p50 < {PG_WAKE_BAR_MS / 1000:.0f} s "
+        f"(ratio to {PG_WAKE_BAR_MS:.0f} ms; {wake['where']})",
+        **_verdict(wake["median_ms"] / PG_WAKE_BAR_MS, 1.0, at_most=True),
+        "beside": f"p50 {wake['median_ms']:.0f} ms (min {wake['min_ms']:.0f}, "
+        f"max {wake['max_ms']:.0f})",
+    }
+    target["met"] = wake["median_ms"] < PG_WAKE_BAR_MS
+    targets.append(target)
     return targets
 
 
@@ -241,6 +319,7 @@ def print_report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None
     _print_wake(results)
     _print_memory(results)
     _print_dashboard(results)
+    print_postgres(results)
     _print_targets(results, targets)
 
 
@@ -415,6 +494,59 @@ def _print_dashboard(results: dict[str, Any]) -> None:
             )
 
 
+def print_postgres(results: dict[str, Any]) -> None:
+    """The PostgreSQL section's table (also printed by `python -m benchmarks.bench_postgres`)."""
+    pg = results.get("postgres")
+    if not pg:
+        return
+    server = pg["server"]
+    print(
+        f"\nPostgreSQL {server['version']} (fsync {server['fsync']}, synchronous_commit "
+        f"{server['synchronous_commit']}, {server['socket']})"
+    )
+    lat = pg["latency"]
+    for name, ms in lat["median_ms"].items():
+        _row(name, f"{ms:8.1f} ms")
+    _row("mesh send postgres / directory", f"{lat['send_ratio']:.2f}x", "target <= 3x")
+    _row("mesh inbox postgres / directory", f"{lat['inbox_ratio']:.2f}x", "target <= 3x")
+    imports = lat["import_psycopg_ms"]
+    _row("import psycopg (-X importtime, cumulative)", f"{imports['psycopg']:8.1f} ms")
+    for name, ms in imports.items():
+        if name != "psycopg":
+            _row(f"  of which {name}", f"{ms:8.1f} ms")
+    _row("psycopg.connect + close (unix socket)", f"{lat['connect_ms']:8.1f} ms")
+    rates = pg["throughput"]["msgs_per_s"]
+    _row("Python API, 8 senders, PostgreSQL", f"{rates['python_api_postgres']:8.0f} msg/s")
+    if "drasill_http" in rates:
+        _row("Drasill HTTP, 8 keep-alive clients", f"{rates['drasill_http']:8.0f} msg/s")
+        _row(
+            "PostgreSQL API / Drasill HTTP",
+            _ratio(rates["python_api_postgres"], rates["drasill_http"]),
+            "target >= 2x",
+        )
+    consume = pg["consume"]
+    small, big = consume["unread"]["small"], consume["unread"]["big"]
+    for kind, label in (("api", "messages.consume"), ("cli", "mesh inbox")):
+        values = consume[f"{kind}_median_ms"]
+        _row(f"{label}, {small} unread (postgres)", f"{values['small']:8.2f} ms")
+        _row(
+            f"{label}, {big:,} unread (postgres)",
+            f"{values['big']:8.2f} ms",
+            f"ratio {consume[f'{kind}_ratio']:.2f}x (target <= 3x)",
+        )
+    wake = pg["wake"]
+    _row(
+        f"send-to-wake, inbox --wait ({wake['rounds']} rounds)",
+        f"{wake['median_ms']:8.0f} ms",
+        f"p50; min {wake['min_ms']:.0f}, max {wake['max_ms']:.0f}; {wake['where']}",
+    )
+
+
+def print_targets_only(targets: list[dict[str, Any]]) -> None:
+    """The targets' verdicts (for a run of one section)."""
+    _print_targets({"section_s": {}, "meta": {}}, targets)
+
+
 def _print_targets(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
     print("\nTargets")
     for target in targets:
@@ -440,7 +572,8 @@ def _print_targets(results: dict[str, Any], targets: list[dict[str, Any]]) -> No
             print(f"       to close: {target['gap']}")
     for name, error in results.get("errors", {}).items():
         print(f"  [error] section {name}: {error}")
-    print(f"\ntotal {results['meta']['total_s']:.0f}s; sections: {results['section_s']}")
+    if "total_s" in results["meta"]:
+        print(f"\ntotal {results['meta']['total_s']:.0f}s; sections: {results['section_s']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
                 profile["cli_per_sender"],
             ),
         )
+        _section(results, "postgres", lambda: bench_postgres.measure(profile["postgres"], drasill))
         if drasill is not None and "memory" in results:
             status = proc_status_kib(drasill.pid)
             results["memory"]["drasill_server_after_load_kib"] = {

@@ -64,8 +64,10 @@ def url(base: Path, user: str = "mesh", database: str = "postgres") -> str:
     return f"postgresql://{user}@/{database}?host={base / 'socket'}&port={PORT}"
 
 
-def start(base: Path) -> str:
-    """Make and start a cluster under `base` (empty or absent); its URL."""
+def start(base: Path, *, durable: bool = False) -> str:
+    """Make and start a cluster under `base` (empty or absent); its URL. The tests' cluster
+    skips flushing (fsync, synchronous_commit, full_page_writes off); `durable` keeps the
+    server's defaults (a commit returns once its WAL is on disk), as the benchmarks need."""
     bindir = server_bindir()
     if bindir is None:
         raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl) found")
@@ -96,7 +98,7 @@ def start(base: Path) -> str:
     hba = data / "pg_hba.conf"
     lines = [f"local all {PASSWORD_ROLE} scram-sha-256", "local all all trust"]
     _write_as(hba, "\n".join(lines) + "\n", user)
-    _start_server(base, bindir, user)
+    _start_server(base, bindir, user, durable=durable)
     setup = (
         f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'; "
         f"GRANT CREATE ON DATABASE postgres TO {PASSWORD_ROLE};"
@@ -125,11 +127,17 @@ def start(base: Path) -> str:
     return url(base)
 
 
-def _start_server(base: Path, bindir: Path, user: str | None) -> None:
-    """Start the server of the cluster under `base` (made by `start`) and wait until it accepts."""
+def _start_server(base: Path, bindir: Path, user: str | None, *, durable: bool = False) -> None:
+    """Start the server of the cluster under `base` (made by `start`) and wait until it accepts;
+    `durable` as in `start`."""
+    flushing = (
+        "-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+        if durable
+        else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
     options = (
         f"-c listen_addresses='' -c unix_socket_directories={base / 'socket'} -c port={PORT} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        f"{flushing} -c max_connections=300"
     )
     _run(
         [

@@ -111,13 +111,20 @@ def _prune(mesh: Mesh, log: Path, slot: int, rng: random.Random) -> None:
         time.sleep(rng.uniform(0, 0.01))
 
 
-def _child(role: str, slot: int, mesh_dir: Path, log: Path, paths: list[str]) -> None:
+def open_mesh(location: Path | str) -> Mesh:
+    """The mesh at `location`: a directory, or a PostgreSQL URL."""
+    if isinstance(location, Path):
+        return Mesh.open(location, Config())
+    return Mesh.open(config=Config(), mesh_url=location)
+
+
+def _child(role: str, slot: int, location: Path | str, log: Path, paths: list[str]) -> None:
     code = 0
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         rng = random.Random(os.getpid() ^ time.time_ns())
-        mesh = Mesh.open(mesh_dir, Config())
+        mesh = open_mesh(location)
         if role == "lock":
             _lock(mesh, log, slot, rng, paths)
         else:
@@ -137,9 +144,10 @@ def _child(role: str, slot: int, mesh_dir: Path, log: Path, paths: list[str]) ->
 
 @dataclass
 class Storm:
-    """Fork workers, kill them at random, record when each pid died."""
+    """Fork workers, kill them at random, record when each pid died. `location` is the mesh:
+    a directory, or a PostgreSQL URL (each worker opens its own connection after the fork)."""
 
-    mesh_dir: Path
+    location: Path | str
     log: Path
     paths: list[str]
     seed: int
@@ -152,7 +160,7 @@ class Storm:
         role = ROLES[slot]
         pid = os.fork()
         if pid == 0:
-            _child(role, slot, self.mesh_dir, self.log, self.paths)
+            _child(role, slot, self.location, self.log, self.paths)
         self.workers[slot] = (role, pid)
 
     def _reap_exited(self) -> None:
@@ -278,3 +286,30 @@ def message_files(mesh: Mesh, name: str) -> dict[str, list[dict[str, Any]]]:
                 record = json.loads((Path(dirpath) / file_name).read_bytes())
                 found.setdefault(record["id"], []).append({**record, "_where": sub})
     return found
+
+
+def message_rows(url: str, name: str) -> dict[str, list[dict[str, Any]]]:
+    """Every stored copy for the agent on a PostgreSQL mesh, by id, as `message_files` gives
+    them (`_where` is "new" for an unread copy, "cur" for a read or archived one)."""
+    import psycopg
+
+    found: dict[str, list[dict[str, Any]]] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id, state, body::text FROM mesh_messages WHERE recipient = %s", (name,)
+        ).fetchall()
+    for msg_id, state, body in rows:
+        record = json.loads(body)
+        assert record["id"] == msg_id, (msg_id, record)
+        found.setdefault(msg_id, []).append(
+            {**record, "_where": "new" if state == "unread" else "cur"}
+        )
+    return found
+
+
+def quarantined_rows(url: str) -> list[tuple[Any, ...]]:
+    """What a PostgreSQL mesh has set aside as damaged (nothing, after a healthy storm)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT kind, key, reason FROM mesh_quarantine").fetchall()
