@@ -12,7 +12,6 @@ the backend's pieces only when a function first uses them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 import time
@@ -22,9 +21,7 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli import clock
 from drasill_cli.errors import InvalidInput, MeshError, NotFound
 from drasill_cli.names import check_agent_name, has_control_chars
-from drasill_cli.storage.attachments import MAX_ATTACHMENT_NAME_BYTES
 from drasill_cli.storage.mailbox import is_message_id
-from drasill_cli.waiting import check_wait
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -86,6 +83,8 @@ def _read_attachments(mesh: Mesh, paths: Iterable[str]) -> list[tuple[str, bytes
         )
     found: list[tuple[str, bytes, str]] = []
     for given in paths:
+        from drasill_cli.storage.attachments import MAX_ATTACHMENT_NAME_BYTES  # only with files
+
         name = os.path.basename(os.path.normpath(given))
         if has_control_chars(name) or name in ("", ".", ".."):
             raise InvalidInput(
@@ -106,6 +105,8 @@ def _read_attachments(mesh: Mesh, paths: Iterable[str]) -> list[tuple[str, bytes
                 code="invalid-attachment",
             )
         data = _read_file(given, limits.max_attachment_bytes)
+        import hashlib  # only with files: loading OpenSSL costs a few ms of start-up
+
         found.append((name, data, hashlib.sha256(data).hexdigest()))
     return found
 
@@ -306,6 +307,8 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     Woken by the backend's change notices (`mesh.backend.changes`), not a sleep loop. The watch
     starts before the first look, so a message arriving in between is never missed.
     """
+    from drasill_cli.waiting import check_wait
+
     check_wait(timeout)
     mailbox = _mailbox(mesh, name)
     if timeout == 0:

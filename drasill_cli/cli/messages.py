@@ -16,7 +16,6 @@ from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
 from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput, NegativeOutcome
-from drasill_cli.waiting import check_wait
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -183,6 +182,8 @@ def inbox_cmd(
     if peek and list_:
         raise InvalidInput("--peek and --list do not go together; pick one", code="invalid-usage")
     if wait is not None:
+        from drasill_cli.waiting import check_wait
+
         check_wait(wait, "until mail arrives")
     cli = state(ctx)
     who = cli.whose(name, as_)

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from drasill_cli.models import MessageRecord, RecordError
-from drasill_cli.storage.attachments import is_attachment_name
 
 MESSAGE_ID_RE = re.compile(r"m-[0-9a-z]{13}-[0-9a-z]{4}")
 
@@ -55,6 +54,8 @@ def _localized(msg_id: str, item: Any, local_path: Callable[[str, str], str]) ->
     """One attachment with the reader's `path` (keys in the contract's order)."""
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         return item  # MessageRecord.check says what is wrong with it
+    from drasill_cli.storage.attachments import is_attachment_name  # only mail with files
+
     name = item["name"]
     if not is_attachment_name(name):
         raise RecordError(f"has an attachment with an unusable name {name[:40]!r}")

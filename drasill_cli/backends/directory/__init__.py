@@ -148,7 +148,11 @@ class DirectoryBackend:
     def mailbox(self) -> DirectoryMailbox:
         from drasill_cli.backends.directory.mailbox import DirectoryMailbox
 
-        return DirectoryMailbox(self.store, self.attachments.local_path)
+        # The attachments are built on first use: most mail carries no files.
+        return DirectoryMailbox(
+            self.store,
+            lambda msg_id, name: self.attachments.local_path(msg_id, name),  # noqa: PLW0108 -- deferred: builds the attachments only when a message has files
+        )
 
     @cached_property
     def attachments(self) -> DirectoryAttachments:

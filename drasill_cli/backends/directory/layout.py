@@ -5,8 +5,6 @@ docs/store-format.md describes the same layout for people. Only this package rea
 
 from __future__ import annotations
 
-import hashlib
-
 # Agents: one record each, and an empty file whose mtime is the agent's last sign of life.
 AGENTS_DIR = "agents"
 HEARTBEATS_DIR = "heartbeats"
@@ -101,5 +99,7 @@ def attachment_folder(msg_id: str) -> str:
 
 def lock_record(path: str, holder: str) -> str:
     """The record of `holder`'s lock on `path`: the path's sha256 names it (any path fits)."""
+    import hashlib  # only for locks: loading OpenSSL costs a few ms of start-up
+
     digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{LOCK_TABLE_DIR}/{digest}-{holder}.json"
