@@ -41,7 +41,9 @@ def make_repo(where: Path) -> tuple[Path, str]:
     (where / "src" / "a.py").write_text("x = 1\n")
     git(where, "init", "-q")
     git(where, "add", ".")
-    git(where, "commit", "-q", "-m", "first")
+    # The message names the folder: two repositories made in the same second with the same
+    # files would otherwise share their root commit, and so be one repository to git and mesh.
+    git(where, "commit", "-q", "-m", f"first commit of {where.name}")
     return where, git(where, "rev-parse", "HEAD")
 
 
