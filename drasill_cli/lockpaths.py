@@ -138,7 +138,9 @@ def shown(lock: dict[str, Any], plain: Callable[[str], str] = str) -> str:
     repository key the path in the repository, which repository, and where its holder works."""
     parts = split_key(lock["path"])
     if parts is None:
-        return plain(lock["path"])
+        host = lock.get("host")
+        elsewhere = isinstance(host, str) and host != hostname()
+        return plain(lock["path"]) + (f" on {host}" if elsewhere else "")
     root, rel = parts
     text = f"{rel or '(the whole work tree)'} in git repository {root[:12]}"
     where = local(lock)

@@ -133,11 +133,13 @@ def overlaps(one: str, two: str) -> bool:
 
 
 def meets(lock: dict[str, Any], target: Target) -> bool:
-    """Whether `lock` guards a file of `target`: their keys overlap, or both were taken on
-    this host at overlapping real paths (a lock on a folder that holds a work tree covers the
-    files of that work tree, whose keys name their repository instead)."""
+    """Whether `lock` guards a file of `target`: their keys overlap (a repository key on any
+    host; an absolute path only on the host it was taken on: outside a work tree, the same path
+    on two machines is two files), or both were taken on this host at overlapping real paths (a
+    lock on a folder that holds a work tree covers the files of that work tree, whose keys name
+    their repository instead)."""
     if overlaps(lock["path"], target.key):
-        return True
+        return lockpaths.split_key(target.key) is not None or lock.get("host") in (None, hostname())
     where = lockpaths.local(lock)
     return (
         where is not None
@@ -156,10 +158,13 @@ def compatible(held: str, asked: str) -> bool:
 
 
 def view(lock: dict[str, Any]) -> dict[str, Any]:
-    """The contract's lock object (plus ttl); a lock on a repository key adds `repository`
-    (its root commit), `repository_path` (the path in the work tree), and where its holder
-    took it: `host` and `local_path`."""
+    """The contract's lock object (plus ttl), with the `host` it was taken on when the record
+    says (an absolute path is a path on that host); a lock on a repository key adds
+    `repository` (its root commit), `repository_path` (the path in the work tree) and
+    `local_path` (where its holder took it)."""
     shown = {key: lock[key] for key in VIEW_KEYS}
+    if isinstance(lock.get("host"), str):
+        shown["host"] = lock["host"]
     parts = lockpaths.split_key(lock["path"])
     if parts is not None:
         shown["repository"], shown["repository_path"] = parts

@@ -59,3 +59,27 @@ def test_enforcement_leaves_another_hosts_pause_alone(mesh_dir: Path) -> None:
     actions = hardware_enforcement.enforce(mesh)
     assert all(action["agent"] != "remote" for action in actions), actions
     assert mesh.backend.budgets.paused() == ["remote"]  # its own host's watcher resumes it
+
+
+def test_a_lock_on_an_absolute_path_binds_on_its_own_host_only(
+    mesh_dir: Path, tmp_path: Path
+) -> None:
+    """Outside a work tree a lock is on the absolute path on that host: the same path on
+    another machine is another file (contract, Locks)."""
+    from drasill_cli import locks
+    from drasill_cli.storage.locktable import LockChanges
+
+    mesh = Mesh.open(mesh_dir, Config())
+    target = tmp_path / "notes.md"
+    target.write_text("x\n")
+    locks.acquire(mesh, [str(target)], "remote")
+
+    def elsewhere(table: list[dict[str, object]]) -> LockChanges[None]:
+        return LockChanges(None, put=[{**lock, "host": ELSEWHERE} for lock in table])
+
+    mesh.backend.locks.transact(elsewhere)
+    locks.acquire(mesh, [str(target)], "near")  # not refused: remote's notes.md is on box-b
+    with pytest.raises(NegativeOutcome, match="near holds a write lock"):
+        locks.acquire(mesh, [str(target)], "other")  # near's lock binds here
+    hosts = {lock["holder"]: lock["host"] for lock in locks.list_locks(mesh)}
+    assert hosts == {"remote": ELSEWHERE, "near": liveness.hostname()}

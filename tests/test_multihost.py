@@ -302,20 +302,25 @@ def test_claimers_on_four_hosts_win_every_task_exactly_once(
 # ---- 4. lock conflicts across hosts --------------------------------------------------------------
 
 
-def test_a_write_lock_on_one_host_refuses_the_same_path_on_another(
+def test_a_write_lock_on_one_host_refuses_the_same_path_on_that_host_only(
     runner: MeshRunner, tmp_path: Path
 ) -> None:
+    """Outside a work tree a lock is on the absolute path on its host (contract): the same path
+    on another machine is another file."""
     box_a, box_b = _hosts(runner, 2)
     shared = tmp_path / "shared" / "notes.md"
     shared.parent.mkdir()
     shared.write_text("x\n")
     box_a.json("lock", str(shared), "--as", "ann")
-    refused = box_b.run("lock", str(shared), "--as", "ben")
+    refused = box_a.run("lock", str(shared), "--as", "amy")
     assert refused.returncode == 1, (refused.stdout, refused.stderr)
     assert "ann" in refused.stderr and "write" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
-    locks = box_b.json("locks")
-    assert [(lock["holder"], lock["mode"]) for lock in locks] == [("ann", "write")]
+    box_b.json("lock", str(shared), "--as", "ben")  # box-b's own notes.md: no conflict
+    held = {(lock["holder"], lock["host"]) for lock in box_b.json("locks")}
+    assert held == {("ann", "box-a"), ("ben", "box-b")}
+    shown = box_b.run("locks").stdout
+    assert f"{shared} on box-a" in shown, shown
 
 
 def _git(*args: str, cwd: Path) -> None:
