@@ -7,12 +7,14 @@ noise falls on all of them alike and the ratios hold even when the absolute numb
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,20 +100,21 @@ def cli_latency(drasill: DrasillServer | None, rounds: int) -> dict[str, Any]:
 # ---- throughput --------------------------------------------------------------------------------
 
 
-def _api_sender(mesh_dir: str, index: int, count: int, barrier: Any, fsync: bool) -> None:
-    mesh = Mesh.open(mesh_dir, Config(store=StoreConfig(fsync=fsync)))
+def _api_sender(open_mesh: Callable[[], Mesh], index: int, count: int, barrier: Any) -> None:
+    mesh = open_mesh()
     barrier.wait()
     for seq in range(count):
         messages.send(mesh, SINK, f"s{index} m{seq}", sender=f"sender-{index}")
+    mesh.backend.close()
 
 
-def _api_round(mesh_dir: Path, per_sender: int, *, fsync: bool = True) -> float:
-    """Messages per second of 8 processes sending through the Python API at once; `fsync`
-    is the `[store] fsync` setting of the senders."""
+def api_round(open_mesh: Callable[[], Mesh], per_sender: int) -> float:
+    """Messages per second of 8 forked processes sending through the Python API at once, each
+    on the mesh `open_mesh()` gives it (opened in the child: no connection crosses the fork)."""
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(SENDERS + 1)
     procs = [
-        ctx.Process(target=_api_sender, args=(str(mesh_dir), i, per_sender, barrier, fsync))
+        ctx.Process(target=_api_sender, args=(open_mesh, i, per_sender, barrier))
         for i in range(SENDERS)
     ]
     for proc in procs:
@@ -124,6 +127,12 @@ def _api_round(mesh_dir: Path, per_sender: int, *, fsync: bool = True) -> float:
     if any(proc.exitcode != 0 for proc in procs):
         raise RuntimeError("a Python-API sender failed")
     return SENDERS * per_sender / took
+
+
+def _api_round(mesh_dir: Path, per_sender: int, *, fsync: bool = True) -> float:
+    """`api_round` on a directory mesh; `fsync` is the `[store] fsync` setting of the senders."""
+    config = Config(store=StoreConfig(fsync=fsync))
+    return api_round(functools.partial(Mesh.open, str(mesh_dir), config), per_sender)
 
 
 def _threads_round(work: Any, per_thread: int) -> float:

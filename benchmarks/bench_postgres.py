@@ -16,7 +16,7 @@ a commit returns once its WAL is flushed), every mesh in a schema of its own, an
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import functools
 import os
 import re
 import shutil
@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_compare import BODY, SENDERS, SINK, _threads_round
+from benchmarks.bench_compare import BODY, SENDERS, SINK, _threads_round, api_round
+from benchmarks.bench_scale import consume_rounds
 from benchmarks.drasill_baseline import DrasillServer, KeepAliveClient
 from benchmarks.harness import PYTHON, interleaved, median_ms, mesh_argv, run_timed, scratch
 from drasill_cli import agents, messages
@@ -188,34 +189,6 @@ def latency(url: str, rounds: int) -> dict[str, Any]:
 # ---- throughput --------------------------------------------------------------------------------
 
 
-def _pg_sender(mesh_url: str, index: int, count: int, barrier: Any) -> None:
-    mesh = open_pg(mesh_url)
-    barrier.wait()
-    for seq in range(count):
-        messages.send(mesh, SINK, f"s{index} m{seq}", sender=f"sender-{index}")
-    mesh.backend.close()
-
-
-def _pg_round(mesh_url: str, per_sender: int) -> float:
-    """Messages per second of 8 processes sending through the Python API on PostgreSQL."""
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(SENDERS + 1)
-    procs = [
-        ctx.Process(target=_pg_sender, args=(mesh_url, i, per_sender, barrier))
-        for i in range(SENDERS)
-    ]
-    for proc in procs:
-        proc.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for proc in procs:
-        proc.join()
-    took = time.perf_counter() - started
-    if any(proc.exitcode != 0 for proc in procs):
-        raise RuntimeError("a PostgreSQL Python-API sender failed")
-    return SENDERS * per_sender / took
-
-
 def throughput(
     url: str, drasill: DrasillServer | None, rounds: int, per_sender: int
 ) -> dict[str, Any]:
@@ -233,7 +206,9 @@ def throughput(
         clients[index].send(SINK, f"h{index} m{seq}", f"sender-{index}")
 
     for _ in range(rounds):
-        results["python_api_postgres"].append(_pg_round(mesh_url, per_sender))
+        results["python_api_postgres"].append(
+            api_round(functools.partial(open_pg, mesh_url), per_sender)
+        )
         if drasill is not None:
             # Connections made for the round: the server closes idle keep-alives after 5 s.
             clients = [KeepAliveClient(drasill.port) for _ in range(SENDERS)]
@@ -277,46 +252,14 @@ def consume(url: str, small: int, big: int, api_rounds: int, cli_rounds: int) ->
     fill_s = time.perf_counter() - began
     work = scratch("pg-consume")
     try:
-
-        def api(level: int) -> float:
-            mesh = built[level][1]
-            started = time.perf_counter()
-            taken = messages.consume(mesh, WAITER)
-            took = time.perf_counter() - started
-            if taken is None:
-                raise RuntimeError("the inbox ran dry")
-            messages.send(mesh, WAITER, "refill", sender="filler")
-            return took
-
-        def cli(level: int) -> float:
-            mesh_url, mesh = built[level]
-            took = run_timed([*mesh_argv(), "inbox", WAITER], pg_env(work.env(), mesh_url))
-            messages.send(mesh, WAITER, "refill", sender="filler")
-            return took
-
-        api_samples = interleaved(
-            {"small": lambda: api(small), "big": lambda: api(big)}, api_rounds, warmup=5
-        )
-        cli_samples = interleaved(
-            {"small": lambda: cli(small), "big": lambda: cli(big)}, cli_rounds
-        )
-        for level, (_url, mesh) in built.items():
-            if messages.unread_count(mesh, WAITER) != level:
-                raise RuntimeError(f"the {level}-unread inbox did not stay at {level}")
+        meshes = {level: mesh for level, (_url, mesh) in built.items()}
+        envs = {level: pg_env(work.env(), mesh_url) for level, (mesh_url, _m) in built.items()}
+        result = consume_rounds(meshes, envs, WAITER, api_rounds, cli_rounds)
     finally:
         work.cleanup()
         for _url, mesh in built.values():
             mesh.backend.close()
-    api_ms = {k: median_ms(v) for k, v in api_samples.items()}
-    cli_ms = {k: median_ms(v) for k, v in cli_samples.items()}
-    return {
-        "unread": {"small": small, "big": big},
-        "fill_s": fill_s,
-        "api_median_ms": api_ms,
-        "cli_median_ms": cli_ms,
-        "api_ratio": api_ms["big"] / api_ms["small"],
-        "cli_ratio": cli_ms["big"] / cli_ms["small"],
-    }
+    return {"fill_s": fill_s, **result}
 
 
 # ---- send-to-wake across hosts -----------------------------------------------------------------

@@ -30,48 +30,58 @@ def _inbox_mesh(level: int) -> tuple[Scratch, Mesh]:
 
 
 def consume(small: int, big: int, api_rounds: int, cli_rounds: int) -> dict[str, Any]:
-    """Median time to consume one message with `small` vs `big` unread (API and `mesh inbox`).
-
-    The level is kept constant: every timed consume is followed by an untimed refill.
-    """
+    """Median time to consume one message with `small` vs `big` unread (API and `mesh inbox`)."""
     began = time.perf_counter()
     built = {level: _inbox_mesh(level) for level in (small, big)}
     fill_s = time.perf_counter() - began
     try:
-
-        def api(level: int) -> float:
-            mesh = built[level][1]
-            started = time.perf_counter()
-            taken = messages.consume(mesh, AGENT)
-            took = time.perf_counter() - started
-            if taken is None:
-                raise RuntimeError("the inbox ran dry")
-            messages.send(mesh, AGENT, "refill", sender="filler")
-            return took
-
-        def cli(level: int) -> float:
-            work, mesh = built[level]
-            took = run_timed([*mesh_argv(), "inbox", AGENT], work.env())
-            messages.send(mesh, AGENT, "refill", sender="filler")
-            return took
-
-        api_samples = interleaved(
-            {"small": lambda: api(small), "big": lambda: api(big)}, api_rounds, warmup=5
-        )
-        cli_samples = interleaved(
-            {"small": lambda: cli(small), "big": lambda: cli(big)}, cli_rounds
-        )
-        for level, (_work, mesh) in built.items():
-            if messages.unread_count(mesh, AGENT) != level:
-                raise RuntimeError(f"the {level}-unread inbox did not stay at {level}")
+        meshes = {level: mesh for level, (_work, mesh) in built.items()}
+        envs = {level: work.env() for level, (work, _mesh) in built.items()}
+        result = consume_rounds(meshes, envs, AGENT, api_rounds, cli_rounds)
     finally:
         for work, _mesh in built.values():
             work.cleanup()
+    return {"fill_s": fill_s, **result}
+
+
+def consume_rounds(
+    meshes: dict[int, Mesh],
+    envs: dict[int, dict[str, str]],
+    agent: str,
+    api_rounds: int,
+    cli_rounds: int,
+) -> dict[str, Any]:
+    """Consume timings for two inboxes whose levels (unread counts) are the keys of `meshes`,
+    through the API and `mesh inbox` (run with `envs[level]`), interleaved. The level is kept
+    constant: every timed consume is followed by an untimed refill."""
+    small, big = sorted(meshes)
+
+    def api(level: int) -> float:
+        mesh = meshes[level]
+        started = time.perf_counter()
+        taken = messages.consume(mesh, agent)
+        took = time.perf_counter() - started
+        if taken is None:
+            raise RuntimeError("the inbox ran dry")
+        messages.send(mesh, agent, "refill", sender="filler")
+        return took
+
+    def cli(level: int) -> float:
+        took = run_timed([*mesh_argv(), "inbox", agent], envs[level])
+        messages.send(meshes[level], agent, "refill", sender="filler")
+        return took
+
+    api_samples = interleaved(
+        {"small": lambda: api(small), "big": lambda: api(big)}, api_rounds, warmup=5
+    )
+    cli_samples = interleaved({"small": lambda: cli(small), "big": lambda: cli(big)}, cli_rounds)
+    for level, mesh in meshes.items():
+        if messages.unread_count(mesh, agent) != level:
+            raise RuntimeError(f"the {level}-unread inbox did not stay at {level}")
     api_ms = {k: median_ms(v) for k, v in api_samples.items()}
     cli_ms = {k: median_ms(v) for k, v in cli_samples.items()}
     return {
         "unread": {"small": small, "big": big},
-        "fill_s": fill_s,
         "api_median_ms": api_ms,
         "cli_median_ms": cli_ms,
         "api_ratio": api_ms["big"] / api_ms["small"],

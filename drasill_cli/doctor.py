@@ -287,7 +287,7 @@ def run(
     checks.append(check_nvml())
     ok = all(c["status"] != "fail" for c in checks if c["required"])
     if root is None:
-        from drasill_cli.mesh import shown_location
+        from drasill_cli.backends import shown_location
 
         return {"ok": ok, "mesh_dir": None, "mesh_url": shown_location(location), "checks": checks}
     return {"ok": ok, "mesh_dir": str(root), "checks": checks}

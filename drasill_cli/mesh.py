@@ -21,16 +21,6 @@ if TYPE_CHECKING:
     from drasill_cli.storage import Backend
 
 
-def shown_location(location: Path | str) -> str:
-    """Where a mesh lives, fit to print, without opening it: a directory, or a URL with its
-    password masked."""
-    if isinstance(location, Path):
-        return str(location)
-    from drasill_cli.backends.postgres.connection import mask_url
-
-    return mask_url(location)
-
-
 class Mesh:
     """A storage backend plus the config that governs it."""
 

@@ -43,3 +43,13 @@ def inspect_directory(root: Path, config: Config) -> Backend:
     from drasill_cli.backends.directory import DirectoryBackend
 
     return DirectoryBackend.inspect(root, config)
+
+
+def shown_location(location: Path | str) -> str:
+    """Where a mesh lives, fit to print, without opening it: a directory, or a URL with its
+    password masked."""
+    if isinstance(location, Path):
+        return str(location)
+    from drasill_cli.backends.postgres.connection import mask_url
+
+    return mask_url(location)

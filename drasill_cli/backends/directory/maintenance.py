@@ -22,10 +22,10 @@ class DirectoryMaintenance:
 
     def check(self) -> list[Finding]:
         """`mesh-dir` (safe and writable) and `mesh-entries` (every entry at every depth)."""
-        from drasill_cli.backends.directory import diagnose
+        from drasill_cli.backends.directory.diagnose import check_mesh_dir, check_mesh_entries
 
         root, group_shared = self.store.root, self.config.group_shared
         return [
-            diagnose.check_mesh_dir(root, group_shared=group_shared),
-            diagnose.check_mesh_entries(root, self.store.max_record_bytes),
+            check_mesh_dir(root, group_shared=group_shared),
+            check_mesh_entries(root, self.store.max_record_bytes),
         ]

@@ -1,8 +1,8 @@
-"""The store: the mesh directory as one file per record, behind one small interface.
+"""`FileStore`: the directory backend's file primitive, one file per record.
 
-Everything the mesh keeps goes through `Store`, so a backend for meshes that span machines can
-replace `FileStore` without touching the feature modules. Paths given to the store are relative,
-slash-separated record names such as `agents/alpha.json`.
+The directory backend's interface modules (mailbox, board, presence, ...) keep their records
+through it; feature modules never see it. Paths given to the store are relative,
+slash-separated record names such as `agents/alpha.json` (`layout.py` names them).
 
 Guarantees of `FileStore`:
 - writes are atomic: a temp file in the same directory, fsync, rename, fsync of the directory, so
@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from drasill_cli import SCHEMA_VERSION, clock
 
@@ -58,122 +58,6 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024
 _LOCK_POLL_S = 0.005
 # How often `publish` recreates a link's folder that a concurrent `remove_dir` keeps removing.
 _LINK_RETRIES = 50
-
-
-class Store(Protocol):
-    """The operations the feature modules need from a mesh backend."""
-
-    root: Path
-    warnings: list[str]
-    read_only: bool
-
-    def read(self, rel: str) -> dict[str, Any] | None:
-        """The record at `rel`, or None when it is absent or was quarantined."""
-        ...
-
-    def read_bytes(self, rel: str) -> bytes:
-        """The raw bytes of a record (FileNotFoundError, or UnusableRecord saying why not)."""
-        ...
-
-    def write(self, rel: str, record: dict[str, Any]) -> None:
-        """Replace (or create) the record at `rel` atomically."""
-        ...
-
-    def create(self, rel: str, record: dict[str, Any]) -> bool:
-        """Create the record only if `rel` does not exist yet; False if it did."""
-        ...
-
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        """Store raw bytes (attachments) atomically."""
-        ...
-
-    def remove(self, rel: str) -> bool:
-        """Delete `rel`; False if it was already gone."""
-        ...
-
-    def move(self, src: str, dst: str) -> bool:
-        """Rename `src` to `dst` atomically and durably; False if `src` was gone (someone else
-        moved it): of several processes moving the same record, exactly one succeeds."""
-        ...
-
-    def publish(self, data: bytes, links: Sequence[str], keep_as: str) -> None:
-        """Store `data` once under several new names, without a lock.
-
-        The bytes are written and flushed once, in a temp file in the staging folder; each of
-        `links` (which must not exist yet) is then made a hard
-        link to it, its folder recreated if a concurrent `remove_dir` took it away; last, the
-        temp is renamed to `keep_as`. Readers see each name whole or not at all. On return the
-        `links` are durable; `keep_as` is the writer's own copy, and its folder is not flushed:
-        after a power loss it may be missing or still under its temp name, which `prune` clears.
-        """
-        ...
-
-    def link(self, src: str, dst: str) -> None:
-        """Make `dst` another name of the file `src` (a hard link), durably."""
-        ...
-
-    def scan(
-        self, rel_dir: str, suffix: str = ".json", *, depth: int = 0, remove_empty: bool = False
-    ) -> Iterator[str]:
-        """Names (relative to the mesh) of the files ending in `suffix` under `rel_dir`, lazily.
-
-        Each folder is listed sorted, and a subfolder is descended into at its place in that
-        order, at most `depth` levels down, so names come in the order of their paths. With
-        `remove_empty`, each subfolder is removed after it was passed over, if it is empty.
-        """
-        ...
-
-    def remove_dir(self, rel_dir: str) -> bool:
-        """Remove the folder `rel_dir` if it is empty; False if it is absent or not empty."""
-        ...
-
-    def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
-        """Names in `rel_dir` ending in `suffix` (temp files excluded), sorted."""
-        ...
-
-    def subdirs(self, rel_dir: str) -> list[str]:
-        """Names of the real folders in `rel_dir`, sorted."""
-        ...
-
-    def sweep_temp(self, older_than: float, *, remove: bool = True) -> list[str]:
-        """The store's own temp files left by killed writers (removed unless `remove=False`)."""
-        ...
-
-    def lock(self, name: str, timeout: float = -1) -> contextlib.AbstractContextManager[None]:
-        """An exclusive lock on the sidecar `.locks/<name>.lock` for read-modify-write."""
-        ...
-
-    def touch(self, rel: str) -> None:
-        """Create `rel` empty or set its modification time to now (a heartbeat)."""
-        ...
-
-    def mtime(self, rel: str) -> float | None:
-        """Modification time of `rel`, or None when it is absent."""
-        ...
-
-    def append(self, rel: str, data: bytes) -> int:
-        """Append `data` with one write on an O_APPEND file; returns the new size."""
-        ...
-
-    def open_regular(self, rel: str) -> BinaryIO | None:
-        """A log file opened for reading, or None when absent (or unusable: quarantined)."""
-        ...
-
-    def ensure_dir(self, rel_dir: str) -> Path:
-        """Create the folder `rel_dir` with the mesh's mode if needed."""
-        ...
-
-    def quarantine(self, rel: str, reason: str) -> None:
-        """Move a damaged record aside (never delete it) and report it in `warnings`."""
-        ...
-
-    def read_only_view(self) -> Store:
-        """The same mesh, refusing every write (for dry runs)."""
-        ...
-
-    def path(self, rel: str) -> Path:
-        """The real file-system path of `rel`, for tools that must see a file (attachments)."""
-        ...
 
 
 class FileStore:
