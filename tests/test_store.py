@@ -154,3 +154,23 @@ def test_group_shared_mesh_of_another_user_is_accepted_for_group_members(tmp_pat
     root.chmod(0o770)
     with pytest.raises(MeshUnusable, match="owned by uid 12345"):
         FileStore.open(root, group_shared=True)
+
+
+def test_a_marker_linked_between_the_two_looks_is_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process opening a mesh that another process is creating: the marker was not there
+    when it looked for it, and is there (with other records) when it lists the folder."""
+    root = tmp_path / "mesh"
+    FileStore.open(root).write("agents/alpha.json", {"name": "alpha"})  # marker and a record
+    store = FileStore.open(root)
+    real = store._read_marker
+    looks = [0]
+
+    def first_look_misses() -> dict[str, object] | None:
+        looks[0] += 1
+        return None if looks[0] == 1 else real()
+
+    monkeypatch.setattr(store, "_read_marker", first_look_misses)
+    store._check_meta()  # not refused as a foreign folder
+    assert store.read("agents/alpha.json") == {"name": "alpha"}

@@ -242,6 +242,9 @@ class FileStore:
                 entries = os.listdir(self.root)  # only when there is no marker: rare
             except OSError as exc:
                 raise io_error("list the mesh directory", self.root, exc) from exc
+            if META_FILE in entries:  # linked by a creating process between the two looks
+                meta = self._read_marker()
+        if meta is None:
             if not entries or self._only_being_created(entries):
                 return
             raise MeshUnusable(
