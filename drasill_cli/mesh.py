@@ -10,10 +10,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drasill_cli import clock
 from drasill_cli.config import Config, load_config, resolve_mesh_location
-from drasill_cli.errors import MeshError
 from drasill_cli.names import check_agent_name
+from drasill_cli.storage import auditlog
 
 if TYPE_CHECKING:
     from drasill_cli.backends.directory import DirectoryBackend
@@ -102,13 +101,8 @@ class Mesh:
 
     def record(self, event: str, actor: str | None, **details: Any) -> None:
         """Append one event to the audit log: time, event, actor and details (the log's one
-        writer; `drasill_cli.audit` reads it).
-
-        The change it describes has already happened, so a failing audit write is reported as
-        a warning (see `mesh doctor`) instead of failing the command after the fact.
+        writer; `drasill_cli.audit` reads it). A failing append is a warning (`append_or_warn`).
         """
-        line = {"time": clock.iso(), "event": event, "actor": actor, **details}
-        try:
-            self.backend.audit_log.append(line)
-        except MeshError as exc:
-            self.warnings.append(f"could not append to the audit log: {exc}; run mesh doctor")
+        auditlog.append_or_warn(
+            self.backend.audit_log, self.warnings, auditlog.event(event, actor, **details)
+        )

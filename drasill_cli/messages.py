@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli import clock
 from drasill_cli.errors import InvalidInput, MeshError, NotFound
 from drasill_cli.names import check_agent_name, has_control_chars
+from drasill_cli.storage import auditlog
 from drasill_cli.storage.mailbox import is_message_id
 
 if TYPE_CHECKING:
@@ -219,19 +220,7 @@ def send(
             "attachments": [],
             "wake": wake,
         }
-        try:
-            if files:  # a broadcast stores the files once: later copies share the first
-                same_as = sent[0]["id"] if sent else None
-                message["attachments"] = backend.attachments.put(msg_id, files, same_as=same_as)
-            backend.mailbox.deliver(message)
-        except (MeshError, OSError) as exc:
-            if files:
-                with contextlib.suppress(MeshError, OSError):
-                    backend.attachments.drop(msg_id)
-            if sent and isinstance(exc, MeshError):
-                raise _broadcast_cut_short(exc, sent, recipients[len(sent) :]) from exc
-            raise
-        mesh.record(
+        event = auditlog.event(
             "send",
             sender,
             id=msg_id,
@@ -241,6 +230,18 @@ def send(
             attachments=len(files),
             wake=wake,
         )
+        try:
+            if files:  # a broadcast stores the files once: later copies share the first
+                same_as = sent[0]["id"] if sent else None
+                message["attachments"] = backend.attachments.put(msg_id, files, same_as=same_as)
+            backend.mailbox.deliver(message, event)
+        except (MeshError, OSError) as exc:
+            if files:
+                with contextlib.suppress(MeshError, OSError):
+                    backend.attachments.drop(msg_id)
+            if sent and isinstance(exc, MeshError):
+                raise _broadcast_cut_short(exc, sent, recipients[len(sent) :]) from exc
+            raise
         sent.append(message)
     return sent
 

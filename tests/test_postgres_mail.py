@@ -21,6 +21,7 @@ from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.backends.postgres.attachments import cache_root
 from drasill_cli.config import Config
 from drasill_cli.errors import InvalidInput
+from tests.storage.mail import deliver
 
 
 @pytest.fixture
@@ -68,8 +69,8 @@ def _clear_cache() -> None:
 def test_a_reader_on_another_host_gets_a_private_cached_copy(backend: PostgresBackend) -> None:
     msg_id = clock.new_id("m")
     data = b"secret plans"
-    backend.mailbox.deliver(
-        _message("bob", backend.attachments.put(msg_id, [_file("p.txt", data)]), msg_id)
+    deliver(
+        backend, _message("bob", backend.attachments.put(msg_id, [_file("p.txt", data)]), msg_id)
     )
     _clear_cache()
     old_umask = os.umask(0)  # a careless umask must not open the cache up
@@ -134,7 +135,7 @@ def test_an_attachment_over_the_limit_is_refused_and_nothing_stored(pg_mesh_url:
 
 def test_a_damaged_row_is_quarantined_and_the_next_message_taken(backend: PostgresBackend) -> None:
     good = _message("bob", [])
-    backend.mailbox.deliver(good)
+    deliver(backend, good)
     bad_id = clock.new_id("m")
     with backend.db.transaction() as cur:
         cur.execute(
@@ -153,7 +154,7 @@ def test_a_damaged_row_is_quarantined_and_the_next_message_taken(backend: Postgr
 
 def test_expiry_names_each_copy_it_removes(backend: PostgresBackend) -> None:
     message = _message("bob", [])
-    backend.mailbox.deliver(message)
+    deliver(backend, message)
     assert backend.mailbox.take_next("bob") == message
     removed = backend.mailbox.expire_history(clock.now() + 1)
     msg_id = message["id"]
@@ -162,7 +163,7 @@ def test_expiry_names_each_copy_it_removes(backend: PostgresBackend) -> None:
 
 def test_peek_reads_one_row_however_many_wait(backend: PostgresBackend) -> None:
     for _ in range(300):
-        backend.mailbox.deliver(_message("bob", []))
+        deliver(backend, _message("bob", []))
     calls: list[int] = []
     real = backend.mailbox._checked
 

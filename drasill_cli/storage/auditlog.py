@@ -12,8 +12,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from drasill_cli import clock
+from drasill_cli.errors import MeshError
+
 if TYPE_CHECKING:
     import threading
+
+
+def event(kind: str, actor: str | None, **details: Any) -> dict[str, Any]:
+    """An event as the log keeps it: the time now, its kind, its actor and its details."""
+    return {"time": clock.iso(), "event": kind, "actor": actor, **details}
+
+
+def append_or_warn(log: AuditLog, warnings: list[str], line: dict[str, Any]) -> None:
+    """Append `line` to `log`; a failure becomes a warning in `warnings`, not an error.
+
+    The change an event describes has already happened, so a failing audit write is reported
+    (see `mesh doctor`) instead of failing the command after the fact.
+    """
+    try:
+        log.append(line)
+    except MeshError as exc:
+        warnings.append(f"could not append to the audit log: {exc}; run mesh doctor")
 
 
 class AuditLog(Protocol):

@@ -12,6 +12,7 @@ from typing import Any
 
 from drasill_cli import clock
 from drasill_cli.storage import Backend
+from tests.storage.mail import deliver
 
 
 def _file(name: str, data: bytes) -> tuple[str, bytes, str]:
@@ -67,7 +68,7 @@ def test_drop_removes_the_files(backend: Backend) -> None:
 def test_orphans_are_old_attachments_of_no_stored_message(backend: Backend) -> None:
     delivered, orphan = clock.new_id("m"), clock.new_id("m")
     described = backend.attachments.put(delivered, [_file("kept.txt", b"kept")])
-    backend.mailbox.deliver(_message(delivered, described))
+    deliver(backend, _message(delivered, described))
     backend.attachments.put(orphan, [_file("half.txt", b"half")])
     assert backend.attachments.orphans(time.time() - 3600) == [], "too young: maybe in flight"
     assert backend.attachments.orphans(time.time() + 60) == [orphan]
@@ -80,7 +81,7 @@ def test_orphans_are_old_attachments_of_no_stored_message(backend: Backend) -> N
 def test_a_read_attachment_is_a_private_file_kept_across_reads(backend: Backend) -> None:
     msg_id = clock.new_id("m")
     described = backend.attachments.put(msg_id, [_file("report.txt", b"private report")])
-    backend.mailbox.deliver(_message(msg_id, described))
+    deliver(backend, _message(msg_id, described))
     got = backend.mailbox.take_next("bob")
     assert got is not None
     path = Path(got["attachments"][0]["path"])

@@ -11,6 +11,7 @@ from typing import Any
 
 from drasill_cli import clock
 from drasill_cli.storage import Backend
+from tests.storage.mail import deliver
 
 
 def _message(
@@ -33,7 +34,7 @@ def _message(
 
 def _send(backend: Backend, to: str, body: str, **kwargs: str) -> dict[str, Any]:
     message = _message(to, body, **kwargs)
-    backend.mailbox.deliver(message)
+    deliver(backend, message)
     return message
 
 
@@ -181,7 +182,7 @@ def test_attachments_are_stored_by_reference_and_read_with_a_local_path(
     message = _message("bob", "see attached")
     files = [("notes.txt", b"some notes", "a" * 64)]
     message["attachments"] = backend.attachments.put(message["id"], files)
-    backend.mailbox.deliver(message)
+    deliver(backend, message)
     got = backend.mailbox.take_next("bob")
     assert got is not None
     [attachment] = got["attachments"]

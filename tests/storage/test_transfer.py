@@ -22,6 +22,7 @@ from drasill_cli.models import AgentRecord, RecordError, Task
 from drasill_cli.storage import Backend
 from drasill_cli.storage.locktable import LockChanges
 from drasill_cli.storage.transfer import check_item
+from tests.storage.mail import deliver
 
 NOW = clock.iso()
 
@@ -67,7 +68,7 @@ def fill(mesh: Backend) -> dict[str, Any]:
     unread = _message("alice", "bob", "still unread")
     archived = _message("bob", "carol", "archived for carol")
     for message in (read, with_file, unread, archived):
-        mesh.mailbox.deliver(message)
+        deliver(mesh, message)
     assert (mesh.mailbox.take_next("bob") or {}).get("id") == read["id"]
     assert mesh.mailbox.archive("carol") == [archived["id"]]
     first = mesh.board.add(lambda task_id: _task(task_id, "first"))
@@ -175,7 +176,7 @@ def test_a_restored_task_moves_the_numbering_past_it(backend: Backend) -> None:
 
 def test_a_message_copy_already_taken_is_not_delivered_again(backend: Backend) -> None:
     message = _message("alice", "bob", "hi")
-    backend.mailbox.deliver(message)
+    deliver(backend, message)
     assert backend.mailbox.take_next("bob") is not None
     item = {"kind": "message", "message": message, "state": "unread", "sent": True}
     assert not backend.transfer.restore(check_item(item))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
+from drasill_cli.storage.auditlog import append_or_warn
 
 if TYPE_CHECKING:
     from drasill_cli.backends.directory.attachments import DirectoryAttachments
@@ -152,6 +153,7 @@ class DirectoryBackend:
         return DirectoryMailbox(
             self.store,
             lambda msg_id, name: self.attachments.local_path(msg_id, name),  # noqa: PLW0108 -- deferred: builds the attachments only when a message has files
+            lambda event: append_or_warn(self.audit_log, self.warnings, event),
         )
 
     @cached_property

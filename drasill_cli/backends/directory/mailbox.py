@@ -95,9 +95,15 @@ class _Box:
 
 
 class DirectoryMailbox:
-    def __init__(self, store: FileStore, local_path: Callable[[str, str], str]) -> None:
+    def __init__(
+        self,
+        store: FileStore,
+        local_path: Callable[[str, str], str],
+        record: Callable[[dict[str, Any]], None],
+    ) -> None:
         self.store = store
         self.local_path = local_path  # `Attachments.local_path`: where a reader finds a file
+        self.record = record  # appends an audit event, a failure being a warning
 
     # ---- reading one message ----------------------------------------------------------------
 
@@ -110,12 +116,14 @@ class DirectoryMailbox:
 
     # ---- the Mailbox interface --------------------------------------------------------------
 
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Staged, linked into new/<shard>/ (flushed), kept in sent/FROM/."""
+    def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> None:
+        """Staged, linked into new/<shard>/ (flushed), kept in sent/FROM/; then `event`
+        appended to the audit log."""
         files = copy_files(message)
         self.store.publish(
             encode_record(stored_form(message)), links=[files["unread"]], keep_as=files["sent"]
         )
+        self.record(event)
 
     def has_mailbox(self, agent: str) -> bool:
         return _Box(self.store, agent).exists()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from drasill_cli.backends.postgres.transfer import PostgresTransfer
     from drasill_cli.backends.postgres.wakebook import PostgresWakeBook
     from drasill_cli.config import Config
+    from drasill_cli.storage.changes import Change
 
 
 class PostgresBackend:
@@ -88,6 +89,12 @@ class PostgresBackend:
         commits whole when the block ends, rolls back on any error; driver errors leave as
         exit-4 `MeshUnusable`, a `MeshError` raised inside leaves unchanged."""
         return self.db.transaction(read_only=self._read_only)
+
+    def statement(self, sql: str, params: Any = (), *changes: Change) -> list[tuple[Any, ...]]:
+        """One statement as one transaction (one round trip when no transaction is open; see
+        `Database.statement`), then `changes` announced; its rows."""
+        announce = self.changes.announcing(*changes) if changes else None
+        return self.db.statement(sql, params, read_only=self._read_only, announce=announce)
 
     def close(self) -> None:
         """Close the connection (a view shares it: closing either closes both)."""

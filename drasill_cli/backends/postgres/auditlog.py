@@ -1,18 +1,20 @@
-"""`AuditLog` for a PostgreSQL mesh: one `mesh_audit` row per event, in order of `seq`.
+"""`AuditLog` for a PostgreSQL mesh: one `mesh_audit` row per event, numbered by `seq`.
 
-Appends take a transaction-scoped advisory lock before they draw their `seq`, so rows commit in
-the order of their numbers: a reader that has seen `seq` N never later finds a smaller one
-appear (`follow` reads on from the last number it gave). `at` is the event's own time (the
-ISO stamp of the host that wrote it, for `read(since)` by index), `host` the host that
-appended it, `details` the whole event. Each append announces a MESH change, which `follow`
-waits on (LISTEN/NOTIFY, with the slow safety re-check of every watch). The oldest rows go
-once the log outgrows what the directory mesh keeps (`audit.max_bytes` x (`audit.keep` + 1)).
-"""
+An append is one statement (`PostgresBackend.statement`: one round trip, then its MESH
+announcement), and appends never wait for each other, so many senders' commits share the server's
+WAL flushes. Numbers are drawn before commit, so a reader can meet a row with a lower `seq`
+after a higher one; `follow` keeps a floor below which everything has been given and gives
+each row once (`_Place`). `at` is the event's own time (the ISO stamp of the host that wrote
+it, for `read(since)` by index), `host` the host that appended it, `details` the whole event.
+`follow` waits on MESH changes (LISTEN/NOTIFY, with the slow safety re-check of every watch).
+The oldest rows go once the log outgrows what the directory mesh keeps (`audit.max_bytes` x
+(`audit.keep` + 1))."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +31,17 @@ if TYPE_CHECKING:
 PAGE = 1000
 # The log is trimmed to its bound once in this many appends (the trim sums the row sizes).
 TRIM_EVERY = 512
+# One event's row (parameters: `PostgresAuditLog.values`); also the last part of a statement
+# that writes a change and its event together (`PostgresMailbox.deliver`).
+INSERT_ROW = (
+    "INSERT INTO mesh_audit (at, event, actor, host, details)"
+    " VALUES (coalesce(to_timestamp(%s), now()), %s, %s, %s, %s) RETURNING seq"
+)
 # How long `follow` waits on its watch between looks when nothing is notified.
 FOLLOW_RECHECK_S = 30.0
+# How long `follow` waits for a `seq` drawn and not committed yet (an append is one statement,
+# committed within milliseconds; a rolled-back one leaves its number unused for good).
+GAP_S = 10.0
 
 
 def _time_of(event: dict[str, Any]) -> float | None:
@@ -64,35 +75,33 @@ class PostgresAuditLog:
 
     # ---- writing -------------------------------------------------------------------------
 
-    def append(self, event: dict[str, Any]) -> None:
+    def values(self, event: dict[str, Any]) -> tuple[Any, ...]:
+        """The parameters of `INSERT_ROW` for `event` (a password never reaches the log)."""
         from psycopg.types.json import Jsonb
 
         text = json.dumps(event, ensure_ascii=False)
-        scrubbed = self.backend.db.scrub(text)  # a password never reaches an audit line
+        scrubbed = self.backend.db.scrub(text)
         if scrubbed != text:
             event = json.loads(scrubbed)
         kind = event.get("event")
         actor = event.get("actor")
-        with self.backend.transaction() as cur:
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('drasill-audit'), hashtext(%s))",
-                (self.backend.changes.schema,),
-            )
-            cur.execute(
-                "INSERT INTO mesh_audit (at, event, actor, host, details)"
-                " VALUES (coalesce(to_timestamp(%s), now()), %s, %s, %s, %s) RETURNING seq",
-                (
-                    _time_of(event),
-                    kind if isinstance(kind, str) else "",
-                    actor if isinstance(actor, str) else None,
-                    liveness.hostname(),
-                    Jsonb(event),
-                ),
-            )
-            row = cur.fetchone()
-            if row is not None and int(row[0]) % TRIM_EVERY == 0:
+        return (
+            _time_of(event),
+            kind if isinstance(kind, str) else "",
+            actor if isinstance(actor, str) else None,
+            liveness.hostname(),
+            Jsonb(event),
+        )
+
+    def appended(self, rows: list[tuple[Any, ...]]) -> None:
+        """After a statement that ends in `INSERT_ROW` (its `seq` returned): now and then, the
+        oldest rows trimmed."""
+        if rows and int(rows[0][0]) % TRIM_EVERY == 0:
+            with self.backend.transaction() as cur:
                 self._trim(cur)
-            self.backend.changes.notify(cur, Change(MESH))
+
+    def append(self, event: dict[str, Any]) -> None:
+        self.appended(self.backend.statement(INSERT_ROW, self.values(event), Change(MESH)))
 
     def _trim(self, cur: psycopg.Cursor[Any]) -> None:
         """Drop the oldest events beyond the bound the directory mesh keeps."""
@@ -154,14 +163,14 @@ class PostgresAuditLog:
         self, since: float | None = None, stop: threading.Event | None = None
     ) -> Iterator[dict[str, Any]]:
         """The watch is entered before the first read, so an append in between still wakes it;
-        each wake-up reads on from the last `seq` given."""
-        last = 0
+        each wake-up reads the rows past `_Place.floor` and gives those not given before."""
+        place = _Place()
         with self.backend.changes.watch(MESH) as watch:
             while True:
-                for seq, event in self._from(last, since):
-                    last = seq
-                    if event is not None:
+                for seq, event in self._from(place.floor, since):
+                    if place.take(seq) and event is not None:
                         yield event
+                place.settle(time.monotonic())
                 if stop is not None and stop.is_set():
                     return
                 seen = watch.next(FOLLOW_RECHECK_S, stop)
@@ -169,3 +178,47 @@ class PostgresAuditLog:
                     return
                 if seen == SIGNALLED:
                     raise KeyboardInterrupt
+
+
+class _Place:
+    """How far `follow` has read. Appends do not wait for each other, so a row can commit after
+    one with a higher `seq`: every `seq` up to `floor` is settled (given, or known never to
+    come), `given` holds those given above it, and a gap just above `floor` (a `seq` drawn by an
+    append not committed yet, or by one rolled back) is waited for `GAP_S` before the floor
+    passes it. The rows below the first one read are settled at once (trimmed, or rolled back).
+    """
+
+    def __init__(self) -> None:
+        self.floor = 0
+        self.given: set[int] = set()
+        self.started = False
+        self.gap_since: float | None = None
+
+    def take(self, seq: int) -> bool:
+        """Whether the row `seq` is new to this reader (then it counts as given)."""
+        if not self.started:
+            self.started = True
+            self.floor = seq - 1
+        if seq <= self.floor or seq in self.given:
+            return False
+        self.given.add(seq)
+        return True
+
+    def settle(self, now: float) -> None:
+        """After a look: raise the floor past what is given, and past a gap waited on long
+        enough. A first look that found nothing leaves every later `seq` to be waited for."""
+        self.started = True
+        while self.given:
+            if self.floor + 1 in self.given:
+                self.floor += 1
+                self.given.discard(self.floor)
+                self.gap_since = None
+            elif self.gap_since is None:
+                self.gap_since = now
+                return
+            elif now - self.gap_since >= GAP_S:
+                self.floor = min(self.given) - 1
+                self.gap_since = None
+            else:
+                return
+        self.gap_since = None

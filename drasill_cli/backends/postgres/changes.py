@@ -1,7 +1,8 @@
 """`Changes` for a PostgreSQL mesh: LISTEN/NOTIFY, one channel per topic, no polling loop.
 
 Every operation that changes something a waiter cares about calls `PostgresChanges.notify` in
-its own transaction: the notification goes out when (and only if) the transaction commits, to
+its own transaction: the notification goes out once (and only if) the transaction has committed
+(`Database.announce` says why after, not at, the commit), to
 the channel of the exact topic (`inbox:bob`) and to the channels that cover it (`inbox`,
 `mesh`). A watch has its own connection and LISTENs on its topics' channels when it is entered,
 before the waiter's first look, so a change made between a look and the next wait still ends
@@ -100,18 +101,19 @@ class PostgresChanges:
         assert self.db.schema is not None  # noqa: S101 -- ensure_schema sets it or raises
         return self.db.schema
 
-    def notify(self, cur: psycopg.Cursor[Any], *changes: Change) -> None:
-        """Announce `changes` when the transaction of `cur` commits (never if it rolls back)."""
+    def announcing(self, *changes: Change) -> tuple[list[str], list[str]]:
+        """The channels of `changes` and their payloads (for `Database.announce`)."""
         pairs = [
             (channel(self.schema, topic), _payload(change))
             for change in changes
             for topic in covering(change)
         ]
-        if pairs:
-            cur.execute(
-                "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS n(c, p)",
-                ([c for c, _ in pairs], [p for _, p in pairs]),
-            )
+        return [c for c, _ in pairs], [p for _, p in pairs]
+
+    def notify(self, cur: psycopg.Cursor[Any], *changes: Change) -> None:
+        """Announce `changes` once the transaction of `cur` has committed (never if it rolls
+        back; `Database.announce`)."""
+        self.db.announce(*self.announcing(*changes))
 
     def watch(self, *topics: str, tolerant: bool = False) -> PostgresWatch:
         for topic in topics:

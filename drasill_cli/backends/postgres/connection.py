@@ -101,6 +101,14 @@ _LOGIN = re.compile(
 _NO_DATABASE = re.compile(r"database \S+ does not exist", re.IGNORECASE)
 
 
+# The announcements of committed changes, in their own transaction that does not wait for its
+# flush (`Database.announce`): a lost notification only delays a waiter to its re-check.
+_ANNOUNCE = (
+    "SELECT set_config('synchronous_commit', 'off', true), pg_notify(c, p)"
+    " FROM unnest(%s::text[], %s::text[]) AS n(c, p)"
+)
+
+
 class _Owned:
     """A thread's connection, held in the thread's local storage."""
 
@@ -184,10 +192,14 @@ class Database:
 
     @contextmanager
     def transaction(self, *, read_only: bool = False) -> Iterator[psycopg.Cursor[Any]]:
-        """One transaction: commits when the block ends, rolls back on any error. Driver
-        errors leave as `MeshUnusable` naming the host and the fix."""
+        """One transaction: commits when the block ends, rolls back on any error; what it
+        announced goes out once it has committed (`announce`). Driver errors leave as
+        `MeshUnusable` naming the host and the fix."""
         psycopg = driver()
         conn = self.conn
+        outermost = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        pending = self._pending
+        announced_before = len(pending)
         try:
             # Nested in this thread's open transaction (a read inside a task change), the block
             # is a savepoint; PostgreSQL ends its READ ONLY with it, the outer one stays writable.
@@ -195,8 +207,86 @@ class Database:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
+        except BaseException as exc:
+            del pending[announced_before:]  # rolled back: nothing of it is announced
+            if isinstance(exc, psycopg.Error):
+                raise self.unusable(exc) from None
+            raise
+        if outermost:
+            self._send_announcements(conn)
+
+    def statement(
+        self,
+        sql: str,
+        params: Any = (),
+        *,
+        read_only: bool = False,
+        announce: tuple[list[str], list[str]] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement as one transaction and return its rows (none for a statement that
+        returns none); then send `announce` (channels, payloads) as `announce` does.
+
+        Outside a transaction the statement runs on its own in autocommit: PostgreSQL makes it
+        one transaction, committed whole or not at all, in one round trip (no BEGIN or COMMIT
+        of their own: the hot paths, such as a send, are a statement each). Nested in this
+        thread's open transaction, or in a read-only view, it runs in `transaction` as before.
+        """
+        psycopg = driver()
+        conn = self.conn
+        if read_only or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with self.transaction(read_only=read_only) as cur:
+                cur.execute(sql, params)
+                if announce is not None:
+                    self.announce(*announce)
+                return cur.fetchall() if cur.description is not None else []
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                rows = cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
             raise self.unusable(exc) from None
+        if announce is not None:
+            self.announce(*announce)
+            self._send_announcements(conn)
+        return rows
+
+    # ---- announcements ----------------------------------------------------------------------
+
+    @property
+    def _pending(self) -> list[tuple[str, str]]:
+        """This thread's announcements waiting for their transaction to commit."""
+        pending: list[tuple[str, str]] | None = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = []
+        return pending
+
+    def announce(self, channels: list[str], payloads: list[str]) -> None:
+        """Notify `channels` (each with its payload) once this thread's open transaction has
+        committed, or drop them if it rolls back.
+
+        The notifications go out after the commit, in one transaction of their own that does
+        not wait for its WAL flush. NOTIFY takes a cluster-wide lock at commit and holds it to
+        the end of its transaction, so a NOTIFY inside a durable write would hold that lock
+        across the write's flush and queue every other writer's commit behind it: writers
+        could never share a flush. A waiter woken this way reads the tables, where the change
+        is already committed. If this process dies between the two, the waiters learn of the
+        change at their safety re-check (`changes.RECHECK_S`) instead.
+        """
+        self._pending.extend(zip(channels, payloads, strict=True))
+
+    def _send_announcements(self, conn: psycopg.Connection[Any]) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        unique = list(dict.fromkeys(pending))
+        pending.clear()
+        psycopg = driver()
+        try:
+            conn.execute(_ANNOUNCE, ([c for c, _ in unique], [p for _, p in unique]))
+        except psycopg.Error:
+            # The change itself is committed, so the operation succeeded; its waiters find it
+            # at their re-check, and a broken connection fails the next operation, not this.
+            return
 
     @contextmanager
     def errors_mapped(self) -> Iterator[None]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drasill_cli import clock
+from drasill_cli.backends.postgres.auditlog import INSERT_ROW
 from drasill_cli.models import RecordError
 from drasill_cli.storage.changes import INBOXES, MESH, Change
 from drasill_cli.storage.mailbox import ExpiredCopy, check_message, stored_form
@@ -138,22 +139,26 @@ class PostgresMailbox:
 
     # ---- the Mailbox interface --------------------------------------------------------------
 
-    def deliver(self, message: dict[str, Any]) -> None:
-        stored = stored_form(message)
+    def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> None:
+        """One statement: the copy, the history row and the audit row, or none of them."""
+        audit_log = self.backend.audit_log
+        stored = _json(stored_form(message))
         msg_id = message["id"]
         created = clock.id_time(msg_id)
-        with self.backend.transaction() as cur:
-            cur.execute(
-                "INSERT INTO mesh_messages (id, recipient, rank, created, body)"
-                " VALUES (%s, %s, %s, coalesce(to_timestamp(%s), now()), %s)",
-                (msg_id, message["to"], _RANK[message["priority"]], created, _json(stored)),
-            )
-            cur.execute(
-                "INSERT INTO mesh_sent (sender, id, created, body)"
-                " VALUES (%s, %s, coalesce(to_timestamp(%s), now()), %s)",
-                (message["from"], msg_id, created, _json(stored)),
-            )
-            self.backend.changes.notify(cur, Change(INBOXES, message["to"]))
+        rows = self.backend.statement(
+            "WITH copy AS (INSERT INTO mesh_messages (id, recipient, rank, created, body)"  # noqa: S608 -- constant fragments only; every value is a parameter
+            "  VALUES (%s, %s, %s, coalesce(to_timestamp(%s), now()), %s)),"
+            " sent AS (INSERT INTO mesh_sent (sender, id, created, body)"
+            "  VALUES (%s, %s, coalesce(to_timestamp(%s), now()), %s)) " + INSERT_ROW,
+            (
+                *(msg_id, message["to"], _RANK[message["priority"]], created, stored),
+                *(message["from"], msg_id, created, stored),
+                *audit_log.values(event),
+            ),
+            Change(INBOXES, message["to"]),
+            Change(MESH),
+        )
+        audit_log.appended(rows)
 
     def has_mailbox(self, agent: str) -> bool:
         with self.backend.transaction() as cur:

@@ -64,9 +64,7 @@ class PostgresPresence:
         return sorted(n for n in found if AGENT_NAME_RE.fullmatch(n) and n not in RESERVED_NAMES)
 
     def is_registered(self, name: str) -> bool:
-        with self.backend.transaction() as cur:
-            cur.execute("SELECT 1 FROM mesh_agents WHERE name = %s", (name,))
-            return cur.fetchone() is not None
+        return bool(self.backend.statement("SELECT 1 FROM mesh_agents WHERE name = %s", (name,)))
 
     def _lock(self, cur: psycopg.Cursor[Any], name: str) -> Any:
         """The agent's row, locked for this transaction; with no row, the name's advisory lock
