@@ -59,17 +59,22 @@ def _check_body(mesh: Mesh, body: str) -> int:
     return size
 
 
-def _recipients(mesh: Mesh, to: str, sender: str) -> list[str]:
+def _recipients(mesh: Mesh, to: str, sender: str, *, look: bool) -> list[str]:
+    """Who gets the message. A name is looked up here only with `look` (a send that stores
+    files first); otherwise the delivery itself refuses an unregistered name."""
     check_agent_name(to, allow_all=True)
     if to == "all":
         return [name for name in mesh.agent_names() if name != sender]
-    if not mesh.is_registered(to):
-        raise NotFound(
-            f"no agent named {to!r} is registered; see `mesh agents --all` for who can "
-            "receive mail",
-            code="unknown-agent",
-        )
+    if look and not mesh.is_registered(to):
+        raise _unknown_agent(to)
     return [to]
+
+
+def _unknown_agent(name: str) -> NotFound:
+    return NotFound(
+        f"no agent named {name!r} is registered; see `mesh agents --all` for who can receive mail",
+        code="unknown-agent",
+    )
 
 
 def _read_attachments(mesh: Mesh, paths: Iterable[str]) -> list[tuple[str, bytes, str]]:
@@ -193,7 +198,8 @@ def send(
             f"--priority must be normal or urgent, got {priority!r}", code="invalid-priority"
         )
     _check_body(mesh, body)
-    recipients = _recipients(mesh, to, sender)
+    attachments = list(attachments)
+    recipients = _recipients(mesh, to, sender, look=bool(attachments))
     thread = None
     if reply_to is not None:
         original = find(mesh, _check_id(reply_to))
@@ -234,7 +240,9 @@ def send(
             if files:  # a broadcast stores the files once: later copies share the first
                 same_as = sent[0]["id"] if sent else None
                 message["attachments"] = backend.attachments.put(msg_id, files, same_as=same_as)
-            backend.mailbox.deliver(message, event)
+            delivered = backend.mailbox.deliver(message, event)
+            if not delivered and files:
+                backend.attachments.drop(msg_id)
         except (MeshError, OSError) as exc:
             if files:
                 with contextlib.suppress(MeshError, OSError):
@@ -242,6 +250,10 @@ def send(
             if sent and isinstance(exc, MeshError):
                 raise _broadcast_cut_short(exc, sent, recipients[len(sent) :]) from exc
             raise
+        if not delivered:
+            if to != "all":
+                raise _unknown_agent(to)
+            continue  # it left the mesh while the broadcast was going out
         sent.append(message)
     return sent
 

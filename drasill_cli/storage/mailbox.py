@@ -80,11 +80,12 @@ class ExpiredCopy(NamedTuple):
 
 
 class Mailbox(Protocol):
-    def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> None:
+    def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> bool:
         """Make `message` unread for `message["to"]` and keep it in its sender's history;
         durable when this returns. Whole or not at all: a killed sender delivers a message
         completely or leaves no trace a reader can see. Attachments are stored without `path`
-        (`stored_form`).
+        (`stored_form`). False, with nothing written, when `message["to"]` is not a registered
+        agent (looked up in the same step: a database in the same statement).
 
         `event` (`auditlog.event`) is the delivery's audit event, appended with it: a backend
         with transactions writes both in one; one without appends it once the message is

@@ -71,6 +71,7 @@ def fill(mesh: Backend) -> dict[str, Any]:
         deliver(mesh, message)
     assert (mesh.mailbox.take_next("bob") or {}).get("id") == read["id"]
     assert mesh.mailbox.archive("carol") == [archived["id"]]
+    assert mesh.presence.remove("carol")  # gone since: its archived mail stays
     first = mesh.board.add(lambda task_id: _task(task_id, "first"))
     mesh.board.add(lambda task_id: _task(task_id, "second"))
     mesh.board.change(

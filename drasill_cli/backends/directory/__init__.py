@@ -154,6 +154,7 @@ class DirectoryBackend:
             self.store,
             lambda msg_id, name: self.attachments.local_path(msg_id, name),  # noqa: PLW0108 -- deferred: builds the attachments only when a message has files
             lambda event: append_or_warn(self.audit_log, self.warnings, event),
+            lambda name: self.presence.is_registered(name),  # noqa: PLW0108 -- deferred: presence is built on first use
         )
 
     @cached_property

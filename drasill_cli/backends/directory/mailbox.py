@@ -100,10 +100,12 @@ class DirectoryMailbox:
         store: FileStore,
         local_path: Callable[[str, str], str],
         record: Callable[[dict[str, Any]], None],
+        registered: Callable[[str], bool],
     ) -> None:
         self.store = store
         self.local_path = local_path  # `Attachments.local_path`: where a reader finds a file
         self.record = record  # appends an audit event, a failure being a warning
+        self.registered = registered  # `Presence.is_registered`
 
     # ---- reading one message ----------------------------------------------------------------
 
@@ -116,14 +118,17 @@ class DirectoryMailbox:
 
     # ---- the Mailbox interface --------------------------------------------------------------
 
-    def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> None:
+    def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> bool:
         """Staged, linked into new/<shard>/ (flushed), kept in sent/FROM/; then `event`
         appended to the audit log."""
+        if not self.registered(message["to"]):
+            return False
         files = copy_files(message)
         self.store.publish(
             encode_record(stored_form(message)), links=[files["unread"]], keep_as=files["sent"]
         )
         self.record(event)
+        return True
 
     def has_mailbox(self, agent: str) -> bool:
         return _Box(self.store, agent).exists()

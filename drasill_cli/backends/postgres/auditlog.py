@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock, liveness
+from drasill_cli.backends.postgres.connection import LISTENED
 from drasill_cli.storage.changes import MESH, SIGNALLED, STOPPED, Change
 
 if TYPE_CHECKING:
@@ -31,12 +32,20 @@ if TYPE_CHECKING:
 PAGE = 1000
 # The log is trimmed to its bound once in this many appends (the trim sums the row sizes).
 TRIM_EVERY = 512
-# One event's row (parameters: `PostgresAuditLog.values`); also the last part of a statement
-# that writes a change and its event together (`PostgresMailbox.deliver`).
-INSERT_ROW = (
-    "INSERT INTO mesh_audit (at, event, actor, host, details)"
-    " VALUES (coalesce(to_timestamp(%s), now()), %s, %s, %s, %s) RETURNING seq"
-)
+
+
+def line(condition: str = "true") -> str:
+    """The WITH clause `line` that appends one event's row (parameters: `values`) when
+    `condition` (SQL) holds."""
+    return (
+        "line AS (INSERT INTO mesh_audit (at, event, actor, host, details)"
+        " SELECT coalesce(to_timestamp(%s), now()), %s, %s, %s, %s"
+        f" WHERE {condition} RETURNING seq)"
+    )
+
+
+# What a statement ending in `line` returns: the row's `seq`, and who listens (`LISTENED`).
+RETURN_LINE = f" SELECT seq, {LISTENED} FROM line"  # noqa: S608 -- constant fragments only
 # How long `follow` waits on its watch between looks when nothing is notified.
 FOLLOW_RECHECK_S = 30.0
 # How long `follow` waits for a `seq` drawn and not committed yet (an append is one statement,
@@ -76,7 +85,7 @@ class PostgresAuditLog:
     # ---- writing -------------------------------------------------------------------------
 
     def values(self, event: dict[str, Any]) -> tuple[Any, ...]:
-        """The parameters of `INSERT_ROW` for `event` (a password never reaches the log)."""
+        """The parameters of `line` for `event` (a password never reaches the log)."""
         from psycopg.types.json import Jsonb
 
         text = json.dumps(event, ensure_ascii=False)
@@ -94,14 +103,16 @@ class PostgresAuditLog:
         )
 
     def appended(self, rows: list[tuple[Any, ...]]) -> None:
-        """After a statement that ends in `INSERT_ROW` (its `seq` returned): now and then, the
+        """After a statement that ends in `line` (its `seq` returned): now and then, the
         oldest rows trimmed."""
         if rows and int(rows[0][0]) % TRIM_EVERY == 0:
             with self.backend.transaction() as cur:
                 self._trim(cur)
 
     def append(self, event: dict[str, Any]) -> None:
-        self.appended(self.backend.statement(INSERT_ROW, self.values(event), Change(MESH)))
+        self.appended(
+            self.backend.statement("WITH " + line() + RETURN_LINE, self.values(event), Change(MESH))
+        )
 
     def _trim(self, cur: psycopg.Cursor[Any]) -> None:
         """Drop the oldest events beyond the bound the directory mesh keeps."""

@@ -18,6 +18,8 @@ of the mesh's schema and the topic (and stays under PostgreSQL's 63-byte identif
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import time
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,7 @@ RECONNECT_STEP_S = 1.0
 _KINDS = (INBOXES, TASKS, AGENTS, MESH)
 
 
+@functools.lru_cache(maxsize=1024)
 def channel(schema: str, topic: str) -> str:
     """The notification channel of `topic` in the mesh of `schema`."""
     digest = hashlib.sha256(f"{schema}\0{topic}".encode()).hexdigest()[:40]
@@ -140,18 +143,42 @@ class PostgresWatch:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._conn is not None:
+            import psycopg
+
+            with contextlib.suppress(psycopg.Error):  # gone with its session anyway
+                self._conn.execute("DELETE FROM mesh_listening WHERE pid = pg_backend_pid()")
             self._conn.close()
             self._conn = None
 
     def _listen(self) -> psycopg.Connection[Any]:
-        """A new connection LISTENing on every channel of the watch."""
+        """A new connection LISTENing on every channel of the watch and listed as listening on
+        them (`mesh_listening`: writers announce only what someone listens to), in one
+        transaction (see MIGRATION_2 for why a change is never missed). The rows of sessions
+        that are gone are deleted on the way."""
         from psycopg import sql
 
         conn = self._db.connect()
         with self._db.errors_mapped():
             try:
-                for name in self._topics:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+                with conn.transaction():
+                    for name in self._topics:
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+                    conn.execute(
+                        "DELETE FROM mesh_listening WHERE pid <> pg_backend_pid()"
+                        " AND pid NOT IN (SELECT pid FROM pg_stat_activity)"
+                    )
+                    conn.execute(
+                        "INSERT INTO mesh_listening (channel, pid)"
+                        " SELECT c, pg_backend_pid() FROM unnest(%s::text[]) AS c"
+                        " ON CONFLICT DO NOTHING",
+                        (list(self._topics),),
+                    )
+                    # Last: waits for the writers that looked for listeners before these rows
+                    # were there (`mesh_listened`) to commit, so the first look finds theirs.
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext('drasill-listen'),"
+                        " hashtext(current_schema()))"
+                    )
             except BaseException:
                 conn.close()
                 raise

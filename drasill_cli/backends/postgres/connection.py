@@ -102,11 +102,25 @@ _NO_DATABASE = re.compile(r"database \S+ does not exist", re.IGNORECASE)
 
 
 # The announcements of committed changes, in their own transaction that does not wait for its
-# flush (`Database.announce`): a lost notification only delays a waiter to its re-check.
+# flush (`Database.announce`): a lost notification only delays a waiter to its re-check. Only
+# channels someone listens on are notified (`mesh_listening`): with none, the statement is a
+# read, which costs no transaction id, no commit record and no NOTIFY lock.
 _ANNOUNCE = (
     "SELECT set_config('synchronous_commit', 'off', true), pg_notify(c, p)"
     " FROM unnest(%s::text[], %s::text[]) AS n(c, p)"
+    " WHERE EXISTS (SELECT 1 FROM mesh_listening AS l WHERE l.channel = n.c)"
 )
+
+
+# The last column of a statement that announces (`Database.statement`): the channels of its
+# parameter that someone listens on (`mesh_listened`, MIGRATION_2).
+LISTENED = "mesh_listened(%s::text[])"
+
+
+def _only(announce: tuple[list[str], list[str]], channels: set[str]) -> tuple[list[str], list[str]]:
+    """The pairs of `announce` whose channel is in `channels`."""
+    pairs = [(c, p) for c, p in zip(*announce, strict=True) if c in channels]
+    return [c for c, _ in pairs], [p for _, p in pairs]
 
 
 class _Owned:
@@ -224,21 +238,33 @@ class Database:
         announce: tuple[list[str], list[str]] | None = None,
     ) -> list[tuple[Any, ...]]:
         """Run one statement as one transaction and return its rows (none for a statement that
-        returns none); then send `announce` (channels, payloads) as `announce` does.
+        returns none).
 
         Outside a transaction the statement runs on its own in autocommit: PostgreSQL makes it
         one transaction, committed whole or not at all, in one round trip (no BEGIN or COMMIT
         of their own: the hot paths, such as a send, are a statement each). Nested in this
         thread's open transaction, or in a read-only view, it runs in `transaction` as before.
+
+        With `announce` (channels, payloads), the statement returns one row whose last column
+        is `LISTENED` (its parameter, the channels, is appended to `params` here; the column is
+        not returned), or no row when it wrote nothing (then nothing is announced). That
+        column holds the channels of `announce` someone listens on, looked up after the
+        statement's writes and under the listeners' lock (`MIGRATION_2`); those are announced
+        once it has committed, and with none, nothing more is sent: a write that nobody
+        waits for is one round trip.
         """
         psycopg = driver()
         conn = self.conn
+        if announce is not None:
+            params = (*params, announce[0])
         if read_only or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             with self.transaction(read_only=read_only) as cur:
                 cur.execute(sql, params)
-                if announce is not None:
-                    self.announce(*announce)
-                return cur.fetchall() if cur.description is not None else []
+                rows = cur.fetchall() if cur.description is not None else []
+                if announce is not None and rows:
+                    self.announce(*announce)  # after the outermost commit, for any listener
+                    rows = [row[:-1] for row in rows]
+                return rows
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, params)
@@ -246,8 +272,10 @@ class Database:
         except psycopg.Error as exc:
             raise self.unusable(exc) from None
         if announce is not None:
-            self.announce(*announce)
+            listened = set(rows[0][-1] or ()) if rows else set()  # no row: nothing written
+            self.announce(*_only(announce, listened))
             self._send_announcements(conn)
+            rows = [row[:-1] for row in rows]
         return rows
 
     # ---- announcements ----------------------------------------------------------------------
@@ -271,6 +299,10 @@ class Database:
         could never share a flush. A waiter woken this way reads the tables, where the change
         is already committed. If this process dies between the two, the waiters learn of the
         change at their safety re-check (`changes.RECHECK_S`) instead.
+
+        Only channels with a listener are notified (`mesh_listening`, read after the commit).
+        A watch LISTENs before it adds its rows and looks at the tables after, so a change it
+        misses in its first look is committed after those rows were, and so is announced.
         """
         self._pending.extend(zip(channels, payloads, strict=True))
 

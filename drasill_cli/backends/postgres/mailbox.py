@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drasill_cli import clock
-from drasill_cli.backends.postgres.auditlog import INSERT_ROW
+from drasill_cli.backends.postgres.auditlog import RETURN_LINE, line
 from drasill_cli.models import RecordError
 from drasill_cli.storage.changes import INBOXES, MESH, Change
 from drasill_cli.storage.mailbox import ExpiredCopy, check_message, stored_form
@@ -139,26 +139,33 @@ class PostgresMailbox:
 
     # ---- the Mailbox interface --------------------------------------------------------------
 
-    def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> None:
-        """One statement: the copy, the history row and the audit row, or none of them."""
+    def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> bool:
+        """One statement: the copy (only if the recipient is registered), the history row and
+        the audit row, or none of them."""
         audit_log = self.backend.audit_log
-        stored = _json(stored_form(message))
         msg_id = message["id"]
         created = clock.id_time(msg_id)
         rows = self.backend.statement(
             "WITH copy AS (INSERT INTO mesh_messages (id, recipient, rank, created, body)"  # noqa: S608 -- constant fragments only; every value is a parameter
-            "  VALUES (%s, %s, %s, coalesce(to_timestamp(%s), now()), %s)),"
+            "  SELECT %s, name, %s, coalesce(to_timestamp(%s), now()), %s"
+            "  FROM mesh_agents WHERE name = %s RETURNING id, created, body),"
             " sent AS (INSERT INTO mesh_sent (sender, id, created, body)"
-            "  VALUES (%s, %s, coalesce(to_timestamp(%s), now()), %s)) " + INSERT_ROW,
+            "  SELECT %s, id, created, body FROM copy), "
+            + line("EXISTS (SELECT 1 FROM copy)")
+            + RETURN_LINE,
             (
-                *(msg_id, message["to"], _RANK[message["priority"]], created, stored),
-                *(message["from"], msg_id, created, stored),
+                *(msg_id, _RANK[message["priority"]], created, _json(stored_form(message))),
+                message["to"],
+                message["from"],
                 *audit_log.values(event),
             ),
             Change(INBOXES, message["to"]),
             Change(MESH),
         )
+        if not rows:
+            return False
         audit_log.appended(rows)
+        return True
 
     def has_mailbox(self, agent: str) -> bool:
         with self.backend.transaction() as cur:

@@ -176,7 +176,37 @@ CREATE TABLE mesh_quarantine (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1,)
+MIGRATION_2 = """
+-- Who listens on which notification channel: one row per channel of a watch's connection (its
+-- server process id). A change is announced only on channels that have a row (connection.py,
+-- `Database.announce`), so a write nobody waits for costs no NOTIFY. A watch LISTENs, adds its
+-- rows and takes the listeners' lock (below) in one transaction, and deletes its rows when it
+-- ends; the rows of a session that died (a needless notification each) go when the next watch
+-- starts.
+CREATE TABLE mesh_listening (
+    channel     text NOT NULL,
+    pid         integer NOT NULL,
+    since       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel, pid)
+);
+
+-- The channels of `channels` someone listens on, asked by a write from inside its own statement
+-- (connection.py, `Database.statement`). It takes the mesh's listeners' lock in share mode,
+-- held to the writer's commit, then reads with a snapshot of its own (PL/pgSQL, VOLATILE: each
+-- query sees what was committed when it started). A watch takes that lock exclusively in the
+-- transaction that adds its rows: a writer that looked before has committed before the watch's
+-- first look at the tables, and one that looks after sees the watch's rows.
+CREATE FUNCTION mesh_listened(channels text[]) RETURNS text[]
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(hashtext('drasill-listen'), hashtext(current_schema()));
+    RETURN ARRAY(SELECT DISTINCT l.channel FROM mesh_listening AS l
+                 WHERE l.channel = ANY(channels));
+END
+$$;
+"""
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2)
 LATEST = len(MIGRATIONS)
 
 # Tables of the mesh (for doctor, export and tests).
@@ -194,6 +224,7 @@ TABLES = (
     "mesh_watchers",
     "mesh_audit",
     "mesh_quarantine",
+    "mesh_listening",
 )
 
 # The advisory lock that serialises schema creation and migrations; its second half is the
