@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from drasill_cli import clock
-from drasill_cli.storage import Backend
-from tests.storage.mail import deliver
+from drasill_cli.storage import Backend, auditlog
+from tests.storage.mail import deliver, register
 
 
 def _message(
@@ -55,6 +55,20 @@ def test_delivered_message_is_taken_once_and_whole(backend: Backend) -> None:
     assert not mailbox.has_unread("bob")
     assert mailbox.unread_count("bob") == 0
     assert mailbox.unread_count("nobody") == 0
+
+
+def test_mail_to_an_unregistered_name_is_refused_and_leaves_nothing(backend: Backend) -> None:
+    message = _message("ghost", "anyone there?")
+    event = auditlog.event("send", "alice", id=message["id"], to="ghost")
+    assert backend.mailbox.deliver(message, event) is False
+    assert not backend.mailbox.has_mailbox("ghost")
+    assert backend.mailbox.find(message["id"]) is None
+    assert backend.mailbox.history("alice", 10) == []
+    assert [e for e in backend.audit_log.read() if e.get("id") == message["id"]] == []
+    register(backend, "ghost")
+    assert backend.mailbox.deliver(message, event) is True
+    assert backend.mailbox.take_next("ghost") == message
+    assert [e["to"] for e in backend.audit_log.read() if e.get("id") == message["id"]] == ["ghost"]
 
 
 def test_take_order_is_urgent_first_then_oldest(backend: Backend) -> None:
