@@ -113,9 +113,11 @@ def test_a_version_1_mesh_is_migrated_and_its_waiters_woken(pg_url: str) -> None
         conn.execute(MIGRATION_1.encode())
         conn.execute("INSERT INTO mesh_schema (version, applied_by) VALUES (1, 'older')")
     mesh = Mesh(_opened(url), Config())
+    backend = mesh.backend
+    assert isinstance(backend, PostgresBackend)
     try:
         agents.register(mesh, "bob")
-        with mesh.backend.transaction() as cur:
+        with backend.transaction() as cur:
             cur.execute("SELECT max(version) FROM mesh_schema")
             assert cur.fetchone() == (LATEST,)
         with mesh.backend.changes.watch(inbox("bob")) as watch:
