@@ -13,11 +13,23 @@ from datetime import UTC, datetime
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _last_ns = 0
+# Seconds this host's clock is behind the mesh's (`follow`): 0 for a directory mesh; for a
+# database mesh, the server's clock minus this host's, so every host reads one clock.
+_offset_ns = 0
+
+
+def follow(offset: float) -> None:
+    """Read the mesh's clock from now on: this host's clock plus `offset` seconds (a database
+    mesh sets it once connected, from the server's clock). Leases, heartbeat ages, time
+    stamps and ids then agree across the hosts of the mesh, whatever their own clocks say."""
+    global _offset_ns  # noqa: PLW0603 -- one clock per process: the mesh's
+    _offset_ns = round(offset * 1e9)
 
 
 def now() -> float:
-    """Seconds since the epoch (wall clock)."""
-    return time.time()
+    """Seconds since the epoch, by the mesh's clock (this host's, unless `follow` was told
+    otherwise)."""
+    return (time.time_ns() + _offset_ns) / 1e9
 
 
 def iso(ts: float | None = None) -> str:
@@ -59,7 +71,7 @@ def id_time(record_id: str) -> float | None:
 def new_id(prefix: str) -> str:
     """A new id such as `m-01jd3f8k2q4c7x-9zk2`: prefix, 13 time characters, 4 random ones."""
     global _last_ns  # noqa: PLW0603 -- per-process monotonic guard for ids within one tick
-    stamp = max(time.time_ns(), _last_ns + 1)
+    stamp = max(time.time_ns() + _offset_ns, _last_ns + 1)
     _last_ns = stamp
     noise = int.from_bytes(os.urandom(3), "big") % (32**4)
     return f"{prefix}-{_encode(stamp, 13)}-{_encode(noise, 4)}"

@@ -9,12 +9,13 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from drasill_cli import agents, messages
+from drasill_cli import agents, clock, locks, messages
 from drasill_cli.backends import open_backend
 from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.backends.postgres.auditlog import GAP_S, _Place
@@ -185,3 +186,30 @@ def test_the_follow_floor_passes_a_gap_only_after_waiting_for_it() -> None:
     place.settle(200.0 + GAP_S)  # 8 never came (rolled back): passed after GAP_S
     assert (place.floor, place.given) == (9, set())
     assert not place.take(8)  # too late to be given now
+
+
+def test_a_host_with_a_fast_clock_reads_the_servers(
+    pg_mesh_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leases, stamps and ids follow the database's clock, whatever this host's says."""
+    skew = 120.0
+    real_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_ns() + int(skew * 1e9))
+    monkeypatch.setattr(time, "time", lambda: real_ns() / 1e9 + skew)
+    monkeypatch.setattr(clock, "_offset_ns", 0)  # restored after the test
+    mesh = Mesh(_opened(pg_mesh_url), Config())
+    try:
+        agents.register(mesh, "alice")
+        [lock] = locks.acquire(mesh, [str(tmp_path / "f.py")], "alice", ttl=60)
+        sent = messages.send(mesh, "alice", "note to self", sender="alice")[0]
+        with psycopg.connect(pg_mesh_url) as conn:
+            row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        assert row is not None
+        server = float(row[0])
+        assert abs(clock.parse_iso(lock["acquired_at"]) - server) < 5
+        assert abs(clock.parse_iso(lock["expires_at"]) - (server + 60)) < 5
+        created = clock.id_time(sent["id"])
+        assert created is not None and abs(created - server) < 5
+        assert abs(clock.parse_iso(sent["created_at"]) - server) < 5
+    finally:
+        mesh.backend.close()

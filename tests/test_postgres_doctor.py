@@ -93,5 +93,5 @@ def test_a_skewed_clock_is_a_warning_naming_the_fix(
         mesh.backend.close()
     skew = found["database-clock"]
     assert skew.status == "warn"
-    assert "behind" in skew.detail and "heartbeats" in skew.detail
+    assert "behind" in skew.detail and "leases" in skew.detail
     assert skew.fix is not None and "NTP" in skew.fix

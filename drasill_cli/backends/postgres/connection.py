@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from drasill_cli import clock
 from drasill_cli.errors import MeshUnusable
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ class Database:
         self._closers: list[weakref.finalize[Any, Any]] = []  # one per thread's connection
         self._guard = threading.Lock()
         self.schema: str | None = None  # the mesh's schema, known once connected
+        self.clock_offset = 0.0  # the server's clock minus this host's, known once connected
 
     # ---- connecting -------------------------------------------------------------------------
 
@@ -187,6 +189,8 @@ class Database:
             except BaseException:
                 conn.close()
                 raise
+            # One clock for the whole mesh: the server's (leases, heartbeat ages, stamps, ids).
+            clock.follow(self.clock_offset)
             owned = _Owned(conn)
             self._local.owned = owned
             # Closed when the thread ends (its local, and so `owned`, is dropped) or at `close`.

@@ -28,8 +28,8 @@ MIN_SERVER = 13
 # Round trips timed, and the median above which doctor warns (ms).
 PINGS = 5
 SLOW_MS = 50.0
-# Clock skew above which doctor warns (s): leases and heartbeats use the server's clock, but a
-# record's own ISO stamps (sent_at, registered_at, ...) and audit times come from each host.
+# Clock skew above which doctor warns (s): the mesh reads the server's clock on every host (the
+# offset is measured when a process connects), but the host's other programs and its logs do not.
 SKEW_S = 2.0
 # How long the pooler probe waits for its own notification.
 PROBE_WAIT_S = 2.0
@@ -189,8 +189,8 @@ class PostgresMaintenance:
             return Finding(
                 "database-clock",
                 "warn",
-                f"{detail}: leases and heartbeats use the server's clock, but the times records "
-                "carry (sent, registered, audit) come from each host, so they disagree",
+                f"{detail}: mesh commands read the server's clock, so leases and stamps agree "
+                "across hosts, but this host's other programs, file times and logs do not",
                 "synchronise the clocks of this host and the server (NTP: chrony or "
                 "systemd-timesyncd)",
             )

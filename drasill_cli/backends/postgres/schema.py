@@ -12,6 +12,7 @@ A migration is appended, never edited: `MIGRATIONS[n]` brings version n to n + 1
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -259,7 +260,7 @@ def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
     """Make the mesh's tables on first use, or bring them to the latest version; sets
     `db.schema`. Exit 4 when the tables come from a newer drasill-cli."""
     with db.errors_mapped():
-        schema, present = _look(conn)
+        schema, present = _look(conn, db)
         if schema is None or not present:
             wanted = _create_schema(db, conn)
             schema, present = _look(conn)
@@ -288,13 +289,19 @@ def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
                 )
 
 
-def _look(conn: psycopg.Connection[Any]) -> tuple[str | None, bool]:
-    """The current schema and whether the mesh's version table is in it."""
+def _look(conn: psycopg.Connection[Any], db: Database | None = None) -> tuple[str | None, bool]:
+    """The current schema and whether the mesh's version table is in it; with `db`, the
+    server's clock too (`db.clock_offset`: its time minus this host's, read mid-round-trip)."""
+    before = time.time()
     row = conn.execute(
         "SELECT current_schema(),"
-        " to_regclass(quote_ident(current_schema()) || '.mesh_schema') IS NOT NULL"
+        " to_regclass(quote_ident(current_schema()) || '.mesh_schema') IS NOT NULL,"
+        " extract(epoch FROM clock_timestamp())::float8"
     ).fetchone()
+    after = time.time()
     assert row is not None  # noqa: S101 -- a SELECT without FROM returns one row
+    if db is not None:
+        db.clock_offset = float(row[2]) - (before + after) / 2
     return row[0], bool(row[1])
 
 
