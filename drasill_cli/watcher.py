@@ -43,8 +43,11 @@ if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
     from drasill_cli.models import AgentRecord
     from drasill_cli.storage.changes import Change
+    from drasill_cli.storage.wakebook import WatchGuard
 
 BUSY_RECHECK_S = 0.5
+# How often the watcher confirms it still holds its guard (a database session can be cut).
+GUARD_CHECK_S = 10.0
 MAX_BACKOFF_S = 300.0
 ACTOR = "watch"
 
@@ -57,34 +60,48 @@ def load_state(mesh: Mesh, name: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def single_instance(mesh: Mesh) -> Iterator[None]:
+def single_instance(mesh: Mesh) -> Iterator[WatchGuard]:
     """Be the one watcher of this mesh (on this host) for the block; a second one gets
-    NegativeOutcome naming the first."""
+    NegativeOutcome naming the first. Yields the guard, for `Watcher(guard=...)`."""
     from drasill_cli.storage.wakebook import AlreadyWatching
 
     host = liveness.hostname()
     me = {"pid": os.getpid(), "host": host, "started_at": clock.iso()}
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(mesh.backend.wake_book.watching(host, me))
+            guard = stack.enter_context(mesh.backend.wake_book.watching(host, me))
         except AlreadyWatching as exc:
-            holder = exc.holder
-            raise NegativeOutcome(
-                f"another mesh watch is already running on {mesh.location} (pid "
-                f"{holder.get('pid', '?')} on {holder.get('host', '?')}); it does this work "
-                "already: stop it first if you want to run this one",
-                code="watch-running",
-                holder=holder,
-            ) from None
-        yield
+            raise _running(mesh, exc.holder) from None
+        yield guard
+
+
+def _running(mesh: Mesh, holder: dict[str, Any], *, took_over: bool = False) -> NegativeOutcome:
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    if took_over:
+        return NegativeOutcome(
+            f"this mesh watch lost its hold on {mesh.location} (its database session was cut) "
+            f"and another one took over meanwhile ({who}); that one does the work now, so this "
+            "one stopped",
+            code="watch-running",
+            holder=holder,
+        )
+    return NegativeOutcome(
+        f"another mesh watch is already running on {mesh.location} ({who}); it does this work "
+        "already: stop it first if you want to run this one",
+        code="watch-running",
+        holder=holder,
+    )
 
 
 class Watcher:
     """Wakes agents and runs scheduled work; `report` receives one dict per thing it does."""
 
-    def __init__(self, mesh: Mesh, report: Report) -> None:
+    def __init__(self, mesh: Mesh, report: Report, guard: WatchGuard | None = None) -> None:
         self.mesh = mesh
         self.report = report
+        self.guard = guard  # confirmed every GUARD_CHECK_S (`single_instance` yields it)
+        self.next_guard_check = clock.now() + GUARD_CHECK_S
+        self.taken_over: dict[str, Any] | None = None  # the holder, once another took over
         wake = mesh.config.wake
         delay = wake.enter_delay_ms / 1000
         self.backends: dict[str, WakeBackend] = {
@@ -117,9 +134,29 @@ class Watcher:
                 names = set() if isinstance(changes, str) else self._names_in(changes)
                 self.tick(names)
         self.report({"event": "stop"})
+        if self.taken_over is not None:
+            raise _running(self.mesh, self.taken_over, took_over=True)
 
     def _next_due(self) -> float:
-        return min([self.next_lifecycle, self.next_hardware, *self.due.values()])
+        return min(
+            [self.next_lifecycle, self.next_hardware, self.next_guard_check, *self.due.values()]
+        )
+
+    def _confirm_guard(self) -> None:
+        """Still the watcher? Another that took over while this one's session was cut stops
+        this one; a mesh out of reach is reported and asked again later."""
+        from drasill_cli.storage.wakebook import AlreadyWatching
+
+        if self.guard is None:
+            return
+        try:
+            self.guard.confirm()
+        except AlreadyWatching as exc:
+            self.taken_over = exc.holder
+            self.report({"event": "error", "job": "guard", "agent": None, "error": exc.message})
+            self._stop.set()
+        except MeshError as exc:
+            self.report({"event": "error", "job": "guard", "agent": None, "error": exc.message})
 
     def _names_in(self, changes: set[Change]) -> set[str]:
         """Agents whose inbox or record a batch of changes touched."""
@@ -133,6 +170,11 @@ class Watcher:
     def tick(self, names: set[str], *, force: bool = False) -> None:
         """Look at `names` and at agents whose re-check is due, then run the jobs that are due."""
         now = clock.now()
+        if now >= self.next_guard_check:
+            self.next_guard_check = now + GUARD_CHECK_S
+            self._confirm_guard()
+            if self._stop.is_set():
+                return
         due = {name for name, when in self.due.items() if when <= now}
         for name in sorted(names | due):
             self.due.pop(name, None)

@@ -163,7 +163,7 @@ def watch_cmd(
     from drasill_cli import clock, watcher
 
     mesh = state(ctx).mesh()
-    with watcher.single_instance(mesh):
+    with watcher.single_instance(mesh) as guard:
         if once:
             started_at = clock.iso()
             collected = _Collected()
@@ -171,7 +171,7 @@ def watch_cmd(
             if json_out:
                 print_json(collected.summary(mesh.location, started_at))
             return
-        watch = watcher.Watcher(mesh, _json_line if json_out else _human)
+        watch = watcher.Watcher(mesh, _json_line if json_out else _human, guard)
         previous = {
             signum: signal.signal(signum, lambda _signum, _frame: watch.stop())
             for signum in (signal.SIGINT, signal.SIGTERM)

@@ -27,6 +27,17 @@ class AlreadyWatching(NegativeOutcome):
         self.holder = holder
 
 
+class WatchGuard(Protocol):
+    """What `WakeBook.watching` yields: the watcher's hold on its guard."""
+
+    def confirm(self) -> None:
+        """Make sure this process still is the watcher. A guard that can be lost (a database
+        session cut by a restart) is taken again; `AlreadyWatching` when another watcher took
+        it meanwhile (this one must stop); `MeshUnusable` when the mesh cannot be reached now
+        (try again later)."""
+        ...
+
+
 class WakeBook(Protocol):
     def load(self, agent: str) -> dict[str, Any] | None:
         """`agent`'s wake state, or None when none is kept (or the stored one was damaged)."""
@@ -44,8 +55,9 @@ class WakeBook(Protocol):
         """Names that have wake state, sorted."""
         ...
 
-    def watching(self, host: str, holder: dict[str, Any]) -> AbstractContextManager[None]:
+    def watching(self, host: str, holder: dict[str, Any]) -> AbstractContextManager[WatchGuard]:
         """Be the one watcher for `host` for the block, recording `holder` (pid, host,
         started_at) for those refused; `AlreadyWatching` at once when another holds it. The
-        guard dies with its process: a killed watcher never blocks the next one."""
+        guard dies with its process: a killed watcher never blocks the next one. The watcher
+        calls `confirm` on what it yields now and then."""
         ...

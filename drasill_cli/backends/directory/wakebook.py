@@ -33,7 +33,7 @@ class DirectoryWakeBook:
         return [n.removesuffix(".json") for n in self.store.names(WAKE_DIR)]
 
     @contextlib.contextmanager
-    def watching(self, host: str, holder: dict[str, Any]) -> Iterator[None]:
+    def watching(self, host: str, holder: dict[str, Any]) -> Iterator[_Held]:
         del host  # one watcher per mesh directory: the directory is on one machine
         with contextlib.ExitStack() as stack:
             try:
@@ -41,4 +41,11 @@ class DirectoryWakeBook:
             except Busy:
                 raise AlreadyWatching(self.store.read(WATCH_INFO) or {}) from None
             self.store.write(WATCH_INFO, holder)
-            yield
+            yield _Held()
+
+
+class _Held:
+    """A flock held by this process: it cannot be lost while the process lives."""
+
+    def confirm(self) -> None:
+        return

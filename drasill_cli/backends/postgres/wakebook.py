@@ -17,6 +17,8 @@ from drasill_cli.backends.postgres.quarantine import quarantine
 from drasill_cli.storage.wakebook import AlreadyWatching
 
 if TYPE_CHECKING:
+    import psycopg
+
     from drasill_cli.backends.postgres import PostgresBackend
 
 _KEY = "hashtext('drasill-watch:' || %s), hashtext(%s)"
@@ -67,31 +69,78 @@ class PostgresWakeBook:
         return row[0] if row is not None and isinstance(row[0], dict) else {}
 
     @contextlib.contextmanager
-    def watching(self, host: str, holder: dict[str, Any]) -> Iterator[None]:
+    def watching(self, host: str, holder: dict[str, Any]) -> Iterator[_HostGuard]:
+        guard = _HostGuard(self, host, holder)
+        try:
+            guard.take()
+            yield guard
+            guard.release()
+        finally:
+            guard.close()  # ends the session: a lock still held (a failure above) goes with it
+
+
+class _HostGuard:
+    """The session advisory lock of (schema, host) on a connection of its own (the lock lives
+    as long as that session), and the `mesh_watchers` row naming its holder."""
+
+    def __init__(self, book: PostgresWakeBook, host: str, holder: dict[str, Any]) -> None:
+        self.book = book
+        self.host = host
+        self.holder = holder
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def take(self) -> None:
+        """Connect and take the lock, or `AlreadyWatching` naming who holds it."""
         from psycopg.types.json import Jsonb
 
-        db = self.backend.db
-        schema = self.backend.changes.schema
-        conn = db.connect()  # the guard's own connection: the lock lives as long as it does
-        try:
-            with db.errors_mapped():
-                row = conn.execute(f"SELECT pg_try_advisory_lock({_KEY})", (schema, host))
-                taken = row.fetchone()
-            if not (taken and taken[0]):
-                raise AlreadyWatching(self._holder(host))
-            with db.errors_mapped():
-                conn.execute(
-                    "INSERT INTO mesh_watchers (host, record) VALUES (%s, %s)"
-                    " ON CONFLICT (host) DO UPDATE SET record = EXCLUDED.record,"
-                    " started = now(), heartbeat = now()",
-                    (host, Jsonb(holder)),
+        db = self.book.backend.db
+        schema = self.book.backend.changes.schema
+        self.close()
+        self.conn = conn = db.connect()
+        with db.errors_mapped():
+            row = conn.execute(f"SELECT pg_try_advisory_lock({_KEY})", (schema, self.host))
+            taken = row.fetchone()
+        if not (taken and taken[0]):
+            self.close()
+            raise AlreadyWatching(self.book._holder(self.host))
+        with db.errors_mapped():
+            conn.execute(
+                "INSERT INTO mesh_watchers (host, record) VALUES (%s, %s)"
+                " ON CONFLICT (host) DO UPDATE SET record = EXCLUDED.record,"
+                " started = now(), heartbeat = now()",
+                (self.host, Jsonb(self.holder)),
+            )
+
+    def confirm(self) -> None:
+        """The session still alive (its heartbeat noted), or the lock taken again on a new one:
+        a cut session (a server restart) took the lock with it, and another watcher of this
+        host may have started meanwhile."""
+        import psycopg
+
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute(
+                    "UPDATE mesh_watchers SET heartbeat = now() WHERE host = %s", (self.host,)
                 )
-            yield
-            with db.errors_mapped():
-                if not conn.closed:
-                    conn.execute("DELETE FROM mesh_watchers WHERE host = %s", (host,))
-                    # Released here, not by the close: the server ends a closed session
-                    # after the client has moved on, so the next watcher could be refused.
-                    conn.execute(f"SELECT pg_advisory_unlock({_KEY})", (schema, host))
-        finally:
-            conn.close()  # ends the session: a lock still held (a failure above) goes with it
+                return
+            except psycopg.Error:
+                pass  # cut: take it again below
+        self.take()
+
+    def release(self) -> None:
+        db = self.book.backend.db
+        conn = self.conn
+        with db.errors_mapped():
+            if conn is not None and not conn.closed:
+                conn.execute("DELETE FROM mesh_watchers WHERE host = %s", (self.host,))
+                # Released here, not by the close: the server ends a closed session after the
+                # client has moved on, so the next watcher could be refused.
+                conn.execute(
+                    f"SELECT pg_advisory_unlock({_KEY})",
+                    (self.book.backend.changes.schema, self.host),
+                )
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
