@@ -197,36 +197,42 @@ class PostgresMaintenance:
         return Finding("database-clock", "ok", detail)
 
     def _pooler(self) -> Finding:
-        """LISTEN, then NOTIFY on the same connection: the notification comes back at once on a
-        direct connection; through a transaction pooler the session is not kept, and it does
-        not (also seen when two statements land on different server processes)."""
+        """Two connections of ours on one server process, or LISTEN then NOTIFY on one
+        connection that does not hear itself: a pooler hands server sessions around between
+        transactions (an idle pool gives both connections the same one), which breaks LISTEN.
+        A direct connection is its own server process, and hears its own notification."""
         from psycopg import sql
 
         db = self.backend.db
         probe = f"mesh_probe_{uuid.uuid4().hex}"
         conn: psycopg.Connection[Any] = db.connect()
+        other: psycopg.Connection[Any] | None = None
         try:
             with db.errors_mapped():
                 first = conn.execute("SELECT pg_backend_pid()").fetchone()
+                other = db.connect()
+                beside = other.execute("SELECT pg_backend_pid()").fetchone()
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(probe)))
                 conn.execute("SELECT pg_notify(%s, 'probe')", (probe,))
                 notes = list(conn.notifies(timeout=PROBE_WAIT_S, stop_after=1))
                 second = conn.execute("SELECT pg_backend_pid()").fetchone()
         finally:
             conn.close()
-        same_process = first == second
-        if notes and same_process:
+            if other is not None:
+                other.close()
+        if first == beside:
+            why = "two connections of ours were served by one server process"
+        elif not notes:
+            why = "the probe's notification never came back"
+        elif first != second:
+            why = "two statements ran in different server processes"
+        else:
             return Finding(
                 "database-pooler",
                 "ok",
                 "LISTEN/NOTIFY works on this connection (no transaction pooler between): "
                 "waits wake on changes from any host",
             )
-        why = (
-            "the probe's notification never came back"
-            if not notes
-            else "two statements ran in different server processes"
-        )
         return Finding(
             "database-pooler",
             "warn",
