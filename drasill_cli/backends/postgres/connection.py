@@ -305,8 +305,8 @@ class Database:
         change at their safety re-check (`changes.RECHECK_S`) instead.
 
         Only channels with a listener are notified (`mesh_listening`, read after the commit).
-        A watch LISTENs before it adds its rows and looks at the tables after, so a change it
-        misses in its first look is committed after those rows were, and so is announced.
+        A watch LISTENs and adds its rows in one transaction and looks at the tables after, so
+        a change its first look misses committed after those rows did, and is announced.
         """
         self._pending.extend(zip(channels, payloads, strict=True))
 
