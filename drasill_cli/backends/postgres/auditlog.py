@@ -88,10 +88,12 @@ class PostgresAuditLog:
         """The parameters of `line` for `event` (a password never reaches the log)."""
         from psycopg.types.json import Jsonb
 
-        text = json.dumps(event, ensure_ascii=False)
-        scrubbed = self.backend.db.scrub(text)
-        if scrubbed != text:
-            event = json.loads(scrubbed)
+        db = self.backend.db
+        if db.has_password:
+            text = json.dumps(event, ensure_ascii=False)
+            scrubbed = db.scrub(text)
+            if scrubbed != text:
+                event = json.loads(scrubbed)
         kind = event.get("event")
         actor = event.get("actor")
         return (

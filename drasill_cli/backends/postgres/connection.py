@@ -261,7 +261,7 @@ class Database:
         conn = self.conn
         if announce is not None:
             params = (*params, announce[0])
-        if read_only or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if read_only or conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             with self.transaction(read_only=read_only) as cur:
                 cur.execute(sql, params)
                 rows = cur.fetchall() if cur.description is not None else []
@@ -270,15 +270,15 @@ class Database:
                     rows = [row[:-1] for row in rows]
                 return rows
         try:
-            with conn.cursor() as cur:
-                cur.execute(sql, params)
-                rows = cur.fetchall() if cur.description is not None else []
+            cur = conn.execute(sql, params)
+            rows = cur.fetchall() if cur.pgresult and cur.pgresult.nfields else []
         except psycopg.Error as exc:
             raise self.unusable(exc) from None
         if announce is not None:
-            listened = set(rows[0][-1] or ()) if rows else set()  # no row: nothing written
-            self.announce(*_only(announce, listened))
-            self._send_announcements(conn)
+            listened = rows[0][-1] if rows else None  # no row: nothing written
+            if listened:
+                self.announce(*_only(announce, set(listened)))
+                self._send_announcements(conn)
             rows = [row[:-1] for row in rows]
         return rows
 
@@ -335,6 +335,11 @@ class Database:
             raise self.unusable(exc) from None
 
     # ---- failures ---------------------------------------------------------------------------
+
+    @property
+    def has_password(self) -> bool:
+        """Whether the URL carries a password (`scrub` has something to mask)."""
+        return bool(self._passwords)
 
     def scrub(self, text: str) -> str:
         """`text` with every password of the URL masked."""
