@@ -75,6 +75,27 @@ class MeshRunner:
             return tree(self._mesh_dir)
         return database_rows(self.url)
 
+    def is_empty(self) -> bool:
+        """Whether nothing was ever written: no mesh directory, or not a row in the database
+        (whose tables are made on first use)."""
+        if self.url is None:
+            return not self._mesh_dir.exists()
+        return database_rows(self.url) == {}
+
+    def listening(self, topic: str) -> bool:
+        """Whether a session of the database mesh LISTENs on `topic` (a waiter is waiting)."""
+        import psycopg
+
+        from drasill_cli.backends.postgres.changes import channel
+
+        assert self.url is not None, "a directory mesh has no LISTEN"
+        name = channel(self.url.rpartition("%3D")[2], topic)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (f'LISTEN "{name}"',)
+            ).fetchone()
+        return bool(row and row[0])
+
     def events(self) -> list[dict[str, Any]]:
         """The audit trail, oldest first: the lines of the directory mesh's current log file as
         stored, or every event of a database mesh's log."""
@@ -261,7 +282,7 @@ _LIFE_SIGNS = ("heartbeat",)
 
 def database_rows(url: str) -> dict[str, Any]:
     """Every row of the database mesh at `url`, by table (empty tables left out; a heartbeat as
-    whether there is one), and the next task number: the database's `tree`."""
+    whether there is one), and the last task number taken: the database's `tree`."""
     import psycopg
     from psycopg import sql
 
@@ -269,10 +290,12 @@ def database_rows(url: str) -> dict[str, Any]:
 
     found: dict[str, Any] = {}
     with psycopg.connect(url, autocommit=True) as conn:
+
+        def exists(name: str) -> bool:
+            return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)
+
         for table in TABLES:
-            if table in _FIXED_TABLES or conn.execute(
-                "SELECT to_regclass(%s) IS NULL", (table,)
-            ).fetchone() == (True,):
+            if table in _FIXED_TABLES or not exists(table):
                 continue
             cur = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
             names = [column.name for column in cur.description or ()]
@@ -287,10 +310,10 @@ def database_rows(url: str) -> dict[str, Any]:
             )
             if rows:
                 found[table] = rows
-        if conn.execute("SELECT to_regclass('mesh_task_numbers') IS NOT NULL").fetchone() == (
-            True,
-        ):
-            found["mesh_task_numbers"] = conn.execute(
-                "SELECT last_value, is_called FROM mesh_task_numbers"
+        if exists("mesh_task_numbers"):
+            taken = conn.execute(
+                "SELECT last_value FROM mesh_task_numbers WHERE is_called"
             ).fetchone()
+            if taken is not None:
+                found["mesh_task_numbers"] = taken[0]
     return found
