@@ -82,6 +82,35 @@ class MeshRunner:
             return not self._mesh_dir.exists()
         return database_rows(self.url) == {}
 
+    def set_heartbeat(self, name: str, when: float) -> None:
+        """Plant `name`'s last heartbeat at `when` (epoch seconds): its heartbeat file's mtime,
+        or its row's heartbeat in the database."""
+        if self.url is None:
+            os.utime(self._mesh_dir / "heartbeats" / name, (when, when))
+            return
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            changed = conn.execute(
+                "UPDATE mesh_agents SET heartbeat = to_timestamp(%s) WHERE name = %s",
+                (when, name),
+            ).rowcount
+        assert changed == 1, f"no agent {name} to plant a heartbeat for"
+
+    def heartbeat(self, name: str) -> float | None:
+        """`name`'s last heartbeat as stored (epoch seconds), or None when it has none."""
+        if self.url is None:
+            beat = self._mesh_dir / "heartbeats" / name
+            return beat.stat().st_mtime if beat.exists() else None
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM heartbeat)::float8 FROM mesh_agents WHERE name = %s",
+                (name,),
+            ).fetchone()
+        return None if row is None else row[0]
+
     def listening(self, topic: str) -> bool:
         """Whether a session of the database mesh LISTENs on `topic` (a waiter is waiting)."""
         import psycopg
