@@ -1,4 +1,6 @@
-"""The small things a newcomer meets first, each through the CLI: paths, doctor, wording."""
+"""The small things a newcomer meets first, each through the CLI: paths, doctor, wording.
+
+The CLI tests run on a directory mesh and on a PostgreSQL mesh."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import pytest
 
 from tests.conftest import MeshRunner
 
+pytestmark = pytest.mark.both_backends
 
+
+@pytest.mark.directory_only("where a mesh directory is looked for")
 def test_relative_mesh_dir_in_the_environment_is_refused(cli: MeshRunner, tmp_path: Path) -> None:
     done = cli.run("agents", env={"DRASILL_MESH_DIR": "mesh"}, cwd=tmp_path)
     assert done.returncode == 2
@@ -21,6 +26,7 @@ def test_relative_mesh_dir_in_the_environment_is_refused(cli: MeshRunner, tmp_pa
     assert (tmp_path / "here" / "agents" / "alice.json").exists()
 
 
+@pytest.mark.directory_only("where a mesh directory is looked for")
 def test_relative_mesh_dir_in_the_config_is_refused(cli: MeshRunner) -> None:
     cli.config('mesh_dir = "mesh"\n')
     done = cli.run("agents", env={"DRASILL_MESH_DIR": ""})
@@ -100,6 +106,7 @@ def test_doctor_names_a_missing_or_directory_config(cli: MeshRunner, tmp_path: P
     assert "permissions" not in config["detail"]
 
 
+@pytest.mark.directory_only("doctor's checks of a mesh directory")
 def test_doctor_fails_mesh_entries_when_the_mesh_path_is_a_file(
     cli: MeshRunner, tmp_path: Path
 ) -> None:
