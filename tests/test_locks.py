@@ -233,6 +233,8 @@ def test_command_sees_arguments_after_double_dash_untouched(
     assert done.stdout == "--json --as x\n"
 
 
+# The release after a command is covered on both by test_command_runs_holding_the_lock_...
+@pytest.mark.directory_only("time budget: how a command that cannot run exits is shared code")
 def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
     done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--json", "--", "no-such-cmd-x")
     assert done.returncode == 127
@@ -248,6 +250,8 @@ def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Pat
     assert cli.json("locks") == []
 
 
+# The release after a command is covered on both by test_command_runs_holding_the_lock_...
+@pytest.mark.directory_only("time budget: how a command that cannot run exits is shared code")
 def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
     script = tmp_path / "not-executable.sh"
     script.write_text("#!/bin/sh\necho hi\n")
