@@ -60,6 +60,7 @@ def test_register_vram_without_a_gpu_says_no_gpu(cli: MeshRunner) -> None:
     assert "0 GiB is free" not in done.stderr and " GB" not in done.stderr
 
 
+@pytest.mark.directory_only("never opens a mesh")
 def test_prompt_without_a_name_reads_as_english(cli: MeshRunner) -> None:
     text = cli.run("prompt").stdout
     assert text.startswith("You are an agent on a mesh")
@@ -67,6 +68,7 @@ def test_prompt_without_a_name_reads_as_english(cli: MeshRunner) -> None:
     assert cli.run("prompt", "alice").stdout.startswith("You are agent alice on a mesh")
 
 
+@pytest.mark.directory_only("refused before the mesh is opened")
 def test_config_type_errors_speak_toml(cli: MeshRunner) -> None:
     cli.config('[lifecycle]\nidle_after = "soon"\n[budgets]\n')
     done = cli.run("agents")

@@ -268,6 +268,7 @@ def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path
     assert human.stderr.startswith("error: ") and str(script) in human.stderr
 
 
+@pytest.mark.directory_only("time budget: the same wake as test_wait_is_granted_when_the_...")
 def test_wait_inf_waits_until_granted(cli: MeshRunner, tmp_path: Path) -> None:
     target = str(tmp_path / "f")
     holder = subprocess.Popen(

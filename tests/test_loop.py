@@ -22,7 +22,7 @@ from drasill_cli.cli.app import load_commands
 from drasill_cli.cli.common import app
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner, only_some_on_postgres
+from tests.conftest import MeshRunner
 
 load_commands()
 
@@ -127,6 +127,8 @@ def test_reject_sends_the_task_back_with_the_note_and_approve_keeps_the_result(
     ]
 
 
+# The review round trip runs on both in test_reject_sends_the_task_back_with_the_note_and_...
+@pytest.mark.directory_only("time budget: whom a review asks is decided by shared code")
 def test_review_by_the_creator_itself_asks_every_other_live_agent(cli: MeshRunner) -> None:
     register(cli, "solo", "b", "c")
     cli.json("register", "gone", "--pid", str(_dead_pid()))
@@ -268,9 +270,9 @@ def test_ids_are_short_sorted_and_every_form_shown_is_accepted(cli: MeshRunner) 
     assert cli.run("task", "show", "99").returncode == 3
 
 
+@pytest.mark.directory_only("time budget: the tables are rendered by code both backends share")
 @pytest.mark.parametrize("columns", ["20", "40", "80", "200"])
 def test_tables_never_break_ids_or_paths(cli: MeshRunner, tmp_path: Path, columns: str) -> None:
-    only_some_on_postgres(cli, kept=columns == "20")  # the same rows at every width
     register(cli, "a-rather-long-agent-name")
     deep = tmp_path / "some" / "deeply" / "nested" / "folder" / "with_a_long_file_name.py"
     ids = [
@@ -361,6 +363,7 @@ def test_a_dead_holders_lock_frees_at_once(cli: MeshRunner, tmp_path: Path) -> N
     assert inbox(cli, "ghost") == []  # nobody to tell
 
 
+@pytest.mark.directory_only("never opens a mesh")
 def test_lock_help_states_the_lease_rule(cli: MeshRunner) -> None:
     text = " ".join(cli.run("lock", "--help", env={"COLUMNS": "100"}).stdout.split())
     for needed in (
@@ -461,6 +464,7 @@ def test_every_command_and_flag_the_prompt_names_exists() -> None:
             assert word in commands["task"].commands, word
 
 
+@pytest.mark.directory_only("never opens a mesh")
 def test_prompt_command_prints_it(cli: MeshRunner) -> None:
     shown = cli.run("prompt", "alpha")
     assert shown.returncode == 0 and shown.stdout == onboarding.prompt("alpha") + "\n"
