@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ from drasill_cli.mesh import Mesh
 
 
 class MeshRunner:
-    """Runs `mesh` in a subprocess against one mesh directory with a clean environment."""
+    """Runs `mesh` in a subprocess against one mesh (a directory, or a PostgreSQL URL) with a
+    clean environment."""
 
-    def __init__(self, mesh_dir: Path, home: Path) -> None:
-        self.mesh_dir = mesh_dir
+    def __init__(self, mesh_dir: Path, home: Path, *, url: str | None = None) -> None:
+        self._mesh_dir = mesh_dir
+        self.url = url
         self.env = {
             key: value
             for key, value in os.environ.items()
@@ -28,7 +31,6 @@ class MeshRunner:
         }
         self.env.update(
             {
-                "DRASILL_MESH_DIR": str(mesh_dir),
                 "XDG_CONFIG_HOME": str(home / "config"),
                 "XDG_DATA_HOME": str(home / "data"),
                 "XDG_CACHE_HOME": str(home / "cache"),
@@ -36,6 +38,101 @@ class MeshRunner:
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
         )
+        if url is None:
+            self.env["DRASILL_MESH_DIR"] = str(mesh_dir)
+        else:
+            self.env["DRASILL_MESH_URL"] = url
+
+    @property
+    def kind(self) -> str:
+        """The kind of mesh the runner's commands use: "directory" or "postgres"."""
+        return "directory" if self.url is None else "postgres"
+
+    @property
+    def mesh_dir(self) -> Path:
+        """The mesh directory (a directory mesh only: a test that looks at the mesh's files is
+        marked `directory_only`)."""
+        if self.url is not None:
+            pytest.fail(f"this test looks at mesh files: {DIRECTORY_ONLY_HINT}")
+        return self._mesh_dir
+
+    @contextmanager
+    def open(self, config: Config | None = None) -> Iterator[Mesh]:
+        """The Python API on the runner's mesh (closed after the block)."""
+        if self.url is None:
+            opened = Mesh.open(self._mesh_dir, config or Config())
+        else:
+            opened = Mesh.open(config=config or Config(), mesh_url=self.url)
+        try:
+            yield opened
+        finally:
+            opened.backend.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the mesh holds, to prove a command wrote nothing: every file (`tree`), or
+        every row of a database mesh (`database_rows`)."""
+        if self.url is None:
+            return tree(self._mesh_dir)
+        return database_rows(self.url)
+
+    def is_empty(self) -> bool:
+        """Whether nothing was ever written: no mesh directory, or not a row in the database
+        (whose tables are made on first use)."""
+        if self.url is None:
+            return not self._mesh_dir.exists()
+        return database_rows(self.url) == {}
+
+    def set_heartbeat(self, name: str, when: float) -> None:
+        """Plant `name`'s last heartbeat at `when` (epoch seconds): its heartbeat file's mtime,
+        or its row's heartbeat in the database."""
+        if self.url is None:
+            os.utime(self._mesh_dir / "heartbeats" / name, (when, when))
+            return
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            changed = conn.execute(
+                "UPDATE mesh_agents SET heartbeat = to_timestamp(%s) WHERE name = %s",
+                (when, name),
+            ).rowcount
+        assert changed == 1, f"no agent {name} to plant a heartbeat for"
+
+    def heartbeat(self, name: str) -> float | None:
+        """`name`'s last heartbeat as stored (epoch seconds), or None when it has none."""
+        if self.url is None:
+            beat = self._mesh_dir / "heartbeats" / name
+            return beat.stat().st_mtime if beat.exists() else None
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM heartbeat)::float8 FROM mesh_agents WHERE name = %s",
+                (name,),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def listening(self, topic: str) -> bool:
+        """Whether a session of the database mesh LISTENs on `topic` (a waiter is waiting)."""
+        import psycopg
+
+        from drasill_cli.backends.postgres.changes import channel
+
+        assert self.url is not None, "a directory mesh has no LISTEN"
+        name = channel(self.url.rpartition("%3D")[2], topic)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (f'LISTEN "{name}"',)
+            ).fetchone()
+        return bool(row and row[0])
+
+    def events(self) -> list[dict[str, Any]]:
+        """The audit trail, oldest first: the lines of the directory mesh's current log file as
+        stored, or every event of a database mesh's log."""
+        if self.url is None:
+            path = self._mesh_dir / "audit" / "events.jsonl"
+            return [json.loads(line) for line in path.read_text().splitlines()]
+        with self.open() as opened:
+            return list(opened.backend.audit_log.read())
 
     def argv(self, *args: str) -> list[str]:
         """The command line that runs `mesh ARGS`."""
@@ -76,24 +173,83 @@ class MeshRunner:
         return path
 
 
+# ---- Which kind of mesh a test runs on -----------------------------------------------------
+#
+# A module marked `pytestmark = pytest.mark.both_backends` runs each of its tests that use the
+# `cli` fixture twice: on a directory mesh (`[directory]`) and on a fresh PostgreSQL schema
+# (`[postgres]`); the `mesh` fixture then opens the same mesh. A test that looks at or plants
+# the mesh's files (`mesh_dir`, `cli.mesh_dir`, `mesh.root`, `mesh.store`) is directory-only by
+# nature: `@pytest.mark.directory_only("why")` keeps it to a directory mesh. Every other test
+# uses a directory mesh, as before.
+
+BACKENDS = ("directory", "postgres")
+DIRECTORY_ONLY_HINT = (
+    'mark it @pytest.mark.directory_only("reason") or speak only through the CLI, '
+    "cli.snapshot(), cli.events() and cli.open()"
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize the `cli` tests of `both_backends` modules by the kind of mesh."""
+    node = metafunc.definition
+    if (
+        "cli" in metafunc.fixturenames
+        and node.get_closest_marker("both_backends") is not None
+        and node.get_closest_marker("directory_only") is None
+    ):
+        metafunc.parametrize("mesh_kind", BACKENDS, indirect=True)
+
+
+def only_some_on_postgres(cli: MeshRunner, kept: bool) -> None:
+    """CI's time budget: a parametrized test whose cases differ only in code both backends share
+    runs every case on a directory mesh, and on a database mesh only the `kept` ones."""
+    if cli.kind == "postgres" and not kept:
+        pytest.skip("time budget: on a database mesh only some cases run (the rest: shared code)")
+
+
 @pytest.fixture
-def mesh_dir(tmp_path: Path) -> Path:
+def mesh_kind(request: pytest.FixtureRequest) -> str:
+    """The kind of mesh this test runs on: "directory" unless parametrized."""
+    kind: str = getattr(request, "param", "directory")
+    return kind
+
+
+@pytest.fixture
+def mesh_url(request: pytest.FixtureRequest, mesh_kind: str) -> str | None:
+    """The test's PostgreSQL mesh (a fresh schema) when it runs on one, else None."""
+    if mesh_kind == "postgres":
+        url: str = request.getfixturevalue("pg_mesh_url")
+        return url
+    return None
+
+
+@pytest.fixture
+def mesh_dir(tmp_path: Path, mesh_kind: str) -> Path:
     """Where the test's mesh lives (not yet created)."""
+    if mesh_kind != "directory":
+        pytest.fail(f"this test asks for the mesh directory: {DIRECTORY_ONLY_HINT}")
     return tmp_path / "mesh"
 
 
 @pytest.fixture
-def cli(mesh_dir: Path, tmp_path: Path) -> MeshRunner:
+def cli(tmp_path: Path, mesh_url: str | None) -> MeshRunner:
     """A runner for the real CLI against the test's mesh."""
     home = tmp_path / "home"
     home.mkdir()
-    return MeshRunner(mesh_dir, home)
+    return MeshRunner(tmp_path / "mesh", home, url=mesh_url)
 
 
 @pytest.fixture
-def mesh(mesh_dir: Path) -> Iterator[Mesh]:
+def mesh(tmp_path: Path, mesh_url: str | None) -> Iterator[Mesh]:
     """The Python API on the test's mesh, with default config."""
-    yield Mesh.open(mesh_dir, Config())
+    if mesh_url is None:
+        yield Mesh.open(tmp_path / "mesh", Config())
+        return
+    opened = Mesh.open(config=Config(), mesh_url=mesh_url)
+    try:
+        yield opened
+    finally:
+        opened.backend.close()
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -152,3 +308,48 @@ def pg_mesh_url(pg_url: str) -> Iterator[str]:
     yield with_schema(pg_url, schema)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+# Tables whose rows never change once made (the schema version, the guard rows).
+_FIXED_TABLES = ("mesh_schema", "mesh_guards")
+# Columns that keep a last sign of life: `tree` sees a heartbeat file's content, not its mtime.
+_LIFE_SIGNS = ("heartbeat",)
+
+
+def database_rows(url: str) -> dict[str, Any]:
+    """Every row of the database mesh at `url`, by table (empty tables left out; a heartbeat as
+    whether there is one), and the last task number taken: the database's `tree`."""
+    import psycopg
+    from psycopg import sql
+
+    from drasill_cli.backends.postgres.schema import TABLES
+
+    found: dict[str, Any] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+
+        def exists(name: str) -> bool:
+            return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)
+
+        for table in TABLES:
+            if table in _FIXED_TABLES or not exists(table):
+                continue
+            cur = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
+            names = [column.name for column in cur.description or ()]
+            rows = sorted(
+                repr(
+                    {
+                        name: (value is not None) if name in _LIFE_SIGNS else value
+                        for name, value in zip(names, row, strict=True)
+                    }
+                )
+                for row in cur.fetchall()
+            )
+            if rows:
+                found[table] = rows
+        if exists("mesh_task_numbers"):
+            taken = conn.execute(
+                "SELECT last_value FROM mesh_task_numbers WHERE is_called"
+            ).fetchone()
+            if taken is not None:
+                found["mesh_task_numbers"] = taken[0]
+    return found

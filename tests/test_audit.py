@@ -1,4 +1,6 @@
-"""The audit log: concurrent appends, rotation, `mesh log` and `--follow` (issue 6)."""
+"""The audit log: concurrent appends, rotation, `mesh log` and `--follow` (issue 6).
+
+The CLI tests run on a directory mesh and on a PostgreSQL mesh."""
 
 from __future__ import annotations
 
@@ -10,10 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from drasill_cli import audit, messages
 from drasill_cli.config import AuditConfig, Config
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner
+
+pytestmark = pytest.mark.both_backends
 
 APPENDER = """
 import sys
@@ -102,9 +108,9 @@ def test_log_follow_shows_a_change_from_another_process_within_1s(cli: MeshRunne
             ("register", "beta"),
         ]
         # The send is made here, in this test process, so no interpreter start-up is timed.
-        mesh = Mesh.open(cli.mesh_dir, Config())
-        started = time.monotonic()
-        [sent] = messages.send(mesh, "beta", "hello", sender="alpha")
+        with cli.open() as mesh:
+            started = time.monotonic()
+            [sent] = messages.send(mesh, "beta", "hello", sender="alpha")
         seen, line = lines.get(timeout=15)
         event = json.loads(line)
         assert (event["event"], event["actor"], event["id"]) == ("send", "alpha", sent["id"])

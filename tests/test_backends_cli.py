@@ -13,15 +13,7 @@ import pytest
 
 from tests.conftest import MeshRunner
 
-
-@pytest.fixture(params=["directory", "postgres"])
-def either(request: pytest.FixtureRequest, cli: MeshRunner) -> MeshRunner:
-    """The test's CLI runner, pointed at a fresh directory mesh or a fresh PostgreSQL schema."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_mesh_url")
-        del cli.env["DRASILL_MESH_DIR"]
-        cli.env["DRASILL_MESH_URL"] = url
-    return cli
+pytestmark = pytest.mark.both_backends
 
 
 def _ok(runner: MeshRunner, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -30,57 +22,57 @@ def _ok(runner: MeshRunner, *args: str, **kwargs: object) -> subprocess.Complete
     return done
 
 
-def test_the_working_loop(either: MeshRunner, tmp_path: Path) -> None:
+def test_the_working_loop(cli: MeshRunner, tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / "src").mkdir(parents=True)
     (project / "src" / "parser.py").write_text("# parser\n")
-    _ok(either, "register", "alpha", "--role", "lead")
-    _ok(either, "register", "beta", "--role", "coder")
-    agents = either.json("agents")
+    _ok(cli, "register", "alpha", "--role", "lead")
+    _ok(cli, "register", "beta", "--role", "coder")
+    agents = cli.json("agents")
     assert [a["name"] for a in agents] == ["alpha", "beta"]
     assert {a["state"] for a in agents} == {"active"}
 
-    first = either.json("task", "add", "Write the parser", "--priority", "5", "--as", "alpha")
-    either.json("task", "add", "Document the parser", "--review", "--as", "alpha")
+    first = cli.json("task", "add", "Write the parser", "--priority", "5", "--as", "alpha")
+    cli.json("task", "add", "Document the parser", "--review", "--as", "alpha")
     assert first["id"] == "t-0001"
-    claimed = either.json("claim", "--next", "--as", "beta")
+    claimed = cli.json("claim", "--next", "--as", "beta")
     assert claimed["id"] == "t-0001" and claimed["claimed_by"] == "beta"
-    again = either.run("claim", first["id"], "--as", "alpha")
+    again = cli.run("claim", first["id"], "--as", "alpha")
     assert again.returncode == 1, again.stderr
 
-    _ok(either, "lock", "src/parser.py", "--as", "beta", cwd=project)
-    taken = either.run("lock", "src/parser.py", "--as", "alpha", cwd=project)
+    _ok(cli, "lock", "src/parser.py", "--as", "beta", cwd=project)
+    taken = cli.run("lock", "src/parser.py", "--as", "alpha", cwd=project)
     assert taken.returncode == 1 and "beta" in taken.stderr
-    covered = either.run("lock", "src", "--mode", "read", "--as", "alpha", cwd=project)
+    covered = cli.run("lock", "src", "--mode", "read", "--as", "alpha", cwd=project)
     assert covered.returncode == 1
 
-    sent = either.json("send", "alpha", "parser skeleton is in", "--as", "beta")
+    sent = cli.json("send", "alpha", "parser skeleton is in", "--as", "beta")
     assert sent[0]["to"] == "alpha" if isinstance(sent, list) else sent["to"] == "alpha"
-    _ok(either, "task", "done", first["id"], "--result", "tokenizer and AST", "--as", "beta")
-    _ok(either, "unlock", "src/parser.py", "--as", "beta", cwd=project)
+    _ok(cli, "task", "done", first["id"], "--result", "tokenizer and AST", "--as", "beta")
+    _ok(cli, "unlock", "src/parser.py", "--as", "beta", cwd=project)
 
-    message = either.json("inbox", "--as", "alpha")
+    message = cli.json("inbox", "--as", "alpha")
     assert message["body"] == "parser skeleton is in" and message["from"] == "beta"
-    empty = either.run("inbox", "--as", "alpha")
+    empty = cli.run("inbox", "--as", "alpha")
     assert empty.returncode == 1 and not empty.stderr.startswith("error:")
 
-    status = either.json("status")
+    status = cli.json("status")
     assert {a["name"] for a in status["agents"]} == {"alpha", "beta"}
-    events = [json.loads(line) for line in _ok(either, "log", "--json").stdout.splitlines()]
+    events = [json.loads(line) for line in _ok(cli, "log", "--json").stdout.splitlines()]
     kinds = [e["event"] for e in events]
     for kind in ("register", "task-add", "task-claim", "send", "consume"):
         assert kind in kinds, kinds
-    _ok(either, "prune")
-    _ok(either, "unregister", "alpha", "--as", "alpha")
-    _ok(either, "unregister", "beta", "--as", "beta")
-    assert either.json("agents") == []
+    _ok(cli, "prune")
+    _ok(cli, "unregister", "alpha", "--as", "alpha")
+    _ok(cli, "unregister", "beta", "--as", "beta")
+    assert cli.json("agents") == []
 
 
-def test_inbox_wait_is_woken_by_a_send(either: MeshRunner) -> None:
-    _ok(either, "register", "alpha")
+def test_inbox_wait_is_woken_by_a_send(cli: MeshRunner) -> None:
+    _ok(cli, "register", "alpha")
     waiter = subprocess.Popen(
-        either.argv("inbox", "--wait", "20", "--as", "alpha", "--json"),
-        env=either.env,
+        cli.argv("inbox", "--wait", "20", "--as", "alpha", "--json"),
+        env=cli.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -88,7 +80,7 @@ def test_inbox_wait_is_woken_by_a_send(either: MeshRunner) -> None:
     try:
         time.sleep(1.5)  # the waiter is watching by now
         started = time.monotonic()
-        _ok(either, "send", "alpha", "wake up", "--as", "human")
+        _ok(cli, "send", "alpha", "wake up", "--as", "human")
         out, err = waiter.communicate(timeout=20)
         woke_after = time.monotonic() - started
     finally:
@@ -98,9 +90,9 @@ def test_inbox_wait_is_woken_by_a_send(either: MeshRunner) -> None:
     assert woke_after < 5, woke_after
 
 
-def test_racing_claimers_each_task_once(either: MeshRunner) -> None:
+def test_racing_claimers_each_task_once(cli: MeshRunner) -> None:
     for index in range(8):
-        either.json("task", "add", f"job {index}", "--as", "lead")
+        cli.json("task", "add", f"job {index}", "--as", "lead")
     script = (
         "import subprocess, sys, json\n"
         "won = []\n"
@@ -117,9 +109,9 @@ def test_racing_claimers_each_task_once(either: MeshRunner) -> None:
                 sys.executable,
                 "-c",
                 script,
-                *either.argv("claim", "--next", "--json", "--as", f"w{i}"),
+                *cli.argv("claim", "--next", "--json", "--as", f"w{i}"),
             ],
-            env=either.env,
+            env=cli.env,
             stdout=subprocess.PIPE,
             text=True,
         )

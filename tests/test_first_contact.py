@@ -1,4 +1,6 @@
-"""The small things a newcomer meets first, each through the CLI: paths, doctor, wording."""
+"""The small things a newcomer meets first, each through the CLI: paths, doctor, wording.
+
+The CLI tests run on a directory mesh and on a PostgreSQL mesh."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import pytest
 
 from tests.conftest import MeshRunner
 
+pytestmark = pytest.mark.both_backends
 
+
+@pytest.mark.directory_only("where a mesh directory is looked for")
 def test_relative_mesh_dir_in_the_environment_is_refused(cli: MeshRunner, tmp_path: Path) -> None:
     done = cli.run("agents", env={"DRASILL_MESH_DIR": "mesh"}, cwd=tmp_path)
     assert done.returncode == 2
@@ -21,6 +26,7 @@ def test_relative_mesh_dir_in_the_environment_is_refused(cli: MeshRunner, tmp_pa
     assert (tmp_path / "here" / "agents" / "alice.json").exists()
 
 
+@pytest.mark.directory_only("where a mesh directory is looked for")
 def test_relative_mesh_dir_in_the_config_is_refused(cli: MeshRunner) -> None:
     cli.config('mesh_dir = "mesh"\n')
     done = cli.run("agents", env={"DRASILL_MESH_DIR": ""})
@@ -54,6 +60,7 @@ def test_register_vram_without_a_gpu_says_no_gpu(cli: MeshRunner) -> None:
     assert "0 GiB is free" not in done.stderr and " GB" not in done.stderr
 
 
+@pytest.mark.directory_only("never opens a mesh")
 def test_prompt_without_a_name_reads_as_english(cli: MeshRunner) -> None:
     text = cli.run("prompt").stdout
     assert text.startswith("You are an agent on a mesh")
@@ -61,6 +68,7 @@ def test_prompt_without_a_name_reads_as_english(cli: MeshRunner) -> None:
     assert cli.run("prompt", "alice").stdout.startswith("You are agent alice on a mesh")
 
 
+@pytest.mark.directory_only("refused before the mesh is opened")
 def test_config_type_errors_speak_toml(cli: MeshRunner) -> None:
     cli.config('[lifecycle]\nidle_after = "soon"\n[budgets]\n')
     done = cli.run("agents")
@@ -100,6 +108,7 @@ def test_doctor_names_a_missing_or_directory_config(cli: MeshRunner, tmp_path: P
     assert "permissions" not in config["detail"]
 
 
+@pytest.mark.directory_only("doctor's checks of a mesh directory")
 def test_doctor_fails_mesh_entries_when_the_mesh_path_is_a_file(
     cli: MeshRunner, tmp_path: Path
 ) -> None:

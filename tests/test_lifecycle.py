@@ -1,4 +1,6 @@
-"""Lifecycle and prune: death, release, requeue, archive, removal, dry runs (issue 6)."""
+"""Lifecycle and prune: death, release, requeue, archive, removal, dry runs (issue 6).
+
+The CLI tests run on a directory mesh and on a PostgreSQL mesh."""
 
 from __future__ import annotations
 
@@ -9,7 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import MeshRunner, tree
+import pytest
+
+from tests.conftest import MeshRunner
+
+pytestmark = pytest.mark.both_backends
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
@@ -61,20 +67,22 @@ def test_dead_pid_is_marked_dead_released_requeued_then_removed_and_archived(
     assert report["removed"] == ["worker"]
     assert report["archived_messages"] == {"worker": 2}
     assert "worker" not in [a["name"] for a in cli.json("agents", "--all")]
-    archived = list((cli.mesh_dir / "archive").rglob("*.json"))
-    bodies = sorted(json.loads(p.read_text())["body"] for p in archived)
-    assert bodies == ["and test it", "please build it"]
+    archived = cli.json("history", "worker", "--archived")
+    assert sorted(m["body"] for m in archived) == ["and test it", "please build it"]
+    if cli.kind == "directory":  # kept as files in the mesh's archive
+        files = list((cli.mesh_dir / "archive").rglob("*.json"))
+        bodies = sorted(json.loads(p.read_text())["body"] for p in files)
+        assert bodies == ["and test it", "please build it"]
     assert cli.run("prune").stdout == "", "prune is quiet when nothing changes"
 
 
 def test_idle_and_dead_by_heartbeat_age(cli: MeshRunner) -> None:
     cli.config("[lifecycle]\nidle_after = 60\ndead_after = 120\n")
     cli.json("register", "quiet")
-    beat = cli.mesh_dir / "heartbeats" / "quiet"
-    os.utime(beat, (time.time() - 90, time.time() - 90))
+    cli.set_heartbeat("quiet", time.time() - 90)
     assert cli.json("agents")[0]["state"] == "idle"
     assert cli.json("prune")["marked_dead"] == []
-    os.utime(beat, (time.time() - 500, time.time() - 500))
+    cli.set_heartbeat("quiet", time.time() - 500)
     assert cli.json("prune")["marked_dead"] == ["quiet"]
     assert cli.json("agents") == []
 
@@ -84,10 +92,14 @@ def test_dry_run_changes_nothing(cli: MeshRunner, tmp_path: Path) -> None:
     worker, task_id = _populate_dying_agent(cli, tmp_path)
     worker.kill()
     worker.wait()
-    (cli.mesh_dir / "staging" / ".tmp-999-0000dead-x.json").write_text("{half")
-    (cli.mesh_dir / "agents" / "garbage.json").write_text("{not json")
-    before_tree, before_listing = tree(cli.mesh_dir), _dir_listing(cli.mesh_dir)
-    stat_before = {p: p.stat().st_mtime_ns for p in cli.mesh_dir.rglob("*")}
+    directory = cli.kind == "directory"
+    temp_files = ["staging/.tmp-999-0000dead-x.json"] if directory else []
+    if directory:  # a write cut short, and a damaged record (a database has neither)
+        (cli.mesh_dir / "staging" / ".tmp-999-0000dead-x.json").write_text("{half")
+        (cli.mesh_dir / "agents" / "garbage.json").write_text("{not json")
+        before_listing = _dir_listing(cli.mesh_dir)
+        stat_before = {p: p.stat().st_mtime_ns for p in cli.mesh_dir.rglob("*")}
+    before = cli.snapshot()
 
     plan = cli.json("prune", "--dry-run")
     assert plan["dry_run"] is True
@@ -96,17 +108,18 @@ def test_dry_run_changes_nothing(cli: MeshRunner, tmp_path: Path) -> None:
     assert [t["id"] for t in plan["tasks_requeued"]] == [task_id]
     assert len(plan["locks_released"]) == 1
     assert plan["archived_messages"] == {"worker": 2}
-    assert plan["temp_files_removed"] == ["staging/.tmp-999-0000dead-x.json"]
+    assert plan["temp_files_removed"] == temp_files
     human = cli.run("prune", "--dry-run")
     assert "would mark worker dead" in human.stdout
 
-    assert tree(cli.mesh_dir) == before_tree
-    assert _dir_listing(cli.mesh_dir) == before_listing
-    assert {p: p.stat().st_mtime_ns for p in cli.mesh_dir.rglob("*")} == stat_before
+    assert cli.snapshot() == before
+    if directory:
+        assert _dir_listing(cli.mesh_dir) == before_listing
+        assert {p: p.stat().st_mtime_ns for p in cli.mesh_dir.rglob("*")} == stat_before
 
     report = cli.json("prune")
     assert report["removed"] == ["worker"]
-    assert report["temp_files_removed"] == ["staging/.tmp-999-0000dead-x.json"]
+    assert report["temp_files_removed"] == temp_files
 
 
 CHURN = """
@@ -132,6 +145,7 @@ print(sent)
 """
 
 
+@pytest.mark.directory_only("time budget: 25 s of churn on a directory mesh, more on a database")
 def test_concurrent_prunes_during_activity(cli: MeshRunner, tmp_path: Path) -> None:
     cli.json("register", "sink")
     ghosts = []
@@ -191,6 +205,7 @@ def test_concurrent_prunes_during_activity(cli: MeshRunner, tmp_path: Path) -> N
     assert all(not lock["holder"].startswith("ghost") for lock in held)
 
 
+@pytest.mark.directory_only("plants the directory mesh's temporary files")
 def test_stale_temp_files_are_cleared(cli: MeshRunner) -> None:
     cli.config("[lifecycle]\nstale_tmp_after = 60\n")
     cli.json("register", "alpha")
@@ -215,8 +230,10 @@ def test_unregister_releases_and_archives(cli: MeshRunner, tmp_path: Path) -> No
     cli.json("unregister", "leaver", "--as", "leaver")
     assert cli.json("task", "show", task["id"])["state"] == "queued"
     assert cli.json("locks") == []
-    archived = list((cli.mesh_dir / "archive").rglob("*.json"))
-    assert len(archived) == 1
+    assert [m["body"] for m in cli.json("history", "leaver", "--archived")] == ["bye"]
+    if cli.kind == "directory":
+        archived = list((cli.mesh_dir / "archive").rglob("*.json"))
+        assert len(archived) == 1
 
 
 def test_unregister_requeues_without_counting_an_attempt(cli: MeshRunner) -> None:
@@ -227,8 +244,7 @@ def test_unregister_requeues_without_counting_an_attempt(cli: MeshRunner) -> Non
     assert cli.json("unregister", "a", "--as", "a")["name"] == "a"
     shown = cli.json("task", "show", task["id"])
     assert (shown["state"], shown["attempts"], shown["claimed_by"]) == ("queued", 0, None)
-    lines = (cli.mesh_dir / "audit" / "events.jsonl").read_text().splitlines()
-    requeue = [e for e in map(json.loads, lines) if e["event"] == "task-requeue"]
+    requeue = [e for e in cli.events() if e["event"] == "task-requeue"]
     assert [(e["agent"], e["attempts"], e["reason"]) for e in requeue] == [
         ("a", 0, "claimant unregistered")
     ]

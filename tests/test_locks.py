@@ -1,4 +1,6 @@
-"""File locks: the compatibility table, paths, renewals, unlock rules, stale locks (issue 5)."""
+"""File locks: the compatibility table, paths, renewals, unlock rules, stale locks (issue 5).
+
+The CLI tests run on a directory mesh and on a PostgreSQL mesh."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config, LocksConfig
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner, tree
+from tests.conftest import MeshRunner, only_some_on_postgres
 from tests.wake_support import wait_until
+
+pytestmark = pytest.mark.both_backends
 
 LOCK_KEYS = {"path", "mode", "holder", "acquired_at", "expires_at"}
 
@@ -45,6 +49,7 @@ def dead_pid() -> int:
 def test_compatibility_table(
     cli: MeshRunner, tmp_path: Path, held: str, asked: str, first: str
 ) -> None:
+    only_some_on_postgres(cli, kept=(first, asked) == ("alpha", held))  # the diagonal
     second = "beta" if first == "alpha" else "alpha"
     target = str(tmp_path / "f.py")
     cli.json("lock", target, "--mode", held, "--as", first)
@@ -181,7 +186,7 @@ def test_wait_is_granted_when_the_holder_lets_go(cli: MeshRunner, tmp_path: Path
     holder = subprocess.Popen(
         cli.argv("lock", target, "--as", "alpha", "--", "sleep", "3"), env=cli.env
     )
-    _wait_for_lock(cli.mesh_dir, target)
+    _wait_for_lock(cli, target)
     [granted] = cli.json("lock", target, "--as", "beta", "--wait", "30")
     assert granted["holder"] == "beta"
     assert holder.wait(timeout=30) == 0
@@ -228,6 +233,8 @@ def test_command_sees_arguments_after_double_dash_untouched(
     assert done.stdout == "--json --as x\n"
 
 
+# The release after a command is covered on both by test_command_runs_holding_the_lock_...
+@pytest.mark.directory_only("time budget: how a command that cannot run exits is shared code")
 def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
     done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--json", "--", "no-such-cmd-x")
     assert done.returncode == 127
@@ -243,6 +250,8 @@ def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Pat
     assert cli.json("locks") == []
 
 
+# The release after a command is covered on both by test_command_runs_holding_the_lock_...
+@pytest.mark.directory_only("time budget: how a command that cannot run exits is shared code")
 def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
     script = tmp_path / "not-executable.sh"
     script.write_text("#!/bin/sh\necho hi\n")
@@ -259,12 +268,13 @@ def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path
     assert human.stderr.startswith("error: ") and str(script) in human.stderr
 
 
+@pytest.mark.directory_only("time budget: the same wake as test_wait_is_granted_when_the_...")
 def test_wait_inf_waits_until_granted(cli: MeshRunner, tmp_path: Path) -> None:
     target = str(tmp_path / "f")
     holder = subprocess.Popen(
         cli.argv("lock", target, "--as", "alpha", "--", "sleep", "2"), env=cli.env
     )
-    _wait_for_lock(cli.mesh_dir, target)
+    _wait_for_lock(cli, target)
     started = time.monotonic()
     [granted] = cli.json("lock", target, "--as", "beta", "--wait", "inf")
     assert granted["holder"] == "beta"
@@ -282,7 +292,7 @@ def test_ttl_over_30_days_exits_2_naming_the_limit(cli: MeshRunner, tmp_path: Pa
         human = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--ttl", ttl)
         assert human.returncode == 2
         assert human.stderr.startswith("error: --ttl") and "Traceback" not in human.stderr
-    assert not cli.mesh_dir.exists()
+    assert cli.is_empty()
     [held] = cli.json("lock", str(tmp_path / "f"), "--as", "alpha", "--ttl", "2592000")
     assert held["ttl"] == 2592000
 
@@ -317,18 +327,18 @@ def test_command_renews_the_lease_while_it_runs(cli: MeshRunner, tmp_path: Path)
     holder = subprocess.Popen(
         cli.argv("lock", target, "--as", "alpha", "--ttl", "2", "--", "sleep", "6"), env=cli.env
     )
-    _wait_for_lock(cli.mesh_dir, target)
-    mesh = Mesh.open(cli.mesh_dir, Config())
-    [first] = locks.list_locks(mesh)
-    while time.time() < clock.parse_iso(first["expires_at"]) + 1:
-        time.sleep(0.1)
-    with pytest.raises(NegativeOutcome):
-        locks.acquire(mesh, [target], "beta")
-    [later] = locks.list_locks(mesh)
-    assert later["expires_at"] > first["expires_at"]
-    assert later["acquired_at"] == first["acquired_at"]
-    assert holder.wait(timeout=60) == 0
-    assert locks.acquire(mesh, [target], "beta")[0]["holder"] == "beta"
+    _wait_for_lock(cli, target)
+    with cli.open() as mesh:
+        [first] = locks.list_locks(mesh)
+        while time.time() < clock.parse_iso(first["expires_at"]) + 1:
+            time.sleep(0.1)
+        with pytest.raises(NegativeOutcome):
+            locks.acquire(mesh, [target], "beta")
+        [later] = locks.list_locks(mesh)
+        assert later["expires_at"] > first["expires_at"]
+        assert later["acquired_at"] == first["acquired_at"]
+        assert holder.wait(timeout=60) == 0
+        assert locks.acquire(mesh, [target], "beta")[0]["holder"] == "beta"
 
 
 def test_sigkilled_holder_frees_the_lock_when_the_lease_runs_out(
@@ -341,17 +351,17 @@ def test_sigkilled_holder_frees_the_lock_when_the_lease_runs_out(
         start_new_session=True,
     )
     try:
-        _wait_for_lock(cli.mesh_dir, target)
-        mesh = Mesh.open(cli.mesh_dir, Config())
-        with pytest.raises(NegativeOutcome):
-            locks.acquire(mesh, [target], "beta")
-        [killed] = locks.list_locks(mesh)
+        _wait_for_lock(cli, target)
+        with cli.open() as mesh:
+            with pytest.raises(NegativeOutcome):
+                locks.acquire(mesh, [target], "beta")
+            [killed] = locks.list_locks(mesh)
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
         [granted] = cli.json("lock", target, "--as", "beta", "--wait", "30")
         assert granted["holder"] == "beta"
         assert granted["acquired_at"] >= killed["expires_at"]
-        assert not list((cli.mesh_dir / "locks").glob("*-alpha.json"))
+        assert _stored_holders(cli) == ["beta"]
     finally:
         # The group is empty when the holder was killed before it spawned `sleep`.
         with contextlib.suppress(ProcessLookupError):
@@ -364,11 +374,12 @@ def test_dead_registered_holder_blocks_no_one(cli: MeshRunner, tmp_path: Path) -
     cli.json("lock", target, "--as", "alpha", "--ttl", "600")
     [listed] = cli.json("locks")
     assert (listed["holder"], listed["stale"]) == ("alpha", True)
-    assert locks.is_stale(Mesh.open(cli.mesh_dir, Config()), listed)
+    with cli.open() as mesh:
+        assert locks.is_stale(mesh, listed)
     assert "stale" in cli.run("locks").stdout
     [granted] = cli.json("lock", target, "--as", "beta")
     assert granted["holder"] == "beta"
-    assert not list((cli.mesh_dir / "locks").glob("*-alpha.json"))
+    assert _stored_holders(cli) == ["beta"]
 
 
 def test_live_registered_holder_blocks(cli: MeshRunner, tmp_path: Path) -> None:
@@ -403,8 +414,8 @@ def test_force_unlock_takes_an_unregistered_holders_lock(cli: MeshRunner, tmp_pa
     [taken] = cli.json("unlock", target, "--as", "beta", "--force")
     assert taken["holder"] == "alpha"
     assert cli.json("locks") == []
-    mesh = Mesh.open(cli.mesh_dir, Config())
-    events = [e for e in audit.read_events(mesh) if e["event"] == "unlock"]
+    with cli.open() as mesh:
+        events = [e for e in audit.read_events(mesh) if e["event"] == "unlock"]
     assert events[-1]["actor"] == "beta"
     assert events[-1]["forced_from"] == ["alpha"]
 
@@ -414,7 +425,8 @@ def test_force_unlock_tells_a_registered_holder(cli: MeshRunner, tmp_path: Path)
     cli.json("register", "alpha", "--pid", str(os.getpid()))
     cli.json("lock", target, "--as", "alpha")
     cli.json("unlock", target, "--as", "beta", "--force")
-    message = messages.consume(Mesh.open(cli.mesh_dir, Config()), "alpha")
+    with cli.open() as mesh:
+        message = messages.consume(mesh, "alpha")
     assert message is not None
     assert message["from"] == "beta"
     assert target in message["body"]
@@ -441,12 +453,13 @@ def test_force_unlock_tells_a_registered_holder(cli: MeshRunner, tmp_path: Path)
 def test_bad_input_exits_2_and_writes_nothing(
     cli: MeshRunner, tmp_path: Path, args: list[str]
 ) -> None:
+    only_some_on_postgres(cli, kept=args[:1] == ["--mode"])  # refused before the mesh is read
     cli.json("lock", str(tmp_path / "held"), "--as", "alpha")
-    before = tree(cli.mesh_dir)
+    before = cli.snapshot()
     done = cli.run("lock", str(tmp_path / "f"), "--json", *args)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "error" in json.loads(done.stdout)
-    assert tree(cli.mesh_dir) == before
+    assert cli.snapshot() == before
 
 
 def test_bad_input_through_the_api(mesh: Mesh, tmp_path: Path) -> None:
@@ -494,9 +507,9 @@ def test_release_all_and_clear_stale_are_idempotent(mesh_dir: Path, tmp_path: Pa
 def test_clear_stale_drops_dead_agents_locks(cli: MeshRunner, tmp_path: Path) -> None:
     cli.json("register", "alpha", "--pid", str(dead_pid()))
     cli.json("lock", str(tmp_path / "f"), "--as", "alpha")
-    mesh = Mesh.open(cli.mesh_dir, Config())
-    assert [lock["holder"] for lock in locks.clear_stale(mesh)] == ["alpha"]
-    assert locks.clear_stale(mesh) == []
+    with cli.open() as mesh:
+        assert [lock["holder"] for lock in locks.clear_stale(mesh)] == ["alpha"]
+        assert locks.clear_stale(mesh) == []
 
 
 def test_expired_lease_stops_renewal_from_reviving_it(mesh: Mesh, tmp_path: Path) -> None:
@@ -523,6 +536,7 @@ def test_hold_releases_and_reports_a_lock_taken_meanwhile(mesh: Mesh, tmp_path: 
     assert locks.list_locks(mesh) == []
 
 
+@pytest.mark.directory_only("plants damaged lock files")
 def test_damaged_lock_record_is_quarantined_not_fatal(cli: MeshRunner, tmp_path: Path) -> None:
     cli.json("lock", str(tmp_path / "f"), "--as", "alpha")
     (cli.mesh_dir / "locks" / "junk.json").write_text("{not json")
@@ -544,14 +558,22 @@ def test_locks_lists_human_table(cli: MeshRunner, tmp_path: Path) -> None:
     assert "read" in done.stdout
 
 
-def _wait_for_lock(mesh_dir: Path, target: str, timeout: float = 30) -> None:
-    mesh = Mesh.open(mesh_dir, Config())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if mesh.root.exists() and any(lock["path"] == target for lock in locks.list_locks(mesh)):
-            return
-        time.sleep(0.02)
+def _wait_for_lock(cli: MeshRunner, target: str, timeout: float = 30) -> None:
+    with cli.open() as mesh:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if mesh.backend.exists() and any(
+                lock["path"] == target for lock in locks.list_locks(mesh)
+            ):
+                return
+            time.sleep(0.02)
     raise AssertionError(f"no lock on {target} appeared within {timeout}s")
+
+
+def _stored_holders(cli: MeshRunner) -> list[str]:
+    """The holder of every lock the mesh keeps (stale ones included), sorted."""
+    with cli.open() as mesh:
+        return sorted(lock["holder"] for lock in mesh.backend.locks.all())
 
 
 def test_missing_lock_on_unlock_api(mesh: Mesh, tmp_path: Path) -> None:

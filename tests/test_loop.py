@@ -2,7 +2,7 @@
 for ordinary outcomes, short ids in unbroken tables, leases that follow the holder's life,
 unregister --force with archived mail, and a prompt that names only what exists.
 
-Every test drives the real CLI in subprocesses.
+Every test drives the real CLI in subprocesses, on a directory mesh and on a PostgreSQL mesh.
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ from drasill_cli.cli.app import load_commands
 from drasill_cli.cli.common import app
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner, tree
+from tests.conftest import MeshRunner
 
 load_commands()
 
-
-def events(mesh_dir: Path) -> list[dict[str, Any]]:
-    lines = (mesh_dir / "audit" / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+pytestmark = pytest.mark.both_backends
 
 
 def inbox(cli: MeshRunner, name: str) -> list[dict[str, Any]]:
@@ -77,11 +74,11 @@ def test_reject_sends_the_task_back_with_the_note_and_approve_keeps_the_result(
     assert inbox(cli, "rev") == []  # only the creator is asked when the creator did not do it
 
     # A rejection needs a note: exit 2, nothing written.
-    before = tree(cli.mesh_dir)
+    before = cli.snapshot()
     for bad in ([], ["--note", "  "]):
         done = cli.run("task", "reject", task["id"], *bad, "--as", "rev")
         assert done.returncode == 2, done.stderr
-    assert tree(cli.mesh_dir) == before
+    assert cli.snapshot() == before
     # The author cannot judge its own work.
     self_review = cli.run("task", "reject", task["id"], "--note", "meh", "--as", "dev", "--json")
     assert (self_review.returncode, json.loads(self_review.stdout)["error"]["code"]) == (
@@ -117,7 +114,7 @@ def test_reject_sends_the_task_back_with_the_note_and_approve_keeps_the_result(
 
     trail = [
         (e["event"], e["actor"], e.get("state"), e.get("note"))
-        for e in events(cli.mesh_dir)
+        for e in cli.events()
         if e.get("task") == task["id"]
     ]
     assert trail == [
@@ -130,6 +127,8 @@ def test_reject_sends_the_task_back_with_the_note_and_approve_keeps_the_result(
     ]
 
 
+# The review round trip runs on both in test_reject_sends_the_task_back_with_the_note_and_...
+@pytest.mark.directory_only("time budget: whom a review asks is decided by shared code")
 def test_review_by_the_creator_itself_asks_every_other_live_agent(cli: MeshRunner) -> None:
     register(cli, "solo", "b", "c")
     cli.json("register", "gone", "--pid", str(_dead_pid()))
@@ -194,6 +193,7 @@ def test_claim_next_wait_wakes_on_the_event_that_frees_work(cli: MeshRunner, tri
     assert took < 4.5, took
 
 
+@pytest.mark.directory_only("plants the directory mesh's queue marker and task record")
 def test_a_task_being_added_is_not_taken_for_a_stale_queue_marker(
     cli: MeshRunner, mesh_dir: Path
 ) -> None:
@@ -270,6 +270,7 @@ def test_ids_are_short_sorted_and_every_form_shown_is_accepted(cli: MeshRunner) 
     assert cli.run("task", "show", "99").returncode == 3
 
 
+@pytest.mark.directory_only("time budget: the tables are rendered by code both backends share")
 @pytest.mark.parametrize("columns", ["20", "40", "80", "200"])
 def test_tables_never_break_ids_or_paths(cli: MeshRunner, tmp_path: Path, columns: str) -> None:
     register(cli, "a-rather-long-agent-name")
@@ -355,13 +356,14 @@ def test_a_dead_holders_lock_frees_at_once(cli: MeshRunner, tmp_path: Path) -> N
     cli.json("register", "ghost", "--pid", str(_dead_pid()))
     register(cli, "other")
     target = tmp_path / "f.py"
-    lock_file = cli.mesh_dir / "locks"
     cli.json("lock", str(target), "--ttl", "3600", "--as", "ghost")
-    assert len(list(lock_file.iterdir())) == 1
+    with cli.open() as mesh:
+        assert [lock["holder"] for lock in mesh.backend.locks.all()] == ["ghost"]
     assert cli.json("lock", str(target), "--as", "other")[0]["holder"] == "other"
     assert inbox(cli, "ghost") == []  # nobody to tell
 
 
+@pytest.mark.directory_only("never opens a mesh")
 def test_lock_help_states_the_lease_rule(cli: MeshRunner) -> None:
     text = " ".join(cli.run("lock", "--help", env={"COLUMNS": "100"}).stdout.split())
     for needed in (
@@ -383,14 +385,14 @@ def test_unregistering_another_live_agent_needs_force_and_its_mail_is_archived(
     register(cli, "busy", "boss")
     cli.json("send", "busy", "first", "--as", "boss")
     cli.json("send", "busy", "second", "--as", "boss")
-    before = tree(cli.mesh_dir)
+    before = cli.snapshot()
     for who in (["--as", "boss"], []):
         refused = cli.run("unregister", "busy", *who, "--json")
         assert refused.returncode == 1
         error = json.loads(refused.stdout)["error"]
         assert error["code"] == "agent-alive" and "busy" in error["message"]
         assert "--force" in error["message"]
-    assert tree(cli.mesh_dir) == before
+    assert cli.snapshot() == before
     forced = cli.run("unregister", "busy", "--force", "--as", "boss")
     assert forced.returncode == 0, forced.stderr
     assert "mesh history busy --archived" in forced.stdout
@@ -462,6 +464,7 @@ def test_every_command_and_flag_the_prompt_names_exists() -> None:
             assert word in commands["task"].commands, word
 
 
+@pytest.mark.directory_only("never opens a mesh")
 def test_prompt_command_prints_it(cli: MeshRunner) -> None:
     shown = cli.run("prompt", "alpha")
     assert shown.returncode == 0 and shown.stdout == onboarding.prompt("alpha") + "\n"

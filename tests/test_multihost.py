@@ -96,10 +96,7 @@ class Host:
 
 def _runner(url: str, home: Path) -> MeshRunner:
     home.mkdir(parents=True, exist_ok=True)
-    runner = MeshRunner(home / "no-mesh-dir", home)
-    del runner.env["DRASILL_MESH_DIR"]
-    runner.env["DRASILL_MESH_URL"] = url
-    return runner
+    return MeshRunner(home / "no-mesh-dir", home, url=url)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Tasks: add, show, list, the claimant-only lifecycle, dependencies, review, requeue (issue 4)."""
+"""Tasks: add, show, list, the claimant-only lifecycle, dependencies, review, requeue (issue 4).
+
+The CLI tests run on a directory mesh and on a PostgreSQL mesh."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config, LifecycleConfig
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner, tree
+from tests.conftest import MeshRunner, only_some_on_postgres, tree
+
+pytestmark = pytest.mark.both_backends
 
 TASK_KEYS = {
     "id",
@@ -42,10 +46,6 @@ def fails(cli: MeshRunner, *args: str) -> tuple[int, dict[str, Any]]:
     done = cli.run(*args, "--json")
     assert done.returncode != 0, done.stdout
     return done.returncode, json.loads(done.stdout)["error"]
-
-
-def task_file(cli: MeshRunner, task_id: str) -> bytes:
-    return (cli.mesh_dir / "tasks" / f"{task_id}.json").read_bytes()
 
 
 def events(mesh_dir: Path) -> list[dict[str, Any]]:
@@ -92,25 +92,25 @@ def test_claim_start_done_and_the_audit_trail(cli: MeshRunner) -> None:
         "built",
         "ann",
     )
-    trail = [(e["event"], e["actor"], e["state"]) for e in events(cli.mesh_dir)]
+    trail = [(e["event"], e["actor"], e["state"]) for e in cli.events()]
     assert trail == [
         ("task-add", None, "queued"),
         ("task-claim", "ann", "claimed"),
         ("task-start", "ann", "working"),
         ("task-done", "ann", "completed"),
     ]
-    assert all(e["task"] == task["id"] for e in events(cli.mesh_dir))
+    assert all(e["task"] == task["id"] for e in cli.events())
 
 
 def test_done_by_a_non_claimant_exits_1_and_changes_nothing(cli: MeshRunner) -> None:
     task = cli.json("task", "add", "guarded")
     cli.json("claim", task["id"], "--as", "ann")
-    before = tree(cli.mesh_dir)
+    before = cli.snapshot()
     for verb in ("done", "start", "fail", "release"):
         code, error = fails(cli, "task", verb, task["id"], "--as", "bob")
         assert (code, error["code"]) == (1, "not-claimant")
         assert "claimed by ann" in error["message"]
-    assert tree(cli.mesh_dir) == before
+    assert cli.snapshot() == before
     human = cli.run("task", "done", task["id"], "--as", "bob")
     assert human.returncode == 1
     assert human.stderr.startswith("error: ") and "only the claimant" in human.stderr
@@ -121,10 +121,10 @@ def test_review_needs_another_agent(cli: MeshRunner) -> None:
     cli.json("claim", task["id"], "--as", "ann")
     in_review = cli.json("task", "done", task["id"], "--as", "ann", "--result", "patch ready")
     assert in_review["state"] == "review"
-    before = task_file(cli, task["id"])
+    before = cli.snapshot()
     code, error = fails(cli, "task", "approve", task["id"], "--as", "ann")
     assert (code, error["code"]) == (1, "self-approval")
-    assert task_file(cli, task["id"]) == before
+    assert cli.snapshot() == before
     approved = cli.json("task", "approve", task["id"], "--as", "rev")
     assert (approved["state"], approved["approved_by"], approved["result"]) == (
         "completed",
@@ -152,12 +152,13 @@ def test_dependencies_gate_claims(cli: MeshRunner) -> None:
 
 def test_unknown_dependency_exits_2_and_writes_nothing(cli: MeshRunner) -> None:
     cli.json("task", "add", "exists")
-    before = tree(cli.mesh_dir)
+    before = cli.snapshot()
     code, error = fails(cli, "task", "add", "orphan", "--depends", "t-nope")
     assert (code, error["code"]) == (2, "unknown-dependency")
-    assert tree(cli.mesh_dir) == before
+    assert cli.snapshot() == before
 
 
+@pytest.mark.directory_only("plants a cyclic task record, which no command can make")
 def test_dependency_cycle_exits_2_and_writes_nothing(cli: MeshRunner, mesh: Mesh) -> None:
     one = tasks.add_task(mesh, "one")
     two = tasks.add_task(mesh, "two", depends_on=[one["id"]])
@@ -186,7 +187,7 @@ def test_release_is_conditional_on_the_owner(cli: MeshRunner) -> None:
     assert (released["state"], released["claimed_by"]) == ("queued", None)
     code, error = fails(cli, "task", "release", task["id"], "--force", "--as", "lead")
     assert (code, error["code"]) == (1, "wrong-state")
-    forced = [e for e in events(cli.mesh_dir) if e["event"] == "task-release" and e["forced"]]
+    forced = [e for e in cli.events() if e["event"] == "task-release" and e["forced"]]
     assert forced[0]["previous_claimant"] == "ann"
 
 
@@ -220,12 +221,14 @@ def test_failed_task_runs_again_only_when_forced(cli: MeshRunner) -> None:
 def test_bad_input_exit_codes(
     cli: MeshRunner, mesh: Mesh, args: list[str], code: int, error_code: str
 ) -> None:
+    # The cases that look tasks up in the mesh; the rest are refused before it is read.
+    only_some_on_postgres(cli, kept=error_code in ("ambiguous-task-id", "unknown-task"))
     tasks.add_task(mesh, "one")
     tasks.add_task(mesh, "two")
-    before = tree(cli.mesh_dir)
+    before = cli.snapshot()
     got_code, error = fails(cli, *args)
     assert (got_code, error["code"]) == (code, error_code)
-    assert tree(cli.mesh_dir) == before
+    assert cli.snapshot() == before
 
 
 def test_nothing_to_claim_exits_1(cli: MeshRunner) -> None:
@@ -243,6 +246,7 @@ def test_stale_queue_marker_is_skipped_and_cleared(mesh: Mesh) -> None:
     assert mesh.store.names(layout.QUEUE_DIR, layout.MARKER_SUFFIX) == []
 
 
+@pytest.mark.directory_only("plants damaged task files (tests/test_postgres_board.py: rows)")
 def test_damaged_task_record_is_quarantined_not_fatal(cli: MeshRunner, mesh: Mesh) -> None:
     good = tasks.add_task(mesh, "good")
     (cli.mesh_dir / "tasks" / "t-broken.json").write_text("{not json")
@@ -275,7 +279,7 @@ def test_killed_claimant_task_is_requeued_by_prune(cli: MeshRunner, mesh: Mesh) 
     shown = cli.json("task", "show", task["id"])
     assert (shown["state"], shown["attempts"]) == ("queued", 1)
     assert cli.json("claim", "--next", "--as", "w2")["id"] == task["id"]
-    requeue = [e for e in events(cli.mesh_dir) if e["event"] == "task-requeue"]
+    requeue = [e for e in cli.events() if e["event"] == "task-requeue"]
     assert [(e["task"], e["agent"], e["attempts"]) for e in requeue] == [(task["id"], "w1", 1)]
 
 
@@ -328,12 +332,12 @@ def test_dead_registered_agent_cannot_claim(cli: MeshRunner) -> None:
     cli.json("register", "d", "--pid", str(_gone_pid()))
     task = cli.json("task", "add", "work")
     for args in (["claim", "--next", "--as", "d"], ["claim", task["id"], "--as", "d"]):
-        before = tree(cli.mesh_dir / "tasks")
+        before = cli.snapshot()
         code, error = fails(cli, *args)
         assert code == 1
         assert error["code"] == "claimant-dead"
         assert "mesh register d --pid" in error["message"] and "--replace" in error["message"]
-        assert tree(cli.mesh_dir / "tasks") == before
+        assert cli.snapshot() == before
         human = cli.run(*args)
         assert human.returncode == 1
         assert human.stderr.startswith("error: ") and "mesh register d" in human.stderr
