@@ -120,8 +120,9 @@ class MeshRunner:
         assert self.url is not None, "a directory mesh has no LISTEN"
         name = channel(self.url.rpartition("%3D")[2], topic)
         with psycopg.connect(self.url, autocommit=True) as conn:
+            # A watch lists itself there in the transaction that LISTENs (MIGRATION_2).
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (f'LISTEN "{name}"',)
+                "SELECT count(*) FROM mesh_listening WHERE channel = %s", (name,)
             ).fetchone()
         return bool(row and row[0])
 

@@ -188,13 +188,12 @@ def test_another_hosts_agent_dies_on_b_only_after_dead_after_without_a_heartbeat
 
 
 def _listening(url: str) -> int:
-    """How many sessions of the server are waiting in LISTEN."""
+    """How many sessions of the mesh are waiting in LISTEN (a watch lists itself in
+    `mesh_listening` in the transaction that LISTENs)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'"
-        ).fetchone()
+        row = conn.execute("SELECT count(DISTINCT pid) FROM mesh_listening").fetchone()
     return int(row[0]) if row else 0
 
 
