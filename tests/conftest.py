@@ -190,6 +190,17 @@ DIRECTORY_ONLY_HINT = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package's bytecode once, in the controlling process: the tests run `mesh`
+    thousands of times with PYTHONDONTWRITEBYTECODE=1 (as these machines set it), and from a
+    fresh clone each of those runs would compile every module it imports anew."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
+        return
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "drasill_cli"), quiet=1)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize the `cli` tests of `both_backends` modules by the kind of mesh."""
     node = metafunc.definition
