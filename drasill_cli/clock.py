@@ -18,12 +18,19 @@ _last_ns = 0
 _offset_ns = 0
 
 
+# A new offset closer than this to the one in use is measuring noise (half a round trip), kept
+# out so that time never steps back between the threads or connections of a process.
+FOLLOW_TOLERANCE_S = 0.05
+
+
 def follow(offset: float) -> None:
     """Read the mesh's clock from now on: this host's clock plus `offset` seconds (a database
     mesh sets it once connected, from the server's clock). Leases, heartbeat ages, time
     stamps and ids then agree across the hosts of the mesh, whatever their own clocks say."""
     global _offset_ns  # noqa: PLW0603 -- one clock per process: the mesh's
-    _offset_ns = round(offset * 1e9)
+    wanted = round(offset * 1e9)
+    if abs(wanted - _offset_ns) > FOLLOW_TOLERANCE_S * 1e9:
+        _offset_ns = wanted
 
 
 def now() -> float:

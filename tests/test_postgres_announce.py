@@ -18,13 +18,14 @@ import pytest
 from drasill_cli import agents, clock, locks, messages
 from drasill_cli.backends import open_backend
 from drasill_cli.backends.postgres import PostgresBackend
-from drasill_cli.backends.postgres.auditlog import GAP_S, _Place
+from drasill_cli.backends.postgres.auditlog import GAP_MAX_S, GAP_MIN_S, _Place
 from drasill_cli.backends.postgres.changes import channel
 from drasill_cli.backends.postgres.schema import LATEST, MIGRATION_1
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
 from drasill_cli.storage import auditlog
 from drasill_cli.storage.changes import INBOXES, TIMEOUT, Change, inbox
+from drasill_cli.storage.presence import REMOVE
 
 
 def _opened(url: str) -> PostgresBackend:
@@ -157,6 +158,10 @@ def test_follow_gives_a_row_that_commits_after_a_higher_one(mesh: Mesh, pg_mesh_
             )
             mesh.record("quick", "alice")
             wait_for("quick")
+            for n in range(3):  # longer than GAP_MIN_S, the reader looking meanwhile
+                time.sleep(GAP_MIN_S * 0.6)
+                mesh.record(f"meanwhile{n}", "alice")
+                wait_for(f"meanwhile{n}")
             slow.commit()
         mesh.record("after", "alice")  # its announcement wakes the reader
         wait_for("after")
@@ -166,26 +171,33 @@ def test_follow_gives_a_row_that_commits_after_a_higher_one(mesh: Mesh, pg_mesh_
         mesh.record("stop", None)
         reader.join(10)
     kinds = [e["event"] for e in given if e["event"] in ("slow", "quick", "after")]
-    assert sorted(kinds) == ["after", "quick", "slow"]  # each once
+    assert sorted(kinds) == ["after", "quick", "slow"]  # each once, the slow one too
 
 
-def test_the_follow_floor_passes_a_gap_only_after_waiting_for_it() -> None:
+def test_the_follow_floor_passes_gaps_once_their_transactions_have_ended() -> None:
     place = _Place()
     assert place.take(5)  # the first row read: what lies below it is settled
     assert not place.take(5)
     assert place.take(7)  # 6 is drawn, not committed yet
-    place.settle(100.0)
+    place.settle(100.0, xmin=40, xmax=50)
     assert (place.floor, place.given) == (5, {7})
-    place.settle(100.0 + GAP_S / 2)
+    place.settle(100.0 + GAP_MAX_S / 2, xmin=45, xmax=60)  # one running then runs still
     assert place.floor == 5
     assert place.take(6)  # it came: given, and the floor rises past both
-    place.settle(100.0 + GAP_S / 2)
+    place.settle(100.0 + GAP_MAX_S / 2, xmin=45, xmax=60)
     assert (place.floor, place.given) == (7, set())
-    assert place.take(9)
-    place.settle(200.0)
-    place.settle(200.0 + GAP_S)  # 8 never came (rolled back): passed after GAP_S
-    assert (place.floor, place.given) == (9, set())
-    assert not place.take(8)  # too late to be given now
+    for seq in (9, 11, 13):  # 8, 10 and 12 drawn by transactions still running
+        assert place.take(seq)
+    place.settle(200.0, xmin=55, xmax=70)
+    place.settle(200.0 + GAP_MIN_S / 2, xmin=70, xmax=71)  # all ended, but too soon to trust
+    assert place.floor == 7
+    place.settle(200.0 + GAP_MIN_S, xmin=70, xmax=71)  # they all ended: passed together
+    assert (place.floor, place.given) == (13, set())
+    assert not place.take(8)  # rolled back for good, or committed after its transaction ended
+    assert place.take(15)
+    place.settle(300.0, xmin=10, xmax=90)  # a transaction of another program stays open
+    place.settle(300.0 + GAP_MAX_S, xmin=10, xmax=95)
+    assert (place.floor, place.given) == (15, set())
 
 
 def test_a_host_with_a_fast_clock_reads_the_servers(
@@ -213,3 +225,41 @@ def test_a_host_with_a_fast_clock_reads_the_servers(
         assert abs(clock.parse_iso(sent["created_at"]) - server) < 5
     finally:
         mesh.backend.close()
+
+
+def test_a_send_to_an_agent_being_removed_waits_and_delivers_nothing(
+    mesh: Mesh, pg_mesh_url: str
+) -> None:
+    """The recipient's row is read FOR KEY SHARE: a removal under way is waited for."""
+    remover = _opened(pg_mesh_url)
+    deciding = threading.Event()
+
+    def retire(_current: Any) -> Any:
+        deciding.set()
+        time.sleep(1.0)  # bob's row is locked meanwhile, as while his mail is archived
+        return REMOVE
+
+    thread = threading.Thread(target=remover.presence.change, args=("bob", retire))
+    thread.start()
+    try:
+        assert deciding.wait(10)
+        message: dict[str, Any] = {
+            "id": clock.new_id("m"),
+            "from": "alice",
+            "to": "bob",
+            "body": "too late",
+            "priority": "normal",
+            "created_at": clock.iso(),
+            "reply_to": None,
+            "thread": None,
+            "attachments": [],
+            "wake": True,
+        }
+        message["thread"] = message["id"]
+        event = auditlog.event("send", "alice", id=message["id"], to="bob")
+        assert mesh.backend.mailbox.deliver(message, event) is False
+    finally:
+        thread.join(20)
+        remover.close()
+    assert not mesh.is_registered("bob")
+    assert mesh.backend.mailbox.unread_count("bob") == 0

@@ -135,8 +135,11 @@ def log_cmd(
     """The audit trail of every change, one event per line (JSON Lines with --json)."""
     from drasill_cli import audit
 
-    start = parse_since(since) if since else None
+    if since:
+        parse_since(since)  # a bad value is exit 2 before the mesh is opened
     mesh = state(ctx).mesh()
+    # Counted back once the mesh is open: a database mesh's clock is the server's.
+    start = parse_since(since) if since else None
     events = audit.follow(mesh, start) if follow else audit.read_events(mesh, start)
     try:
         for event in events:

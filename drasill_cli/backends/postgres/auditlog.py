@@ -48,9 +48,10 @@ def line(condition: str = "true") -> str:
 RETURN_LINE = f" SELECT seq, {LISTENED} FROM line"  # noqa: S608 -- constant fragments only
 # How long `follow` waits on its watch between looks when nothing is notified.
 FOLLOW_RECHECK_S = 30.0
-# How long `follow` waits for a `seq` drawn and not committed yet (an append is one statement,
-# committed within milliseconds; a rolled-back one leaves its number unused for good).
-GAP_S = 10.0
+# How `follow` passes a gap in `seq` (`_Place`): once the transactions running when it was
+# seen have ended, and no sooner than GAP_MIN_S after; after GAP_MAX_S whatever runs.
+GAP_MIN_S = 1.0
+GAP_MAX_S = 300.0
 
 
 def _time_of(event: dict[str, Any]) -> float | None:
@@ -164,6 +165,14 @@ class PostgresAuditLog:
             if event is not None:
                 yield event
 
+    def _snapshot(self) -> tuple[int, int]:
+        """The server's transaction horizon now: (xmin, xmax) of a fresh snapshot."""
+        rows = self.backend.statement(
+            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
+            " FROM pg_current_snapshot() AS s"
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
     def latest(self, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
@@ -183,7 +192,7 @@ class PostgresAuditLog:
                 for seq, event in self._from(place.floor, since):
                     if place.take(seq) and event is not None:
                         yield event
-                place.settle(time.monotonic())
+                place.settle(time.monotonic(), *self._snapshot())
                 if stop is not None and stop.is_set():
                     return
                 seen = watch.next(FOLLOW_RECHECK_S, stop)
@@ -196,16 +205,23 @@ class PostgresAuditLog:
 class _Place:
     """How far `follow` has read. Appends do not wait for each other, so a row can commit after
     one with a higher `seq`: every `seq` up to `floor` is settled (given, or known never to
-    come), `given` holds those given above it, and a gap just above `floor` (a `seq` drawn by an
-    append not committed yet, or by one rolled back) is waited for `GAP_S` before the floor
-    passes it. The rows below the first one read are settled at once (trimmed, or rolled back).
+    come) and `given` holds those given above it.
+
+    The gaps below the highest `seq` given (numbers drawn by appends not committed yet, or by
+    ones rolled back) are settled together once every transaction that was running when they
+    were seen has ended: then a number still missing was rolled back. That is read from the
+    server's snapshot (`pg_snapshot_xmin` has passed the `pg_snapshot_xmax` noted then), and
+    asked no sooner than `GAP_MIN_S` after (a number is drawn a moment before its transaction
+    has an id). A transaction of another program left open for `GAP_MAX_S` is not waited for
+    longer. The rows below the first one read are settled at once (trimmed, or rolled back).
     """
 
     def __init__(self) -> None:
         self.floor = 0
         self.given: set[int] = set()
         self.started = False
-        self.gap_since: float | None = None
+        # The gaps being waited for: up to which `seq`, the snapshot's xmax, and since when.
+        self.pending: tuple[int, int, float] | None = None
 
     def take(self, seq: int) -> bool:
         """Whether the row `seq` is new to this reader (then it counts as given)."""
@@ -217,21 +233,24 @@ class _Place:
         self.given.add(seq)
         return True
 
-    def settle(self, now: float) -> None:
-        """After a look: raise the floor past what is given, and past a gap waited on long
-        enough. A first look that found nothing leaves every later `seq` to be waited for."""
+    def _rise(self) -> None:
+        while self.floor + 1 in self.given:
+            self.floor += 1
+            self.given.discard(self.floor)
+
+    def settle(self, now: float, xmin: int, xmax: int) -> None:
+        """After a look, with the server's snapshot then (`xmin`, `xmax`): raise the floor past
+        what is given and past the gaps whose transactions have all ended. A first look that
+        found nothing leaves every later `seq` to be waited for."""
         self.started = True
-        while self.given:
-            if self.floor + 1 in self.given:
-                self.floor += 1
-                self.given.discard(self.floor)
-                self.gap_since = None
-            elif self.gap_since is None:
-                self.gap_since = now
-                return
-            elif now - self.gap_since >= GAP_S:
-                self.floor = min(self.given) - 1
-                self.gap_since = None
-            else:
-                return
-        self.gap_since = None
+        self._rise()
+        if self.pending is not None:
+            upto, horizon, since = self.pending
+            waited = now - since
+            if (xmin >= horizon and waited >= GAP_MIN_S) or waited >= GAP_MAX_S:
+                self.floor = max(self.floor, upto)
+                self.given = {seq for seq in self.given if seq > self.floor}
+                self.pending = None
+                self._rise()
+        if self.pending is None and self.given:  # gaps below the highest given
+            self.pending = (max(self.given), xmax, now)

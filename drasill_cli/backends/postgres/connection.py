@@ -124,6 +124,10 @@ def _only(announce: tuple[list[str], list[str]], channels: set[str]) -> tuple[li
     return [c for c, _ in pairs], [p for _, p in pairs]
 
 
+# Appended to the connection's `options` (libpq: a backslash keeps the space in the value).
+_READ_COMMITTED = r"-c default_transaction_isolation=read\ committed"
+
+
 class _Owned:
     """A thread's connection, held in the thread's local storage."""
 
@@ -157,14 +161,22 @@ class Database:
     # ---- connecting -------------------------------------------------------------------------
 
     def connect(self) -> psycopg.Connection[Any]:
-        """A new connection in autocommit mode (transactions are explicit), or exit 4."""
+        """A new connection in autocommit mode (transactions are explicit), or exit 4.
+
+        Its transactions are READ COMMITTED whatever the role's or database's default: the
+        mesh's row locks and its listeners' lock rely on each statement seeing what was
+        committed before it (the URL's own `options`, such as a search_path, are kept)."""
         pg = driver()
+        from psycopg.conninfo import conninfo_to_dict
+
         try:
+            given = str(conninfo_to_dict(self.url).get("options") or "")
             conn: psycopg.Connection[Any] = pg.connect(
                 self.url,
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 application_name=APPLICATION_NAME,
+                options=f"{given} {_READ_COMMITTED}".strip(),
             )
         except pg.Error as exc:
             raise self.unusable(exc, connecting=True) from None
@@ -259,9 +271,10 @@ class Database:
         """
         psycopg = driver()
         conn = self.conn
-        if announce is not None:
-            params = (*params, announce[0])
-        if read_only or conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        nested = conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        if announce is not None:  # nested: no look (and no lock held for the outer's length)
+            params = (*params, None if nested or read_only else announce[0])
+        if read_only or nested:
             with self.transaction(read_only=read_only) as cur:
                 cur.execute(sql, params)
                 rows = cur.fetchall() if cur.description is not None else []

@@ -141,14 +141,16 @@ class PostgresMailbox:
 
     def deliver(self, message: dict[str, Any], event: dict[str, Any]) -> bool:
         """One statement: the copy (only if the recipient is registered), the history row and
-        the audit row, or none of them."""
+        the audit row, or none of them. The recipient's row is read FOR KEY SHARE: a change of
+        that agent under way (being retired, its unread mail archived) is waited for, and a
+        removed agent gets nothing; heartbeats do not conflict."""
         audit_log = self.backend.audit_log
         msg_id = message["id"]
         created = clock.id_time(msg_id)
         rows = self.backend.statement(
             "WITH copy AS (INSERT INTO mesh_messages (id, recipient, rank, created, body)"  # noqa: S608 -- constant fragments only; every value is a parameter
             "  SELECT %s, name, %s, coalesce(to_timestamp(%s), now()), %s"
-            "  FROM mesh_agents WHERE name = %s RETURNING id, created, body),"
+            "  FROM mesh_agents WHERE name = %s FOR KEY SHARE RETURNING id, created, body),"
             " sent AS (INSERT INTO mesh_sent (sender, id, created, body)"
             "  SELECT %s, id, created, body FROM copy), "
             + line("EXISTS (SELECT 1 FROM copy)")

@@ -196,10 +196,15 @@ CREATE TABLE mesh_listening (
 -- held to the writer's commit, then reads with a snapshot of its own (PL/pgSQL, VOLATILE: each
 -- query sees what was committed when it started). A watch takes that lock exclusively in the
 -- transaction that adds its rows: a writer that looked before has committed before the watch's
--- first look at the tables, and one that looks after sees the watch's rows.
+-- first look at the tables, and one that looks after sees the watch's rows. NULL asks nothing
+-- and takes no lock (a statement inside a longer transaction, which announces after its commit
+-- and must not hold the lock, and so every waiter's start, for that long).
 CREATE FUNCTION mesh_listened(channels text[]) RETURNS text[]
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+    IF channels IS NULL THEN
+        RETURN NULL;
+    END IF;
     PERFORM pg_advisory_xact_lock_shared(hashtext('drasill-listen'), hashtext(current_schema()));
     RETURN ARRAY(SELECT DISTINCT l.channel FROM mesh_listening AS l
                  WHERE l.channel = ANY(channels));

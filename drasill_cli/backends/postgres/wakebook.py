@@ -97,19 +97,23 @@ class _HostGuard:
         schema = self.book.backend.changes.schema
         self.close()
         self.conn = conn = db.connect()
-        with db.errors_mapped():
-            row = conn.execute(f"SELECT pg_try_advisory_lock({_KEY})", (schema, self.host))
-            taken = row.fetchone()
+        try:
+            with db.errors_mapped():
+                row = conn.execute(f"SELECT pg_try_advisory_lock({_KEY})", (schema, self.host))
+                taken = row.fetchone()
+                if taken and taken[0]:
+                    conn.execute(
+                        "INSERT INTO mesh_watchers (host, record) VALUES (%s, %s)"
+                        " ON CONFLICT (host) DO UPDATE SET record = EXCLUDED.record,"
+                        " started = now(), heartbeat = now()",
+                        (self.host, Jsonb(self.holder)),
+                    )
+        except BaseException:
+            self.close()  # never a session of ours left open without the lock
+            raise
         if not (taken and taken[0]):
             self.close()
             raise AlreadyWatching(self.book._holder(self.host))
-        with db.errors_mapped():
-            conn.execute(
-                "INSERT INTO mesh_watchers (host, record) VALUES (%s, %s)"
-                " ON CONFLICT (host) DO UPDATE SET record = EXCLUDED.record,"
-                " started = now(), heartbeat = now()",
-                (self.host, Jsonb(self.holder)),
-            )
 
     def confirm(self) -> None:
         """The session still alive (its heartbeat noted), or the lock taken again on a new one:
@@ -119,26 +123,34 @@ class _HostGuard:
 
         if self.conn is not None and not self.conn.closed:
             try:
-                self.conn.execute(
-                    "UPDATE mesh_watchers SET heartbeat = now() WHERE host = %s", (self.host,)
-                )
-                return
+                held = self.conn.execute(
+                    "UPDATE mesh_watchers SET heartbeat = now() WHERE host = %s AND EXISTS ("
+                    " SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    "  AND pid = pg_backend_pid()) RETURNING 1",
+                    (self.host,),
+                ).fetchone()
+                if held is not None:
+                    return
             except psycopg.Error:
                 pass  # cut: take it again below
         self.take()
 
     def release(self) -> None:
-        db = self.book.backend.db
+        """Give the guard back; a session already cut (its lock gone with it) is fine."""
+        import psycopg
+
         conn = self.conn
-        with db.errors_mapped():
-            if conn is not None and not conn.closed:
-                conn.execute("DELETE FROM mesh_watchers WHERE host = %s", (self.host,))
-                # Released here, not by the close: the server ends a closed session after the
-                # client has moved on, so the next watcher could be refused.
-                conn.execute(
-                    f"SELECT pg_advisory_unlock({_KEY})",
-                    (self.book.backend.changes.schema, self.host),
-                )
+        if conn is None or conn.closed:
+            return
+        try:
+            conn.execute("DELETE FROM mesh_watchers WHERE host = %s", (self.host,))
+            # Released here, not by the close: the server ends a closed session after the
+            # client has moved on, so the next watcher could be refused.
+            conn.execute(
+                f"SELECT pg_advisory_unlock({_KEY})", (self.book.backend.changes.schema, self.host)
+            )
+        except psycopg.Error:
+            return  # cut meanwhile: the lock went with the session
 
     def close(self) -> None:
         if self.conn is not None:
