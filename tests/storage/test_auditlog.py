@@ -102,6 +102,9 @@ def test_follow_since_skips_older_history(backend: Backend) -> None:
         for found in backend.audit_log.follow(now - 60, stop):
             got.put(found["event"])
 
-    threading.Thread(target=follow, daemon=True).start()
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
     assert got.get(timeout=10) == "recent"
     stop.set()
+    follower.join(10)  # ended before the fixture closes the mesh under it
+    assert not follower.is_alive()
