@@ -9,12 +9,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
+
+if TYPE_CHECKING:
+    from drasill_cli.backends.postgres import PostgresBackend
 
 
 class MeshRunner:
@@ -307,6 +310,16 @@ def with_schema(url: str, schema: str) -> str:
     """`url` with `schema` first on the search path (the mesh's tables go there)."""
     joiner = "&" if "?" in url else "?"
     return f"{url}{joiner}options=-csearch_path%3D{schema}"
+
+
+def postgres_backend(url: str) -> PostgresBackend:
+    """The PostgreSQL mesh at `url`, opened as `mesh` opens it (for the backend's own tests)."""
+    from drasill_cli.backends import open_backend
+    from drasill_cli.backends.postgres import PostgresBackend
+
+    backend = open_backend(url, Config())
+    assert isinstance(backend, PostgresBackend)
+    return backend
 
 
 @pytest.fixture

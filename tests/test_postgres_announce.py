@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from drasill_cli import agents, clock, locks, messages
-from drasill_cli.backends import open_backend
 from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.backends.postgres.auditlog import GAP_MAX_S, GAP_MIN_S, _Place
 from drasill_cli.backends.postgres.changes import channel
@@ -26,17 +25,13 @@ from drasill_cli.mesh import Mesh
 from drasill_cli.storage import auditlog
 from drasill_cli.storage.changes import INBOXES, TIMEOUT, Change, inbox
 from drasill_cli.storage.presence import REMOVE
-
-
-def _opened(url: str) -> PostgresBackend:
-    backend = open_backend(url, Config())
-    assert isinstance(backend, PostgresBackend)
-    return backend
+from tests.conftest import postgres_backend
+from tests.storage.mail import message
 
 
 @pytest.fixture
 def mesh(pg_mesh_url: str) -> Iterator[Mesh]:
-    opened = Mesh(_opened(pg_mesh_url), Config())
+    opened = Mesh(postgres_backend(pg_mesh_url), Config())
     agents.register(opened, "alice")
     agents.register(opened, "bob")
     yield opened
@@ -71,7 +66,7 @@ def test_a_send_nobody_waits_for_notifies_nothing_and_a_watch_is_woken(
 def test_a_waiter_that_missed_a_racing_send_is_woken_by_it(mesh: Mesh, pg_mesh_url: str) -> None:
     """A send racing a waiter's start: either the waiter's first look finds the message, or
     the send is announced to it. A miss would show as a timeout (the safety re-check is 30 s)."""
-    sender = Mesh(_opened(pg_mesh_url), Config())
+    sender = Mesh(postgres_backend(pg_mesh_url), Config())
     rng = random.Random(7)
     try:
         for round_no in range(30):
@@ -114,7 +109,7 @@ def test_a_version_1_mesh_is_migrated_and_its_waiters_woken(pg_url: str) -> None
         conn.execute(f"SET LOCAL search_path TO {schema}")
         conn.execute(MIGRATION_1.encode())
         conn.execute("INSERT INTO mesh_schema (version, applied_by) VALUES (1, 'older')")
-    mesh = Mesh(_opened(url), Config())
+    mesh = Mesh(postgres_backend(url), Config())
     backend = mesh.backend
     assert isinstance(backend, PostgresBackend)
     try:
@@ -145,7 +140,10 @@ def test_follow_gives_a_row_that_commits_after_a_higher_one(mesh: Mesh, pg_mesh_
 
     def wait_for(kind: str) -> None:
         with arrived:
-            assert arrived.wait_for(lambda: any(e["event"] == kind for e in given), timeout=10)
+            assert arrived.wait_for(lambda: any(e["event"] == kind for e in given), timeout=10), (
+                kind,
+                [e["event"] for e in given],
+            )
 
     reader = threading.Thread(target=follow)
     reader.start()
@@ -209,7 +207,7 @@ def test_a_host_with_a_fast_clock_reads_the_servers(
     monkeypatch.setattr(time, "time_ns", lambda: real_ns() + int(skew * 1e9))
     monkeypatch.setattr(time, "time", lambda: real_ns() / 1e9 + skew)
     monkeypatch.setattr(clock, "_offset_ns", 0)  # restored after the test
-    mesh = Mesh(_opened(pg_mesh_url), Config())
+    mesh = Mesh(postgres_backend(pg_mesh_url), Config())
     try:
         agents.register(mesh, "alice")
         [lock] = locks.acquire(mesh, [str(tmp_path / "f.py")], "alice", ttl=60)
@@ -231,7 +229,7 @@ def test_a_send_to_an_agent_being_removed_waits_and_delivers_nothing(
     mesh: Mesh, pg_mesh_url: str
 ) -> None:
     """The recipient's row is read FOR KEY SHARE: a removal under way is waited for."""
-    remover = _opened(pg_mesh_url)
+    remover = postgres_backend(pg_mesh_url)
     deciding = threading.Event()
 
     def retire(_current: Any) -> Any:
@@ -243,21 +241,9 @@ def test_a_send_to_an_agent_being_removed_waits_and_delivers_nothing(
     thread.start()
     try:
         assert deciding.wait(10)
-        message: dict[str, Any] = {
-            "id": clock.new_id("m"),
-            "from": "alice",
-            "to": "bob",
-            "body": "too late",
-            "priority": "normal",
-            "created_at": clock.iso(),
-            "reply_to": None,
-            "thread": None,
-            "attachments": [],
-            "wake": True,
-        }
-        message["thread"] = message["id"]
-        event = auditlog.event("send", "alice", id=message["id"], to="bob")
-        assert mesh.backend.mailbox.deliver(message, event) is False
+        late = message("bob", "too late")
+        event = auditlog.event("send", "alice", id=late["id"], to="bob")
+        assert mesh.backend.mailbox.deliver(late, event) is False
     finally:
         thread.join(20)
         remover.close()

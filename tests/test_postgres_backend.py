@@ -13,23 +13,16 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from drasill_cli.backends import open_backend
 from drasill_cli.backends.postgres import PostgresBackend, changes
 from drasill_cli.backends.postgres.schema import LATEST, TABLES, first_search_path_schema
-from drasill_cli.config import Config
 from drasill_cli.errors import MeshUnusable
 from drasill_cli.storage.changes import INBOXES, TASKS, TIMEOUT, Change, inbox
-
-
-def opened(url: str) -> PostgresBackend:
-    backend = open_backend(url, Config())
-    assert isinstance(backend, PostgresBackend)
-    return backend
+from tests.conftest import postgres_backend
 
 
 @pytest.fixture
 def backend(pg_mesh_url: str) -> Iterator[PostgresBackend]:
-    made = opened(pg_mesh_url)
+    made = postgres_backend(pg_mesh_url)
     yield made
     made.close()
 
@@ -39,12 +32,12 @@ def schema_of(url: str) -> str:
 
 
 def announce(backend: PostgresBackend, change: Change) -> None:
-    with backend.db.transaction() as cur:
-        backend.changes.notify(cur, change)
+    with backend.db.transaction():
+        backend.changes.notify(change)
 
 
 def test_tables_are_made_on_first_use_in_the_first_schema(pg_url: str, pg_mesh_url: str) -> None:
-    backend = opened(pg_mesh_url)
+    backend = postgres_backend(pg_mesh_url)
     backend.close()
     with psycopg.connect(pg_url) as conn:
         rows = conn.execute(
@@ -63,7 +56,7 @@ def test_many_first_opens_at_once_migrate_once(pg_mesh_url: str) -> None:
 
     def open_one() -> None:
         try:
-            opened(pg_mesh_url).close()
+            postgres_backend(pg_mesh_url).close()
         except BaseException as exc:
             errors.append(exc)
 
@@ -73,7 +66,7 @@ def test_many_first_opens_at_once_migrate_once(pg_mesh_url: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    backend = opened(pg_mesh_url)
+    backend = postgres_backend(pg_mesh_url)
     with backend.db.transaction() as cur:
         cur.execute("SELECT count(*) FROM mesh_schema")
         assert cur.fetchone() == (LATEST,)
@@ -84,7 +77,7 @@ def test_tables_of_a_newer_version_are_exit_4(backend: PostgresBackend, pg_mesh_
     with backend.db.transaction() as cur:
         cur.execute("INSERT INTO mesh_schema (version, applied_by) VALUES (%s, 'future')", (99,))
     with pytest.raises(MeshUnusable, match="upgrade drasill-cli") as caught:
-        opened(pg_mesh_url)
+        postgres_backend(pg_mesh_url)
     assert caught.value.code == "database-newer"
 
 
@@ -98,15 +91,15 @@ def test_first_search_path_schema(path: str, first: str | None) -> None:
 
 def test_a_rolled_back_change_is_never_announced(backend: PostgresBackend) -> None:
     with backend.changes.watch(TASKS) as watch:
-        with pytest.raises(RuntimeError), backend.db.transaction() as cur:
-            backend.changes.notify(cur, Change(TASKS))
+        with pytest.raises(RuntimeError), backend.db.transaction():
+            backend.changes.notify(Change(TASKS))
             raise RuntimeError("the operation failed before its commit")
         assert watch.next(0.5) == TIMEOUT
 
 
 def test_meshes_in_other_schemas_do_not_hear_each_other(pg_url: str) -> None:
-    a = opened(f"{pg_url}&options=-csearch_path%3Dmesh_a_{time.time_ns()}")
-    b = opened(f"{pg_url}&options=-csearch_path%3Dmesh_b_{time.time_ns()}")
+    a = postgres_backend(f"{pg_url}&options=-csearch_path%3Dmesh_a_{time.time_ns()}")
+    b = postgres_backend(f"{pg_url}&options=-csearch_path%3Dmesh_b_{time.time_ns()}")
     try:
         with a.changes.watch(inbox("bob")) as watch_a:
             announce(b, Change(INBOXES, "bob"))

@@ -21,7 +21,7 @@ from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.backends.postgres.attachments import cache_root
 from drasill_cli.config import Config
 from drasill_cli.errors import InvalidInput
-from tests.storage.mail import deliver
+from tests.storage.mail import attached, deliver, message
 
 
 @pytest.fixture
@@ -35,26 +35,10 @@ def backend(
     made.close()
 
 
-def _file(name: str, data: bytes) -> tuple[str, bytes, str]:
-    return name, data, hashlib.sha256(data).hexdigest()
-
-
 def _message(
     to: str, attachments: list[dict[str, Any]], msg_id: str | None = None
 ) -> dict[str, Any]:
-    msg_id = msg_id or clock.new_id("m")
-    return {
-        "id": msg_id,
-        "from": "alice",
-        "to": to,
-        "body": "hello",
-        "priority": "normal",
-        "created_at": clock.iso(),
-        "reply_to": None,
-        "thread": msg_id,
-        "attachments": attachments,
-        "wake": True,
-    }
+    return message(to, attachments=attachments, msg_id=msg_id)
 
 
 def _clear_cache() -> None:
@@ -70,7 +54,7 @@ def test_a_reader_on_another_host_gets_a_private_cached_copy(backend: PostgresBa
     msg_id = clock.new_id("m")
     data = b"secret plans"
     deliver(
-        backend, _message("bob", backend.attachments.put(msg_id, [_file("p.txt", data)]), msg_id)
+        backend, _message("bob", backend.attachments.put(msg_id, [attached("p.txt", data)]), msg_id)
     )
     _clear_cache()
     old_umask = os.umask(0)  # a careless umask must not open the cache up
@@ -92,7 +76,7 @@ def test_a_planted_link_or_a_damaged_copy_is_replaced_not_followed(
     backend: PostgresBackend, tmp_path: Path
 ) -> None:
     msg_id = clock.new_id("m")
-    backend.attachments.put(msg_id, [_file("p.txt", b"the real content")])
+    backend.attachments.put(msg_id, [attached("p.txt", b"the real content")])
     path = Path(backend.attachments.local_path(msg_id, "p.txt"))
     victim = tmp_path / "victim"
     victim.write_bytes(b"untouched")
@@ -109,7 +93,7 @@ def test_broadcast_copies_share_one_cached_file_and_are_copied_in_the_database(
     backend: PostgresBackend,
 ) -> None:
     first, second = clock.new_id("m"), clock.new_id("m")
-    files = [_file("s.txt", b"for all")]
+    files = [attached("s.txt", b"for all")]
     backend.attachments.put(first, files)
     backend.attachments.put(second, files, same_as=first)
     with backend.db.transaction() as cur:
@@ -127,7 +111,9 @@ def test_an_attachment_over_the_limit_is_refused_and_nothing_stored(pg_mesh_url:
     try:
         msg_id = clock.new_id("m")
         with pytest.raises(InvalidInput, match="over the limit of 10"):
-            backend.attachments.put(msg_id, [_file("ok.txt", b"small"), _file("big", b"x" * 11)])
+            backend.attachments.put(
+                msg_id, [attached("ok.txt", b"small"), attached("big", b"x" * 11)]
+            )
         assert backend.attachments.orphans(clock.now() + 60) == []
     finally:
         backend.close()

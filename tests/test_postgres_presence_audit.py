@@ -8,18 +8,11 @@ import threading
 from typing import Any
 
 from drasill_cli import clock
-from drasill_cli.backends import open_backend
 from drasill_cli.backends.postgres import PostgresBackend
-from drasill_cli.config import Config
 from drasill_cli.models import AgentRecord
 from drasill_cli.storage.presence import Decision
 from tests import pg_cluster
-
-
-def _opened(url: str) -> PostgresBackend:
-    backend = open_backend(url, Config())
-    assert isinstance(backend, PostgresBackend)
-    return backend
+from tests.conftest import postgres_backend
 
 
 def test_registrations_of_one_new_name_from_many_connections_decide_in_turn(
@@ -27,7 +20,7 @@ def test_registrations_of_one_new_name_from_many_connections_decide_in_turn(
 ) -> None:
     """Each process has its own connection: without the name's advisory lock, several would
     find no row and each would register, the last one silently winning."""
-    backends = [_opened(pg_mesh_url) for _ in range(8)]
+    backends = [postgres_backend(pg_mesh_url) for _ in range(8)]
     saw_none: list[int] = []
     start = threading.Barrier(len(backends))
 
@@ -59,7 +52,7 @@ def test_registrations_of_one_new_name_from_many_connections_decide_in_turn(
 
 def test_the_audit_log_never_keeps_the_password(pg_mesh_url: str) -> None:
     url = pg_mesh_url.replace("mesh@", f"{pg_cluster.PASSWORD_ROLE}:{pg_cluster.PASSWORD}@", 1)
-    backend = _opened(url)
+    backend = postgres_backend(url)
     try:
         event: dict[str, Any] = {"time": clock.iso(), "event": "connect", "actor": None}
         backend.audit_log.append({**event, "url": url, "note": f"pw {pg_cluster.PASSWORD}"})
@@ -75,7 +68,7 @@ def test_the_audit_log_never_keeps_the_password(pg_mesh_url: str) -> None:
 
 
 def test_latest_reads_by_index(pg_mesh_url: str) -> None:
-    backend = _opened(pg_mesh_url)
+    backend = postgres_backend(pg_mesh_url)
     try:
         for i in range(300):
             backend.audit_log.append({"time": clock.iso(), "event": "tick", "actor": None, "n": i})

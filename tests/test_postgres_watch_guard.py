@@ -10,25 +10,19 @@ from typing import Any
 import pytest
 
 from drasill_cli import agents, liveness, watcher
-from drasill_cli.backends import open_backend
 from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.backends.postgres.wakebook import _HostGuard
 from drasill_cli.config import Config
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
 from drasill_cli.storage.wakebook import AlreadyWatching
-
-
-def _opened(url: str) -> PostgresBackend:
-    backend = open_backend(url, Config())
-    assert isinstance(backend, PostgresBackend)
-    return backend
+from tests.conftest import postgres_backend
 
 
 @pytest.fixture
 def two(pg_mesh_url: str) -> Iterator[tuple[PostgresBackend, PostgresBackend]]:
     """Two processes' worth of connections to one mesh."""
-    a, b = _opened(pg_mesh_url), _opened(pg_mesh_url)
+    a, b = postgres_backend(pg_mesh_url), postgres_backend(pg_mesh_url)
     yield a, b
     a.close()
     b.close()

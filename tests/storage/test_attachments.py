@@ -5,38 +5,22 @@ Interface only (see conftest.py): runs unchanged against every backend.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
 from drasill_cli import clock
 from drasill_cli.storage import Backend
-from tests.storage.mail import deliver
-
-
-def _file(name: str, data: bytes) -> tuple[str, bytes, str]:
-    return name, data, hashlib.sha256(data).hexdigest()
+from tests.storage.mail import attached, deliver, message
 
 
 def _message(msg_id: str, attachments: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": msg_id,
-        "from": "alice",
-        "to": "bob",
-        "body": "attached",
-        "priority": "normal",
-        "created_at": clock.iso(),
-        "reply_to": None,
-        "thread": msg_id,
-        "attachments": attachments,
-        "wake": True,
-    }
+    return message("bob", "attached", attachments=attachments, msg_id=msg_id)
 
 
 def test_put_describes_each_file_and_its_local_path_holds_the_bytes(backend: Backend) -> None:
     msg_id = clock.new_id("m")
-    files = [_file("a.txt", b"alpha"), _file("b.bin", bytes(range(256)))]
+    files = [attached("a.txt", b"alpha"), attached("b.bin", bytes(range(256)))]
     described = backend.attachments.put(msg_id, files)
     assert [(d["name"], d["size"], d["sha256"]) for d in described] == [
         (name, len(data), digest) for name, data, digest in files
@@ -48,7 +32,7 @@ def test_put_describes_each_file_and_its_local_path_holds_the_bytes(backend: Bac
 
 def test_broadcast_copies_share_content_but_each_message_owns_its_own(backend: Backend) -> None:
     first, second = clock.new_id("m"), clock.new_id("m")
-    files = [_file("shared.txt", b"for everyone")]
+    files = [attached("shared.txt", b"for everyone")]
     backend.attachments.put(first, files)
     backend.attachments.put(second, files, same_as=first)
     assert backend.attachments.drop(first)
@@ -59,7 +43,7 @@ def test_broadcast_copies_share_content_but_each_message_owns_its_own(backend: B
 
 def test_drop_removes_the_files(backend: Backend) -> None:
     msg_id = clock.new_id("m")
-    backend.attachments.put(msg_id, [_file("gone.txt", b"bye")])
+    backend.attachments.put(msg_id, [attached("gone.txt", b"bye")])
     assert backend.attachments.drop(msg_id)
     assert not Path(backend.attachments.local_path(msg_id, "gone.txt")).exists()
     assert not backend.attachments.drop(clock.new_id("m")), "never stored"
@@ -67,9 +51,9 @@ def test_drop_removes_the_files(backend: Backend) -> None:
 
 def test_orphans_are_old_attachments_of_no_stored_message(backend: Backend) -> None:
     delivered, orphan = clock.new_id("m"), clock.new_id("m")
-    described = backend.attachments.put(delivered, [_file("kept.txt", b"kept")])
+    described = backend.attachments.put(delivered, [attached("kept.txt", b"kept")])
     deliver(backend, _message(delivered, described))
-    backend.attachments.put(orphan, [_file("half.txt", b"half")])
+    backend.attachments.put(orphan, [attached("half.txt", b"half")])
     assert backend.attachments.orphans(time.time() - 3600) == [], "too young: maybe in flight"
     assert backend.attachments.orphans(time.time() + 60) == [orphan]
     assert backend.mailbox.take_next("bob") is not None
@@ -80,7 +64,7 @@ def test_orphans_are_old_attachments_of_no_stored_message(backend: Backend) -> N
 
 def test_a_read_attachment_is_a_private_file_kept_across_reads(backend: Backend) -> None:
     msg_id = clock.new_id("m")
-    described = backend.attachments.put(msg_id, [_file("report.txt", b"private report")])
+    described = backend.attachments.put(msg_id, [attached("report.txt", b"private report")])
     deliver(backend, _message(msg_id, described))
     got = backend.mailbox.take_next("bob")
     assert got is not None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -233,20 +234,30 @@ def test_held_by_follows_claims_and_releases(board: TaskBoard) -> None:
     assert board.queued() == [three.id]
 
 
-def test_a_busy_task_with_timeout_0_is_task_busy_at_once(board: TaskBoard) -> None:
-    task = board.add(maker())
-    inside = threading.Event()
-    leave = threading.Event()
+@contextmanager
+def _being_changed(board: TaskBoard, task_id: str, state: str) -> Iterator[None]:
+    """A change of `task_id` in progress in another thread for the whole block; it writes
+    `state` once the block ends."""
+    inside, leave = threading.Event(), threading.Event()
 
     def slow(t: Task) -> Task:
         inside.set()
         leave.wait(30)
-        return t.replace(state="working")
+        return t.replace(state=state)
 
-    holder = threading.Thread(target=board.change, args=(task.id, slow))
+    holder = threading.Thread(target=board.change, args=(task_id, slow))
     holder.start()
     try:
         assert inside.wait(30)
+        yield
+    finally:
+        leave.set()
+        holder.join(30)
+
+
+def test_a_busy_task_with_timeout_0_is_task_busy_at_once(board: TaskBoard) -> None:
+    task = board.add(maker())
+    with _being_changed(board, task.id, "working"):
         started = time.monotonic()
         with pytest.raises(TaskBusy) as busy:
             board.change(task.id, claimed_by("ann"), timeout=0)
@@ -258,9 +269,6 @@ def test_a_busy_task_with_timeout_0_is_task_busy_at_once(board: TaskBoard) -> No
         # Another task is not held up by it.
         other = board.add(maker())
         assert board.change(other.id, claimed_by("ann"), timeout=0) is not None
-    finally:
-        leave.set()
-        holder.join(30)
     stored = board.get(task.id)
     assert stored is not None and stored.state == "working"
     assert board.change(task.id, lambda t: t.replace(state="failed"), timeout=0) is not None
@@ -294,17 +302,7 @@ def test_a_decision_reads_other_tasks_while_they_are_being_changed(board: TaskBo
     """A claim checks its dependencies with `get`: never held up by their own changes."""
     dependency = board.add(maker("dependency"))
     task = board.add(maker("task"))
-    inside, leave = threading.Event(), threading.Event()
-
-    def slow(t: Task) -> Task:
-        inside.set()
-        leave.wait(30)
-        return t.replace(state="completed")
-
-    holder = threading.Thread(target=board.change, args=(dependency.id, slow))
-    holder.start()
-    try:
-        assert inside.wait(30)
+    with _being_changed(board, dependency.id, "completed"):
         started = time.monotonic()
         states: list[str] = []
 
@@ -316,9 +314,6 @@ def test_a_decision_reads_other_tasks_while_they_are_being_changed(board: TaskBo
         assert board.change(task.id, decide, timeout=0) is not None
         assert time.monotonic() - started < 5
         assert states == ["queued"]  # the change in progress is not seen before it is done
-    finally:
-        leave.set()
-        holder.join(30)
     found = board.get(dependency.id)
     assert found is not None and found.state == "completed"
 

@@ -58,8 +58,8 @@ def cause(backend: Backend) -> Cause:
     assert isinstance(backend, PostgresBackend)
 
     def on_database(change: Change) -> None:
-        with backend.db.transaction() as cur:
-            backend.changes.notify(cur, change)
+        with backend.db.transaction():
+            backend.changes.notify(change)
 
     return on_database
 

@@ -171,10 +171,10 @@ for _ in range({rounds}):
 """
 
 
-def test_transact_is_exclusive_between_processes(backend: Backend) -> None:
-    processes, rounds = 4, 10
+def _race(backend: Backend, template: str, processes: int, rounds: int) -> None:
+    """Run `processes` copies of the worker `template` on the mesh at once; each must succeed."""
     backend.locks.transact(lambda t: LockChanges(None))  # the mesh exists before they start
-    script = WORKER.format(
+    script = template.format(
         reopen=REOPEN[backend.kind].format(location=backend.location), rounds=rounds
     )
     workers = [
@@ -184,6 +184,11 @@ def test_transact_is_exclusive_between_processes(backend: Backend) -> None:
     for worker in workers:
         _out, err = worker.communicate(timeout=120)
         assert worker.returncode == 0, err
+
+
+def test_transact_is_exclusive_between_processes(backend: Backend) -> None:
+    processes, rounds = 4, 10
+    _race(backend, WORKER, processes, rounds)
     assert len(backend.locks.all()) == processes * rounds
 
 
@@ -219,16 +224,6 @@ def test_racing_increments_of_one_record_lose_nothing(backend: Backend) -> None:
     """8 processes each increment one lock record's counter 20 times: every increment reads
     the value the previous one wrote (no lost update)."""
     processes, rounds = 8, 20
-    backend.locks.transact(lambda t: LockChanges(None))  # the mesh exists before they start
-    script = COUNTER.format(
-        reopen=REOPEN[backend.kind].format(location=backend.location), rounds=rounds
-    )
-    workers = [
-        subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-        for _ in range(processes)
-    ]
-    for worker in workers:
-        _out, err = worker.communicate(timeout=120)
-        assert worker.returncode == 0, err
+    _race(backend, COUNTER, processes, rounds)
     [counter] = backend.locks.all()
     assert counter["count"] == processes * rounds

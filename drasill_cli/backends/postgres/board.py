@@ -191,7 +191,7 @@ class PostgresBoard:
             )
             if then is not None:
                 then(before, after)
-            self.backend.changes.notify(cur, Change(TASKS))
+            self.backend.changes.notify(Change(TASKS))
         return before, after
 
     def add(self, make: Callable[[str], Task]) -> Task:
@@ -214,5 +214,5 @@ class PostgresBoard:
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (task.id, number, *_row(task)),
             )
-            self.backend.changes.notify(cur, Change(TASKS))
+            self.backend.changes.notify(Change(TASKS))
         return task

@@ -99,7 +99,7 @@ class PostgresBudgetBook:
             row = cur.fetchone()
             if row is None:
                 return []
-            self.backend.changes.notify(cur, Change(MESH))
+            self.backend.changes.notify(Change(MESH))
             return self._checked(cur, name, PAUSED, row[0], check_pause, delete=False) or []
 
     # ---- warnings ---------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class PostgresBudgetBook:
         with self.backend.transaction() as cur:
             cur.execute("DELETE FROM mesh_budgets WHERE agent = %s AND state = %s", (name, WARNED))
             if cur.rowcount:
-                self.backend.changes.notify(cur, Change(MESH))
+                self.backend.changes.notify(Change(MESH))
 
     # ---- rows -------------------------------------------------------------------------------
 
@@ -135,7 +135,7 @@ class PostgresBudgetBook:
                 " SET host = excluded.host, updated = now(), record = excluded.record",
                 (name, state, hostname(), Jsonb(record)),
             )
-            self.backend.changes.notify(cur, Change(MESH))
+            self.backend.changes.notify(Change(MESH))
 
     def _checked(
         self,

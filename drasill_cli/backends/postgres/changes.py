@@ -113,9 +113,9 @@ class PostgresChanges:
         ]
         return [c for c, _ in pairs], [p for _, p in pairs]
 
-    def notify(self, cur: psycopg.Cursor[Any], *changes: Change) -> None:
-        """Announce `changes` once the transaction of `cur` has committed (never if it rolls
-        back; `Database.announce`)."""
+    def notify(self, *changes: Change) -> None:
+        """Announce `changes` once this thread's open transaction has committed (never if it
+        rolls back; `Database.announce`)."""
         self.db.announce(*self.announcing(*changes))
 
     def watch(self, *topics: str, tolerant: bool = False) -> PostgresWatch:

@@ -290,8 +290,7 @@ class Database:
         if announce is not None:
             listened = rows[0][-1] if rows else None  # no row: nothing written
             if listened:
-                self.announce(*_only(announce, set(listened)))
-                self._send_announcements(conn)
+                self.announce(*_only(announce, set(listened)))  # committed: sent at once
             rows = [row[:-1] for row in rows]
         return rows
 
@@ -320,8 +319,13 @@ class Database:
         Only channels with a listener are notified (`mesh_listening`, read after the commit).
         A watch LISTENs and adds its rows in one transaction and looks at the tables after, so
         a change its first look misses committed after those rows did, and is announced.
+        Outside a transaction (the change is already committed) they go out at once.
         """
         self._pending.extend(zip(channels, payloads, strict=True))
+        conn = self._conn
+        idle = driver().pq.TransactionStatus.IDLE
+        if conn is not None and conn.pgconn.transaction_status == idle:
+            self._send_announcements(conn)
 
     def _send_announcements(self, conn: psycopg.Connection[Any]) -> None:
         pending = self._pending

@@ -83,7 +83,7 @@ class PostgresLockTable:
                 [(lock["path"], lock["holder"], lock["mode"], Jsonb(lock)) for lock in puts],
             )
         if changes.put or changes.remove:
-            self.backend.changes.notify(cur, Change(MESH))
+            self.backend.changes.notify(Change(MESH))
 
 
 def _check_row(key: str, holder: str, raw: Any) -> dict[str, Any]:

@@ -199,7 +199,7 @@ class PostgresMailbox:
                     return None
                 message = self._checked(cur, _copy_row(row))
                 if message is not None:
-                    self.backend.changes.notify(cur, Change(INBOXES, agent))
+                    self.backend.changes.notify(Change(INBOXES, agent))
                     return message
 
     def unread(self, agent: str) -> Iterator[dict[str, Any]]:
@@ -312,7 +312,7 @@ class PostgresMailbox:
                 str(row[3]) for row in rows if self._checked(cur, _copy_row(row[:5])) is not None
             ]
             if rows:
-                self.backend.changes.notify(cur, Change(INBOXES, agent))
+                self.backend.changes.notify(Change(INBOXES, agent))
         return moved
 
     def expire_history(self, cutoff: float, *, apply: bool = True) -> list[ExpiredCopy]:
@@ -336,7 +336,7 @@ class PostgresMailbox:
                 (cutoff,),
             ).fetchall()
             if apply and (read or sent):
-                self.backend.changes.notify(cur, Change(MESH))
+                self.backend.changes.notify(Change(MESH))
         expired = [ExpiredCopy(_sent_entry(s, i), i, False) for s, i in sent]
         expired += [ExpiredCopy(_inbox_entry(r, "read", i), i, True) for r, i in read]
         return sorted(expired)

@@ -90,7 +90,7 @@ class PostgresPresence:
                 return current
             if decision is REMOVE:
                 cur.execute("DELETE FROM mesh_agents WHERE name = %s", (name,))
-                self.backend.changes.notify(cur, Change(AGENTS, name))
+                self.backend.changes.notify(Change(AGENTS, name))
                 return None
             cur.execute(
                 "INSERT INTO mesh_agents (name, host, record, heartbeat)"
@@ -100,7 +100,7 @@ class PostgresPresence:
                 " heartbeat = CASE WHEN %(beat)s THEN now() ELSE mesh_agents.heartbeat END",
                 {"name": name, "host": decision.host, "record": _json(decision), "beat": beat},
             )
-            self.backend.changes.notify(cur, Change(AGENTS, name))
+            self.backend.changes.notify(Change(AGENTS, name))
             return decision
 
     def remove(self, name: str) -> bool:
@@ -108,7 +108,7 @@ class PostgresPresence:
             cur.execute("DELETE FROM mesh_agents WHERE name = %s", (name,))
             gone = cur.rowcount > 0
             if gone:
-                self.backend.changes.notify(cur, Change(AGENTS, name))
+                self.backend.changes.notify(Change(AGENTS, name))
             return gone
 
     def beat(self, name: str) -> bool:

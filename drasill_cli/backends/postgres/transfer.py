@@ -228,9 +228,6 @@ class PostgresTransfer:
         cur.execute(SQL[name], values)
         return cur.fetchone() is not None
 
-    def _notify(self, cur: psycopg.Cursor[Any], change: Change) -> None:
-        self.backend.changes.notify(cur, change)  # covers MESH too
-
     def _restore_agent(self, cur: psycopg.Cursor[Any], item: dict[str, Any]) -> bool:
         record = item["record"]
         values = {
@@ -242,7 +239,7 @@ class PostgresTransfer:
         }
         done = self._insert(cur, "agent", values)
         if done:
-            self._notify(cur, Change(AGENTS, record["name"]))
+            self.backend.changes.notify(Change(AGENTS, record["name"]))
         return done
 
     def _restore_attachment(self, cur: psycopg.Cursor[Any], item: dict[str, Any]) -> bool:
@@ -281,7 +278,7 @@ class PostgresTransfer:
         }
         wrote = item["state"] is not None and self._insert(cur, "copy", values)
         if wrote and item["state"] == "unread":
-            self._notify(cur, Change(INBOXES, message["to"]))
+            self.backend.changes.notify(Change(INBOXES, message["to"]))
         if item["sent"]:
             wrote = self._insert(cur, "sent_copy", values) or wrote
         return wrote
@@ -305,5 +302,5 @@ class PostgresTransfer:
             return False
         # No sequence move here: `add` numbers above every stored task anyway, and the
         # `task-sequence` item carries the numbers handed out (as on a directory mesh).
-        self._notify(cur, Change(TASKS))
+        self.backend.changes.notify(Change(TASKS))
         return True
