@@ -196,6 +196,14 @@ def test_the_follow_floor_passes_gaps_once_their_transactions_have_ended() -> No
     place.settle(300.0, xmin=10, xmax=90)  # a transaction of another program stays open
     place.settle(300.0 + GAP_MAX_S, xmin=10, xmax=95)
     assert (place.floor, place.given) == (15, set())
+    assert place.take(17)  # 16 drawn, its transaction running
+    place.settle(400.0, xmin=95, xmax=100)
+    # 16 commits after the next look read the rows and before that look's snapshot:
+    place.settle(400.0 + GAP_MIN_S, xmin=100, xmax=101)
+    assert place.floor == 15  # that look could not have seen it: not passed
+    assert place.take(16)  # the look after finds it
+    place.settle(400.0 + 2 * GAP_MIN_S, xmin=101, xmax=101)
+    assert (place.floor, place.given) == (17, set())
 
 
 def test_a_host_with_a_fast_clock_reads_the_servers(

@@ -209,11 +209,13 @@ class _Place:
 
     The gaps below the highest `seq` given (numbers drawn by appends not committed yet, or by
     ones rolled back) are settled together once every transaction that was running when they
-    were seen has ended: then a number still missing was rolled back. That is read from the
-    server's snapshot (`pg_snapshot_xmin` has passed the `pg_snapshot_xmax` noted then), and
-    asked no sooner than `GAP_MIN_S` after (a number is drawn a moment before its transaction
-    has an id). A transaction of another program left open for `GAP_MAX_S` is not waited for
-    longer. The rows below the first one read are settled at once (trimmed, or rolled back).
+    were seen had ended before a look at the rows: a number that look did not find was rolled
+    back. That is read from the server's snapshot taken after each look: its `xmax` marks the
+    transactions running when the gaps were seen, and the `xmin` of the one before a look
+    says whether they had all ended by then. Asked no sooner than `GAP_MIN_S` after (a number
+    is drawn a moment before its transaction has an id); a transaction of another program
+    left open for `GAP_MAX_S` is not waited for longer. The rows below the first one read are
+    settled at once (trimmed, or rolled back).
     """
 
     def __init__(self) -> None:
@@ -222,6 +224,8 @@ class _Place:
         self.started = False
         # The gaps being waited for: up to which `seq`, the snapshot's xmax, and since when.
         self.pending: tuple[int, int, float] | None = None
+        # The xmin of the snapshot taken after the previous look, so before this look's rows.
+        self.xmin_before = 0
 
     def take(self, seq: int) -> bool:
         """Whether the row `seq` is new to this reader (then it counts as given)."""
@@ -239,15 +243,19 @@ class _Place:
             self.given.discard(self.floor)
 
     def settle(self, now: float, xmin: int, xmax: int) -> None:
-        """After a look, with the server's snapshot then (`xmin`, `xmax`): raise the floor past
-        what is given and past the gaps whose transactions have all ended. A first look that
-        found nothing leaves every later `seq` to be waited for."""
+        """After a look, with the server's snapshot taken after it (`xmin`, `xmax`): raise the
+        floor past what is given and past the gaps whose transactions had all ended before
+        this look read the rows. A first look that found nothing leaves every later `seq` to
+        be waited for."""
         self.started = True
         self._rise()
+        ended_before_look, self.xmin_before = self.xmin_before, xmin
+        if self.pending is not None and self.pending[0] <= self.floor:
+            self.pending = None  # its gaps were filled: nothing left to wait for
         if self.pending is not None:
             upto, horizon, since = self.pending
             waited = now - since
-            if (xmin >= horizon and waited >= GAP_MIN_S) or waited >= GAP_MAX_S:
+            if (ended_before_look >= horizon and waited >= GAP_MIN_S) or waited >= GAP_MAX_S:
                 self.floor = max(self.floor, upto)
                 self.given = {seq for seq in self.given if seq > self.floor}
                 self.pending = None
