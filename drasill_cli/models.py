@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Self
 
 from drasill_cli import SCHEMA_VERSION, clock
-from drasill_cli.names import AGENT_NAME_RE, is_utf8
+from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES, is_utf8
 
 Backend = Literal["heimdall", "tmux"]
 BACKENDS: tuple[str, ...] = ("heimdall", "tmux")
@@ -131,8 +131,18 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_agent_name(value: Any) -> bool:
+    """Whether `value` may name an agent in a record: the name rule, and not a reserved word
+    (`all` addresses every agent, so no agent is called that)."""
+    return (
+        isinstance(value, str)
+        and AGENT_NAME_RE.fullmatch(value) is not None
+        and value not in RESERVED_NAMES
+    )
+
+
 def _is_name(value: Any, _spec: Field) -> bool:
-    return isinstance(value, str) and AGENT_NAME_RE.fullmatch(value) is not None
+    return is_agent_name(value)
 
 
 def _is_finite_number(value: Any, _spec: Field) -> bool:
@@ -185,6 +195,12 @@ def _depth_ok(value: Any, budget: int) -> bool:
         elif not _scalar_ok(item):
             return False
     return True
+
+
+def nests_within(value: Any, depth: int) -> bool:
+    """Whether a JSON value nests at most `depth` levels and holds only scalars that can be
+    written back (no NaN or infinity, no lone surrogate); iterative, so any input is safe."""
+    return _depth_ok(value, depth)
 
 
 def check(
@@ -350,3 +366,30 @@ class LockRecord(Record):
     ttl: float = rule("float", required=True, minimum=0)
     acquired_at: str = rule("time", required=True)
     expires_at: str = rule("str", required=True)  # a lease end lies in the future by design
+
+
+WAKE_STATES: tuple[str, ...] = ("queued", "woken", "consumed", "failed", "dead")
+
+
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
+class WakeRecord(Record):
+    """The rules of `mesh watch`'s wake state of one agent (see watcher.py; handled as a dict:
+    `WakeRecord.check`). Times the watcher plans ahead are plain strings, as a lock's end is."""
+
+    agent: str | None = rule("name")
+    state: str | None = rule("choice", choices=WAKE_STATES)
+    queued_ids: list[str] = rule("strs", factory=list, nullable=False)
+    notified_ids: list[str] = rule("strs", factory=list, nullable=False)
+    notified_id: str | None = rule("str")
+    attempts: int = rule("int", default=0, nullable=False, minimum=0)
+    next_attempt_at: str | None = rule("str")
+    busy: bool = rule("bool", default=False, nullable=False)
+    blocked: str | None = rule("str")
+    last_error: str | None = rule("str")
+    dead_session: str | None = rule("str")
+    session: str | None = rule("str")
+    backend: str | None = rule("str")
+    queued_at: str | None = rule("time")
+    woken_at: str | None = rule("time")
+    consumed_at: str | None = rule("time")
+    updated_at: str | None = rule("time")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli.common import JsonOpt, app, command, note, print_json, say, state
 from drasill_cli.cli.helpstyle import examples
 
 
@@ -40,11 +40,31 @@ def export_cmd(
     """
     del json_out  # the command's wrapper renders errors by it
     from drasill_cli import transfer
+    from drasill_cli.errors import MeshError
 
+    mesh = state(ctx).mesh()
     out = sys.stdout
-    for line in transfer.export_lines(state(ctx).mesh()):
-        out.write(line)
-    out.flush()
+    report = transfer.ExportReport()
+    try:
+        report = transfer.export(mesh, out.write)
+        out.flush()
+    except MeshError:
+        note(
+            "mesh export: stopped by the error below; the output is incomplete and is not a "
+            "backup (fix the cause and export again)"
+        )
+        raise
+    skipped = len(report.skipped)
+    state(ctx).flush_warnings()  # each skipped entry, then the summary
+    note(
+        f"mesh export: {report.items} items written"
+        + (
+            f"; {skipped} damaged entr{'y' if skipped == 1 else 'ies'} skipped (said above): "
+            "everything else readable is in the export"
+            if skipped
+            else "; nothing was skipped"
+        )
+    )
 
 
 @command(
@@ -66,10 +86,19 @@ def import_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     how many were restored and how many were already present.
     """
     from drasill_cli import transfer
+    from drasill_cli.config import load_config
+    from drasill_cli.errors import MeshError
 
-    items = transfer.read_items(sys.stdin)
+    items = transfer.read_items(sys.stdin.buffer, load_config())
     mesh = state(ctx).mesh()
-    summary = transfer.import_items(mesh, items)
+    try:
+        summary = transfer.import_items(mesh, items)
+    except MeshError:
+        note(
+            "mesh import: stopped by the error below after part of the input was restored; "
+            "fix the cause and rerun the same import: it adds only what is still missing"
+        )
+        raise
     restored = sum(counts["restored"] for counts in summary.values())
     present = sum(counts["present"] for counts in summary.values())
     if json_out:

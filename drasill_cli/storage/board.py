@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from drasill_cli.models import Task
 
 ID_DIGITS = 4
+# The highest task number the mesh hands out or takes in (an import): far beyond any real
+# board, and well inside a PostgreSQL bigint and the id letters `format_id` has (a to z).
+MAX_TASK_NUMBER = 10**12 - 1
 # Priorities lie in [-PRIORITY_LIMIT, PRIORITY_LIMIT] (a backend may rely on the bound to order).
 PRIORITY_LIMIT = 1_000_000
 # How long a change waits for another process's change of the same task (a hung holder

@@ -39,10 +39,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drasill_cli import clock
-from drasill_cli.models import AgentRecord, RecordError, Task
-from drasill_cli.names import AGENT_NAME_RE
+from drasill_cli.models import (
+    AgentRecord,
+    RecordError,
+    Task,
+    WakeRecord,
+    is_agent_name,
+    nests_within,
+)
 from drasill_cli.storage.attachments import is_attachment_name
-from drasill_cli.storage.board import id_number
+from drasill_cli.storage.board import MAX_TASK_NUMBER, id_number
 from drasill_cli.storage.budgets import check_pause, check_warning
 from drasill_cli.storage.locktable import LockChanges, check_lock
 from drasill_cli.storage.mailbox import check_message, is_message_id, stored_form
@@ -67,6 +73,13 @@ KINDS = (
     "audit",
 )
 MESSAGE_STATES = ("unread", "read", "archived")
+# How deep an item may nest (a record's extra keys nest at most models.MAX_EXTRA_DEPTH below).
+MAX_ITEM_DEPTH = 24
+# The kinds whose records a database keeps as `jsonb`, which cannot hold U+0000: refused there
+# on every backend alike (a message keeps any text: its rows are `json`, its files JSON).
+_NO_NUL_KINDS = frozenset(
+    {"agent", "task", "lock", "budget-warning", "budget-pause", "wake", "audit"}
+)
 
 
 class Transfer(Protocol):
@@ -89,9 +102,25 @@ def _no_path(_msg_id: str, _name: str) -> str:
 
 
 def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or AGENT_NAME_RE.fullmatch(value) is None:
+    if not is_agent_name(value):
         raise RecordError(f"has {what} {value!r}, which is not an agent name")
-    return value
+    return str(value)
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a JSON value holds U+0000 in any string (a key included); iterative."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _record(item: dict[str, Any], key: str = "record") -> dict[str, Any]:
@@ -124,13 +153,36 @@ def attachment_bytes(item: dict[str, Any]) -> bytes:
 
 
 def attachment_item(msg_id: str, name: str, data: bytes) -> dict[str, Any]:
+    return streamed_attachment_item(msg_id, name, [data])
+
+
+# An attachment is read in chunks of this many bytes (a multiple of 3: each chunk's base64
+# joins the next one's without padding in between).
+ATTACHMENT_CHUNK = 3 * 256 * 1024
+
+
+def streamed_attachment_item(
+    msg_id: str, name: str, chunks: Iterable[bytes], limit: int | None = None
+) -> dict[str, Any]:
+    """An attachment item from its content in chunks (each a multiple of 3 bytes but the
+    last), hashed and encoded as they come: the bytes are never held whole. RecordError when
+    the content is over `limit` bytes."""
+    hasher = hashlib.sha256()
+    encoded: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise RecordError(f"is over {limit} bytes, more than any attachment may be")
+        hasher.update(chunk)
+        encoded.append(base64.b64encode(chunk).decode("ascii"))
     return {
         "kind": "attachment",
         "message_id": msg_id,
         "name": name,
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "content": base64.b64encode(data).decode("ascii"),
+        "size": size,
+        "sha256": hasher.hexdigest(),
+        "content": "".join(encoded),
     }
 
 
@@ -169,15 +221,20 @@ def _check_message(raw: dict[str, Any]) -> None:
 
 def _check_task(raw: dict[str, Any]) -> None:
     task = Task.from_record(_record(raw))
-    if id_number(task.id) is None:
+    number = id_number(task.id)
+    if number is None:
         raise RecordError(f"has task id {task.id!r}, not a numbered id like t-0007")
+    if number > MAX_TASK_NUMBER:
+        raise RecordError(f"has task id {task.id!r}, above the highest task number")
     raw["record"] = task.to_record()
 
 
 def _check_sequence(raw: dict[str, Any]) -> None:
     last = raw.get("last")
-    if not isinstance(last, int) or isinstance(last, bool) or last < 0:
-        raise RecordError(f"has `last` {last!r}, not a task number")
+    if not isinstance(last, int) or isinstance(last, bool) or not 0 <= last <= MAX_TASK_NUMBER:
+        raise RecordError(
+            f"has `last` {str(last)[:40]}, not a task number from 0 to {MAX_TASK_NUMBER}"
+        )
 
 
 def _check_lock(raw: dict[str, Any]) -> None:
@@ -217,7 +274,7 @@ _CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "lock": _check_lock,
     "budget-warning": _agent_record(check_warning),
     "budget-pause": _agent_record(check_pause),
-    "wake": _agent_record(None),
+    "wake": _agent_record(WakeRecord.check),
     "audit": _check_event,
 }
 
@@ -229,7 +286,15 @@ def check_item(raw: Any) -> dict[str, Any]:
         raise RecordError("is not a JSON object")
     kind = raw.get("kind")
     if kind not in KINDS:
-        raise RecordError(f"has an unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        shown = kind[:40] if isinstance(kind, str) else kind
+        raise RecordError(f"has an unknown kind {shown!r}; known kinds: {', '.join(KINDS)}")
+    if not nests_within(raw, MAX_ITEM_DEPTH):
+        raise RecordError(
+            f"nests deeper than {MAX_ITEM_DEPTH} levels or holds a value JSON cannot keep "
+            "(NaN, infinity, a lone surrogate)"
+        )
+    if kind in _NO_NUL_KINDS and _holds_nul(raw):
+        raise RecordError("holds U+0000 (NUL) in a text; the mesh keeps NUL only in message bodies")
     item = dict(raw)
     _CHECKS[kind](item)
     return item

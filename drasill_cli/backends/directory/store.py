@@ -721,8 +721,10 @@ class FileStore:
             return
         self.quarantine(rel, f"is a {_kind(mode)}, not a file")
 
-    def names(self, rel_dir: str, suffix: str = ".json") -> list[str]:
-        """Sorted names of records in `rel_dir` (no temp files, no sidecar locks)."""
+    def names(self, rel_dir: str, suffix: str = ".json", *, temps: bool = False) -> list[str]:
+        """Sorted names of records in `rel_dir` (no sidecar locks; no temp files unless
+        `temps`: a folder the store never stages in, like an attachment folder, may hold a
+        file whose own name starts as a temp file's does)."""
         if not self._folder_usable(rel_dir):
             return []
         directory = self._fspath(rel_dir)
@@ -732,7 +734,9 @@ class FileStore:
             return []
         except OSError as exc:
             raise io_error("list", directory, exc) from exc
-        found = [e for e in entries if e.endswith(suffix) and not e.startswith(TMP_PREFIX)]
+        found = [
+            e for e in entries if e.endswith(suffix) and (temps or not e.startswith(TMP_PREFIX))
+        ]
         found.sort()
         return found
 
@@ -851,6 +855,19 @@ class FileStore:
         except UnusableRecord as exc:
             self.quarantine(rel, exc.reason)
             return None
+        except OSError as exc:
+            raise io_error("read", target, exc) from exc
+        return os.fdopen(fd, "rb")
+
+    def open_file(self, rel: str) -> BinaryIO:
+        """The regular file `rel` opened for reading in chunks (an attachment of any size),
+        without following a link or blocking, and without moving anything aside:
+        `UnusableRecord` says what stands there instead, FileNotFoundError that nothing does."""
+        target = self._fspath(rel)
+        try:
+            fd = self._open_file(target, os.O_RDONLY)
+        except (FileNotFoundError, UnusableRecord):
+            raise
         except OSError as exc:
             raise io_error("read", target, exc) from exc
         return os.fdopen(fd, "rb")

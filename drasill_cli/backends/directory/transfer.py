@@ -24,20 +24,22 @@ from drasill_cli.backends.directory.layout import (
     heartbeat,
 )
 from drasill_cli.backends.directory.mailbox import copy_files
-from drasill_cli.backends.directory.store import io_error
-from drasill_cli.models import Task
+from drasill_cli.backends.directory.store import UnusableRecord, io_error
+from drasill_cli.models import RecordError, Task
+from drasill_cli.storage.attachments import is_attachment_name
 from drasill_cli.storage.budgets import check_pause, check_warning
 from drasill_cli.storage.mailbox import is_message_id
 from drasill_cli.storage.transfer import (
+    ATTACHMENT_CHUNK,
     MESSAGE_STATES,
     AuditRestorer,
     attachment_bytes,
-    attachment_item,
     audit_items,
     lock_items,
     meta_item,
     restore_lock,
     restore_wake,
+    streamed_attachment_item,
     wake_items,
 )
 
@@ -88,16 +90,39 @@ class DirectoryTransfer:
                 yield {"kind": "agent", "record": agent.to_record(), "last_seen": last_seen}
 
     def _attachments(self) -> Iterator[dict[str, Any]]:
+        """Every attachment file, read in chunks (any size up to the attachment limit); an
+        entry that is not a readable regular file is skipped and said so, never fatal."""
+        limit = self.backend.config.messages.max_attachment_bytes
         for msg_id in self.store.subdirs(ATTACHMENTS_DIR):
             if not is_message_id(msg_id):
                 continue
             folder = attachment_folder(msg_id)
-            for name in self.store.names(folder, suffix=""):
+            for name in self.store.names(folder, suffix="", temps=True):
+                rel = f"{folder}/{name}"
+                if not is_attachment_name(name):
+                    self._skipped(rel, "has a name no attachment may have")
+                    continue
                 try:
-                    data = self.store.read_bytes(f"{folder}/{name}")
+                    with self.store.open_file(rel) as source:
+                        chunks = iter(lambda source=source: source.read(ATTACHMENT_CHUNK), b"")
+                        item = streamed_attachment_item(msg_id, name, chunks, limit)
                 except FileNotFoundError:
                     continue  # dropped meanwhile (prune)
-                yield attachment_item(msg_id, name, data)
+                except UnusableRecord as exc:
+                    self._skipped(rel, exc.reason)
+                    continue
+                except RecordError as exc:
+                    self._skipped(rel, f"{exc.reason} (messages.max_attachment_bytes)")
+                    continue
+                except OSError as exc:
+                    self._skipped(rel, f"cannot be read ({exc.strerror or exc})")
+                    continue
+                yield item
+
+    def _skipped(self, rel: str, reason: str) -> None:
+        self.backend.warnings.append(
+            f"export skipped {self.store.path(rel)}: it {reason}; it is not in the export"
+        )
 
     def _messages(self) -> Iterator[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}

@@ -21,14 +21,15 @@ from drasill_cli.storage.budgets import check_pause, check_warning
 from drasill_cli.storage.changes import AGENTS, INBOXES, TASKS, Change
 from drasill_cli.storage.mailbox import check_message, stored_form
 from drasill_cli.storage.transfer import (
+    ATTACHMENT_CHUNK,
     AuditRestorer,
     attachment_bytes,
-    attachment_item,
     audit_items,
     lock_items,
     meta_item,
     restore_lock,
     restore_wake,
+    streamed_attachment_item,
     wake_items,
 )
 
@@ -42,7 +43,12 @@ _RANK = {"urgent": 0, "normal": 1}
 SQL = {
     # ---- dump ----
     "agents": "SELECT record, extract(epoch FROM heartbeat)::float8 FROM mesh_agents ORDER BY name",
-    "attachments": "SELECT message_id, name, data FROM mesh_attachments ORDER BY message_id, name",
+    "attachments": "SELECT message_id, name FROM mesh_attachments ORDER BY message_id, name",
+    # An attachment's content a chunk at a time (`substring` counts bytes from 1).
+    "attachment_chunk": (
+        "SELECT substring(data FROM %(start)s FOR %(count)s) FROM mesh_attachments"
+        " WHERE message_id = %(message_id)s AND name = %(name)s"
+    ),
     "copies": "SELECT state, body FROM mesh_messages ORDER BY id, recipient",
     "sent": "SELECT body FROM mesh_sent ORDER BY id",
     "tasks": "SELECT record FROM mesh_tasks ORDER BY number",
@@ -102,6 +108,18 @@ def _json(value: dict[str, Any]) -> Any:
     return Jsonb(value)
 
 
+def _json_text(value: dict[str, Any]) -> Any:
+    """A message for its `json` column, kept as written: any text a body may hold, U+0000
+    included (`jsonb` cannot hold that, so never a message through `_json`)."""
+    from psycopg.types.json import Json
+
+    return Json(value)
+
+
+class _Dropped(Exception):
+    """An attachment row deleted while it was being exported."""
+
+
 def _no_path(_msg_id: str, _name: str) -> str:
     return ""
 
@@ -134,8 +152,10 @@ class PostgresTransfer:
                 self._skipped(f"an agent row {record.get('name')!r}", exc)
                 continue
             yield {"kind": "agent", "record": checked, "last_seen": last_seen}
-        for msg_id, name, data in self._rows("attachments"):
-            yield attachment_item(msg_id, name, bytes(data))
+        for msg_id, name in self._rows("attachments"):
+            item = self._attachment(str(msg_id), str(name))
+            if item is not None:
+                yield item
         yield from self._messages()
         for (record,) in self._rows("tasks"):
             try:
@@ -149,6 +169,37 @@ class PostgresTransfer:
         yield from self._budgets()
         yield from wake_items(backend.wake_book)
         yield from audit_items(backend.audit_log.read())
+
+    def _attachment(self, msg_id: str, name: str) -> dict[str, Any] | None:
+        """One attachment row as an item, its content fetched a chunk at a time in one
+        transaction (a consistent row); None when it was dropped meanwhile."""
+        with self.backend.transaction() as cur:
+
+            def chunks() -> Iterator[bytes]:
+                start = 1
+                while True:
+                    row = cur.execute(
+                        SQL["attachment_chunk"],
+                        {
+                            "start": start,
+                            "count": ATTACHMENT_CHUNK,
+                            "message_id": msg_id,
+                            "name": name,
+                        },
+                    ).fetchone()
+                    if row is None:
+                        raise _Dropped
+                    chunk = bytes(row[0])
+                    if chunk:
+                        yield chunk
+                    if len(chunk) < ATTACHMENT_CHUNK:
+                        return
+                    start += len(chunk)
+
+            try:
+                return streamed_attachment_item(msg_id, name, chunks())
+            except _Dropped:
+                return None
 
     def _messages(self) -> Iterator[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -274,7 +325,7 @@ class PostgresTransfer:
             "state": item["state"],
             "rank": _RANK[message["priority"]],
             "created": message["created_at"],
-            "body": _json(message),
+            "body": _json_text(message),
         }
         wrote = item["state"] is not None and self._insert(cur, "copy", values)
         if wrote and item["state"] == "unread":
