@@ -159,6 +159,11 @@ def _change(
 
 
 def _check_text(field: str, value: str, limit: int) -> None:
+    if "\0" in value:  # a task is kept as jsonb on PostgreSQL, which cannot hold U+0000
+        raise InvalidInput(
+            f"--{field} holds a NUL character (U+0000), which a task cannot keep; remove it",
+            code=f"invalid-{field}",
+        )
     if len(value.encode("utf-8")) > limit:
         raise InvalidInput(
             f"--{field} is {len(value.encode('utf-8'))} bytes, over the limit of {limit} "

@@ -302,7 +302,8 @@ def import_items(mesh: Mesh, items: list[dict[str, Any]]) -> dict[str, dict[str,
     summary: dict[str, dict[str, int]] = {}
     transfer = mesh.backend.transfer
     consumed = _consumed_ids(mesh, items)
-    cutoff = clock.now() - mesh.config.messages.history_days * 86400
+    days = mesh.config.messages.history_days  # 0 keeps history forever
+    cutoff = clock.now() - days * 86400 if days > 0 else -math.inf
     planned = {
         item["message"]["id"]: _planned(mesh, item, consumed, cutoff)
         for item in items

@@ -210,7 +210,8 @@ def _check_attachment(raw: dict[str, Any]) -> None:
 
 
 def _check_message(raw: dict[str, Any]) -> None:
-    raw["message"] = stored_form(check_message(_record(raw, "message"), _no_path))
+    message = {"attachments": [], **_record(raw, "message")}  # as every stored message has
+    raw["message"] = stored_form(check_message(message, _no_path))
     if raw.get("state") not in (*MESSAGE_STATES, None):
         raise RecordError(f"has a state {raw.get('state')!r}, not unread, read or archived")
     if not isinstance(raw.get("sent"), bool):
