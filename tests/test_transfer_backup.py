@@ -151,7 +151,11 @@ def test_reimporting_after_history_expired_does_not_deliver_read_mail_again(
 
 NOW = clock.iso()
 META = {"kind": "meta", "format": 1, "source": "directory"}
-ALICE = {"kind": "agent", "record": {"name": "alice", "host": "h", "registered_at": NOW}}
+ALICE = {
+    "kind": "agent",
+    "record": {"name": "alice", "host": "h", "registered_at": NOW},
+    "last_seen": None,
+}
 
 
 def _task(task_id: str, *depends: str) -> dict[str, Any]:
@@ -177,7 +181,14 @@ def _line(item: dict[str, Any]) -> bytes:
 MSG_ID = clock.new_id("m")
 # (the bad lines after the meta and alice lines, the line named, what is said)
 BAD_INPUTS: dict[str, tuple[list[bytes], int, str]] = {
-    "not utf-8": ([_line(ALICE).replace(b'"h"', b'"\xff"')], 3, "not UTF-8"),
+    "not utf-8": (
+        [
+            b'{"kind": "audit", "event": {"time": "%s", "event": "x", "note": "\xff"}, "nth": 1}'
+            % NOW.encode()
+        ],
+        3,
+        "not UTF-8",
+    ),
     "deep json": ([b"[" * 30_000 + b"]" * 30_000], 3, "nests too deep"),
     "nan": ([b'{"kind": "wake", "agent": "alice", "record": {"x": NaN}}'], 3, "not JSON"),
     "huge counter": ([b'{"kind": "task-sequence", "last": 1' + b"0" * 30 + b"}"], 3, "`last`"),

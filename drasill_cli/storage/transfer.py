@@ -199,6 +199,7 @@ def _check_agent(raw: dict[str, Any]) -> None:
     raw["record"] = AgentRecord.check(_record(raw))
     if not _number_or_none(raw.get("last_seen")):
         raise RecordError("has a `last_seen` that is not epoch seconds or null")
+    raw["last_seen"] = raw.get("last_seen")  # none given: no heartbeat yet
 
 
 def _check_attachment(raw: dict[str, Any]) -> None:
