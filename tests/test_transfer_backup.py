@@ -170,7 +170,7 @@ def _lock(holder: str) -> dict[str, Any]:
 
 def _message(msg_id: str, priority: str) -> dict[str, Any]:
     message = {"id": msg_id, "from": "alice", "to": "bob", "body": "hi", "priority": priority}
-    message = {**message, "created_at": NOW}
+    message = {**message, "created_at": NOW, "attachments": []}
     return {"kind": "message", "message": message, "state": "unread", "sent": False}
 
 
