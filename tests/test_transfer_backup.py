@@ -151,7 +151,7 @@ def test_reimporting_after_history_expired_does_not_deliver_read_mail_again(
 
 NOW = clock.iso()
 META = {"kind": "meta", "format": 1, "source": "directory"}
-ALICE = {
+ALICE: dict[str, Any] = {
     "kind": "agent",
     "record": {"name": "alice", "host": "h", "registered_at": NOW},
     "last_seen": None,
@@ -169,8 +169,8 @@ def _lock(holder: str) -> dict[str, Any]:
 
 
 def _message(msg_id: str, priority: str) -> dict[str, Any]:
-    message = {"id": msg_id, "from": "alice", "to": "bob", "body": "hi", "priority": priority}
-    message = {**message, "created_at": NOW, "attachments": []}
+    head = {"id": msg_id, "from": "alice", "to": "bob", "body": "hi", "priority": priority}
+    message = {**head, "created_at": NOW, "attachments": []}
     return {"kind": "message", "message": message, "state": "unread", "sent": False}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from drasill_cli.backends.directory.layout import (
     ATTACHMENTS_DIR,
@@ -51,6 +51,11 @@ _BUDGET_CHECKS: dict[str, Callable[[Any], Any]] = {
     "budget-warning": check_warning,
     "budget-pause": check_pause,
 }
+
+
+def _chunks(source: BinaryIO) -> Iterator[bytes]:
+    while chunk := source.read(ATTACHMENT_CHUNK):
+        yield chunk
 
 
 class DirectoryTransfer:
@@ -104,8 +109,7 @@ class DirectoryTransfer:
                     continue
                 try:
                     with self.store.open_file(rel) as source:
-                        chunks = iter(lambda source=source: source.read(ATTACHMENT_CHUNK), b"")
-                        item = streamed_attachment_item(msg_id, name, chunks, limit)
+                        item = streamed_attachment_item(msg_id, name, _chunks(source), limit)
                 except FileNotFoundError:
                     continue  # dropped meanwhile (prune)
                 except UnusableRecord as exc:
