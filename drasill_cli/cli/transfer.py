@@ -34,9 +34,14 @@ def export_cmd(
     """Write every record of the mesh as JSON lines on stdout, a meta line first.
 
     Agents (with their last heartbeat), unread, read and archived mail with the senders'
-    history, attachments (their bytes in base64), tasks and the task number sequence, locks,
-    budget records, wake state and the audit log. Feed it to `mesh import` on any mesh,
-    a directory or a database.
+    history, attachments (their bytes in base64, any size up to messages.max_attachment_bytes),
+    tasks and the task number sequence, locks, budget records, wake state and the audit log.
+    Feed it to `mesh import` on any mesh, a directory or a database.
+
+    A damaged entry (a FIFO, link or folder where an attachment belongs, a record that fails
+    its check) is skipped with a warning on stderr and the export goes on; the last stderr line
+    says how many items were written and how many entries were skipped. An error that stops
+    the export says that the output is incomplete.
     """
     del json_out  # the command's wrapper renders errors by it
     from drasill_cli import transfer
@@ -79,11 +84,14 @@ def export_cmd(
 def import_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Read the JSON lines of `mesh export` from stdin and restore every record not there yet.
 
-    Every line is checked first: one bad line (not JSON, an unknown kind, a record that fails
-    its check) exits 2 naming the line, and nothing is written. Importing the same export
-    twice changes nothing the second time: messages are never delivered twice, tasks keep their
-    ids and the task numbers continue after the highest one. With --json, one object: per kind,
-    how many were restored and how many were already present.
+    The whole input is checked first: one bad line (not UTF-8, not JSON, too long, an unknown
+    kind, a record that fails its check, a second item with the same id, a dependency cycle,
+    two locks that could not both be held) exits 2 naming the line, and nothing is written.
+    Restoring is keyed by ids: a message whose id this mesh holds is not delivered again, mail
+    read here stays read, history older than messages.history_days is not brought back, tasks
+    keep their ids and the task numbers continue after the highest one; importing the same
+    export twice changes nothing the second time. With --json, one object: per kind, how many
+    were restored and how many were already present.
     """
     from drasill_cli import transfer
     from drasill_cli.config import load_config
@@ -93,7 +101,7 @@ def import_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     mesh = state(ctx).mesh()
     try:
         summary = transfer.import_items(mesh, items)
-    except MeshError:
+    except (MeshError, OSError):
         note(
             "mesh import: stopped by the error below after part of the input was restored; "
             "fix the cause and rerun the same import: it adds only what is still missing"
