@@ -200,6 +200,17 @@ BAD_INPUTS: dict[str, tuple[list[bytes], int, str]] = {
         "'name'",
     ),
     "two write locks": ([_line(_lock("alice")), _line(_lock("bob"))], 4, "conflicts"),
+    "huge last_seen": ([_line({**ALICE, "last_seen": 1e300})], 3, "`last_seen`"),
+    "huge priority": (
+        [_line({**_task("t-0001"), "record": {**_task("t-0001")["record"], "priority": 10**30}})],
+        3,
+        "priority",
+    ),
+    "audit time": (
+        [b'{"kind": "audit", "event": {"time": "soon", "event": "x"}, "nth": 1}'],
+        3,
+        "no time",
+    ),
     "bad wake record": (
         [_line({"kind": "wake", "agent": "alice", "record": {"attempts": "many"}})],
         3,

@@ -48,7 +48,7 @@ from drasill_cli.models import (
     nests_within,
 )
 from drasill_cli.storage.attachments import is_attachment_name
-from drasill_cli.storage.board import MAX_TASK_NUMBER, id_number
+from drasill_cli.storage.board import MAX_TASK_NUMBER, PRIORITY_LIMIT, id_number
 from drasill_cli.storage.budgets import check_pause, check_warning
 from drasill_cli.storage.locktable import LockChanges, check_lock
 from drasill_cli.storage.mailbox import check_message, is_message_id, stored_form
@@ -73,6 +73,8 @@ KINDS = (
     "audit",
 )
 MESSAGE_STATES = ("unread", "read", "archived")
+# The last second every backend can keep a time for (9999-12-31T23:59:59Z, as Python's own).
+MAX_EPOCH = 253_402_300_799
 # How deep an item may nest (a record's extra keys nest at most models.MAX_EXTRA_DEPTH below).
 MAX_ITEM_DEPTH = 24
 # The kinds whose records a database keeps as `jsonb`, which cannot hold U+0000: refused there
@@ -197,8 +199,9 @@ def _check_meta(raw: dict[str, Any]) -> None:
 
 def _check_agent(raw: dict[str, Any]) -> None:
     raw["record"] = AgentRecord.check(_record(raw))
-    if not _number_or_none(raw.get("last_seen")):
-        raise RecordError("has a `last_seen` that is not epoch seconds or null")
+    last_seen = raw.get("last_seen")
+    if not _number_or_none(last_seen) or not 0 <= (last_seen or 0) <= MAX_EPOCH:
+        raise RecordError("has a `last_seen` that is not epoch seconds (up to year 9999) or null")
     raw["last_seen"] = raw.get("last_seen")  # none given: no heartbeat yet
 
 
@@ -228,6 +231,8 @@ def _check_task(raw: dict[str, Any]) -> None:
         raise RecordError(f"has task id {task.id!r}, not a numbered id like t-0007")
     if number > MAX_TASK_NUMBER:
         raise RecordError(f"has task id {task.id!r}, above the highest task number")
+    if not -PRIORITY_LIMIT <= task.priority <= PRIORITY_LIMIT:
+        raise RecordError(f"has a priority outside -{PRIORITY_LIMIT}..{PRIORITY_LIMIT}")
     raw["record"] = task.to_record()
 
 
@@ -259,6 +264,10 @@ def _check_event(raw: dict[str, Any]) -> None:
     event = _record(raw, "event")
     if not isinstance(event.get("time"), str) or not isinstance(event.get("event"), str):
         raise RecordError("has an event without a `time` and an `event` string")
+    try:
+        clock.parse_iso(event["time"][:64])
+    except (ValueError, OverflowError, OSError):
+        raise RecordError(f"has an event whose time {event['time'][:40]!r} is no time") from None
     if not isinstance(event.get("actor"), str | None):
         raise RecordError("has an event whose `actor` is not a name or null")
     nth = raw.get("nth")
