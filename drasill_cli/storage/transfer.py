@@ -24,7 +24,15 @@ and a second import adds neither.
 
 `restore(item)` is idempotent: an item already there is skipped (False); a message copy is
 never made twice, a task keeps its id, the sequence never goes backwards. Every item passes
-`check_item` (the same `models` checks every stored record passes) before anything is written.
+`check_item` (the same `models` checks every stored record passes, and the bounds every backend
+can keep: times up to year 9999, task numbers up to MAX_TASK_NUMBER, no U+0000 in a record a
+database keeps as `jsonb`, nesting within MAX_ITEM_DEPTH) before anything is written, so a
+checked item never fails a backend halfway through an import.
+
+`dump` reads an attachment in chunks of ATTACHMENT_CHUNK (`streamed_attachment_item`), never
+through the record bound. An entry it cannot read (a FIFO, link or folder where a file belongs,
+a row or record that fails its check) is left out and said in `Backend.warnings` as
+"export skipped ...", and the dump goes on: only an error of the store itself ends it.
 """
 
 from __future__ import annotations
@@ -87,7 +95,7 @@ _NO_NUL_KINDS = frozenset(
 class Transfer(Protocol):
     def dump(self) -> Iterator[dict[str, Any]]:
         """Every stored thing, one JSON-able item each, in the order of `KINDS`; a `meta`
-        item first."""
+        item first. A damaged entry is skipped and said in the backend's warnings."""
         ...
 
     def restore(self, item: dict[str, Any]) -> bool:
