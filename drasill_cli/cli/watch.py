@@ -101,8 +101,9 @@ def describe(event: dict[str, Any]) -> str:
 def _human(event: dict[str, Any]) -> None:
     """One line per event on stderr, for people and journald."""
     from drasill_cli import clock
+    from drasill_cli.cli.render import printable
 
-    sys.stderr.write(f"{clock.iso()[11:19]} {describe(event)}\n")
+    sys.stderr.write(f"{clock.iso()[11:19]} {printable(describe(event), lines=False)}\n")
     sys.stderr.flush()
 
 
