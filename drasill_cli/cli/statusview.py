@@ -343,10 +343,12 @@ def status_screen(
     from rich.console import Group
     from rich.text import Text
 
+    from drasill_cli.cli.render import printable
+
     parts: list[RenderableType] = [
         Text.assemble(
             ("mesh status", "bold"),
-            f"  {place(snap['mesh_dir'])}",
+            f"  {printable(place(snap['mesh_dir']), lines=False)}",
             no_wrap=True,
             overflow="ellipsis",
         ),
