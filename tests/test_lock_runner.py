@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from drasill_cli import locks
 from tests.conftest import MeshRunner, only_some_on_postgres
 from tests.wake_support import wait_until
 
@@ -64,6 +65,12 @@ time.sleep(0.3)
 after = os.path.getsize(path)
 print("overlap" if after != before else "alone", flush=True)
 """
+
+
+def wait_for_lock(cli: MeshRunner) -> None:
+    """Until some lock is held (looked at in-process: cheaper than running `mesh locks`)."""
+    with cli.open() as mesh:
+        wait_until(lambda: mesh.backend.exists() and bool(locks.list_locks(mesh)), timeout=30)
 
 
 def held(cli: MeshRunner, holder: str) -> list[tuple[str, str]]:
@@ -146,7 +153,7 @@ def test_an_interrupted_long_command_ends_with_130_and_releases(
         start_new_session=True,
     )
     runners.append(runner)
-    wait_until(lambda: bool(cli.json("locks")), timeout=30)
+    wait_for_lock(cli)
     time.sleep(0.2)  # let `sleep` start
     os.kill(runner.pid, signal.SIGINT)  # what Ctrl-C sends it
     assert runner.wait(timeout=30) == 130
@@ -218,7 +225,7 @@ def test_a_command_on_a_terminal_reads_it_and_ctrl_c_ends_it_with_130(
     os.close(slave)
     seen = b""
     try:
-        wait_until(lambda: bool(cli.json("locks")), timeout=30)
+        wait_for_lock(cli)
         time.sleep(0.3)
         os.write(master, b"hello\n")
         deadline = time.monotonic() + 30
