@@ -660,10 +660,10 @@ def hold(
 ) -> Iterator[Lease]:
     """Acquire, keep renewed while the block runs, then release what is still ours.
 
-    A lock the holder held before keeps holding after, in the mode it had: it is neither
-    released nor weakened (a write held is kept as write even when `mode` asks less; a mode
-    changed for the block is changed back). If the process dies, renewals stop and the leases
-    run out by themselves.
+    A lock the holder held before keeps holding after, in the mode and with the lease it had:
+    it is neither released nor weakened (a write held is kept as write even when `mode` asks
+    less; a mode or lease changed for the block is changed back). If the process dies, renewals
+    stop and the leases run out by themselves.
     """
     granted, before = _acquire(mesh, paths, holder, mode, ttl, wait, keep=True)
     lease = Lease(mesh, [view(lock) for lock in granted], holder)
@@ -675,28 +675,29 @@ def hold(
         kept = {lock["path"]: lock for lock in before}
         left = [p for p in lease.paths if p not in lease.lost]
         _release_own(mesh, [p for p in left if p not in kept], holder)
-        _restore_modes(mesh, [kept[p] for p in left if p in kept], holder)
+        _restore(mesh, [kept[p] for p in left if p in kept], holder)
 
 
-def _restore_modes(mesh: Mesh, previous: Locks, holder: str) -> None:
-    """Give each of `holder`'s locks still live the mode it had in `previous` (renewed meanwhile,
-    it keeps its lease). The block's mode gave at least as much, so no other lock conflicts."""
+def _restore(mesh: Mesh, previous: Locks, holder: str) -> None:
+    """Give each of `holder`'s locks still live the mode and lease it had in `previous` (the
+    lease counted from now). The block's mode gave at least as much, so no other lock conflicts.
+    """
     if not previous:
         return
-    wanted = {lock["path"]: lock["mode"] for lock in previous}
+    wanted = {lock["path"]: (lock["mode"], float(lock["ttl"])) for lock in previous}
 
     def decide(records: Locks) -> LockChanges[Locks]:
         now = clock.now()
         judge = _Judge(mesh, now)
         table, reset = _prepared(records, now)
-        changed = [
-            {**_stored(lock), "mode": wanted[lock["path"]]}
-            for lock in table
-            if lock["holder"] == holder
-            and lock["path"] in wanted
-            and lock["mode"] != wanted[lock["path"]]
-            and not judge.expired(lock)
-        ]
+        changed = []
+        for lock in table:
+            if lock["holder"] != holder or lock["path"] not in wanted or judge.expired(lock):
+                continue
+            mode, ttl = wanted[lock["path"]]
+            if (lock["mode"], float(lock["ttl"])) != (mode, ttl):
+                renewed = {"mode": mode, "ttl": ttl, "expires_at": clock.iso(now + ttl)}
+                changed.append({**_stored(lock), **renewed})
         return LockChanges(changed, put=[*reset, *changed])
 
     for lock in mesh.backend.locks.transact(decide):

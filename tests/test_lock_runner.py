@@ -73,11 +73,6 @@ def wait_for_lock(cli: MeshRunner) -> None:
         wait_until(lambda: mesh.backend.exists() and bool(locks.list_locks(mesh)), timeout=30)
 
 
-def held(cli: MeshRunner, holder: str) -> list[tuple[str, str]]:
-    """(path, mode) of each lock `holder` holds."""
-    return [(lock["path"], lock["mode"]) for lock in cli.json("locks") if lock["holder"] == holder]
-
-
 @pytest.mark.parametrize(
     ("before", "asked", "during"),
     [
@@ -93,15 +88,18 @@ def test_a_lock_held_before_the_run_is_neither_released_nor_changed_after(
     only_some_on_postgres(cli, kept=before == "write")
     target = str(tmp_path / "f")
     other = str(tmp_path / "g")
-    cli.json("lock", target, "--mode", before, "--as", "alpha")
+    cli.json("lock", target, "--mode", before, "--ttl", "900", "--as", "alpha")
     script = f"{shlex.join(cli.argv('locks', '--json'))}"
     done = cli.run(
-        "lock", target, other, "--mode", asked, "--as", "alpha", "--", "sh", "-c", script
-    )
+        "lock", target, other, "--mode", asked, "--ttl", "60", "--as", "alpha",
+        "--", "sh", "-c", script,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     seen = {(lock["path"], lock["mode"]) for lock in json.loads(done.stdout)}
     assert seen == {(target, during), (other, asked)}  # a write held is not weakened meanwhile
-    assert held(cli, "alpha") == [(target, before)]  # kept as it was; the other one released
+    after = [lock for lock in cli.json("locks") if lock["holder"] == "alpha"]
+    assert [(lock["path"], lock["mode"], lock["ttl"]) for lock in after] == [(target, before, 900)]
+    # kept as it was, its lease too; the lock taken for the run is released
 
 
 @pytest.fixture
