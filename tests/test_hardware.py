@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -513,3 +514,34 @@ def test_a_recycled_session_root_is_reported_never_signalled(
     assert action["action"] == "kill"
     first.wait(timeout=10)
     assert second.poll() is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a process as another user needs root")
+def test_a_process_of_another_user_in_the_tree_is_reported_never_signalled(
+    mesh: Mesh, spawn: Spawn
+) -> None:
+    """The agent's own process runs a child as another user (sudo, a service): nothing of the
+    tree is signalled, since the mesh may act only on what the registering uid owns."""
+    script = (
+        "import subprocess, time\n"
+        "held = b'x' * (300 * 1024 * 1024)\n"
+        "child = subprocess.Popen(['sleep', '120'], user=65534, group=65534, extra_groups=[])\n"
+        "print('ready', flush=True)\n"
+        "child.wait()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "ready"
+        [child] = psutil.Process(parent.pid).children()
+        assert child.uids().real == 65534
+        agents.register(mesh, "mixed", pid=parent.pid, ram_gb=0.1)
+        [action] = hardware.enforce(mesh, "kill")
+        assert action["action"] == "report"
+        assert str(child.pid) in action["reason"]
+        assert parent.poll() is None and child.is_running()
+    finally:
+        for proc in hardware_probes.process_tree([parent.pid]):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        parent.wait(timeout=10)
