@@ -67,6 +67,18 @@ def _holder_differs(existing: AgentRecord, pid: int | None, session: str | None)
     return pid_differs or session_differs
 
 
+def _session_started(
+    mesh: Mesh, session: str | None, backend: str | None, observer: Observer
+) -> float | None:
+    """The start time of the process the session runs now (None: no session, or none found)."""
+    if session is None:
+        return None
+    from drasill_cli import hardware_probes  # only a session registration looks it up
+
+    root = hardware_probes.session_root(mesh, session, backend, observer)
+    return liveness.process_start_time(root) if root is not None else None
+
+
 def register(
     mesh: Mesh,
     name: str,
@@ -111,6 +123,7 @@ def register(
         backend = "heimdall"
     started = liveness.process_start_time(pid) if pid is not None else None
     observer = Observer(mesh)
+    session_started = _session_started(mesh, session, backend, observer) if pid is None else None
     decided: list[tuple[AgentRecord | None, AgentRecord]] = []  # (replaced, stored)
     # Admission holds the budgets lock from the check until the record is stored (the stack
     # closes after `change` has written), so concurrent registrations see each other's
@@ -152,6 +165,10 @@ def register(
                 **fields,
                 "name": name,
                 "pid_started": started if pid is not None else previous.get("pid_started"),
+                "session_started": (
+                    session_started if session is not None else previous.get("session_started")
+                ),
+                "uid": os.getuid(),
                 "host": liveness.hostname(),
                 "cwd": cwd or os.getcwd(),
                 "registered_at": previous.get("registered_at") or clock.iso(),

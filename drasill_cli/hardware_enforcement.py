@@ -4,6 +4,13 @@ The policy (config `budgets.policy`) is warn (a message, once per overrun), paus
 agent's process tree, SIGCONT once it is under again) or kill (SIGTERM, then SIGKILL after the
 grace). What must outlive one pass (who is paused, which processes, who was warned about what)
 is kept in the backend's `BudgetBook` (`mesh.backend.budgets`).
+
+Pause and kill act only on processes proven to be the agent's: on this host, the root process
+started when the record says (`pid_started`, or `session_started` for a session), each process
+owned by the uid that registered the agent (the record's `uid`), and never `mesh watch` itself
+or its ancestors. A record that proves less (one planted in the mesh, one from an older version
+without `uid`, one whose process was replaced) is reported (action `report`, once per
+overrun), never signalled.
 """
 
 from __future__ import annotations
@@ -44,6 +51,62 @@ def _signal(procs: list[psutil.Process], signum: int) -> list[tuple[int, float]]
             proc.send_signal(signum)
             reached.append((proc.pid, proc.create_time()))
     return reached
+
+
+def _unproven(usage: Usage) -> str | None:
+    """Why the root of `usage.procs` cannot be proven to be the agent's; None when it is."""
+    import psutil
+
+    agent = usage.agent
+    root = usage.procs[0]
+    expected = agent.pid_started if agent.pid is not None else agent.session_started
+    if agent.uid is None:
+        return "its record names no registering uid (re-register it with mesh register)"
+    if expected is None:
+        return "its record holds no start time of its process (re-register it)"
+    try:
+        if not liveness.same_start(root.create_time(), expected):
+            return f"process {root.pid} started at another time than the one registered"
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return f"process {root.pid} cannot be inspected"
+    return None
+
+
+def _owned(usage: Usage) -> tuple[list[psutil.Process], list[int]]:
+    """The agent's processes that its registering uid owns (real and effective uid), and the pids
+    of the others (never signalled); the watcher and its ancestors are in neither."""
+    import psutil
+
+    protected = _protected_pids()
+    owned, foreign = [], []
+    for proc in usage.procs:
+        if proc.pid in protected:
+            continue
+        try:
+            uids = proc.uids()
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            foreign.append(proc.pid)
+            continue
+        if uids.real == usage.agent.uid and uids.effective == usage.agent.uid:
+            owned.append(proc)
+        else:
+            foreign.append(proc.pid)
+    return owned, foreign
+
+
+def _report(
+    mesh: Mesh, usage: Usage, over: list[dict[str, Any]], reason: str, policy: str
+) -> dict[str, Any] | None:
+    """Say (once per overrun) that the agent is over but its processes are not provably its own."""
+    name = usage.agent.name
+    key = {f"report-{o['resource']}": o["declared_gb"] for o in over}
+    if mesh.backend.budgets.warned(name) == key:
+        return None
+    mesh.backend.budgets.warn(name, key)
+    mesh.record("budget-report", "mesh", agent=name, over=over, policy=policy, reason=reason)
+    return {"agent": name, "action": "report", "over": over, "pids": [], "reason": reason}
 
 
 def _resume(mesh: Mesh, name: str, reason: str) -> dict[str, Any]:
@@ -92,23 +155,25 @@ def _warn(mesh: Mesh, usage: Usage, over: list[dict[str, Any]]) -> dict[str, Any
     return {"agent": name, "action": "warn", "over": over, "delivered": delivered}
 
 
-def _pause(mesh: Mesh, usage: Usage, over: list[dict[str, Any]]) -> dict[str, Any]:
+def _pause(
+    mesh: Mesh, usage: Usage, over: list[dict[str, Any]], owned: list[psutil.Process]
+) -> dict[str, Any]:
     """SIGSTOP the agent's tree and remember which processes, so a later pass resumes them."""
     name = usage.agent.name
-    stopped = _signal(usage.procs, signal.SIGSTOP)
+    stopped = _signal(owned, signal.SIGSTOP)
     mesh.backend.budgets.pause(name, stopped, over)
     pids = [pid for pid, _ in stopped]
     mesh.record("budget-pause", "mesh", agent=name, over=over, pids=pids)
     return {"agent": name, "action": "pause", "over": over, "pids": pids}
 
 
-def _kill(mesh: Mesh, usage: Usage, over: list[dict[str, Any]]) -> dict[str, Any]:
+def _kill(
+    mesh: Mesh, usage: Usage, over: list[dict[str, Any]], targets: list[psutil.Process]
+) -> dict[str, Any]:
     """SIGTERM the tree (SIGCONT so a stopped process can act on it), SIGKILL after the grace."""
     import psutil
 
     name = usage.agent.name
-    protected = _protected_pids()
-    targets = [p for p in usage.procs if p.pid not in protected]
     _signal(targets, signal.SIGTERM)
     _signal(targets, signal.SIGCONT)
     _gone, alive = psutil.wait_procs(targets, timeout=mesh.config.budgets.kill_grace)
@@ -120,6 +185,22 @@ def _kill(mesh: Mesh, usage: Usage, over: list[dict[str, Any]]) -> dict[str, Any
     forced = [p.pid for p in alive]
     mesh.record("budget-kill", "mesh", agent=name, over=over, pids=pids, forced=forced)
     return {"agent": name, "action": "kill", "over": over, "pids": pids, "forced": forced}
+
+
+def _stop(
+    mesh: Mesh, usage: Usage, over: list[dict[str, Any]], policy: str
+) -> dict[str, Any] | None:
+    """Pause or kill the agent when its processes are proven its own; else report (once)."""
+    reason = _unproven(usage)
+    if reason is None:
+        owned, foreign = _owned(usage)
+        if not foreign:
+            return (_pause if policy == "pause" else _kill)(mesh, usage, over, owned)
+        reason = (
+            f"process(es) {', '.join(map(str, foreign))} are not owned by uid "
+            f"{usage.agent.uid}, which registered it"
+        )
+    return _report(mesh, usage, over, reason, policy)
 
 
 def enforce(mesh: Mesh, policy: str | None = None) -> list[dict[str, Any]]:
@@ -168,8 +249,9 @@ def enforce(mesh: Mesh, policy: str | None = None) -> list[dict[str, Any]]:
                 warned = _warn(mesh, usage, over)
                 if warned is not None:
                     actions.append(warned)
-            elif policy == "pause" and not paused:
-                actions.append(_pause(mesh, usage, over))
-            elif policy == "kill":
-                actions.append(_kill(mesh, usage, over))
+                continue
+            if policy == "kill" or not paused:
+                done = _stop(mesh, usage, over, policy)
+                if done is not None:
+                    actions.append(done)
     return actions

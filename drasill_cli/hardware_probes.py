@@ -20,6 +20,7 @@ from drasill_cli import clock, liveness
 if TYPE_CHECKING:
     import psutil
 
+    from drasill_cli import presence
     from drasill_cli.mesh import Mesh
     from drasill_cli.models import AgentRecord
 
@@ -95,6 +96,18 @@ def heimdall_child_pid(socket_dir: Path, session: str) -> int | None:
     """The agent process heimdall supervises: line 2 of `<socket_dir>/<session>.pid`."""
     _supervisor, child = liveness.heimdall_pids(liveness.heimdall_files(socket_dir, session).pid)
     return child
+
+
+def session_root(
+    mesh: Mesh, session: str, backend: str | None, observer: presence.Observer
+) -> int | None:
+    """The process a session runs: heimdall's supervised child, or the tmux pane's process."""
+    if backend == "heimdall":
+        return heimdall_child_pid(mesh.config.heimdall_socket_dir(), session)
+    if backend == "tmux":
+        panes = observer.tmux_panes()
+        return panes.pid(session) if panes is not None else None
+    return None
 
 
 class ProcessTable:
@@ -213,11 +226,8 @@ class Meter:
             return None
         if agent.pid is not None:
             return agent.pid if self.table.alive(agent.pid, agent.pid_started) else None
-        if agent.session and agent.backend == "heimdall":
-            return heimdall_child_pid(self.mesh.config.heimdall_socket_dir(), agent.session)
-        if agent.session and agent.backend == "tmux":
-            panes = self.observer.tmux_panes()
-            return panes.pid(agent.session) if panes is not None else None
+        if agent.session:
+            return session_root(self.mesh, agent.session, agent.backend, self.observer)
         return None
 
     def processes(self, agent: AgentRecord) -> list[psutil.Process]:

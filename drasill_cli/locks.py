@@ -26,6 +26,7 @@ import contextlib
 import math
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -269,13 +270,30 @@ def _audit_cleared(
 Locks = list[dict[str, Any]]
 
 
-def _try_grant(
-    mesh: Mesh, targets: list[Target], holder: str, mode: str, ttl: float
-) -> tuple[Locks, Locks, Locks]:
-    """One read-decide-write of the table: (granted, [], lapsed locks dropped for it) or
-    ([], conflicts, [])."""
+def _gives(held: str, asked: str) -> bool:
+    """Whether holding `held` excludes at least whom `asked` would (write excludes all)."""
+    return COMPATIBLE[held] <= COMPATIBLE[asked]
 
-    def decide(records: Locks) -> LockChanges[tuple[Locks, Locks, Locks, Locks]]:
+
+def _run_mode(held: str, asked: str) -> str:
+    """The mode that gives both what is held and what is asked: the stronger of the two, or
+    write when neither gives the other (read and co_write)."""
+    if _gives(held, asked):
+        return held
+    return asked if _gives(asked, held) else "write"
+
+
+def _try_grant(
+    mesh: Mesh, targets: list[Target], holder: str, mode: str, ttl: float, *, keep: bool = False
+) -> tuple[Locks, Locks, Locks, Locks]:
+    """One read-decide-write of the table: (granted, [], lapsed locks dropped for it, the
+    holder's live locks on the targets before) or ([], conflicts, [], []).
+
+    With `keep`, a lock the holder already holds is never weakened: it takes the mode that
+    gives both what it had and what is asked (`_run_mode`), so changing it back later can
+    conflict with no one."""
+
+    def decide(records: Locks) -> LockChanges[tuple[Locks, Locks, Locks, Locks, Locks]]:
         now = clock.now()
         judge = _Judge(mesh, now)
         table, reset = _prepared(records, now, save=not mesh.backend.read_only)
@@ -291,18 +309,22 @@ def _try_grant(
             else:
                 conflicts.append(judge.effective(lock))
         if conflicts:
-            return LockChanges(([], conflicts, [], []), put=reset)
+            return LockChanges(([], conflicts, [], [], []), put=reset)
         mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
         stamp = clock.iso(now)
-        granted = []
+        granted, before = [], []
         for target in targets:
             previous = mine.get(target.key)
             held = previous is not None and not judge.expired(previous)
+            if held and previous:
+                before.append(_stored(previous))
             granted.append(
                 {
                     "schema_version": SCHEMA_VERSION,
                     "path": target.key,
-                    "mode": mode,
+                    "mode": _run_mode(previous["mode"], mode)
+                    if keep and previous and held
+                    else mode,
                     "holder": holder,
                     "acquired_at": previous["acquired_at"] if held and previous else stamp,
                     "expires_at": clock.iso(now + ttl),
@@ -311,11 +333,13 @@ def _try_grant(
                 }
             )
         lapsed = [lock for lock in stale if not judge.holder_dead(lock["holder"])]
-        return LockChanges((granted, [], stale, lapsed), put=[*reset, *granted], remove=stale)
+        return LockChanges(
+            (granted, [], stale, lapsed, before), put=[*reset, *granted], remove=stale
+        )
 
-    granted, conflicts, stale, lapsed = mesh.backend.locks.transact(decide)
+    granted, conflicts, stale, lapsed, before = mesh.backend.locks.transact(decide)
     _audit_cleared(mesh, stale, holder, "stale")
-    return granted, conflicts, lapsed
+    return granted, conflicts, lapsed, before
 
 
 def acquire(
@@ -333,6 +357,21 @@ def acquire(
     denial is NegativeOutcome (exit 1) naming each conflicting holder, with the conflicting
     lock objects in its `conflicts` detail.
     """
+    return [view(lock) for lock in _acquire(mesh, paths, holder, mode, ttl, wait)[0]]
+
+
+def _acquire(
+    mesh: Mesh,
+    paths: Sequence[str],
+    holder: str,
+    mode: str,
+    ttl: float | None,
+    wait: float | None,
+    *,
+    keep: bool = False,
+) -> tuple[Locks, Locks]:
+    """`acquire`: the locks granted as stored, and the holder's live locks on those paths
+    before (see `_try_grant` for `keep`)."""
     check_options(mode, ttl, wait)
     check_agent_name(holder)
     targets = resolve_all(paths)
@@ -343,7 +382,9 @@ def acquire(
     deadline = time.monotonic() + (wait or 0.0)
     delay = WAIT_FIRST_S
     while True:
-        granted, conflicts, lapsed = _try_grant(mesh, targets, holder, mode, lease)
+        granted, conflicts, lapsed, before = _try_grant(
+            mesh, targets, holder, mode, lease, keep=keep
+        )
         if granted:
             mesh.record(
                 "lock",
@@ -353,7 +394,7 @@ def acquire(
                 expires_at=granted[0]["expires_at"],
             )
             _tell_lapsed(mesh, holder, lapsed)
-            return [view(lock) for lock in granted]
+            return granted, before
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _denied(resolved, mode, conflicts, wait)
@@ -583,6 +624,9 @@ class Lease:
         self._thread = threading.Thread(target=self._renew_loop, name="lock-renewer", daemon=True)
 
     def _renew_loop(self) -> None:
+        # Signals are the main thread's to handle: one delivered to this thread would not
+        # wake a main thread blocked waiting for a command (`mesh lock ... -- COMMAND`).
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         while not self._stop.wait(self._ttl / 3):
             held = [p for p in self.paths if p not in self.lost]
             try:
@@ -616,15 +660,50 @@ def hold(
 ) -> Iterator[Lease]:
     """Acquire, keep renewed while the block runs, then release what is still ours.
 
-    If the process dies, renewals stop and the leases run out by themselves.
+    A lock the holder held before keeps holding after, in the mode and with the lease it had:
+    it is neither released nor weakened (a write held is kept as write even when `mode` asks
+    less; a mode or lease changed for the block is changed back). If the process dies, renewals
+    stop and the leases run out by themselves.
     """
-    lease = Lease(mesh, acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait), holder)
+    granted, before = _acquire(mesh, paths, holder, mode, ttl, wait, keep=True)
+    lease = Lease(mesh, [view(lock) for lock in granted], holder)
     lease.start()
     try:
         yield lease
     finally:
         lease.stop()
-        _release_own(mesh, [p for p in lease.paths if p not in lease.lost], holder)
+        kept = {lock["path"]: lock for lock in before}
+        left = [p for p in lease.paths if p not in lease.lost]
+        _release_own(mesh, [p for p in left if p not in kept], holder)
+        _restore(mesh, [kept[p] for p in left if p in kept], holder)
+
+
+def _restore(mesh: Mesh, previous: Locks, holder: str) -> None:
+    """Give each of `holder`'s locks still live the mode and lease it had in `previous` (the
+    lease counted from now). The block's mode gave at least as much, so no other lock conflicts.
+    """
+    if not previous:
+        return
+    wanted = {lock["path"]: (lock["mode"], float(lock["ttl"])) for lock in previous}
+
+    def decide(records: Locks) -> LockChanges[Locks]:
+        now = clock.now()
+        judge = _Judge(mesh, now)
+        table, reset = _prepared(records, now)
+        changed = []
+        for lock in table:
+            if lock["holder"] != holder or lock["path"] not in wanted or judge.expired(lock):
+                continue
+            mode, ttl = wanted[lock["path"]]
+            if (lock["mode"], float(lock["ttl"])) != (mode, ttl):
+                renewed = {"mode": mode, "ttl": ttl, "expires_at": clock.iso(now + ttl)}
+                changed.append({**_stored(lock), **renewed})
+        return LockChanges(changed, put=[*reset, *changed])
+
+    for lock in mesh.backend.locks.transact(decide):
+        mesh.record(
+            "lock", holder, paths=[lock["path"]], mode=lock["mode"], expires_at=lock["expires_at"]
+        )
 
 
 def _release_own(mesh: Mesh, paths: list[str], holder: str) -> None:

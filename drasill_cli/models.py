@@ -302,8 +302,14 @@ class AgentRecord(Record):
     pid: int | None = rule("int", minimum=1)
     pid_started: float | None = rule("float")
     host: str = rule("str", required=True)
+    # Who registered it (the real uid of `mesh register`): budget enforcement signals only the
+    # processes of that uid. Records of older versions have none (enforcement then reports).
+    uid: int | None = rule("int", minimum=0)
     session: str | None = rule("str")
     backend: Backend | None = rule("choice", choices=BACKENDS)
+    # The start time of the session's process (heimdall's child, the tmux pane's) at
+    # registration, so a process that later runs in the session is not taken for the agent.
+    session_started: float | None = rule("float")
     role: str | None = rule("str")
     tool: str | None = rule("str")
     cwd: str | None = rule("str")

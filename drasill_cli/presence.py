@@ -84,7 +84,8 @@ class Observer:
     def view(self, agent: AgentRecord, now: float | None = None) -> dict[str, Any]:
         """The agent object of the contract: the record plus state, last_seen and unread."""
         data = agent.to_record()
-        data.pop("pid_started", None)
+        for bookkeeping in ("pid_started", "session_started", "uid"):
+            data.pop(bookkeeping, None)
         data["state"] = self.state(agent, now)
         data["last_seen"] = clock.iso(self.last_seen(agent))
         data["unread"] = unread_count(self.mesh, agent.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -434,3 +435,113 @@ def test_mesh_hw_json_without_gpu(cli: MeshRunner, spawn: Spawn) -> None:
     assert "RAM: total" in human.stdout
     assert "GPU: none found" in human.stdout
     assert "hog" in human.stdout
+
+
+# ---- whose processes enforcement may signal (issue 24, point 3) ------------------------------
+
+
+def plant_agent(mesh: Mesh, name: str, **fields: Any) -> None:
+    """Store an agent record as someone writing to the mesh could, without `mesh register`."""
+    from drasill_cli.models import AgentRecord
+
+    record = AgentRecord.from_record(
+        {"name": name, "host": liveness.hostname(), "registered_at": "2026-01-01T00:00:00Z"}
+        | fields
+    )
+    mesh.backend.presence.change(name, lambda _old: record, beat=True)
+
+
+@pytest.mark.parametrize("mesh_kind", ["directory", "postgres"], indirect=True)
+def test_registration_records_the_registering_uid(mesh: Mesh, spawn: Spawn) -> None:
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    stored = mesh.backend.presence.get("hog")
+    assert stored is not None
+    assert stored.uid == os.getuid()
+    [view] = agents.list_agents(mesh)
+    assert "uid" not in view  # bookkeeping, like the pid's start time: not in the agent object
+
+
+@pytest.mark.parametrize("policy", ["pause", "kill"])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        {},  # a record as older versions wrote it, or a planted one: no registering uid
+        {"uid": os.getuid() + 1},  # registered by someone else
+    ],
+    ids=["no-uid", "other-uid"],
+)
+def test_a_record_not_provably_the_owners_is_reported_never_signalled(
+    mesh: Mesh, spawn: Spawn, policy: str, planted: dict[str, Any]
+) -> None:
+    hog = spawn()
+    started = psutil.Process(hog.pid).create_time()
+    plant_agent(mesh, "planted", pid=hog.pid, pid_started=started, ram_gb=0.1, **planted)
+    [action] = hardware.enforce(mesh, policy)
+    assert action["action"] == "report"
+    assert action["agent"] == "planted"
+    assert "uid" in action["reason"]
+    assert action["pids"] == []
+    from drasill_cli.cli.watch import describe
+
+    assert "not provably its own" in describe({"event": "hardware", **action})
+    time.sleep(0.2)
+    assert proc_state(hog.pid) not in ("T", "Z")
+    assert hog.poll() is None
+    assert hardware.enforce(mesh, policy) == []  # reported once per overrun
+    [event] = events(mesh, "budget-report")
+    assert event["agent"] == "planted"
+
+
+def test_a_recycled_session_root_is_reported_never_signalled(
+    mesh_dir: Path, tmp_path: Path, spawn: Spawn
+) -> None:
+    """A session agent's process is the one its session ran at registration (its start time)."""
+    sockets = tmp_path / "heimdall"
+    sockets.mkdir()
+    first, second = spawn(), spawn()
+    (sockets / "s1.sock").touch()
+    (sockets / "s1.pid").write_text(f"{os.getpid()}\n{first.pid}\n")
+    mesh = Mesh.open(mesh_dir, Config(wake=WakeConfig(heimdall_socket_dir=str(sockets))))
+    agents.register(mesh, "sess", session="s1", backend="heimdall", ram_gb=0.1)
+    (sockets / "s1.pid").write_text(f"{os.getpid()}\n{second.pid}\n")  # not what registered
+    [action] = hardware.enforce(mesh, "kill")
+    assert action["action"] == "report"
+    assert "start" in action["reason"]
+    assert second.poll() is None
+    (sockets / "s1.pid").write_text(f"{os.getpid()}\n{first.pid}\n")
+    [action] = hardware.enforce(mesh, "kill")
+    assert action["action"] == "kill"
+    first.wait(timeout=10)
+    assert second.poll() is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a process as another user needs root")
+def test_a_process_of_another_user_in_the_tree_is_reported_never_signalled(
+    mesh: Mesh, spawn: Spawn
+) -> None:
+    """The agent's own process runs a child as another user (sudo, a service): nothing of the
+    tree is signalled, since the mesh may act only on what the registering uid owns."""
+    script = (
+        "import subprocess, time\n"
+        "held = b'x' * (300 * 1024 * 1024)\n"
+        "child = subprocess.Popen(['sleep', '120'], user=65534, group=65534, extra_groups=[])\n"
+        "print('ready', flush=True)\n"
+        "child.wait()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "ready"
+        [child] = psutil.Process(parent.pid).children()
+        assert child.uids().real == 65534
+        agents.register(mesh, "mixed", pid=parent.pid, ram_gb=0.1)
+        [action] = hardware.enforce(mesh, "kill")
+        assert action["action"] == "report"
+        assert str(child.pid) in action["reason"]
+        assert parent.poll() is None and child.is_running()
+    finally:
+        for proc in hardware_probes.process_tree([parent.pid]):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        parent.wait(timeout=10)

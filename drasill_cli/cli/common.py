@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from drasill_cli.cli import complete, helpstyle, lightparams
+from drasill_cli.cli.render import printable
 from drasill_cli.errors import InvalidInput, MeshError, OrdinaryOutcome
 from drasill_cli.names import is_utf8
 
@@ -123,7 +124,7 @@ class CliState:
         """Report what the core handled on the way (quarantined files) on stderr."""
         if self._mesh is not None:
             for warning in self._mesh.warnings:
-                sys.stderr.write(f"warning: {warning}\n")
+                sys.stderr.write(f"warning: {printable(warning)}\n")
             self._mesh.warnings.clear()
 
 
@@ -145,13 +146,13 @@ def print_json(value: Any) -> None:
 
 
 def say(text: str) -> None:
-    """Human-facing text on stdout (only when --json is off)."""
-    sys.stdout.write(text + "\n")
+    """Human-facing text on stdout (only when --json is off), control characters spelled out."""
+    sys.stdout.write(printable(text) + "\n")
 
 
 def note(text: str) -> None:
-    """Progress and hints for humans: always stderr."""
-    sys.stderr.write(text + "\n")
+    """Progress and hints for humans: always stderr, control characters spelled out."""
+    sys.stderr.write(printable(text) + "\n")
 
 
 def render_error(exc: MeshError, json_out: bool) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -19,7 +16,6 @@ if TYPE_CHECKING:
     from drasill_cli.locks import Lease
 
 COMMAND_KEY = "drasill.lock.command"
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class CommandNotFound(MeshError):
@@ -135,6 +131,8 @@ def lock_cmd(
     With `-- COMMAND`, runs it holding the locks (renewed while it runs), releases them after
     and exits with COMMAND's code; 127 when COMMAND is not found and 126 when it cannot be
     executed, as a shell does. Its output is the output, so --json then shapes errors only.
+    Locks you held before stay held, in their mode. COMMAND gets every signal the runner gets
+    and dies with the runner (docs/reference/locks.md).
     """
     from drasill_cli import locks
 
@@ -172,9 +170,18 @@ def _mention_missing(paths: list[str]) -> None:
 
 
 def _run_holding(argv: list[str], lease: Lease) -> int:
-    """Run `argv` with the terminal's stdio; forward SIGTERM/SIGHUP; return its exit code."""
+    """Run `argv` with the terminal's stdio while the locks are held; return its exit code.
+
+    COMMAND never outlives the runner unlocked: it runs in a process group of its own, which
+    gets every catchable signal the runner gets, and it is SIGKILLed by the kernel when the
+    runner dies, however it dies (`PR_SET_PDEATHSIG`). On a terminal it runs in the foreground,
+    so it reads the terminal and Ctrl-C reaches it; when it stops (Ctrl-Z) the runner stops too,
+    so the shell gets the terminal back, and `fg` continues both.
+    """
+    from drasill_cli.cli import runner
+
     try:
-        child = subprocess.Popen(argv)
+        child = runner.start(argv)
     except FileNotFoundError as exc:
         raise CommandNotFound(
             f"command not found: {argv[0]!r} ({exc.strerror}); check the command name and PATH "
@@ -185,26 +192,12 @@ def _run_holding(argv: list[str], lease: Lease) -> int:
             f"cannot execute {argv[0]!r}: {exc.strerror}; check that it is an executable file "
             "(chmod +x) and not a folder (the locks were released)"
         ) from exc
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        child.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
-    try:
-        while True:
-            try:
-                code = child.wait()
-                break
-            except KeyboardInterrupt:
-                continue  # the child got the same Ctrl-C; its exit decides ours
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    code = child.wait()
     for problem in lease.errors:
         note(f"warning: {problem}")
     for path in lease.lost:
         note(f"warning: the lock on {path} was lost while the command ran (forced or expired)")
-    return 128 - code if code < 0 else code
+    return code
 
 
 @command(

@@ -15,6 +15,7 @@ import typer
 from drasill_cli.cli import complete
 from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
 from drasill_cli.cli.helpstyle import examples
+from drasill_cli.cli.render import printable
 from drasill_cli.errors import InvalidInput, NegativeOutcome
 
 if TYPE_CHECKING:
@@ -38,16 +39,6 @@ def _read_stdin() -> str:
         ) from None
 
 
-def _printable(text: str) -> str:
-    """Escape terminal control characters, but only when a terminal will interpret them."""
-    if not sys.stdout.isatty():
-        return text
-    return "".join(
-        c if c in "\n\t" or not (ord(c) < 32 or 127 <= ord(c) < 160) else f"\\x{ord(c):02x}"
-        for c in text
-    )
-
-
 def _show(message: dict[str, Any]) -> None:
     """A header line (from, time, priority, id), attachments, then the body as stored."""
     header = [f"from {message['from']}", message["created_at"], message["priority"], message["id"]]
@@ -55,8 +46,8 @@ def _show(message: dict[str, Any]) -> None:
         header.append(f"reply to {message['reply_to']}")
     say(" | ".join(header))
     for item in message.get("attachments") or []:
-        say(_printable(f"attachment {item['name']} ({item['size']} bytes): {item['path']}"))
-    body = _printable(message["body"])
+        say(f"attachment {item['name']} ({item['size']} bytes): {item['path']}")
+    body = printable(message["body"])
     sys.stdout.write(body if body.endswith("\n") else body + "\n")
 
 
@@ -270,9 +261,5 @@ def history_cmd(
         first = message["body"].strip().splitlines()[0] if message["body"].strip() else ""
         if len(first) > 60:
             first = first[:57] + "..."
-        say(
-            _printable(
-                f"{message['created_at']}  {message['from']} -> {message['to']}  "
-                f"{message['id']}  {first}"
-            )
-        )
+        sent = f"{message['created_at']}  {message['from']} -> {message['to']}"
+        say(f"{sent}  {message['id']}  {first}")

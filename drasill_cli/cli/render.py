@@ -1,12 +1,35 @@
-"""Human rendering helpers: durations, and plain tables that never break an id or a path."""
+"""Human rendering helpers: what a terminal may be shown, durations, and plain tables that never
+break an id or a path."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from drasill_cli import clock
+
+# What a terminal would act on instead of showing: C0 controls but tab and newline, DEL, C1
+# controls (U+009B is a CSI by itself), the bidirectional overrides and isolates that reorder a
+# line, and lone surrogates (a file name that is not UTF-8).
+_ACTIVE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_ACTIVE_OR_BREAK = re.compile(f"[\t\n{_ACTIVE.pattern[1:-1]}]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def printable(text: str, *, lines: bool = True) -> str:
+    """`text` as a terminal may show it: every character a terminal would act on (an escape
+    sequence, a bell, a carriage return, a bidi override) spelled out (`\\x1b[31m`), so mail,
+    titles and names from others can neither colour, move, retitle nor hide anything. Tabs and
+    line breaks stay unless `lines` is false. Every human renderer prints through this; JSON
+    stays exact."""
+    return (_ACTIVE if lines else _ACTIVE_OR_BREAK).sub(_escaped, text)
 
 
 def span(seconds: float) -> str:
@@ -69,7 +92,8 @@ def table(
     import shutil
 
     texts = [
-        [" ".join(("-" if cell is None else str(cell)).split()) for cell in row] for row in rows
+        [printable(" ".join(("-" if cell is None else str(cell)).split())) for cell in row]
+        for row in rows
     ]
     widths = [
         max([cell_width(column)] + [cell_width(row[i]) for row in texts])
@@ -88,7 +112,7 @@ def table(
                 + [cell_width(word) for row in texts for word in row[i].split()]
             )
             widths[i] = min(widths[i], max(share, floor))
-    out = [title] if title else []
+    out = [printable(title)] if title else []
     for cells in [list(columns), *texts]:
         wrapped = [
             _wrap(cell, widths[i]) if i in flexible else [cell] for i, cell in enumerate(cells)

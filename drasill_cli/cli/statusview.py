@@ -85,6 +85,15 @@ def shorten_middle(text: str, width: int) -> str:
 Cell = str | tuple[str, str]  # text, or (text, rich style)
 
 
+def _shown(cell: Cell) -> Cell:
+    """The cell's text as a terminal may show it (rich passes escape sequences through)."""
+    from drasill_cli.cli.render import printable
+
+    if isinstance(cell, str):
+        return printable(cell, lines=False)
+    return (printable(cell[0], lines=False), cell[1])
+
+
 def _grid(
     columns: tuple[str, ...], rows: list[list[Cell]], width: int, free: str | None = None
 ) -> Any:
@@ -92,6 +101,8 @@ def _grid(
     (a title, a role, a description) is cut, with an ellipsis; ids and paths stay whole."""
     from rich.table import Table
     from rich.text import Text
+
+    rows = [[_shown(cell) for cell in row] for row in rows]
 
     def plain(cell: Cell) -> str:
         return cell if isinstance(cell, str) else cell[0]
@@ -126,7 +137,9 @@ def _title(name: str, detail: str) -> Any:
 def _dim(text: str) -> Any:
     from rich.text import Text
 
-    return Text(text, style="dim", no_wrap=True, overflow="ellipsis")
+    from drasill_cli.cli.render import printable
+
+    return Text(printable(text, lines=False), style="dim", no_wrap=True, overflow="ellipsis")
 
 
 def _agents_section(snap: dict[str, Any], rows: Rows, width: int) -> list[RenderableType]:
@@ -330,10 +343,12 @@ def status_screen(
     from rich.console import Group
     from rich.text import Text
 
+    from drasill_cli.cli.render import printable
+
     parts: list[RenderableType] = [
         Text.assemble(
             ("mesh status", "bold"),
-            f"  {place(snap['mesh_dir'])}",
+            f"  {printable(place(snap['mesh_dir']), lines=False)}",
             no_wrap=True,
             overflow="ellipsis",
         ),

@@ -41,7 +41,13 @@ _LIFECYCLE: dict[str, str] = {
     "history_expired": "{n} old message(s) deleted",
     "attachments_removed": "attachments of {n} undelivered message(s) removed",
 }
-_BUDGET_ACTION = {"warn": "warned", "pause": "paused", "kill": "killed", "resume": "resumed"}
+_BUDGET_ACTION = {
+    "warn": "warned",
+    "pause": "paused",
+    "kill": "killed",
+    "resume": "resumed",
+    "report": "not acting on",
+}
 
 
 def _plain(value: Any) -> str:
@@ -69,6 +75,8 @@ def _hardware_line(event: dict[str, Any]) -> str:
         if isinstance(o, dict) and {"measured_gb", "resource", "declared_gb"} <= set(o)
     )
     why = over or event.get("reason") or "over its budget"
+    if event.get("action") == "report":
+        why = f"{why}; its processes are not provably its own: {event.get('reason')}"
     return f"budget: {done} {event.get('agent')}: {why}"
 
 
@@ -93,8 +101,9 @@ def describe(event: dict[str, Any]) -> str:
 def _human(event: dict[str, Any]) -> None:
     """One line per event on stderr, for people and journald."""
     from drasill_cli import clock
+    from drasill_cli.cli.render import printable
 
-    sys.stderr.write(f"{clock.iso()[11:19]} {describe(event)}\n")
+    sys.stderr.write(f"{clock.iso()[11:19]} {printable(describe(event), lines=False)}\n")
     sys.stderr.flush()
 
 
