@@ -15,6 +15,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,32 @@ def test_a_folder_swapped_for_a_link_is_never_read_through(tmp_path: Path, op: s
     swap_for_link(root, rel, outside)
     before = listing(outside)
     assert not operation(store)
+    assert listing(outside) == before
+
+
+def test_a_scan_lends_its_checked_folders_to_its_own_thread_only_while_it_runs(
+    tmp_path: Path,
+) -> None:
+    """Taking a message reads and moves it through the descriptor its scan opened and checked
+    (no second walk); that descriptor is never used by another thread, nor after the scan."""
+    root, outside = tmp_path / "mesh", tmp_path / "outside"
+    outside.mkdir()
+    store = FileStore.open(root)
+    _publish_two(store)
+    scan = store.scan(NEW, depth=3)
+    first = next(scan)
+    assert store.read(first) == {"n": 1}
+    swap_for_link(root, SHARD, outside)
+    before = listing(outside)
+    seen: list[object] = []
+    other = threading.Thread(target=lambda: seen.append(store.read(first)))
+    other.start()
+    other.join()
+    assert seen == [None]  # walked anew: the link was set aside, not read through
+    assert not (root / SHARD).is_symlink()
+    scan.close()
+    assert store._held == {}
+    assert store.read(first) is None
     assert listing(outside) == before
 
 

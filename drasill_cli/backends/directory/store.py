@@ -28,7 +28,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -91,6 +91,8 @@ class FileStore:
         # is another user: a group-shared mesh's member, or not).
         self._unsafe_bits = stat.S_IWOTH | (0 if group_shared else stat.S_IWGRP)
         self._materialized = False
+        # Folders that scans under way hold open, by name: (descriptor, thread). See `_held_copy`.
+        self._held: dict[str, tuple[int, int]] = {}
         self.read_only = False
         self._boot_lock = threading.RLock()
         self._booting = False
@@ -372,6 +374,10 @@ class FileStore:
         not exist, unless `create`: then each missing folder is made with the mesh's mode (with
         `durable`, each new one is flushed into its parent). A symlink or anything but a folder
         on the way is quarantined (reported only, by a read-only view) and counts as absent."""
+        if self._held:
+            held = self._held_copy(rel_dir)
+            if held is not None:
+                return held
         parts = _parts(rel_dir)
         root = self._made_root() if create else self._open_root()
         if root is None or not parts:
@@ -380,6 +386,16 @@ class FileStore:
             return self._walk(root, parts, create=create, durable=durable)
         finally:
             os.close(root)
+
+    def _held_copy(self, rel_dir: str) -> int | None:
+        """A copy of the descriptor of `rel_dir` when a scan of this thread, still under way,
+        holds it open (and checked it when it opened it): reading or taking the records it
+        yields then walks no folder again. Nothing outlives the scan: its folder leaves
+        `_held` before it is closed."""
+        held = self._held.get(rel_dir)
+        if held is None or held[1] != threading.get_ident():
+            return None
+        return os.dup(held[0])
 
     def _made_dir(self, rel_dir: str, *, durable: bool = False) -> int:
         """`_open_dir` creating what is missing: always a descriptor."""
@@ -764,6 +780,10 @@ class FileStore:
             src_parts[shared] == dst_parts[shared]
         ):
             shared += 1
+        if self._held and src_dir != dst_dir:
+            source = self._held_copy(src_dir)
+            if source is not None:  # a scan of this thread holds it: walk to the target only
+                return self._rename_between(source, src_name, dst_dir, dst)
         root = self._open_root()
         if root is None:
             return False
@@ -794,6 +814,24 @@ class FileStore:
             self._fsync(target)
             if src_dir != dst_dir:
                 self._fsync(source)
+        finally:
+            _close_all(fds)
+        return True
+
+    def _rename_between(self, source: int, src_name: str, dst_dir: str, dst: str) -> bool:
+        """`move` from an open folder `source` (closed here) into `dst_dir`."""
+        fds = [source]
+        try:
+            target = self._made_dir(dst_dir)
+            fds.append(target)
+            try:
+                os.rename(src_name, _split(dst)[1], src_dir_fd=source, dst_dir_fd=target)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise io_error("move", self._fspath(dst), exc) from exc
+            self._fsync(target)
+            self._fsync(source)
         finally:
             _close_all(fds)
         return True
@@ -875,7 +913,7 @@ class FileStore:
 
     def scan(
         self, rel_dir: str, suffix: str = ".json", *, depth: int = 0, remove_empty: bool = False
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Names under `rel_dir` ending in `suffix` (regular files only), in path order,
         lazily: a consumer that stops early lists only the first few folders. A symlink or
         other special entry met on the way is never followed: it is quarantined."""
@@ -890,6 +928,17 @@ class FileStore:
             os.close(folder)
 
     def _scan(
+        self, folder: int, rel_dir: str, suffix: str, depth: int, remove_empty: bool
+    ) -> Iterator[str]:
+        held = (folder, threading.get_ident())
+        self._held[rel_dir] = held
+        try:
+            yield from self._scan_held(folder, rel_dir, suffix, depth, remove_empty)
+        finally:
+            if self._held.get(rel_dir) == held:  # removed before the folder is closed
+                del self._held[rel_dir]
+
+    def _scan_held(
         self, folder: int, rel_dir: str, suffix: str, depth: int, remove_empty: bool
     ) -> Iterator[str]:
         for entry in self._entries(folder, rel_dir):
