@@ -189,8 +189,6 @@ def _entry_problem(
             f"remove the link: rm {path}",
         )
     if stat.S_ISDIR(mode):
-        if rel == QUARANTINE_DIR:
-            return None
         problem = folder_problem(info, group_shared=store.group_shared)
         return None if problem is None else (problem[1], problem[2].format(path=path))
     if not stat.S_ISREG(mode):

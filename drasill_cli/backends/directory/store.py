@@ -200,7 +200,12 @@ class FileStore:
             raise self._inside_a_file() from None
         except OSError as exc:
             raise self._uncreatable(exc) from exc
-        os.chmod(self.root, self.dir_mode, follow_symlinks=False)
+        fd = self._open_root()  # the folder just made, unless it was swapped already
+        if fd is not None:
+            try:
+                os.fchmod(fd, self.dir_mode)
+            finally:
+                os.close(fd)
 
     def _uncreatable(self, exc: OSError) -> MeshUnusable:
         return MeshUnusable(
