@@ -314,8 +314,17 @@ def test_the_watcher_never_follows_a_folder_swapped_for_a_link_between_passes(
 # ---- 4: every folder's owner and mode --------------------------------------------------------
 
 
-@pytest.mark.parametrize("rel", ["inbox/bob/new", "inbox/bob", "agents", "shard"])
-@pytest.mark.parametrize("mode", [0o777, 0o770], ids=["world-writable", "group-writable"])
+@pytest.mark.parametrize(
+    ("rel", "mode"),
+    [
+        ("inbox/bob/new", 0o777),
+        ("inbox/bob", 0o777),
+        ("agents", 0o777),
+        ("shard", 0o777),
+        ("inbox/bob/new", 0o770),  # group-writable, in a mesh that is not group-shared
+        ("shard", 0o770),
+    ],
+)
 def test_an_inner_folder_others_may_write_is_refused_and_doctor_names_it(
     cli: MeshRunner, rel: str, mode: int
 ) -> None:
