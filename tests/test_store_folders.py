@@ -10,8 +10,10 @@ umask 000 makes no world-writable folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -22,11 +24,11 @@ from typing import Any
 
 import pytest
 
-from drasill_cli import agents, clock, messages, watcher
+from drasill_cli import agents, clock, lifecycle, locks, messages, tasks, watcher
 from drasill_cli.backends.directory.mailbox import _shard
 from drasill_cli.backends.directory.store import FileStore
 from drasill_cli.config import Config
-from drasill_cli.errors import MeshUnusable
+from drasill_cli.errors import MeshError, MeshUnusable
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner
 
@@ -269,6 +271,59 @@ def test_send_never_delivers_through_a_symlinked_new_folder(
         assert "is a symlink" in done.stderr
         [message] = cli.json("inbox", "bob", "--list")
         assert message["body"] == "hello"
+
+
+def _ordinary_work(mesh: Mesh, tmp_path: Path, step: int) -> None:
+    """A round of ordinary work through the API, touching every kind of folder the mesh writes;
+    a refusal (a `MeshError`) of one step does not stop the others."""
+    attachment, target = tmp_path / "notes.txt", tmp_path / "target.txt"
+    for path in (attachment, target):
+        path.write_text("x")
+    steps: list[Callable[[], object]] = [
+        lambda: agents.heartbeat(mesh, "alice"),
+        lambda: messages.send(
+            mesh, "bob", f"n{step}", sender="alice", attachments=[str(attachment)]
+        ),
+        lambda: messages.send(mesh, "bob", f"u{step}", sender="alice", priority="urgent"),
+        lambda: messages.consume(mesh, "bob"),
+        lambda: tasks.add_task(mesh, f"task {step}", actor="alice"),
+        lambda: tasks.claim_next(mesh, "bob"),
+        lambda: locks.acquire(mesh, [str(target)], "alice", ttl=60),
+        lambda: watcher.Watcher(mesh, lambda event: None).full_pass(),
+        lambda: lifecycle.prune(mesh),
+    ]
+    for run in steps:
+        with contextlib.suppress(MeshError):
+            run()
+
+
+def test_every_folder_of_a_live_mesh_swapped_for_a_link_is_never_used(tmp_path: Path) -> None:
+    """Each folder of a mesh that has seen every kind of work, in turn, becomes a link to a
+    folder holding all it held, between two rounds of work by one long-lived process."""
+    base = tmp_path / "base"
+    mesh = Mesh.open(base, Config())
+    for name in ("alice", "bob"):
+        agents.register(mesh, name)
+    _ordinary_work(mesh, tmp_path, 0)
+    folders = sorted(
+        str(path.relative_to(base))
+        for path in base.rglob("*")
+        if path.is_dir() and path.relative_to(base).parts[0] != "quarantine"
+    )
+    assert len(folders) > 20, folders
+    for index, rel in enumerate(folders):
+        work = tmp_path / f"run-{index}"
+        root, outside = work / "mesh", work / "outside"
+        shutil.copytree(base, root, symlinks=True)
+        outside.mkdir()
+        mesh = Mesh.open(root, Config())
+        _ordinary_work(mesh, work, 1)
+        if not (root / rel).is_dir():
+            continue  # the first round removed it (an emptied shard)
+        swap_for_link(root, rel, outside)
+        before = listing(outside)
+        _ordinary_work(mesh, work, 2)
+        assert listing(outside) == before, rel
 
 
 # ---- 2: mesh watch keeps no check of a folder past its descriptor ---------------------------

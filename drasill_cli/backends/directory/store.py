@@ -11,7 +11,11 @@ Guarantees of `FileStore`:
 - with `fsync=False` (config `[store] fsync = false`) every flush is skipped: writes stay atomic
   (a killed process never leaves a half record), but a power loss or kernel crash may lose the
   last writes, the guarantee of SQLite in WAL mode with `synchronous = NORMAL`;
-- files are opened with O_NOFOLLOW, so a planted symlink is never followed;
+- every folder of a path is opened from its parent's descriptor (openat with O_NOFOLLOW |
+  O_DIRECTORY), at every depth and anew for every operation, and its owner and mode are
+  checked on that descriptor; files are then opened (O_NOFOLLOW), linked, renamed and removed
+  relative to their folder's descriptor, so a planted symlink is never followed and no check
+  outlives the descriptor it was made on;
 - read-modify-write sections hold a flock(2) on a sidecar `.lock` file that is never deleted
   (opened without following links; anything else in its place is quarantined);
 - a file that does not parse is moved to `quarantine/` and reported through `warnings`,
