@@ -483,12 +483,15 @@ def test_send_survives_a_consumer_removing_a_fresh_shard(
     real_mkdir = os.mkdir
     raced: list[str] = []
 
-    def racing_mkdir(path: str, mode: int = 0o777) -> None:
-        rel = os.path.relpath(path, new)
+    def racing_mkdir(path: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        # The store makes each folder in its parent's descriptor: name the parent by it.
+        parent = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else ""
+        full = os.path.join(parent, path)
+        rel = os.path.relpath(full, new)
         if not raced and not rel.startswith("..") and rel.count(os.sep) == 1:
-            os.rmdir(os.path.dirname(path))  # a consumer tidies the still-empty parent away
+            os.rmdir(os.path.dirname(full))  # a consumer tidies the still-empty parent away
             raced.append(rel)
-        real_mkdir(path, mode)
+        real_mkdir(path, mode, dir_fd=dir_fd)
 
     monkeypatch.setattr(os, "mkdir", racing_mkdir)
     sent = messages.send(mesh, "bob", "after the race", sender="x")[0]

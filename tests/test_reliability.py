@@ -392,11 +392,13 @@ def test_broadcast_cut_short_by_a_full_disk_says_who_got_it(
     links: list[str] = []
 
     def full_after_first_copy(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if "/new/" in str(dst) and links:
+        folder = kwargs.get("dst_dir_fd")  # the store links into its folder's descriptor
+        target = str(dst) if folder is None else f"{os.readlink(f'/proc/self/fd/{folder}')}/{dst}"
+        if "/new/" in target and links:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_link(src, dst, *args, **kwargs)
-        if "/new/" in str(dst):
-            links.append(str(dst))
+        if "/new/" in target:
+            links.append(target)
 
     monkeypatch.setattr(os, "link", full_after_first_copy)
     with pytest.raises(StoreFull) as caught:

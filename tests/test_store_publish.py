@@ -77,7 +77,7 @@ def test_publish_recreates_a_link_folder_removed_meanwhile(
             removed.append(True)
             os.rmdir(store.path("new/s1/s2"))
             os.rmdir(store.path("new/s1"))
-        real_link(src, dst)
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]  # os.link's own keywords
 
     monkeypatch.setattr(os, "link", racing_link)
     store.publish(b'{"n":2}', links=["new/s1/s2/m.json"], keep_as="sent/m.json")

@@ -25,7 +25,6 @@ from drasill_cli.backends.directory.store import (
     UnusableRecord,
     decode_record,
     encode_record,
-    io_error,
 )
 
 if TYPE_CHECKING:
@@ -52,14 +51,9 @@ class DirectoryAuditLog:
     def _rotate(self, seen_size: int) -> None:
         store = self.store
         with store.lock(AUDIT_LOCK):
-            current = store.path(AUDIT_CURRENT)
-            try:
-                if os.stat(current, follow_symlinks=False).st_size < seen_size:
-                    return  # another process rotated it already
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                raise io_error("look at", current, exc) from exc
+            info = store.stat(AUDIT_CURRENT)
+            if info is None or info.st_size < seen_size:
+                return  # another process rotated it already
             store.move(AUDIT_CURRENT, audit_rotated(clock.iso().replace(":", "")))
             rotated = self._files()[:-1]
             for old in rotated[: max(0, len(rotated) - self.config.keep)]:
@@ -117,8 +111,7 @@ class DirectoryAuditLog:
         for rel in self._files()[:-1]:
             yield from self._file_events(rel, since)
         folder = self.store.ensure_dir(AUDIT_DIR)
-        current = self.store.path(AUDIT_CURRENT)
-        follower = _Follower(self.store, current, since)
+        follower = _Follower(self.store, since)
         try:
             with FolderEvents(folder) as events:
                 while True:
@@ -135,9 +128,8 @@ class DirectoryAuditLog:
 class _Follower:
     """Reads the current audit file as it grows, and on to its successor after a rotation."""
 
-    def __init__(self, store: FileStore, current: os.PathLike[str], since: float | None) -> None:
+    def __init__(self, store: FileStore, since: float | None) -> None:
         self.store = store
-        self.current = current
         self.since = since
         self.handle: Any = None
         self.pending = b""
@@ -161,13 +153,8 @@ class _Follower:
         yield from events_in(lines.splitlines(), self.since)
 
     def _rotated(self) -> bool:
-        try:
-            return bool(
-                os.stat(self.current, follow_symlinks=False).st_ino
-                != os.fstat(self.handle.fileno()).st_ino
-            )
-        except FileNotFoundError:
-            return True
+        info = self.store.stat(AUDIT_CURRENT)
+        return info is None or info.st_ino != os.fstat(self.handle.fileno()).st_ino
 
     def close(self) -> None:
         if self.handle is not None:

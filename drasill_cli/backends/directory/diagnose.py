@@ -33,6 +33,7 @@ from drasill_cli.backends.directory.store import (
     FileStore,
     UnusableRecord,
     decode_record,
+    folder_problem,
 )
 from drasill_cli.errors import MeshError
 from drasill_cli.storage.maintenance import Finding
@@ -145,9 +146,13 @@ def _record_problem(store: FileStore, rel: str) -> str | None:
     return None
 
 
-def walk_mesh(root: Path, max_bytes: int) -> list[tuple[str, str, str]]:
-    """Every bad entry of the mesh, at any depth: (path, what is wrong, the fix)."""
-    store = FileStore(root, max_record_bytes=max_bytes).read_only_view()  # reads only
+def walk_mesh(
+    root: Path, max_bytes: int, *, group_shared: bool = False
+) -> list[tuple[str, str, str]]:
+    """Every bad entry of the mesh, at any depth: (path, what is wrong, the fix). A folder
+    that is not ours or that others may write is one (every command refuses it)."""
+    store = FileStore(root, group_shared=group_shared, max_record_bytes=max_bytes)
+    store = store.read_only_view()  # reads only
     bad: list[tuple[str, str, str]] = []
     pending = [(str(root), "")]
     while pending:
@@ -161,46 +166,49 @@ def walk_mesh(root: Path, max_bytes: int) -> list[tuple[str, str, str]]:
         for entry in entries:
             rel = f"{rel_folder}{entry.name}"
             try:
-                mode = entry.stat(follow_symlinks=False).st_mode
+                info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if stat.S_ISLNK(mode):
-                target = os.readlink(entry.path)
-                bad.append(
-                    (
-                        entry.path,
-                        f"is a symlink (to {target}); the mesh never follows it",
-                        f"remove the link: rm {entry.path}",
-                    )
-                )
-            elif stat.S_ISDIR(mode):
-                if rel != QUARANTINE_DIR:
-                    pending.append((entry.path, f"{rel}/"))
-            elif not stat.S_ISREG(mode):
-                bad.append(
-                    (entry.path, "is a FIFO, socket or device", f"remove it: rm {entry.path}")
-                )
-            elif rel.startswith(_NOT_RECORDS):
-                continue
-            elif entry.name.startswith(TMP_PREFIX):
-                continue  # a temp file of an older version, never read as a record
-            elif entry.name.endswith(".json"):
-                problem = _record_problem(store, rel)
-                if problem is not None:
-                    bad.append(
-                        (
-                            entry.path,
-                            problem,
-                            f"move it into {root / QUARANTINE_DIR} (any mesh command that reads "
-                            "it does so itself)",
-                        )
-                    )
+            if stat.S_ISDIR(info.st_mode) and rel != QUARANTINE_DIR:
+                pending.append((entry.path, f"{rel}/"))
+            problem = _entry_problem(store, entry.path, rel, info)
+            if problem is not None:
+                bad.append((entry.path, *problem))
     return bad
 
 
-def check_mesh_entries(root: Path, max_record_bytes: int) -> Finding:
-    """Every entry of the mesh, at every depth: no symlinks or special files, every record
-    usable; quarantined files are pointed out."""
+def _entry_problem(
+    store: FileStore, path: str, rel: str, info: os.stat_result
+) -> tuple[str, str] | None:
+    """What is wrong with one entry of the mesh, and the fix; None when nothing is."""
+    mode = info.st_mode
+    if stat.S_ISLNK(mode):
+        target = os.readlink(path)
+        return (
+            f"is a symlink (to {target}); the mesh never follows it",
+            f"remove the link: rm {path}",
+        )
+    if stat.S_ISDIR(mode):
+        problem = folder_problem(info, group_shared=store.group_shared)
+        return None if problem is None else (problem[1], problem[2].format(path=path))
+    if not stat.S_ISREG(mode):
+        return "is a FIFO, socket or device", f"remove it: rm {path}"
+    name = rel.rpartition("/")[2]
+    # Sidecars, logs, heartbeats and temp files (of an older version too) are not records.
+    record = not rel.startswith(_NOT_RECORDS) and not name.startswith(TMP_PREFIX)
+    unusable = _record_problem(store, rel) if record and name.endswith(".json") else None
+    if unusable is None:
+        return None
+    return (
+        unusable,
+        f"move it into {store.root / QUARANTINE_DIR} (any mesh command that reads it does so "
+        "itself)",
+    )
+
+
+def check_mesh_entries(root: Path, max_record_bytes: int, *, group_shared: bool = False) -> Finding:
+    """Every entry of the mesh, at every depth: no symlinks or special files, no folder others
+    may write, every record usable; quarantined files are pointed out."""
     if os.path.lexists(root) and not root.is_dir():
         return Finding(
             "mesh-entries",
@@ -211,7 +219,7 @@ def check_mesh_entries(root: Path, max_record_bytes: int) -> Finding:
         )
     if not root.is_dir() or root.is_symlink():
         return Finding("mesh-entries", "ok", "nothing stored yet", required=True)
-    bad = walk_mesh(root, max_record_bytes)
+    bad = walk_mesh(root, max_record_bytes, group_shared=group_shared)
     if bad:
         shown = "; ".join(f"{path} {problem}" for path, problem, _ in bad[:_SHOWN])
         more = f" (and {len(bad) - _SHOWN} more)" if len(bad) > _SHOWN else ""

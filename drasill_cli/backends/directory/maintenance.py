@@ -27,5 +27,5 @@ class DirectoryMaintenance:
         root, group_shared = self.store.root, self.config.group_shared
         return [
             check_mesh_dir(root, group_shared=group_shared),
-            check_mesh_entries(root, self.store.max_record_bytes),
+            check_mesh_entries(root, self.store.max_record_bytes, group_shared=group_shared),
         ]

@@ -11,7 +11,11 @@ Guarantees of `FileStore`:
 - with `fsync=False` (config `[store] fsync = false`) every flush is skipped: writes stay atomic
   (a killed process never leaves a half record), but a power loss or kernel crash may lose the
   last writes, the guarantee of SQLite in WAL mode with `synchronous = NORMAL`;
-- files are opened with O_NOFOLLOW, so a planted symlink is never followed;
+- every folder of a path is opened from its parent's descriptor (openat with O_NOFOLLOW |
+  O_DIRECTORY), at every depth and anew for every operation, and its owner and mode are
+  checked on that descriptor; files are then opened (O_NOFOLLOW), linked, renamed and removed
+  relative to their folder's descriptor, so a planted symlink is never followed and no check
+  outlives the descriptor it was made on;
 - read-modify-write sections hold a flock(2) on a sidecar `.lock` file that is never deleted
   (opened without following links; anything else in its place is quarantined);
 - a file that does not parse is moved to `quarantine/` and reported through `warnings`,
@@ -28,7 +32,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -36,7 +40,7 @@ from drasill_cli import SCHEMA_VERSION, clock
 
 # Re-exported: the directory backend's modules take the store's errors from the store.
 from drasill_cli.errors import Busy as Busy  # noqa: PLC0414 (explicit re-export)
-from drasill_cli.errors import MeshUnusable
+from drasill_cli.errors import MeshError, MeshUnusable
 from drasill_cli.errors import StoreFull as StoreFull  # noqa: PLC0414 (explicit re-export)
 from drasill_cli.errors import io_error as io_error  # noqa: PLC0414 (explicit re-export)
 from drasill_cli.models import RecordError
@@ -56,6 +60,13 @@ MESH_KIND = "drasill-mesh"
 # for a large `messages.max_body_bytes`).
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 _LOCK_POLL_S = 0.005
+# The folders above the mesh directory that `mesh` creates: never writable by others, whatever
+# the umask (which may take more away).
+PARENT_MODE = 0o755
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+# What open(2) with O_NOFOLLOW | O_DIRECTORY says of a link or a file (Linux: ENOTDIR).
+_NOT_A_FOLDER = (errno.ENOTDIR, errno.ELOOP)
 # How often `publish` recreates a link's folder that a concurrent `remove_dir` keeps removing.
 _LINK_RETRIES = 50
 
@@ -78,9 +89,14 @@ class FileStore:
         self.dir_mode = 0o2770 if group_shared else 0o700
         self.file_mode = 0o660 if group_shared else 0o600
         self.warnings: list[str] = []
-        self._known_dirs: dict[str, Path] = {}
+        self._root_path = os.fspath(root)
+        self._euid = os.geteuid()
+        # Mode bits that make a folder unsafe (checked in full when one is set, or the owner
+        # is another user: a group-shared mesh's member, or not).
+        self._unsafe_bits = stat.S_IWOTH | (0 if group_shared else stat.S_IWGRP)
         self._materialized = False
-        self._verified_dirs: set[str] = set()
+        # Folders that scans under way hold open, by name: (descriptor, thread). See `_held_copy`.
+        self._held: dict[str, tuple[int, int]] = {}
         self.read_only = False
         self._boot_lock = threading.RLock()
         self._booting = False
@@ -129,11 +145,7 @@ class FileStore:
         except OSError as exc:
             raise io_error("open the mesh directory", root, exc) from exc
         if stat.S_ISLNK(info.st_mode):
-            raise MeshUnusable(
-                f"mesh path {root} is a symlink (to {os.path.realpath(root)}); the mesh never "
-                "follows links: pass the real directory with --mesh-dir or DRASILL_MESH_DIR",
-                code="mesh-dir-symlink",
-            )
+            raise store._root_is_a_link()
         store.check_safety()
         store._check_meta()
         return store
@@ -167,19 +179,37 @@ class FileStore:
                 self._booting = False
 
     def _create_root(self) -> None:
-        try:
-            self.root.parent.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise self._inside_a_file() from None
-        except OSError as exc:
-            raise self._uncreatable(exc) from exc
+        """The mesh directory with the mesh's mode, and each missing folder above it with at
+        most 0755 (`mkdir -p` would give 0777 under umask 000: a folder anyone could swap)."""
+        missing: list[Path] = []
+        current = self.root.parent
+        while not os.path.isdir(current) and current != current.parent:
+            missing.append(current)
+            current = current.parent
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, PARENT_MODE)
+            except FileExistsError:
+                if not os.path.isdir(folder):
+                    raise self._inside_a_file() from None
+            except NotADirectoryError:
+                raise self._inside_a_file() from None
+            except OSError as exc:
+                raise self._uncreatable(exc) from exc
         try:
             os.mkdir(self.root, self.dir_mode)
         except FileExistsError:
             return
+        except NotADirectoryError:
+            raise self._inside_a_file() from None
         except OSError as exc:
             raise self._uncreatable(exc) from exc
-        os.chmod(self.root, self.dir_mode)
+        fd = self._open_root()  # the folder just made, unless it was swapped already
+        if fd is not None:
+            try:
+                os.fchmod(fd, self.dir_mode)
+            finally:
+                os.close(fd)
 
     def _uncreatable(self, exc: OSError) -> MeshUnusable:
         return MeshUnusable(
@@ -195,6 +225,13 @@ class FileStore:
             code="mesh-dir-not-directory",
         )
 
+    def _root_is_a_link(self) -> MeshUnusable:
+        return MeshUnusable(
+            f"mesh path {self.root} is a symlink (to {os.path.realpath(self.root)}); the mesh "
+            "never follows links: pass the real directory with --mesh-dir or DRASILL_MESH_DIR",
+            code="mesh-dir-symlink",
+        )
+
     def check_safety(self) -> None:
         """Refuse (exit 4) a mesh dir that is not ours or that others may write."""
         try:
@@ -208,31 +245,17 @@ class FileStore:
                 f"mesh path {self.root} is not a directory; remove it or choose another --mesh-dir",
                 code="mesh-dir-not-directory",
             )
-        if info.st_uid != os.geteuid() and not self._shared_with_me(info):
-            raise MeshUnusable(
-                f"mesh directory {self.root} is owned by uid {info.st_uid}, not by you "
-                f"(uid {os.geteuid()}); use a mesh directory of your own (--mesh-dir) "
-                f"or have its owner run: chown {os.geteuid()} {self.root}",
-                code="unsafe-owner",
-            )
-        if info.st_mode & stat.S_IWOTH:
-            raise MeshUnusable(
-                f"mesh directory {self.root} is writable by every user; fix it with: "
-                f"chmod o-rwx {self.root}",
-                code="unsafe-permissions",
-            )
-        if info.st_mode & stat.S_IWGRP and not self.group_shared:
-            raise MeshUnusable(
-                f"mesh directory {self.root} is group-writable but group_shared is off; fix it "
-                f"with: chmod g-w {self.root}, or set group_shared = true in the config",
-                code="unsafe-permissions",
-            )
+        self._check_folder(info, self.root)
 
-    def _shared_with_me(self, info: os.stat_result) -> bool:
-        """A group-shared mesh of another user is ours too when it is setgid to our group."""
-        if not self.group_shared or not info.st_mode & stat.S_ISGID:
-            return False
-        return info.st_gid == os.getegid() or info.st_gid in os.getgroups()
+    def _check_folder(self, info: os.stat_result, path: Path) -> None:
+        """Refuse (exit 4) a folder of the mesh that is not ours or that others may write."""
+        problem = folder_problem(info, group_shared=self.group_shared)
+        if problem is not None:
+            code, what, fix = problem
+            kind = "mesh directory" if path == self.root else "mesh folder"
+            raise MeshUnusable(
+                f"{kind} {path} {what}; fix it with: {fix.format(path=path)}", code=code
+            )
 
     def _check_meta(self) -> None:
         """The marker must be there and be ours, unless the folder is empty (a new mesh)."""
@@ -292,124 +315,278 @@ class FileStore:
     # ---- helpers -------------------------------------------------------------------------
 
     def path(self, rel: str) -> Path:
-        """The real path of `rel` (no `..` or absolute parts allowed)."""
+        """The real path of `rel` (no `..` or absolute parts allowed), to show or watch; the
+        store itself never opens a path: see `_open_dir`."""
         return Path(self._fspath(rel))
 
     def _fspath(self, rel: str) -> str:
-        """`path` as a string, cheaper on the hot paths (send, consume)."""
+        """`path` as a string, for messages."""
         if rel.startswith("/") or ".." in rel.split("/"):
             raise ValueError(f"record name escapes the mesh: {rel!r}")
         return os.path.join(self.root, rel)
 
-    def _folder_usable(self, rel_dir: str) -> bool:
-        """Whether `rel_dir` can be looked into: each of its parts is a real folder or absent.
+    # ---- folders: one name at a time, from the parent's descriptor ------------------------
+    #
+    # Every operation opens the folders of its paths anew: the mesh directory, then each name
+    # below it with openat(O_NOFOLLOW | O_DIRECTORY) on its parent's descriptor, checking each
+    # one's owner and mode on the descriptor just opened (fstat). Files are then opened,
+    # linked, renamed and removed relative to the last descriptor. So no link is ever followed
+    # at any depth, and no check outlives the descriptor it was made on: a folder swapped for a
+    # link after one operation is met (and set aside) by the next, in the same process or not.
+    # A level costs an openat, an fstat and a close: no path is looked up twice.
 
-        A symlink (or a file, FIFO, socket) where a folder of the mesh should be is never
-        followed: it is quarantined (reported only, in a read-only run) and the folder counts
-        as absent, so the next write makes a real one.
-        """
-        if not rel_dir or rel_dir in self._verified_dirs:
-            return True
-        current = str(self.root)
-        done: list[str] = []
-        for part in rel_dir.split("/"):
-            current = os.path.join(current, part)
-            done.append(part)
+    def _open_root(self) -> int | None:
+        """A descriptor of the mesh directory, checked; None when it does not exist."""
+        try:
+            fd = os.open(self._root_path, _DIR_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._unopenable_root(exc) from None
+        info = os.fstat(fd)
+        if info.st_uid != self._euid or info.st_mode & self._unsafe_bits:
             try:
-                info = os.lstat(current)
-            except (FileNotFoundError, NotADirectoryError):
-                return True
-            except OSError as exc:
-                raise io_error("look into", current, exc) from exc
-            if not stat.S_ISDIR(info.st_mode):
-                self._quarantine_folder("/".join(done), info.st_mode)
-                return False
-        self._verified_dirs.add(rel_dir)
+                self._check_folder(info, self.root)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    def _unopenable_root(self, exc: OSError) -> MeshError:
+        if exc.errno not in _NOT_A_FOLDER:
+            return io_error("open the mesh directory", self.root, exc)
+        if os.path.islink(self.root):
+            return self._root_is_a_link()
+        if os.path.lexists(self.root):
+            return MeshUnusable(
+                f"mesh path {self.root} is not a directory; remove it or choose another --mesh-dir",
+                code="mesh-dir-not-directory",
+            )
+        return self._inside_a_file()
+
+    def _made_root(self) -> int:
+        """`_open_root` for a write: the mesh is made first if it is new."""
+        self._writable()
+        self._materialize()
+        root = self._open_root()
+        if root is None:
+            raise MeshUnusable(
+                f"mesh directory {self.root} was removed while in use; run the command again",
+                code="mesh-dir-missing",
+            )
+        return root
+
+    def _open_dir(self, rel_dir: str, *, create: bool = False, durable: bool = False) -> int | None:
+        """A descriptor of the mesh folder `rel_dir` ("" the mesh directory), each folder on
+        the way opened from its parent's descriptor without following a link and checked (owner,
+        mode: `MeshUnusable` when others may write it). None when it or a folder above it does
+        not exist, unless `create`: then each missing folder is made with the mesh's mode (with
+        `durable`, each new one is flushed into its parent). A symlink or anything but a folder
+        on the way is quarantined (reported only, by a read-only view) and counts as absent."""
+        if self._held:
+            held = self._held_copy(rel_dir)
+            if held is not None:
+                return held
+        parts = _parts(rel_dir)
+        root = self._made_root() if create else self._open_root()
+        if root is None or not parts:
+            return root
+        try:
+            return self._walk(root, parts, create=create, durable=durable)
+        finally:
+            os.close(root)
+
+    def _held_copy(self, rel_dir: str) -> int | None:
+        """A copy of the descriptor of `rel_dir` when a scan of this thread, still under way,
+        holds it open (and checked it when it opened it): reading or taking the records it
+        yields then walks no folder again. Nothing outlives the scan: its folder leaves
+        `_held` before it is closed."""
+        held = self._held.get(rel_dir)
+        if held is None or held[1] != threading.get_ident():
+            return None
+        return os.dup(held[0])
+
+    def _made_dir(self, rel_dir: str, *, durable: bool = False) -> int:
+        """`_open_dir` creating what is missing: always a descriptor."""
+        root = self._made_root()
+        parts = _parts(rel_dir)
+        if not parts:
+            return root
+        try:
+            return self._walk_made(root, parts, durable=durable)
+        finally:
+            os.close(root)
+
+    def _walk_made(
+        self, start: int, parts: list[str], *, skip: int = 0, durable: bool = False
+    ) -> int:
+        fd = self._walk(start, parts, skip=skip, create=True, durable=durable)
+        if fd is None:  # pragma: no cover -- `create` never gives None
+            raise _not_a_folder(self.path("/".join(parts)))
+        return fd
+
+    def _walk(
+        self, start: int, parts: list[str], *, skip: int = 0, create: bool, durable: bool
+    ) -> int | None:
+        """The mesh folder `parts` as a new descriptor, walked down from the open folder
+        `start` (left open), which is the mesh directory or, with `skip`, the folder of the
+        first `skip` parts; walked again from `start` when a folder on the way is removed
+        meanwhile (a consumer removes the empty shards it passes)."""
+        for _ in range(_LINK_RETRIES):
+            try:
+                return self._descend(start, parts, skip, create=create, durable=durable)
+            except _Vanished:
+                continue
+        raise self._keeps_vanishing("/".join(parts))
+
+    def _descend(
+        self, start: int, parts: list[str], skip: int, *, create: bool, durable: bool
+    ) -> int | None:
+        current = start
+        try:
+            for index in range(skip, len(parts)):
+                try:
+                    child = os.open(parts[index], _DIR_FLAGS, dir_fd=current)
+                except OSError as exc:
+                    found = self._open_slowly(current, parts, index, exc, create, durable)
+                    if found is None:
+                        return None
+                    child = found
+                else:
+                    info = os.fstat(child)
+                    if info.st_uid != self._euid or info.st_mode & self._unsafe_bits:
+                        self._check_open_folder(child, info, parts[: index + 1])
+                if current != start:
+                    os.close(current)
+                current = child
+            if current == start:
+                return os.dup(start)
+            found, current = current, start
+            return found
+        finally:
+            if current != start:
+                os.close(current)
+
+    def _check_open_folder(self, fd: int, info: os.stat_result, parts: list[str]) -> None:
+        """`_check_folder` of a folder just opened, closed when it is refused."""
+        try:
+            self._check_folder(info, self.root.joinpath(*parts))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _open_slowly(
+        self,
+        parent: int,
+        parts: list[str],
+        index: int,
+        exc: OSError,
+        create: bool,
+        durable: bool,
+    ) -> int | None:
+        """The folder `parts[index]` in `parent`, whose first open failed with `exc`: made when
+        missing (with `create`), or what stands there set aside; None: absent."""
+        name, rel = parts[index], "/".join(parts[: index + 1])
+        made = False
+        for _ in range(_LINK_RETRIES):
+            if exc.errno == errno.ENOENT:
+                if not create:
+                    return None
+                made = self._mkdir_at(parent, name, rel) or made
+            elif exc.errno in _NOT_A_FOLDER:
+                self._set_aside(parent, name, rel)
+                if not create:
+                    return None
+            else:
+                raise io_error("open the folder", self._fspath(rel), exc) from exc
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except OSError as again:
+                exc = again
+                continue
+            try:
+                info = os.fstat(fd)
+                mode = stat.S_IMODE(info.st_mode)
+                if made and info.st_uid == self._euid and mode != self.dir_mode:
+                    os.fchmod(fd, self.dir_mode)  # whatever the umask took away
+                    info = os.fstat(fd)
+                self._check_folder(info, self.root / rel)
+                if made and durable:
+                    self._fsync(parent)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        raise self._keeps_vanishing(rel)
+
+    def _mkdir_at(self, parent: int, name: str, rel: str) -> bool:
+        """mkdirat(2); False when something stands there already (looked at again)."""
+        try:
+            os.mkdir(name, self.dir_mode, dir_fd=parent)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:  # the parent itself was removed meanwhile
+            raise _Vanished from None
+        except OSError as exc:
+            raise io_error("create the folder", self._fspath(rel), exc) from exc
         return True
 
-    def _quarantine_folder(self, rel: str, mode: int) -> None:
-        """Move aside what stands where a folder of the mesh should be (never following it)."""
+    def _set_aside(self, parent: int, name: str, rel: str) -> None:
+        """Quarantine what stands where a folder of the mesh should be (never following it)."""
+        try:
+            mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return  # gone meanwhile
+        except OSError as exc:
+            raise io_error("look at", self._fspath(rel), exc) from exc
         if rel == QUARANTINE_DIR:
             raise _not_a_folder(self.root / rel)
         self.quarantine(rel, f"is a {_kind(mode)} where a folder of the mesh should be")
 
-    def ensure_dir(self, rel_dir: str) -> Path:
-        """Create `rel_dir` (and parents) with the mesh's mode; refuse symlinked folders."""
-        known = self._known_dirs.get(rel_dir)
-        if known is not None:
-            return known
-        target = self.path(rel_dir)
-        self._writable()
-        self._materialize()
-        for _ in range(_LINK_RETRIES):
-            if self._make_dirs(rel_dir, durable=False):
-                break
-        else:
-            raise _not_a_folder(target)
-        self._known_dirs[rel_dir] = target
-        self._verified_dirs.add(rel_dir)  # `_make_dirs` refused anything but real folders
-        return target
+    def _keeps_vanishing(self, rel: str) -> MeshUnusable:
+        return MeshUnusable(
+            f"{self._fspath(rel)} keeps disappearing or being replaced by something that is not "
+            "a folder; find what changes it and stop it, then run `mesh doctor`",
+            code="unsafe-entry",
+        )
 
-    def _make_dirs(self, rel_dir: str, *, durable: bool) -> bool:
-        """Create each missing folder of `rel_dir` with the mesh's mode (with `durable`, each
-        new one is flushed into its parent). False when a folder vanished midway, taken by a
-        concurrent `remove_dir`, or when a symlink or file in the way was quarantined: the
-        caller retries."""
-        current = str(self.root)
-        done: list[str] = []
-        for part in rel_dir.split("/"):
-            parent, current = current, os.path.join(current, part)
-            done.append(part)
-            try:
-                os.mkdir(current, self.dir_mode)
-            except FileExistsError:
-                try:
-                    kind = os.lstat(current).st_mode
-                except FileNotFoundError:
-                    return False
-                if not stat.S_ISDIR(kind):
-                    self._quarantine_folder("/".join(done), kind)
-                    return False
-                continue
-            except FileNotFoundError:
-                return False
-            except OSError as exc:
-                raise io_error("create the folder", current, exc) from exc
-            try:
-                os.chmod(current, self.dir_mode)
-            except FileNotFoundError:  # removed the instant after it was made
-                return False
-            if durable:
-                self._fsync_dir(parent, missing_ok=True)
-        return True
-
-    def _fsync(self, fd: int) -> None:
-        if self.fsync:
-            os.fsync(fd)
-
-    def _fsync_dir(self, directory: str | Path, *, missing_ok: bool = False) -> None:
-        """Make the renames and links in `directory` durable (no-op with `fsync=False`);
-        `missing_ok` where a concurrent `remove_dir` may have taken the folder."""
-        if not self.fsync:
-            return
+    @contextlib.contextmanager
+    def _looking_in(self, rel_dir: str) -> Iterator[int | None]:
+        """`_open_dir` for the block (None: the folder does not exist)."""
+        fd = self._open_dir(rel_dir)
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if missing_ok:
-                return
-            raise
+            yield fd
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _writing_in(self, rel_dir: str) -> Iterator[int]:
+        """`_made_dir` for the block."""
+        fd = self._made_dir(rel_dir)
         try:
-            os.fsync(fd)
+            yield fd
         finally:
             os.close(fd)
 
-    def _write_temp(self, name: str, data: bytes) -> str:
-        """A flushed temp file holding `data`, in the staging folder (see `sweep_temp`)."""
-        directory = self.ensure_dir(STAGING_DIR)
-        tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}")
+    def ensure_dir(self, rel_dir: str) -> Path:
+        """Create `rel_dir` (and parents) with the mesh's mode; refuse symlinked folders. The
+        path returned is for watching (a hint) and showing, never for opening."""
+        os.close(self._made_dir(rel_dir))
+        return self.path(rel_dir)
+
+    def _fsync(self, fd: int) -> None:
+        """Flush a file's data, or a folder's renames and links (no-op with `fsync=False`)."""
+        if self.fsync:
+            os.fsync(fd)
+
+    def _write_temp(self, staging: int, name: str, data: bytes) -> str:
+        """A flushed temp file holding `data`, in the staging folder (see `sweep_temp`): its
+        name there."""
+        tmp = f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, flags, self.file_mode)
+            fd = os.open(tmp, flags, self.file_mode, dir_fd=staging)
             try:
                 self._exact_mode(fd)
                 view = memoryview(data)
@@ -421,32 +598,40 @@ class FileStore:
                 os.close(fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise io_error("write", directory / name, exc) from exc
+                os.unlink(tmp, dir_fd=staging)
+            raise io_error("write", self.root / STAGING_DIR / name, exc) from exc
         return tmp
 
     def _place(self, rel: str, data: bytes, *, exclusive: bool) -> bool:
-        self._writable()
-        self._materialize()
-        parent, _, name = rel.rpartition("/")
-        directory = self.ensure_dir(parent) if parent else self.root
-        tmp = self._write_temp(name, data)
-        final = directory / name
+        parent, name = _split(rel)
+        root = self._made_root()
+        fds = [root]
         try:
-            if exclusive:
-                try:
-                    os.link(tmp, final)
-                except FileExistsError:
-                    return False
-            else:
-                os.rename(tmp, final)
-        except OSError as exc:
-            raise io_error("write", final, exc) from exc
+            staging = self._walk_made(root, [STAGING_DIR])
+            fds.append(staging)
+            folder = self._walk_made(root, _parts(parent)) if parent else root
+            fds.append(folder)
+            tmp = self._write_temp(staging, name, data)
+            try:
+                if exclusive:
+                    try:
+                        os.link(
+                            tmp, name, src_dir_fd=staging, dst_dir_fd=folder, follow_symlinks=False
+                        )
+                    except FileExistsError:
+                        return False
+                else:
+                    os.rename(tmp, name, src_dir_fd=staging, dst_dir_fd=folder)
+                    tmp = ""
+            except OSError as exc:
+                raise io_error("write", self._fspath(rel), exc) from exc
+            finally:
+                if tmp:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=staging)
+            self._fsync(folder)
         finally:
-            if exclusive:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        self._fsync_dir(directory)
+            _close_all(fds)
         return True
 
     # ---- Store interface -----------------------------------------------------------------
@@ -459,8 +644,6 @@ class FileStore:
         Infinity included) or nest too deep, and JSON that is not an object are all moved to
         `quarantine/` unread.
         """
-        if not self._folder_usable(rel.rpartition("/")[0]):
-            return None
         try:
             return decode_record(self.read_bytes(rel))
         except FileNotFoundError:
@@ -484,20 +667,21 @@ class FileStore:
             self.quarantine(rel, exc.reason)
             return None
 
-    def _open_file(self, target: str, flags: int) -> int:
-        """A descriptor of the regular file `target`, opened without following a link or
-        blocking (a FIFO, socket or device never hangs or is used); `UnusableRecord` says what
-        stands there instead. FileNotFoundError when it is absent; other OSErrors pass on."""
-        flags |= os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    def _open_file(self, folder: int, name: str, flags: int) -> int:
+        """A descriptor of the regular file `name` in the folder `folder`, opened without
+        following a link or blocking (a FIFO, socket or device never hangs or is used);
+        `UnusableRecord` says what stands there instead. FileNotFoundError when it is absent;
+        other OSErrors pass on."""
+        flags |= _FILE_FLAGS
         try:
-            fd = os.open(target, flags, self.file_mode)
+            fd = os.open(name, flags, self.file_mode, dir_fd=folder)
         except NotADirectoryError:
-            raise FileNotFoundError(target) from None
+            raise FileNotFoundError(name) from None
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
                 raise
             try:
-                mode = os.lstat(target).st_mode
+                mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
             except OSError:
                 mode = 0
             raise UnusableRecord(f"is a {_kind(mode)}, not a file") from None
@@ -508,35 +692,43 @@ class FileStore:
         return fd
 
     def _open_own(self, rel: str, flags: int, action: str) -> int:
-        """`_open_file` for a file the mesh writes (a sidecar, the audit log): whatever stands
-        in its place is quarantined and the open tried again."""
-        target = self._fspath(rel)
+        """`_open_file` for a file the mesh writes (a sidecar, the audit log), its folders made
+        as needed: whatever stands in its place is quarantined and the open tried again."""
+        parent, name = _split(rel)
         for _ in range(3):
+            folder = self._made_dir(parent)
             try:
-                fd = self._open_file(target, flags | os.O_CREAT)
+                fd = self._open_file(folder, name, flags | os.O_CREAT)
+                self._exact_mode(fd)
+                return fd
             except UnusableRecord as exc:
-                self.quarantine(rel, exc.reason)
-                continue
+                reason = exc.reason
             except OSError as exc:
-                raise io_error(action, target, exc) from exc
-            self._exact_mode(fd)
-            return fd
+                raise io_error(action, self._fspath(rel), exc) from exc
+            finally:
+                os.close(folder)
+            self.quarantine(rel, reason)
         raise MeshUnusable(
-            f"{target} keeps being replaced by something that is not a file; find what writes "
-            "there and stop it, then run `mesh doctor`",
+            f"{self._fspath(rel)} keeps being replaced by something that is not a file; find "
+            "what writes there and stop it, then run `mesh doctor`",
             code="unsafe-entry",
         )
 
     def read_bytes(self, rel: str) -> bytes:
         """The bytes of the regular file `rel` (at most the record bound), opened without
         following links or blocking; `UnusableRecord` says why anything else was refused."""
-        target = self._fspath(rel)
+        parent, name = _split(rel)
+        folder = self._open_dir(parent)
+        if folder is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), rel)
         try:
-            fd = self._open_file(target, os.O_RDONLY)
+            fd = self._open_file(folder, name, os.O_RDONLY)
         except FileNotFoundError:
             raise
         except OSError as exc:
-            raise io_error("read", target, exc) from exc
+            raise io_error("read", self._fspath(rel), exc) from exc
+        finally:
+            os.close(folder)
         try:
             info = os.fstat(fd)
             if info.st_size > self.max_record_bytes:
@@ -554,7 +746,7 @@ class FileStore:
                     )
             return b"".join(chunks)
         except OSError as exc:
-            raise io_error("read", target, exc) from exc
+            raise io_error("read", self._fspath(rel), exc) from exc
         finally:
             os.close(fd)
 
@@ -574,37 +766,83 @@ class FileStore:
         """Delete the file; False if it was already gone (or its folder is not a real one:
         nothing is ever removed through a link)."""
         self._writable()
-        if not self._folder_usable(rel.rpartition("/")[0]):
-            return False
-        target = self.path(rel)
-        try:
-            os.unlink(target)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise io_error("remove", target, exc) from exc
+        parent, name = _split(rel)
+        with self._looking_in(parent) as folder:
+            if folder is None:
+                return False
+            try:
+                os.unlink(name, dir_fd=folder)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise io_error("remove", self._fspath(rel), exc) from exc
         return True
 
     def move(self, src: str, dst: str) -> bool:
         """Atomic rename, then both folders flushed; False when `src` is gone, e.g. taken by a
         concurrent consumer (rename(2) succeeds for exactly one of them)."""
         self._writable()
-        if not self._folder_usable(src.rpartition("/")[0]):
+        (src_dir, src_name), (dst_dir, dst_name) = _split(src), _split(dst)
+        src_parts, dst_parts = _parts(src_dir), _parts(dst_dir)
+        shared = 0  # the folders both paths pass through are opened once
+        while shared < min(len(src_parts), len(dst_parts)) and (
+            src_parts[shared] == dst_parts[shared]
+        ):
+            shared += 1
+        if self._held and src_dir != dst_dir:
+            source = self._held_copy(src_dir)
+            if source is not None:  # a scan of this thread holds it: walk to the target only
+                return self._rename_between(source, src_name, dst_dir, dst)
+        root = self._open_root()
+        if root is None:
             return False
-        parent = dst.rpartition("/")[0]
-        if parent:
-            self.ensure_dir(parent)
-        source, target = self._fspath(src), self._fspath(dst)
+        fds = [root]
         try:
-            os.rename(source, target)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise io_error("move", target, exc) from exc
-        source_dir, target_dir = os.path.dirname(source), os.path.dirname(target)
-        self._fsync_dir(target_dir)
-        if source_dir != target_dir:
-            self._fsync_dir(source_dir, missing_ok=True)
+            common = (
+                self._walk(root, src_parts[:shared], create=False, durable=False)
+                if shared
+                else root
+            )
+            if common is None:
+                return False
+            fds.append(common)
+            source = self._walk(common, src_parts, skip=shared, create=False, durable=False)
+            if source is None:
+                return False
+            fds.append(source)
+            target = (
+                source if src_dir == dst_dir else self._walk_made(common, dst_parts, skip=shared)
+            )
+            fds.append(target)
+            try:
+                os.rename(src_name, dst_name, src_dir_fd=source, dst_dir_fd=target)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise io_error("move", self._fspath(dst), exc) from exc
+            self._fsync(target)
+            if src_dir != dst_dir:
+                self._fsync(source)
+        finally:
+            _close_all(fds)
+        return True
+
+    def _rename_between(self, source: int, src_name: str, dst_dir: str, dst: str) -> bool:
+        """`move` from an open folder `source` (closed here) into `dst_dir`."""
+        fds = [source]
+        try:
+            target = self._made_dir(dst_dir)
+            fds.append(target)
+            try:
+                os.rename(src_name, _split(dst)[1], src_dir_fd=source, dst_dir_fd=target)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise io_error("move", self._fspath(dst), exc) from exc
+            self._fsync(target)
+            self._fsync(source)
+        finally:
+            _close_all(fds)
         return True
 
     def publish(self, data: bytes, links: Sequence[str], keep_as: str) -> None:
@@ -617,42 +855,52 @@ class FileStore:
         self._writable()
         if not links:
             raise ValueError("publish needs at least one link")
-        self._materialize()
-        keep_path = self._fspath(keep_as)
-        targets = [self._fspath(rel) for rel in links]
-        keep_dir = keep_as.rpartition("/")[0]
-        if keep_dir:
-            self.ensure_dir(keep_dir)
-        tmp = self._write_temp(os.path.basename(targets[0]), data)
+        keep_dir, keep_name = _split(keep_as)
+        root = self._made_root()
+        fds = [root]
+        flushed: dict[str, int] = {}
         try:
-            for rel, target in zip(links, targets, strict=True):
-                self._link_creating_folder(tmp, rel, target)
-            os.rename(tmp, keep_path)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise io_error("write", keep_path, exc) from exc
-            raise
-        for folder in dict.fromkeys(os.path.dirname(target) for target in targets):
-            self._fsync_dir(folder, missing_ok=True)  # gone: a consumer took it all, flushed
-
-    def _link_creating_folder(self, tmp: str, rel: str, target: str) -> None:
-        """Hard-link `tmp` as `rel`, recreating its folder while a concurrent `remove_dir`
-        keeps taking it away (consumers remove the empty shards they pass)."""
-        for _ in range(_LINK_RETRIES):
+            staging = self._walk_made(root, [STAGING_DIR])
+            fds.append(staging)
+            tmp = self._write_temp(staging, _split(links[0])[1], data)
             try:
-                os.link(tmp, target)
+                for rel in links:
+                    folder = self._link_into(root, staging, tmp, rel)
+                    fds.append(folder)
+                    flushed.setdefault(_split(rel)[0], folder)
+                keep = self._walk_made(root, _parts(keep_dir))
+                fds.append(keep)
+                os.rename(tmp, keep_name, src_dir_fd=staging, dst_dir_fd=keep)
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=staging)
+                if isinstance(exc, OSError):
+                    raise io_error("write", self._fspath(keep_as), exc) from exc
+                raise
+            for folder in flushed.values():
+                self._fsync(folder)  # one a consumer removed meanwhile was taken all, flushed
+        finally:
+            _close_all(fds)
+
+    def _link_into(self, root: int, staging: int, tmp: str, rel: str) -> int:
+        """Hard-link the temp `tmp` as `rel`, recreating its folder while a concurrent
+        `remove_dir` keeps taking it away (consumers remove the empty shards they pass); the
+        folder's descriptor is returned, to be flushed."""
+        parent, name = _split(rel)
+        for _ in range(_LINK_RETRIES):
+            folder = self._walk_made(root, _parts(parent), durable=True)
+            try:
+                os.link(tmp, name, src_dir_fd=staging, dst_dir_fd=folder, follow_symlinks=False)
             except FileNotFoundError:
-                if not os.path.lexists(tmp):
-                    raise
-                self._make_dirs(rel.rpartition("/")[0], durable=True)
-                continue
+                os.close(folder)
+                os.stat(tmp, dir_fd=staging, follow_symlinks=False)  # the temp itself is there
+                continue  # its folder was removed after it was opened
             except OSError as exc:
-                raise io_error("write", target, exc) from exc
-            return
+                os.close(folder)
+                raise io_error("write", self._fspath(rel), exc) from exc
+            return folder
         raise MeshUnusable(
-            f"could not write into {os.path.dirname(target)}: the folder kept disappearing; "
+            f"could not write into {self._fspath(parent)}: the folder kept disappearing; "
             "check the mesh directory with `mesh doctor`",
             code="store-write-failed",
         )
@@ -660,31 +908,49 @@ class FileStore:
     def link(self, src: str, dst: str) -> None:
         """A hard link `dst` to the file `src`, its folder flushed."""
         self._writable()
-        parent = dst.rpartition("/")[0]
-        directory = self.ensure_dir(parent) if parent else self.root
-        target = self.path(dst)
-        try:
-            os.link(self.path(src), target, follow_symlinks=False)
-        except OSError as exc:
-            raise io_error("write", target, exc) from exc
-        self._fsync_dir(directory)
+        (src_dir, src_name), (dst_dir, dst_name) = _split(src), _split(dst)
+        with self._looking_in(src_dir) as source, self._writing_in(dst_dir) as target:
+            try:
+                if source is None:
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), src)
+                os.link(
+                    src_name, dst_name, src_dir_fd=source, dst_dir_fd=target, follow_symlinks=False
+                )
+            except OSError as exc:
+                raise io_error("write", self._fspath(dst), exc) from exc
+            self._fsync(target)
 
     def scan(
         self, rel_dir: str, suffix: str = ".json", *, depth: int = 0, remove_empty: bool = False
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Names under `rel_dir` ending in `suffix` (regular files only), in path order,
         lazily: a consumer that stops early lists only the first few folders. A symlink or
         other special entry met on the way is never followed: it is quarantined."""
-        if not self._folder_usable(rel_dir):
-            return
         if remove_empty:
             self._writable()
-        yield from self._scan(self._fspath(rel_dir), rel_dir, suffix, depth, remove_empty)
+        folder = self._open_dir(rel_dir)
+        if folder is None:
+            return
+        try:
+            yield from self._scan(folder, rel_dir, suffix, depth, remove_empty)
+        finally:
+            os.close(folder)
 
     def _scan(
-        self, directory: str, rel_dir: str, suffix: str, depth: int, remove_empty: bool
+        self, folder: int, rel_dir: str, suffix: str, depth: int, remove_empty: bool
     ) -> Iterator[str]:
-        for entry in self._entries(directory, rel_dir):
+        held = (folder, threading.get_ident())
+        self._held[rel_dir] = held
+        try:
+            yield from self._scan_held(folder, rel_dir, suffix, depth, remove_empty)
+        finally:
+            if self._held.get(rel_dir) == held:  # removed before the folder is closed
+                del self._held[rel_dir]
+
+    def _scan_held(
+        self, folder: int, rel_dir: str, suffix: str, depth: int, remove_empty: bool
+    ) -> Iterator[str]:
+        for entry in self._entries(folder, rel_dir):
             rel = f"{rel_dir}/{entry.name}"
             if entry.is_symlink():
                 self.quarantine(rel, "is a symlink")
@@ -694,23 +960,28 @@ class FileStore:
                 else:
                     self._quarantine_entry(rel, entry)
             elif depth > 0 and entry.is_dir(follow_symlinks=False):
-                yield from self._scan(entry.path, rel, suffix, depth - 1, remove_empty)
+                parts = rel.split("/")
+                child = self._walk(folder, parts, skip=len(parts) - 1, create=False, durable=False)
+                if child is None:
+                    continue
+                try:
+                    yield from self._scan(child, rel, suffix, depth - 1, remove_empty)
+                finally:
+                    os.close(child)
                 if remove_empty:  # every entry was passed over: usually empty now
                     with contextlib.suppress(OSError):
-                        os.rmdir(entry.path)
-                        self._forget_dir(rel)
+                        os.rmdir(entry.name, dir_fd=folder)
 
-    def _entries(
-        self, directory: str, rel_dir: str, *, temps: bool = False
-    ) -> list[os.DirEntry[str]]:
-        """The entries of a folder, sorted by name; the store's temp files only with `temps`."""
+    def _entries(self, folder: int, rel_dir: str, *, temps: bool = False) -> list[os.DirEntry[str]]:
+        """The entries of an open folder, sorted by name; the store's temp files only with
+        `temps`. Their `stat` needs the folder's descriptor still open."""
         try:
-            with os.scandir(directory) as listing:
+            with os.scandir(folder) as listing:
                 found = [e for e in listing if temps or not e.name.startswith(TMP_PREFIX)]
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
             return []
         except OSError as exc:
-            raise io_error("list", self.root / rel_dir, exc) from exc
+            raise io_error("list", self._fspath(rel_dir), exc) from exc
         found.sort(key=lambda entry: entry.name)
         return found
 
@@ -725,15 +996,15 @@ class FileStore:
         """Sorted names of records in `rel_dir` (no sidecar locks; no temp files unless
         `temps`: a folder the store never stages in, like an attachment folder, may hold a
         file whose own name starts as a temp file's does)."""
-        if not self._folder_usable(rel_dir):
-            return []
-        directory = self._fspath(rel_dir)
-        try:
-            entries = os.listdir(directory)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except OSError as exc:
-            raise io_error("list", directory, exc) from exc
+        with self._looking_in(rel_dir) as folder:
+            if folder is None:
+                return []
+            try:
+                entries = os.listdir(folder)
+            except FileNotFoundError:
+                return []
+            except OSError as exc:
+                raise io_error("list", self._fspath(rel_dir), exc) from exc
         found = [
             e for e in entries if e.endswith(suffix) and (temps or not e.startswith(TMP_PREFIX))
         ]
@@ -743,50 +1014,56 @@ class FileStore:
     def subdirs(self, rel_dir: str) -> list[str]:
         """Sorted names of the real folders in `rel_dir` (a symlink is never one: it and any
         file where only folders belong are quarantined)."""
-        if not self._folder_usable(rel_dir):
-            return []
         found = []
-        for entry in self._entries(self._fspath(rel_dir), rel_dir):
-            if entry.is_dir(follow_symlinks=False):
-                found.append(entry.name)
-            elif entry.is_symlink():
-                self.quarantine(f"{rel_dir}/{entry.name}", "is a symlink")
-            else:
-                self._quarantine_entry(f"{rel_dir}/{entry.name}", entry)
+        with self._looking_in(rel_dir) as folder:
+            if folder is None:
+                return []
+            for entry in self._entries(folder, rel_dir):
+                if entry.is_dir(follow_symlinks=False):
+                    found.append(entry.name)
+                elif entry.is_symlink():
+                    self.quarantine(f"{rel_dir}/{entry.name}", "is a symlink")
+                else:
+                    self._quarantine_entry(f"{rel_dir}/{entry.name}", entry)
         return found
 
     def sweep_temp(self, older_than: float, *, remove: bool = True) -> list[str]:
         """Temp files of killed writers, last changed before `older_than`; removed unless
         `remove` is False. Only the staging folder is looked at, and only regular files named
         as the store names its temp files: nothing else in the mesh is ever swept."""
+        if remove:
+            self._writable()
         stale = []
-        for entry in self._entries(self._fspath(STAGING_DIR), STAGING_DIR, temps=True):
-            if not TEMP_NAME_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                if entry.stat(follow_symlinks=False).st_mtime >= older_than:
+        with self._looking_in(STAGING_DIR) as staging:
+            if staging is None:
+                return []
+            for entry in self._entries(staging, STAGING_DIR, temps=True):
+                if not TEMP_NAME_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
                     continue
-            except FileNotFoundError:
-                continue
-            rel = f"{STAGING_DIR}/{entry.name}"
-            if not remove or self.remove(rel):
-                stale.append(rel)
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                        continue
+                    if remove:
+                        os.unlink(entry.name, dir_fd=staging)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise io_error("remove", self._fspath(STAGING_DIR), exc) from exc
+                stale.append(f"{STAGING_DIR}/{entry.name}")
         return stale
 
     def remove_dir(self, rel_dir: str) -> bool:
         """rmdir(2): False when the folder is absent or not empty (nothing is deleted)."""
         self._writable()
-        try:
-            os.rmdir(self.path(rel_dir))
-        except OSError:
-            return False
-        self._forget_dir(rel_dir)
+        parent, name = _split(rel_dir)
+        with self._looking_in(parent) as folder:
+            if folder is None:
+                return False
+            try:
+                os.rmdir(name, dir_fd=folder)
+            except OSError:
+                return False
         return True
-
-    def _forget_dir(self, rel_dir: str) -> None:
-        """A folder was removed: check it again should it be needed (and made) later."""
-        self._known_dirs.pop(rel_dir, None)
-        self._verified_dirs.discard(rel_dir)
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float = -1) -> Iterator[None]:
@@ -799,7 +1076,6 @@ class FileStore:
         good. `timeout` < 0 waits as long as it takes; otherwise `Busy` once it has passed.
         """
         self._writable()
-        self.ensure_dir(LOCK_DIR)
         fd = self._open_own(f"{LOCK_DIR}/{name}.lock", os.O_RDWR, "lock")
         try:
             _flock(fd, timeout, name)
@@ -807,19 +1083,27 @@ class FileStore:
         finally:
             os.close(fd)  # releases the flock
 
-    def touch(self, rel: str) -> None:
-        """Set the modification time to now, creating the file if needed."""
+    def touch(self, rel: str, when: float | None = None) -> None:
+        """Set the modification time to now (or to `when`), creating the file if needed."""
         self._writable()
-        target = self.path(rel)
-        parent = rel.rpartition("/")[0]
-        if parent:
-            self.ensure_dir(parent)
+        parent, name = _split(rel)
+        times = None if when is None else (when, when)
+        with self._writing_in(parent) as folder:
+            try:
+                os.utime(name, times, dir_fd=folder, follow_symlinks=False)
+                return
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise io_error("write", self._fspath(rel), exc) from exc
+        fd = self._open_own(rel, os.O_WRONLY, "write")
         try:
-            os.utime(target, follow_symlinks=False)
-        except FileNotFoundError:
-            os.close(self._open_own(rel, os.O_WRONLY, "write"))
+            if times is not None:
+                os.utime(fd, times)
         except OSError as exc:
-            raise io_error("write", target, exc) from exc
+            raise io_error("write", self._fspath(rel), exc) from exc
+        finally:
+            os.close(fd)
 
     def _exact_mode(self, fd: int) -> None:
         """Give a file we created the mesh's mode, whatever the umask took away."""
@@ -830,9 +1114,6 @@ class FileStore:
     def append(self, rel: str, data: bytes) -> int:
         """One write(2) on an O_APPEND descriptor: lines from many processes never interleave."""
         self._writable()
-        parent = rel.rpartition("/")[0]
-        if parent:
-            self.ensure_dir(parent)
         fd = self._open_own(rel, os.O_WRONLY | os.O_APPEND, "write")
         try:
             os.write(fd, data)
@@ -845,45 +1126,56 @@ class FileStore:
     def open_regular(self, rel: str) -> BinaryIO | None:
         """The regular file `rel` opened for reading (a log), or None when it is absent; a
         symlink or special file in its place is quarantined, never opened through."""
-        if not self._folder_usable(rel.rpartition("/")[0]):
-            return None
-        target = self._fspath(rel)
-        try:
-            fd = self._open_file(target, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        except UnusableRecord as exc:
-            self.quarantine(rel, exc.reason)
-            return None
-        except OSError as exc:
-            raise io_error("read", target, exc) from exc
+        parent, name = _split(rel)
+        with self._looking_in(parent) as folder:
+            if folder is None:
+                return None
+            try:
+                fd = self._open_file(folder, name, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            except UnusableRecord as exc:
+                self.quarantine(rel, exc.reason)
+                return None
+            except OSError as exc:
+                raise io_error("read", self._fspath(rel), exc) from exc
         return os.fdopen(fd, "rb")
 
     def open_file(self, rel: str) -> BinaryIO:
         """The regular file `rel` opened for reading in chunks (an attachment of any size),
         without following a link or blocking, and without moving anything aside:
         `UnusableRecord` says what stands there instead, FileNotFoundError that nothing does."""
-        target = self._fspath(rel)
-        try:
-            fd = self._open_file(target, os.O_RDONLY)
-        except (FileNotFoundError, UnusableRecord):
-            raise
-        except OSError as exc:
-            raise io_error("read", target, exc) from exc
+        parent, name = _split(rel)
+        with self._looking_in(parent) as folder:
+            if folder is None:
+                raise FileNotFoundError(self._fspath(rel))
+            try:
+                fd = self._open_file(folder, name, os.O_RDONLY)
+            except (FileNotFoundError, UnusableRecord):
+                raise
+            except OSError as exc:
+                raise io_error("read", self._fspath(rel), exc) from exc
         return os.fdopen(fd, "rb")
+
+    def stat(self, rel: str) -> os.stat_result | None:
+        """lstat(2) of `rel` (a link is not followed, nor any folder on the way), or None
+        when it is absent."""
+        parent, name = _split(rel)
+        with self._looking_in(parent) as folder:
+            if folder is None:
+                return None
+            try:
+                return os.stat(name, dir_fd=folder, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                raise io_error("look at", self._fspath(rel), exc) from exc
 
     def mtime(self, rel: str) -> float | None:
         """Modification time, or None (also for a folder replaced by a symlink, which is
         quarantined: the path is never looked up through a link)."""
-        if not self._folder_usable(rel.rpartition("/")[0]):
-            return None
-        target = self._fspath(rel)
-        try:
-            return os.stat(target, follow_symlinks=False).st_mtime
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise io_error("look at", target, exc) from exc
+        info = self.stat(rel)
+        return None if info is None else info.st_mtime
 
     # ---- damage handling -----------------------------------------------------------------
 
@@ -897,6 +1189,69 @@ class FileStore:
         dest = f"{QUARANTINE_DIR}/{clock.iso().replace(':', '')}-{os.getpid()}-{flat}"
         if self.move(rel, dest):
             self.warnings.append(f"quarantined {rel} ({reason}); it was moved to {self.path(dest)}")
+
+
+class _Vanished(Exception):
+    """A folder being walked was removed meanwhile (a consumer removes the empty shards it
+    passes): the walk starts again from the mesh directory."""
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close each descriptor of `fds` once (one may be listed twice: the same folder)."""
+    for fd in dict.fromkeys(fds):
+        os.close(fd)
+
+
+def _parts(rel_dir: str) -> list[str]:
+    """The folder names of `rel_dir` ("" is the mesh directory itself: none)."""
+    if not rel_dir:
+        return []
+    parts = rel_dir.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"record name escapes the mesh: {rel_dir!r}")
+    return parts
+
+
+def _split(rel: str) -> tuple[str, str]:
+    """`rel` as its folder and its last name (never empty, `.` or `..`)."""
+    parent, _, name = rel.rpartition("/")
+    if name in ("", ".", ".."):
+        raise ValueError(f"not a record name: {rel!r}")
+    return parent, name
+
+
+def folder_problem(info: os.stat_result, *, group_shared: bool) -> tuple[str, str, str] | None:
+    """Why a folder of the mesh must not be used, as (error code, what is wrong with it, the
+    fix as a command with `{path}` to fill in), or None: it must be ours (or, in a group-shared
+    mesh, setgid to one of our groups), never writable by every user, and group-writable only
+    in a group-shared mesh."""
+    me = os.geteuid()
+    if info.st_uid != me and not _shared_with_me(info, group_shared=group_shared):
+        return (
+            "unsafe-owner",
+            f"is owned by uid {info.st_uid}, not by you (uid {me})",
+            f"chown {me} {{path}} (as its owner), or use a mesh directory of your own (--mesh-dir)",
+        )
+    if info.st_mode & stat.S_IWOTH:
+        return (
+            "unsafe-permissions",
+            "is writable by every user, who could plant or forge records there",
+            "chmod o-rwx {path}",
+        )
+    if info.st_mode & stat.S_IWGRP and not group_shared:
+        return (
+            "unsafe-permissions",
+            "is group-writable but group_shared is off",
+            "chmod g-w {path}, or set group_shared = true in the config",
+        )
+    return None
+
+
+def _shared_with_me(info: os.stat_result, *, group_shared: bool) -> bool:
+    """A group-shared folder of another user is ours too when it is setgid to our group."""
+    if not group_shared or not info.st_mode & stat.S_ISGID:
+        return False
+    return info.st_gid == os.getegid() or info.st_gid in os.getgroups()
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

@@ -9,7 +9,6 @@ of its file.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -24,7 +23,7 @@ from drasill_cli.backends.directory.layout import (
     heartbeat,
 )
 from drasill_cli.backends.directory.mailbox import copy_files
-from drasill_cli.backends.directory.store import UnusableRecord, io_error
+from drasill_cli.backends.directory.store import UnusableRecord
 from drasill_cli.models import RecordError, Task
 from drasill_cli.storage.attachments import is_attachment_name
 from drasill_cli.storage.budgets import check_pause, check_warning
@@ -183,12 +182,7 @@ class DirectoryTransfer:
             if not self.store.create(agent_record(name), record):
                 return False
             if last_seen is not None:
-                self.store.touch(heartbeat(name))
-                target = self.store.path(heartbeat(name))
-                try:
-                    os.utime(target, (last_seen, last_seen), follow_symlinks=False)
-                except OSError as exc:
-                    raise io_error("write", target, exc) from exc
+                self.store.touch(heartbeat(name), when=last_seen)
         return True
 
     def _restore_message(self, message: dict[str, Any], state: str | None, *, sent: bool) -> bool:
