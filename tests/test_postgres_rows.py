@@ -1,0 +1,204 @@
+"""A PostgreSQL mesh under attack and faults (issue 23): a row is never a path on a host, one
+damaged row never blocks an inbox, one mesh per schema, and meshes sharing a server do not leak
+to each other.
+
+Any member of a mesh can write any row, so a row is input from another host: these tests plant
+rows as such a member would (straight SQL), then run the real commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from drasill_cli import clock
+from drasill_cli.backends.postgres import PostgresBackend
+from drasill_cli.backends.postgres.attachments import cache_root
+from tests.conftest import MeshRunner, postgres_backend
+from tests.storage.mail import attached, deliver, message
+
+
+@pytest.fixture
+def pg_cli(tmp_path: Path, pg_mesh_url: str) -> MeshRunner:
+    home = tmp_path / "home"
+    home.mkdir()
+    return MeshRunner(tmp_path / "unused", home, url=pg_mesh_url)
+
+
+@pytest.fixture
+def backend(
+    pg_mesh_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PostgresBackend]:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = postgres_backend(pg_mesh_url)
+    yield made
+    made.close()
+
+
+def victim(tmp_path: Path) -> Path:
+    """A user's folder outside the mesh and its cache, with one precious file (mode 0755)."""
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    (folder / "precious.txt").write_bytes(b"do not touch")
+    folder.chmod(0o755)
+    return folder
+
+
+def untouched(folder: Path) -> bool:
+    return (
+        (folder / "precious.txt").read_bytes() == b"do not touch"
+        and stat.S_IMODE(folder.stat().st_mode) == 0o755
+        and os.listdir(folder) == ["precious.txt"]
+    )
+
+
+def sql(url: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def quarantined(url: str) -> list[tuple[object, ...]]:
+    return sql(url, "SELECT kind, key FROM mesh_quarantine ORDER BY id")
+
+
+def no_traceback(done: object) -> None:
+    text = getattr(done, "stdout", "") + getattr(done, "stderr", "")
+    assert "Traceback" not in text, text
+
+
+# ---- 1. a database row is never a path on a host ------------------------------------------
+
+
+def test_an_orphan_row_naming_a_folder_never_makes_prune_delete_it(
+    pg_cli: MeshRunner, pg_mesh_url: str, tmp_path: Path
+) -> None:
+    """A member writes an attachment row whose digest is a folder of another host: prune's
+    orphan clean-up removes the row and never the folder or its files."""
+    folder = victim(tmp_path)
+    pg_cli.json("register", "alice")
+    msg_id = clock.new_id("m")
+    sql(
+        pg_mesh_url,
+        "INSERT INTO mesh_attachments (message_id, name, size, sha256, data, created)"
+        " VALUES (%s, 'precious.txt', 1, %s, 'x', now() - interval '30 days')",
+        (msg_id, str(folder)),
+    )
+    done = pg_cli.run("prune", "--json")
+    no_traceback(done)
+    assert done.returncode == 0, done.stderr
+    assert untouched(folder)
+    assert sql(pg_mesh_url, "SELECT count(*) FROM mesh_attachments") == [(0,)]
+    assert ("attachments", f"{msg_id}/precious.txt") in quarantined(pg_mesh_url)
+
+
+@pytest.mark.parametrize(
+    ("digest", "name"),
+    [
+        ("{victim}", "precious.txt"),
+        ("{sha}", "{victim}/precious.txt"),
+        ("{sha}", "../../../../victim/precious.txt"),
+        ("{sha}", ".."),
+        ("{sha}/../../../../victim", "precious.txt"),
+        ("{SHA}", "precious.txt"),
+    ],
+)
+def test_dropping_rows_with_path_like_values_touches_nothing_outside_the_cache(
+    backend: PostgresBackend, pg_mesh_url: str, tmp_path: Path, digest: str, name: str
+) -> None:
+    folder = victim(tmp_path)
+    # A real cache folder next to the planted rows, so relative names have a place to start.
+    real = clock.new_id("m")
+    backend.attachments.put(real, [attached("r.txt", b"real")])
+    sha = hashlib.sha256(b"real").hexdigest()
+    values = {"victim": str(folder), "sha": sha, "SHA": sha.upper()}
+    msg_id = clock.new_id("m")
+    sql(
+        pg_mesh_url,
+        "INSERT INTO mesh_attachments (message_id, name, size, sha256, data)"
+        " VALUES (%s, %s, 1, %s, 'x')",
+        (msg_id, name.format(**values), digest.format(**values)),
+    )
+    assert backend.attachments.drop(msg_id)
+    assert untouched(folder)
+    assert (cache_root() / sha / "r.txt").read_bytes() == b"real", "the real copy stays"
+    assert [k for k, _ in quarantined(pg_mesh_url)] == ["attachments"]
+    assert any("quarantined attachments" in w for w in backend.warnings)
+
+
+def test_a_message_whose_row_names_a_folder_never_chmods_it(
+    pg_cli: MeshRunner, pg_mesh_url: str, tmp_path: Path
+) -> None:
+    folder = victim(tmp_path)
+    pg_cli.json("register", "bob")
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"content")
+    bad = pg_cli.json("send", "bob", "with a file", "--attach", str(source))
+    good = pg_cli.json("send", "bob", "plain")
+    sql(pg_mesh_url, "UPDATE mesh_attachments SET sha256 = %s", (str(folder),))
+    for args in (("inbox", "bob", "--list"), ("inbox", "bob")):
+        done = pg_cli.run(*args, "--json")
+        no_traceback(done)
+        assert done.returncode == 0, done.stderr
+        got = json.loads(done.stdout)
+        assert [m["id"] for m in (got if isinstance(got, list) else [got])] == [good["id"]]
+        assert untouched(folder)
+    assert ("messages", f"inbox/bob/unread/{bad['id']}") in quarantined(pg_mesh_url)
+
+
+# ---- 9. one damaged row never blocks an inbox ---------------------------------------------
+
+
+def test_a_damaged_attachment_quarantines_its_message_and_the_mailbox_flows(
+    pg_cli: MeshRunner, pg_mesh_url: str, tmp_path: Path
+) -> None:
+    pg_cli.json("register", "bob")
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"content")
+    damaged = pg_cli.json("send", "bob", "with a file", "--attach", str(source))
+    good = pg_cli.json("send", "bob", "plain")
+    sql(pg_mesh_url, "UPDATE mesh_attachments SET data = 'tampered', size = 8")
+    shutil.rmtree(pg_cli.env["XDG_CACHE_HOME"])  # read as on another host: nothing cached
+    doctor = pg_cli.json("doctor")
+    found = {c["name"]: c for c in doctor["checks"]}
+    assert found["database-quarantine"]["status"] == "warn"
+    assert f"{damaged['id']}/a.txt" in found["database-quarantine"]["detail"]
+
+    listed = pg_cli.run("inbox", "bob", "--list", "--json")
+    no_traceback(listed)
+    assert listed.returncode == 0, listed.stderr
+    assert [m["id"] for m in json.loads(listed.stdout)] == [good["id"]]
+    assert damaged["id"] in listed.stderr and "damaged" in listed.stderr
+    assert pg_cli.json("inbox", "bob")["id"] == good["id"]
+    assert pg_cli.run("inbox", "bob", "--json").returncode == 1, "nothing else waits"
+    doctor = pg_cli.json("doctor")
+    found = {c["name"]: c for c in doctor["checks"]}
+    assert found["database-quarantine"]["status"] == "warn"
+    assert "1 messages" in found["database-quarantine"]["detail"]
+
+
+def test_a_damaged_attachment_read_in_process_is_quarantined_not_an_error(
+    backend: PostgresBackend, pg_mesh_url: str
+) -> None:
+    msg_id = clock.new_id("m")
+    files = backend.attachments.put(msg_id, [attached("d.txt", b"data")])
+    deliver(backend, message("bob", attachments=files, msg_id=msg_id))
+    plain = message("bob")
+    deliver(backend, plain)
+    sql(pg_mesh_url, "UPDATE mesh_attachments SET data = 'oops', size = 4")
+    for folder, dirs, names in os.walk(cache_root(), topdown=False):  # as on another host
+        for entry in names:
+            os.unlink(os.path.join(folder, entry))
+        for entry in dirs:
+            os.rmdir(os.path.join(folder, entry))
+    assert [m["id"] for m in backend.mailbox.unread("bob")] == [plain["id"]]
+    assert backend.mailbox.take_next("bob") == plain
+    assert any(msg_id in w and "damaged" in w for w in backend.warnings)
