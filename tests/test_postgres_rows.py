@@ -13,17 +13,19 @@ import json
 import os
 import shutil
 import stat
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.sql import SQL, Composed, Identifier
 
 from drasill_cli import clock
 from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.backends.postgres.attachments import cache_root
-from tests.conftest import MeshRunner, postgres_backend
-from tests.storage.mail import attached, deliver, message
+from tests.conftest import MeshRunner, postgres_backend, with_schema
+from tests.storage.mail import attached, deliver, message, register
 
 
 @pytest.fixture
@@ -60,7 +62,9 @@ def untouched(folder: Path) -> bool:
     )
 
 
-def sql(url: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+def sql(
+    url: str, statement: str | Composed, params: tuple[object, ...] = ()
+) -> list[tuple[object, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []
@@ -202,3 +206,63 @@ def test_a_damaged_attachment_read_in_process_is_quarantined_not_an_error(
     assert [m["id"] for m in backend.mailbox.unread("bob")] == [plain["id"]]
     assert backend.mailbox.take_next("bob") == plain
     assert any(msg_id in w and "damaged" in w for w in backend.warnings)
+
+
+# ---- 4. one mesh per schema ---------------------------------------------------------------
+
+
+@pytest.fixture
+def two_schemas(pg_url: str) -> Iterator[tuple[str, str]]:
+    """Two schema names: a mesh made in `old`, `new` not there yet (both dropped after)."""
+    tag = uuid.uuid4().hex[:12]
+    old, new = f"t_old_{tag}", f"t_new_{tag}"
+    postgres_backend(with_schema(pg_url, old)).close()
+    yield old, new
+    for schema in (old, new):
+        sql(pg_url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def agents_in(pg_url: str, schema: str) -> list[str]:
+    query = SQL("SELECT name FROM {}.mesh_agents").format(Identifier(schema))
+    return [str(r[0]) for r in sql(pg_url, query)]
+
+
+def test_a_missing_first_schema_is_made_never_skipped(
+    pg_url: str, two_schemas: tuple[str, str]
+) -> None:
+    """search_path=new,old with `new` absent: the mesh is made in `new`, and the mesh in `old`
+    (which PostgreSQL would fall back to) is never touched."""
+    old, new = two_schemas
+    backend = postgres_backend(with_schema(pg_url, f"{new},{old}"))
+    try:
+        assert backend.db.schema == new
+        register(backend, "alice")
+    finally:
+        backend.close()
+    assert agents_in(pg_url, new) == ["alice"]
+    assert agents_in(pg_url, old) == []
+
+
+def test_a_first_schema_the_role_cannot_make_is_exit_4_naming_it(
+    tmp_path: Path, pg_url: str, two_schemas: tuple[str, str]
+) -> None:
+    old, new = two_schemas
+    role = f"t_role_{uuid.uuid4().hex[:12]}"
+    sql(pg_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        sql(pg_url, f"GRANT USAGE ON SCHEMA {old} TO {role}")
+        sql(pg_url, f"GRANT ALL ON ALL TABLES IN SCHEMA {old} TO {role}")
+        sql(pg_url, f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {old} TO {role}")
+        url = with_schema(pg_url.replace("mesh@", f"{role}@", 1), f"{new},{old}")
+        home = tmp_path / "home"
+        home.mkdir()
+        runner = MeshRunner(tmp_path / "unused", home, url=url)
+        done = runner.run("register", "alice", "--json")
+        no_traceback(done)
+        assert done.returncode == 4, done.stdout + done.stderr
+        error = json.loads(done.stdout)["error"]
+        assert new in error["message"] and "CREATE SCHEMA" in error["message"]
+        assert agents_in(pg_url, old) == []
+    finally:
+        sql(pg_url, f"DROP OWNED BY {role}")
+        sql(pg_url, f"DROP ROLE {role}")

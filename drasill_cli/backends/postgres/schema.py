@@ -1,7 +1,8 @@
 """The PostgreSQL mesh's tables: numbered migrations, applied on first use under an advisory lock.
 
 The tables live in the first schema of the connection's search path (created when it does not
-exist yet), so several meshes share a database in different schemas
+exist yet, never skipped for the next one), so several meshes share a database in different
+schemas
 (`?options=-csearch_path%3Dteam_a`). Every name starts with `mesh_`, so a mesh may also live in
 a schema that holds other tables. Records cross the boundary as the JSON of `drasill_cli.models`
 (validated by `check` before use); the columns beside each `record` are what the database
@@ -263,18 +264,38 @@ def first_search_path_schema(search_path: str) -> str | None:
 
 def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
     """Make the mesh's tables on first use, or bring them to the latest version; sets
-    `db.schema`. Exit 4 when the tables come from a newer drasill-cli."""
+    `db.schema`. Exit 4 when the tables come from a newer drasill-cli.
+
+    The mesh's schema is the first entry of the search path, resolved here, never skipped: a
+    first schema that does not exist is created (or refused, exit 4, naming it), where
+    PostgreSQL itself would silently fall back to the next entry and so to another mesh. Only
+    a first entry of `$user` is left to PostgreSQL (the default `"$user", public`). Every
+    connection of one `Database` must resolve to the same schema."""
     with db.errors_mapped():
-        schema, present = _look(conn, db)
-        if schema is None or not present:
-            wanted = _create_schema(db, conn)
-            schema, present = _look(conn)
-            if schema != wanted:  # made, yet not usable: the role lacks USAGE on it
+        schema, present, search_path = _look(conn, db)
+        wanted = first_search_path_schema(search_path)
+        if wanted is not None and schema != wanted:
+            _create_schema(db, conn, wanted)
+            schema, present, _ = _look(conn)
+            if schema != wanted:  # there, yet not usable: the role lacks USAGE on it
                 raise MeshUnusable(
                     f"the mesh database at {db.host} does not let this role use schema "
                     f"{wanted}; grant it: GRANT USAGE, CREATE ON SCHEMA {wanted} TO <role>",
                     code="database-privilege-missing",
                 )
+        if schema is None:
+            raise MeshUnusable(
+                f"the mesh database at {db.host} has no schema on the search path; create one "
+                "or name it in the URL: ?options=-csearch_path%3DNAME",
+                code="database-no-schema",
+            )
+        if db.schema is not None and db.schema != schema:
+            raise MeshUnusable(
+                f"a new connection to the mesh database at {db.host} found schema {schema}, not "
+                f"{db.schema} as before (a schema was made or dropped meanwhile); name the "
+                "schema first in the URL's search_path and run the command again",
+                code="database-schema-moved",
+            )
         db.schema = schema
         version = _version(conn) if present else 0
         if version == LATEST:
@@ -282,7 +303,7 @@ def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
         if version > LATEST:
             raise _newer(db, version)
         with _migration_lock(conn, schema), conn.transaction():
-            _, present = _look(conn)
+            _, present, _ = _look(conn)
             version = _version(conn) if present else 0  # another process may have migrated
             if version > LATEST:
                 raise _newer(db, version)
@@ -294,20 +315,23 @@ def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
                 )
 
 
-def _look(conn: psycopg.Connection[Any], db: Database | None = None) -> tuple[str | None, bool]:
-    """The current schema and whether the mesh's version table is in it; with `db`, the
-    server's clock too (`db.clock_offset`: its time minus this host's, read mid-round-trip)."""
+def _look(
+    conn: psycopg.Connection[Any], db: Database | None = None
+) -> tuple[str | None, bool, str]:
+    """The current schema, whether the mesh's version table is in it, and the search path;
+    with `db`, the server's clock too (`db.clock_offset`: its time minus this host's, read
+    mid-round-trip)."""
     before = time.time()
     row = conn.execute(
         "SELECT current_schema(),"
         " to_regclass(quote_ident(current_schema()) || '.mesh_schema') IS NOT NULL,"
-        " extract(epoch FROM clock_timestamp())::float8"
+        " extract(epoch FROM clock_timestamp())::float8, current_setting('search_path')"
     ).fetchone()
     after = time.time()
     assert row is not None  # noqa: S101 -- a SELECT without FROM returns one row
     if db is not None:
         db.clock_offset = float(row[2]) - (before + after) / 2
-    return row[0], bool(row[1])
+    return row[0], bool(row[1]), str(row[3] or "")
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:
@@ -315,24 +339,27 @@ def _version(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def _create_schema(db: Database, conn: psycopg.Connection[Any]) -> str:
-    """The first schema of the search path, created when it does not exist yet."""
+def _create_schema(db: Database, conn: psycopg.Connection[Any], wanted: str) -> None:
+    """Schema `wanted` (the first of the search path) created when it does not exist yet; exit
+    4 naming it when this role may not create it."""
+    import psycopg
     from psycopg import sql
 
-    row = conn.execute("SHOW search_path").fetchone()
-    wanted = first_search_path_schema(row[0] if row else "")
-    current = conn.execute("SELECT current_schema()").fetchone()
-    if wanted is None or (current is not None and current[0] == wanted):
-        if current is None or current[0] is None:
-            raise MeshUnusable(
-                f"the mesh database at {db.host} has no schema on the search path; create one "
-                "or name it in the URL: ?options=-csearch_path%3DNAME",
-                code="database-no-schema",
-            )
-        return str(current[0])
-    with _migration_lock(conn, wanted):
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(wanted)))
-    return wanted
+    there = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (wanted,)).fetchone()
+    if there is not None:  # there but not usable (no USAGE): the caller says so
+        return
+    try:
+        with _migration_lock(conn, wanted):
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(wanted)))
+    except psycopg.errors.InsufficientPrivilege:
+        user = conn.info.user
+        raise MeshUnusable(
+            f"schema {wanted}, first on the search path of the mesh database at {db.host}, "
+            f"does not exist and role {user} may not create it; create it as a role that may: "
+            f"CREATE SCHEMA {wanted} AUTHORIZATION {user} (or grant CREATE ON DATABASE), or "
+            "name an existing schema first in the URL: ?options=-csearch_path%3DNAME",
+            code="database-schema-missing",
+        ) from None
 
 
 def _newer(db: Database, version: int) -> MeshUnusable:
