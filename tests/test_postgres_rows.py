@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from psycopg.sql import SQL, Composed, Identifier
 from drasill_cli import clock
 from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.backends.postgres.attachments import cache_root
+from drasill_cli.storage.changes import AGENTS, INBOXES, MESH, TASKS, Change, inbox
 from tests.conftest import MeshRunner, postgres_backend, with_schema
 from tests.storage.mail import attached, deliver, message, register
 
@@ -266,3 +268,126 @@ def test_a_first_schema_the_role_cannot_make_is_exit_4_naming_it(
     finally:
         sql(pg_url, f"DROP OWNED BY {role}")
         sql(pg_url, f"DROP ROLE {role}")
+
+
+# ---- 5. meshes sharing a server do not leak to each other ---------------------------------
+
+
+def guessable_channel(schema: str, topic: str) -> str:
+    """A channel named from the schema alone: what any role on the server can compute."""
+    return "mesh_" + hashlib.sha256(f"{schema}\0{topic}".encode()).hexdigest()[:40]
+
+
+@pytest.fixture
+def outsider(pg_url: str) -> Iterator[str]:
+    """The URL of a role with no rights on any mesh (it may still log in)."""
+    role = f"t_out_{uuid.uuid4().hex[:12]}"
+    sql(pg_url, f"CREATE ROLE {role} LOGIN")
+    yield pg_url.replace("mesh@", f"{role}@", 1)
+    sql(pg_url, f"DROP OWNED BY {role}")
+    sql(pg_url, f"DROP ROLE {role}")
+
+
+def test_an_outsider_cannot_listen_to_a_mesh_by_its_schema_name(
+    backend: PostgresBackend, pg_mesh_url: str, outsider: str
+) -> None:
+    schema = pg_mesh_url.rpartition("%3D")[2]
+    register(backend, "bob")
+    with psycopg.connect(outsider, autocommit=True) as spy:
+        assert spy.execute("SELECT has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone() == (
+            False,
+        )
+        topics = (inbox("bob"), INBOXES, AGENTS, TASKS, MESH)
+        for topic in topics:
+            spy.execute(SQL("LISTEN {}").format(Identifier(guessable_channel(schema, topic))))
+        with backend.changes.watch(*topics) as watch:
+            deliver(backend, message("bob"))
+            assert watch.next(5)  # the mesh's own waiter is woken
+            heard = [n.payload for n in spy.notifies(timeout=0.5)]
+    assert heard == [], "an outsider learnt agent names"
+    with backend.transaction() as cur:
+        listened = {str(r[0]) for r in cur.execute("SELECT channel FROM mesh_listening")}
+    assert not listened  # the watch ended
+
+
+# (key halves as the guessable keys were made, the operation they would stall)
+_GUESSABLE = {
+    "listen": ("'drasill-listen'", "{schema}"),
+    "agent": ("'drasill-agent:' || '{schema}'", "alice"),
+    "watch": ("'drasill-watch:' || '{schema}'", "{host}"),
+    "enforce": ("'drasill-mesh-enforce ' || '{schema}'", "{host}"),
+}
+
+
+@pytest.mark.parametrize("stalled", sorted(_GUESSABLE))
+def test_an_outsider_holding_a_lock_named_from_the_schema_stalls_nothing(
+    backend: PostgresBackend, pg_mesh_url: str, outsider: str, stalled: str
+) -> None:
+    from drasill_cli.liveness import hostname
+
+    schema = pg_mesh_url.rpartition("%3D")[2]
+    first, second = (part.format(schema=schema, host=hostname()) for part in _GUESSABLE[stalled])
+    second_sql = second if second.startswith("'") else f"'{second}'"
+    register(backend, "bob")
+
+    def operation() -> None:
+        if stalled == "listen":
+            deliver(backend, message("bob"))
+        elif stalled == "agent":
+            register(backend, "alice")
+        elif stalled == "watch":
+            with backend.wake_book.watching(hostname(), {"pid": os.getpid()}):
+                pass
+        else:
+            with backend.budgets.enforcing():
+                pass
+
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            operation()
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    with psycopg.connect(outsider, autocommit=True) as squatter:
+        squatter.execute(f"SELECT pg_advisory_lock(hashtext({first}), hashtext({second_sql}))")
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        finished = done.wait(5)
+    worker.join(30)
+    assert finished, f"an outsider's advisory lock stalled the mesh ({stalled})"
+    assert not failed, failed
+
+
+def test_a_mesh_from_before_the_id_gains_one_when_opened(pg_url: str, pg_mesh_url: str) -> None:
+    from drasill_cli.backends.postgres.schema import MIGRATIONS
+
+    schema = pg_mesh_url.rpartition("%3D")[2]
+    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
+        conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(schema)))
+        conn.execute(SQL("SET LOCAL search_path = {}").format(Identifier(schema)))
+        for number, migration in enumerate(MIGRATIONS[:2]):
+            conn.execute(migration.encode())
+            conn.execute(
+                "INSERT INTO mesh_schema (version, applied_by) VALUES (%s, 'old')", (number + 1,)
+            )
+    backend = postgres_backend(pg_mesh_url)
+    try:
+        mesh_id = backend.changes.mesh_id
+        assert len(mesh_id) == 32 and int(mesh_id, 16) >= 0
+        assert schema not in backend.changes.announcing(Change(MESH))[0][0]
+        with backend.changes.watch(MESH) as watch:
+            with backend.db.transaction():
+                backend.changes.notify(Change(MESH))
+            assert watch.next(5) == {Change(MESH)}
+    finally:
+        backend.close()
+    again = postgres_backend(pg_mesh_url)
+    try:
+        assert again.changes.mesh_id == mesh_id, "made once, kept"
+    finally:
+        again.close()

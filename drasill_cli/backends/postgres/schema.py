@@ -13,6 +13,8 @@ A migration is appended, never edited: `MIGRATIONS[n]` brings version n to n + 1
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -213,7 +215,34 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2)
+MIGRATION_3 = """
+-- The mesh's own id: 128 random bits (two random UUIDs hashed), made once with the tables and
+-- readable only by roles with rights on them. Advisory locks and notification channels are
+-- database-wide, so they are keyed by this id (`mesh_key`, `changes.channel`), never by the
+-- schema's name: a role with no rights on the mesh cannot hold them or listen in.
+CREATE TABLE mesh_identity (
+    id          text PRIMARY KEY CHECK (id ~ '^[0-9a-f]{32}$'),
+    single      boolean NOT NULL DEFAULT true UNIQUE CHECK (single)
+);
+INSERT INTO mesh_identity (id) VALUES (md5(gen_random_uuid()::text || gen_random_uuid()::text));
+
+-- As in MIGRATION_2, with the listeners' lock keyed by the mesh's id (`mesh_key(id, 'listen')`).
+CREATE OR REPLACE FUNCTION mesh_listened(channels text[]) RETURNS text[]
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF channels IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_advisory_xact_lock_shared(
+        ('x' || left(encode(sha256(convert_to(i.id || ':listen:', 'UTF8')), 'hex'), 16))
+        ::bit(64)::bigint) FROM mesh_identity AS i;
+    RETURN ARRAY(SELECT DISTINCT l.channel FROM mesh_listening AS l
+                 WHERE l.channel = ANY(channels));
+END
+$$;
+"""
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3)
 LATEST = len(MIGRATIONS)
 
 # Tables of the mesh (for doctor, export and tests).
@@ -232,10 +261,24 @@ TABLES = (
     "mesh_audit",
     "mesh_quarantine",
     "mesh_listening",
+    "mesh_identity",
 )
 
+_MESH_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def mesh_key(mesh_id: str, purpose: str, part: str = "") -> int:
+    """The advisory-lock key (a bigint) of `purpose` (and `part`: a host, an agent's name) in
+    the mesh of `mesh_id`: the first 8 bytes of SHA-256 of `ID:PURPOSE:PART`, as MIGRATION_3's
+    `mesh_listened` computes it in SQL. Not guessable without the id."""
+    digest = hashlib.sha256(f"{mesh_id}:{purpose}:{part}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 # The advisory lock that serialises schema creation and migrations; its second half is the
-# schema's name, so meshes in other schemas of the database never wait on it. A session lock,
+# schema's name, so meshes in other schemas of the database never wait on it. (The one lock
+# keyed by a name anyone can guess: taken before the mesh, and so its id, exists, and only when
+# a schema is made or migrated; see docs/howto-multi-host.md, "A shared server".) A session lock,
 # taken outside the transaction it guards: a transaction that starts after the wait sees the
 # catalog as the previous holder left it (one that waited inside could keep a stale view and
 # try to create the tables again).
@@ -297,22 +340,23 @@ def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
                 code="database-schema-moved",
             )
         db.schema = schema
-        version = _version(conn) if present else 0
-        if version == LATEST:
-            return
+        version, mesh_id = _stamp(conn) if present else (0, None)
         if version > LATEST:
             raise _newer(db, version)
-        with _migration_lock(conn, schema), conn.transaction():
-            _, present, _ = _look(conn)
-            version = _version(conn) if present else 0  # another process may have migrated
-            if version > LATEST:
-                raise _newer(db, version)
-            for number in range(version, LATEST):
-                conn.execute(MIGRATIONS[number].encode())
-                conn.execute(
-                    "INSERT INTO mesh_schema (version, applied_by) VALUES (%s, %s)",
-                    (number + 1, __version__),
-                )
+        if version < LATEST:
+            with _migration_lock(conn, schema), conn.transaction():
+                _, present, _ = _look(conn)
+                version = _version(conn) if present else 0  # another process may have migrated
+                if version > LATEST:
+                    raise _newer(db, version)
+                for number in range(version, LATEST):
+                    conn.execute(MIGRATIONS[number].encode())
+                    conn.execute(
+                        "INSERT INTO mesh_schema (version, applied_by) VALUES (%s, %s)",
+                        (number + 1, __version__),
+                    )
+                mesh_id = _mesh_id(conn)
+        db.mesh_id = _checked_id(db, schema, mesh_id)
 
 
 def _look(
@@ -337,6 +381,40 @@ def _look(
 def _version(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT coalesce(max(version), 0) FROM mesh_schema").fetchone()
     return int(row[0]) if row else 0
+
+
+def _mesh_id(conn: psycopg.Connection[Any]) -> Any:
+    row = conn.execute("SELECT min(id) FROM mesh_identity").fetchone()
+    return row[0] if row else None
+
+
+def _stamp(conn: psycopg.Connection[Any]) -> tuple[int, Any]:
+    """The tables' version and the mesh's id in one round trip (outside a transaction); a mesh
+    from before MIGRATION_3 has no id yet (it is made by the migration)."""
+    import psycopg
+
+    try:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(max(version), 0) FROM mesh_schema),"
+            " (SELECT min(id) FROM mesh_identity)"
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return _version(conn), None
+    return (int(row[0]), row[1]) if row else (0, None)
+
+
+def _checked_id(db: Database, schema: str, mesh_id: Any) -> str:
+    """The mesh's id as read, or exit 4 when its row is missing or damaged (the id keys every
+    advisory lock and channel: a made-up one would split the mesh's waiters and locks)."""
+    if isinstance(mesh_id, str) and _MESH_ID_RE.fullmatch(mesh_id):
+        return mesh_id
+    raise MeshUnusable(
+        f"the mesh in schema {schema} of the database at {db.host} has no usable id (the row "  # noqa: S608 -- a message naming a statement to run, not a query
+        "of mesh_identity is missing or damaged); stop every mesh watch, then as the tables' "
+        "owner give it a new one: DELETE FROM mesh_identity, and INSERT INTO mesh_identity "
+        "(id) VALUES (md5(gen_random_uuid()::text))",
+        code="database-mesh-id-missing",
+    )
 
 
 def _create_schema(db: Database, conn: psycopg.Connection[Any], wanted: str) -> None:
