@@ -391,3 +391,26 @@ def test_a_mesh_from_before_the_id_gains_one_when_opened(pg_url: str, pg_mesh_ur
         assert again.changes.mesh_id == mesh_id, "made once, kept"
     finally:
         again.close()
+
+
+# ---- the fuzzer's finds --------------------------------------------------------------------
+
+
+def test_a_record_nested_too_deep_for_python_is_quarantined_not_a_traceback(
+    pg_cli: MeshRunner, pg_mesh_url: str
+) -> None:
+    pg_cli.json("register", "alice")
+    deep = "[" * 3000 + "1" + "]" * 3000
+    sql(
+        pg_mesh_url,
+        "INSERT INTO mesh_agents (name, host, record, heartbeat)"
+        " VALUES ('deep', 'vm', %s::jsonb, now())",
+        (deep,),
+    )
+    done = pg_cli.run("agents", "--json")
+    no_traceback(done)
+    assert done.returncode == 0, done.stderr
+    assert [a["name"] for a in json.loads(done.stdout)] == ["alice"]
+    assert ("agents", "deep") in quarantined(pg_mesh_url)
+    kept = sql(pg_mesh_url, "SELECT raw::text FROM mesh_quarantine WHERE key = 'deep'")
+    assert deep in str(kept[0][0]), "kept whole"
