@@ -414,3 +414,24 @@ def test_a_record_nested_too_deep_for_python_is_quarantined_not_a_traceback(
     assert ("agents", "deep") in quarantined(pg_mesh_url)
     kept = sql(pg_mesh_url, "SELECT raw::text FROM mesh_quarantine WHERE key = 'deep'")
     assert deep in str(kept[0][0]), "kept whole"
+
+
+def test_export_skips_records_that_are_not_objects_without_a_traceback(
+    pg_cli: MeshRunner, pg_mesh_url: str
+) -> None:
+    pg_cli.json("register", "alice")
+    sql(
+        pg_mesh_url,
+        "INSERT INTO mesh_agents (name, host, record) VALUES ('textual', 'vm', '\"text\"')",
+    )
+    sql(
+        pg_mesh_url,
+        "INSERT INTO mesh_tasks (id, number, state, record)"
+        " VALUES ('t-9999', 9999, 'queued', '[]')",
+    )
+    done = pg_cli.run("export")
+    no_traceback(done)
+    assert done.returncode == 0, done.stderr
+    kinds = [json.loads(line)["kind"] for line in done.stdout.splitlines()]
+    assert kinds.count("agent") == 1
+    assert "textual" in done.stderr and "t-9999" in done.stderr
