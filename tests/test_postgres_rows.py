@@ -208,6 +208,8 @@ def test_a_damaged_attachment_read_in_process_is_quarantined_not_an_error(
     assert [m["id"] for m in backend.mailbox.unread("bob")] == [plain["id"]]
     assert backend.mailbox.take_next("bob") == plain
     assert any(msg_id in w and "damaged" in w for w in backend.warnings)
+    (kept,) = sql(pg_mesh_url, "SELECT raw FROM mesh_quarantine WHERE kind = 'attachments'")
+    assert isinstance(kept[0], dict) and kept[0]["data_hex"] == b"oops".hex(), "nothing lost"
 
 
 # ---- 4. one mesh per schema ---------------------------------------------------------------

@@ -52,6 +52,9 @@ _FILE_MODE = 0o600
 _CHUNK = 1 << 20
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+# The most content a quarantined attachment row keeps (as hex, in jsonb, whose values stop at
+# 255 MB); a larger one keeps its id, name, size and digest only.
+_KEPT_BYTES = 64 * 1024 * 1024
 
 
 def is_digest(text: object) -> bool:
@@ -185,8 +188,8 @@ class PostgresAttachments:
         raise RecordError(f"has a damaged attachment {name[:40]!r} ({reason})")
 
     def _set_aside(self, cur: psycopg.Cursor[Any], msg_id: str, name: str, reason: str) -> None:
-        """Move one attachment row to `mesh_quarantine`, content and all (a read-only view
-        leaves it in place and only reports it)."""
+        """Move one attachment row to `mesh_quarantine`, its content as hex up to `_KEPT_BYTES`
+        (a read-only view leaves it in place and only reports it)."""
         key = f"{msg_id}/{name}"
         if self.backend.read_only:
             self.backend.warnings.append(
@@ -196,8 +199,10 @@ class PostgresAttachments:
         cur.execute(
             "WITH gone AS (DELETE FROM mesh_attachments WHERE message_id = %s AND name = %s"
             " RETURNING *) INSERT INTO mesh_quarantine (kind, key, reason, raw)"
-            " SELECT 'attachments', %s, %s, to_jsonb(gone) FROM gone",
-            (msg_id, name, key, reason),
+            " SELECT 'attachments', %s, %s, jsonb_build_object('message_id', message_id,"
+            " 'name', name, 'size', size, 'sha256', sha256, 'created', created, 'data_hex',"
+            " CASE WHEN octet_length(data) <= %s THEN encode(data, 'hex') END) FROM gone",
+            (msg_id, name, key, reason, _KEPT_BYTES),
         )
         if cur.rowcount:
             self.backend.warnings.append(
