@@ -324,8 +324,8 @@ class PgPlanter:
         return f"agent {name}: {_text(record)[:80]}, heartbeat {beat}"
 
     def task(self, conn: psycopg.Connection[Any]) -> str:
-        number = 900_000 + self.counter
         task_id = self._marker("t-9")
+        number = 900_000 + self.counter
         record = self.record("id", task_id)
         conn.execute(
             "INSERT INTO mesh_tasks (id, number, state, priority, claimed_by, record)"
