@@ -325,14 +325,13 @@ class PgPlanter:
 
     def task(self, conn: psycopg.Connection[Any]) -> str:
         task_id = self._marker("t-9")
-        number = 900_000 + self.counter
         record = self.record("id", task_id)
-        conn.execute(
+        conn.execute(  # numbered past every stored task (as `task add` numbers)
             "INSERT INTO mesh_tasks (id, number, state, priority, claimed_by, record)"
-            " VALUES (%s, %s, %s, 0, %s, %s::jsonb)",
+            " VALUES (%s, (SELECT coalesce(max(number), 0) + 1000 FROM mesh_tasks),"
+            " %s, 0, %s, %s::jsonb)",
             (
                 task_id,
-                number,
                 self.rng.choice(["queued", "claimed", "done", "../x"]),
                 self.rng.choice([None, *AGENTS]),
                 _text(record),
