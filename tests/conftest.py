@@ -121,8 +121,11 @@ class MeshRunner:
         from drasill_cli.backends.postgres.changes import channel
 
         assert self.url is not None, "a directory mesh has no LISTEN"
-        name = channel(self.url.rpartition("%3D")[2], topic)
         with psycopg.connect(self.url, autocommit=True) as conn:
+            # Channels are keyed by the mesh's random id (MIGRATION_3), not by its schema.
+            mesh_id = conn.execute("SELECT id FROM mesh_identity").fetchone()
+            assert mesh_id is not None, "the mesh has no id"
+            name = channel(mesh_id[0], topic)
             # A watch lists itself there in the transaction that LISTENs (MIGRATION_2).
             row = conn.execute(
                 "SELECT count(*) FROM mesh_listening WHERE channel = %s", (name,)
@@ -335,8 +338,8 @@ def pg_mesh_url(pg_url: str) -> Iterator[str]:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-# Tables whose rows never change once made (the schema version, the guard rows).
-_FIXED_TABLES = ("mesh_schema", "mesh_guards")
+# Tables whose rows never change once made (the schema version, the guard rows, the id).
+_FIXED_TABLES = ("mesh_schema", "mesh_guards", "mesh_identity")
 # Columns that keep a last sign of life: `tree` sees a heartbeat file's content, not its mtime.
 _LIFE_SIGNS = ("heartbeat",)
 

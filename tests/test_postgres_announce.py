@@ -49,7 +49,7 @@ def test_a_send_nobody_waits_for_notifies_nothing_and_a_watch_is_woken(
 ) -> None:
     backend = mesh.backend
     assert isinstance(backend, PostgresBackend)
-    bob = channel(backend.changes.schema, inbox("bob"))
+    bob = channel(backend.changes.mesh_id, inbox("bob"))
     with psycopg.connect(pg_mesh_url, autocommit=True) as eavesdropper:
         eavesdropper.execute(f'LISTEN "{bob}"')  # listening, but not listed as a listener
         messages.send(mesh, "bob", "nobody waits", sender="alice")
@@ -97,7 +97,7 @@ def test_a_watch_clears_the_rows_of_sessions_that_are_gone(mesh: Mesh) -> None:
     with backend.changes.watch(inbox("bob")) as watch:
         assert watch._conn is not None
         own = watch._conn.info.backend_pid
-        assert _listening(backend) == [(channel(backend.changes.schema, inbox("bob")), own)]
+        assert _listening(backend) == [(channel(backend.changes.mesh_id, inbox("bob")), own)]
     assert _listening(backend) == []
 
 

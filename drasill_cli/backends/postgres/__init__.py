@@ -35,12 +35,33 @@ if TYPE_CHECKING:
     from drasill_cli.storage.changes import Change
 
 
+def _loads(data: str | bytes) -> Any:
+    """A `json`/`jsonb` column's value, or, when it is nested deeper than Python's parser goes
+    (any member can store such a row), its text as a plain string: every check then refuses it
+    ("is not an object") and it is quarantined whole, never a traceback."""
+    import json
+
+    try:
+        return json.loads(data)
+    except RecursionError:
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+def _read_json_safely() -> None:
+    """Every JSON value read from a mesh's tables goes through `_loads` (set once, for this
+    process's connections)."""
+    from psycopg.types.json import set_json_loads
+
+    set_json_loads(_loads)
+
+
 class PostgresBackend:
     """A PostgreSQL mesh: one `Database` (connected on first use) and the interfaces on it."""
 
     kind = "postgres"
 
     def __init__(self, db: Database, config: Config, *, read_only: bool = False) -> None:
+        _read_json_safely()
         self.db = db
         self.config = config
         self._read_only = read_only

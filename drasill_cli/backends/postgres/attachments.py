@@ -15,6 +15,12 @@ A broadcast's later copies are made inside the database from the first (`same_as
 cross the network once. Each message still owns its rows, so dropping one never touches
 another's. An attachment that was dropped has no cache entry of its own: its `local_path` names a
 file that does not exist (under `gone/`, never written).
+
+A row is input from any member of the mesh, on any host: its digest and name are checked (64
+lowercase hex digits; the attachment-name rule) before either names anything on disk, and a row
+that fails, or whose content no longer hashes to its digest, is moved to `mesh_quarantine` (its
+message is then quarantined by the mailbox: shown as damaged, the rest of the mail flowing).
+Nothing here builds a path from a value that was not checked (`_key`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from drasill_cli.backends.postgres.schema import ATTACHMENT_HARD_LIMIT
 from drasill_cli.errors import InvalidInput, MeshUnusable
+from drasill_cli.models import RecordError
+from drasill_cli.storage.attachments import is_attachment_name
 from drasill_cli.storage.mailbox import is_message_id
 
 if TYPE_CHECKING:
@@ -42,6 +51,30 @@ _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _CHUNK = 1 << 20
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+# The most content a quarantined attachment row keeps (as hex, in jsonb, whose values stop at
+# 255 MB); a larger one keeps its id, name, size and digest only.
+_KEPT_BYTES = 64 * 1024 * 1024
+
+
+def is_digest(text: object) -> bool:
+    """Whether `text` is a SHA-256 as the mesh stores it: 64 lowercase hex digits."""
+    return isinstance(text, str) and _DIGEST_RE.fullmatch(text) is not None
+
+
+def row_problem(msg_id: object, name: object, digest: object) -> str | None:
+    """Why a row of `mesh_attachments` cannot name anything on disk, or None when it can."""
+    if not isinstance(msg_id, str) or not is_message_id(msg_id):
+        return "its message id is not one"
+    if not isinstance(name, str) or not is_attachment_name(name):
+        return "its name is not a plain file name"
+    if not is_digest(digest):
+        return "its sha256 is not 64 lowercase hex digits"
+    return None
+
+
+class _Damaged(Exception):
+    """An attachment's stored content no longer hashes to its digest."""
 
 
 def cache_root() -> Path:
@@ -73,6 +106,11 @@ class PostgresAttachments:
         database from that message's rows), then the sender's own cache filled from the bytes
         it already holds."""
         for name, data, _ in files:
+            if not is_attachment_name(name):
+                raise InvalidInput(
+                    f"attachment name {name[:40]!r} is not a plain file name; rename the file",
+                    code="attachment-name-invalid",
+                )
             if len(data) > self.limit:
                 raise InvalidInput(
                     f"attachment {name!r} is {len(data)} bytes, over the limit of {self.limit} "
@@ -101,26 +139,75 @@ class PostgresAttachments:
         ]
 
     def local_path(self, msg_id: str, name: str) -> str:
+        if not is_message_id(msg_id) or not is_attachment_name(name):
+            raise InvalidInput(
+                f"no attachment {name[:40]!r} of message {msg_id[:40]!r} can exist: the id or "
+                "the name is malformed; copy them from the message",
+                code="attachment-name-invalid",
+            )
         with self.backend.transaction() as cur:
-            return self.path_in(cur, msg_id, name)
+            try:
+                return self.path_in(cur, msg_id, name)
+            except RecordError as exc:
+                raise MeshUnusable(
+                    f"attachment {name!r} of message {msg_id} {exc.reason}; it was set aside "
+                    "in mesh_quarantine: run mesh doctor",
+                    code="attachment-damaged",
+                ) from None
 
     def path_in(self, cur: psycopg.Cursor[Any], msg_id: str, name: str) -> str:
-        """`local_path` inside the caller's transaction (the mailbox reads messages in one)."""
+        """`local_path` inside the caller's transaction (the mailbox reads messages in one),
+        for an id and name the caller checked (`check_message`). RecordError when the row is
+        damaged (its digest unusable, or its content no longer matching it): the row is moved
+        to `mesh_quarantine` first, and the caller quarantines the message."""
+        if not is_message_id(msg_id) or not is_attachment_name(name):
+            raise RecordError(f"has an attachment with an unusable name {name[:40]!r}")
         row = cur.execute(
             "SELECT sha256 FROM mesh_attachments WHERE message_id = %s AND name = %s",
             (msg_id, name),
         ).fetchone()
         if row is None:
             return str(cache_root() / GONE_DIR / msg_id / name)
+        digest = row[0]
+        if not is_digest(digest):
+            reason = "its sha256 is not 64 lowercase hex digits"
+        else:
 
-        def content() -> bytes | None:
-            found = cur.execute(
-                "SELECT data FROM mesh_attachments WHERE message_id = %s AND name = %s",
-                (msg_id, name),
-            ).fetchone()
-            return bytes(found[0]) if found is not None else None
+            def content() -> bytes | None:
+                found = cur.execute(
+                    "SELECT data FROM mesh_attachments WHERE message_id = %s AND name = %s",
+                    (msg_id, name),
+                ).fetchone()
+                return bytes(found[0]) if found is not None else None
 
-        return str(_cached(str(row[0]), name, content))
+            try:
+                return str(_cached(digest, name, content))
+            except _Damaged:
+                reason = "its content does not match its sha256"
+        self._set_aside(cur, msg_id, name, reason)
+        raise RecordError(f"has a damaged attachment {name[:40]!r} ({reason})")
+
+    def _set_aside(self, cur: psycopg.Cursor[Any], msg_id: str, name: str, reason: str) -> None:
+        """Move one attachment row to `mesh_quarantine`, its content as hex up to `_KEPT_BYTES`
+        (a read-only view leaves it in place and only reports it)."""
+        key = f"{msg_id}/{name}"
+        if self.backend.read_only:
+            self.backend.warnings.append(
+                f"damaged attachments row {key!r} ({reason}); left in place by a read-only run"
+            )
+            return
+        cur.execute(
+            "WITH gone AS (DELETE FROM mesh_attachments WHERE message_id = %s AND name = %s"
+            " RETURNING *) INSERT INTO mesh_quarantine (kind, key, reason, raw)"
+            " SELECT 'attachments', %s, %s, jsonb_build_object('message_id', message_id,"
+            " 'name', name, 'size', size, 'sha256', sha256, 'created', created, 'data_hex',"
+            " CASE WHEN octet_length(data) <= %s THEN encode(data, 'hex') END) FROM gone",
+            (msg_id, name, key, reason, _KEPT_BYTES),
+        )
+        if cur.rowcount:
+            self.backend.warnings.append(
+                f"quarantined attachments row {key!r} ({reason}); it was moved to mesh_quarantine"
+            )
 
     def drop(self, msg_id: str) -> bool:
         """The message's rows deleted; this host's cached copies of content no other stored
@@ -128,6 +215,13 @@ class PostgresAttachments:
         if not is_message_id(msg_id):
             return False
         with self.backend.transaction() as cur:
+            rows = cur.execute(
+                "SELECT name, sha256 FROM mesh_attachments WHERE message_id = %s FOR UPDATE",
+                (msg_id,),
+            ).fetchall()
+            damaged = [(n, why) for n, sha in rows if (why := row_problem(msg_id, n, sha))]
+            for name, why in damaged:  # never a path: kept aside, not dropped
+                self._set_aside(cur, msg_id, name, why)
             dropped = cur.execute(
                 "DELETE FROM mesh_attachments WHERE message_id = %s RETURNING sha256, name",
                 (msg_id,),
@@ -135,15 +229,16 @@ class PostgresAttachments:
             unused = [
                 (sha, name)
                 for sha, name in dropped
-                if cur.execute(
+                if row_problem(msg_id, name, sha) is None
+                and cur.execute(
                     "SELECT 1 FROM mesh_attachments WHERE sha256 = %s AND name = %s LIMIT 1",
                     (sha, name),
                 ).fetchone()
                 is None
             ]
         for sha, name in unused:
-            _forget(str(sha), str(name))
-        return bool(dropped)
+            _forget(sha, name)
+        return bool(dropped or damaged)
 
     def orphans(self, older_than: float) -> list[str]:
         """Ids with attachment rows stored before `older_than` and no message row anywhere."""
@@ -184,7 +279,9 @@ def _given(data: bytes) -> Callable[[], bytes | None]:
 
 def _cached(digest: str, name: str, content: Callable[[], bytes | None]) -> Path:
     """The cache file holding content `digest` under `name`: reused when it is sound, else
-    written from `content()` (bytes, or None when the attachment vanished meanwhile)."""
+    written from `content()` (bytes, or None when the attachment vanished meanwhile); `_Damaged`
+    when that content does not hash to `digest`."""
+    _key(digest, name)
     root = cache_root()
     path = root / digest / name
     try:
@@ -196,11 +293,7 @@ def _cached(digest: str, name: str, content: Callable[[], bytes | None]) -> Path
             if data is None:
                 return root / GONE_DIR / digest / name
             if _digest(data) != digest:
-                raise MeshUnusable(
-                    f"attachment {name!r} in the mesh database does not match its recorded "
-                    "SHA-256 (damaged row); run mesh doctor",
-                    code="attachment-damaged",
-                )
+                raise _Damaged(name)
             _write(folder, name, data)
         finally:
             os.close(folder)
@@ -211,6 +304,17 @@ def _cached(digest: str, name: str, content: Callable[[], bytes | None]) -> Path
             code="attachment-cache-unusable",
         ) from None
     return path
+
+
+def _key(digest: str, name: str) -> None:
+    """The last guard before a digest and a name become a path in the cache: a value that is
+    not one (a bug upstream, never a row: those are checked and quarantined) is refused."""
+    if not is_digest(digest) or not is_attachment_name(name):
+        raise MeshUnusable(
+            f"refused to name a cache file after an unchecked value ({digest[:70]!r}, "
+            f"{name[:40]!r}); this is a bug: report it",
+            code="attachment-key-invalid",
+        )
 
 
 def _private_dirs(root: Path, digest: str) -> int:
@@ -293,6 +397,7 @@ def _write(folder: int, name: str, data: bytes) -> None:
 
 def _forget(digest: str, name: str) -> None:
     """Remove this host's cached copy of `name` with `digest` (and its folder once empty)."""
+    _key(digest, name)
     folder_path = cache_root() / digest
     try:
         folder = os.open(folder_path, _NOFOLLOW_DIR)

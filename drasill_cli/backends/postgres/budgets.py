@@ -7,7 +7,7 @@ inside the block go through the mesh's usual connection and commit on their own:
 
 - `admitting`: the guard row `budgets` of `mesh_guards`, locked `FOR UPDATE` for the block, so
   one declaration at a time is checked and written, on any host;
-- `enforcing`: a session advisory lock keyed by the mesh's schema and this host, since each
+- `enforcing`: a session advisory lock keyed by the mesh's id and this host, since each
   host's `mesh watch` enforces against its own RAM and GPUs: one pass at a time per host.
 """
 
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from drasill_cli import clock
 from drasill_cli.backends.postgres.quarantine import set_aside
+from drasill_cli.backends.postgres.schema import mesh_key
 from drasill_cli.liveness import hostname
 from drasill_cli.models import RecordError
 from drasill_cli.storage.budgets import Stopped, check_pause, check_warning
@@ -33,9 +34,6 @@ T = TypeVar("T")
 
 PAUSED, WARNED = "paused", "warned"
 
-# Keyed by the mesh's schema (advisory locks are database-wide) and the host.
-_ENFORCE_LOCK = "pg_advisory_lock(hashtext('drasill-mesh-enforce ' || %s), hashtext(%s))"
-
 
 class PostgresBudgetBook:
     def __init__(self, backend: PostgresBackend) -> None:
@@ -47,7 +45,9 @@ class PostgresBudgetBook:
         return self._held("SELECT 1 FROM mesh_guards WHERE name = 'budgets' FOR UPDATE", ())
 
     def enforcing(self) -> contextlib.AbstractContextManager[None]:
-        return self._held(f"SELECT {_ENFORCE_LOCK}", (self._schema(), hostname()))
+        # Keyed by the mesh's id (advisory locks are database-wide) and the host.
+        key = mesh_key(self.backend.changes.mesh_id, "enforce", hostname())
+        return self._held("SELECT pg_advisory_lock(%s)", (key,))
 
     @contextlib.contextmanager
     def _held(self, statement: str, params: tuple[Any, ...]) -> Iterator[None]:

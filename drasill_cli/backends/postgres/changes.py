@@ -13,7 +13,9 @@ reports every topic as changed, and every `RECHECK_S` it does so anyway (a slow 
 re-check), so a waiter that re-reads the tables after each wake-up never misses a change.
 
 Channel names are database-wide while meshes are per schema, so a channel is named by a hash
-of the mesh's schema and the topic (and stays under PostgreSQL's 63-byte identifier limit).
+of the mesh's random id (`mesh_identity`, readable only by roles with rights on the mesh) and
+the topic, never by anything a role outside the mesh could guess, such as the schema's name
+(and stays under PostgreSQL's 63-byte identifier limit).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from drasill_cli.backends.postgres.schema import mesh_key
 from drasill_cli.errors import MeshError
 from drasill_cli.storage.changes import (
     AGENTS,
@@ -58,9 +61,9 @@ _KINDS = (INBOXES, TASKS, AGENTS, MESH)
 
 
 @functools.lru_cache(maxsize=1024)
-def channel(schema: str, topic: str) -> str:
-    """The notification channel of `topic` in the mesh of `schema`."""
-    digest = hashlib.sha256(f"{schema}\0{topic}".encode()).hexdigest()[:40]
+def channel(mesh_id: str, topic: str) -> str:
+    """The notification channel of `topic` in the mesh whose id is `mesh_id`."""
+    digest = hashlib.sha256(f"{mesh_id}\0{topic}".encode()).hexdigest()[:40]
     return f"mesh_{digest}"
 
 
@@ -104,10 +107,19 @@ class PostgresChanges:
         assert self.db.schema is not None  # noqa: S101 -- ensure_schema sets it or raises
         return self.db.schema
 
+    @property
+    def mesh_id(self) -> str:
+        """The mesh's random id (MIGRATION_3): what its channels and advisory locks are keyed
+        by."""
+        if self.db.mesh_id is None:
+            self.db.conn  # noqa: B018 -- connecting reads the mesh's id
+        assert self.db.mesh_id is not None  # noqa: S101 -- ensure_schema sets it or raises
+        return self.db.mesh_id
+
     def announcing(self, *changes: Change) -> tuple[list[str], list[str]]:
         """The channels of `changes` and their payloads (for `Database.announce`)."""
         pairs = [
-            (channel(self.schema, topic), _payload(change))
+            (channel(self.mesh_id, topic), _payload(change))
             for change in changes
             for topic in covering(change)
         ]
@@ -121,17 +133,18 @@ class PostgresChanges:
     def watch(self, *topics: str, tolerant: bool = False) -> PostgresWatch:
         for topic in topics:
             _check_topic(topic)
-        return PostgresWatch(self.db, self.schema, topics, tolerant=tolerant)
+        return PostgresWatch(self.db, self.mesh_id, topics, tolerant=tolerant)
 
 
 class PostgresWatch:
     """An entered watch: its own connection, LISTENing on its topics' channels."""
 
     def __init__(
-        self, db: Database, schema: str, topics: tuple[str, ...], *, tolerant: bool
+        self, db: Database, mesh_id: str, topics: tuple[str, ...], *, tolerant: bool
     ) -> None:
         self._db = db
-        self._topics = {channel(schema, topic): topic for topic in topics}
+        self._listen_key = mesh_key(mesh_id, "listen")
+        self._topics = {channel(mesh_id, topic): topic for topic in topics}
         self._tolerant = tolerant
         self._conn: psycopg.Connection[Any] | None = None
         self._recheck_at = 0.0
@@ -175,10 +188,7 @@ class PostgresWatch:
                     )
                     # Last: waits for the writers that looked for listeners before these rows
                     # were there (`mesh_listened`) to commit, so the first look finds theirs.
-                    conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext('drasill-listen'),"
-                        " hashtext(current_schema()))"
-                    )
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._listen_key,))
             except BaseException:
                 conn.close()
                 raise

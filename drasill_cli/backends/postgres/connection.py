@@ -156,6 +156,7 @@ class Database:
         self._closers: list[weakref.finalize[Any, Any]] = []  # one per thread's connection
         self._guard = threading.Lock()
         self.schema: str | None = None  # the mesh's schema, known once connected
+        self.mesh_id: str | None = None  # the mesh's random id (schema.py), known once connected
         self.clock_offset = 0.0  # the server's clock minus this host's, known once connected
 
     # ---- connecting -------------------------------------------------------------------------

@@ -244,15 +244,45 @@ class PostgresMaintenance:
         )
 
     def _quarantine(self) -> Finding:
+        """Rows set aside in `mesh_quarantine`, and attachment rows still in place that would
+        be (a digest or a name that is not one, content that no longer hashes to its digest:
+        each would be quarantined with its message when read)."""
+        from drasill_cli.backends.postgres.attachments import row_problem
+
         with self.backend.transaction() as cur:
             cur.execute("SELECT kind, count(*) FROM mesh_quarantine GROUP BY kind ORDER BY kind")
             rows = cur.fetchall()
-        if not rows:
-            return Finding("database-quarantine", "ok", "no quarantined rows")
-        counts = ", ".join(f"{n} {kind}" for kind, n in rows)
+            cur.execute(
+                "SELECT message_id, name, sha256,"
+                " sha256 ~ '^[0-9a-f]{64}$' AND encode(sha256(data), 'hex') = sha256"
+                ' FROM mesh_attachments ORDER BY message_id COLLATE "C", name COLLATE "C"'
+            )
+            damaged = [
+                f"{msg_id}/{name} ({why})"
+                for msg_id, name, sha, sound in cur.fetchall()
+                if (
+                    why := row_problem(msg_id, name, sha)
+                    or (None if sound else "its content does not match its sha256")
+                )
+            ]
+        if not rows and not damaged:
+            return Finding("database-quarantine", "ok", "no quarantined or damaged rows")
+        said = []
+        if rows:
+            counts = ", ".join(f"{n} {kind}" for kind, n in rows)
+            said.append(f"damaged rows were set aside in mesh_quarantine: {counts}")
+        if damaged:
+            shown = "; ".join(damaged[:5]) + (
+                f"; and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+            )
+            said.append(
+                f"{len(damaged)} damaged attachment rows are still in place (set aside with "
+                f"their messages when read): {shown}"
+            )
         return Finding(
             "database-quarantine",
             "warn",
-            f"damaged rows were set aside in mesh_quarantine: {counts}",
-            "read them (SELECT * FROM mesh_quarantine) and delete them when understood",
+            "; ".join(said),
+            "read them (SELECT * FROM mesh_quarantine; the attachment rows named) and delete "
+            "them when understood",
         )

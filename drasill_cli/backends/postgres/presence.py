@@ -2,8 +2,9 @@
 its heartbeat by the database clock).
 
 A decision about an agent runs in one transaction holding that agent's row lock (`SELECT ...
-FOR UPDATE`); when there is no row yet, a transaction-scoped advisory lock on the name stands
-in for it, so two registrations of one name (from any host) decide one after the other.
+FOR UPDATE`); when there is no row yet, a transaction-scoped advisory lock on the name (keyed
+by the mesh's id, `mesh_key`) stands in for it, so two registrations of one name (from any
+host) decide one after the other.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli.backends.postgres.quarantine import quarantine
+from drasill_cli.backends.postgres.schema import mesh_key
 from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES
 from drasill_cli.storage.changes import AGENTS, Change
@@ -73,8 +75,8 @@ class PostgresPresence:
         row = cur.fetchone()
         if row is None:
             cur.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('drasill-agent:' || %s), hashtext(%s))",
-                (self.backend.changes.schema, name),
+                "SELECT pg_advisory_xact_lock(%s)",
+                (mesh_key(self.backend.changes.mesh_id, "agent", name),),
             )
             cur.execute(_SELECT_FOR_UPDATE, (name,))
             row = cur.fetchone()

@@ -1,7 +1,8 @@
 """The PostgreSQL mesh's tables: numbered migrations, applied on first use under an advisory lock.
 
 The tables live in the first schema of the connection's search path (created when it does not
-exist yet), so several meshes share a database in different schemas
+exist yet, never skipped for the next one), so several meshes share a database in different
+schemas
 (`?options=-csearch_path%3Dteam_a`). Every name starts with `mesh_`, so a mesh may also live in
 a schema that holds other tables. Records cross the boundary as the JSON of `drasill_cli.models`
 (validated by `check` before use); the columns beside each `record` are what the database
@@ -12,6 +13,8 @@ A migration is appended, never edited: `MIGRATIONS[n]` brings version n to n + 1
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -212,7 +215,34 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2)
+MIGRATION_3 = """
+-- The mesh's own id: 128 random bits (two random UUIDs hashed), made once with the tables and
+-- readable only by roles with rights on them. Advisory locks and notification channels are
+-- database-wide, so they are keyed by this id (`mesh_key`, `changes.channel`), never by the
+-- schema's name: a role with no rights on the mesh cannot hold them or listen in.
+CREATE TABLE mesh_identity (
+    id          text PRIMARY KEY CHECK (id ~ '^[0-9a-f]{32}$'),
+    single      boolean NOT NULL DEFAULT true UNIQUE CHECK (single)
+);
+INSERT INTO mesh_identity (id) VALUES (md5(gen_random_uuid()::text || gen_random_uuid()::text));
+
+-- As in MIGRATION_2, with the listeners' lock keyed by the mesh's id (`mesh_key(id, 'listen')`).
+CREATE OR REPLACE FUNCTION mesh_listened(channels text[]) RETURNS text[]
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF channels IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_advisory_xact_lock_shared(
+        ('x' || left(encode(sha256(convert_to(i.id || ':listen:', 'UTF8')), 'hex'), 16))
+        ::bit(64)::bigint) FROM mesh_identity AS i;
+    RETURN ARRAY(SELECT DISTINCT l.channel FROM mesh_listening AS l
+                 WHERE l.channel = ANY(channels));
+END
+$$;
+"""
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3)
 LATEST = len(MIGRATIONS)
 
 # Tables of the mesh (for doctor, export and tests).
@@ -231,10 +261,24 @@ TABLES = (
     "mesh_audit",
     "mesh_quarantine",
     "mesh_listening",
+    "mesh_identity",
 )
 
+_MESH_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def mesh_key(mesh_id: str, purpose: str, part: str = "") -> int:
+    """The advisory-lock key (a bigint) of `purpose` (and `part`: a host, an agent's name) in
+    the mesh of `mesh_id`: the first 8 bytes of SHA-256 of `ID:PURPOSE:PART`, as MIGRATION_3's
+    `mesh_listened` computes it in SQL. Not guessable without the id."""
+    digest = hashlib.sha256(f"{mesh_id}:{purpose}:{part}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 # The advisory lock that serialises schema creation and migrations; its second half is the
-# schema's name, so meshes in other schemas of the database never wait on it. A session lock,
+# schema's name, so meshes in other schemas of the database never wait on it. (The one lock
+# keyed by a name anyone can guess: taken before the mesh, and so its id, exists, and only when
+# a schema is made or migrated; see docs/howto-multi-host.md, "A shared server".) A session lock,
 # taken outside the transaction it guards: a transaction that starts after the wait sees the
 # catalog as the previous holder left it (one that waited inside could keep a stale view and
 # try to create the tables again).
@@ -263,51 +307,75 @@ def first_search_path_schema(search_path: str) -> str | None:
 
 def ensure_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
     """Make the mesh's tables on first use, or bring them to the latest version; sets
-    `db.schema`. Exit 4 when the tables come from a newer drasill-cli."""
+    `db.schema`. Exit 4 when the tables come from a newer drasill-cli.
+
+    The mesh's schema is the first entry of the search path, resolved here, never skipped: a
+    first schema that does not exist is created (or refused, exit 4, naming it), where
+    PostgreSQL itself would silently fall back to the next entry and so to another mesh. Only
+    a first entry of `$user` is left to PostgreSQL (the default `"$user", public`). Every
+    connection of one `Database` must resolve to the same schema."""
     with db.errors_mapped():
-        schema, present = _look(conn, db)
-        if schema is None or not present:
-            wanted = _create_schema(db, conn)
-            schema, present = _look(conn)
-            if schema != wanted:  # made, yet not usable: the role lacks USAGE on it
+        schema, present, search_path = _look(conn, db)
+        wanted = first_search_path_schema(search_path)
+        if wanted is not None and schema != wanted:
+            _create_schema(db, conn, wanted)
+            schema, present, _ = _look(conn)
+            if schema != wanted:  # there, yet not usable: the role lacks USAGE on it
                 raise MeshUnusable(
                     f"the mesh database at {db.host} does not let this role use schema "
                     f"{wanted}; grant it: GRANT USAGE, CREATE ON SCHEMA {wanted} TO <role>",
                     code="database-privilege-missing",
                 )
+        if schema is None:
+            raise MeshUnusable(
+                f"the mesh database at {db.host} has no schema on the search path; create one "
+                "or name it in the URL: ?options=-csearch_path%3DNAME",
+                code="database-no-schema",
+            )
+        if db.schema is not None and db.schema != schema:
+            raise MeshUnusable(
+                f"a new connection to the mesh database at {db.host} found schema {schema}, not "
+                f"{db.schema} as before (a schema was made or dropped meanwhile); name the "
+                "schema first in the URL's search_path and run the command again",
+                code="database-schema-moved",
+            )
         db.schema = schema
-        version = _version(conn) if present else 0
-        if version == LATEST:
-            return
+        version, mesh_id = _stamp(conn) if present else (0, None)
         if version > LATEST:
             raise _newer(db, version)
-        with _migration_lock(conn, schema), conn.transaction():
-            _, present = _look(conn)
-            version = _version(conn) if present else 0  # another process may have migrated
-            if version > LATEST:
-                raise _newer(db, version)
-            for number in range(version, LATEST):
-                conn.execute(MIGRATIONS[number].encode())
-                conn.execute(
-                    "INSERT INTO mesh_schema (version, applied_by) VALUES (%s, %s)",
-                    (number + 1, __version__),
-                )
+        if version < LATEST:
+            with _migration_lock(conn, schema), conn.transaction():
+                _, present, _ = _look(conn)
+                version = _version(conn) if present else 0  # another process may have migrated
+                if version > LATEST:
+                    raise _newer(db, version)
+                for number in range(version, LATEST):
+                    conn.execute(MIGRATIONS[number].encode())
+                    conn.execute(
+                        "INSERT INTO mesh_schema (version, applied_by) VALUES (%s, %s)",
+                        (number + 1, __version__),
+                    )
+                mesh_id = _mesh_id(conn)
+        db.mesh_id = _checked_id(db, schema, mesh_id)
 
 
-def _look(conn: psycopg.Connection[Any], db: Database | None = None) -> tuple[str | None, bool]:
-    """The current schema and whether the mesh's version table is in it; with `db`, the
-    server's clock too (`db.clock_offset`: its time minus this host's, read mid-round-trip)."""
+def _look(
+    conn: psycopg.Connection[Any], db: Database | None = None
+) -> tuple[str | None, bool, str]:
+    """The current schema, whether the mesh's version table is in it, and the search path;
+    with `db`, the server's clock too (`db.clock_offset`: its time minus this host's, read
+    mid-round-trip)."""
     before = time.time()
     row = conn.execute(
         "SELECT current_schema(),"
         " to_regclass(quote_ident(current_schema()) || '.mesh_schema') IS NOT NULL,"
-        " extract(epoch FROM clock_timestamp())::float8"
+        " extract(epoch FROM clock_timestamp())::float8, current_setting('search_path')"
     ).fetchone()
     after = time.time()
     assert row is not None  # noqa: S101 -- a SELECT without FROM returns one row
     if db is not None:
         db.clock_offset = float(row[2]) - (before + after) / 2
-    return row[0], bool(row[1])
+    return row[0], bool(row[1]), str(row[3] or "")
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:
@@ -315,24 +383,61 @@ def _version(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def _create_schema(db: Database, conn: psycopg.Connection[Any]) -> str:
-    """The first schema of the search path, created when it does not exist yet."""
+def _mesh_id(conn: psycopg.Connection[Any]) -> Any:
+    row = conn.execute("SELECT min(id) FROM mesh_identity").fetchone()
+    return row[0] if row else None
+
+
+def _stamp(conn: psycopg.Connection[Any]) -> tuple[int, Any]:
+    """The tables' version and the mesh's id in one round trip (outside a transaction); a mesh
+    from before MIGRATION_3 has no id yet (it is made by the migration)."""
+    import psycopg
+
+    try:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(max(version), 0) FROM mesh_schema),"
+            " (SELECT min(id) FROM mesh_identity)"
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return _version(conn), None
+    return (int(row[0]), row[1]) if row else (0, None)
+
+
+def _checked_id(db: Database, schema: str, mesh_id: Any) -> str:
+    """The mesh's id as read, or exit 4 when its row is missing or damaged (the id keys every
+    advisory lock and channel: a made-up one would split the mesh's waiters and locks)."""
+    if isinstance(mesh_id, str) and _MESH_ID_RE.fullmatch(mesh_id):
+        return mesh_id
+    raise MeshUnusable(
+        f"the mesh in schema {schema} of the database at {db.host} has no usable id (the row "  # noqa: S608 -- a message naming a statement to run, not a query
+        "of mesh_identity is missing or damaged); stop every mesh watch, then as the tables' "
+        "owner give it a new one: DELETE FROM mesh_identity, and INSERT INTO mesh_identity "
+        "(id) VALUES (md5(gen_random_uuid()::text))",
+        code="database-mesh-id-missing",
+    )
+
+
+def _create_schema(db: Database, conn: psycopg.Connection[Any], wanted: str) -> None:
+    """Schema `wanted` (the first of the search path) created when it does not exist yet; exit
+    4 naming it when this role may not create it."""
+    import psycopg
     from psycopg import sql
 
-    row = conn.execute("SHOW search_path").fetchone()
-    wanted = first_search_path_schema(row[0] if row else "")
-    current = conn.execute("SELECT current_schema()").fetchone()
-    if wanted is None or (current is not None and current[0] == wanted):
-        if current is None or current[0] is None:
-            raise MeshUnusable(
-                f"the mesh database at {db.host} has no schema on the search path; create one "
-                "or name it in the URL: ?options=-csearch_path%3DNAME",
-                code="database-no-schema",
-            )
-        return str(current[0])
-    with _migration_lock(conn, wanted):
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(wanted)))
-    return wanted
+    there = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (wanted,)).fetchone()
+    if there is not None:  # there but not usable (no USAGE): the caller says so
+        return
+    try:
+        with _migration_lock(conn, wanted):
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(wanted)))
+    except psycopg.errors.InsufficientPrivilege:
+        user = conn.info.user
+        raise MeshUnusable(
+            f"schema {wanted}, first on the search path of the mesh database at {db.host}, "
+            f"does not exist and role {user} may not create it; create it as a role that may: "
+            f"CREATE SCHEMA {wanted} AUTHORIZATION {user} (or grant CREATE ON DATABASE), or "
+            "name an existing schema first in the URL: ?options=-csearch_path%3DNAME",
+            code="database-schema-missing",
+        ) from None
 
 
 def _newer(db: Database, version: int) -> MeshUnusable:

@@ -17,9 +17,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli.models import AgentRecord, RecordError, Task
+from drasill_cli.storage.attachments import is_attachment_name
 from drasill_cli.storage.budgets import check_pause, check_warning
 from drasill_cli.storage.changes import AGENTS, INBOXES, TASKS, Change
-from drasill_cli.storage.mailbox import check_message, stored_form
+from drasill_cli.storage.mailbox import check_message, is_message_id, stored_form
 from drasill_cli.storage.transfer import (
     ATTACHMENT_CHUNK,
     AuditRestorer,
@@ -42,7 +43,9 @@ _RANK = {"urgent": 0, "normal": 1}
 
 SQL = {
     # ---- dump ----
-    "agents": "SELECT record, extract(epoch FROM heartbeat)::float8 FROM mesh_agents ORDER BY name",
+    "agents": (
+        "SELECT name, record, extract(epoch FROM heartbeat)::float8 FROM mesh_agents ORDER BY name"
+    ),
     "attachments": "SELECT message_id, name FROM mesh_attachments ORDER BY message_id, name",
     # An attachment's content a chunk at a time (`substring` counts bytes from 1).
     "attachment_chunk": (
@@ -51,7 +54,7 @@ SQL = {
     ),
     "copies": "SELECT state, body FROM mesh_messages ORDER BY id, recipient",
     "sent": "SELECT body FROM mesh_sent ORDER BY id",
-    "tasks": "SELECT record FROM mesh_tasks ORDER BY number",
+    "tasks": "SELECT id, record FROM mesh_tasks ORDER BY number",
     "sequence": (
         "SELECT greatest((SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
         " FROM mesh_task_numbers), (SELECT coalesce(max(number), 0) FROM mesh_tasks))"
@@ -145,23 +148,27 @@ class PostgresTransfer:
     def dump(self) -> Iterator[dict[str, Any]]:
         backend = self.backend
         yield meta_item(backend.kind)
-        for record, last_seen in self._rows("agents"):
+        for name, record, last_seen in self._rows("agents"):
             try:
                 checked = AgentRecord.check(record)
             except RecordError as exc:
-                self._skipped(f"an agent row {record.get('name')!r}", exc)
+                self._skipped(f"an agent row {name!r}", exc)
                 continue
             yield {"kind": "agent", "record": checked, "last_seen": last_seen}
         for msg_id, name in self._rows("attachments"):
+            if not is_message_id(msg_id) or not is_attachment_name(name):
+                reason = "has a malformed message id or name"
+                self._skipped(f"an attachment row {msg_id!r}/{name!r}", RecordError(reason))
+                continue
             item = self._attachment(str(msg_id), str(name))
             if item is not None:
                 yield item
         yield from self._messages()
-        for (record,) in self._rows("tasks"):
+        for task_id, record in self._rows("tasks"):
             try:
                 task = Task.from_record(record)
             except RecordError as exc:
-                self._skipped(f"a task row {record.get('id')!r}", exc)
+                self._skipped(f"a task row {task_id!r}", exc)
                 continue
             yield {"kind": "task", "record": task.to_record()}
         yield {"kind": "task-sequence", "last": int(self._rows("sequence")[0][0])}

@@ -1,9 +1,10 @@
 """`WakeBook` for a PostgreSQL mesh: `mesh_wake` rows per agent, and one `mesh watch` per host.
 
 A watcher types into the sessions of its own host only, so each host runs its own: the guard is
-a session advisory lock keyed by (schema, host), held on a connection of the watcher's own for
-the whole block, so it dies with the process (or its connection) and a killed watcher never
-blocks the next one. Its `mesh_watchers` row names the holder for those refused.
+a session advisory lock keyed by the mesh's id and the host (`mesh_key`), held on a connection
+of the watcher's own for the whole block, so it dies with the process (or its connection) and a
+killed watcher never blocks the next one. Its `mesh_watchers` row names the holder for those
+refused.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from drasill_cli import liveness
 from drasill_cli.backends.postgres.quarantine import quarantine
+from drasill_cli.backends.postgres.schema import mesh_key
 from drasill_cli.storage.wakebook import AlreadyWatching
 
 if TYPE_CHECKING:
     import psycopg
 
     from drasill_cli.backends.postgres import PostgresBackend
-
-_KEY = "hashtext('drasill-watch:' || %s), hashtext(%s)"
 
 
 class PostgresWakeBook:
@@ -80,7 +80,7 @@ class PostgresWakeBook:
 
 
 class _HostGuard:
-    """The session advisory lock of (schema, host) on a connection of its own (the lock lives
+    """The session advisory lock of (mesh id, host) on a connection of its own (the lock lives
     as long as that session), and the `mesh_watchers` row naming its holder."""
 
     def __init__(self, book: PostgresWakeBook, host: str, holder: dict[str, Any]) -> None:
@@ -94,12 +94,12 @@ class _HostGuard:
         from psycopg.types.json import Jsonb
 
         db = self.book.backend.db
-        schema = self.book.backend.changes.schema
+        key = self._key()
         self.close()
         self.conn = conn = db.connect()
         try:
             with db.errors_mapped():
-                row = conn.execute(f"SELECT pg_try_advisory_lock({_KEY})", (schema, self.host))
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
                 taken = row.fetchone()
                 if taken and taken[0]:
                     conn.execute(
@@ -146,11 +146,12 @@ class _HostGuard:
             conn.execute("DELETE FROM mesh_watchers WHERE host = %s", (self.host,))
             # Released here, not by the close: the server ends a closed session after the
             # client has moved on, so the next watcher could be refused.
-            conn.execute(
-                f"SELECT pg_advisory_unlock({_KEY})", (self.book.backend.changes.schema, self.host)
-            )
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._key(),))
         except psycopg.Error:
             return  # cut meanwhile: the lock went with the session
+
+    def _key(self) -> int:
+        return mesh_key(self.book.backend.changes.mesh_id, "watch", self.host)
 
     def close(self) -> None:
         if self.conn is not None:
