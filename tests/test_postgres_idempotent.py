@@ -1,0 +1,142 @@
+"""Writes across a connection lost after the server committed (issue 23 point 6).
+
+A proxy (tests/pg_fault_proxy.py) lets a statement reach the real server, which runs and commits
+it, then swallows the answer and cuts the connection. The library retries such a write once,
+under the same operation id, and the retry returns the first outcome instead of doing it again;
+where the outcome cannot be known, the error says so and how to check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from drasill_cli import agents, messages, tasks
+from drasill_cli.config import Config
+from drasill_cli.errors import MeshUnusable
+from drasill_cli.mesh import Mesh
+from tests.pg_fault_proxy import FaultProxy
+
+COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # the simple-protocol COMMIT psycopg sends
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, pg_mesh_url: str) -> Iterator[FaultProxy]:
+    started = FaultProxy(tmp_path / "proxy", pg_mesh_url)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def faulty(proxy: FaultProxy, pg_mesh_url: str) -> Iterator[Mesh]:
+    """A mesh whose connections go through `proxy`."""
+    opened = Mesh.open(config=Config(), mesh_url=proxy.url(pg_mesh_url))
+    try:
+        yield opened
+    finally:
+        opened.backend.close()
+
+
+def rows(url: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def events(url: str, kind: str) -> int:
+    return len(rows(url, f"SELECT seq FROM mesh_audit WHERE event = '{kind}'"))  # noqa: S608 -- a test's constant event names
+
+
+def test_a_send_cut_after_commit_is_delivered_once(
+    faulty: Mesh, proxy: FaultProxy, pg_mesh_url: str
+) -> None:
+    agents.register(faulty, "bob")
+    proxy.cut_after(b"INSERT INTO mesh_messages")
+    sent = messages.send(faulty, "bob", "exactly once", sender="alice")
+    assert proxy.cuts == 1
+    assert [m["to"] for m in sent] == ["bob"]
+    assert rows(pg_mesh_url, "SELECT id FROM mesh_messages") == [(sent[0]["id"],)]
+    assert rows(pg_mesh_url, "SELECT id FROM mesh_sent") == [(sent[0]["id"],)]
+    assert events(pg_mesh_url, "send") == 1
+    taken = messages.consume(faulty, "bob")
+    assert taken is not None
+    assert taken["body"] == "exactly once"
+    assert messages.consume(faulty, "bob") is None
+
+
+def test_a_claim_cut_after_commit_claims_one_task(
+    faulty: Mesh, proxy: FaultProxy, pg_mesh_url: str
+) -> None:
+    agents.register(faulty, "worker")
+    first = tasks.add_task(faulty, "first")
+    second = tasks.add_task(faulty, "second")
+    proxy.cut_after(b"UPDATE mesh_tasks SET state", COMMIT)
+    claimed = tasks.claim_next(faulty, "worker")
+    assert proxy.cuts == 1
+    assert claimed["id"] == first["id"]
+    assert claimed["claimed_by"] == "worker"
+    states = {str(i): str(s) for i, s in rows(pg_mesh_url, "SELECT id, state FROM mesh_tasks")}
+    assert states == {first["id"]: "claimed", second["id"]: "queued"}
+    assert events(pg_mesh_url, "task-claim") == 1
+
+
+def test_a_claim_by_id_cut_after_commit_is_won_not_lost(faulty: Mesh, proxy: FaultProxy) -> None:
+    agents.register(faulty, "worker")
+    task = tasks.add_task(faulty, "only")
+    proxy.cut_after(b"UPDATE mesh_tasks SET state", COMMIT)
+    claimed = tasks.claim(faulty, "worker", task["id"])  # not "claim lost: claimed by worker"
+    assert proxy.cuts == 1
+    assert claimed["state"] == "claimed"
+
+
+def test_a_task_add_cut_after_commit_adds_one_task(
+    faulty: Mesh, proxy: FaultProxy, pg_mesh_url: str
+) -> None:
+    proxy.cut_after(b"INSERT INTO mesh_tasks", COMMIT)
+    added = tasks.add_task(faulty, "once")
+    assert proxy.cuts == 1
+    assert rows(pg_mesh_url, "SELECT id FROM mesh_tasks") == [(added["id"],)]
+
+
+def test_a_take_cut_after_commit_returns_the_message_taken(faulty: Mesh, proxy: FaultProxy) -> None:
+    agents.register(faulty, "bob")
+    messages.send(faulty, "bob", "one", sender="alice")
+    messages.send(faulty, "bob", "two", sender="alice")
+    proxy.cut_after(b"UPDATE mesh_messages SET state = 'read'", COMMIT)
+    taken = messages.consume(faulty, "bob")
+    assert proxy.cuts == 1
+    assert taken is not None
+    assert taken["body"] == "one"  # not lost: the retry gives back what the first take took
+    second = messages.consume(faulty, "bob")
+    assert second is not None
+    assert second["body"] == "two"
+
+
+def test_an_outcome_that_cannot_be_known_says_so_and_how_to_check(
+    faulty: Mesh, proxy: FaultProxy, pg_mesh_url: str
+) -> None:
+    agents.register(faulty, "worker")
+    task = tasks.add_task(faulty, "only")
+    proxy.cut_after(b"UPDATE mesh_tasks SET state", COMMIT, refuse=True)  # the retry fails too
+    with pytest.raises(MeshUnusable) as caught:
+        tasks.claim(faulty, "worker", task["id"])
+    assert caught.value.code == "database-outcome-unknown"
+    assert "may or may not have happened" in caught.value.message
+    assert f"mesh task show {task['id']}" in caught.value.message
+    assert "rolled back" not in caught.value.message
+    assert rows(pg_mesh_url, "SELECT state FROM mesh_tasks") == [("claimed",)]  # it had
+
+
+def test_a_write_cut_before_its_commit_rolled_back_and_says_so(
+    faulty: Mesh, proxy: FaultProxy, pg_mesh_url: str
+) -> None:
+    agents.register(faulty, "worker")
+    task = tasks.add_task(faulty, "only")
+    proxy.cut_after(b"UPDATE mesh_tasks SET state", refuse=True)  # before COMMIT was sent
+    with pytest.raises(MeshUnusable) as caught:
+        tasks.claim(faulty, "worker", task["id"])
+    assert caught.value.code == "database-connection-lost"
+    assert "rolled back" in caught.value.message
+    assert rows(pg_mesh_url, "SELECT state FROM mesh_tasks") == [("queued",)]
