@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drasill_cli import agents, messages, tasks
+from drasill_cli import agents, lifecycle, messages, tasks
 from drasill_cli.config import Config
 from drasill_cli.errors import MeshUnusable
 from drasill_cli.mesh import Mesh
@@ -140,3 +140,18 @@ def test_a_write_cut_before_its_commit_rolled_back_and_says_so(
     assert caught.value.code == "database-connection-lost"
     assert "rolled back" in caught.value.message
     assert rows(pg_mesh_url, "SELECT state FROM mesh_tasks") == [("queued",)]
+
+
+def test_prune_drops_the_rows_of_operations_done_long_ago(pg_mesh_url: str) -> None:
+    mesh = Mesh.open(config=Config(), mesh_url=pg_mesh_url)
+    try:
+        tasks.add_task(mesh, "recent")  # its operation's row stays: a retry may still come
+        with psycopg.connect(pg_mesh_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO mesh_ops (op, at) VALUES ('old', now() - interval '2 days')")
+        assert len(rows(pg_mesh_url, "SELECT op FROM mesh_ops")) == 2
+        lifecycle.prune(mesh)
+        kept = [str(op) for (op,) in rows(pg_mesh_url, "SELECT op FROM mesh_ops")]
+        assert len(kept) == 1
+        assert kept[0].startswith("task-add-")
+    finally:
+        mesh.backend.close()
