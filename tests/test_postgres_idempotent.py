@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drasill_cli import agents, lifecycle, messages, tasks
+from drasill_cli import agents, lifecycle, locks, messages, tasks
 from drasill_cli.config import Config
 from drasill_cli.errors import MeshUnusable
 from drasill_cli.mesh import Mesh
@@ -155,3 +155,17 @@ def test_prune_drops_the_rows_of_operations_done_long_ago(pg_mesh_url: str) -> N
         assert kept[0].startswith("task-add-")
     finally:
         mesh.backend.close()
+
+
+def test_an_unlock_cut_after_commit_reports_the_lock_released(
+    faulty: Mesh, proxy: FaultProxy, tmp_path: Path, pg_mesh_url: str
+) -> None:
+    agents.register(faulty, "worker")
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    locks.acquire(faulty, [str(target)], "worker")
+    proxy.cut_after(b"DELETE FROM mesh_locks", COMMIT)
+    released = locks.release(faulty, [str(target)], "worker")  # not "you hold no lock on it"
+    assert proxy.cuts == 1
+    assert len(released) == 1
+    assert rows(pg_mesh_url, "SELECT key FROM mesh_locks") == []
