@@ -8,6 +8,7 @@ where the outcome cannot be known, the error says so and how to check.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +170,13 @@ def test_an_unlock_cut_after_commit_reports_the_lock_released(
     assert proxy.cuts == 1
     assert len(released) == 1
     assert rows(pg_mesh_url, "SELECT key FROM mesh_locks") == []
+
+
+def test_a_registration_cut_after_commit_is_registered_once(
+    faulty: Mesh, proxy: FaultProxy, pg_mesh_url: str
+) -> None:
+    proxy.cut_after(b"INSERT INTO mesh_agents", COMMIT)
+    agent = agents.register(faulty, "worker", pid=os.getpid())
+    assert proxy.cuts == 1
+    assert agent["name"] == "worker"
+    assert rows(pg_mesh_url, "SELECT name FROM mesh_agents") == [("worker",)]
