@@ -35,6 +35,7 @@ class FaultProxy:
         self._listener.listen(16)
         self._armed: list[bytes] = []  # the markers still to see, in order
         self._refuse = False
+        self._partition = False
         self._guard = threading.Lock()
         self.cuts = 0
         self._open: list[socket.socket] = []
@@ -46,13 +47,16 @@ class FaultProxy:
         host = dict(parse_qsl(urlsplit(server_url).query))["host"]
         return server_url.replace(f"host={host}", f"host={self.folder}", 1)
 
-    def cut_after(self, *markers: bytes, refuse: bool = False) -> None:
+    def cut_after(self, *markers: bytes, refuse: bool = False, partition: bool = False) -> None:
         """Cut the connection that sends each of `markers` in turn (a statement, then the
         COMMIT that follows it), once the server has answered the last. With `refuse`, every
-        connection after the cut is refused (the server looks gone)."""
+        connection after the cut is refused (the server looks gone). With `partition`, only
+        the client's side is closed: the server's stays open, as across a network cut, so
+        its session (and any transaction it has open) lives on until `close`."""
         with self._guard:
             self._armed = list(markers)
             self._refuse = refuse
+            self._partition = partition
 
     def close(self) -> None:
         self._listener.close()
@@ -92,8 +96,9 @@ class FaultProxy:
             except OSError:
                 data = b""
             if not data:
-                with contextlib.suppress(OSError):
-                    server.shutdown(socket.SHUT_WR)
+                if not (cutting.is_set() and self._partition):  # a cut server never hears
+                    with contextlib.suppress(OSError):
+                        server.shutdown(socket.SHUT_WR)
                 return
             seen = (seen + data)[-65536:]
             with self._guard:
@@ -134,7 +139,7 @@ class FaultProxy:
                     self.cuts += 1  # before the client can see the cut (and connect again)
                     with contextlib.suppress(OSError):
                         client.sendall(out)
-                    for sock in (client, server):
+                    for sock in (client,) if self._partition else (client, server):
                         with contextlib.suppress(OSError):
                             sock.shutdown(socket.SHUT_RDWR)
                         sock.close()

@@ -9,6 +9,7 @@ where the outcome cannot be known, the error says so and how to check.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,3 +181,33 @@ def test_a_registration_cut_after_commit_is_registered_once(
     assert proxy.cuts == 1
     assert agent["name"] == "worker"
     assert rows(pg_mesh_url, "SELECT name FROM mesh_agents") == [("worker",)]
+
+
+def test_a_retry_waits_for_a_first_try_the_server_still_runs_only_so_long(
+    faulty: Mesh, proxy: FaultProxy, pg_mesh_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across a network cut the server keeps the first try's transaction open (and its
+    operation's row locked) until it notices; the retry waits for it a bounded time, then
+    says the first rolled back (it never sent its COMMIT), instead of hanging."""
+    from drasill_cli.backends.postgres import ops
+
+    monkeypatch.setattr(ops, "RETRY_WAIT_S", 0.5)
+    agents.register(faulty, "worker")
+    task = tasks.add_task(faulty, "only")
+    proxy.cut_after(b"UPDATE mesh_tasks SET state", partition=True)
+    outcome: list[BaseException | dict[str, object]] = []
+
+    def claim() -> None:
+        try:
+            outcome.append(tasks.claim(faulty, "worker", task["id"]))
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    claimer = threading.Thread(target=claim, daemon=True)
+    claimer.start()
+    claimer.join(timeout=15)
+    assert not claimer.is_alive(), "the retry hung on the first try's open transaction"
+    assert isinstance(outcome[0], MeshUnusable)
+    assert outcome[0].code == "database-connection-lost"
+    proxy.close()  # the server hears the cut at last: the first try rolls back
+    assert rows(pg_mesh_url, "SELECT state FROM mesh_tasks") == [("queued",)]

@@ -20,6 +20,7 @@ in a longer transaction fails with it.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -36,7 +37,9 @@ T = TypeVar("T")
 
 LOST = "database-connection-lost"
 UNKNOWN = "database-outcome-unknown"
-UNREACHABLE = "database-unreachable"
+# How long a second try waits for a first one the server still runs (`begin`).
+RETRY_WAIT_S = 10.0
+_tries = threading.local()  # `second`: this thread runs the second try of an operation
 # How long a done operation's row is kept (`sweep`): far longer than any retry takes.
 OPS_KEPT = "1 day"
 
@@ -55,11 +58,25 @@ def new_op(kind: str) -> str:
 def begin(cur: psycopg.Cursor[Any], op: str) -> Done | None:
     """Claim `op` for this transaction: None when it is new (do the write, then `finish`), or
     the outcome of the try that already committed it (do nothing more). A try still running
-    under the same id is waited for (its row's unique key), so the two never both write."""
-    cur.execute(
-        "INSERT INTO mesh_ops (op) VALUES (%s) ON CONFLICT (op) DO NOTHING RETURNING op", (op,)
-    )
-    if cur.fetchone() is not None:
+    under the same id is waited for (its row's unique key), so the two never both write; a
+    second try waits at most `RETRY_WAIT_S` (a first try whose server has not yet seen its
+    client go, as across a network cut, holds its row until it does)."""
+    insert = "INSERT INTO mesh_ops (op) VALUES (%s) ON CONFLICT (op) DO NOTHING RETURNING op"
+    if getattr(_tries, "second", False):
+        cur.execute(
+            "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)",
+            (f"{max(1, int(RETRY_WAIT_S * 1000))}ms",),
+        )
+        previous = cur.fetchone()
+        cur.execute(insert, (op,))
+        new = cur.fetchone() is not None
+        cur.execute(
+            "SELECT set_config('lock_timeout', %s, true)", (previous[0] if previous else "0",)
+        )
+    else:
+        cur.execute(insert, (op,))
+        new = cur.fetchone() is not None
+    if new:
         return None
     cur.execute("SELECT outcome FROM mesh_ops WHERE op = %s", (op,))
     row = cur.fetchone()
@@ -100,12 +117,13 @@ def retried(backend: PostgresBackend, check: str, attempt: Callable[[], T]) -> T
         if exc.code not in (LOST, UNKNOWN):
             raise
         first = exc
+    _tries.second = True
     try:
         return attempt()
     except MeshUnusable as exc:
         if UNKNOWN in (first.code, exc.code):
             reason = str(first.details.get("reason") or exc.details.get("reason") or "")
             raise db.outcome_unknown(reason, check) from None
-        if exc.code in (LOST, UNREACHABLE):
-            raise first from None  # neither try wrote anything: the first says so
-        raise
+        raise first from None  # neither try wrote anything: the first says so
+    finally:
+        _tries.second = False
