@@ -9,12 +9,13 @@ registering calls hardware (admission) and unregistering calls lifecycle.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from drasill_cli import clock, liveness
-from drasill_cli.errors import InvalidInput, NegativeOutcome
+from drasill_cli.errors import Busy, InvalidInput, NegativeOutcome
 from drasill_cli.mesh import Mesh
 from drasill_cli.models import BACKENDS, AgentRecord
 from drasill_cli.names import check_agent_name, has_control_chars
@@ -46,6 +47,13 @@ __all__ = [
 MAX_FIELD_CHARS = 200
 MAX_PID = 2**31 - 1
 MAX_BUDGET_GB = 1_000_000  # a petabyte: anything above is a typo, and must stay valid JSON
+# How many times a registration decides again when its agent changed between the budget check
+# and the write (each try decides once; a change in between is another registration's).
+_MAX_TRIES = 20
+
+
+class _Changed(Exception):
+    """The agent's record changed between the budget check and the write: decide again."""
 
 
 def _clean_text(field: str, value: str | None) -> str | None:
@@ -97,7 +105,8 @@ def register(
     """Register or refresh `name`; refuse a name held by a different live pid or session.
 
     A RAM/VRAM declaration must fit in what is free (`hardware.admission`), else BudgetDenied
-    (exit 1), after retrying for up to `wait` seconds when given.
+    (exit 1); with `wait`, it waits up to that many seconds for room, holding no exclusion
+    while it waits (commands as `name` go on meanwhile), and then decides once.
     """
     check_agent_name(name)
     session = _clean_text("session", session)
@@ -124,13 +133,10 @@ def register(
     started = liveness.process_start_time(pid) if pid is not None else None
     observer = Observer(mesh)
     session_started = _session_started(mesh, session, backend, observer) if pid is None else None
-    decided: list[tuple[AgentRecord | None, AgentRecord]] = []  # (replaced, stored)
-    # Admission holds the budgets lock from the check until the record is stored (the stack
-    # closes after `change` has written), so concurrent registrations see each other's
-    # declarations and together never exceed the limit.
-    admission = contextlib.ExitStack()
 
-    def decide(existing: AgentRecord | None) -> AgentRecord:
+    def build(existing: AgentRecord | None) -> tuple[AgentRecord, AgentRecord | None]:
+        """The record to store over `existing`, and the live record it refreshes (None when
+        it makes a new one); NegativeOutcome when a different live holder has the name."""
         # A live holder being re-registered (not replaced); its record has no `dead_at`.
         alive = existing is not None and not replace and observer.state(existing) != "dead"
         if existing is not None and alive and _holder_differs(existing, pid, session):
@@ -174,16 +180,9 @@ def register(
                 "registered_at": previous.get("registered_at") or clock.iso(),
             }
         )
-        from drasill_cli import hardware  # only registering needs the budget bookkeeping
+        return record, existing if alive else None
 
-        admitted = existing if alive else None
-        admission.enter_context(hardware.admission(mesh, record, admitted, wait))
-        decided.append((existing, record))
-        return record
-
-    with admission:
-        mesh.backend.presence.change(name, decide, beat=True)
-    existing, record = decided[-1]
+    existing, record = _admit_and_store(mesh, name, build, wait)
     mesh.record(
         "register",
         name,
@@ -195,6 +194,57 @@ def register(
         replaced=bool(existing and replace),
     )
     return observer.view(record)
+
+
+Build = Callable[[AgentRecord | None], tuple[AgentRecord, AgentRecord | None]]
+
+
+def _admit_and_store(
+    mesh: Mesh, name: str, build: Build, wait: float | None
+) -> tuple[AgentRecord | None, AgentRecord]:
+    """Store the record `build` makes over the agent's (the one replaced, the one stored).
+
+    Waiting for room holds nothing (`hardware.wait_for_room`); each try then decides once: the
+    budgets exclusion (only when a declaration grows) checks the declaration, and inside it the
+    agent's exclusion writes the record, so concurrent registrations see each other's
+    declarations and together never exceed the limit. Lock order: budgets, then the agent.
+    """
+    from drasill_cli import hardware  # only registering needs the budget bookkeeping
+
+    deadline = time.monotonic() + (wait or 0.0)
+    for _ in range(_MAX_TRIES):
+        record, admitted = build(mesh.backend.presence.get(name))
+        wanted = hardware.increases(record, admitted)
+        decided: list[tuple[AgentRecord | None, AgentRecord]] = []
+
+        def decide(
+            existing: AgentRecord | None,
+            wanted: dict[str, float] = wanted,
+            decided: list[tuple[AgentRecord | None, AgentRecord]] = decided,
+        ) -> AgentRecord:
+            stored, now_admitted = build(existing)
+            now_wanted = hardware.increases(stored, now_admitted)
+            if any(wanted.get(resource) != amount for resource, amount in now_wanted.items()):
+                raise _Changed  # the agent changed since the check: check again
+            decided.append((existing, stored))
+            return stored
+
+        try:
+            with hardware.admission(mesh, record, wanted):
+                mesh.backend.presence.change(name, decide, beat=True)
+        except hardware.BudgetDenied:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+            hardware.wait_for_room(mesh, record, wanted, remaining)
+            continue
+        except _Changed:
+            continue
+        return decided[-1]
+    raise Busy(
+        f"agent {name!r} kept changing while it was being registered; run the command again",
+        code="agent-busy",
+    )
 
 
 def unregister(

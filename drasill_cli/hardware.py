@@ -118,32 +118,45 @@ def shortfall(mesh: Mesh, record: AgentRecord, wanted: dict[str, float]) -> Budg
     )
 
 
-@contextlib.contextmanager
-def admission(
-    mesh: Mesh, record: AgentRecord, admitted: AgentRecord | None, wait: float | None = None
-) -> Iterator[None]:
-    """Hold the budgets lock while `record`'s declaration is checked and written in the block.
+def increases(record: AgentRecord, admitted: AgentRecord | None) -> dict[str, float]:
+    """What registering `record` over the live `admitted` record (None: none) must have
+    checked: each declared amount that is new or above what was already admitted."""
+    return _increases(record, admitted)
 
-    Checking and writing under one lock makes concurrent registrations see each other's
-    declarations, so together they never exceed the limit. `admitted` is the live record being
-    refreshed: keeping or lowering its declaration needs no check. With `wait`, a declaration
-    that does not fit is retried (lock released in between) until it fits or time is up.
+
+@contextlib.contextmanager
+def admission(mesh: Mesh, record: AgentRecord, wanted: dict[str, float]) -> Iterator[None]:
+    """Hold the budgets exclusion while `record`'s declaration is checked once and written in
+    the block; BudgetDenied (exit 1) at once when it does not fit.
+
+    Checking and writing under one exclusion makes concurrent registrations see each other's
+    declarations, so together they never exceed the limit. `wanted` (`increases`) is what needs
+    the check: nothing wanted, nothing is held. This never waits for room: `wait_for_room`
+    does, outside every exclusion.
     """
-    wanted = _increases(record, admitted)
     if not wanted:
         yield
         return
-    deadline = time.monotonic() + (wait or 0.0)
+    with mesh.backend.budgets.admitting():
+        denied = shortfall(mesh, record, wanted)
+        if denied is not None:
+            raise denied
+        yield
+
+
+def wait_for_room(
+    mesh: Mesh, record: AgentRecord, wanted: dict[str, float], seconds: float
+) -> None:
+    """Sleep, holding nothing, until `wanted` of `record` looks like it fits or `seconds` have
+    passed (the caller then decides once, under `admission`)."""
+    deadline = time.monotonic() + seconds
     while True:
-        with mesh.backend.budgets.admitting():
-            denied = shortfall(mesh, record, wanted)
-            if denied is None:
-                yield
-                return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise denied
+            return
         time.sleep(min(WAIT_POLL_S, remaining))
+        if shortfall(mesh, record, wanted) is None:
+            return
 
 
 # ---- report ----------------------------------------------------------------------------------

@@ -199,7 +199,12 @@ def _stored(lock: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Judge:
-    """Decides staleness; agent records are loaded once, and only for registered holders."""
+    """Decides staleness; agent records are loaded once, and only for registered holders.
+
+    A judge made by `_judge_holders` has looked every holder up before the lock table's
+    exclusion, so a decision inside it only compares (issue 26): a holder it did not see then
+    (a lock taken since) counts as alive and seen now, which binds (the next try judges it).
+    """
 
     def __init__(self, mesh: Mesh, now: float) -> None:
         self.mesh = mesh
@@ -207,9 +212,20 @@ class _Judge:
         self._dead: dict[str, bool] = {}
         self._seen: dict[str, float | None] = {}
         self._observer: presence.Observer | None = None
+        self._primed = False
+
+    def prime(self, holders: set[str]) -> _Judge:
+        """Look each of `holders` up now; after this, nothing is looked up any more."""
+        for holder in sorted(holders):
+            self.holder_dead(holder)
+            self.last_seen(holder)
+        self._primed = True
+        return self
 
     def holder_dead(self, holder: str) -> bool:
         """Whether `holder` is a registered agent that is dead (unregistered: never)."""
+        if holder not in self._dead and self._primed:
+            return False
         if holder not in self._dead:
             dead = False
             if self.mesh.is_registered(holder):
@@ -222,6 +238,8 @@ class _Judge:
 
     def last_seen(self, holder: str) -> float | None:
         """The holder's last heartbeat (a time from the future counts as now); None if none."""
+        if holder not in self._seen and self._primed:
+            return self.now
         if holder not in self._seen:
             beat = self.mesh.backend.presence.last_seen(holder)
             self._seen[holder] = None if beat is None else min(beat, self.now)
@@ -246,6 +264,13 @@ class _Judge:
     def stale(self, lock: dict[str, Any]) -> bool:
         """Expired, or held by a dead agent: it blocks no one."""
         return self.expired(lock) or self.holder_dead(lock["holder"])
+
+
+def _judge_holders(mesh: Mesh) -> _Judge:
+    """A judge of every holder in the table, asked now, before the lock table's exclusion
+    (liveness can probe processes and sessions: no waiting inside an exclusion)."""
+    judge = _Judge(mesh, clock.now())
+    return judge.prime({lock["holder"] for lock in mesh.backend.locks.all()})
 
 
 def _describe(lock: dict[str, Any], now: float) -> str:
@@ -275,6 +300,7 @@ def _gives(held: str, asked: str) -> bool:
     return COMPATIBLE[held] <= COMPATIBLE[asked]
 
 
+
 def _run_mode(held: str, asked: str) -> str:
     """The mode that gives both what is held and what is asked: the stronger of the two, or
     write when neither gives the other (read and co_write)."""
@@ -292,10 +318,10 @@ def _try_grant(
     With `keep`, a lock the holder already holds is never weakened: it takes the mode that
     gives both what it had and what is asked (`_run_mode`), so changing it back later can
     conflict with no one."""
+    judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
 
     def decide(records: Locks) -> LockChanges[tuple[Locks, Locks, Locks, Locks, Locks]]:
-        now = clock.now()
-        judge = _Judge(mesh, now)
+        now = judge.now = clock.now()
         table, reset = _prepared(records, now, save=not mesh.backend.read_only)
         conflicts: list[dict[str, Any]] = []
         stale: list[dict[str, Any]] = []
@@ -464,9 +490,10 @@ def _renew(
 ) -> list[dict[str, Any]]:
     """`renew` on already resolved paths (a lease must not re-resolve a replaced symlink)."""
 
+    judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
+
     def decide(records: Locks) -> LockChanges[Locks]:
-        now = clock.now()
-        judge = _Judge(mesh, now)
+        now = judge.now = clock.now()
         table, reset = _prepared(records, now, save=not mesh.backend.read_only)
         mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
         renewed = []
@@ -494,9 +521,10 @@ def release(
     check_agent_name(holder)
     resolved = [target.key for target in resolve_all(paths)]
 
+    judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
+
     def decide(records: Locks) -> LockChanges[Locks]:
-        now = clock.now()
-        judge = _Judge(mesh, now)
+        now = judge.now = clock.now()
         table, reset = _prepared(records, now, save=not mesh.backend.read_only)
         removed: Locks = []
         for path in resolved:
@@ -579,9 +607,10 @@ def is_stale(mesh: Mesh, lock: dict[str, Any]) -> bool:
 def clear_stale(mesh: Mesh, *, dry_run: bool = False) -> list[dict[str, Any]]:
     """Remove expired locks and locks of dead agents (prune); returns them. Idempotent."""
 
+    judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
+
     def decide(records: Locks) -> LockChanges[Locks]:
-        now = clock.now()
-        judge = _Judge(mesh, now)
+        now = judge.now = clock.now()
         table, reset = _prepared(records, now, save=not mesh.backend.read_only)
         stale = [lock for lock in table if judge.stale(lock)]
         return LockChanges(stale, put=reset, remove=[] if dry_run else stale)

@@ -312,18 +312,26 @@ def _claim_lost(task: Task) -> NegativeOutcome:
     )
 
 
-def _claimed(
-    mesh: Mesh, task: Task, actor: str, dependency_states: dict[str, str] | None = None
-) -> Task:
+def _waiting_on(task: Task, known: dict[str, str]) -> list[str]:
+    """`id (state)` of each dependency of `task` not completed by `known` (the states looked
+    up before the task's exclusion by `_pending_dependencies`; completed is final, so a look
+    before stays true). One not looked up then (the task changed since) counts as waiting."""
+    return [
+        f"{dep} ({known.get(dep, 'not looked at yet: claim again')})"
+        for dep in task.depends_on
+        if known.get(dep) != "completed"
+    ]
+
+
+def _claimed(task: Task, actor: str, known: dict[str, str]) -> Task:
     """The decision of a claim: the task held by `actor`, or NegativeOutcome (claim lost).
 
-    `dependency_states` is the cache of a dependency check just made under the same exclusion.
+    `known` holds the dependencies' states, looked up before the task's exclusion: the
+    decision reads nothing else (issue 26).
     """
     if task.state != "queued":
         raise _claim_lost(task)
-    pending = _pending_dependencies(
-        mesh, task, {} if dependency_states is None else dependency_states
-    )
+    pending = _waiting_on(task, known)
     if pending:
         raise NegativeOutcome(
             f"task {task.id} waits for its dependencies: {', '.join(pending)}; claim it once "
@@ -365,19 +373,23 @@ def claim(mesh: Mesh, actor: str, ref: str) -> dict[str, Any]:
         # of a race leave without waiting for the winner's change.
         raise _claim_lost(seen)
     _check_claimant_alive(mesh, actor)
-    return _change(mesh, task_id, actor, "task-claim", lambda task: _claimed(mesh, task, actor))
+    known: dict[str, str] = {}
+    _pending_dependencies(mesh, seen, known)  # before the exclusion: inside, it only compares
+    return _change(mesh, task_id, actor, "task-claim", lambda task: _claimed(task, actor, known))
 
 
-def _try_claim_next(mesh: Mesh, actor: str, task_id: str, timeout: float) -> Task | None:
-    """Claim the queued task `task_id` if it is still queued and ready; else None."""
+def _try_claim_next(
+    mesh: Mesh, actor: str, task_id: str, timeout: float, known: dict[str, str]
+) -> Task | None:
+    """Claim the queued task `task_id` if it is still queued and ready by `known` (its
+    dependencies' states, looked up before its exclusion); else None."""
 
     def decide(task: Task) -> Task | None:
         if task.state != "queued":
             return None  # claimed by a racer, or its queue entry was stale
-        dependency_states: dict[str, str] = {}
-        if _pending_dependencies(mesh, task, dependency_states):
+        if _waiting_on(task, known):
             return None
-        return _claimed(mesh, task, actor, dependency_states).replace(updated_at=clock.iso())
+        return _claimed(task, actor, known).replace(updated_at=clock.iso())
 
     def audit(_before: Task, after: Task) -> None:
         mesh.record(
@@ -404,6 +416,7 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
     waiting = 0
     for task_id in board.queued():
         seen = board.get(task_id)
+        # The dependencies are looked up here, before the task's exclusion (`_waiting_on`).
         if (
             seen is not None
             and seen.state == "queued"
@@ -412,14 +425,14 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
             waiting += 1
             continue
         try:
-            won = _try_claim_next(mesh, actor, task_id, timeout=0)
+            won = _try_claim_next(mesh, actor, task_id, 0, states)
         except TaskBusy:
             busy.append(task_id)
             continue
         if won is not None:
             return won.to_record()
     for task_id in busy:
-        won = _try_claim_next(mesh, actor, task_id, timeout=LOCK_TIMEOUT_S)
+        won = _try_claim_next(mesh, actor, task_id, LOCK_TIMEOUT_S, states)
         if won is not None:
             return won.to_record()
     if waiting:

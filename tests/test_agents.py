@@ -246,3 +246,42 @@ def test_usage_error_is_json_with_json_flag(cli: MeshRunner) -> None:
     done = cli.run("register", "--json", "--no-such-flag")
     assert done.returncode == 2
     assert json.loads(done.stdout)["error"]["code"] == "invalid-usage"
+
+
+def test_waiting_for_budget_room_never_stalls_the_agent(cli: MeshRunner) -> None:
+    """Issue 23 point 11: `register --wait` waits outside every exclusion, so commands as the
+    same name (heartbeat, inbox, a plain re-register) answer at once meanwhile."""
+    cli.config("[budgets]\nram_gb = 1.0\n")
+    cli.json("register", "hog", "--ram-gb", "0.8")
+    cli.json("register", "alpha")
+    waiter = subprocess.Popen(
+        cli.argv("register", "alpha", "--ram-gb", "0.5", "--wait", "8", "--json"),
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)  # well inside its wait
+        assert waiter.poll() is None
+        for args in (
+            ("heartbeat", "--as", "alpha"),
+            ("inbox", "--as", "alpha", "--peek"),
+            ("register", "alpha", "--role", "tester"),
+        ):
+            started = time.monotonic()
+            done = cli.run(*args, "--json")
+            took = time.monotonic() - started
+            assert done.returncode in (0, 1), (args, done.stdout, done.stderr)
+            assert took < 3.0, (args, took)
+        assert waiter.poll() is None  # still waiting: the others did not end its wait
+        cli.json("unregister", "hog", "--as", "hog")
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
+    assert waiter.returncode == 0, err
+    registered = json.loads(out)
+    assert registered["ram_gb"] == 0.5
+    assert registered["role"] == "tester"  # the refresh made meanwhile is kept

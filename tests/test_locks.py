@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -579,3 +580,52 @@ def _stored_holders(cli: MeshRunner) -> list[str]:
 def test_missing_lock_on_unlock_api(mesh: Mesh, tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         locks.release(mesh, [str(tmp_path / "f")], "alpha")
+
+
+def test_a_lock_decision_asks_about_no_agent_inside_the_lock_table(
+    mesh: Mesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26 point 1: liveness and last signs of life of the holders (agent records,
+    heartbeats, pid and session probes) are looked up before the lock table's exclusion; the
+    decision inside it only compares."""
+    from drasill_cli import agents
+
+    table = mesh.backend.locks
+    deciding = [False]
+    asked: list[bool] = []
+    real_transact = table.transact
+
+    def transact(decide: Any) -> Any:
+        def watched(records: Any) -> Any:
+            deciding[0] = True
+            try:
+                return decide(records)
+            finally:
+                deciding[0] = False
+
+        return real_transact(watched)
+
+    presence = mesh.backend.presence
+    for method in ("get", "last_seen", "is_registered"):
+        real = getattr(presence, method)
+
+        def spy(*args: Any, real: Any = real) -> Any:
+            asked.append(deciding[0])
+            return real(*args)
+
+        monkeypatch.setattr(presence, method, spy)
+    monkeypatch.setattr(table, "transact", transact)
+    agents.register(mesh, "alpha", pid=os.getpid())
+    agents.register(mesh, "beta", pid=os.getpid())
+    target = tmp_path / "f.txt"
+    target.write_text("x")
+    locks.acquire(mesh, [str(target)], "alpha")
+    with pytest.raises(NegativeOutcome):
+        locks.acquire(mesh, [str(target)], "beta")
+    with pytest.raises(NegativeOutcome):
+        locks.release(mesh, [str(target)], "beta")
+    locks.renew(mesh, [str(target)], "alpha")
+    locks.clear_stale(mesh)
+    locks.release(mesh, [str(target)], "alpha")
+    assert asked
+    assert not any(asked), "an agent was looked up inside the lock table's exclusion"

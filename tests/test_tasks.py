@@ -384,3 +384,43 @@ def test_requeue_of_an_unregistered_claimant_keeps_attempts(mesh_dir: Path) -> N
     tasks.claim(mesh, "w2", task["id"])
     [gone] = tasks.requeue_tasks_of(mesh, "w2")  # died: attempts + 1 reaches max_attempts
     assert (gone["state"], gone["attempts"]) == ("abandoned", 1)
+
+
+def test_a_claim_reads_no_other_task_inside_the_task_exclusion(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26 point 1: the dependencies' states are read before the claimed task's exclusion
+    (completed is final, so a look before stays true); the decision inside only compares."""
+    board = mesh.backend.board
+    deciding = [False]
+    asked: list[bool] = []
+    real_change, real_get = board.change, board.get
+
+    def change(task_id: str, decide: Any, **kwargs: Any) -> Any:
+        def watched(task: Any) -> Any:
+            deciding[0] = True
+            try:
+                return decide(task)
+            finally:
+                deciding[0] = False
+
+        return real_change(task_id, watched, **kwargs)
+
+    def get(task_id: str) -> Any:
+        asked.append(deciding[0])
+        return real_get(task_id)
+
+    monkeypatch.setattr(board, "change", change)
+    monkeypatch.setattr(board, "get", get)
+    agents.register(mesh, "worker", pid=os.getpid())
+    first = tasks.add_task(mesh, "first")
+    second = tasks.add_task(mesh, "second", depends_on=[first["id"]])
+    third = tasks.add_task(mesh, "third", depends_on=[first["id"]])
+    tasks.claim(mesh, "worker", first["id"])
+    with pytest.raises(NegativeOutcome):
+        tasks.claim(mesh, "worker", second["id"])  # waits for first
+    tasks.done(mesh, first["id"], "worker")
+    assert tasks.claim(mesh, "worker", second["id"])["state"] == "claimed"
+    assert tasks.claim_next(mesh, "worker")["id"] == third["id"]
+    assert asked
+    assert not any(asked), "another task was read inside a task's exclusion"

@@ -63,7 +63,10 @@ class BudgetBook(Protocol):
     """Hardware enforcement's book: which agents are warned or paused, and since when."""
 
     def admitting(self) -> contextlib.AbstractContextManager[None]:
-        """Held while one declaration is checked and written: no other admission runs then."""
+        """Held while one declaration is checked and written: no other admission runs then.
+
+        Taken before the agent's exclusion (`Presence.change`), never inside it, and never
+        held while waiting for room."""
         ...
 
     def enforcing(self) -> contextlib.AbstractContextManager[None]:

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from drasill_cli.backends.postgres import ops
 from drasill_cli.models import RecordError, Task
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
@@ -172,15 +173,29 @@ class PostgresBoard:
         timeout: float = CHANGE_TIMEOUT_S,
         then: Then | None = None,
     ) -> tuple[Task, Task] | None:
+        """One try, and a second under the same operation id when the connection was lost
+        midway (`ops.retried`): a change the first try committed is returned, not redone."""
+        op = ops.new_op("task")
+        return ops.retried(
+            self.backend,
+            f"look with `mesh task show {task_id}`",
+            lambda: self._change(op, task_id, decide, timeout, then),
+        )
+
+    def _change(
+        self, op: str, task_id: str, decide: Decide, timeout: float, then: Then | None
+    ) -> tuple[Task, Task] | None:
         with self.backend.transaction() as cur:
+            writing = not self.backend.read_only
+            done = ops.begin(cur, op) if writing else None
+            if done is not None:
+                return _pair(task_id, done.outcome)
             raw = self._lock(cur, task_id, timeout)
-            if raw is None:
-                return None
-            before = self._valid(cur, task_id, raw)
-            if before is None:
-                return None
-            after = decide(before)
-            if after is None:
+            before = None if raw is None else self._valid(cur, task_id, raw)
+            after = None if before is None else decide(before)
+            if before is None or after is None:
+                if writing:
+                    ops.forget(cur, op)
                 return None
             if after.id != task_id:
                 raise ValueError(f"a change of task {task_id} returned task {after.id}")
@@ -191,11 +206,22 @@ class PostgresBoard:
             )
             if then is not None:
                 then(before, after)
+            if writing:
+                ops.finish(cur, op, [before.to_record(), after.to_record()])
             self.backend.changes.notify(Change(TASKS))
         return before, after
 
     def add(self, make: Callable[[str], Task]) -> Task:
+        """One try, and a second under the same operation id when the connection was lost
+        midway: a task the first try added is returned, not added again."""
+        op = ops.new_op("task-add")
+        return ops.retried(self.backend, "look with `mesh task list`", lambda: self._add(op, make))
+
+    def _add(self, op: str, make: Callable[[str], Task]) -> Task:
         with self.backend.transaction() as cur:
+            done = ops.begin(cur, op)
+            if done is not None:
+                return Task.from_record(done.outcome)
             # One adder at a time: numbered in the order stored (`make` stamps the creation).
             cur.execute("SELECT name FROM mesh_guards WHERE name = 'tasks' FOR UPDATE")
             # Never below a stored number (rows brought in by an import), never reused.
@@ -214,5 +240,14 @@ class PostgresBoard:
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (task.id, number, *_row(task)),
             )
+            ops.finish(cur, op, task.to_record())
             self.backend.changes.notify(Change(TASKS))
         return task
+
+
+def _pair(task_id: str, outcome: Any) -> tuple[Task, Task] | None:
+    """The (before, after) a committed try of a change stored (None: it changed nothing)."""
+    if outcome is None:
+        return None
+    before, after = (_checked(task_id, record) for record in outcome)
+    return before, after

@@ -124,6 +124,10 @@ def _only(announce: tuple[list[str], list[str]], channels: set[str]) -> tuple[li
     return [c for c, _ in pairs], [p for _, p in pairs]
 
 
+# How to check a write whose outcome is unknown, when the operation has no better way to say.
+CHECK_ANY = "look with `mesh status`, `mesh history` or `mesh task show ID`"
+
+
 # Appended to the connection's `options` (libpq: a backslash keeps the space in the value).
 _READ_COMMITTED = r"-c default_transaction_isolation=read\ committed"
 
@@ -231,6 +235,7 @@ class Database:
         outermost = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         pending = self._pending
         announced_before = len(pending)
+        committing = False  # the block is done: what fails now is the COMMIT (issue 23, 6)
         try:
             # Nested in this thread's open transaction (a read inside a task change), the block
             # is a savepoint; PostgreSQL ends its READ ONLY with it, the outer one stays writable.
@@ -238,10 +243,11 @@ class Database:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
+                committing = outermost and not read_only
         except BaseException as exc:
             del pending[announced_before:]  # rolled back: nothing of it is announced
             if isinstance(exc, psycopg.Error):
-                raise self.unusable(exc) from None
+                raise self.unusable(exc, committing=committing) from None
             raise
         if outermost:
             self._send_announcements(conn)
@@ -287,7 +293,8 @@ class Database:
             cur = conn.execute(sql, params)
             rows = cur.fetchall() if cur.pgresult and cur.pgresult.nfields else []
         except psycopg.Error as exc:
-            raise self.unusable(exc) from None
+            # A write (one that announces) on its own commits as it runs: lost, it may have.
+            raise self.unusable(exc, committing=announce is not None) from None
         if announce is not None:
             listened = rows[0][-1] if rows else None  # no row: nothing written
             if listened:
@@ -366,10 +373,17 @@ class Database:
         return text
 
     def unusable(  # noqa: PLR0911 -- one return per kind of failure, each with its own fix
-        self, exc: BaseException, *, connecting: bool = False, lost: bool = False
+        self,
+        exc: BaseException,
+        *,
+        connecting: bool = False,
+        lost: bool = False,
+        committing: bool = False,
     ) -> MeshUnusable:
         """The one-line exit-4 error for a driver failure: what happened, on which host, and
-        what to do. Never holds the password."""
+        what to do. Never holds the password. `committing`: the failure came while a write
+        was being committed (a COMMIT, or a write statement on its own), so a lost connection
+        leaves its outcome unknown (`outcome_unknown`), not rolled back."""
         reason = " ".join(str(exc).split())  # one line
         reason = reason.removeprefix("connection failed: ").removeprefix("connection is bad: ")
         reason = self.scrub(reason.split(" failed: ", 1)[-1])[:200]
@@ -405,12 +419,29 @@ class Database:
             )
         lost = lost or (self._conn is not None and bool(self._conn.closed))
         if lost or sqlstate.startswith(("08", "57")):
+            if committing:
+                return self.outcome_unknown(reason)
             return MeshUnusable(
                 f"the connection to {where} was lost midway ({reason}); nothing was half-done "
                 "(the transaction rolled back): check the server and run the command again",
                 code="database-connection-lost",
+                outcome="rolled-back",
+                reason=reason,
             )
         return MeshUnusable(
             f"{where} failed ({reason}); run mesh doctor, and check the server's log",
             code="database-error",
+        )
+
+    def outcome_unknown(self, reason: str, check: str = CHECK_ANY) -> MeshUnusable:
+        """The exit-4 error for a write whose connection was lost while it was being committed
+        (issue 23 point 6): it may or may not have happened, and `check` says how to look
+        before running the command again (which could otherwise do it twice)."""
+        return MeshUnusable(
+            f"the connection to the mesh database at {self.host} was lost while a change was "
+            f"being committed ({reason}); it may or may not have happened: {check} before "
+            "running the command again",
+            code="database-outcome-unknown",
+            outcome="unknown",
+            reason=reason,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from drasill_cli.backends.postgres import ops
 from drasill_cli.backends.postgres.quarantine import set_aside
 from drasill_cli.models import RecordError
 from drasill_cli.storage.changes import MESH, Change
@@ -38,15 +39,33 @@ class PostgresLockTable:
             return self._read(cur)
 
     def transact(self, decide: Callable[[list[dict[str, Any]]], LockChanges[T]]) -> T:
+        """One try, and a second under the same operation id when the connection was lost
+        midway (`ops.retried`): a decision the first try committed is not made again, its
+        result (JSON: lists, dicts, strings, numbers, booleans; a tuple comes back a list)
+        is returned."""
+        op = ops.new_op("locks")
+        return ops.retried(
+            self.backend, "look with `mesh locks`", lambda: self._transact(op, decide)
+        )
+
+    def _transact(self, op: str, decide: Callable[[list[dict[str, Any]]], LockChanges[T]]) -> T:
         with self.backend.transaction() as cur:
             if self.backend.read_only:  # a dry run: nothing may change, so nothing to guard
                 changes = decide(self._read(cur))
                 if changes.put or changes.remove:
                     raise RuntimeError("a lock change was attempted through a read-only view")
                 return changes.result
+            done = ops.begin(cur, op)
+            if done is not None:
+                result: T = done.outcome
+                return result
             cur.execute("SELECT 1 FROM mesh_guards WHERE name = 'locks' FOR UPDATE")
             changes = decide(self._read(cur))
             self._apply(cur, changes)
+            if changes.put or changes.remove:
+                ops.finish(cur, op, changes.result)
+            else:
+                ops.forget(cur, op)  # nothing written: a second try may decide afresh
         return changes.result
 
     def _read(self, cur: psycopg.Cursor[Any]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drasill_cli import clock
+from drasill_cli.backends.postgres import ops
 from drasill_cli.backends.postgres.auditlog import RETURN_LINE, line
 from drasill_cli.models import RecordError
 from drasill_cli.storage.changes import INBOXES, MESH, Change
@@ -143,14 +144,25 @@ class PostgresMailbox:
         """One statement: the copy (only if the recipient is registered), the history row and
         the audit row, or none of them. The recipient's row is read FOR KEY SHARE: a change of
         that agent under way (being retired, its unread mail archived) is waited for, and a
-        removed agent gets nothing; heartbeats do not conflict."""
+        removed agent gets nothing; heartbeats do not conflict.
+
+        The message id is the operation's id: a second try (the connection was lost as the
+        first committed, `ops.retried`) inserts nothing and finds the first's copy."""
+        return ops.retried(
+            self.backend,
+            f"look with `mesh history {message['from']}` (is message {message['id']} there?)",
+            lambda: self._deliver(message, event),
+        )
+
+    def _deliver(self, message: dict[str, Any], event: dict[str, Any]) -> bool:
         audit_log = self.backend.audit_log
         msg_id = message["id"]
         created = clock.id_time(msg_id)
         rows = self.backend.statement(
             "WITH copy AS (INSERT INTO mesh_messages (id, recipient, rank, created, body)"  # noqa: S608 -- constant fragments only; every value is a parameter
             "  SELECT %s, name, %s, coalesce(to_timestamp(%s), now()), %s"
-            "  FROM mesh_agents WHERE name = %s FOR KEY SHARE RETURNING id, created, body),"
+            "  FROM mesh_agents WHERE name = %s FOR KEY SHARE"
+            "  ON CONFLICT (recipient, id) DO NOTHING RETURNING id, created, body),"
             " sent AS (INSERT INTO mesh_sent (sender, id, created, body)"
             "  SELECT %s, id, created, body FROM copy), "
             + line("EXISTS (SELECT 1 FROM copy)")
@@ -164,10 +176,18 @@ class PostgresMailbox:
             Change(INBOXES, message["to"]),
             Change(MESH),
         )
-        if not rows:
-            return False
-        audit_log.appended(rows)
-        return True
+        if rows:
+            audit_log.appended(rows)
+            return True
+        # Nothing written: the recipient is not registered, or an earlier try of this same
+        # send committed its copy (then it is delivered, once).
+        found = self.backend.statement(
+            "SELECT 1 FROM mesh_messages WHERE recipient = %s AND id = %s",
+            (message["to"], msg_id),
+        )
+        if found:
+            self.backend.changes.notify(Change(INBOXES, message["to"]), Change(MESH))
+        return bool(found)
 
     def has_mailbox(self, agent: str) -> bool:
         with self.backend.transaction() as cur:
@@ -184,18 +204,42 @@ class PostgresMailbox:
         return [str(row[0]) for row in rows]
 
     def take_next(self, agent: str) -> dict[str, Any] | None:
-        """Each copy taken by one UPDATE; a damaged one is quarantined and the next taken."""
+        """Each copy taken by one UPDATE; a damaged one is quarantined and the next taken.
+
+        A second try (the connection was lost as the first committed, `ops.retried`) gives
+        back the copy the first took, so a taken message is never lost with its answer."""
+        op = ops.new_op("take")
+        return ops.retried(
+            self.backend,
+            f"look with `mesh history {agent}` (a message taken shows as read there)",
+            lambda: self._take_next(op, agent),
+        )
+
+    def _take_next(self, op: str, agent: str) -> dict[str, Any] | None:
         with self.backend.transaction() as cur:
+            done = ops.begin(cur, op)
+            if done is not None:
+                if done.outcome is None:
+                    return None
+                row = cur.execute(
+                    "SELECT copy, recipient, 'unread', id, body FROM mesh_messages WHERE copy = %s",
+                    (done.outcome,),
+                ).fetchone()
+                return None if row is None else self._checked(cur, _copy_row(row))
             while True:
                 row = cur.execute(
-                    "UPDATE mesh_messages SET state = 'read', changed = now()"  # noqa: S608 -- constant fragments only; every value is a parameter
+                    "WITH taken AS (UPDATE mesh_messages SET state = 'read', changed = now()"  # noqa: S608 -- constant fragments only; every value is a parameter
                     " WHERE copy = (SELECT copy FROM mesh_messages"
                     "  WHERE recipient = %s AND state = 'unread'"
                     f"  ORDER BY {_TAKE_ORDER} FOR UPDATE SKIP LOCKED LIMIT 1)"
-                    " RETURNING copy, recipient, 'unread', id, body",  # the state it was taken in
-                    (agent,),
+                    " RETURNING copy, recipient, 'unread', id, body),"  # the state it was taken in
+                    " noted AS (UPDATE mesh_ops SET outcome = to_jsonb(taken.copy)"
+                    "  FROM taken WHERE op = %s)"
+                    " SELECT * FROM taken",
+                    (agent, op),
                 ).fetchone()
                 if row is None:
+                    ops.forget(cur, op)  # nothing taken: nothing to keep
                     return None
                 message = self._checked(cur, _copy_row(row))
                 if message is not None:

@@ -1,5 +1,6 @@
-"""`Maintenance` for a PostgreSQL mesh: nothing to sweep (every write is a transaction: a killed
-writer leaves nothing half-done), and the database's part of `mesh doctor`.
+"""`Maintenance` for a PostgreSQL mesh: no temporary files to sweep (every write is a transaction:
+a killed writer leaves nothing half-done; only old rows of `mesh_ops` go), and the database's
+part of `mesh doctor`.
 
 The checks, in order: the database reachable with its tables current (the URL masked), the
 server's version, the role's privileges on the schema and the tables, the round-trip time, the
@@ -41,8 +42,15 @@ class PostgresMaintenance:
         self.backend = backend
 
     def sweep(self, older_than: float, *, apply: bool = True) -> list[str]:
-        """Nothing: a killed writer's transaction rolled back whole."""
-        del older_than, apply
+        """No temporary files: a killed writer's transaction rolled back whole. With `apply`,
+        the rows of operations done more than a day ago go (`ops.sweep`: kept only so that a
+        retry after a lost connection finds its first try's outcome; not reported)."""
+        del older_than
+        if apply and not self.backend.read_only:
+            from drasill_cli.backends.postgres import ops
+
+            with self.backend.transaction() as cur:
+                ops.sweep(cur)
         return []
 
     def check(self) -> list[Finding]:

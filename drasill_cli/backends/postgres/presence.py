@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from drasill_cli.backends.postgres import ops
 from drasill_cli.backends.postgres.quarantine import quarantine
 from drasill_cli.backends.postgres.schema import mesh_key
 from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError
@@ -84,6 +85,18 @@ class PostgresPresence:
 
     def change(
         self, name: str, decide: Callable[[AgentRecord | None], Decision], *, beat: bool = False
+    ) -> AgentRecord | None:
+        """One try, and a second when the connection was lost midway (`ops.retried`): the
+        second decides again on what is stored, so a registration the first try committed is
+        found and refreshed, not refused or doubled."""
+        return ops.retried(
+            self.backend,
+            f"look with `mesh agents --all` (is {name} there as you meant?)",
+            lambda: self._change(name, decide, beat=beat),
+        )
+
+    def _change(
+        self, name: str, decide: Callable[[AgentRecord | None], Decision], *, beat: bool
     ) -> AgentRecord | None:
         with self.backend.transaction() as cur:
             current = self._record(cur, name, self._lock(cur, name))

@@ -242,7 +242,22 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3)
+MIGRATION_4 = """
+-- Operations done (issue 23 point 6): a write that must not happen twice writes its row here,
+-- keyed by an id its client chose, in the transaction that does it, before anything else (a
+-- second try of the same operation waits on the first's row and then finds it), and its
+-- outcome when it commits. A client whose connection was lost as the first try committed runs
+-- it again under the same id and gets the first outcome back instead of doing it twice. Rows
+-- older than a day go at `mesh prune` (ops.py, `OPS_KEPT`): a retry comes within seconds.
+CREATE TABLE mesh_ops (
+    op          text COLLATE "C" PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    outcome     jsonb
+);
+CREATE INDEX mesh_ops_at ON mesh_ops (at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4)
 LATEST = len(MIGRATIONS)
 
 # Tables of the mesh (for doctor, export and tests).
@@ -262,6 +277,7 @@ TABLES = (
     "mesh_quarantine",
     "mesh_listening",
     "mesh_identity",
+    "mesh_ops",
 )
 
 _MESH_ID_RE = re.compile(r"[0-9a-f]{32}")
