@@ -126,6 +126,7 @@ def _only(announce: tuple[list[str], list[str]], channels: set[str]) -> tuple[li
 
 # Appended to the connection's `options` (libpq: a backslash keeps the space in the value).
 _READ_COMMITTED = r"-c default_transaction_isolation=read\ committed"
+_READ_ONLY = "-c default_transaction_read_only=on"
 
 
 class _Owned:
@@ -147,8 +148,11 @@ class Database:
     connection closes when the thread ends, and every one at `close`.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = url
+        # Read-only: every session read-only, the tables never made or migrated (completion).
+        self.read_only = read_only
+        self.present = True  # whether the mesh's tables exist (False only when read-only)
         self.masked = mask_url(url)
         self.host = describe_host(url)
         self._passwords = _passwords(url)
@@ -171,12 +175,13 @@ class Database:
 
         try:
             given = str(conninfo_to_dict(self.url).get("options") or "")
+            ours = f"{_READ_COMMITTED} {_READ_ONLY}" if self.read_only else _READ_COMMITTED
             conn: psycopg.Connection[Any] = pg.connect(
                 self.url,
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 application_name=APPLICATION_NAME,
-                options=f"{given} {_READ_COMMITTED}".strip(),
+                options=f"{given} {ours}".strip(),
             )
         except pg.Error as exc:
             raise self.unusable(exc, connecting=True) from None
@@ -194,10 +199,13 @@ class Database:
         conn = self._conn
         if conn is None or conn.closed:
             conn = self.connect()
-            from drasill_cli.backends.postgres.schema import ensure_schema
+            from drasill_cli.backends.postgres.schema import ensure_schema, inspect_schema
 
             try:
-                ensure_schema(self, conn)
+                if self.read_only:
+                    inspect_schema(self, conn)
+                else:
+                    ensure_schema(self, conn)
             except BaseException:
                 conn.close()
                 raise
@@ -240,7 +248,7 @@ class Database:
         except BaseException as exc:
             del pending[announced_before:]  # rolled back: nothing of it is announced
             if isinstance(exc, psycopg.Error):
-                raise self.unusable(exc) from None
+                raise self.unusable(exc, view=read_only) from None
             raise
         if outermost:
             self._send_announcements(conn)
@@ -365,10 +373,16 @@ class Database:
         return text
 
     def unusable(  # noqa: PLR0911 -- one return per kind of failure, each with its own fix
-        self, exc: BaseException, *, connecting: bool = False, lost: bool = False
+        self,
+        exc: BaseException,
+        *,
+        connecting: bool = False,
+        lost: bool = False,
+        view: bool = False,
     ) -> MeshUnusable:
         """The one-line exit-4 error for a driver failure: what happened, on which host, and
-        what to do. Never holds the password."""
+        what to do. Never holds the password. `view`: it failed in a transaction the mesh
+        opened READ ONLY itself (a write there is the mesh's bug, not the server's doing)."""
         reason = " ".join(str(exc).split())  # one line
         reason = reason.removeprefix("connection failed: ").removeprefix("connection is bad: ")
         reason = self.scrub(reason.split(" failed: ", 1)[-1])[:200]
@@ -391,9 +405,17 @@ class Database:
                 "mesh's role CREATE on its schema (and database) and rights on the mesh_* tables",
                 code="database-privilege-missing",
             )
-        if sqlstate == "25006":
+        if sqlstate == "25006" and (view or self.read_only):
             return MeshUnusable(
                 f"{where} refused a write in a read-only view ({reason}); this is a bug: report it",
+                code="database-read-only-view",
+            )
+        if sqlstate == "25006":
+            return MeshUnusable(
+                f"{where} accepts no writes ({reason}): the server is a read-only standby, or "
+                "the role's or the URL's default_transaction_read_only is on; point the URL at "
+                "the primary server, or turn it off (ALTER ROLE <role> SET "
+                "default_transaction_read_only = off); mesh doctor checks it",
                 code="database-read-only",
             )
         if connecting:

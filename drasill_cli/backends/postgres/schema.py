@@ -341,3 +341,23 @@ def _newer(db: Database, version: int) -> MeshUnusable:
         f"drasill-cli knows ({LATEST}); upgrade drasill-cli on this host",
         code="database-newer",
     )
+
+
+def inspect_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
+    """For a read-only opening (completion): the mesh's tables as they are, never made nor
+    migrated; sets `db.schema` and `db.present` (whether the tables exist). Exit 4 when they
+    exist at another version than this drasill-cli's (a writing command migrates older ones)."""
+    with db.errors_mapped():
+        schema, present = _look(conn, db)
+        db.schema, db.present = schema, present
+        if not present:
+            return
+        version = _version(conn)
+    if version > LATEST:
+        raise _newer(db, version)
+    if version < LATEST:
+        raise MeshUnusable(
+            f"the mesh database at {db.host} holds tables of version {version} of {LATEST}; "
+            "any command that writes brings them up to date (e.g. mesh status)",
+            code="database-not-migrated",
+        )
