@@ -109,3 +109,51 @@ def test_prune_clears_the_listener_rows_of_killed_waiters(
         cli.json("prune")
         assert conn.execute(listening).fetchone() == (0,)
 
+
+
+# ---- 8. a stalled server never hangs a command ----------------------------------------------
+
+
+def test_a_statement_blocked_past_the_statement_timeout_exits_4_naming_it(
+    tmp_path: Path, pg_url: str, pg_mesh_url: str
+) -> None:
+    cli = MeshRunner(tmp_path / "unused", tmp_path / "home", url=pg_mesh_url)
+    cli.config("[store]\nstatement_timeout = 1\n")
+    cli.json("register", "alice")
+    cli.json("register", "bob")
+    with psycopg.connect(pg_mesh_url) as holder:  # a session holding the table: sends block
+        holder.execute("LOCK TABLE mesh_messages IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        done = cli.run("send", "bob", "hi", "--as", "alice", timeout=30)
+        took = time.monotonic() - started
+        holder.rollback()
+    assert done.returncode == 4, done
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1, line
+    assert "statement_timeout" in line and "1 s" in line, line
+    assert took < 8, took
+    empty = cli.run("inbox", "bob", "--peek", "--json")  # nothing was half-done
+    assert (empty.returncode, json.loads(empty.stdout)) == (1, None), empty
+
+
+def test_the_statement_timeout_is_set_on_every_connection(pg_mesh_url: str) -> None:
+    from drasill_cli.config import Config, StoreConfig
+    from drasill_cli.mesh import Mesh
+
+    mesh = Mesh.open(config=Config(store=StoreConfig(statement_timeout=2.5, idle_timeout=7)), mesh_url=pg_mesh_url)
+    try:
+        db = mesh.backend.db  # type: ignore[attr-defined]  # a PostgreSQL mesh's own handle
+        with db.transaction() as cur:
+            cur.execute(
+                "SELECT current_setting('statement_timeout'),"
+                " current_setting('idle_in_transaction_session_timeout')"
+            )
+            assert cur.fetchone() == ("2500ms", "7s")
+        watch_conn = db.connect()
+        try:
+            row = watch_conn.execute("SELECT current_setting('statement_timeout')").fetchone()
+            assert row == ("2500ms",)
+        finally:
+            watch_conn.close()
+    finally:
+        mesh.backend.close()

@@ -53,7 +53,14 @@ class PostgresBackend:
         starts its work. `read_only`: every session is read-only and the tables are never
         made nor migrated (`exists` says whether they are there)."""
         driver()
-        db = Database(url, read_only=read_only)
+        store = config.store
+        db = Database(
+            url,
+            read_only=read_only,
+            statement_timeout=store.statement_timeout,
+            idle_timeout=store.idle_timeout,
+            reconnect_timeout=store.reconnect_timeout,
+        )
         db.conn  # noqa: B018 -- connect now: a failure is one exit-4 line, not a half-run command
         return cls(db, config, read_only=read_only)
 

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "pip install 'drasill-cli[postgres]'"
 CONNECT_TIMEOUT_S = 5
+# The defaults of `[store] statement_timeout`, `idle_timeout` and `reconnect_timeout`.
+STATEMENT_TIMEOUT_S = 5.0
+IDLE_TIMEOUT_S = 10.0
+RECONNECT_TIMEOUT_S = 60.0
 APPLICATION_NAME = "mesh"
 MASK = "***"
 
@@ -129,6 +133,11 @@ _READ_COMMITTED = r"-c default_transaction_isolation=read\ committed"
 _READ_ONLY = "-c default_transaction_read_only=on"
 
 
+def _ms(seconds: float) -> int:
+    """A timeout setting's value in milliseconds (0: none; never rounded down to none)."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
 class _Owned:
     """A thread's connection, held in the thread's local storage."""
 
@@ -148,8 +157,22 @@ class Database:
     connection closes when the thread ends, and every one at `close`.
     """
 
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        statement_timeout: float = STATEMENT_TIMEOUT_S,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        reconnect_timeout: float = RECONNECT_TIMEOUT_S,
+    ) -> None:
         self.url = url
+        # Server-side limits on every session (0: none): a statement that runs longer, or a
+        # transaction idle longer, is ended by the server, and the command exits 4 naming it.
+        self.statement_timeout = statement_timeout
+        self.idle_timeout = idle_timeout
+        # How long a waiting command tries to reconnect after losing the server (`Reconnect`).
+        self.reconnect_timeout = reconnect_timeout
         # Read-only: every session read-only, the tables never made or migrated (completion).
         self.read_only = read_only
         self.present = True  # whether the mesh's tables exist (False only when read-only)
@@ -164,18 +187,26 @@ class Database:
 
     # ---- connecting -------------------------------------------------------------------------
 
-    def connect(self) -> psycopg.Connection[Any]:
+    def connect(self, *, holding: bool = False) -> psycopg.Connection[Any]:
         """A new connection in autocommit mode (transactions are explicit), or exit 4.
 
         Its transactions are READ COMMITTED whatever the role's or database's default: the
         mesh's row locks and its listeners' lock rely on each statement seeing what was
-        committed before it (the URL's own `options`, such as a search_path, are kept)."""
+        committed before it (the URL's own `options`, such as a search_path, are kept). Its
+        statements end after `statement_timeout`, and a transaction left idle after
+        `idle_timeout`, unless `holding`: a connection that holds a transaction open as a
+        guard while its block runs (`PostgresBudgetBook`)."""
         pg = driver()
         from psycopg.conninfo import conninfo_to_dict
 
         try:
             given = str(conninfo_to_dict(self.url).get("options") or "")
             ours = f"{_READ_COMMITTED} {_READ_ONLY}" if self.read_only else _READ_COMMITTED
+            idle = 0.0 if holding else self.idle_timeout
+            ours += (
+                f" -c statement_timeout={_ms(self.statement_timeout)}"
+                f" -c idle_in_transaction_session_timeout={_ms(idle)}"
+            )
             conn: psycopg.Connection[Any] = pg.connect(
                 self.url,
                 autocommit=True,
@@ -417,6 +448,22 @@ class Database:
                 "the primary server, or turn it off (ALTER ROLE <role> SET "
                 "default_transaction_read_only = off); mesh doctor checks it",
                 code="database-read-only",
+            )
+        if sqlstate == "57014" and "statement timeout" in reason:
+            return MeshUnusable(
+                f"{where} did not finish a statement within [store] statement_timeout "
+                f"({self.statement_timeout:g} s) ({reason}): the server is stalled or another "
+                "session holds what the statement needs; nothing was half-done (the "
+                "transaction rolled back): check the server (pg_stat_activity), or raise "
+                "statement_timeout in the config file",
+                code="database-timeout",
+            )
+        if sqlstate == "25P03" or "idle-in-transaction timeout" in reason:
+            return MeshUnusable(
+                f"{where} ended a transaction left idle past [store] idle_timeout "
+                f"({self.idle_timeout:g} s) ({reason}); nothing was half-done (the transaction "
+                "rolled back): run the command again, or raise idle_timeout in the config file",
+                code="database-timeout",
             )
         if connecting:
             return MeshUnusable(
