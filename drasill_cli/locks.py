@@ -583,11 +583,18 @@ class Lease:
         self._thread = threading.Thread(target=self._renew_loop, name="lock-renewer", daemon=True)
 
     def _renew_loop(self) -> None:
+        from drasill_cli.waiting import enduring
+
+        patience = self.mesh.config.store.reconnect_timeout
         while not self._stop.wait(self._ttl / 3):
             held = [p for p in self.paths if p not in self.lost]
-            try:
+
+            def renew(held: list[str] = held) -> list[dict[str, Any]]:
                 self.mesh.touch_heartbeat(self.holder)  # a holder still renewing is alive
-                renewed = {lock["path"] for lock in _renew(self.mesh, held, self.holder, None)}
+                return _renew(self.mesh, held, self.holder, None)
+
+            try:  # across a restart of the store's server
+                renewed = {lock["path"] for lock in enduring(renew, patience, self._stop)}
             except (MeshError, OSError) as exc:
                 self.errors.append(f"renewing locks failed: {exc}")
                 continue
@@ -623,8 +630,12 @@ def hold(
     try:
         yield lease
     finally:
+        from drasill_cli.waiting import enduring
+
         lease.stop()
-        _release_own(mesh, [p for p in lease.paths if p not in lease.lost], holder)
+        kept = [p for p in lease.paths if p not in lease.lost]
+        patience = mesh.config.store.reconnect_timeout  # across a restart of the store's server
+        enduring(lambda: _release_own(mesh, kept, holder), patience)
 
 
 def _release_own(mesh: Mesh, paths: list[str], holder: str) -> None:

@@ -8,13 +8,18 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import MeshRunner
+from tests.conftest import MeshRunner, with_schema
 from tests.test_completion import complete
 
 
@@ -48,9 +53,7 @@ def test_completion_against_an_empty_schema_makes_no_tables(
 def read_only_url(url: str) -> str:
     """`url` whose sessions default to read-only transactions (as a read-only role, or a
     standby, refuses every write with the same SQLSTATE, 25006)."""
-    return url.replace(
-        "options=", "options=-cdefault_transaction_read_only%3Don%20", 1
-    )
+    return url.replace("options=", "options=-cdefault_transaction_read_only%3Don%20", 1)
 
 
 def test_a_server_that_accepts_no_writes_is_named_in_one_line(
@@ -66,9 +69,12 @@ def test_a_server_that_accepts_no_writes_is_named_in_one_line(
     line = done.stderr.strip()
     assert len(line.splitlines()) == 1, line
     assert "read-only" in line and "standby" in line and "report it" not in line, line
-    assert json.loads(reader.run("send", "bob", "hi", "--as", "alice", "--json").stdout)[
-        "error"
-    ]["code"] == "database-read-only"
+    assert (
+        json.loads(reader.run("send", "bob", "hi", "--as", "alice", "--json").stdout)["error"][
+            "code"
+        ]
+        == "database-read-only"
+    )
     doctor = reader.run("doctor", "--json")
     found = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert found["database-writable"]["status"] == "fail", found
@@ -88,18 +94,15 @@ def test_prune_clears_the_listener_rows_of_killed_waiters(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    listening = f"SELECT count(*) FROM {_schema(pg_mesh_url)}.mesh_listening"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+    listening = "SELECT count(*) FROM mesh_listening"
+    with psycopg.connect(pg_mesh_url, autocommit=True) as conn:
         deadline = time.monotonic() + 30
         while conn.execute(listening).fetchone() == (0,) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert conn.execute(listening).fetchone() != (0,)
         os.kill(waiter.pid, signal.SIGKILL)
         waiter.wait()
-        gone = (
-            "SELECT count(*) FROM pg_stat_activity WHERE pid IN"
-            f" (SELECT pid FROM {_schema(pg_mesh_url)}.mesh_listening)"
-        )
+        gone = "SELECT count(*) FROM pg_stat_activity WHERE pid IN (SELECT pid FROM mesh_listening)"
         deadline = time.monotonic() + 30
         while conn.execute(gone).fetchone() != (0,) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -108,7 +111,6 @@ def test_prune_clears_the_listener_rows_of_killed_waiters(
         assert conn.execute(listening).fetchone() != (0,), dry  # a dry run removes nothing
         cli.json("prune")
         assert conn.execute(listening).fetchone() == (0,)
-
 
 
 # ---- 8. a stalled server never hangs a command ----------------------------------------------
@@ -140,7 +142,10 @@ def test_the_statement_timeout_is_set_on_every_connection(pg_mesh_url: str) -> N
     from drasill_cli.config import Config, StoreConfig
     from drasill_cli.mesh import Mesh
 
-    mesh = Mesh.open(config=Config(store=StoreConfig(statement_timeout=2.5, idle_timeout=7)), mesh_url=pg_mesh_url)
+    mesh = Mesh.open(
+        config=Config(store=StoreConfig(statement_timeout=2.5, idle_timeout=7)),
+        mesh_url=pg_mesh_url,
+    )
     try:
         db = mesh.backend.db  # type: ignore[attr-defined]  # a PostgreSQL mesh's own handle
         with db.transaction() as cur:
@@ -157,3 +162,131 @@ def test_the_statement_timeout_is_set_on_every_connection(pg_mesh_url: str) -> N
             watch_conn.close()
     finally:
         mesh.backend.close()
+
+
+# ---- 7. restarts are survived (a cluster of this module's own: it is restarted) --------------
+
+
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[Path]:
+    """A cluster of these tests' own: they restart and stop it (never the shared one)."""
+    from tests import pg_cluster
+
+    if pg_cluster.server_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) to restart")
+    base = Path(tempfile.mkdtemp(prefix="drasill-pg-faults-"))
+    try:
+        pg_cluster.start(base)
+        yield base
+    finally:
+        pg_cluster.stop(base)
+
+
+@pytest.fixture
+def own_url(own_cluster: Path) -> str:
+    from tests import pg_cluster
+
+    return with_schema(pg_cluster.url(own_cluster), f"t_{uuid.uuid4().hex[:12]}")
+
+
+def _started(cli: MeshRunner, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cli.argv(*args),
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _listeners(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM mesh_listening").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _until(what: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_waiting_commands_carry_on_across_a_server_restart(
+    own_cluster: Path, own_url: str, tmp_path: Path
+) -> None:
+    from tests import pg_cluster
+
+    cli = MeshRunner(tmp_path / "unused", tmp_path / "home", url=own_url)
+    for name in ("alice", "bob", "carol"):
+        cli.json("register", name)
+    (tmp_path / "work").mkdir()
+    inbox = _started(cli, "inbox", "bob", "--wait", "60", "--json")
+    claim = _started(cli, "claim", "--next", "--wait", "60", "--as", "carol", "--json")
+    follow = _started(cli, "log", "--follow", "--json")
+    held = _started(
+        cli, "lock", str(tmp_path / "work"), "--as", "alice", "--ttl", "3", "--",
+        sys.executable, "-c", "import time; time.sleep(6); raise SystemExit(7)",
+    )  # fmt: skip
+    _until(lambda: _listeners(own_url) >= 3 and len(cli.json("locks")) == 1)
+    pg_cluster.restart(own_cluster, down_for=1.0)
+    cli.json("send", "bob", "after the restart", "--as", "alice")
+    task = cli.json("task", "add", "after the restart")["id"]
+
+    out, err = inbox.communicate(timeout=60)
+    assert inbox.returncode == 0, (out, err)
+    assert json.loads(out)["body"] == "after the restart"
+    out, err = claim.communicate(timeout=60)
+    assert claim.returncode == 0, (out, err)
+    assert json.loads(out)["id"] == task
+    assert held.wait(timeout=60) == 7, held.communicate()
+    assert cli.json("locks") == []  # released by the command, not left to its lease
+    assert follow.stdout is not None
+    events = []
+    deadline = time.monotonic() + 30
+    while "unlock" not in events and time.monotonic() < deadline:
+        events.append(json.loads(follow.stdout.readline())["event"])
+    follow.terminate()
+    _, err = follow.communicate(timeout=30)
+    assert {"send", "task-add", "task-claim", "unlock"} <= set(events), (events, err)
+
+
+def test_an_idle_connection_cut_by_a_restart_is_replaced_on_its_next_use(
+    own_url: str, own_cluster: Path
+) -> None:
+    """The dashboard's first action, or `lock -- CMD`'s release, after a restart."""
+    from drasill_cli.config import Config
+    from drasill_cli.mesh import Mesh
+    from tests import pg_cluster
+
+    mesh = Mesh.open(config=Config(), mesh_url=own_url)
+    try:
+        mesh.backend.presence.names()
+        pg_cluster.restart(own_cluster, down_for=0.2)
+        assert mesh.backend.presence.names() == []
+    finally:
+        mesh.backend.close()
+
+
+def test_a_waiter_that_cannot_reconnect_in_time_says_so_once(
+    own_cluster: Path, own_url: str, tmp_path: Path
+) -> None:
+    from tests import pg_cluster
+
+    cli = MeshRunner(tmp_path / "unused", tmp_path / "home", url=own_url)
+    cli.config("[store]\nreconnect_timeout = 1.5\n")
+    cli.json("register", "bob")
+    inbox = _started(cli, "inbox", "bob", "--wait", "60")
+    _until(lambda: _listeners(own_url) >= 1)
+    down = threading.Thread(target=pg_cluster.restart, args=(own_cluster, 6.0))
+    started = time.monotonic()
+    down.start()
+    try:
+        out, err = inbox.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        down.join()
+    assert inbox.returncode == 4, (out, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert "reconnect_timeout" in err and "1.5 s" in err, err
+    assert took < 6, took

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from drasill_cli import clock
-from drasill_cli.errors import MeshUnusable
+from drasill_cli.errors import MeshUnusable, StoreUnreachable
 
 if TYPE_CHECKING:
     import psycopg
@@ -138,6 +138,32 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000)) if seconds > 0 else 0
 
 
+def _cut(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server ended `conn` while it sat idle between operations (a restart, or
+    pg_terminate_backend): the server's goodbye, or the end of the stream, is waiting on the
+    socket. Checked without blocking before each operation (one poll), so the operation runs
+    on a new connection instead of failing on the dead one. A connection in a transaction is
+    never replaced under it.
+
+    A thread's connection never LISTENs (a watch has its own), so nothing else arrives
+    unasked; the rare other message (a setting the server reports after a reload) only costs
+    a new connection."""
+    import select
+
+    pq = driver().pq
+    pgconn = conn.pgconn
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    if pgconn.status != pq.ConnStatus.OK:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, driver().Error):
+        return True
+
+
 class _Owned:
     """A thread's connection, held in the thread's local storage."""
 
@@ -226,8 +252,11 @@ class Database:
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
-        """This thread's connection, opened (and the tables made or migrated) on first use."""
+        """This thread's connection, opened (and the tables made or migrated) on first use, and
+        opened again when the server ended it while it sat idle (a restart: `_cut`)."""
         conn = self._conn
+        if conn is not None and not conn.closed and _cut(conn):
+            conn.close()
         if conn is None or conn.closed:
             conn = self.connect()
             from drasill_cli.backends.postgres.schema import ensure_schema, inspect_schema
@@ -466,14 +495,14 @@ class Database:
                 code="database-timeout",
             )
         if connecting:
-            return MeshUnusable(
+            return StoreUnreachable(
                 f"{where} is unreachable ({reason}); start the server, or fix the host and "
                 "port in --mesh-url, DRASILL_MESH_URL or [store] url",
                 code="database-unreachable",
             )
         lost = lost or (self._conn is not None and bool(self._conn.closed))
         if lost or sqlstate.startswith(("08", "57")):
-            return MeshUnusable(
+            return StoreUnreachable(
                 f"the connection to {where} was lost midway ({reason}); nothing was half-done "
                 "(the transaction rolled back): check the server and run the command again",
                 code="database-connection-lost",

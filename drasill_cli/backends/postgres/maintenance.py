@@ -1,10 +1,12 @@
-"""`Maintenance` for a PostgreSQL mesh: nothing to sweep (every write is a transaction: a killed
-writer leaves nothing half-done), and the database's part of `mesh doctor`.
+"""`Maintenance` for a PostgreSQL mesh: the sweep (only listener rows of waiters whose session is
+gone: every write is a transaction, so a killed writer leaves nothing half-done), and the
+database's part of `mesh doctor`.
 
 The checks, in order: the database reachable with its tables current (the URL masked), the
-server's version, whether it takes writes (not a standby, sessions not read-only), the role's privileges on the schema and the tables, the round-trip time, the
-clock skew between this host and the server, whether LISTEN/NOTIFY works on this connection
-(a transaction pooler such as pgbouncer in transaction mode breaks it), and quarantined rows.
+server's version, whether it takes writes (not a standby, sessions not read-only), the role's
+privileges on the schema and the tables, the round-trip time, the clock skew between this host
+and the server, whether LISTEN/NOTIFY works on this connection (a transaction pooler such as
+pgbouncer in transaction mode breaks it), and quarantined rows.
 """
 
 from __future__ import annotations
