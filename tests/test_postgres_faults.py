@@ -290,3 +290,34 @@ def test_a_waiter_that_cannot_reconnect_in_time_says_so_once(
     assert len(err.strip().splitlines()) == 1, err
     assert "reconnect_timeout" in err and "1.5 s" in err, err
     assert took < 6, took
+
+
+def test_a_server_that_stops_answering_after_login_ends_the_operation(own_url: str) -> None:
+    """SIGSTOP the server process of this connection: the server's own timeouts cannot fire,
+    so the mesh gives up by itself, with one exit-4 line naming the limit."""
+    from drasill_cli.config import Config, StoreConfig
+    from drasill_cli.errors import MeshError
+    from drasill_cli.mesh import Mesh
+
+    store = StoreConfig(statement_timeout=0.5, idle_timeout=0.5)
+    mesh = Mesh.open(config=Config(store=store), mesh_url=own_url)
+    db = mesh.backend.db  # type: ignore[attr-defined]  # a PostgreSQL mesh's own handle
+    pid = int(db.statement("SELECT pg_backend_pid()")[0][0])
+    os.kill(pid, signal.SIGSTOP)
+    waking = threading.Timer(15, os.kill, (pid, signal.SIGCONT))  # never left stopped
+    waking.start()
+    started = time.monotonic()
+    try:
+        outcome: object = mesh.backend.presence.names()  # on the stopped server process
+    except MeshError as exc:
+        outcome = exc
+    finally:
+        took = time.monotonic() - started
+        waking.cancel()
+        os.kill(pid, signal.SIGCONT)
+        mesh.backend.close()
+    assert took < 10, (took, outcome)
+    error = outcome
+    assert isinstance(error, MeshError), outcome
+    assert error.code == "database-timeout" and error.exit_code == 4, error.message
+    assert "statement_timeout" in error.message and "no answer" in error.message, error.message

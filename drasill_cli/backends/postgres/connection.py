@@ -30,6 +30,9 @@ CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_S = 5.0
 IDLE_TIMEOUT_S = 10.0
 RECONNECT_TIMEOUT_S = 60.0
+# How much longer than the server's own limits an operation waits for a server that does not
+# answer at all (`Database.no_answer_s`).
+NO_ANSWER_MARGIN_S = 2.0
 APPLICATION_NAME = "mesh"
 MASK = "***"
 
@@ -164,6 +167,81 @@ def _cut(conn: psycopg.Connection[Any]) -> bool:
         return True
 
 
+class _Watchdog:
+    """Cuts the connection of an operation that waited on the server past its deadline: the
+    server's own timeouts end whatever it still answers, but a stopped server (or one cut off
+    without a word, on a socket) never answers, and the driver would wait forever. Cutting the
+    socket (shutdown) wakes the waiting thread with a lost connection. One thread per
+    process, started by the first operation, asleep while nothing is armed."""
+
+    CHECK_S = 0.25  # how often deadlines are looked at while something is armed
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, int]] = {}  # id(conn): (deadline, its socket)
+        self._expired: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        import time
+
+        socket = conn.pgconn.socket
+        with self._cond:
+            idle = not self._armed
+            self._armed[id(conn)] = (time.monotonic() + seconds, socket)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mesh-db-watchdog")
+                self._thread.daemon = True
+                self._thread.start()
+            elif idle:
+                self._cond.notify()
+
+    def disarm(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the operation had run past its deadline (its connection is cut)."""
+        key = id(conn)
+        with self._cond:
+            self._armed.pop(key, None)
+            expired = key in self._expired
+            self._expired.discard(key)
+        return expired
+
+    def _run(self) -> None:
+        import time
+
+        with self._cond:
+            while True:
+                if not self._armed:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                for key, (deadline, socket) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[key]
+                        self._expired.add(key)
+                        _shut(socket)
+                self._cond.wait(self.CHECK_S)
+
+
+def _shut(fd: int) -> None:
+    """Shut the socket `fd` down both ways (the thread waiting on it wakes to an end), leaving
+    the descriptor to its owner."""
+    import socket
+
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+_WATCHDOG = _Watchdog()
+
+
 class _Owned:
     """A thread's connection, held in the thread's local storage."""
 
@@ -262,10 +340,11 @@ class Database:
             from drasill_cli.backends.postgres.schema import ensure_schema, inspect_schema
 
             try:
-                if self.read_only:
-                    inspect_schema(self, conn)
-                else:
-                    ensure_schema(self, conn)
+                with self.answering(conn):
+                    if self.read_only:
+                        inspect_schema(self, conn)
+                    else:
+                        ensure_schema(self, conn)
             except BaseException:
                 conn.close()
                 raise
@@ -301,7 +380,7 @@ class Database:
         try:
             # Nested in this thread's open transaction (a read inside a task change), the block
             # is a savepoint; PostgreSQL ends its READ ONLY with it, the outer one stays writable.
-            with conn.transaction(), conn.cursor() as cur:
+            with self.answering(conn, outermost), conn.transaction(), conn.cursor() as cur:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
@@ -351,8 +430,9 @@ class Database:
                     rows = [row[:-1] for row in rows]
                 return rows
         try:
-            cur = conn.execute(sql, params)
-            rows = cur.fetchall() if cur.pgresult and cur.pgresult.nfields else []
+            with self.answering(conn):
+                cur = conn.execute(sql, params)
+                rows = cur.fetchall() if cur.pgresult and cur.pgresult.nfields else []
         except psycopg.Error as exc:
             raise self.unusable(exc) from None
         if announce is not None:
@@ -361,6 +441,45 @@ class Database:
                 self.announce(*_only(announce, set(listened)))  # committed: sent at once
             rows = [row[:-1] for row in rows]
         return rows
+
+    # ---- a server that stops answering ------------------------------------------------------
+
+    @property
+    def no_answer_s(self) -> float | None:
+        """How long an operation waits for a server that does not answer at all (stopped, or
+        cut off without a word) before it gives up: past the server's own limits, which end
+        anything slower that it still answers. None: no limit (`statement_timeout = 0`)."""
+        if self.statement_timeout <= 0:
+            return None
+        return self.statement_timeout + max(self.idle_timeout, 0.0) + NO_ANSWER_MARGIN_S
+
+    @contextmanager
+    def answering(self, conn: psycopg.Connection[Any], guarded: bool = True) -> Iterator[None]:
+        """The block (one operation on `conn`) is given `no_answer_s`: past it, the connection
+        is cut (`_Watchdog`) and the failure leaves as one exit-4 line saying so. `guarded`
+        False: nothing is done (a block nested in a guarded one)."""
+        limit = self.no_answer_s
+        if limit is None or not guarded:
+            yield
+            return
+        _WATCHDOG.arm(conn, limit)
+        try:
+            yield
+        except BaseException as exc:
+            if _WATCHDOG.disarm(conn) and isinstance(exc, MeshUnusable | driver().Error):
+                raise self._no_answer(limit) from None
+            raise
+        _WATCHDOG.disarm(conn)
+
+    def _no_answer(self, limit: float) -> MeshUnusable:
+        return MeshUnusable(
+            f"the mesh database at {self.host} sent no answer for {limit:g} s, past its own "
+            f"limits ([store] statement_timeout {self.statement_timeout:g} s, idle_timeout "
+            f"{self.idle_timeout:g} s): the server is stopped, overloaded or cut off, and the "
+            "operation was abandoned (a write may still land if the server resumes); check the "
+            "server, then look before running it again",
+            code="database-timeout",
+        )
 
     # ---- announcements ----------------------------------------------------------------------
 
@@ -403,8 +522,9 @@ class Database:
         pending.clear()
         psycopg = driver()
         try:
-            conn.execute(_ANNOUNCE, ([c for c, _ in unique], [p for _, p in unique]))
-        except psycopg.Error:
+            with self.answering(conn):
+                conn.execute(_ANNOUNCE, ([c for c, _ in unique], [p for _, p in unique]))
+        except (psycopg.Error, MeshUnusable):
             # The change itself is committed, so the operation succeeded; its waiters find it
             # at their re-check, and a broken connection fails the next operation, not this.
             return
