@@ -268,6 +268,29 @@ def test_an_idle_connection_cut_by_a_restart_is_replaced_on_its_next_use(
         mesh.backend.close()
 
 
+def test_the_dashboards_first_action_after_a_restart_is_done(
+    own_cluster: Path, own_url: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("starlette")
+    from tests import pg_cluster
+    from tests.test_dashboard import Dashboard
+
+    cli = MeshRunner(tmp_path / "unused", tmp_path / "home", url=own_url)
+    cli.json("register", "alice")
+    board = Dashboard(cli)
+    try:
+        assert board.act("task", {"title": "before the restart"})[0] == 200
+        pg_cluster.restart(own_cluster, down_for=0.5)
+        code, answer = board.act("task", {"title": "after the restart"})
+        assert code == 200, answer
+    finally:
+        board.stop()
+    assert [t["title"] for t in cli.json("task", "list")] == [
+        "before the restart",
+        "after the restart",
+    ]
+
+
 def test_a_waiter_that_cannot_reconnect_in_time_says_so_once(
     own_cluster: Path, own_url: str, tmp_path: Path
 ) -> None:
