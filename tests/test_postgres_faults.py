@@ -4,6 +4,7 @@ stall, and servers restarted under long-running commands."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -344,3 +345,32 @@ def test_a_server_that_stops_answering_after_login_ends_the_operation(own_url: s
     assert isinstance(error, MeshError), outcome
     assert error.code == "database-timeout" and error.exit_code == 4, error.message
     assert "statement_timeout" in error.message and "no answer" in error.message, error.message
+
+
+def test_a_transaction_whose_connection_was_lost_inside_never_reports_success(
+    pg_mesh_url: str,
+) -> None:
+    """A block that swallowed the failure of its connection (as a warning, like a failed
+    audit append) used to end "done" although psycopg skipped the commit of a broken
+    connection without a word: a claim came back to its claimer while the task stayed queued,
+    and a second agent claimed it too (seen in the soak test)."""
+    from drasill_cli.config import Config
+    from drasill_cli.errors import MeshUnusable
+    from drasill_cli.mesh import Mesh
+
+    mesh = Mesh.open(config=Config(), mesh_url=pg_mesh_url)
+    db = mesh.backend.db  # type: ignore[attr-defined]  # a PostgreSQL mesh's own handle
+    try:
+        with pytest.raises(MeshUnusable) as caught, db.transaction() as cur:
+            cur.execute("INSERT INTO mesh_guards (name) VALUES ('probe')")
+            cur.execute("SELECT pg_backend_pid()")
+            row = cur.fetchone()
+            with psycopg.connect(pg_mesh_url, autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            with contextlib.suppress(psycopg.Error):  # swallowed, as a warning would be
+                cur.execute("SELECT 1")
+        assert caught.value.code == "database-connection-lost", caught.value.message
+    finally:
+        mesh.backend.close()
+    with psycopg.connect(pg_mesh_url) as conn:
+        assert conn.execute("SELECT name FROM mesh_guards WHERE name = 'probe'").fetchall() == []

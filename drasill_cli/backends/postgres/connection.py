@@ -242,6 +242,16 @@ def _shut(fd: int) -> None:
 _WATCHDOG = _Watchdog()
 
 
+def _forked() -> None:
+    """In a forked child: a watchdog of its own (the parent's thread is not there, and its
+    lock may have been held at the fork)."""
+    global _WATCHDOG  # noqa: PLW0603 -- the one process-wide watchdog, replaced in a child
+    _WATCHDOG = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class _Owned:
     """A thread's connection, held in the thread's local storage."""
 
@@ -389,6 +399,12 @@ class Database:
             if isinstance(exc, psycopg.Error):
                 raise self.unusable(exc, view=read_only) from None
             raise
+        if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+            # The block swallowed the loss of its connection (a warning, say): psycopg then
+            # skips the commit without a word. Nothing was committed: never report it done.
+            del pending[announced_before:]
+            lost = psycopg.OperationalError("the connection broke before the commit")
+            raise self.unusable(lost, lost=True)
         if outermost:
             self._send_announcements(conn)
 
