@@ -226,8 +226,8 @@ def test_waiting_commands_carry_on_across_a_server_restart(
     claim = _started(cli, "claim", "--next", "--wait", "60", "--as", "carol", "--json")
     follow = _started(cli, "log", "--follow", "--json")
     held = _started(
-        cli, "lock", str(tmp_path / "work"), "--as", "alice", "--ttl", "3", "--",
-        sys.executable, "-c", "import time; time.sleep(6); raise SystemExit(7)",
+        cli, "lock", str(tmp_path / "work"), "--as", "alice", "--ttl", "6", "--",
+        sys.executable, "-c", "import time; time.sleep(7); raise SystemExit(7)",
     )  # fmt: skip
     _until(lambda: _listeners(own_url) >= 3 and len(cli.json("locks")) == 1)
     pg_cluster.restart(own_cluster, down_for=1.0)

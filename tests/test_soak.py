@@ -245,6 +245,12 @@ def _check(
         "tasks_claimed": len(claimed),
         "locks_held": sum(len(spans) for spans in by_lock.values()),
         "failed_ops": sum(len(r["failures"]) for r in reports),
+        "failed_ops_outside_restarts": sum(  # from 1 s before a restart to 5 s after it
+            1
+            for r in reports
+            for t in r["failures"]
+            if not any(down - 1 <= t <= back + 5 for down, back in restarts)
+        ),
         "prunes": {"runs": sum(len(c.codes) for c in crons),
                    "exit_codes": dict(Counter(code for c in crons for code in c.codes))},
         "latency": latency,

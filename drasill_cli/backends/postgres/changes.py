@@ -137,9 +137,11 @@ class PostgresWatch:
         self._tolerant = tolerant
         self._conn: psycopg.Connection[Any] | None = None
         self._recheck_at = 0.0
-        # Since when the connection is lost (None: connected); the current backoff.
+        # Since when the connection is lost (None: connected); the current backoff, and when
+        # the next attempt to reconnect is due.
         self._lost: float | None = None
         self._pause = 0.0
+        self._next_try = 0.0
 
     def __enter__(self) -> PostgresWatch:
         self._conn = self._listen()
@@ -256,6 +258,12 @@ class PostgresWatch:
         assert self._lost is not None  # noqa: S101 -- set when the connection was dropped
         deadline = time.monotonic() + seconds
         while True:
+            now = time.monotonic()
+            if now < self._next_try:  # backing off, across calls too
+                if now >= deadline:
+                    return set()
+                time.sleep(min(self._next_try, deadline) - now)
+                continue
             try:
                 self._conn = self._listen()
             except MeshError as exc:
@@ -266,10 +274,7 @@ class PostgresWatch:
                     if now >= self._lost + self._db.reconnect_timeout:
                         raise gave_up(exc, self._db.reconnect_timeout) from None
                 self._pause = min(max(self._pause * 2, RETRY_FIRST_S), RECONNECT_STEP_S)
-                wait = min(self._pause, deadline - now)
-                if wait <= 0:
-                    return set()  # still down; the next call tries again
-                time.sleep(wait)
+                self._next_try = now + self._pause
                 continue
-            self._lost, self._pause = None, 0.0
+            self._lost, self._pause, self._next_try = None, 0.0, 0.0
             return self._everything()
