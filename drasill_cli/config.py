@@ -112,6 +112,12 @@ class StoreConfig:
 
     fsync: bool = True
     url: str | None = None
+    # A PostgreSQL mesh: how long one statement may run, and a transaction sit idle, before the
+    # server ends it (0: no limit), and how long a waiting command (inbox --wait, watch, ...)
+    # tries to reconnect after losing the server before it gives up.
+    statement_timeout: float = 5.0
+    idle_timeout: float = 10.0
+    reconnect_timeout: float = 60.0
 
 
 @dataclasses.dataclass(repr=False)  # not frozen or repr'd: built on every start-up

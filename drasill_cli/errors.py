@@ -65,6 +65,14 @@ class MeshUnusable(MeshError):
     default_code = "mesh-unusable"
 
 
+class StoreUnreachable(MeshUnusable):
+    """The store's server cannot be reached right now: the connection was lost, or connecting
+    failed (a database server restarting). Exit 4; a waiting command tries again for a while
+    first (`drasill_cli.waiting.enduring`)."""
+
+    default_code = "store-unreachable"
+
+
 class StoreFull(MeshError):
     """The file system refused a write (full disk, quota, read-only): nothing was written."""
 

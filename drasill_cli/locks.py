@@ -656,11 +656,18 @@ class Lease:
         # Signals are the main thread's to handle: one delivered to this thread would not
         # wake a main thread blocked waiting for a command (`mesh lock ... -- COMMAND`).
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        from drasill_cli.waiting import enduring
+
+        patience = self.mesh.config.store.reconnect_timeout
         while not self._stop.wait(self._ttl / 3):
             held = [p for p in self.paths if p not in self.lost]
-            try:
+
+            def renew(held: list[str] = held) -> list[dict[str, Any]]:
                 self.mesh.touch_heartbeat(self.holder)  # a holder still renewing is alive
-                renewed = {lock["path"] for lock in _renew(self.mesh, held, self.holder, None)}
+                return _renew(self.mesh, held, self.holder, None)
+
+            try:  # across a restart of the store's server
+                renewed = {lock["path"] for lock in enduring(renew, patience, self._stop)}
             except (MeshError, OSError) as exc:
                 self.errors.append(f"renewing locks failed: {exc}")
                 continue
@@ -700,11 +707,14 @@ def hold(
     try:
         yield lease
     finally:
+        from drasill_cli.waiting import enduring
+
         lease.stop()
         kept = {lock["path"]: lock for lock in before}
         left = [p for p in lease.paths if p not in lease.lost]
-        _release_own(mesh, [p for p in left if p not in kept], holder)
-        _restore(mesh, [kept[p] for p in left if p in kept], holder)
+        patience = mesh.config.store.reconnect_timeout  # across a restart of the store's server
+        enduring(lambda: _release_own(mesh, [p for p in left if p not in kept], holder), patience)
+        enduring(lambda: _restore(mesh, [kept[p] for p in left if p in kept], holder), patience)
 
 
 def _restore(mesh: Mesh, previous: Locks, holder: str) -> None:

@@ -34,14 +34,16 @@ class Mesh:
         config: Config | None = None,
         *,
         mesh_url: str | None = None,
+        read_only: bool = False,
     ) -> Mesh:
         """Open the mesh by the contract's precedence (a directory or a PostgreSQL URL); it is
-        created by its first write (a database's tables on first use)."""
+        created by its first write (a database's tables on first use). `read_only`: a view
+        that refuses every write and never makes nor migrates the store (completion)."""
         config = config or load_config()
         from drasill_cli.backends import open_backend
 
         location = resolve_mesh_location(mesh_dir, mesh_url, config)
-        return cls(open_backend(location, config), config)
+        return cls(open_backend(location, config, read_only=read_only), config)
 
     @classmethod
     def inspect(cls, root: Path, config: Config) -> Mesh:

@@ -318,9 +318,10 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     """Block until the inbox has unread mail (True) or `timeout` seconds pass (False).
 
     Woken by the backend's change notices (`mesh.backend.changes`), not a sleep loop. The watch
-    starts before the first look, so a message arriving in between is never missed.
+    starts before the first look, so a message arriving in between is never missed. A store
+    lost meanwhile (a database restarting) is waited for (`[store] reconnect_timeout`).
     """
-    from drasill_cli.waiting import check_wait
+    from drasill_cli.waiting import check_wait, enduring
 
     check_wait(timeout)
     mailbox = _mailbox(mesh, name)
@@ -329,9 +330,10 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     from drasill_cli.storage.changes import inbox
 
     deadline = time.monotonic() + timeout
+    patience = mesh.config.store.reconnect_timeout
     with mesh.backend.changes.watch(inbox(name)) as new_mail:
         while True:
-            if mailbox.has_unread(name):
+            if enduring(lambda: mailbox.has_unread(name), patience):  # across a restart
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -124,13 +124,17 @@ def watch(
     KeyboardInterrupt.
     """
     from drasill_cli.storage.changes import MESH, SIGNALLED, STOPPED
+    from drasill_cli.waiting import enduring
+
+    def look() -> dict[str, Any]:  # across a restart of the store's server
+        return enduring(lambda: snapshot(mesh), mesh.config.store.reconnect_timeout, stop)
 
     with mesh.backend.changes.watch(MESH, tolerant=True) as changes:
-        yield snapshot(mesh)
+        yield look()
         while True:
             seen = changes.next(refresh_s, stop)
             if seen == STOPPED or (stop is not None and stop.is_set()):
                 return
             if seen == SIGNALLED:
                 raise KeyboardInterrupt
-            yield snapshot(mesh)
+            yield look()

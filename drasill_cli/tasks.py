@@ -450,18 +450,21 @@ def claim_next_wait(mesh: Mesh, actor: str, wait: float) -> dict[str, Any]:
 
     Woken by changes of the task board (a task added, released, requeued, or a dependency
     completed), with a slow re-check in case a notice is lost; never a polling loop. The watch
-    starts before the first try, so a change in between still wakes it.
+    starts before the first try, so a change in between still wakes it. A store lost meanwhile
+    (a database restarting) is waited for (`[store] reconnect_timeout`).
     """
     check_wait(wait, "until a task is ready")
     if wait == 0:
         return claim_next(mesh, actor)
     from drasill_cli.storage.changes import TASKS
+    from drasill_cli.waiting import enduring
 
     deadline = time.monotonic() + wait
+    patience = mesh.config.store.reconnect_timeout
     with mesh.backend.changes.watch(TASKS) as changes:
         while True:
-            try:
-                return claim_next(mesh, actor)
+            try:  # across a restart of the store's server
+                return enduring(lambda: claim_next(mesh, actor), patience)
             except NothingClaimable as exc:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -18,6 +18,7 @@ from tests.conftest import MeshRunner, with_schema
 DATABASE_CHECKS = [
     "mesh-database",
     "database-server",
+    "database-writable",
     "database-privileges",
     "database-latency",
     "database-clock",

@@ -14,20 +14,22 @@ if TYPE_CHECKING:
     from drasill_cli.storage import Backend
 
 
-def open_backend(location: Path | str, config: Config) -> Backend:
+def open_backend(location: Path | str, config: Config, *, read_only: bool = False) -> Backend:
     """The mesh at `location`: a directory (a `Path`) or a PostgreSQL URL (a `str`), as
-    `config.resolve_mesh_location` gives it. Only a URL imports the database driver."""
+    `config.resolve_mesh_location` gives it. Only a URL imports the database driver.
+    `read_only`: a view that never writes, not even to make or migrate the store."""
     if isinstance(location, str):
-        return open_postgres(location, config)
-    return open_directory(location, config)
+        return open_postgres(location, config, read_only=read_only)
+    backend = open_directory(location, config)
+    return backend.read_only_view() if read_only else backend
 
 
-def open_postgres(url: str, config: Config) -> Backend:
-    """The PostgreSQL mesh at `url` (its tables made on first use); exit 4 when the driver is
-    missing or the database cannot be used."""
+def open_postgres(url: str, config: Config, *, read_only: bool = False) -> Backend:
+    """The PostgreSQL mesh at `url` (its tables made on first use, unless `read_only`); exit 4
+    when the driver is missing or the database cannot be used."""
     from drasill_cli.backends.postgres import PostgresBackend
 
-    return PostgresBackend.open(url, config)
+    return PostgresBackend.open(url, config, read_only=read_only)
 
 
 def open_directory(root: Path, config: Config) -> Backend:

@@ -2,7 +2,7 @@
 
 These run on every TAB press, so they stay light: a read-only view of the mesh through its
 storage interfaces (which never follow a link, never block on a FIFO and never write: a
-damaged entry is only reported),
+damaged entry is only reported; a database is opened read-only and never migrated),
 never pydantic or rich (benchmarks/bench_complete.py measures a call against `mesh --version`).
 They never write, never create a mesh and never fail: a mesh that is missing, unreadable or
 damaged completes nothing. Each function takes Typer's completion
@@ -41,7 +41,7 @@ def _mesh(ctx: Any) -> Mesh | None:
         from drasill_cli.mesh import Mesh
 
         params = ctx.find_root().params if ctx is not None else {}
-        mesh = Mesh.open(params.get("mesh_dir"), mesh_url=params.get("mesh_url")).read_only()
+        mesh = Mesh.open(params.get("mesh_dir"), mesh_url=params.get("mesh_url"), read_only=True)
         return mesh if mesh.backend.exists() else None
     except Exception:  # noqa: BLE001 -- completion must never fail; a bad mesh completes nothing
         return None

@@ -181,7 +181,13 @@ def inbox_cmd(
     mesh = cli.mesh()
     deadline = time.monotonic() + (wait or 0.0)
     while True:
-        found = _fetch(mesh, who, peek=peek, list_=list_)
+        if wait is None:
+            found = _fetch(mesh, who, peek=peek, list_=list_)
+        else:  # a waiting inbox carries on across a restart of the store's server
+            from drasill_cli.waiting import enduring
+
+            patience = mesh.config.store.reconnect_timeout
+            found = enduring(lambda: _fetch(mesh, who, peek=peek, list_=list_), patience)
         if found:
             break
         remaining = deadline - time.monotonic()

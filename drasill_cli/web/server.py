@@ -42,6 +42,7 @@ from drasill_cli import dashboard
 from drasill_cli.errors import MeshError
 from drasill_cli.mesh import Mesh
 from drasill_cli.storage.changes import MESH
+from drasill_cli.waiting import enduring
 
 HOST = "127.0.0.1"
 TOKEN_HEADER = "x-mesh-token"  # noqa: S105 -- the header's name, not a secret
@@ -191,8 +192,8 @@ class Feed:
                 if gap > 0 and self.stop.wait(gap):
                     return
                 last = time.monotonic()
-                try:
-                    self.refresh()
+                try:  # across a restart of the store's server, without a warning
+                    enduring(self.refresh, self.mesh.config.store.reconnect_timeout, self.stop)
                 except (MeshError, OSError, ValueError) as exc:
                     self.warnings = [*self.warnings[-19:], f"could not read the mesh: {exc}"]
                 changes.next(RECHECK_S, self.stop)

@@ -68,14 +68,22 @@ class PostgresBackend:
         self._warnings: list[str] = []
 
     @classmethod
-    def open(cls, url: str, config: Config) -> PostgresBackend:
+    def open(cls, url: str, config: Config, *, read_only: bool = False) -> PostgresBackend:
         """The mesh at `url`, connected (its tables made or migrated on first use); exit 4 at
         once when the driver is missing or the database cannot be used, before any command
-        starts its work."""
+        starts its work. `read_only`: every session is read-only and the tables are never
+        made nor migrated (`exists` says whether they are there)."""
         driver()
-        db = Database(url)
+        store = config.store
+        db = Database(
+            url,
+            read_only=read_only,
+            statement_timeout=store.statement_timeout,
+            idle_timeout=store.idle_timeout,
+            reconnect_timeout=store.reconnect_timeout,
+        )
         db.conn  # noqa: B018 -- connect now: a failure is one exit-4 line, not a half-run command
-        return cls(db, config)
+        return cls(db, config, read_only=read_only)
 
     @property
     def location(self) -> str:
@@ -91,8 +99,9 @@ class PostgresBackend:
         return self._read_only
 
     def exists(self) -> bool:
-        """Always: opening the mesh connected to it and made its tables."""
-        return True
+        """Whether the mesh's tables exist: always, once opened for writing (opening made
+        them); opened read-only, only if a writing command made them."""
+        return self.db.present
 
     def child_env(self) -> dict[str, str]:
         """The URL as given (a password in it included: the child must log in as this process

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import clock, liveness
@@ -148,11 +148,18 @@ class PostgresAuditLog:
             rows = cur.fetchall()
         return [(int(seq), details) for seq, details in rows]
 
-    def _from(self, after: int, since: float | None) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    def _from(
+        self,
+        after: int,
+        since: float | None,
+        page: Callable[[int, float | None], list[tuple[int, dict[str, Any]]]] | None = None,
+    ) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """Every row after `after`, page by page (no transaction is open while yielding): its
-        `seq`, and its event (None when unusable or before `since`)."""
+        `seq`, and its event (None when unusable or before `since`). `page` reads a page
+        (`_page`, unless given)."""
+        page = page or self._page
         while True:
-            rows = self._page(after, since)
+            rows = page(after, since)
             for seq, details in rows:
                 wanted = _usable(details) and _after(details, since)
                 yield seq, (details if wanted else None)
@@ -186,13 +193,20 @@ class PostgresAuditLog:
     ) -> Iterator[dict[str, Any]]:
         """The watch is entered before the first read, so an append in between still wakes it;
         each wake-up reads the rows past `_Place.floor` and gives those not given before."""
+        from drasill_cli.waiting import enduring
+
         place = _Place()
+        patience = self.backend.db.reconnect_timeout  # across a restart of the server
+
+        def page(after: int, since: float | None) -> list[tuple[int, dict[str, Any]]]:
+            return enduring(lambda: self._page(after, since), patience)
+
         with self.backend.changes.watch(MESH) as watch:
             while True:
-                for seq, event in self._from(place.floor, since):
+                for seq, event in self._from(place.floor, since, page):
                     if place.take(seq) and event is not None:
                         yield event
-                place.settle(time.monotonic(), *self._snapshot())
+                place.settle(time.monotonic(), *enduring(self._snapshot, patience))
                 if stop is not None and stop.is_set():
                     return
                 seen = watch.next(FOLLOW_RECHECK_S, stop)

@@ -56,7 +56,7 @@ class PostgresBudgetBook:
         ends both."""
         db = self.backend.db
         self._schema()  # the tables exist before the guard is looked for
-        conn = db.connect()
+        conn = db.connect(holding=True)  # idle in its transaction while the block runs
         try:
             with db.errors_mapped():
                 conn.execute("BEGIN")

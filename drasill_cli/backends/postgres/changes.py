@@ -8,8 +8,9 @@ the channel of the exact topic (`inbox:bob`) and to the channels that cover it (
 before the waiter's first look, so a change made between a look and the next wait still ends
 that wait: the notification waits in the connection until it is read.
 
-A notification is a hint, never the truth: after a dropped connection the watch reconnects and
-reports every topic as changed, and every `RECHECK_S` it does so anyway (a slow safety
+A notification is a hint, never the truth: after a dropped connection the watch reconnects (with
+backoff, for up to `[store] reconnect_timeout`; a tolerant watch for as long as it is waited on)
+and reports every topic as changed, and every `RECHECK_S` it does so anyway (a slow safety
 re-check), so a waiter that re-reads the tables after each wake-up never misses a change.
 
 Channel names are database-wide while meshes are per schema, so a channel is named by a hash
@@ -27,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli.backends.postgres.schema import mesh_key
-from drasill_cli.errors import MeshError
+from drasill_cli.errors import MeshError, StoreUnreachable
 from drasill_cli.storage.changes import (
     AGENTS,
     INBOXES,
@@ -54,7 +55,8 @@ STOP_STEP_S = 0.05
 # The slow safety re-check: every topic reported as changed this often, in case a notification
 # was lost (the waiter then reads the tables again).
 RECHECK_S = 30.0
-# How long a tolerant watch waits between attempts to reconnect.
+# The longest pause between attempts to reconnect (they start at `waiting.RETRY_FIRST_S` and
+# double).
 RECONNECT_STEP_S = 1.0
 
 _KINDS = (INBOXES, TASKS, AGENTS, MESH)
@@ -148,6 +150,11 @@ class PostgresWatch:
         self._tolerant = tolerant
         self._conn: psycopg.Connection[Any] | None = None
         self._recheck_at = 0.0
+        # Since when the connection is lost (None: connected); the current backoff, and when
+        # the next attempt to reconnect is due.
+        self._lost: float | None = None
+        self._pause = 0.0
+        self._next_try = 0.0
 
     def __enter__(self) -> PostgresWatch:
         self._conn = self._listen()
@@ -203,7 +210,7 @@ class PostgresWatch:
         return found
 
     def next(self, seconds: float, stop: threading.Event | None = None) -> set[Change] | str:
-        if self._conn is None:
+        if self._conn is None and self._lost is None:
             raise RuntimeError("enter the watch (with ...) before waiting on it")
         deadline = time.monotonic() + seconds
         while True:
@@ -233,13 +240,17 @@ class PostgresWatch:
         """The changes notified within `seconds` (gathered for `BATCH_S` after the first)."""
         import psycopg
 
-        assert self._conn is not None  # noqa: S101 -- next() checked it
+        if self._conn is None:  # lost: trying to get it back
+            return self._reconnect(seconds)
         try:
             notes = list(self._conn.notifies(timeout=max(seconds, 0.001), stop_after=1))
             if notes:
                 notes += self._conn.notifies(timeout=BATCH_S)
-        except psycopg.Error as exc:
-            return self._reconnect(exc, seconds)
+        except psycopg.Error:  # the connection failed: `_reconnect` says what it finds
+            self._conn.close()
+            self._conn = None
+            self._lost = time.monotonic()
+            return self._reconnect(seconds)
         found = set()
         for note in notes:
             change = _from_payload(note.payload)
@@ -247,20 +258,33 @@ class PostgresWatch:
                 found.add(change)
         return found
 
-    def _reconnect(self, exc: Exception, seconds: float) -> set[Change]:
+    def _reconnect(self, seconds: float) -> set[Change]:
         """After a dropped connection: LISTEN again and report every topic (notifications may
-        have been lost meanwhile). A tolerant watch keeps trying for `seconds`; any other
-        fails with exit 4."""
-        assert self._conn is not None  # noqa: S101 -- only called from _receive
-        self._conn.close()
+        have been lost meanwhile). Tried with backoff for up to `seconds` per call, across
+        calls for `[store] reconnect_timeout` from the loss, then exit 4 (once, naming the
+        key); a tolerant watch keeps trying as long as it is waited on."""
+        from drasill_cli.waiting import RETRY_FIRST_S, gave_up
+
+        assert self._lost is not None  # noqa: S101 -- set when the connection was dropped
         deadline = time.monotonic() + seconds
         while True:
+            now = time.monotonic()
+            if now < self._next_try:  # backing off, across calls too
+                if now >= deadline:
+                    return set()
+                time.sleep(min(self._next_try, deadline) - now)
+                continue
             try:
                 self._conn = self._listen()
-                return self._everything()
-            except MeshError:
+            except MeshError as exc:
+                now = time.monotonic()
                 if not self._tolerant:
-                    raise self._db.unusable(exc, lost=True) from None
-                if time.monotonic() + RECONNECT_STEP_S > deadline:
-                    return set()  # still down; the next call tries again
-                time.sleep(RECONNECT_STEP_S)
+                    if not isinstance(exc, StoreUnreachable):
+                        raise  # reached, and refused: no use trying again
+                    if now >= self._lost + self._db.reconnect_timeout:
+                        raise gave_up(exc, self._db.reconnect_timeout) from None
+                self._pause = min(max(self._pause * 2, RETRY_FIRST_S), RECONNECT_STEP_S)
+                self._next_try = now + self._pause
+                continue
+            self._lost, self._pause, self._next_try = None, 0.0, 0.0
+            return self._everything()

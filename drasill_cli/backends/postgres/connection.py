@@ -19,13 +19,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from drasill_cli import clock
-from drasill_cli.errors import MeshUnusable
+from drasill_cli.errors import MeshUnusable, StoreUnreachable
 
 if TYPE_CHECKING:
     import psycopg
 
 INSTALL_HINT = "pip install 'drasill-cli[postgres]'"
 CONNECT_TIMEOUT_S = 5
+# The defaults of `[store] statement_timeout`, `idle_timeout` and `reconnect_timeout`.
+STATEMENT_TIMEOUT_S = 5.0
+IDLE_TIMEOUT_S = 10.0
+RECONNECT_TIMEOUT_S = 60.0
+# How much longer than the server's own limits an operation waits for a server that does not
+# answer at all (`Database.no_answer_s`).
+NO_ANSWER_MARGIN_S = 2.0
 APPLICATION_NAME = "mesh"
 MASK = "***"
 
@@ -130,6 +137,123 @@ CHECK_ANY = "look with `mesh status`, `mesh history` or `mesh task show ID`"
 
 # Appended to the connection's `options` (libpq: a backslash keeps the space in the value).
 _READ_COMMITTED = r"-c default_transaction_isolation=read\ committed"
+_READ_ONLY = "-c default_transaction_read_only=on"
+
+
+def _ms(seconds: float) -> int:
+    """A timeout setting's value in milliseconds (0: none; never rounded down to none)."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
+def _cut(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server ended `conn` while it sat idle between operations (a restart, or
+    pg_terminate_backend): the server's goodbye, or the end of the stream, is waiting on the
+    socket. Checked without blocking before each operation (one poll), so the operation runs
+    on a new connection instead of failing on the dead one. A connection in a transaction is
+    never replaced under it.
+
+    A thread's connection never LISTENs (a watch has its own), so nothing else arrives
+    unasked; the rare other message (a setting the server reports after a reload) only costs
+    a new connection."""
+    import select
+
+    pq = driver().pq
+    pgconn = conn.pgconn
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    if pgconn.status != pq.ConnStatus.OK:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, driver().Error):
+        return True
+
+
+class _Watchdog:
+    """Cuts the connection of an operation that waited on the server past its deadline: the
+    server's own timeouts end whatever it still answers, but a stopped server (or one cut off
+    without a word, on a socket) never answers, and the driver would wait forever. Cutting the
+    socket (shutdown) wakes the waiting thread with a lost connection. One thread per
+    process, started by the first operation, asleep while nothing is armed."""
+
+    CHECK_S = 0.25  # how often deadlines are looked at while something is armed
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, int]] = {}  # id(conn): (deadline, its socket)
+        self._expired: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        import time
+
+        socket = conn.pgconn.socket
+        with self._cond:
+            idle = not self._armed
+            self._armed[id(conn)] = (time.monotonic() + seconds, socket)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mesh-db-watchdog")
+                self._thread.daemon = True
+                self._thread.start()
+            elif idle:
+                self._cond.notify()
+
+    def disarm(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the operation had run past its deadline (its connection is cut)."""
+        key = id(conn)
+        with self._cond:
+            self._armed.pop(key, None)
+            expired = key in self._expired
+            self._expired.discard(key)
+        return expired
+
+    def _run(self) -> None:
+        import time
+
+        with self._cond:
+            while True:
+                if not self._armed:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                for key, (deadline, socket) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[key]
+                        self._expired.add(key)
+                        _shut(socket)
+                self._cond.wait(self.CHECK_S)
+
+
+def _shut(fd: int) -> None:
+    """Shut the socket `fd` down both ways (the thread waiting on it wakes to an end), leaving
+    the descriptor to its owner."""
+    import socket
+
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _forked() -> None:
+    """In a forked child: a watchdog of its own (the parent's thread is not there, and its
+    lock may have been held at the fork)."""
+    global _WATCHDOG  # noqa: PLW0603 -- the one process-wide watchdog, replaced in a child
+    _WATCHDOG = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _Owned:
@@ -151,8 +275,25 @@ class Database:
     connection closes when the thread ends, and every one at `close`.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        statement_timeout: float = STATEMENT_TIMEOUT_S,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        reconnect_timeout: float = RECONNECT_TIMEOUT_S,
+    ) -> None:
         self.url = url
+        # Server-side limits on every session (0: none): a statement that runs longer, or a
+        # transaction idle longer, is ended by the server, and the command exits 4 naming it.
+        self.statement_timeout = statement_timeout
+        self.idle_timeout = idle_timeout
+        # How long a waiting command tries to reconnect after losing the server (`Reconnect`).
+        self.reconnect_timeout = reconnect_timeout
+        # Read-only: every session read-only, the tables never made or migrated (completion).
+        self.read_only = read_only
+        self.present = True  # whether the mesh's tables exist (False only when read-only)
         self.masked = mask_url(url)
         self.host = describe_host(url)
         self._passwords = _passwords(url)
@@ -165,23 +306,32 @@ class Database:
 
     # ---- connecting -------------------------------------------------------------------------
 
-    def connect(self) -> psycopg.Connection[Any]:
+    def connect(self, *, holding: bool = False) -> psycopg.Connection[Any]:
         """A new connection in autocommit mode (transactions are explicit), or exit 4.
 
         Its transactions are READ COMMITTED whatever the role's or database's default: the
         mesh's row locks and its listeners' lock rely on each statement seeing what was
-        committed before it (the URL's own `options`, such as a search_path, are kept)."""
+        committed before it (the URL's own `options`, such as a search_path, are kept). Its
+        statements end after `statement_timeout`, and a transaction left idle after
+        `idle_timeout`, unless `holding`: a connection that holds a transaction open as a
+        guard while its block runs (`PostgresBudgetBook`)."""
         pg = driver()
         from psycopg.conninfo import conninfo_to_dict
 
         try:
             given = str(conninfo_to_dict(self.url).get("options") or "")
+            ours = f"{_READ_COMMITTED} {_READ_ONLY}" if self.read_only else _READ_COMMITTED
+            idle = 0.0 if holding else self.idle_timeout
+            ours += (
+                f" -c statement_timeout={_ms(self.statement_timeout)}"
+                f" -c idle_in_transaction_session_timeout={_ms(idle)}"
+            )
             conn: psycopg.Connection[Any] = pg.connect(
                 self.url,
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 application_name=APPLICATION_NAME,
-                options=f"{given} {_READ_COMMITTED}".strip(),
+                options=f"{given} {ours}".strip(),
             )
         except pg.Error as exc:
             raise self.unusable(exc, connecting=True) from None
@@ -195,14 +345,21 @@ class Database:
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
-        """This thread's connection, opened (and the tables made or migrated) on first use."""
+        """This thread's connection, opened (and the tables made or migrated) on first use, and
+        opened again when the server ended it while it sat idle (a restart: `_cut`)."""
         conn = self._conn
+        if conn is not None and not conn.closed and _cut(conn):
+            conn.close()
         if conn is None or conn.closed:
             conn = self.connect()
-            from drasill_cli.backends.postgres.schema import ensure_schema
+            from drasill_cli.backends.postgres.schema import ensure_schema, inspect_schema
 
             try:
-                ensure_schema(self, conn)
+                with self.answering(conn):
+                    if self.read_only:
+                        inspect_schema(self, conn)
+                    else:
+                        ensure_schema(self, conn)
             except BaseException:
                 conn.close()
                 raise
@@ -239,7 +396,7 @@ class Database:
         try:
             # Nested in this thread's open transaction (a read inside a task change), the block
             # is a savepoint; PostgreSQL ends its READ ONLY with it, the outer one stays writable.
-            with conn.transaction(), conn.cursor() as cur:
+            with self.answering(conn, outermost), conn.transaction(), conn.cursor() as cur:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
                 yield cur
@@ -247,8 +404,14 @@ class Database:
         except BaseException as exc:
             del pending[announced_before:]  # rolled back: nothing of it is announced
             if isinstance(exc, psycopg.Error):
-                raise self.unusable(exc, committing=committing) from None
+                raise self.unusable(exc, committing=committing, view=read_only) from None
             raise
+        if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+            # The block swallowed the loss of its connection (a warning, say): psycopg then
+            # skips the commit without a word. Nothing was committed: never report it done.
+            del pending[announced_before:]
+            lost = psycopg.OperationalError("the connection broke before the commit")
+            raise self.unusable(lost, lost=True)
         if outermost:
             self._send_announcements(conn)
 
@@ -290,8 +453,9 @@ class Database:
                     rows = [row[:-1] for row in rows]
                 return rows
         try:
-            cur = conn.execute(sql, params)
-            rows = cur.fetchall() if cur.pgresult and cur.pgresult.nfields else []
+            with self.answering(conn):
+                cur = conn.execute(sql, params)
+                rows = cur.fetchall() if cur.pgresult and cur.pgresult.nfields else []
         except psycopg.Error as exc:
             # A write (one that announces) on its own commits as it runs: lost, it may have.
             raise self.unusable(exc, committing=announce is not None) from None
@@ -301,6 +465,45 @@ class Database:
                 self.announce(*_only(announce, set(listened)))  # committed: sent at once
             rows = [row[:-1] for row in rows]
         return rows
+
+    # ---- a server that stops answering ------------------------------------------------------
+
+    @property
+    def no_answer_s(self) -> float | None:
+        """How long an operation waits for a server that does not answer at all (stopped, or
+        cut off without a word) before it gives up: past the server's own limits, which end
+        anything slower that it still answers. None: no limit (`statement_timeout = 0`)."""
+        if self.statement_timeout <= 0:
+            return None
+        return self.statement_timeout + max(self.idle_timeout, 0.0) + NO_ANSWER_MARGIN_S
+
+    @contextmanager
+    def answering(self, conn: psycopg.Connection[Any], guarded: bool = True) -> Iterator[None]:
+        """The block (one operation on `conn`) is given `no_answer_s`: past it, the connection
+        is cut (`_Watchdog`) and the failure leaves as one exit-4 line saying so. `guarded`
+        False: nothing is done (a block nested in a guarded one)."""
+        limit = self.no_answer_s
+        if limit is None or not guarded:
+            yield
+            return
+        _WATCHDOG.arm(conn, limit)
+        try:
+            yield
+        except BaseException as exc:
+            if _WATCHDOG.disarm(conn) and isinstance(exc, MeshUnusable | driver().Error):
+                raise self._no_answer(limit) from None
+            raise
+        _WATCHDOG.disarm(conn)
+
+    def _no_answer(self, limit: float) -> MeshUnusable:
+        return MeshUnusable(
+            f"the mesh database at {self.host} sent no answer for {limit:g} s, past its own "
+            f"limits ([store] statement_timeout {self.statement_timeout:g} s, idle_timeout "
+            f"{self.idle_timeout:g} s): the server is stopped, overloaded or cut off, and the "
+            "operation was abandoned (a write may still land if the server resumes); check the "
+            "server, then look before running it again",
+            code="database-timeout",
+        )
 
     # ---- announcements ----------------------------------------------------------------------
 
@@ -343,8 +546,9 @@ class Database:
         pending.clear()
         psycopg = driver()
         try:
-            conn.execute(_ANNOUNCE, ([c for c, _ in unique], [p for _, p in unique]))
-        except psycopg.Error:
+            with self.answering(conn):
+                conn.execute(_ANNOUNCE, ([c for c, _ in unique], [p for _, p in unique]))
+        except (psycopg.Error, MeshUnusable):
             # The change itself is committed, so the operation succeeded; its waiters find it
             # at their re-check, and a broken connection fails the next operation, not this.
             return
@@ -379,11 +583,14 @@ class Database:
         connecting: bool = False,
         lost: bool = False,
         committing: bool = False,
+        view: bool = False,
     ) -> MeshUnusable:
         """The one-line exit-4 error for a driver failure: what happened, on which host, and
         what to do. Never holds the password. `committing`: the failure came while a write
         was being committed (a COMMIT, or a write statement on its own), so a lost connection
-        leaves its outcome unknown (`outcome_unknown`), not rolled back."""
+        leaves its outcome unknown (`outcome_unknown`), not rolled back. `view`: it failed in a
+        transaction the mesh opened READ ONLY itself (a write there is the mesh's bug, not the
+        server's doing)."""
         reason = " ".join(str(exc).split())  # one line
         reason = reason.removeprefix("connection failed: ").removeprefix("connection is bad: ")
         reason = self.scrub(reason.split(" failed: ", 1)[-1])[:200]
@@ -406,13 +613,37 @@ class Database:
                 "mesh's role CREATE on its schema (and database) and rights on the mesh_* tables",
                 code="database-privilege-missing",
             )
-        if sqlstate == "25006":
+        if sqlstate == "25006" and (view or self.read_only):
             return MeshUnusable(
                 f"{where} refused a write in a read-only view ({reason}); this is a bug: report it",
+                code="database-read-only-view",
+            )
+        if sqlstate == "25006":
+            return MeshUnusable(
+                f"{where} accepts no writes ({reason}): the server is a read-only standby, or "
+                "the role's or the URL's default_transaction_read_only is on; point the URL at "
+                "the primary server, or turn it off (ALTER ROLE <role> SET "
+                "default_transaction_read_only = off); mesh doctor checks it",
                 code="database-read-only",
             )
-        if connecting:
+        if sqlstate == "57014" and "statement timeout" in reason:
             return MeshUnusable(
+                f"{where} did not finish a statement within [store] statement_timeout "
+                f"({self.statement_timeout:g} s) ({reason}): the server is stalled or another "
+                "session holds what the statement needs; nothing was half-done (the "
+                "transaction rolled back): check the server (pg_stat_activity), or raise "
+                "statement_timeout in the config file",
+                code="database-timeout",
+            )
+        if sqlstate == "25P03" or "idle-in-transaction timeout" in reason:
+            return MeshUnusable(
+                f"{where} ended a transaction left idle past [store] idle_timeout "
+                f"({self.idle_timeout:g} s) ({reason}); nothing was half-done (the transaction "
+                "rolled back): run the command again, or raise idle_timeout in the config file",
+                code="database-timeout",
+            )
+        if connecting:
+            return StoreUnreachable(
                 f"{where} is unreachable ({reason}); start the server, or fix the host and "
                 "port in --mesh-url, DRASILL_MESH_URL or [store] url",
                 code="database-unreachable",
@@ -421,7 +652,7 @@ class Database:
         if lost or sqlstate.startswith(("08", "57")):
             if committing:
                 return self.outcome_unknown(reason)
-            return MeshUnusable(
+            return StoreUnreachable(
                 f"the connection to {where} was lost midway ({reason}); nothing was half-done "
                 "(the transaction rolled back): check the server and run the command again",
                 code="database-connection-lost",

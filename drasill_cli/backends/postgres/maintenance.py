@@ -1,11 +1,12 @@
-"""`Maintenance` for a PostgreSQL mesh: no temporary files to sweep (every write is a transaction:
-a killed writer leaves nothing half-done; only old rows of `mesh_ops` go), and the database's
-part of `mesh doctor`.
+"""`Maintenance` for a PostgreSQL mesh: the sweep (listener rows of waiters whose session is
+gone, and old rows of `mesh_ops`: every write is a transaction, so a killed writer leaves
+nothing half-done), and the database's part of `mesh doctor`.
 
 The checks, in order: the database reachable with its tables current (the URL masked), the
-server's version, the role's privileges on the schema and the tables, the round-trip time, the
-clock skew between this host and the server, whether LISTEN/NOTIFY works on this connection
-(a transaction pooler such as pgbouncer in transaction mode breaks it), and quarantined rows.
+server's version, whether it takes writes (not a standby, sessions not read-only), the role's
+privileges on the schema and the tables, the round-trip time, the clock skew between this host
+and the server, whether LISTEN/NOTIFY works on this connection (a transaction pooler such as
+pgbouncer in transaction mode breaks it), and quarantined rows.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ SKEW_S = 2.0
 # How long the pooler probe waits for its own notification.
 PROBE_WAIT_S = 2.0
 DML = "SELECT, INSERT, UPDATE, DELETE"
+# The listener rows of sessions that are gone: removed (prune), or only listed (a dry run).
+_GONE_LISTENERS = {
+    True: "DELETE FROM mesh_listening WHERE pid NOT IN (SELECT pid FROM pg_stat_activity)"
+    " RETURNING pid",
+    False: "SELECT pid FROM mesh_listening WHERE pid NOT IN (SELECT pid FROM pg_stat_activity)",
+}
 
 
 class PostgresMaintenance:
@@ -42,16 +49,20 @@ class PostgresMaintenance:
         self.backend = backend
 
     def sweep(self, older_than: float, *, apply: bool = True) -> list[str]:
-        """No temporary files: a killed writer's transaction rolled back whole. With `apply`,
-        the rows of operations done more than a day ago go (`ops.sweep`: kept only so that a
-        retry after a lost connection finds its first try's outcome; not reported)."""
-        del older_than
+        """The listener rows (`mesh_listening`) of sessions that are gone: a waiter killed
+        while waiting leaves its rows, and writers keep announcing to their channels. A killed
+        writer leaves nothing else: its transaction rolled back whole. With `apply`, the rows
+        of operations done more than a day ago go too (`ops.sweep`: kept only so that a retry
+        after a lost connection finds its first try's outcome; not reported)."""
+        del older_than  # a session is gone or not; its age says nothing more
         if apply and not self.backend.read_only:
             from drasill_cli.backends.postgres import ops
 
             with self.backend.transaction() as cur:
                 ops.sweep(cur)
-        return []
+        rows = self.backend.statement(_GONE_LISTENERS[apply])
+        sessions = sorted({int(pid) for (pid,) in rows})
+        return [f"listener rows of ended database session {pid}" for pid in sessions]
 
     def check(self) -> list[Finding]:
         db = self.backend.db
@@ -74,6 +85,7 @@ class PostgresMaintenance:
         ]
         for probe in (
             self._server,
+            self._writable,
             self._privileges,
             self._latency,
             self._clock,
@@ -103,6 +115,36 @@ class PostgresMaintenance:
                 f"upgrade the server to PostgreSQL {MIN_SERVER} or newer",
             )
         return Finding("database-server", "ok", f"PostgreSQL {shown}")
+
+    def _writable(self) -> Finding:
+        """Whether the server takes writes: not a standby, sessions not read-only by default."""
+        with self.backend.db.transaction() as cur:
+            cur.execute(
+                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only'),"
+                " current_user"
+            )
+            row = cur.fetchone()
+        assert row is not None  # noqa: S101 -- a SELECT without FROM returns one row
+        standby, read_only, user = bool(row[0]), str(row[1]) == "on", str(row[2])
+        if standby:
+            return Finding(
+                "database-writable",
+                "fail",
+                "the server is a standby (in recovery): it accepts no writes",
+                "point the URL at the primary server",
+                required=True,
+            )
+        if read_only:
+            return Finding(
+                "database-writable",
+                "fail",
+                f"sessions of role {user} are read-only (default_transaction_read_only = on, "
+                "set for the role, the database or in the URL's options)",
+                f"ALTER ROLE {user} SET default_transaction_read_only = off, or remove it from "
+                "the URL's options",
+                required=True,
+            )
+        return Finding("database-writable", "ok", "the server accepts writes", required=True)
 
     def _privileges(self) -> Finding:
         schema = self.backend.changes.schema

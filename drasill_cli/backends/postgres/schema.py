@@ -462,3 +462,31 @@ def _newer(db: Database, version: int) -> MeshUnusable:
         f"drasill-cli knows ({LATEST}); upgrade drasill-cli on this host",
         code="database-newer",
     )
+
+
+def inspect_schema(db: Database, conn: psycopg.Connection[Any]) -> None:
+    """For a read-only opening (completion): the mesh's tables as they are, never made nor
+    migrated; sets `db.schema` and `db.present` (whether the tables exist). Exit 4 when they
+    exist at another version than this drasill-cli's (a writing command migrates older ones)."""
+    with db.errors_mapped():
+        schema, present, search_path = _look(conn, db)
+        wanted = first_search_path_schema(search_path)
+        if wanted is not None and schema != wanted:
+            # The first schema is missing (or not usable): no mesh here yet, and never the
+            # one PostgreSQL would fall back to.
+            db.schema, db.present = wanted, False
+            return
+        db.schema, db.present = schema, present
+        if not present:
+            return
+        version, mesh_id = _stamp(conn)
+        if version == LATEST:
+            db.mesh_id = _checked_id(db, str(schema), mesh_id)
+    if version > LATEST:
+        raise _newer(db, version)
+    if version < LATEST:
+        raise MeshUnusable(
+            f"the mesh database at {db.host} holds tables of version {version} of {LATEST}; "
+            "any command that writes brings them up to date (e.g. mesh status)",
+            code="database-not-migrated",
+        )
