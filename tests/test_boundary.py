@@ -50,6 +50,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     "launch` wrote for a tmux pane (in the temporary folder, not the mesh)",
     ("drasill_cli/cli/dashboard.py", "open"): "writes the 0600 page that sends the browser on "
     "to the dashboard's tokened URL (in a private temporary folder, not the mesh)",
+    ("drasill_cli/cli/dashboard.py", "remove"): "removes that page and its private folder",
     ("drasill_cli/demo.py", "throwaway"): "removes the demo's own scratch folder",
     ("drasill_cli/demo.py", "populate"): "writes the demo's sample project (not the mesh)",
     ("drasill_cli/cli/reference.py", "write_all"): "writes the generated docs and completion "

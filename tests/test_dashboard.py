@@ -648,3 +648,99 @@ def test_on_postgresql_the_password_stays_hidden_and_bad_text_is_a_400(
     finally:
         board.stop()
         assert board.proc.stderr is not None
+
+
+# ---- memory bounded by what the page shows ---------------------------------------------------
+
+
+def test_the_page_gets_previews_not_every_task_body(cli: MeshRunner, api: Mesh) -> None:
+    from drasill_cli import dashboard
+
+    cli.json("register", "alice")
+    for index in range(dashboard.TASKS_PER_STATE + 20):
+        priority = 1 if index >= 20 else 0
+        tasks.add_task(api, f"task {index}", actor="alice", body="x" * 5000, priority=priority)
+    board = Dashboard(cli)
+    try:
+        view = board.view()
+    finally:
+        board.stop()
+    queued = [t for t in view["tasks"] if t["state"] == "queued"]
+    assert len(queued) == dashboard.TASKS_PER_STATE
+    assert view["counts"]["tasks"]["queued"] == dashboard.TASKS_PER_STATE + 20
+    assert all("body" not in task for task in view["tasks"])
+    assert {t["priority"] for t in queued} == {1}  # the first to be claimed are shown
+    assert len(json.dumps(view)) < 40_000
+
+
+def _events(response: Any) -> Iterator[tuple[str, Any]]:
+    """(event name, data) of each server-sent event on an open /events response."""
+    name, data = "", ""
+    while True:
+        line = response.readline().decode()
+        if not line:
+            return
+        if line.startswith("event:"):
+            name = line.partition(":")[2].strip()
+        elif line.startswith("data:"):
+            data += line.partition(":")[2].strip()
+        elif line in ("\n", "\r\n") and data:
+            yield name, json.loads(data)
+            name, data = "", ""
+
+
+def test_after_the_first_view_a_page_gets_only_what_changed(
+    dash: Dashboard, cli: MeshRunner, api: Mesh, populated: dict[str, Any]
+) -> None:
+    import http.client
+
+    host, _, port = dash.base.removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", f"/events?token={dash.token}")
+    stream = _events(conn.getresponse())
+    try:
+        kind, shown = next(stream)
+        assert kind == "view"
+        tasks.claim(api, "alice", populated["plain"]["id"])
+        cli.json("send", "bob", "a change", "--as", "alice")
+        deadline = time.monotonic() + 10
+        patches = []
+        while time.monotonic() < deadline:
+            kind, data = next(stream)
+            assert kind == "patch", kind
+            patches.append(data)
+            shown = {**shown, **{k: v for k, v in data.items() if k != "tasks"}}
+            if "tasks" in data:
+                put = {t["id"]: t for t in data["tasks"]["put"]}
+                shown["tasks"] = [
+                    t
+                    for t in shown["tasks"]
+                    if t["id"] not in put and t["id"] not in data["tasks"]["drop"]
+                ] + list(put.values())
+            if shown["messages"] and shown["messages"][0]["body"] == "a change":
+                break
+        current = dash.view()
+        key = lambda t: t["id"]  # noqa: E731 -- a sort key
+        assert sorted(shown["tasks"], key=key) == sorted(current["tasks"], key=key)
+        assert {k: v for k, v in shown.items() if k != "tasks"} == {
+            k: v for k, v in current.items() if k != "tasks"
+        }
+        task_patches = [p["tasks"] for p in patches if "tasks" in p]
+        assert task_patches, "the claim reached the page"
+        assert all(len(p["put"]) == 1 and p["drop"] == [] for p in task_patches)
+        assert all("locks" not in p for p in patches)
+    finally:
+        conn.close()
+
+
+def test_a_page_that_fell_behind_gets_the_whole_view_again() -> None:
+    from drasill_cli.web.server import Hub
+
+    hub = Hub()
+    hub.publish(b'{"v": 1}', None)
+    assert hub.chunk(-1).startswith(b"event: view\n")
+    hub.publish(b'{"v": 2}', b'{"v": 2}')
+    assert hub.chunk(1) == b'event: patch\ndata: {"v": 2}\n\n'
+    hub.publish(b'{"v": 3}', b'{"v": 3}')
+    assert hub.chunk(1) == b'event: view\ndata: {"v": 3}\n\n'  # two behind: no queue
+    assert hub.chunk(3).startswith(b":")  # current: a keep-alive comment
