@@ -744,3 +744,36 @@ def test_a_page_that_fell_behind_gets_the_whole_view_again() -> None:
     hub.publish(b'{"v": 3}', b'{"v": 3}')
     assert hub.chunk(1) == b'event: view\ndata: {"v": 3}\n\n'  # two behind: no queue
     assert hub.chunk(3).startswith(b":")  # current: a keep-alive comment
+
+
+def test_a_page_that_takes_nothing_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled page holds no more than the chunk being written, and only for a while."""
+    import asyncio
+
+    from drasill_cli.web import server
+
+    monkeypatch.setattr(server, "WRITE_TIMEOUT_S", 0.2)
+    hub = server.Hub()
+    sent: list[bytes] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message.get("body", b""))
+        if len(sent) > 3:  # the page stops reading: every later write waits for it
+            await asyncio.Event().wait()
+
+    async def receive() -> Any:
+        await asyncio.Event().wait()  # never leaves on its own
+
+    async def scenario() -> None:
+        hub.attach(asyncio.get_running_loop())
+        hub.publish(b'{"v": 1}', None)
+        await asyncio.sleep(0)
+        page = asyncio.create_task(server.Stream(hub)({"type": "http"}, receive, send))
+        for version in range(2, 30):
+            hub.publish(b'{"v": %d}' % version, b'{"v": %d}' % version)
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(page, 2)
+        assert hub.streams == 0
+
+    asyncio.run(scenario())
+    assert len(sent) == 4  # the head, the retry hint, the view, one patch: then dropped
