@@ -10,6 +10,9 @@ the `dashboard` section of `python -m benchmarks`.
   subtracted (one machine, one clock). Skipped, with the reason, without chromium.
 - Idle RSS: the dashboard process over a mesh of 50 registered agents, after a quiet spell, with
   one page connected; beside it Drasill's server with 50 agents when that baseline runs.
+- Memory bound (`--memory`, and in `measure(memory=True)`): 5,000 tasks with 2.8 KB bodies
+  (14 MB of task text), 100 open pages (half reading, half never reading a byte), 20 changes;
+  the dashboard's RSS and peak, the bytes a reading page got for its first view and per change.
 """
 
 from __future__ import annotations
@@ -18,20 +21,26 @@ import argparse
 import http.client
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 from benchmarks.drasill_baseline import DrasillServer, DrasillUnavailable
 from benchmarks.harness import Scratch, mesh_argv, proc_status_kib, scratch
-from drasill_cli import agents, messages
+from drasill_cli import agents, messages, tasks
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
 
 AGENTS = 50
 QUIET_S = 3.0
+BIG_TASKS = 5000
+BIG_BODY = 2800
+PAGES = 100
+BIG_CHANGES = 20
 
 OBSERVE = """
 window.__seen = {};
@@ -144,7 +153,111 @@ def _page_latency(mesh: Mesh, served: Served, rounds: int) -> list[float]:
         return took
 
 
-def measure(rounds: int = 10, drasill: DrasillServer | None = None) -> dict[str, Any]:
+class Reader(threading.Thread):
+    """A page that reads its event stream: the bytes of its first view and of what follows."""
+
+    def __init__(self, served: Served) -> None:
+        super().__init__(daemon=True)
+        self.stream = EventStream(served)
+        self.first = 0
+        self.after = 0
+        self.events = 0
+
+    def run(self) -> None:
+        data, payload = 0, False
+        try:
+            while True:
+                line = self.stream.response.readline()
+                if not line:
+                    return
+                data += len(line)
+                if line.startswith(b"data:"):
+                    payload = True
+                elif line in (b"\n", b"\r\n"):
+                    if payload and self.events == 0:
+                        self.first = data
+                    elif payload:
+                        self.after += data
+                    self.events += payload
+                    data, payload = 0, False
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            return  # the stream ended (the dashboard stops)
+
+
+def _stalled(served: Served) -> socket.socket:
+    """A page that asks for the stream and never reads a byte of it."""
+    sock = socket.create_connection((served.host, served.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    request = (
+        f"GET /events?token={served.token} HTTP/1.1\r\nHost: {served.host}:{served.port}\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    return sock
+
+
+def memory_bound(
+    task_count: int = BIG_TASKS, pages: int = PAGES, changes: int = BIG_CHANGES
+) -> dict[str, Any]:
+    """The dashboard's memory over a big mesh with many pages open, half of them stalled."""
+    work = scratch("dashboard-big")
+    served: Served | None = None
+    readers: list[Reader] = []
+    stalled: list[socket.socket] = []
+    try:
+        mesh = Mesh.open(work.mesh_dir, Config())
+        agents.register(mesh, "worker", pid=os.getpid())
+        started = time.monotonic()
+        ids = [
+            tasks.add_task(mesh, f"task {i}", actor="human", body="b" * BIG_BODY)["id"]
+            for i in range(task_count)
+        ]
+        setup_s = time.monotonic() - started
+        served = Served(work)
+        base = proc_status_kib(served.proc.pid)
+        for index in range(pages):
+            if index % 2:
+                stalled.append(_stalled(served))
+            else:
+                reader = Reader(served)
+                reader.start()
+                readers.append(reader)
+        time.sleep(2.0)
+        for index in range(changes):
+            if index % 2:
+                tasks.claim(mesh, "worker", ids[index])
+            else:
+                messages.send(mesh, "worker", f"change {index}", sender="human", wake=False)
+            time.sleep(0.3)
+        time.sleep(1.0)
+        status = proc_status_kib(served.proc.pid)
+        got = [r for r in readers if r.events > 1]
+        return {
+            "tasks": task_count,
+            "task_text_mb": round(task_count * BIG_BODY / 1e6, 1),
+            "pages": pages,
+            "stalled": len(stalled),
+            "changes": changes,
+            "setup_s": round(setup_s, 1),
+            "start_kib": {"rss": base["VmRSS"], "peak": base["VmHWM"]},
+            "kib": {"rss": status["VmRSS"], "peak": status["VmHWM"]},
+            "first_view_bytes": max((r.first for r in readers), default=0),
+            "bytes_per_change": round(
+                statistics.median(r.after / max(1, r.events - 1) for r in got) if got else 0
+            ),
+        }
+    finally:
+        for sock in stalled:
+            sock.close()
+        for reader in readers:
+            reader.stream.close()
+        if served is not None:
+            served.stop()
+        work.cleanup()
+
+
+def measure(
+    rounds: int = 10, drasill: DrasillServer | None = None, *, memory: bool = True
+) -> dict[str, Any]:
     """The dashboard's figures (and Drasill's server RSS with 50 agents, when given)."""
     from tests.browser import BrowserUnavailable, find_chromium
 
@@ -174,6 +287,8 @@ def measure(rounds: int = 10, drasill: DrasillServer | None = None) -> dict[str,
         if served is not None:
             served.stop()
         work.cleanup()
+    if memory:
+        result["memory_bound"] = memory_bound()
     if drasill is not None:
         for index in range(AGENTS):
             drasill.register(f"dash-agent-{index:02d}")
@@ -198,11 +313,26 @@ def report(result: dict[str, Any]) -> list[str]:
                 f"  {label:<46} {fig['median_ms']:8.0f} ms  "
                 f"min {fig['min_ms']:.0f}, max {fig['max_ms']:.0f}"
             )
-    idle = result["idle_50_agents_kib"]
-    lines.append(
-        f"  {'dashboard idle, 50 agents (RSS / peak)':<46} "
-        f"{idle['rss'] / 1024:5.1f}/{idle['peak'] / 1024:.1f} MiB"
-    )
+    idle = result.get("idle_50_agents_kib")
+    if idle:
+        lines.append(
+            f"  {'dashboard idle, 50 agents (RSS / peak)':<46} "
+            f"{idle['rss'] / 1024:5.1f}/{idle['peak'] / 1024:.1f} MiB"
+        )
+    big = result.get("memory_bound")
+    if big:
+        lines.append(
+            f"  {big['tasks']} tasks ({big['task_text_mb']} MB of bodies), {big['pages']} pages "
+            f"({big['stalled']} stalled), {big['changes']} changes:"
+        )
+        lines.append(
+            f"  {'dashboard RSS / peak':<46} {big['kib']['rss'] / 1024:5.1f}/"
+            f"{big['kib']['peak'] / 1024:.1f} MiB (at start {big['start_kib']['rss'] / 1024:.1f})"
+        )
+        lines.append(
+            f"  {'first view / each change, per page':<46} "
+            f"{big['first_view_bytes'] / 1024:5.1f} KiB / {big['bytes_per_change'] / 1024:.1f} KiB"
+        )
     server = result.get("drasill_server_kib")
     if server:
         lines.append(
@@ -218,7 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--drasill", action="store_true", help="also start Drasill 1.0.0 for its server RSS"
     )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help=f"only the memory bound ({BIG_TASKS} tasks, {PAGES} pages)",
+    )
     args = parser.parse_args(argv)
+    if args.memory_only:
+        big = memory_bound()
+        print("\n".join(report({"agents": 0, "rounds": 0, "memory_bound": big})))
+        print(json.dumps(big))
+        return 0
     drasill: DrasillServer | None = None
     if args.drasill:
         drasill = DrasillServer()

@@ -398,6 +398,9 @@ def _check_mesh_url(url: str, where: str) -> str:
             "URI such as postgresql://user@host:5432/dbname",
             code="invalid-mesh-url",
         )
+    from drasill_cli.backends import check_url
+
+    check_url(url, where)
     return url
 
 

@@ -20,6 +20,21 @@ from drasill_cli.mesh import Mesh
 LATEST_MESSAGES = 12
 MESSAGE_SCAN_EVENTS = 400
 BODY_PREVIEW_CHARS = 600
+# What the page is sent is bounded whatever the mesh holds (docs/performance.md): task bodies
+# never (the page does not show them), at most this many tasks of each state, agents and locks,
+# and every other text cut to a preview.
+TASKS_PER_STATE = 50
+MAX_AGENTS = 200
+MAX_LOCKS = 200
+TITLE_CHARS = 200
+TEXT_PREVIEW_CHARS = 300
+DEPENDS_SHOWN = 20
+WARNINGS_SHOWN = 20
+FINISHED = ("completed", "failed", "abandoned", "cancelled")
+TASK_KEYS = (
+    "id", "title", "state", "priority", "created_by", "claimed_by", "created_at", "updated_at",
+    "attempts", "review", "approved_by",
+)  # fmt: skip
 
 
 # ---- what the page shows ---------------------------------------------------------------------
@@ -65,6 +80,73 @@ def view(mesh: Mesh) -> dict[str, Any]:
     return snap
 
 
+def _cut(text: Any, limit: int = TEXT_PREVIEW_CHARS) -> Any:
+    """`text` cut to `limit` characters (with an ellipsis), anything else as it is."""
+    if isinstance(text, str) and len(text) > limit:
+        return text[:limit] + "\u2026"
+    return text
+
+
+def _trimmed(value: Any, depth: int = 0) -> Any:
+    """A JSON value with every text cut to a preview, lists to 20 items, nesting to 4 levels."""
+    if isinstance(value, str):
+        return _cut(value)
+    if depth >= 4 and isinstance(value, dict | list):
+        return "\u2026"
+    if isinstance(value, dict):
+        return {str(k)[:64]: _trimmed(v, depth + 1) for k, v in list(value.items())[:40]}
+    if isinstance(value, list):
+        return [_trimmed(v, depth + 1) for v in value[:20]]
+    return value
+
+
+def task_preview(task: dict[str, Any]) -> dict[str, Any]:
+    """What a task card shows: never its body; its title, result and dependencies cut short."""
+    shown = {key: task.get(key) for key in TASK_KEYS}
+    shown["title"] = _cut(task.get("title"), TITLE_CHARS)
+    shown["result"] = _cut(task.get("result"))
+    depends = task.get("depends_on") or []
+    shown["depends_on"] = list(depends[:DEPENDS_SHOWN])
+    return shown
+
+
+def shown_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks the board shows: of each open state the first `TASKS_PER_STATE` in claiming
+    order (priority, then age), of each finished state the latest ones; as previews."""
+    by_state: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        by_state.setdefault(str(task.get("state")), []).append(task)
+    shown: list[dict[str, Any]] = []
+    for state, group in by_state.items():
+        if state in FINISHED:
+            group.sort(key=lambda t: (str(t.get("updated_at") or ""), str(t["id"])), reverse=True)
+        else:
+            group.sort(key=lambda t: (-int(t.get("priority") or 0), str(t["id"])))
+        shown += [task_preview(task) for task in group[:TASKS_PER_STATE]]
+    return shown
+
+
+def page_view(snap: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """What the page is sent of a `view`: what it shows and nothing more, bounded whatever the
+    mesh holds (previews, the latest N, true totals in `counts`)."""
+    agents = [
+        {key: _trimmed(value) for key, value in agent.items() if key != "cwd"}
+        for agent in snap["agents"][:MAX_AGENTS]
+    ]
+    return {
+        "mesh_dir": snap["mesh_dir"],
+        "generated_at": snap["generated_at"],
+        "agents": agents,
+        "tasks": shown_tasks(snap["tasks"]),
+        "locks": [_trimmed(lock) for lock in snap["locks"][:MAX_LOCKS]],
+        "budgets": snap["budgets"],
+        "recent": [_trimmed(event) for event in snap["recent"]],
+        "messages": snap["messages"],
+        "counts": {**snap["counts"], "agents_total": len(snap["agents"])},
+        "warnings": [_cut(w) for w in warnings[-WARNINGS_SHOWN:]],
+    }
+
+
 def change_key(snap: dict[str, Any]) -> Any:
     """What a real change alters in a view (see `status.change_key`), messages included."""
     return (status.change_key(snap), snap["messages"], snap["budgets"])
@@ -79,6 +161,13 @@ def _text(payload: dict[str, Any], key: str, *, required: bool = False, default:
         value = default
     if not isinstance(value, str):
         raise InvalidInput(f"{key} must be text, got {type(value).__name__}", code="invalid-input")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            f"{key} is not valid Unicode text (a lone surrogate); send UTF-8 text",
+            code="invalid-input",
+        ) from None
     if required and not value.strip():
         raise InvalidInput(f"{key} is required; fill it in", code="invalid-input")
     return value

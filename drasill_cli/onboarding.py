@@ -126,12 +126,30 @@ def launch(
 
 
 def _start_tmux(session: str, argv: list[str], env: dict[str, str], cwd: str) -> int:
-    """A detached tmux session running `argv`; returns its pane's pid."""
-    settings = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+    """A detached tmux session running `argv`; returns its pane's pid.
+
+    The environment goes through a 0600 file that the pane reads and removes (`childenv`),
+    never tmux's command line (`-e KEY=VALUE` would show a mesh URL's password to `ps`)."""
+    from drasill_cli import childenv
+
+    env_file = childenv.write(env)
+    started = False
+    try:
+        pid = _new_session(session, childenv.argv(env_file, argv), cwd)
+        started = True
+        return pid
+    finally:
+        if not started:
+            with contextlib.suppress(OSError):
+                os.unlink(env_file)
+
+
+def _new_session(session: str, command: list[str], cwd: str) -> int:
+    """`tmux new-session -d` running `command`; the pane's pid."""
     new_session = ["new-session", "-d", "-P", "-F", "#{pane_pid}", "-s", session, "-c", cwd]
     try:
         done = liveness.tmux_run(
-            [*new_session, *settings, "--", *argv], timeout=TMUX_TIMEOUT_S, start_new_session=True
+            [*new_session, "--", *command], timeout=TMUX_TIMEOUT_S, start_new_session=True
         )
     except subprocess.TimeoutExpired:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):

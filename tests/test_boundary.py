@@ -44,6 +44,13 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("drasill_cli/liveness.py", "heimdall_session_alive"): "looks for heimdall's socket",
     ("drasill_cli/onboarding.py", "_start_heimdall"): "makes heimdall's socket folder and waits "
     "for its socket (`mesh launch`)",
+    ("drasill_cli/onboarding.py", "_start_tmux"): "removes the launch's own environment file "
+    "(in the temporary folder) when tmux did not start the pane that reads it",
+    ("drasill_cli/childenv.py", "read"): "reads and removes the 0600 environment file `mesh "
+    "launch` wrote for a tmux pane (in the temporary folder, not the mesh)",
+    ("drasill_cli/cli/dashboard.py", "open"): "writes the 0600 page that sends the browser on "
+    "to the dashboard's tokened URL (in a private temporary folder, not the mesh)",
+    ("drasill_cli/cli/dashboard.py", "remove"): "removes that page and its private folder",
     ("drasill_cli/demo.py", "throwaway"): "removes the demo's own scratch folder",
     ("drasill_cli/demo.py", "populate"): "writes the demo's sample project (not the mesh)",
     ("drasill_cli/cli/reference.py", "write_all"): "writes the generated docs and completion "

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drasill_cli.backends.postgres.connection import describe_host, mask_url
+from drasill_cli.backends.postgres.urls import describe_host, mask_url
 from drasill_cli.config import Config, StoreConfig, resolve_mesh_location
 from drasill_cli.errors import InvalidInput, MeshUnusable
 from drasill_cli.mesh import Mesh
@@ -127,7 +127,14 @@ def test_global_option_after_the_command_says_where_it_goes(cli: MeshRunner) -> 
         ("postgresql://u:p%40ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
         (
             "postgresql://u@h/db?password=pw&sslmode=require",
-            "postgresql://u@h/db?password=***&sslmode=require",
+            "postgresql://u:***@h/db?sslmode=require",
+        ),
+        ("postgresql://u:a?b#c@h:5433/db", "postgresql://u:***@h:5433/db"),
+        ("postgresql://u:p#w?x=1@h/db?sslmode=disable", "postgresql://u:***@h/db?sslmode=disable"),
+        ("postgresql://u:pw@[::1]:5432,h2:5433/db", "postgresql://u:***@[::1]:5432,h2:5433/db"),
+        (
+            "postgresql://u@h/db?options=-csearch_path%3Dteam_a&sslpassword=k3y",
+            "postgresql://u:***@h/db?options=-csearch_path%3Dteam_a&sslpassword=***",
         ),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgres:///db?host=/run/pg", "postgres:///db?host=/run/pg"),
@@ -137,9 +144,62 @@ def test_mask_url_hides_every_password(url: str, shown: str) -> None:
     assert mask_url(url) == shown
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:se?cr#et@[::1/db",  # an unbalanced [: libpq's error quotes the URL
+        "postgresql://u:se@cret@h/db",  # an unencoded @: libpq reads "cret@h" as the host
+        "postgresql://u:se/cret@h/db",  # an unencoded /: libpq reads "se" as the port
+        "postgresql://u:se?cret@h:notaport/db",
+    ],
+)
+def test_mask_url_never_shows_a_password_the_driver_misreads(url: str) -> None:
+    shown = mask_url(url)
+    assert shown.startswith("postgresql://")
+    for part in ("se?cr", "cret", "se/", "se@"):
+        assert part not in shown, shown
+
+
 def test_describe_host_names_the_server() -> None:
     assert describe_host("postgresql://u@db.example.com:6543/x") == "db.example.com:6543"
     assert "/run/pg" in describe_host("postgresql:///x?host=/run/pg")
+    assert describe_host("postgresql://u:12345?x@db.example.com/x") == "db.example.com:5432"
+
+
+def test_an_unreadable_url_is_exit_2_without_the_url(cli: MeshRunner) -> None:
+    url = "postgresql://mesh:hunter2?se#cret@[::1/postgres"
+    env = {"DRASILL_MESH_DIR": ""}
+    for args in (("--mesh-url", url, "status", "--json"), ("--mesh-url", url, "doctor")):
+        done = cli.run(*args, env=env)
+        assert done.returncode in (1, 2), done.stderr
+        assert "hunter2" not in done.stdout + done.stderr
+        assert "cret" not in done.stdout + done.stderr
+    done = cli.run("inbox", "--as", "bob", "--json", env={**env, "DRASILL_MESH_URL": url})
+    assert done.returncode == 2
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "invalid-mesh-url"
+    assert "DRASILL_MESH_URL" in error["message"]
+    assert "hunter2" not in done.stdout + done.stderr
+
+
+def test_a_password_with_question_mark_or_hash_is_never_shown(
+    cli: MeshRunner, pg_mesh_url: str
+) -> None:
+    """libpq accepts `?` and `#` unencoded in a password; urllib would cut the URL there and
+    show the rest. The test server trusts its socket, so any password logs in."""
+    url = pg_mesh_url.replace("mesh@", "mesh:hunter2?se#cret@", 1)
+    assert url != pg_mesh_url
+    env = {"DRASILL_MESH_DIR": "", "DRASILL_MESH_URL": url}
+    status = cli.run("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    doctor = cli.run("doctor", "--json", env=env)
+    human = cli.run("doctor", env=env)
+    for done in (status, doctor, human):
+        out = done.stdout + done.stderr
+        assert "hunter2" not in out
+        assert "cret" not in out
+    assert json.loads(status.stdout)["mesh_dir"].startswith("postgresql://mesh:***@")
+    assert json.loads(doctor.stdout)["mesh_url"].startswith("postgresql://mesh:***@")
 
 
 def test_an_opened_mesh_shows_its_url_masked(pg_mesh_url: str) -> None:
@@ -287,13 +347,14 @@ def test_doctor_shows_a_reachable_database_with_its_url_masked(
     report = json.loads(done.stdout)
     assert pg_cluster.PASSWORD not in done.stdout + done.stderr
     assert report["mesh_dir"] is None
-    assert report["mesh_url"] == url.replace(pg_cluster.PASSWORD, "***")
+    assert report["mesh_url"] == mask_url(url)
+    assert report["mesh_url"].startswith(f"postgresql://{pg_cluster.PASSWORD_ROLE}:***@/")
     check = next(c for c in report["checks"] if c["name"] == "mesh-database")
     assert check["status"] == "ok", check
     assert "mesh-dir" not in {c["name"] for c in report["checks"]}
     done = cli.run("doctor", env={**env, "DRASILL_MESH_URL": url})
     assert pg_cluster.PASSWORD not in done.stdout + done.stderr
-    assert f"mesh url {url.replace(pg_cluster.PASSWORD, '***')}" in done.stdout
+    assert f"mesh url {mask_url(url)}" in done.stdout
 
 
 def test_doctor_fails_an_unreachable_database_naming_the_host(cli: MeshRunner) -> None:

@@ -127,3 +127,68 @@ def test_launch_tmux_starts_a_detached_registered_agent_that_can_be_woken(
     )
     assert lines.read_text() == "[mesh] 1 new message from beta: run mesh inbox alpha\n"
     subprocess.run(["tmux", "kill-session", "-t", "=mesh-alpha"], check=False)
+
+
+# A stand-in for `tmux` in front of the real one: records every command line it is given.
+TMUX_SPY = """\
+#!{python}
+import json, os, sys
+with open(os.environ["TMUX_ARGV_LOG"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+os.execv({tmux!r}, ["tmux", *sys.argv[1:]])
+"""
+
+# A stand-in for `claude` that records the mesh URL it was given.
+URL_CLAUDE = """\
+#!{python}
+import json, os, sys, time
+with open(os.environ["FAKE_OUT"] + ".tmp", "w") as f:
+    json.dump({{"url": os.environ.get("DRASILL_MESH_URL"), "argv": sys.argv[1:]}}, f)
+os.rename(os.environ["FAKE_OUT"] + ".tmp", os.environ["FAKE_OUT"])
+time.sleep(60)
+"""
+
+
+@needs_tmux
+def test_launch_tmux_keeps_the_mesh_url_off_every_command_line(
+    cli: MeshRunner, tmp_path: Path, tmux_tmpdir: Path, pg_mesh_url: str
+) -> None:
+    """The URL (password included) reaches the agent by its environment, through a 0600 file
+    the pane reads and removes; tmux's command line (visible to `ps`) never holds it."""
+    import shutil
+
+    real_tmux = shutil.which("tmux")
+    assert real_tmux is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("tmux", TMUX_SPY), ("claude", URL_CLAUDE)):
+        (bin_dir / name).write_text(text.format(python=sys.executable, tmux=real_tmux))
+        (bin_dir / name).chmod(0o755)
+    url = pg_mesh_url.replace("mesh@", "mesh:hunter2-secret@", 1)
+    assert "hunter2-secret" in url
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    out, log = tmp_path / "claude.json", tmp_path / "tmux-argv.log"
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_OUT": str(out),
+        "TMUX_ARGV_LOG": str(log),
+        "TMUX_TMPDIR": str(tmux_tmpdir),
+        "TMPDIR": str(private_tmp),
+        "DRASILL_MESH_DIR": "",
+        "DRASILL_MESH_URL": url,
+    }
+    try:
+        done = cli.run("launch", "alpha", "--backend", "tmux", "--json", "--", "-x", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "hunter2" not in done.stdout + done.stderr
+        assert wait_until(out.exists, 15), "the tool did not start"
+        seen = json.loads(out.read_text())
+        assert seen["url"] == url  # the agent logs in as the launcher did
+        assert seen["argv"] == ["--append-system-prompt", onboarding.prompt("alpha"), "-x"]
+        calls = log.read_text()
+        assert "new-session" in calls
+        assert "hunter2" not in calls
+        assert list(private_tmp.iterdir()) == [], "the environment file is left behind"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", "=mesh-alpha"], check=False)

@@ -52,6 +52,13 @@ def shown_location(location: Path | str) -> str:
     password masked."""
     if isinstance(location, Path):
         return str(location)
-    from drasill_cli.backends.postgres.connection import mask_url
+    from drasill_cli.backends.postgres.urls import mask_url
 
     return mask_url(location)
+
+
+def check_url(url: str, where: str) -> None:
+    """Refuse (exit 2) a PostgreSQL URL its driver cannot read, without quoting it."""
+    from drasill_cli.backends.postgres.urls import check_url as check
+
+    check(url, where)

@@ -6,6 +6,7 @@ no other command loads this module.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Annotated
@@ -33,11 +34,48 @@ def _require_web() -> None:
     del starlette, uvicorn
 
 
-def _open_browser(url: str) -> None:
-    """Open the page in the person's browser, without holding up the server."""
-    import webbrowser
+REDIRECT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">
+<meta http-equiv="refresh" content="0; url={url}"><title>mesh dashboard</title></head>
+<body><p><a href="{url}">Open the mesh dashboard</a></p></body></html>
+"""
 
-    threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+
+class Opener:
+    """Opens the page in the person's browser without putting its token on a command line
+    (every local user can read those): the browser is given a 0600 local file, in a 0700
+    folder of its own, that sends it on to the tokened URL. The file is removed once the page
+    has been loaded, and when the dashboard stops."""
+
+    def __init__(self) -> None:
+        self.folder: str | None = None
+
+    def open(self, url: str) -> None:
+        """Write the redirect file and start the browser on it (in a thread: a slow browser
+        start does not hold up the server)."""
+        import html
+        import tempfile
+        import webbrowser
+        from pathlib import Path
+
+        base = os.environ.get("XDG_RUNTIME_DIR") or None
+        if base is not None and not os.path.isdir(base):
+            base = None
+        self.folder = tempfile.mkdtemp(prefix="mesh-dashboard-", dir=base)
+        path = os.path.join(self.folder, "open.html")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(REDIRECT_PAGE.format(url=html.escape(url, quote=True)))
+        target = Path(path).as_uri()
+        threading.Thread(target=webbrowser.open, args=(target,), daemon=True).start()
+
+    def remove(self) -> None:
+        """Remove the redirect file and its folder (once; a second call does nothing)."""
+        import shutil
+
+        folder, self.folder = self.folder, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @command(
@@ -70,7 +108,8 @@ def dashboard_cmd(
 
     The page shows agents, tasks, locks, budgets and messages as they change, and sends
     messages, adds tasks, approves or rejects reviews and force-unlocks, as `human` or --as.
-    Ctrl-C stops it.
+    Ctrl-C stops it (exit 130). The browser is opened on a private local file that sends it
+    on to the URL, so the token never appears on a command line.
     """
     from drasill_cli.names import check_agent_name
 
@@ -93,8 +132,9 @@ def dashboard_cmd(
             code="port-unavailable",
         ) from None
     token = server.new_token()
+    opener = Opener()
     try:
-        served = server.Server(mesh, sock, token, actor)
+        served = server.Server(mesh, sock, token, actor, on_page=opener.remove)
     except BaseException:
         sock.close()
         raise
@@ -109,9 +149,12 @@ def dashboard_cmd(
         f"dashboard of {mesh.location} on {server.HOST}:{bound}, acting as {actor}; the URL above "
         "carries its access token (keep it private); Ctrl-C stops it"
     )
-    if not no_open:
-        _open_browser(url)
     try:
-        served.run()
+        if not no_open:
+            opener.open(url)
+        stopped_by = served.run()
     finally:
+        opener.remove()
         sock.close()
+    if stopped_by:
+        raise typer.Exit(128 + stopped_by)  # Ctrl-C: 130

@@ -11,6 +11,17 @@ only by `mesh dashboard`, never by the other commands.
 - Live updates: a thread waits on the mesh's changes (`mesh.backend.changes`, topic MESH),
   rebuilds the view after each batch and, when it changed, publishes it to every open page
   over server-sent events. A quiet mesh is re-checked every few seconds (ages, measured memory).
+- Memory is bounded by what the page shows, not by what the mesh holds: the page is sent
+  `dashboard.page_view` (previews, at most N tasks of a state, no task bodies); a page gets the
+  whole view once, then only what changed (`patch`: the sections that changed, tasks by id); a
+  page that fell behind gets the whole view again (nothing is queued per page), and one that
+  takes no data for `WRITE_TIMEOUT_S` is dropped (its browser reconnects). At most
+  `MAX_STREAMS` pages at once.
+- Input: a POST body over `max_body()` is 413; the JSON is parsed and checked against the
+  action's model (`payloads`: strict types, sizes, no nesting beyond its shape, valid Unicode)
+  before anything acts: else 400.
+- Ctrl-C or SIGTERM: every page's stream is ended at once, so the server stops within its
+  graceful second, quietly; the command then exits 130 (128 + the signal).
 - The page is served from the package (drasill_cli/web/static): no CDN, works offline.
 - No terminal, no file access: the only actions are the dashboard's five core calls.
 """
@@ -34,7 +45,7 @@ from urllib.parse import parse_qs
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -60,6 +71,17 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
 }
 STATIC = {"/app.js": "text/javascript", "/app.css": "text/css"}
+STREAM_HEADERS = [
+    (key.encode(), value.encode())
+    for key, value in {
+        **SECURITY_HEADERS,
+        "content-type": "text/event-stream; charset=utf-8",
+        "x-accel-buffering": "no",
+    }.items()
+]
+MAX_STREAMS = 200  # open pages at once; more get 503 (their browsers retry)
+WRITE_TIMEOUT_S = 10.0  # a page that takes no data this long is dropped
+DRAIN_LIMIT = 16 * 1024 * 1024  # an oversized body is read and dropped up to this, then cut
 
 
 def new_token() -> str:
@@ -115,11 +137,16 @@ class Guard:
 
 
 class Hub:
-    """The latest view, as JSON, and a way for open pages to wait for a newer one."""
+    """The latest view (as the whole view and as a patch from the one before) and a way for
+    open pages to wait for a newer one. Lives on the event loop; `publish` is thread-safe."""
 
     def __init__(self) -> None:
         self.version = 0
-        self.data = "null"
+        self.data = b"null"  # the whole view, JSON (GET /api/view)
+        self.full = b""  # the whole view as an event
+        self.patch: bytes | None = None  # from version - 1 to version, as an event
+        self.closing = False
+        self.streams = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
 
@@ -128,31 +155,52 @@ class Hub:
         self.loop = loop
         self._changed = asyncio.Event()
 
-    def publish(self, data: str) -> None:
-        """Hand a new view to the pages (thread-safe)."""
+    def publish(self, data: bytes, patch: bytes | None) -> None:
+        """Hand a new view (and the patch to it from the last one) to the pages."""
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._set, data)
+            self.loop.call_soon_threadsafe(self._set, data, patch)
         else:
-            self.version += 1
-            self.data = data
+            self._set(data, patch)
 
-    def _set(self, data: str) -> None:
+    def close(self) -> None:
+        """End every page's stream (the server is stopping); thread- and signal-safe."""
+        self.closing = True
+        if self.loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                self.loop.call_soon_threadsafe(self._wake)
+
+    def _set(self, data: bytes, patch: bytes | None) -> None:
         self.version += 1
         self.data = data
+        self.full = b"event: view\ndata: " + data + b"\n\n"
+        self.patch = None if patch is None else b"event: patch\ndata: " + patch + b"\n\n"
+        self._wake()
+
+    def _wake(self) -> None:
         if self._changed is not None:
             self._changed.set()
             self._changed = asyncio.Event()
 
+    def chunk(self, seen: int) -> bytes:
+        """What a page that has seen version `seen` is sent next: the patch when it is one
+        behind, else the whole view (or a keep-alive comment when it is current)."""
+        if seen == self.version:
+            return b": still here\n\n"
+        if seen == self.version - 1 and self.patch is not None:
+            return self.patch
+        return self.full
+
     async def newer(self, version: int, timeout: float) -> None:
-        """Until a view newer than `version` is there, or `timeout` seconds pass."""
-        if self.version != version or self._changed is None:
+        """Until a view newer than `version` is there, the hub closes, or `timeout` passes."""
+        if self.version != version or self._changed is None or self.closing:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
 
 class Feed:
-    """Rebuilds the view after each batch of file events in the mesh; publishes real changes."""
+    """Rebuilds the view after each batch of changes in the mesh; publishes real changes, as
+    the page's bounded view and as a patch from the last one."""
 
     def __init__(self, mesh: Mesh, hub: Hub, guard: threading.Lock) -> None:
         self.mesh = mesh
@@ -161,19 +209,40 @@ class Feed:
         self.stop = threading.Event()
         self.warnings: list[str] = []
         self._key: Any = None
+        self._sections: dict[str, str] = {}
+        self._tasks: dict[str, str] = {}
         self._thread = threading.Thread(target=self._run, name="mesh-dashboard-feed", daemon=True)
 
     def refresh(self) -> None:
         """Build the view now and publish it if it changed (one refresh at a time, in order)."""
         with self.guard:
-            view = dashboard.view(self.mesh)
-            self.warnings = (self.warnings + self.mesh.warnings)[-20:]
+            snap = dashboard.view(self.mesh)
+            self.warnings = (self.warnings + self.mesh.warnings)[-dashboard.WARNINGS_SHOWN :]
             self.mesh.warnings.clear()
-            view["warnings"] = self.warnings
-            key = dashboard.change_key(view)
-            if key != self._key:
-                self._key = key
-                self.hub.publish(json.dumps(view, ensure_ascii=False, default=str))
+            snap["warnings"] = self.warnings
+            key = dashboard.change_key(snap)
+            if key == self._key:
+                return
+            self._key = key
+            view = dashboard.page_view(snap, self.warnings)
+            self.hub.publish(_json(view).encode(), self._patch(view))
+
+    def _patch(self, view: dict[str, Any]) -> bytes | None:
+        """The change from the last published view: the sections that changed, and the tasks
+        by id (put: new or changed, drop: gone); None for the first view."""
+        sections = {key: _json(value) for key, value in view.items() if key != "tasks"}
+        tasks = {str(task["id"]): _json(task) for task in view["tasks"]}
+        first = not self._sections
+        changed = {k: v for k, v in sections.items() if self._sections.get(k) != v}
+        put = [text for task_id, text in tasks.items() if self._tasks.get(task_id) != text]
+        drop = [task_id for task_id in self._tasks if task_id not in tasks]
+        self._sections, self._tasks = sections, tasks
+        if first:
+            return None
+        parts = [f"{_json(k)}: {v}" for k, v in changed.items()]
+        if put or drop:
+            parts.append(f'"tasks": {{"put": [{", ".join(put)}], "drop": {_json(drop)}}}')
+        return ("{" + ", ".join(parts) + "}").encode()
 
     def start(self) -> None:
         """Follow the mesh from now on (in a thread)."""
@@ -199,12 +268,78 @@ class Feed:
                 changes.next(RECHECK_S, self.stop)
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _static(name: str) -> str:
     return resources.files("drasill_cli.web").joinpath("static", name).read_text("utf-8")
 
 
-def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, Feed]:
+def max_body(mesh: Mesh) -> int:
+    """The largest POST body taken: a message body at its limit, every character escaped
+    (`\\u00XX`, 6 bytes), plus room for the other fields."""
+    return 6 * mesh.config.messages.max_body_bytes + 64 * 1024
+
+
+class Stream:
+    """GET /events: the page's live feed (server-sent events), as a plain ASGI app, so that a
+    page that goes away, takes too long, or a server that stops ends it cleanly."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one page's stream until it leaves, stalls, or the server stops."""
+        hub = self.hub
+        if hub.streams >= MAX_STREAMS or hub.closing:
+            await _error(503, "busy", "too many open pages; close some")(scope, receive, send)
+            return
+        hub.streams += 1
+        main = asyncio.current_task()
+        gone = asyncio.Event()
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            if main is not None:
+                main.cancel()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+            await send(
+                {"type": "http.response.body", "body": b"retry: 1000\n\n", "more_body": True}
+            )
+            seen = -1
+            while not hub.closing:
+                chunk, seen = hub.chunk(seen), hub.version
+                await asyncio.wait_for(
+                    send({"type": "http.response.body", "body": chunk, "more_body": True}),
+                    WRITE_TIMEOUT_S,
+                )
+                await hub.newer(seen, KEEPALIVE_S)
+            await asyncio.wait_for(
+                send({"type": "http.response.body", "body": b"", "more_body": False}), 0.5
+            )
+        except TimeoutError:
+            return  # a page that takes nothing is dropped; its browser reconnects later
+        except asyncio.CancelledError:
+            if gone.is_set() or hub.closing:
+                return  # it left, or the server stops: nothing more to send
+            raise
+        finally:
+            hub.streams -= 1
+            watcher.cancel()
+
+
+def create_app(
+    mesh: Mesh, token: str, port: int, actor: str, on_page: Callable[[], None] | None = None
+) -> tuple[ASGIApp, Feed]:
     """The dashboard's ASGI app (guarded) and the feed that keeps its page current."""
+    from drasill_cli.web import payloads
+
     hub = Hub()
     guard = threading.Lock()
     feed = Feed(mesh, hub, guard)
@@ -212,8 +347,14 @@ def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, 
         _static("index.html").replace("{{TOKEN}}", token).replace("{{ACTOR}}", html.escape(actor))
     )
     assets = {path: _static(path.lstrip("/")) for path in STATIC}
+    limit = max_body(mesh)
+
+    opened: list[bool] = []
 
     async def index(_request: Request) -> Response:
+        if on_page is not None and not opened:
+            opened.append(True)
+            on_page()
         return Response(page, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
     async def asset(request: Request) -> Response:
@@ -223,35 +364,26 @@ def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, 
     async def snapshot(_request: Request) -> Response:
         return Response(hub.data, media_type="application/json", headers=SECURITY_HEADERS)
 
-    async def stream(_request: Request) -> Response:
-        async def feed_events() -> AsyncIterator[str]:
-            seen = -1
-            yield "retry: 1000\n\n"
-            while True:
-                if hub.version != seen:
-                    seen = hub.version
-                    yield f"event: view\ndata: {hub.data}\n\n"
-                else:
-                    yield ": still here\n\n"
-                await hub.newer(seen, KEEPALIVE_S)
-
-        headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
-        return StreamingResponse(feed_events(), media_type="text/event-stream", headers=headers)
-
     def act(name: str) -> Callable[[Request], Awaitable[Response]]:
         action = dashboard.ACTIONS[name]
+        model = payloads.MODELS[name]
 
         def run(payload: dict[str, Any]) -> Any:
             with guard:
                 return action(mesh, actor, payload)
 
         async def endpoint(request: Request) -> Response:
+            body = await _body(request, limit)
+            if body is None:
+                return _error(
+                    413,
+                    "too-large",
+                    f"the request is over {limit} bytes; send a shorter message or task",
+                )
             try:
-                payload = json.loads(await request.body() or b"{}")
-            except ValueError:
-                payload = None
-            if not isinstance(payload, dict):
-                return _error(400, "invalid-input", "send a JSON object")
+                payload = payloads.parse(model, body)
+            except payloads.Invalid as exc:
+                return _error(400, "invalid-input", str(exc))
             try:
                 result = await run_in_threadpool(run, payload)
             except MeshError as exc:
@@ -268,7 +400,7 @@ def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, 
         Route("/", index, methods=["GET"]),
         *[Route(path, asset, methods=["GET"]) for path in STATIC],
         Route("/api/view", snapshot, methods=["GET"]),
-        Route("/events", stream, methods=["GET"]),
+        Route("/events", Stream(hub), methods=["GET"]),
         *[Route(f"/api/{name}", act(name), methods=["POST"]) for name in dashboard.ACTIONS],
     ]
 
@@ -285,24 +417,74 @@ def create_app(mesh: Mesh, token: str, port: int, actor: str) -> tuple[ASGIApp, 
     return Guard(app, token, port), feed
 
 
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None when it is over `limit` bytes (what follows is read and
+    dropped, up to `DRAIN_LIMIT`, so that the answer reaches the client)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > DRAIN_LIMIT:
+        return None
+    body = bytearray()
+    taken = 0
+    async for chunk in request.stream():
+        taken += len(chunk)
+        if taken > DRAIN_LIMIT:
+            return None
+        if taken <= limit:
+            body += chunk
+    return None if taken > limit else bytes(body)
+
+
 def _error(status_code: int, code: str, message: str) -> Response:
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code, SECURITY_HEADERS
     )
 
 
+class _QuietWhenClosing:
+    """A logging filter: uvicorn's complaints about streams it had to cut while the server
+    stops (a stalled page) are not news to a person who pressed Ctrl-C."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def filter(self, record: Any) -> bool:
+        """Keep a record unless the server is stopping and it is an error about a stream."""
+        return not (self.hub.closing and record.levelno >= 40)  # logging.ERROR
+
+
 class Server:
     """The dashboard of one mesh on a bound loopback socket, ready to run."""
 
-    def __init__(self, mesh: Mesh, sock: socket.socket, token: str, actor: str) -> None:
+    def __init__(
+        self,
+        mesh: Mesh,
+        sock: socket.socket,
+        token: str,
+        actor: str,
+        on_page: Callable[[], None] | None = None,
+    ) -> None:
         self.sock = sock
         self.port: int = sock.getsockname()[1]
-        self.app, self.feed = create_app(mesh, token, self.port, actor)
+        self.app, self.feed = create_app(mesh, token, self.port, actor, on_page)
         self.feed.refresh()  # the first view: a mesh that cannot be read fails here, not later
 
-    def run(self) -> None:
-        """Serve until Ctrl-C or SIGTERM."""
+    def run(self) -> int:
+        """Serve until Ctrl-C or SIGTERM; the signal that stopped it (0: none). Every open
+        page's stream ends at once, so it stops within its graceful second, quietly."""
+        import logging
+        import signal
+
         import uvicorn
+
+        hub = self.feed.hub
+
+        class Stoppable(uvicorn.Server):
+            stopped_by = 0
+
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                self.stopped_by = self.stopped_by or sig
+                hub.close()
+                super().handle_exit(sig, frame)
 
         config = uvicorn.Config(
             self.app,
@@ -315,4 +497,18 @@ class Server:
             loop="asyncio",
             server_header=False,
         )
-        uvicorn.Server(config).run(sockets=[self.sock])
+        server = Stoppable(config)
+        quiet = _QuietWhenClosing(hub)
+        logger = logging.getLogger("uvicorn.error")
+        logger.addFilter(quiet)
+        # uvicorn raises the signal again once it has stopped: it must find a handler that
+        # lets the command finish (and clean up), not Python's default that ends the process.
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in signals}
+        try:
+            server.run(sockets=[self.sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            logger.removeFilter(quiet)
+        return int(server.stopped_by)

@@ -16,9 +16,10 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from drasill_cli import clock
+from drasill_cli.backends.postgres.urls import describe_host, mask_url
+from drasill_cli.backends.postgres.urls import passwords as _passwords
 from drasill_cli.errors import MeshUnusable, StoreUnreachable
 
 if TYPE_CHECKING:
@@ -48,56 +49,6 @@ def driver() -> Any:
             code="driver-missing",
         ) from None
     return psycopg
-
-
-def mask_url(url: str) -> str:
-    """`url` fit to print: a password (in the user part or as `password=` in the query)
-    replaced by ***; a URL without one is shown as given."""
-    try:
-        parts = urlsplit(url)
-        netloc, query = parts.netloc, parts.query
-        if "@" in netloc:
-            userinfo, _, hosts = netloc.rpartition("@")
-            user, colon, _password = userinfo.partition(":")
-            netloc = f"{user}:{MASK}@{hosts}" if colon else netloc
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key == "password" for key, _ in pairs):
-            query = urlencode([(k, MASK if k == "password" else v) for k, v in pairs], safe="/%*=-")
-    except ValueError:
-        return "postgresql://(a URL that cannot be parsed; not shown)"
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    shown = f"{parts.scheme}://{netloc}{parts.path}"
-    shown += f"?{query}" if query else ""
-    return shown + (f"#{parts.fragment}" if parts.fragment else "")
-
-
-def _passwords(url: str) -> list[str]:
-    """Every password `url` carries (raw and decoded), for scrubbing text the driver returns."""
-    found: list[str] = []
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            found += [parts.password, unquote(parts.password)]
-        found += [v for k, v in parse_qsl(parts.query) if k == "password" and v]
-    except ValueError:
-        pass
-    return [p for p in dict.fromkeys(found) if p]
-
-
-def describe_host(url: str) -> str:
-    """The server `url` names, in words: `db.example.com:5432`, `the socket in /run/x`."""
-    try:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        host = query.get("host") or parts.hostname or os.environ.get("PGHOST") or ""
-        port = query.get("port") or (str(parts.port) if parts.port else "")
-    except ValueError:
-        return "the database server"
-    port = port or os.environ.get("PGPORT", "") or "5432"
-    if not host or host.startswith("/"):
-        return f"the local socket in {host or 'the default socket directory'} (port {port})"
-    return f"{host}:{port}"
 
 
 # Where a failure comes from, read from libpq's words (connection failures carry no SQLSTATE).

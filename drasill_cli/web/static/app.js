@@ -4,7 +4,9 @@
 
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
 const ACTOR = document.body.dataset.actor;
-const TASK_STATES = ["queued", "claimed", "working", "review", "completed", "failed", "abandoned"];
+const TASK_STATES = ["queued", "claimed", "working", "review", "completed", "failed", "abandoned",
+  "cancelled"];
+const FINISHED = ["completed", "failed", "abandoned", "cancelled"];
 const shown = {};         // section -> JSON last rendered (render only what changed)
 const notes = {};         // task id -> review note being typed
 let confirming = null;    // lock path awaiting its force-unlock confirmation
@@ -64,12 +66,13 @@ function replaceRows(tbody, rows, emptyText, columns) {
 
 // ---- sections ----------------------------------------------------------------------------
 
-function renderAgents(agents) {
-  if (!changed("agents", agents)) return;
-  const counts = {};
-  for (const agent of agents) counts[agent.state] = (counts[agent.state] || 0) + 1;
-  document.getElementById("agents-count").textContent = `(${agents.length}${
-    agents.length ? ": " + Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ") : ""})`;
+function renderAgents(agents, totals) {
+  if (!changed("agents", [agents, totals])) return;
+  const counts = totals.agents || {};
+  const total = totals.agents_total ?? agents.length;
+  const more = total > agents.length ? `; ${agents.length} shown` : "";
+  document.getElementById("agents-count").textContent = `(${total}${
+    total ? ": " + Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ") : ""}${more})`;
   const rows = agents.map((a) => el("tr", { dataset: { name: a.name } },
     el("td", { class: "name" }, a.name),
     el("td", { class: `state state-${a.state}` }, a.state),
@@ -102,14 +105,26 @@ function reviewControls(task) {
     el("button", { class: "reject danger", type: "button", onclick: verdict("reject") }, "Reject"));
 }
 
-function renderTasks(tasks) {
-  if (!changed("tasks", tasks)) return;
-  const open = tasks.filter((t) => !["completed", "failed", "abandoned"].includes(t.state)).length;
-  document.getElementById("tasks-count").textContent = `(${tasks.length}, ${open} open)`;
+function byClaimOrder(a, b) {
+  return b.priority - a.priority || (a.id < b.id ? -1 : 1);
+}
+
+function byLatest(a, b) {
+  return (a.updated_at || "") < (b.updated_at || "") ? 1 : (a.updated_at || "") > (b.updated_at || "") ? -1
+    : (a.id < b.id ? 1 : -1);
+}
+
+function renderTasks(tasks, totals) {
+  const perState = totals.tasks || {};
+  if (!changed("tasks", [tasks, perState])) return;
+  const total = Object.values(perState).reduce((sum, n) => sum + n, 0);
+  const open = Object.entries(perState).filter(([s]) => !FINISHED.includes(s))
+    .reduce((sum, [, n]) => sum + n, 0);
+  document.getElementById("tasks-count").textContent = `(${total}, ${open} open)`;
   const byId = Object.fromEntries(tasks.map((t) => [t.id, t]));
   const columns = TASK_STATES.map((state) => {
     const cards = tasks.filter((t) => t.state === state)
-      .sort((a, b) => b.priority - a.priority || (a.id < b.id ? -1 : 1))
+      .sort(FINISHED.includes(state) ? byLatest : byClaimOrder)
       .map((t) => {
         const ids = t.depends_on || [];
         const deps = ids.map((d) => (byId[d] ? `${byId[d].title} (${byId[d].state})` : d));
@@ -124,8 +139,12 @@ function renderTasks(tasks) {
           t.result ? el("div", { class: "meta" }, `result: ${t.result}`) : null,
           state === "review" ? reviewControls(t) : null);
       });
+    const inState = perState[state] ?? cards.length;
+    const hidden = inState > cards.length
+      ? el("div", { class: "meta more" }, `… and ${inState - cards.length} more (mesh task list --state ${state})`)
+      : null;
     return el("div", { class: "column", dataset: { state } },
-      el("h3", {}, `${state} (${cards.length})`), ...cards);
+      el("h3", {}, `${state} (${inState})`), ...cards, hidden);
   });
   document.getElementById("board").replaceChildren(...columns);
   const depends = document.getElementById("task-depends");
@@ -136,8 +155,10 @@ function renderTasks(tasks) {
 }
 
 function renderLocks(locks) {
-  if (!changed("locks", [locks, confirming])) return;
-  document.getElementById("locks-count").textContent = `(${locks.length})`;
+  if (!changed("locks", [locks, confirming, view.counts?.locks])) return;
+  const total = view.counts?.locks ?? locks.length;
+  document.getElementById("locks-count").textContent = `(${total}${
+    total > locks.length ? `; ${locks.length} shown` : ""})`;
   const rows = locks.map((lock) => {
     let action;
     if (confirming === lock.path) {
@@ -214,8 +235,8 @@ function render(next) {
   view = next;
   document.getElementById("mesh-dir").textContent = next.mesh_dir;
   renderBudgets(next.budgets, next.warnings);
-  renderAgents(next.agents);
-  renderTasks(next.tasks);
+  renderAgents(next.agents, next.counts || {});
+  renderTasks(next.tasks, next.counts || {});
   renderLocks(next.locks);
   renderMessages(next.messages);
   renderEvents(next.recent);
@@ -302,7 +323,22 @@ document.getElementById("task-form").addEventListener("submit", (event) => {
 function connect() {
   const live = document.getElementById("live");
   const source = new EventSource(`/events?token=${encodeURIComponent(TOKEN)}`);
+  // The whole view first (and again after a gap), then only what changed: the sections
+  // that changed, and the tasks by id (put: new or changed; drop: gone).
   source.addEventListener("view", (event) => render(JSON.parse(event.data)));
+  source.addEventListener("patch", (event) => {
+    if (view === null) return;
+    const patch = JSON.parse(event.data);
+    const next = { ...view };
+    for (const [key, value] of Object.entries(patch)) if (key !== "tasks") next[key] = value;
+    if (patch.tasks) {
+      const dropped = new Set(patch.tasks.drop);
+      const put = Object.fromEntries(patch.tasks.put.map((t) => [t.id, t]));
+      next.tasks = view.tasks.filter((t) => !dropped.has(t.id) && !(t.id in put))
+        .concat(Object.values(put));
+    }
+    render(next);
+  });
   source.addEventListener("open", () => { live.textContent = "live"; live.className = "pill on"; });
   source.addEventListener("error", () => { live.textContent = "reconnecting"; live.className = "pill off"; });
 }
