@@ -493,6 +493,16 @@ class FileStore:
             fd = os.open(target, flags, self.file_mode)
         except NotADirectoryError:
             raise FileNotFoundError(target) from None
+        except PermissionError:
+            # A file its owner may not read (mode 000, say) is damage like any other, never a
+            # block; a folder that cannot be searched or written is the store's problem.
+            try:
+                unreadable = stat.S_ISREG(os.lstat(target).st_mode)
+            except OSError:
+                unreadable = False
+            if not unreadable:
+                raise
+            raise UnusableRecord("cannot be read: permission denied (check its mode)") from None
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
                 raise
@@ -871,15 +881,50 @@ class FileStore:
     # ---- damage handling -----------------------------------------------------------------
 
     def quarantine(self, rel: str, reason: str) -> None:
-        """Move a damaged file aside, keep it, and report it in `warnings`."""
+        """Move a damaged file aside, keep it, and report it in `warnings`.
+
+        Its name in `quarantine/` is the time, the pid and its path with `/` as `__`, cut to
+        fit a file name (see `quarantine_name`). A move that fails anyway (the folder it is in
+        cannot be written, say) leaves the file where it is, skipped and reported: damage never
+        blocks the rest of the mesh.
+        """
         if self.read_only:
             self.warnings.append(f"damaged file {rel} ({reason}); left in place by a read-only run")
             return
         self.ensure_dir(QUARANTINE_DIR)
-        flat = rel.replace("/", "__")
-        dest = f"{QUARANTINE_DIR}/{clock.iso().replace(':', '')}-{os.getpid()}-{flat}"
-        if self.move(rel, dest):
+        dest = f"{QUARANTINE_DIR}/{quarantine_name(rel, clock.iso(), os.getpid())}"
+        try:
+            moved = self.move(rel, dest)
+        except MeshUnusable as exc:  # StoreFull included: the file stays, unread and unused
+            self.warnings.append(
+                f"damaged file {rel} ({reason}) could not be moved to {self.root / QUARANTINE_DIR}"
+                f" ({exc}); it was left in place and skipped"
+            )
+            return
+        if moved:
             self.warnings.append(f"quarantined {rel} ({reason}); it was moved to {self.path(dest)}")
+
+
+# A quarantined file's name stays under this many bytes (NAME_MAX is 255 on Linux file systems).
+QUARANTINE_NAME_BYTES = 240
+
+
+def quarantine_name(rel: str, stamp: str, pid: int) -> str:
+    """`<time>-<pid>-<path with / as __>`, at most `QUARANTINE_NAME_BYTES` bytes.
+
+    A longer one keeps the end of the path (the file's own name, which carries a message's or
+    task's id) after a digest of the whole path, so two long names never meet.
+    """
+    import hashlib
+
+    head = f"{stamp.replace(':', '')}-{pid}-"
+    flat = os.fsencode(rel.replace("/", "__"))
+    room = QUARANTINE_NAME_BYTES - len(head.encode())
+    if len(flat) <= room:
+        return head + os.fsdecode(flat)
+    digest = hashlib.sha256(flat).hexdigest()[:16]
+    tail = flat[-(room - len(digest) - 3) :]
+    return f"{head}{digest}..{os.fsdecode(tail).lstrip('_')}"
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
