@@ -17,7 +17,9 @@ minutes, 1 second, 33 ms wide), so finding the next message lists a few small fo
 every unread name: taking with 10,000 unread costs about what it costs with 10. Takers remove
 the empty shards they pass; a sender whose shard vanished under it simply recreates it.
 
-Removed agents' unread mail moves to `archive/NAME/` under the same file name. Attachment paths
+Removed agents' unread mail moves to `archive/NAME/` under the same file name; a send that lands
+after its recipient was removed moves its own copy there (the removal archives once more after
+dropping the agent, so a send that found it still registered is archived by one of the two). Attachment paths
 are never stored: each read asks `Attachments.local_path` (the file's own path).
 """
 
@@ -128,6 +130,10 @@ class DirectoryMailbox:
             encode_record(stored_form(message)), links=[files["unread"]], keep_as=files["sent"]
         )
         self.record(event)
+        if not self.registered(message["to"]):
+            # Removed while this was under way, after its removal archived the inbox: the
+            # message goes where the rest of its mail went (kept, never deleted).
+            self.store.move(files["unread"], files["archived"])
         return True
 
     def has_mailbox(self, agent: str) -> bool:
