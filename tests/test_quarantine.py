@@ -51,7 +51,9 @@ def test_a_damaged_file_with_a_long_name_is_quarantined_and_blocks_nothing(
     planted = {
         cli.mesh_dir / "inbox" / "bob" / "new" / f"0-{LONG}.json": b"garbage 1",
         cli.mesh_dir / "locks" / f"{LONG}.json": b"garbage 2",
-        cli.mesh_dir / "inbox" / "bob" / "new" / os.fsdecode(b"1-" + b"\xe9" * 230 + b".json"): b"3",
+        cli.mesh_dir / "inbox" / "bob" / "new" / os.fsdecode(b"1-" + b"\xe9" * 230 + b".json"): (
+            b"garbage, under a name that is not UTF-8"
+        ),
     }
     for path, data in planted.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +101,7 @@ def test_a_message_file_its_owner_cannot_read_is_quarantined_and_the_next_is_sho
     assert json.loads(done.stdout)["id"] == second["id"]
     assert "quarantined" in done.stderr and "permission" in done.stderr, done.stderr
     assert not unreadable.exists()
-    assert [p.name for p in (cli.mesh_dir / "quarantine").iterdir()][0].endswith(
+    assert next(p.name for p in (cli.mesh_dir / "quarantine").iterdir()).endswith(
         f"0-{first['id']}.json"
     )
 
@@ -186,7 +188,7 @@ def test_a_send_that_lands_after_its_recipient_was_removed_is_archived(
     monkeypatch.setattr(sender.store, "publish", removed_meanwhile)
     sent = messages.send(sender, "bob", "late mail", sender="alice")
     new = tmp_path / "mesh" / "inbox" / "bob" / "new"
-    assert not [p for p in new.rglob("*.json")] if new.exists() else True
+    assert not list(new.rglob("*.json")) if new.exists() else True
     assert [m["id"] for m in messages.archived(pruner, "bob")] == [sent[0]["id"]]
 
 
@@ -209,8 +211,16 @@ def test_a_send_that_lands_while_a_prune_archives_is_archived_by_the_prune(
     monkeypatch.setattr(pruner.backend.mailbox, "archive", send_meanwhile)
     lifecycle.retire_agent(pruner, "bob", event="agent-removed", actor=None)
     new = tmp_path / "mesh" / "inbox" / "bob" / "new"
-    assert not [p for p in new.rglob("*.json")] if new.exists() else True
+    assert not list(new.rglob("*.json")) if new.exists() else True
     assert [m["id"] for m in messages.archived(pruner, "bob")] == [sent[0]["id"]]
+
+
+def _consume_unshown(cli: MeshRunner, name: str) -> str:
+    """What a reader killed after taking a message and before printing it did: the id taken."""
+    with cli.open() as mesh:
+        taken = messages.consume(mesh, name)
+    assert taken is not None
+    return str(taken["id"])
 
 
 def test_inbox_last_shows_the_last_consumed_message_again(cli: MeshRunner) -> None:
@@ -218,11 +228,9 @@ def test_inbox_last_shows_the_last_consumed_message_again(cli: MeshRunner) -> No
     assert cli.run("inbox", "bob", "--last", "--json").stdout.strip() == "null"
     older = cli.json("send", "bob", "older, normal", "--as", "alice")
     newer = cli.json("send", "bob", "newer, urgent", "--as", "alice", "--priority", "urgent")
-    with cli.open() as mesh:  # a reader killed after consuming, before showing
-        assert messages.consume(mesh, "bob")["id"] == newer["id"]
+    assert _consume_unshown(cli, "bob") == newer["id"]
     assert cli.json("inbox", "bob", "--last")["id"] == newer["id"]
-    with cli.open() as mesh:
-        assert messages.consume(mesh, "bob")["id"] == older["id"]
+    assert _consume_unshown(cli, "bob") == older["id"]
     again = cli.json("inbox", "bob", "--last")  # the last consumed, not the newest sent
     assert again["id"] == older["id"] and again["body"] == "older, normal"
     assert cli.json("inbox", "bob", "--last")["id"] == older["id"]  # showing consumes nothing

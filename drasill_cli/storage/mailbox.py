@@ -106,6 +106,12 @@ class Mailbox(Protocol):
         number of concurrent takers exactly one gets each message. None when none is unread."""
         ...
 
+    def last_taken(self, agent: str) -> dict[str, Any] | None:
+        """The message `take_next` gave last (the most recently consumed one still kept), left
+        as it is: a reader killed between taking a message and showing it loses nothing. None
+        when the agent has consumed nothing (or its history has expired)."""
+        ...
+
     def unread(self, agent: str) -> Iterator[dict[str, Any]]:
         """Unread messages in take order, left unread; lazily, so the first one (a peek) costs
         about what one message costs however many are waiting."""

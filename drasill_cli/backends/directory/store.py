@@ -878,6 +878,18 @@ class FileStore:
         except OSError as exc:
             raise io_error("look at", target, exc) from exc
 
+    def changed_ns(self, rel: str) -> int | None:
+        """Status change time (ctime, ns; a rename sets it), or None; `mtime`'s rules."""
+        if not self._folder_usable(rel.rpartition("/")[0]):
+            return None
+        target = self._fspath(rel)
+        try:
+            return os.stat(target, follow_symlinks=False).st_ctime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise io_error("look at", target, exc) from exc
+
     # ---- damage handling -----------------------------------------------------------------
 
     def quarantine(self, rel: str, reason: str) -> None:
