@@ -88,6 +88,9 @@ def test_a_message_file_its_owner_cannot_read_is_quarantined_and_the_next_is_sho
     second = cli.json("send", "bob", "second", "--as", "alice")
     unreadable = next((cli.mesh_dir / "inbox" / "bob" / "new").rglob(f"0-{first['id']}.json"))
     unreadable.chmod(0)
+    fifo = cli.mesh_dir / "audit" / "events.jsonl"  # one it may not even open
+    fifo.unlink()
+    os.mkfifo(fifo, 0)
     done = subprocess.run(
         without_dac(cli.argv("inbox", "bob", "--json")),
         capture_output=True,
@@ -100,10 +103,10 @@ def test_a_message_file_its_owner_cannot_read_is_quarantined_and_the_next_is_sho
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["id"] == second["id"]
     assert "quarantined" in done.stderr and "permission" in done.stderr, done.stderr
-    assert not unreadable.exists()
-    assert next(p.name for p in (cli.mesh_dir / "quarantine").iterdir()).endswith(
-        f"0-{first['id']}.json"
-    )
+    assert not unreadable.exists() and fifo.is_file()  # the log was begun anew
+    kept = sorted(p.name for p in (cli.mesh_dir / "quarantine").iterdir())
+    assert [name.partition("-audit__")[2] for name in kept if "audit__" in name] == [fifo.name]
+    assert [name for name in kept if name.endswith(f"__{unreadable.name}")], kept
 
 
 # ---- 10: attachments of a damaged message, a send racing a removal, `inbox --last` ----------

@@ -493,16 +493,17 @@ class FileStore:
             fd = os.open(target, flags, self.file_mode)
         except NotADirectoryError:
             raise FileNotFoundError(target) from None
-        except PermissionError:
-            # A file its owner may not read (mode 000, say) is damage like any other, never a
-            # block; a folder that cannot be searched or written is the store's problem.
+        except PermissionError as denied:
+            # An entry that may not be opened (a file of mode 000, another member's FIFO in a
+            # group-shared mesh) is damage like any other, never a block; a folder that cannot
+            # be searched or written (nothing stands there to look at) is the store's problem.
             try:
-                unreadable = stat.S_ISREG(os.lstat(target).st_mode)
+                mode = os.lstat(target).st_mode
             except OSError:
-                unreadable = False
-            if not unreadable:
-                raise
-            raise UnusableRecord("cannot be read: permission denied (check its mode)") from None
+                raise denied from None
+            if stat.S_ISREG(mode):
+                raise UnusableRecord("cannot be read: permission denied (check its mode)") from None
+            raise UnusableRecord(f"is a {_kind(mode)}, not a file") from None
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
                 raise
