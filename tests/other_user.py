@@ -87,16 +87,19 @@ def find_other_user(shared_gid: int) -> tuple[OtherUser | None, str]:
     for python in dict.fromkeys([sys.executable, f"/usr/bin/{minor}", f"/usr/local/bin/{minor}"]):
         if not os.path.exists(python):
             continue
-        probe = subprocess.run(
-            [python, "-c", "import drasill_cli.cli.app"],
-            env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": pythonpath},
-            user=uid,
-            group=shared_gid,
-            extra_groups=[shared_gid],
-            capture_output=True,
-            check=False,
-            cwd="/",
-        )
+        try:
+            probe = subprocess.run(
+                [python, "-c", "import drasill_cli.cli.app"],
+                env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": pythonpath},
+                user=uid,
+                group=shared_gid,
+                extra_groups=[shared_gid],
+                capture_output=True,
+                check=False,
+                cwd="/",
+            )
+        except OSError:  # that user may not even run it (a folder on the way is private)
+            continue
         if probe.returncode == 0:
             return OtherUser(uid, shared_gid, python, pythonpath), ""
     return None, f"no {minor} interpreter that uid {uid} can run with this checkout"
