@@ -834,10 +834,10 @@ def problems(outcome: Outcome, timeout: float) -> list[str]:
             found.append(f"traceback on {stream_name}: {lines[-1] if lines else ''}")
     if outcome.rc not in EXIT_CODES:
         found.append(f"exit code {outcome.rc} outside the contract")
-    # After a traceback broken JSON is no news; `lock -- CMD` exits with CMD's code and
-    # prints nothing of its own then.
-    lock_run_quiet = "--" in outcome.argv and not outcome.stdout
-    if outcome.json_mode and not found and not lock_run_quiet:
+    # After a traceback broken JSON is no news. `lock -- CMD` exits with CMD's code, and CMD
+    # writes to the same stdout: its JSON is not checked (the runner's business, issue 24).
+    lock_run = "--" in outcome.argv
+    if outcome.json_mode and not found and not lock_run:
         found.extend(json_problems(outcome))
     return found
 
@@ -1234,7 +1234,7 @@ class FuzzRun:
     group_gid: int | None = None
     other_share: float = 0.4
     known_issues: list[tuple[str, str]] = field(default_factory=list)
-    known: list[Failure] = field(default_factory=list)
+    known: list[Failure] = field(default_factory=list)  # failures matching `known_issues`
     ledger: dict[str, int] = field(default_factory=dict)  # message id -> round it was sent in
     lost: list[str] = field(default_factory=list)
     tracebacks: int = 0
@@ -1414,10 +1414,7 @@ class FuzzRun:
                     outcome = self.run_command(argv, env, round_no)
                     self.commands_run += 1
                     found = problems(outcome, self.timeout)
-                    self.tracebacks += sum(1 for f in found if f.startswith("traceback"))
-                    sentinel = self.check_sentinel()
-                    self.sentinel_changes += len(sentinel)
-                    found += sentinel
+                    found += self.check_sentinel()
                     if not found and env == self.env and not self.planter.root_replaced:
                         self.note_sent(outcome, round_no)
                     if outcome.rc == 0 and argv[:1] == ["export"]:
@@ -1458,6 +1455,8 @@ class FuzzRun:
                 self.known.append(failure)
                 return False
         self.failures.append(failure)
+        self.tracebacks += problem.startswith("traceback")
+        self.sentinel_changes += problem.startswith("sentinel changed")
         return True
 
 

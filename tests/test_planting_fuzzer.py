@@ -36,9 +36,17 @@ SHORT_GROUP_PLANTINGS = 30
 LONG_PLANTINGS = 2_000
 GROUP_CONFIG = "group_shared = true\n" + FUZZ_CONFIG
 
-# Failures that another branch fixes, kept out of the verdict (counted and shown in the report)
-# until that fix is merged: (a pattern of the failure's text, the note). Empty: none known.
-KNOWN_ISSUES: list[tuple[str, str]] = []
+# Failures that another branch fixes, kept out of the short runs' verdict (counted and shown in
+# the report) so that CI does not depend on that fix: (a pattern of the failure's text, the
+# note). The long runs leave them in: their acceptance is 0 tracebacks. Once the fix is merged,
+# the short runs pass with or without this list; then empty it.
+KNOWN_ISSUES: list[tuple[str, str]] = [
+    (
+        r"`mesh export.*traceback on stderr: \S*UnusableRecord",
+        "export crashes on an attachment over the record bound or a FIFO in the mesh (issue 24; "
+        "fixed by the export/import work in transfer.py)",
+    ),
+]
 
 
 def fuzz(
@@ -48,6 +56,7 @@ def fuzz(
     plantings: int,
     *,
     other: OtherUser | None = None,
+    known: bool = True,
 ) -> FuzzRun:
     cli.config(GROUP_CONFIG if other is not None else FUZZ_CONFIG)
     run = FuzzRun(
@@ -59,7 +68,7 @@ def fuzz(
         widened=True,
         other=other,
         group_gid=other.gid if other is not None else None,
-        known_issues=list(KNOWN_ISSUES),
+        known_issues=list(KNOWN_ISSUES) if known else [],
     )
     run.work.mkdir(exist_ok=True)
     return run
@@ -118,7 +127,9 @@ def test_planted_damage_on_a_mesh_shared_by_two_users(
 @pytest.mark.slow
 @pytest.mark.timeout(3 * 3600)
 def test_planting_fuzzer_long_run(fuzz_cli: MeshRunner, tmp_path: Path) -> None:
-    run = fuzz(fuzz_cli, tmp_path / "fuzz", default_seed=20261130, plantings=LONG_PLANTINGS)
+    run = fuzz(
+        fuzz_cli, tmp_path / "fuzz", default_seed=20261130, plantings=LONG_PLANTINGS, known=False
+    )
     run.max_failures = 20
     verdict(run, LONG_PLANTINGS)
 
@@ -129,7 +140,7 @@ def test_planting_fuzzer_long_run_on_a_mesh_shared_by_two_users(
     group_fuzz: tuple[MeshRunner, Path, OtherUser],
 ) -> None:
     cli, work, other = group_fuzz
-    run = fuzz(cli, work, default_seed=20261206, plantings=LONG_PLANTINGS, other=other)
+    run = fuzz(cli, work, default_seed=20261206, plantings=LONG_PLANTINGS, other=other, known=False)
     run.max_failures = 20
     verdict(run, LONG_PLANTINGS)
 

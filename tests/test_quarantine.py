@@ -244,3 +244,25 @@ def test_inbox_last_shows_the_last_consumed_message_again(cli: MeshRunner) -> No
     refused = cli.run("inbox", "bob", "--last", "--peek", "--json")
     assert refused.returncode == 2
     assert json.loads(refused.stdout)["error"]["code"] == "invalid-usage"
+
+
+@pytest.mark.directory_only("plants a message record")
+def test_a_message_without_its_optional_keys_is_shown_and_exported_with_them(
+    cli: MeshRunner,
+) -> None:
+    """Found by the widened planting fuzzer: `export` crashed (KeyError) on a stored message
+    without `attachments`, and `inbox` showed such a message without the contract's keys."""
+    cli.json("register", "bob")
+    sent = cli.json("send", "bob", "whole", "--as", "alice")
+    path = next((cli.mesh_dir / "inbox" / "bob" / "new").rglob(f"1-{sent['id']}.json"))
+    record = json.loads(path.read_bytes())
+    for key in ("attachments", "reply_to", "thread", "wake"):
+        del record[key]
+    path.unlink()  # a new file: the sender's history keeps the whole record
+    path.write_text(json.dumps(record))
+    exported = cli.run("export")
+    _no_traceback(exported)
+    assert exported.returncode == 0, exported.stderr
+    shown = cli.json("inbox", "bob")
+    assert shown["attachments"] == [] and shown["reply_to"] is None
+    assert shown["thread"] == sent["id"]

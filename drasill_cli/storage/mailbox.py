@@ -47,7 +47,12 @@ def _checked(raw: Any, local_path: Callable[[str, str], str]) -> dict[str, Any]:
     items = raw.get("attachments")
     if isinstance(items, list):
         raw = {**raw, "attachments": [_localized(msg_id, i, local_path) for i in items]}
-    return MessageRecord.check(raw)
+    message = MessageRecord.check(raw)
+    # The contract's keys are always there: an older or hand-made record may lack the optional
+    # ones (a message that is no reply starts its own thread, as `send` writes it).
+    for key, default in (("reply_to", None), ("thread", msg_id), ("attachments", [])):
+        message.setdefault(key, default)
+    return message
 
 
 def _localized(msg_id: str, item: Any, local_path: Callable[[str, str], str]) -> Any:
