@@ -997,13 +997,13 @@ class Commander:
         return [*argv, "--", *command]
 
     def cmd_inbox_wait(self, me: str, _other: str) -> list[Arg]:
-        return ["inbox", "--as", me, "--wait", self.rng.choice(["0", "0.3", "1"])]
+        return ["inbox", "--as", me, "--wait", self.rng.choice(["0", "0.2", "0.5"])]
 
     def cmd_claim_wait(self, me: str, _other: str) -> list[Arg]:
-        return ["claim", "--next", "--as", me, "--wait", self.rng.choice(["0.3", "1"])]
+        return ["claim", "--next", "--as", me, "--wait", self.rng.choice(["0.2", "0.5"])]
 
     def cmd_lock_wait(self, me: str, _other: str) -> list[Arg]:
-        return ["lock", self.lock_path(), "--as", me, "--wait", self.rng.choice(["0.3", "1"])]
+        return ["lock", self.lock_path(), "--as", me, "--wait", self.rng.choice(["0.2", "0.5"])]
 
     def cmd_register_wait(self, _me: str, _other: str) -> list[Arg]:
         name = self.rng.choice([*AGENTS, "dave"])
