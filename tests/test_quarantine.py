@@ -266,3 +266,33 @@ def test_a_message_without_its_optional_keys_is_shown_and_exported_with_them(
     shown = cli.json("inbox", "bob")
     assert shown["attachments"] == [] and shown["reply_to"] is None
     assert shown["thread"] == sent["id"]
+
+
+@pytest.mark.directory_only("appends a line to the audit log file")
+def test_an_audit_line_whose_time_is_no_time_is_skipped(cli: MeshRunner) -> None:
+    """Found by the widened planting fuzzer: `mesh status` crashed (ValueError) showing an
+    event whose time was the string 'a\\nb'."""
+    cli.json("register", "bob")
+    with open(cli.mesh_dir / "audit" / "events.jsonl", "ab") as log:
+        log.write(b'{"time": "a\\nb", "event": "register", "actor": "alice"}\n')
+    for args in (("status",), ("status", "--json"), ("log",), ("log", "--json")):
+        done = cli.run(*args)
+        _no_traceback(done)
+        assert done.returncode == 0, (args, done.stderr)
+    events = [json.loads(line) for line in cli.run("log", "--json").stdout.splitlines()]
+    assert [e["event"] for e in events] == ["register"]
+    assert events[0]["actor"] == "bob"
+
+
+@pytest.mark.directory_only("file events of a mesh folder")
+def test_a_name_that_is_not_utf8_ends_a_wait_as_a_change_not_a_crash(tmp_path: Path) -> None:
+    """Found by the widened planting fuzzer: `claim --next --wait` crashed in watchfiles
+    (WatchfilesRustInternalError: unable to decode path) when such a name was planted."""
+    from drasill_cli.backends.directory.events import FolderEvents
+
+    with FolderEvents(tmp_path) as events:
+        fd = os.open(os.fsencode(tmp_path) + b"/\xf8\x88\x80.json", os.O_CREAT | os.O_WRONLY)
+        os.close(fd)
+        seen = events.changes(5)
+    assert not isinstance(seen, str), seen  # not TIMEOUT: it counts as a change
+    assert {path for _change, path in seen} == {str(tmp_path)}
