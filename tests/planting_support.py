@@ -573,7 +573,11 @@ class Planter:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.chdir(parent)  # unix socket paths are limited to ~107 bytes: bind a relative name
-            sock.bind(os.fsencode(name))
+            try:
+                sock.bind(os.fsencode(name))
+            except OSError:  # a name too long even so (a long quarantined name's sibling)
+                os.mkfifo(name, 0o600)
+                return "FIFO (the name is too long for a socket)"
         finally:
             os.chdir(here)
             sock.close()
