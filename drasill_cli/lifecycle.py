@@ -88,9 +88,30 @@ def retire_agent(
 
     mesh.backend.presence.change(name, decide)
     if report["removed"]:
+        _archive_late_mail(mesh, name, report)
         archived = report["archived_messages"].get(name, 0)
         mesh.record(event, actor, agent=name, archived=archived)
     return report
+
+
+def _archive_late_mail(mesh: Mesh, name: str, report: Report) -> None:
+    """Archive mail delivered while the agent was being removed, unless the name was taken again.
+
+    A sender that found the agent registered can land its message after the removal's archive
+    pass (on a directory mesh nothing holds the recipient while a send is under way); a sender
+    landing after this pass finds the agent gone and archives the message itself.
+    """
+    from drasill_cli import messages
+
+    def decide(agent: AgentRecord | None) -> Decision:
+        if agent is None:
+            late = messages.archive_inbox(mesh, name)
+            if late:
+                archived = report["archived_messages"]
+                archived[name] = archived.get(name, 0) + late
+        return None
+
+    mesh.backend.presence.change(name, decide)
 
 
 def _release_if_still_dead(mesh: Mesh, name: str, report: Report) -> None:

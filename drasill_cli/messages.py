@@ -299,6 +299,12 @@ def consume(mesh: Mesh, name: str) -> dict[str, Any] | None:
     return message
 
 
+def last_consumed(mesh: Mesh, name: str) -> dict[str, Any] | None:
+    """The message `consume` took last for `name`, shown again and left as it is: a reader
+    killed between taking a message and printing it (`mesh inbox --last`) loses nothing."""
+    return _mailbox(mesh, name).last_taken(name)
+
+
 def peek(mesh: Mesh, name: str) -> dict[str, Any] | None:
     """The message `consume` would take next, left unread."""
     return next(_mailbox(mesh, name).unread(name), None)

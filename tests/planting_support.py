@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.other_user import OtherUser
+
 Arg = str | bytes
 
 AGENTS = ("alice", "bob", "carol", "tmp")  # `tmp` on purpose: a name the temp sweep may mistake
@@ -62,6 +64,9 @@ NON_UTF8 = (
     b"ok\x80",
     b"\xf8\x88\x80\x80\x80",
 )
+# A message id in a file or folder name (bytes: names need not be UTF-8).
+MESSAGE_ID = re.compile(rb"m-[0-9a-z]{13}-[0-9a-z]{4}")
+BIG_ATTACHMENT_BYTES = 9 * 1024 * 1024  # over the 8 MiB record bound, under the attachment limit
 FUZZ_CONFIG = """\
 # short lifecycle times, so prune marks, removes, archives and sweeps during a run
 [lifecycle]
@@ -265,6 +270,73 @@ def walk(root: str) -> tuple[list[str], list[str]]:
     return sorted(folders), sorted(others)
 
 
+def message_ids_under(path: str) -> set[str]:
+    """Ids of the messages named by the entry at `path` and, for a real folder, everything in it
+    (never following a link)."""
+    found: set[str] = set()
+    if not os.path.lexists(path):
+        return found
+    found.update(m.decode() for m in MESSAGE_ID.findall(os.fsencode(os.path.basename(path))))
+    if is_real_dir(path):
+        for _dirpath, dirnames, filenames in os.walk(os.fsencode(path), followlinks=False):
+            for name in [*dirnames, *filenames]:
+                found.update(m.decode() for m in MESSAGE_ID.findall(name))
+    return found
+
+
+def kept_message_ids(mesh: Path) -> set[str]:
+    """Ids of the messages the mesh keeps for their readers: unread or consumed (`inbox/`),
+    archived (`archive/`) or quarantined (`quarantine/`, at any depth). The senders' history
+    (`sent/`) does not count: it is not delivery."""
+    found: set[str] = set()
+    for folder in ("inbox", "archive", "quarantine"):
+        found |= (
+            message_ids_under(os.path.join(mesh, folder))
+            if is_real_dir(os.path.join(mesh, folder))
+            else set()
+        )
+    return found
+
+
+def entries_by_inode(root: str) -> dict[bytes, int]:
+    """Every entry under `root` (not following links) and its inode: what a planting changed."""
+    found: dict[bytes, int] = {}
+    if not is_real_dir(root):
+        return found
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(root), followlinks=False):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                found[path] = os.lstat(path).st_ino
+    return found
+
+
+def share_new_entries(root: str, before: dict[bytes, int], gid: int) -> None:
+    """Give the group `gid` what appeared under `root` since `before` (new names or new inodes):
+    its group, and read/write (and search, for folders) for the group, as a member would."""
+    for path, inode in entries_by_inode(root).items():
+        if before.get(path) == inode:
+            continue
+        with contextlib.suppress(OSError):
+            info = os.lstat(path)
+            os.lchown(path, -1, gid)
+            if stat.S_ISDIR(info.st_mode):
+                # the group's setgid folder, as the mesh makes them (never for others)
+                os.chmod(path, stat.S_IMODE(info.st_mode) | 0o2070)  # noqa: S103 -- group only
+            elif not stat.S_ISLNK(info.st_mode):
+                os.chmod(path, stat.S_IMODE(info.st_mode) | 0o060)
+
+
+def regroup_tree(root: Path, gid: int) -> None:
+    """A copied group-shared mesh made the group's again (a copy belongs to its copier's
+    group): every entry's group, not following links."""
+    os.lchown(root, -1, gid)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            with contextlib.suppress(OSError):
+                os.lchown(os.path.join(dirpath, name), -1, gid)
+
+
 # ---- what is planted ---------------------------------------------------------------------------
 
 TEMPLATES: dict[str, dict[str, Any]] = {
@@ -352,6 +424,9 @@ class Planter:
     sentinel: Path
     displaced: Path  # where the real mesh root waits while something else stands in its place
     root_replaced: bool = False
+    allow_root: bool = True  # off while a command runs: its mesh must be the one put back
+    group_gid: int | None = None  # a group-shared mesh: what is planted is the group's
+    removed: set[str] = field(default_factory=set)  # ids of messages the planter deleted
 
     # -- names --
 
@@ -392,7 +467,7 @@ class Planter:
         folders, others = walk(str(self.mesh))
         rng = self.rng
         roll = rng.random()
-        if roll < 0.03:
+        if roll < 0.03 and self.allow_root:
             return "."  # the mesh root itself
         if roll < 0.45 and others:
             return rng.choice(others)
@@ -421,7 +496,9 @@ class Planter:
         parent = os.path.dirname(rel)
         if not make_dirs(str(self.mesh), parent):
             return False
-        remove_tree(os.path.join(self.mesh, rel))
+        target = os.path.join(self.mesh, rel)
+        self.removed |= message_ids_under(target)  # not the mesh's loss: the planter's
+        remove_tree(target)
         return True
 
     def restore_root(self) -> None:
@@ -433,7 +510,19 @@ class Planter:
     # -- things --
 
     def plant(self) -> str:
-        """Plant one random thing; returns a line saying what and where."""
+        """Plant one random thing; returns a line saying what and where. On a group-shared
+        mesh what was planted is made the group's (setgid folders give it the group; the
+        modes are opened to it), as if another member had made it."""
+        if self.group_gid is None:
+            return self.plant_one()
+        before = entries_by_inode(str(self.mesh))
+        try:
+            return self.plant_one()
+        finally:
+            share_new_entries(str(self.mesh), before, self.group_gid)
+
+    def plant_one(self) -> str:
+        """`plant` on a mesh of one user."""
         kind = self.rng.choices([p[0] for p in PLANTS], weights=[p[1] for p in PLANTS])[0]
         if self.root_replaced:  # the root is not a folder now: walking it could reach the sentinel
             return f"(skipped {kind}: the mesh root is replaced this round)"
@@ -484,7 +573,11 @@ class Planter:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.chdir(parent)  # unix socket paths are limited to ~107 bytes: bind a relative name
-            sock.bind(os.fsencode(name))
+            try:
+                sock.bind(os.fsencode(name))
+            except OSError:  # a name too long even so (a long quarantined name's sibling)
+                os.mkfifo(name, 0o600)
+                return "FIFO (the name is too long for a socket)"
         finally:
             os.chdir(here)
             sock.close()
@@ -664,28 +757,70 @@ class Outcome:
     seconds: float
 
 
-def run_mesh(argv: Sequence[Arg], env: dict[str, str], cwd: Path, timeout: float) -> Outcome:
-    """Run `mesh ARGV` in its own process group; kill the group at the timeout."""
-    start = time.monotonic()
+def run_mesh(
+    argv: Sequence[Arg],
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    *,
+    stdin: bytes | None = None,
+    user: OtherUser | None = None,
+) -> Outcome:
+    """Run `mesh ARGV` in its own process group; kill the group at the timeout. `stdin`: bytes
+    fed to it (else nothing); `user`: run as that other user."""
+    return start_mesh(argv, env, cwd, stdin=stdin, user=user).finish(timeout)
+
+
+@dataclass
+class Running:
+    """A `mesh` command started by `start_mesh`, not waited for yet."""
+
+    argv: list[Arg]
+    proc: subprocess.Popen[bytes]
+    stdin: bytes | None
+    start: float
+
+    def finish(self, timeout: float) -> Outcome:
+        """Wait for it (feeding its stdin); kill its process group at the timeout."""
+        proc = self.proc
+        rc: int | None
+        try:
+            out, err = proc.communicate(self.stdin, timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            rc = None
+        return Outcome(
+            self.argv, "--json" in self.argv, rc, out, err, time.monotonic() - self.start
+        )
+
+
+def start_mesh(
+    argv: Sequence[Arg],
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    stdin: bytes | None = None,
+    user: OtherUser | None = None,
+) -> Running:
+    """Start `mesh ARGV` in its own process group (as `user` when given); `finish` waits."""
+    command: list[Arg] = [sys.executable, "-m", "drasill_cli", *argv]
+    extra: dict[str, Any] = {}
+    if user is not None:
+        command, env, extra = user.argv(argv), user.env(env), user.popen_kwargs()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drasill_cli", *argv],
-        stdin=subprocess.DEVNULL,
+        command,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
         cwd=cwd,
         start_new_session=True,
+        **extra,
     )
-    rc: int | None
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        rc = proc.returncode
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        rc = None
-    return Outcome(list(argv), "--json" in argv, rc, out, err, time.monotonic() - start)
+    return Running(list(argv), proc, stdin, time.monotonic())
 
 
 def _reject_constant(name: str) -> Any:
@@ -703,7 +838,10 @@ def problems(outcome: Outcome, timeout: float) -> list[str]:
             found.append(f"traceback on {stream_name}: {lines[-1] if lines else ''}")
     if outcome.rc not in EXIT_CODES:
         found.append(f"exit code {outcome.rc} outside the contract")
-    if outcome.json_mode and not found:  # after a traceback, broken JSON is no news
+    # After a traceback broken JSON is no news. `lock -- CMD` exits with CMD's code, and CMD
+    # writes to the same stdout: its JSON is not checked (the runner's business, issue 24).
+    lock_run = "--" in outcome.argv
+    if outcome.json_mode and not found and not lock_run:
         found.extend(json_problems(outcome))
     return found
 
@@ -713,7 +851,7 @@ def json_problems(outcome: Outcome) -> list[str]:
         text = outcome.stdout.decode()
     except UnicodeDecodeError as exc:
         return [f"--json stdout is not UTF-8 ({exc})"]
-    is_log = any(a == "log" for a in outcome.argv)
+    is_log = any(a in ("log", "export") for a in outcome.argv[:1] + outcome.argv[1:2])
     values: list[Any] = []
     try:
         if is_log and outcome.rc == 0:
@@ -767,6 +905,7 @@ class Workbench:
     project: Path
     weird_file: bytes = b""
     fifo: Path = field(default_factory=Path)
+    big: Path = field(default_factory=Path)  # an attachment over the record bound
 
     @classmethod
     def build(cls, project: Path) -> Workbench:
@@ -780,7 +919,13 @@ class Workbench:
             handle.write(b"cv\n")
         fifo = project / "pipe"
         os.mkfifo(fifo)
-        return cls(project, weird, fifo)
+        big = project / "big.bin"
+        with open(big, "wb") as handle:
+            handle.write(b"big attachment\n")
+            handle.truncate(BIG_ATTACHMENT_BYTES)
+        for path in (project, project / "src"):  # another user may run commands here
+            path.chmod(0o755)
+        return cls(project, weird, fifo, big)
 
 
 @dataclass
@@ -788,6 +933,7 @@ class Commander:
     rng: random.Random
     mesh: Path
     bench: Workbench
+    commands: list[tuple[str, int]] = field(default_factory=lambda: list(COMMANDS))
 
     def ids(self, folder: str, pattern: str) -> list[str]:
         found: list[str] = []
@@ -823,14 +969,56 @@ class Commander:
     def command(self) -> list[Arg]:
         """One random command line (as a random agent), `--json` half of the time."""
         rng = self.rng
-        name = rng.choices([c[0] for c in COMMANDS], weights=[c[1] for c in COMMANDS])[0]
+        commands = self.commands
+        name = rng.choices([c[0] for c in commands], weights=[c[1] for c in commands])[0]
         me = rng.choice(AGENTS)
         other = rng.choice([*AGENTS, "all", "nobody"])
         build = getattr(self, "cmd_" + name.replace("-", "_"), None)
         argv: list[Arg] = build(me, other) if build else [name]
         if rng.random() < 0.5:
-            argv.append("--json")
+            at = argv.index("--") if "--" in argv else len(argv)  # a mesh option, not CMD's
+            argv.insert(at, "--json")
         return argv
+
+    # -- the widened set (issue 24): export/import, watch --once, lock -- CMD, --wait --
+
+    def cmd_export(self, _me: str, _other: str) -> list[Arg]:
+        return ["export"]
+
+    def cmd_import(self, _me: str, _other: str) -> list[Arg]:
+        return ["import"]  # its stdin: an earlier export, cut short, or garbage (FuzzRun)
+
+    def cmd_watch_once(self, _me: str, _other: str) -> list[Arg]:
+        return ["watch", "--once"]
+
+    def cmd_lock_run(self, me: str, _other: str) -> list[Arg]:
+        argv: list[Arg] = ["lock", self.lock_path(), "--as", me]
+        if self.rng.random() < 0.3:
+            argv += ["--wait", "0.5"]
+        command = self.rng.choice(
+            [["true"], ["false"], ["sh", "-c", "exit 3"], ["sleep", "0.3"], ["sh", "-c", "echo x"]]
+        )
+        return [*argv, "--", *command]
+
+    def cmd_inbox_wait(self, me: str, _other: str) -> list[Arg]:
+        return ["inbox", "--as", me, "--wait", self.rng.choice(["0", "0.2", "0.5"])]
+
+    def cmd_claim_wait(self, me: str, _other: str) -> list[Arg]:
+        return ["claim", "--next", "--as", me, "--wait", self.rng.choice(["0.2", "0.5"])]
+
+    def cmd_lock_wait(self, me: str, _other: str) -> list[Arg]:
+        return ["lock", self.lock_path(), "--as", me, "--wait", self.rng.choice(["0.2", "0.5"])]
+
+    def cmd_register_wait(self, _me: str, _other: str) -> list[Arg]:
+        name = self.rng.choice([*AGENTS, "dave"])
+        return ["register", name, "--ram-gb", self.rng.choice(["0.01", "99999"]), "--wait", "0.5"]
+
+    def cmd_send_big(self, me: str, other: str) -> list[Arg]:
+        """A send with an attachment over the record bound (the export crash's trigger)."""
+        return ["send", other, "the big one", "--as", me, "--attach", str(self.bench.big)]
+
+    def cmd_inbox_last(self, me: str, _other: str) -> list[Arg]:
+        return ["inbox", "--as", me, "--last"]
 
     def cmd_send(self, me: str, other: str) -> list[Arg]:
         rng = self.rng
@@ -964,6 +1152,22 @@ COMMANDS: list[tuple[str, int]] = [
     ("non-utf8", 6),
 ]
 
+# The widened fuzzer (issue 24) draws from these too: the commands that move a whole mesh
+# (export, import), run long (watch --once, lock -- CMD, the waits) or write big files.
+WIDE_COMMANDS: list[tuple[str, int]] = [
+    *COMMANDS,
+    ("export", 4),
+    ("import", 3),
+    ("watch-once", 3),
+    ("lock-run", 4),
+    ("inbox-wait", 3),
+    ("claim-wait", 2),
+    ("lock-wait", 2),
+    ("register-wait", 1),
+    ("send-big", 2),
+    ("inbox-last", 2),
+]
+
 
 # ---- environment plantings (config file, mesh directory) ---------------------------------------
 
@@ -1007,7 +1211,15 @@ class Failure:
 
 @dataclass
 class FuzzRun:
-    """One fuzz run in `work` against a fresh mesh made with `env` (the MeshRunner environment)."""
+    """One fuzz run in `work` against a fresh mesh made with `env` (the MeshRunner environment).
+
+    `widened` (issue 24) draws from `WIDE_COMMANDS`, plants also while a command runs (in
+    `during` of the commands), and keeps a ledger of the messages sent: after every round each
+    one is unread, consumed, archived or quarantined, unless a planting deleted it. `other`: a
+    second user (`tests.other_user`) runs some of the commands on a group-shared mesh of the
+    group `group_gid` (the config must say `group_shared = true`). `known_issues`: (pattern,
+    note) pairs; a failure whose detail matches a pattern is counted in `known`, not failed.
+    """
 
     work: Path
     env: dict[str, str]
@@ -1020,6 +1232,21 @@ class FuzzRun:
     commands_run: int = 0
     planted: int = 0
     log: list[str] = field(default_factory=list)
+    widened: bool = False
+    during: float = 0.3
+    other: OtherUser | None = None
+    group_gid: int | None = None
+    other_share: float = 0.4
+    known_issues: list[tuple[str, str]] = field(default_factory=list)
+    known: list[Failure] = field(default_factory=list)  # failures matching `known_issues`
+    ledger: dict[str, int] = field(default_factory=dict)  # message id -> round it was sent in
+    lost: list[str] = field(default_factory=list)
+    tracebacks: int = 0
+    sentinel_changes: int = 0
+    planted_during: int = 0
+    commands_as_other: int = 0
+    last_export: bytes = b""
+    sent_tracked: int = 0
 
     def __post_init__(self) -> None:
         self.mesh = Path(self.env["DRASILL_MESH_DIR"])
@@ -1031,10 +1258,18 @@ class FuzzRun:
         self.bench = Workbench.build(self.work / "project")
         self.planter = Planter(self.rng, self.mesh, self.sentinel, self.work / "mesh-displaced")
         self.commander = Commander(self.rng, self.mesh, self.bench)
+        if self.widened:
+            self.commander.commands = list(WIDE_COMMANDS)
+        if self.other is not None:
+            self.planter.group_gid = self.group_gid
 
     def setup_mesh(self) -> None:
         """A live mesh made through the real CLI, kept as the copy every episode starts from."""
         p = str(self.bench.project)
+        if self.group_gid is not None:  # a group-shared mesh: the group's setgid folder
+            self.mesh.mkdir(mode=0o700)
+            os.chown(self.mesh, -1, self.group_gid)
+            self.mesh.chmod(0o2770)
         script: list[list[Arg]] = [
             ["register", "alice", "--role", "lead"],
             ["register", "bob"],
@@ -1051,21 +1286,68 @@ class FuzzRun:
             ["task", "add", "third", "--as", "carol"],
             ["lock", f"{p}/src", "--as", "carol"],
         ]
-        for argv in script:
-            done = run_mesh(argv, self.env, self.bench.project, self.timeout)
+        for index, argv in enumerate(script):
+            user = self.other if self.other is not None and index % 2 else None
+            done = run_mesh(argv, self.env, self.bench.project, self.timeout, user=user)
             assert done.rc == 0, (argv, done.rc, done.stderr)
         shutil.copytree(self.mesh, self.snapshot_dir, symlinks=True)
+        self.start_ledger()
 
     def restore_mesh(self) -> None:
         self.planter.restore_root()
         remove_tree(self.mesh)
         remove_tree(self.work / "mesh-displaced")
         shutil.copytree(self.snapshot_dir, self.mesh, symlinks=True)
+        if self.group_gid is not None:
+            regroup_tree(self.mesh, self.group_gid)
         beats = self.mesh / "heartbeats"
         now = time.time()
         for name in os.listdir(beats):
             os.utime(beats / name, (now, now))
         self.log = ["-- mesh restored from the copy --"]
+        self.start_ledger()
+
+    # -- the ledger: nothing lost --
+
+    def start_ledger(self) -> None:
+        """The messages of a fresh (or restored) mesh: every one the mesh keeps for a reader."""
+        self.ledger = dict.fromkeys(kept_message_ids(self.mesh), 0) if self.widened else {}
+        self.planter.removed = set()
+
+    def note_sent(self, outcome: Outcome, round_no: int) -> None:
+        """Add the messages a successful `send` printed to the ledger."""
+        if outcome.rc != 0 or not outcome.argv or outcome.argv[0] != "send":
+            return
+        if outcome.json_mode:
+            value = json.loads(outcome.stdout)
+            sent = value if isinstance(value, list) else [value]
+            ids = [str(m["id"]) for m in sent]
+        else:
+            text = outcome.stdout.decode()
+            ids = re.findall(r"^sent (m-[0-9a-z]{13}-[0-9a-z]{4}) to ", text, re.MULTILINE)
+        for msg_id in ids:
+            if msg_id not in self.ledger:
+                self.ledger[msg_id] = round_no
+                self.sent_tracked += 1
+
+    def check_ledger(self) -> list[str]:
+        """Every message of the ledger is still kept somewhere a reader finds it (or in
+        quarantine), unless the planter deleted it; each loss is reported once."""
+        if not self.widened or self.planter.root_replaced:
+            return []
+        kept = kept_message_ids(self.mesh)
+        missing = sorted(set(self.ledger) - kept - self.planter.removed)
+        found = [
+            f"message lost: {msg_id} (sent in round {self.ledger[msg_id]}) is in no inbox, "
+            "archive or quarantine"
+            for msg_id in missing
+        ]
+        for msg_id in missing:
+            self.lost.append(msg_id)
+            del self.ledger[msg_id]
+        return found
+
+    # -- the run --
 
     def check_sentinel(self) -> list[str]:
         now = snapshot(self.sentinel)
@@ -1074,6 +1356,41 @@ class FuzzRun:
             build_sentinel(self.sentinel)
             self.sentinel_state = snapshot(self.sentinel)
         return [f"sentinel changed: {line}" for line in diff]
+
+    def stdin_for(self, argv: Sequence[Arg]) -> bytes | None:
+        """`import` reads an earlier export (whole or cut short), or garbage, or nothing."""
+        if not argv or argv[0] != "import":
+            return None
+        rng = self.rng
+        whole = self.last_export
+        return rng.choice(
+            [whole, whole, whole[: rng.randint(0, max(len(whole) - 1, 0))], rng.randbytes(300), b""]
+        )
+
+    def run_command(self, argv: list[Arg], env: dict[str, str], round_no: int) -> Outcome:
+        """One command, as the other user some of the time; with `widened`, some of the time
+        something is planted while it runs (never the mesh root: its mesh is put back)."""
+        user = None
+        if self.other is not None and self.rng.random() < self.other_share:
+            user = self.other
+            self.commands_as_other += 1
+        running = start_mesh(argv, env, self.bench.project, stdin=self.stdin_for(argv), user=user)
+        if self.widened and self.rng.random() < self.during:
+            time.sleep(self.rng.uniform(0.0, 0.3))
+            self.planter.allow_root = False
+            try:
+                what = self.planter.plant()
+            except OSError as exc:  # raced the command's own changes: nothing planted
+                what = f"(planting raced the command: {exc})"
+            finally:
+                self.planter.allow_root = True
+            self.planted += 1
+            self.planted_during += 1
+            self.log.append(f"round {round_no}: planted while it ran {what}")
+        outcome = running.finish(self.timeout)
+        who = " (as the other user)" if user is not None else ""
+        self.log.append(f"round {round_no}: mesh {describe(argv)}{who} -> {outcome.rc}")
+        return outcome
 
     def run(self) -> list[Failure]:
         self.setup_mesh()
@@ -1098,32 +1415,53 @@ class FuzzRun:
                 self.log.extend(f"round {round_no}: planted {n}" for n in notes)
                 for _ in range(self.rng.randint(1, 2)):
                     argv = self.commander.command()
-                    outcome = run_mesh(argv, env, self.bench.project, self.timeout)
+                    outcome = self.run_command(argv, env, round_no)
                     self.commands_run += 1
                     found = problems(outcome, self.timeout)
                     found += self.check_sentinel()
-                    self.log.append(f"round {round_no}: mesh {describe(argv)} -> {outcome.rc}")
+                    if not found and env == self.env and not self.planter.root_replaced:
+                        self.note_sent(outcome, round_no)
+                    if outcome.rc == 0 and argv[:1] == ["export"]:
+                        self.last_export = outcome.stdout
                     for problem in found:
-                        failed = True
-                        self.record(round_no, argv, outcome, problem)
+                        failed = self.record(round_no, argv, outcome, problem) or failed
             finally:
                 self.planter.restore_root()
+            for problem in self.check_ledger():
+                failed = self.record(round_no, ["(ledger)"], None, problem) or failed
             since_restore += 1
             if failed or since_restore >= self.episode:
                 self.restore_mesh()
                 since_restore = 0
         return self.failures
 
-    def record(self, round_no: int, argv: Sequence[Arg], outcome: Outcome, problem: str) -> None:
+    def record(
+        self, round_no: int, argv: Sequence[Arg], outcome: Outcome | None, problem: str
+    ) -> bool:
+        """Keep one failure; True unless it matches a known issue (then it goes to `known`)."""
         recent = [line for line in self.log if "planted" in line or "restored" in line][-14:]
-        stderr_tail = outcome.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        detail = (
-            f"seed {self.seed}, round {round_no}: `mesh {describe(argv)}` exit {outcome.rc}"
-            f" ({outcome.seconds:.1f} s): {problem}\n    stderr tail: {stderr_tail}\n"
-            f"    stdout head: {outcome.stdout[:160]!r}\n    recent plantings:\n"
-            + "\n".join(f"      {line}" for line in recent)
-        )
-        self.failures.append(Failure(signature(argv, problem), detail))
+        if outcome is None:
+            head = f"seed {self.seed}, round {round_no}: {problem}"
+            commands = [line for line in self.log if "mesh " in line][-6:]
+            recent = [*recent, "commands:", *commands]
+        else:
+            stderr_tail = outcome.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            head = (
+                f"seed {self.seed}, round {round_no}: `mesh {describe(argv)}` exit {outcome.rc}"
+                f" ({outcome.seconds:.1f} s): {problem}\n    stderr tail: {stderr_tail}\n"
+                f"    stdout head: {outcome.stdout[:160]!r}"
+            )
+        detail = head + "\n    recent plantings:\n" + "\n".join(f"      {line}" for line in recent)
+        failure = Failure(signature(argv, problem), detail)
+        for pattern, note in self.known_issues:
+            if re.search(pattern, detail):
+                failure.detail = f"[known: {note}] {detail}"
+                self.known.append(failure)
+                return False
+        self.failures.append(failure)
+        self.tracebacks += problem.startswith("traceback")
+        self.sentinel_changes += problem.startswith("sentinel changed")
+        return True
 
 
 def report(run: FuzzRun) -> str:
@@ -1134,11 +1472,23 @@ def report(run: FuzzRun) -> str:
     lines = [
         f"planting fuzzer, seed {run.seed} (rerun: DRASILL_FUZZ_SEED={run.seed}): "
         f"{len(run.failures)} failures in {len(classes)} classes after {run.planted} plantings, "
-        f"{run.commands_run} commands"
+        f"{run.commands_run} commands; {summary(run)}"
     ]
     for sig, members in classes.items():
         lines.append(f"* [{len(members)}x] {sig}\n  {members[0].detail}")
+    lines.extend(f"* known: {f.signature}\n  {f.detail}" for f in run.known[:3])
     return "\n".join(lines)
+
+
+def summary(run: FuzzRun) -> str:
+    """The acceptance figures of a run in one line."""
+    known = f", {len(run.known)} known issue(s)" if run.known else ""
+    return (
+        f"{run.tracebacks} tracebacks, {run.sentinel_changes} changes outside the mesh, "
+        f"{len(run.lost)} of {run.sent_tracked} sent messages lost, "
+        f"{run.planted_during} planted while a command ran, "
+        f"{run.commands_as_other} commands as the other user{known}"
+    )
 
 
 def env_int(name: str, default: int) -> int:

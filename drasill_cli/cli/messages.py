@@ -140,6 +140,7 @@ def send_cmd(
         "mesh inbox --as bob          # take the next message",
         "mesh inbox bob --list        # every unread message, kept",
         "mesh inbox --as bob --wait 60   # block up to a minute for mail",
+        "mesh inbox --as bob --last   # the message taken last, again",
     ),
 )
 def inbox_cmd(
@@ -164,14 +165,31 @@ def inbox_cmd(
             metavar="SECONDS",
         ),
     ] = None,
+    last: Annotated[
+        bool,
+        typer.Option(
+            "--last",
+            help="Show the message consumed last again (a reader killed before it showed the "
+            "message loses nothing); consumes nothing.",
+        ),
+    ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Read the next message (urgent first, then oldest); exit 1 when there is none."""
+    """Read the next message (urgent first, then oldest); exit 1 when there is none.
+
+    Taking a message and printing it are two steps: if `mesh inbox` is killed between them, the
+    message is consumed but was not shown. `mesh inbox --last` shows it again.
+    """
     from drasill_cli import messages
 
     if peek and list_:
         raise InvalidInput("--peek and --list do not go together; pick one", code="invalid-usage")
+    if last and (peek or list_ or wait is not None):
+        raise InvalidInput(
+            "--last goes alone: it shows the message consumed last; drop --peek, --list and --wait",
+            code="invalid-usage",
+        )
     if wait is not None:
         from drasill_cli.waiting import check_wait
 
@@ -179,6 +197,9 @@ def inbox_cmd(
     cli = state(ctx)
     who = cli.whose(name, as_)
     mesh = cli.mesh()
+    if last:
+        _show_last(messages.last_consumed(mesh, who), who, json_out)
+        return
     deadline = time.monotonic() + (wait or 0.0)
     while True:
         if wait is None:
@@ -200,6 +221,18 @@ def inbox_cmd(
         if index:
             say("")
         _show(message)
+
+
+def _show_last(message: dict[str, Any] | None, who: str, json_out: bool) -> None:
+    """`inbox --last`: the message consumed last, or exit 1 (`null`) when there is none."""
+    if json_out:
+        print_json(message)
+    elif message is not None:
+        _show(message)
+    else:
+        note(f"{who} has consumed no message that is still kept (see `mesh history`)")
+    if message is None:
+        raise typer.Exit(1)
 
 
 def _fetch(mesh: Mesh, who: str, *, peek: bool, list_: bool) -> Any:

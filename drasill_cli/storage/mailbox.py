@@ -47,7 +47,12 @@ def _checked(raw: Any, local_path: Callable[[str, str], str]) -> dict[str, Any]:
     items = raw.get("attachments")
     if isinstance(items, list):
         raw = {**raw, "attachments": [_localized(msg_id, i, local_path) for i in items]}
-    return MessageRecord.check(raw)
+    message = MessageRecord.check(raw)
+    # The contract's keys are always there: an older or hand-made record may lack the optional
+    # ones (a message that is no reply starts its own thread, as `send` writes it).
+    for key, default in (("reply_to", None), ("thread", msg_id), ("attachments", [])):
+        message.setdefault(key, default)
+    return message
 
 
 def _localized(msg_id: str, item: Any, local_path: Callable[[str, str], str]) -> Any:
@@ -104,6 +109,12 @@ class Mailbox(Protocol):
     def take_next(self, agent: str) -> dict[str, Any] | None:
         """Mark the next unread message (urgent first, then oldest) read and return it; of any
         number of concurrent takers exactly one gets each message. None when none is unread."""
+        ...
+
+    def last_taken(self, agent: str) -> dict[str, Any] | None:
+        """The message `take_next` gave last (the most recently consumed one still kept), left
+        as it is: a reader killed between taking a message and showing it loses nothing. None
+        when the agent has consumed nothing (or its history has expired)."""
         ...
 
     def unread(self, agent: str) -> Iterator[dict[str, Any]]:

@@ -79,6 +79,20 @@ def test_take_order_is_urgent_first_then_oldest(backend: Backend) -> None:
     assert [m["body"] if m else None for m in taken] == ["u1", "u2", "n1", "n2", None]
 
 
+def test_last_taken_is_the_message_taken_last_not_the_newest(backend: Backend) -> None:
+    assert backend.mailbox.last_taken("bob") is None
+    _send(backend, "bob", "n1")
+    _send(backend, "bob", "u1", priority="urgent")
+    for expected in ("u1", "n1"):  # taken in that order: the newest is taken first
+        taken = backend.mailbox.take_next("bob")
+        assert taken is not None and taken["body"] == expected
+        time.sleep(0.02)  # a file's change time may be a few ms coarse
+        last = backend.mailbox.last_taken("bob")
+        assert last is not None and last["body"] == expected
+    assert backend.mailbox.last_taken("bob") == backend.mailbox.last_taken("bob")  # left as is
+    assert backend.mailbox.last_taken("carol") is None
+
+
 def test_peek_and_unread_leave_mail_unread(backend: Backend) -> None:
     first = _send(backend, "bob", "first")
     _send(backend, "bob", "second")

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from drasill_cli.backends.directory.layout import ATTACHMENTS_DIR, attachment_folder
-from drasill_cli.backends.directory.store import FileStore
-from drasill_cli.storage.mailbox import is_message_id
+from drasill_cli.backends.directory.store import QUARANTINE_DIR, FileStore
+from drasill_cli.storage.mailbox import MESSAGE_ID_RE, is_message_id
 
 # A look-up of many message ids (the mailbox's `locator`): the stored message, or None.
 Locator = Callable[[str], object]
@@ -61,11 +61,18 @@ class DirectoryAttachments:
         return self.store.remove_dir(folder)
 
     def orphans(self, older_than: float) -> list[str]:
-        """Folders last changed before `older_than` whose message is stored nowhere."""
+        """Folders last changed before `older_than` whose message is stored nowhere, not even
+        in `quarantine/`: a damaged message keeps its files with it (a quarantined copy's name
+        ends with its id)."""
         found = []
         locate = self.locator()
+        kept = {
+            msg_id
+            for name in self.store.names(QUARANTINE_DIR, suffix="")
+            for msg_id in MESSAGE_ID_RE.findall(name)
+        }
         for msg_id in self.store.subdirs(ATTACHMENTS_DIR):
-            if not is_message_id(msg_id):
+            if not is_message_id(msg_id) or msg_id in kept:
                 continue
             changed = self.store.mtime(attachment_folder(msg_id))
             if changed is not None and changed < older_than and locate(msg_id) is None:

@@ -8,6 +8,7 @@ renamed to `audit/events-<time>.jsonl` (under the sidecar lock `audit`) and a fr
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -173,7 +174,15 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
         and isinstance(event.get("event"), str)
         and isinstance(event.get("actor"), str | None)
     )
-    return event if fields_ok else None
+    return event if fields_ok and _is_time(event["time"]) else None
+
+
+def _is_time(text: str) -> bool:
+    """Whether `text` is a time every reader can parse (a line with another is skipped)."""
+    try:
+        return len(text) <= 64 and math.isfinite(clock.parse_iso(text))
+    except (ValueError, OverflowError, OSError):
+        return False
 
 
 def _after(event: dict[str, Any], since: float | None) -> bool:

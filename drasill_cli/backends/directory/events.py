@@ -31,9 +31,8 @@ class FolderEvents:
     def __init__(self, *folders: Path, ignore_permission_denied: bool = False) -> None:
         from watchfiles._rust_notify import RustNotify
 
-        self._notify = RustNotify(
-            [str(f) for f in folders], False, False, 50, True, ignore_permission_denied
-        )
+        self._folders = [str(f) for f in folders]
+        self._notify = RustNotify(self._folders, False, False, 50, True, ignore_permission_denied)
 
     def __enter__(self) -> FolderEvents:
         self._notify.__enter__()
@@ -46,8 +45,21 @@ class FolderEvents:
         self, seconds: float, stop: threading.Event | None = None, step_ms: int = 5
     ) -> set[tuple[int, str]] | str:
         """The (change, path) pairs since the last call, batched over 50 ms; or TIMEOUT after
-        `seconds`, STOPPED once `stop` is set, SIGNALLED on a signal."""
-        result: set[tuple[int, str]] | str = self._notify.watch(
-            50, step_ms, max(1, int(seconds * 1000)), stop
-        )
+        `seconds`, STOPPED once `stop` is set, SIGNALLED on a signal.
+
+        A batch naming a path that is not UTF-8 (a name planted in the mesh) cannot be handed
+        over (watchfiles raises): it counts as a change of every watched folder, so each waiter
+        looks at the stored state again (a change is a hint, never the truth).
+        """
+        try:
+            result: set[tuple[int, str]] | str = self._notify.watch(
+                50, step_ms, max(1, int(seconds * 1000)), stop
+            )
+        except RuntimeError as exc:  # watchfiles' WatchfilesRustInternalError
+            if "decode path" not in str(exc):
+                raise
+            return {(_MODIFIED, folder) for folder in self._folders}
         return result
+
+
+_MODIFIED = 2  # watchfiles' Change.modified

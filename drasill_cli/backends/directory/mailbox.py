@@ -17,8 +17,10 @@ minutes, 1 second, 33 ms wide), so finding the next message lists a few small fo
 every unread name: taking with 10,000 unread costs about what it costs with 10. Takers remove
 the empty shards they pass; a sender whose shard vanished under it simply recreates it.
 
-Removed agents' unread mail moves to `archive/NAME/` under the same file name. Attachment paths
-are never stored: each read asks `Attachments.local_path` (the file's own path).
+Removed agents' unread mail moves to `archive/NAME/` under the same file name; a send that lands
+after its recipient was removed moves its own copy there (the removal archives once more after
+dropping the agent, so a send that found it still registered is archived by one of the two).
+Attachment paths are never stored: each read asks `Attachments.local_path` (the file's own path).
 """
 
 from __future__ import annotations
@@ -128,6 +130,10 @@ class DirectoryMailbox:
             encode_record(stored_form(message)), links=[files["unread"]], keep_as=files["sent"]
         )
         self.record(event)
+        if not self.registered(message["to"]):
+            # Removed while this was under way, after its removal archived the inbox: the
+            # message goes where the rest of its mail went (kept, never deleted).
+            self.store.move(files["unread"], files["archived"])
         return True
 
     def has_mailbox(self, agent: str) -> bool:
@@ -143,6 +149,21 @@ class DirectoryMailbox:
             if message is not None and self.store.move(rel, f"{box.cur}/{rel.rpartition('/')[2]}"):
                 return message
             # gone: another reader took it first
+        return None
+
+    def last_taken(self, agent: str) -> dict[str, Any] | None:
+        """The newest rename into `cur/`: taking is that rename, and rename(2) sets the file's
+        change time (ctime) on Linux file systems; nothing is written at take time."""
+        cur = inbox_cur(agent)
+        taken: list[tuple[int, str]] = []
+        for name in self.store.names(cur):
+            changed = self.store.changed_ns(f"{cur}/{name}")
+            if changed is not None:
+                taken.append((changed, name))
+        for _, name in sorted(taken, reverse=True):
+            message = self._load(f"{cur}/{name}")  # a damaged one is quarantined: the one before
+            if message is not None:
+                return message
         return None
 
     def unread(self, agent: str) -> Iterator[dict[str, Any]]:

@@ -677,6 +677,17 @@ class FileStore:
             fd = os.open(name, flags, self.file_mode, dir_fd=folder)
         except NotADirectoryError:
             raise FileNotFoundError(name) from None
+        except PermissionError as denied:
+            # An entry that may not be opened (a file of mode 000, another member's FIFO in a
+            # group-shared mesh) is damage like any other, never a block; a folder that cannot
+            # be searched or written (nothing stands there to look at) is the store's problem.
+            try:
+                mode = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+            except OSError:
+                raise denied from None
+            if stat.S_ISREG(mode):
+                raise UnusableRecord("cannot be read: permission denied (check its mode)") from None
+            raise UnusableRecord(f"is a {_kind(mode)}, not a file") from None
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
                 raise
@@ -1177,17 +1188,35 @@ class FileStore:
         info = self.stat(rel)
         return None if info is None else info.st_mtime
 
+    def changed_ns(self, rel: str) -> int | None:
+        """Status change time (ctime, ns; a rename sets it), or None; `mtime`'s rules."""
+        info = self.stat(rel)
+        return None if info is None else info.st_ctime_ns
+
     # ---- damage handling -----------------------------------------------------------------
 
     def quarantine(self, rel: str, reason: str) -> None:
-        """Move a damaged file aside, keep it, and report it in `warnings`."""
+        """Move a damaged file aside, keep it, and report it in `warnings`.
+
+        Its name in `quarantine/` is the time, the pid and its path with `/` as `__`, cut to
+        fit a file name (see `quarantine_name`). A move that fails anyway (the folder it is in
+        cannot be written, say) leaves the file where it is, skipped and reported: damage never
+        blocks the rest of the mesh.
+        """
         if self.read_only:
             self.warnings.append(f"damaged file {rel} ({reason}); left in place by a read-only run")
             return
         self.ensure_dir(QUARANTINE_DIR)
-        flat = rel.replace("/", "__")
-        dest = f"{QUARANTINE_DIR}/{clock.iso().replace(':', '')}-{os.getpid()}-{flat}"
-        if self.move(rel, dest):
+        dest = f"{QUARANTINE_DIR}/{quarantine_name(rel, clock.iso(), os.getpid())}"
+        try:
+            moved = self.move(rel, dest)
+        except MeshUnusable as exc:  # StoreFull included: the file stays, unread and unused
+            self.warnings.append(
+                f"damaged file {rel} ({reason}) could not be moved to {self.root / QUARANTINE_DIR}"
+                f" ({exc}); it was left in place and skipped"
+            )
+            return
+        if moved:
             self.warnings.append(f"quarantined {rel} ({reason}); it was moved to {self.path(dest)}")
 
 
@@ -1252,6 +1281,28 @@ def _shared_with_me(info: os.stat_result, *, group_shared: bool) -> bool:
     if not group_shared or not info.st_mode & stat.S_ISGID:
         return False
     return info.st_gid == os.getegid() or info.st_gid in os.getgroups()
+
+
+# A quarantined file's name stays under this many bytes (NAME_MAX is 255 on Linux file systems).
+QUARANTINE_NAME_BYTES = 240
+
+
+def quarantine_name(rel: str, stamp: str, pid: int) -> str:
+    """`<time>-<pid>-<path with / as __>`, at most `QUARANTINE_NAME_BYTES` bytes.
+
+    A longer one keeps the end of the path (the file's own name, which carries a message's or
+    task's id) after a digest of the whole path, so two long names never meet.
+    """
+    import hashlib
+
+    head = f"{stamp.replace(':', '')}-{pid}-"
+    flat = os.fsencode(rel.replace("/", "__"))
+    room = QUARANTINE_NAME_BYTES - len(head.encode())
+    if len(flat) <= room:
+        return head + os.fsdecode(flat)
+    digest = hashlib.sha256(flat).hexdigest()[:16]
+    tail = flat[-(room - len(digest) - 3) :]
+    return f"{head}{digest}..{os.fsdecode(tail).lstrip('_')}"
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

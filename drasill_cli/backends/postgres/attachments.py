@@ -241,13 +241,17 @@ class PostgresAttachments:
         return bool(dropped or damaged)
 
     def orphans(self, older_than: float) -> list[str]:
-        """Ids with attachment rows stored before `older_than` and no message row anywhere."""
+        """Ids with attachment rows stored before `older_than` and no message row anywhere
+        (a quarantined one included)."""
         with self.backend.transaction() as cur:
             rows = cur.execute(
                 "SELECT DISTINCT a.message_id FROM mesh_attachments a"
                 " WHERE a.created < to_timestamp(%s)"
                 " AND NOT EXISTS (SELECT 1 FROM mesh_messages m WHERE m.id = a.message_id)"
                 " AND NOT EXISTS (SELECT 1 FROM mesh_sent s WHERE s.id = a.message_id)"
+                # a damaged copy keeps its files with it (its key ends with the id)
+                " AND NOT EXISTS (SELECT 1 FROM mesh_quarantine q WHERE q.kind = 'messages'"
+                "  AND q.key LIKE '%%/' || a.message_id)"
                 " ORDER BY a.message_id",
                 (older_than,),
             ).fetchall()

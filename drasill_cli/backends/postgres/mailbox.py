@@ -246,6 +246,23 @@ class PostgresMailbox:
                     self.backend.changes.notify(Change(INBOXES, agent))
                     return message
 
+    def last_taken(self, agent: str) -> dict[str, Any] | None:
+        """The read copy taken last (`changed` is set when it is taken); a damaged one is
+        quarantined and the one before it returned."""
+        with self.backend.transaction() as cur:
+            while True:
+                row = cur.execute(
+                    "SELECT copy, recipient, state, id, body FROM mesh_messages"
+                    " WHERE recipient = %s AND state = 'read'"
+                    " ORDER BY changed DESC, id DESC LIMIT 1",
+                    (agent,),
+                ).fetchone()
+                if row is None:
+                    return None
+                message = self._checked(cur, _copy_row(row))
+                if message is not None:
+                    return message
+
     def unread(self, agent: str) -> Iterator[dict[str, Any]]:
         """Page by page in take order (keyset on rank, created, id), each page one short
         transaction: the first message costs one row however many wait."""
