@@ -545,3 +545,102 @@ def test_a_process_of_another_user_in_the_tree_is_reported_never_signalled(
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
         parent.wait(timeout=10)
+
+
+# ---- who wrote the record: proven by storage, not by the record's content ----------------------
+
+OTHER_UID = 65534  # nobody: a member of a shared mesh who is not the watcher's user
+
+
+def _as_other_user(path: Path) -> None:
+    """Make `path` what another user writing to a group-shared mesh would leave: a file of its
+    own (a non-root user cannot give a file away, nor write into one only its owner may)."""
+    os.chown(path, OTHER_UID, -1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user needs root to make")
+@pytest.mark.parametrize("policy", ["pause", "kill"])
+def test_a_record_of_another_writer_naming_the_owners_uid_is_reported_never_signalled(
+    mesh_dir: Path, spawn: Spawn, policy: str
+) -> None:
+    mesh = mesh_with(mesh_dir)
+    hog = spawn()
+    started = psutil.Process(hog.pid).create_time()
+    plant_agent(mesh, "planted", pid=hog.pid, pid_started=started, ram_gb=0.1, uid=os.getuid())
+    _as_other_user(mesh_dir / "agents" / "planted.json")
+    stored = mesh.backend.presence.get("planted")
+    assert stored is not None and stored.writer is not None
+    assert stored.writer.uid == OTHER_UID
+    [action] = hardware.enforce(mesh, policy)
+    assert action["action"] == "report"
+    assert str(OTHER_UID) in action["reason"]
+    time.sleep(0.2)
+    assert proc_state(hog.pid) not in ("T", "Z")
+    assert hog.poll() is None
+    # The genuine registration (the record rewritten by the owner) is enforced again.
+    agents.register(mesh, "planted", pid=hog.pid, ram_gb=0.1)
+    stored = mesh.backend.presence.get("planted")
+    assert stored is not None and stored.writer is not None
+    assert stored.writer.uid == os.geteuid()
+    [action] = hardware.enforce(mesh, policy)
+    assert action["action"] == policy
+
+
+def test_a_group_writable_record_proves_no_writer(mesh_dir: Path, spawn: Spawn) -> None:
+    """Anyone of the group may write into a group-writable file: its owner proves nothing."""
+    mesh = mesh_with(mesh_dir)
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    record = mesh_dir / "agents" / "hog.json"
+    assert not record.stat().st_mode & 0o022  # the mesh writes records only their owner may
+    record.chmod(0o660)
+    stored = mesh.backend.presence.get("hog")
+    assert stored is not None and stored.writer is not None
+    assert stored.writer.uid is None
+    [action] = hardware.enforce(mesh, "pause")
+    assert action["action"] == "report"
+    assert hog.poll() is None and proc_state(hog.pid) != "T"
+
+
+@pytest.mark.parametrize("mesh_kind", ["postgres"], indirect=True)
+def test_postgres_records_the_writing_role(mesh: Mesh, spawn: Spawn) -> None:
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    stored = mesh.backend.presence.get("hog")
+    assert stored is not None and stored.writer is not None
+    assert stored.writer.role == "mesh"  # the test server's role (current_user)
+    assert stored.writer.uid is None
+    assert [a["action"] for a in hardware.enforce(mesh, "pause")] == ["pause"]
+
+
+def test_a_planted_pause_never_resumes_what_the_watcher_did_not_stop(
+    mesh_dir: Path, spawn: Spawn
+) -> None:
+    """A stopped process of the owner (Ctrl-Z, a debugger) named in a planted pause record
+    stays stopped: the watcher resumes only what it paused itself."""
+    mesh = mesh_with(mesh_dir)
+    hog = spawn()
+    os.kill(hog.pid, signal.SIGSTOP)
+    assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
+    started = psutil.Process(hog.pid).create_time()
+    plant_agent(mesh, "planted", pid=hog.pid, pid_started=started, uid=os.getuid())
+    over = [{"resource": "ram", "declared_gb": 0.0, "measured_gb": 0.3}]
+    _plant_pause(mesh_dir, "planted", [(hog.pid, started)], over)
+    actions = hardware.enforce(mesh, "pause")
+    assert [a["action"] for a in actions] == ["resume"]  # the (planted) pause is forgotten
+    assert actions[0]["pids"] == []
+    time.sleep(0.2)
+    assert proc_state(hog.pid) == "T"
+
+
+def _plant_pause(
+    mesh_dir: Path, name: str, stopped: list[tuple[int, float]], over: list[dict[str, Any]]
+) -> None:
+    """A pause record as someone else writing to the mesh could leave it."""
+    record = {"agent": name, "pids": [list(s) for s in stopped], "over": over}
+    path = mesh_dir / "budgets" / "paused" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    path.chmod(0o660)  # group-writable: no proof of its writer, even where it is the watcher's
+    if os.geteuid() == 0:
+        _as_other_user(path)

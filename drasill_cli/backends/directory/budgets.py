@@ -4,6 +4,7 @@ and the sidecar locks `budgets` (admission) and `budgets-enforce` (one enforceme
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 from drasill_cli import clock
@@ -32,13 +33,19 @@ class DirectoryBudgetBook:
 
     def pause(self, name: str, stopped: list[Stopped], over: list[dict[str, Any]]) -> None:
         record = {"agent": name, "pids": [list(s) for s in stopped], "over": over}
-        self.store.write(f"{PAUSED_DIR}/{name}.json", {**record, "at": clock.iso()})
+        # Sealed: its file's owner proves which user's watcher stopped these processes.
+        self.store.write(f"{PAUSED_DIR}/{name}.json", {**record, "at": clock.iso()}, sealed=True)
 
     def resume(self, name: str) -> list[Stopped]:
         rel = f"{PAUSED_DIR}/{name}.json"
-        stopped = self.store.read_checked(rel, check_pause)
+        found = self.store.read_checked_writer(rel, check_pause)
         self.store.remove(rel)
-        return stopped or []
+        if found is None:
+            return []
+        stopped, writer = found
+        # Only what this user's watcher stopped: a pause record written by anyone else (or one
+        # others may write into) names processes this watcher never stopped.
+        return stopped if writer == os.geteuid() else []
 
     def warned(self, name: str) -> dict[str, float] | None:
         return self.store.read_checked(f"{WARNED_DIR}/{name}.json", check_warning)

@@ -1,5 +1,8 @@
 """`BudgetBook` for a PostgreSQL mesh: `mesh_budgets`, one row per (agent, state) where the
-state is `paused` or `warned`, each operation one transaction.
+state is `paused` or `warned`, each operation one transaction. The server writes the role of
+each write into the record (`written_by`, `current_user`): a pause is resumed only by a watcher
+of the same host and role (a member with the URL can still forge one: see
+docs/howto-multi-host.md).
 
 The two exclusions are held on a connection of their own, opened for the block and closed after
 it (a holder that dies drops its connection, and with it the exclusion), so the operations run
@@ -93,14 +96,17 @@ class PostgresBudgetBook:
     def resume(self, name: str) -> list[Stopped]:
         with self.backend.transaction() as cur:
             cur.execute(
-                "DELETE FROM mesh_budgets WHERE agent = %s AND state = %s RETURNING record",
-                (name, PAUSED),
+                "DELETE FROM mesh_budgets WHERE agent = %s AND state = %s"
+                " RETURNING record, (host = %s AND record->>'written_by' = current_user)",
+                (name, PAUSED, hostname()),
             )
             row = cur.fetchone()
             if row is None:
                 return []
             self.backend.changes.notify(Change(MESH))
-            return self._checked(cur, name, PAUSED, row[0], check_pause, delete=False) or []
+            stopped = self._checked(cur, name, PAUSED, row[0], check_pause, delete=False) or []
+            # Only what a watcher of this host and role stopped (the server records the role).
+            return stopped if row[1] else []
 
     # ---- warnings ---------------------------------------------------------------------------
 
@@ -130,7 +136,8 @@ class PostgresBudgetBook:
 
         with self.backend.transaction() as cur:
             cur.execute(
-                "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, %s, %s, %s)"
+                "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, %s, %s,"
+                " jsonb_set(%s, '{written_by}', to_jsonb(current_user::text)))"
                 " ON CONFLICT (agent, state) DO UPDATE"
                 " SET host = excluded.host, updated = now(), record = excluded.record",
                 (name, state, hostname(), Jsonb(record)),
