@@ -11,7 +11,8 @@ owned by the uid that registered the agent (the record's `uid`, which the storag
 for: on a directory mesh the record's file is that uid's own, see `models.Writer`; on a
 PostgreSQL mesh it was written by a database role, members with the URL being trusted), and
 never `mesh watch` itself or its ancestors. A resume sends SIGCONT only to what this watcher's
-own pause stopped (the book proves the pause record is the watcher's, `BudgetBook.resume`). A record that proves less (one planted in the mesh, one from an older version
+own pause stopped (the book proves the pause record is the watcher's, `BudgetBook.resume`).
+A record that proves less (one planted in the mesh, one from an older version
 without `uid`, one whose process was replaced) is reported (action `report`, once per
 overrun), never signalled.
 """
@@ -56,7 +57,7 @@ def _signal(procs: list[psutil.Process], signum: int) -> list[tuple[int, float]]
     return reached
 
 
-def _unproven(usage: Usage) -> str | None:
+def _unproven(usage: Usage) -> str | None:  # noqa: PLR0911 -- one return per missing proof
     """Why the root of `usage.procs` cannot be proven to be the agent's; None when it is."""
     import psutil
 

@@ -644,3 +644,23 @@ def _plant_pause(
     path.chmod(0o660)  # group-writable: no proof of its writer, even where it is the watcher's
     if os.geteuid() == 0:
         _as_other_user(path)
+
+
+@pytest.mark.parametrize("mesh_kind", ["postgres"], indirect=True)
+def test_a_pause_row_no_watcher_wrote_never_resumes(mesh: Mesh, spawn: Spawn) -> None:
+    """A pause row written with the URL (not by a watcher: no role recorded by the server)."""
+    hog = spawn()
+    os.kill(hog.pid, signal.SIGSTOP)
+    assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
+    started = psutil.Process(hog.pid).create_time()
+    plant_agent(mesh, "planted", pid=hog.pid, pid_started=started, uid=os.getuid())
+    record = {"agent": "planted", "pids": [[hog.pid, started]], "over": []}
+    with mesh.backend.transaction() as cur:  # type: ignore[attr-defined] # the PostgreSQL backend
+        cur.execute(
+            "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, 'paused', %s, %s)",
+            ("planted", liveness.hostname(), json.dumps(record)),
+        )
+    [action] = hardware.enforce(mesh, "pause")
+    assert action["action"] == "resume" and action["pids"] == []
+    time.sleep(0.2)
+    assert proc_state(hog.pid) == "T"

@@ -109,7 +109,8 @@ class PostgresPresence:
             cur.execute(
                 "INSERT INTO mesh_agents (name, host, record, heartbeat)"
                 " VALUES (%(name)s, %(host)s,"
-                " jsonb_set(%(record)s, '{written_by}', to_jsonb(current_user::text)), CASE WHEN %(beat)s THEN now() END)"
+                " jsonb_set(%(record)s, '{written_by}', to_jsonb(current_user::text)),"
+                " CASE WHEN %(beat)s THEN now() END)"
                 " ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host,"
                 " record = EXCLUDED.record, updated_at = now(),"
                 " heartbeat = CASE WHEN %(beat)s THEN now() ELSE mesh_agents.heartbeat END",

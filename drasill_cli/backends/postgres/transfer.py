@@ -42,7 +42,11 @@ _RANK = {"urgent": 0, "normal": 1}
 
 SQL = {
     # ---- dump ----
-    "agents": "SELECT record, extract(epoch FROM heartbeat)::float8 FROM mesh_agents ORDER BY name",
+    # The server's `written_by` (which role wrote it) stays behind: it names this server's roles.
+    "agents": (
+        "SELECT record - 'written_by', extract(epoch FROM heartbeat)::float8"
+        " FROM mesh_agents ORDER BY name"
+    ),
     "attachments": "SELECT message_id, name FROM mesh_attachments ORDER BY message_id, name",
     # An attachment's content a chunk at a time (`substring` counts bytes from 1).
     "attachment_chunk": (
@@ -56,7 +60,9 @@ SQL = {
         "SELECT greatest((SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
         " FROM mesh_task_numbers), (SELECT coalesce(max(number), 0) FROM mesh_tasks))"
     ),
-    "budgets": "SELECT agent, state, record FROM mesh_budgets ORDER BY state DESC, agent",
+    "budgets": (
+        "SELECT agent, state, record - 'written_by' FROM mesh_budgets ORDER BY state DESC, agent"
+    ),
     # ---- restore ----
     "agent": (
         "INSERT INTO mesh_agents (name, host, record, heartbeat)"
