@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -664,3 +665,60 @@ def test_a_pause_row_no_watcher_wrote_never_resumes(mesh: Mesh, spawn: Spawn) ->
     assert action["action"] == "resume" and action["pids"] == []
     time.sleep(0.2)
     assert proc_state(hog.pid) == "T"
+
+
+def _as_another_user(uid: int, gid: int, act: Callable[[], None]) -> None:
+    """Run `act` in a forked child that is user `uid` with `gid` among its groups (as a member
+    of a group-shared mesh would be); it must succeed."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover -- the child reports through its exit status only
+        code = 1
+        try:
+            os.setgroups([gid])
+            os.setgid(uid)
+            os.setuid(uid)
+            act()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+def test_another_member_of_a_group_shared_mesh_cannot_plant_an_enforced_record(
+    spawn: Spawn,
+) -> None:
+    """A member of the mesh's group writes a record naming the owner's uid and the owner's
+    process: the owner's watcher reports it and signals nothing; the owner's own registration
+    of that process is enforced."""
+    base = Path(tempfile.mkdtemp(prefix="drasill-shared-"))
+    try:
+        base.chmod(0o711)  # the other user reaches the mesh inside, and nothing else here
+        mesh_dir = base / "mesh"
+        config = Config(group_shared=True)
+        mesh = Mesh.open(mesh_dir, config)
+        hog = spawn()
+        agents.register(mesh, "other", pid=os.getpid())  # the mesh and its folders exist
+        gid = mesh_dir.stat().st_gid
+        started = psutil.Process(hog.pid).create_time()
+
+        def plant() -> None:
+            member = Mesh.open(mesh_dir, config)
+            fields = {"pid": hog.pid, "pid_started": started, "ram_gb": 0.1, "uid": 0}
+            plant_agent(member, "planted", **fields)
+
+        _as_another_user(OTHER_UID, gid, plant)
+        assert (mesh_dir / "agents" / "planted.json").stat().st_uid == OTHER_UID
+        for policy in ("pause", "kill"):
+            actions = hardware.enforce(mesh, policy)
+            assert [a["action"] for a in actions] == ["report"], actions
+            assert f"written by uid {OTHER_UID}" in actions[0]["reason"]
+            mesh.backend.budgets.forget_warning("planted")
+        time.sleep(0.2)
+        assert proc_state(hog.pid) not in ("T", "Z") and hog.poll() is None
+        agents.register(mesh, "planted", pid=hog.pid, ram_gb=0.1)  # the owner's own record
+        assert [a["action"] for a in hardware.enforce(mesh, "pause")] == ["pause"]
+        assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
+    finally:
+        shutil.rmtree(base)
