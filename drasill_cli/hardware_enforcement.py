@@ -239,7 +239,9 @@ def enforce(mesh: Mesh, policy: str | None = None) -> list[dict[str, Any]]:
         # Each host's watcher governs the agents of its own host (their processes are there).
         elsewhere = {u.agent.name for u in sampled if u.agent.host != here}
         usages = {u.agent.name: u for u in sampled if u.agent.host == here}
-        paused_now = set(book.paused()) - elsewhere
+        # Only the pauses this watcher's user made: a record anyone else wrote neither resumes
+        # a process nor shields an agent from being paused.
+        paused_now = set(book.paused(own=True)) - elsewhere
         for name in sorted(paused_now):
             usage = usages.get(name)
             if usage is None or usage.state == "dead" or not usage.procs:

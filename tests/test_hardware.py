@@ -627,9 +627,8 @@ def test_a_planted_pause_never_resumes_what_the_watcher_did_not_stop(
     plant_agent(mesh, "planted", pid=hog.pid, pid_started=started, uid=os.getuid())
     over = [{"resource": "ram", "declared_gb": 0.0, "measured_gb": 0.3}]
     _plant_pause(mesh_dir, "planted", [(hog.pid, started)], over)
-    actions = hardware.enforce(mesh, "pause")
-    assert [a["action"] for a in actions] == ["resume"]  # the (planted) pause is forgotten
-    assert actions[0]["pids"] == []
+    assert hardware.enforce(mesh, "pause") == []  # not a pause of this watcher's: nothing
+    assert mesh.backend.budgets.resume("planted") == []  # not even when asked directly
     time.sleep(0.2)
     assert proc_state(hog.pid) == "T"
 
@@ -661,8 +660,8 @@ def test_a_pause_row_no_watcher_wrote_never_resumes(mesh: Mesh, spawn: Spawn) ->
             "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, 'paused', %s, %s)",
             ("planted", liveness.hostname(), json.dumps(record)),
         )
-    [action] = hardware.enforce(mesh, "pause")
-    assert action["action"] == "resume" and action["pids"] == []
+    assert hardware.enforce(mesh, "pause") == []
+    assert mesh.backend.budgets.resume("planted") == []
     time.sleep(0.2)
     assert proc_state(hog.pid) == "T"
 
@@ -722,3 +721,17 @@ def test_another_member_of_a_group_shared_mesh_cannot_plant_an_enforced_record(
         assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
     finally:
         shutil.rmtree(base)
+
+
+def test_a_planted_pause_never_shields_an_agent_from_being_paused(
+    mesh_dir: Path, spawn: Spawn
+) -> None:
+    """A pause record the watcher did not write does not count as a pause: the agent over its
+    declaration is paused all the same (and the record's processes are not resumed)."""
+    mesh = mesh_with(mesh_dir)
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    _plant_pause(mesh_dir, "hog", [], [])
+    assert "hog" in mesh.backend.budgets.paused()  # shown as paused (mesh hw) ...
+    assert [a["action"] for a in hardware.enforce(mesh, "pause")] == ["pause"]  # ... not trusted
+    assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED

@@ -70,8 +70,9 @@ class BudgetBook(Protocol):
         """Held for one enforcement pass: no other pass runs then."""
         ...
 
-    def paused(self) -> list[str]:
-        """The names of the paused agents, sorted."""
+    def paused(self, *, own: bool = False) -> list[str]:
+        """The names of the paused agents, sorted; with `own`, only those whose pause is
+        proven to be this watcher's (as `resume` proves it): what enforcement acts on."""
         ...
 
     def pause(self, name: str, stopped: list[Stopped], over: list[dict[str, Any]]) -> None:

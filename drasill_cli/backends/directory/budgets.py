@@ -28,8 +28,14 @@ class DirectoryBudgetBook:
     def enforcing(self) -> contextlib.AbstractContextManager[None]:
         return self.store.lock(ENFORCE_GUARD)
 
-    def paused(self) -> list[str]:
-        return [name.removesuffix(".json") for name in self.store.names(PAUSED_DIR)]
+    def paused(self, *, own: bool = False) -> list[str]:
+        names = [name.removesuffix(".json") for name in self.store.names(PAUSED_DIR)]
+        return [n for n in names if self._own(n)] if own else names
+
+    def _own(self, name: str) -> bool:
+        """Whether `name`'s pause record is this user's: only its owner can have written it."""
+        found = self.store.read_checked_writer(f"{PAUSED_DIR}/{name}.json", check_pause)
+        return found is not None and found[1] == os.geteuid()
 
     def pause(self, name: str, stopped: list[Stopped], over: list[dict[str, Any]]) -> None:
         record = {"agent": name, "pids": [list(s) for s in stopped], "over": over}
@@ -39,13 +45,15 @@ class DirectoryBudgetBook:
     def resume(self, name: str) -> list[Stopped]:
         rel = f"{PAUSED_DIR}/{name}.json"
         found = self.store.read_checked_writer(rel, check_pause)
-        self.store.remove(rel)
         if found is None:
             return []
         stopped, writer = found
-        # Only what this user's watcher stopped: a pause record written by anyone else (or one
-        # others may write into) names processes this watcher never stopped.
-        return stopped if writer == os.geteuid() else []
+        if writer != os.geteuid():
+            # Not this user's watcher's: it names processes this watcher never stopped. It is
+            # left as it is (its writer's watcher may resume it), and resumes nothing here.
+            return []
+        self.store.remove(rel)
+        return stopped
 
     def warned(self, name: str) -> dict[str, float] | None:
         return self.store.read_checked(f"{WARNED_DIR}/{name}.json", check_warning)

@@ -76,12 +76,13 @@ class PostgresBudgetBook:
 
     # ---- pauses -----------------------------------------------------------------------------
 
-    def paused(self) -> list[str]:
+    def paused(self, *, own: bool = False) -> list[str]:
         with self.backend.transaction() as cur:
             cur.execute(
-                "SELECT agent, record FROM mesh_budgets WHERE state = %s"
+                "SELECT agent, record FROM mesh_budgets WHERE state = %s AND (NOT %s"
+                " OR (host = %s AND record->>'written_by' = current_user))"
                 ' ORDER BY agent COLLATE "C"',
-                (PAUSED,),
+                (PAUSED, own, hostname()),
             )
             names = []
             for agent, raw in cur.fetchall():
@@ -95,18 +96,18 @@ class PostgresBudgetBook:
 
     def resume(self, name: str) -> list[Stopped]:
         with self.backend.transaction() as cur:
+            # Only a pause a watcher of this host and role wrote (the server records the role):
+            # any other resumes nothing here, and is left as it is.
             cur.execute(
-                "DELETE FROM mesh_budgets WHERE agent = %s AND state = %s"
-                " RETURNING record, (host = %s AND record->>'written_by' = current_user)",
+                "DELETE FROM mesh_budgets WHERE agent = %s AND state = %s AND host = %s"
+                " AND record->>'written_by' = current_user RETURNING record",
                 (name, PAUSED, hostname()),
             )
             row = cur.fetchone()
             if row is None:
                 return []
             self.backend.changes.notify(Change(MESH))
-            stopped = self._checked(cur, name, PAUSED, row[0], check_pause, delete=False) or []
-            # Only what a watcher of this host and role stopped (the server records the role).
-            return stopped if row[1] else []
+            return self._checked(cur, name, PAUSED, row[0], check_pause, delete=False) or []
 
     # ---- warnings ---------------------------------------------------------------------------
 
