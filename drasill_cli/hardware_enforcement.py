@@ -7,8 +7,12 @@ is kept in the backend's `BudgetBook` (`mesh.backend.budgets`).
 
 Pause and kill act only on processes proven to be the agent's: on this host, the root process
 started when the record says (`pid_started`, or `session_started` for a session), each process
-owned by the uid that registered the agent (the record's `uid`), and never `mesh watch` itself
-or its ancestors. A record that proves less (one planted in the mesh, one from an older version
+owned by the uid that registered the agent (the record's `uid`, which the storage must vouch
+for: on a directory mesh the record's file is that uid's own, see `models.Writer`; on a
+PostgreSQL mesh it was written by a database role, members with the URL being trusted), and
+never `mesh watch` itself or its ancestors. A resume sends SIGCONT only to what this watcher's
+own pause stopped (the book proves the pause record is the watcher's, `BudgetBook.resume`).
+A record that proves less (one planted in the mesh, one from an older version
 without `uid`, one whose process was replaced) is reported (action `report`, once per
 overrun), never signalled.
 """
@@ -53,7 +57,7 @@ def _signal(procs: list[psutil.Process], signum: int) -> list[tuple[int, float]]
     return reached
 
 
-def _unproven(usage: Usage) -> str | None:
+def _unproven(usage: Usage) -> str | None:  # noqa: PLR0911 -- one return per missing proof
     """Why the root of `usage.procs` cannot be proven to be the agent's; None when it is."""
     import psutil
 
@@ -62,6 +66,14 @@ def _unproven(usage: Usage) -> str | None:
     expected = agent.pid_started if agent.pid is not None else agent.session_started
     if agent.uid is None:
         return "its record names no registering uid (re-register it with mesh register)"
+    writer = agent.writer
+    if writer is None or (writer.uid is None and writer.role is None):
+        return (
+            f"its record (naming uid {agent.uid}) cannot be proven written by that uid "
+            "(others may write into it; re-register it with mesh register)"
+        )
+    if writer.uid is not None and writer.uid != agent.uid:
+        return f"its record names uid {agent.uid} but was written by uid {writer.uid}"
     if expected is None:
         return "its record holds no start time of its process (re-register it)"
     try:
@@ -227,7 +239,9 @@ def enforce(mesh: Mesh, policy: str | None = None) -> list[dict[str, Any]]:
         # Each host's watcher governs the agents of its own host (their processes are there).
         elsewhere = {u.agent.name for u in sampled if u.agent.host != here}
         usages = {u.agent.name: u for u in sampled if u.agent.host == here}
-        paused_now = set(book.paused()) - elsewhere
+        # Only the pauses this watcher's user made: a record anyone else wrote neither resumes
+        # a process nor shields an agent from being paused.
+        paused_now = set(book.paused(own=True)) - elsewhere
         for name in sorted(paused_now):
             usage = usages.get(name)
             if usage is None or usage.state == "dead" or not usage.procs:

@@ -294,6 +294,20 @@ class Record:
         return dataclasses.replace(self, **changes)
 
 
+@dataclasses.dataclass(frozen=True)
+class Writer:
+    """Who wrote an agent's record, as its storage proves it (never read from the record).
+
+    `uid`: the OS user that wrote it, where the storage can prove one (a directory mesh: the
+    owner of the record's file, which only that user could have written; None when the file is
+    writable by others or linked elsewhere). `role`: the database role that wrote it (a
+    PostgreSQL mesh: `current_user` at the write), where the storage records one.
+    """
+
+    uid: int | None = None
+    role: str | None = None
+
+
 @dataclasses.dataclass(kw_only=True, eq=False, repr=False)
 class AgentRecord(Record):
     """What is stored for a registered agent. State, last_seen and unread are derived."""
@@ -317,6 +331,8 @@ class AgentRecord(Record):
     vram_gb: float | None = rule("float", minimum=0)
     registered_at: str = rule("time", required=True)
     dead_at: str | None = rule("time")
+    # Set by the storage that read it (`storage.presence`), never stored in the record.
+    writer: Writer | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(kw_only=True, eq=False, repr=False)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -545,3 +546,192 @@ def test_a_process_of_another_user_in_the_tree_is_reported_never_signalled(
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
         parent.wait(timeout=10)
+
+
+# ---- who wrote the record: proven by storage, not by the record's content ----------------------
+
+OTHER_UID = 65534  # nobody: a member of a shared mesh who is not the watcher's user
+
+
+def _as_other_user(path: Path) -> None:
+    """Make `path` what another user writing to a group-shared mesh would leave: a file of its
+    own (a non-root user cannot give a file away, nor write into one only its owner may)."""
+    os.chown(path, OTHER_UID, -1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user needs root to make")
+@pytest.mark.parametrize("policy", ["pause", "kill"])
+def test_a_record_of_another_writer_naming_the_owners_uid_is_reported_never_signalled(
+    mesh_dir: Path, spawn: Spawn, policy: str
+) -> None:
+    mesh = mesh_with(mesh_dir)
+    hog = spawn()
+    started = psutil.Process(hog.pid).create_time()
+    plant_agent(mesh, "planted", pid=hog.pid, pid_started=started, ram_gb=0.1, uid=os.getuid())
+    _as_other_user(mesh_dir / "agents" / "planted.json")
+    stored = mesh.backend.presence.get("planted")
+    assert stored is not None and stored.writer is not None
+    assert stored.writer.uid == OTHER_UID
+    [action] = hardware.enforce(mesh, policy)
+    assert action["action"] == "report"
+    assert str(OTHER_UID) in action["reason"]
+    time.sleep(0.2)
+    assert proc_state(hog.pid) not in ("T", "Z")
+    assert hog.poll() is None
+    # The genuine registration (the record rewritten by the owner) is enforced again.
+    agents.register(mesh, "planted", pid=hog.pid, ram_gb=0.1)
+    stored = mesh.backend.presence.get("planted")
+    assert stored is not None and stored.writer is not None
+    assert stored.writer.uid == os.geteuid()
+    [action] = hardware.enforce(mesh, policy)
+    assert action["action"] == policy
+
+
+def test_a_group_writable_record_proves_no_writer(mesh_dir: Path, spawn: Spawn) -> None:
+    """Anyone of the group may write into a group-writable file: its owner proves nothing."""
+    mesh = mesh_with(mesh_dir)
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    record = mesh_dir / "agents" / "hog.json"
+    assert not record.stat().st_mode & 0o022  # the mesh writes records only their owner may
+    record.chmod(0o660)
+    stored = mesh.backend.presence.get("hog")
+    assert stored is not None and stored.writer is not None
+    assert stored.writer.uid is None
+    [action] = hardware.enforce(mesh, "pause")
+    assert action["action"] == "report"
+    assert hog.poll() is None and proc_state(hog.pid) != "T"
+
+
+@pytest.mark.parametrize("mesh_kind", ["postgres"], indirect=True)
+def test_postgres_records_the_writing_role(mesh: Mesh, spawn: Spawn) -> None:
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    stored = mesh.backend.presence.get("hog")
+    assert stored is not None and stored.writer is not None
+    assert stored.writer.role == "mesh"  # the test server's role (current_user)
+    assert stored.writer.uid is None
+    assert [a["action"] for a in hardware.enforce(mesh, "pause")] == ["pause"]
+
+
+def test_a_planted_pause_never_resumes_what_the_watcher_did_not_stop(
+    mesh_dir: Path, spawn: Spawn
+) -> None:
+    """A stopped process of the owner (Ctrl-Z, a debugger) named in a planted pause record
+    stays stopped: the watcher resumes only what it paused itself."""
+    mesh = mesh_with(mesh_dir)
+    hog = spawn()
+    os.kill(hog.pid, signal.SIGSTOP)
+    assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
+    started = psutil.Process(hog.pid).create_time()
+    plant_agent(mesh, "planted", pid=hog.pid, pid_started=started, uid=os.getuid())
+    over = [{"resource": "ram", "declared_gb": 0.0, "measured_gb": 0.3}]
+    _plant_pause(mesh_dir, "planted", [(hog.pid, started)], over)
+    assert hardware.enforce(mesh, "pause") == []  # not a pause of this watcher's: nothing
+    assert mesh.backend.budgets.resume("planted") == []  # not even when asked directly
+    time.sleep(0.2)
+    assert proc_state(hog.pid) == "T"
+
+
+def _plant_pause(
+    mesh_dir: Path, name: str, stopped: list[tuple[int, float]], over: list[dict[str, Any]]
+) -> None:
+    """A pause record as someone else writing to the mesh could leave it."""
+    record = {"agent": name, "pids": [list(s) for s in stopped], "over": over}
+    path = mesh_dir / "budgets" / "paused" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    path.chmod(0o660)  # group-writable: no proof of its writer, even where it is the watcher's
+    if os.geteuid() == 0:
+        _as_other_user(path)
+
+
+@pytest.mark.parametrize("mesh_kind", ["postgres"], indirect=True)
+def test_a_pause_row_no_watcher_wrote_never_resumes(mesh: Mesh, spawn: Spawn) -> None:
+    """A pause row written with the URL (not by a watcher: no role recorded by the server)."""
+    hog = spawn()
+    os.kill(hog.pid, signal.SIGSTOP)
+    assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
+    started = psutil.Process(hog.pid).create_time()
+    plant_agent(mesh, "planted", pid=hog.pid, pid_started=started, uid=os.getuid())
+    record = {"agent": "planted", "pids": [[hog.pid, started]], "over": []}
+    with mesh.backend.transaction() as cur:  # type: ignore[attr-defined] # the PostgreSQL backend
+        cur.execute(
+            "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, 'paused', %s, %s)",
+            ("planted", liveness.hostname(), json.dumps(record)),
+        )
+    assert hardware.enforce(mesh, "pause") == []
+    assert mesh.backend.budgets.resume("planted") == []
+    time.sleep(0.2)
+    assert proc_state(hog.pid) == "T"
+
+
+def _as_another_user(uid: int, gid: int, act: Callable[[], None]) -> None:
+    """Run `act` in a forked child that is user `uid` with `gid` among its groups (as a member
+    of a group-shared mesh would be); it must succeed."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover -- the child reports through its exit status only
+        code = 1
+        try:
+            os.setgroups([gid])
+            os.setgid(uid)
+            os.setuid(uid)
+            act()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+def test_another_member_of_a_group_shared_mesh_cannot_plant_an_enforced_record(
+    spawn: Spawn,
+) -> None:
+    """A member of the mesh's group writes a record naming the owner's uid and the owner's
+    process: the owner's watcher reports it and signals nothing; the owner's own registration
+    of that process is enforced."""
+    base = Path(tempfile.mkdtemp(prefix="drasill-shared-"))
+    try:
+        base.chmod(0o711)  # the other user reaches the mesh inside, and nothing else here
+        mesh_dir = base / "mesh"
+        config = Config(group_shared=True)
+        mesh = Mesh.open(mesh_dir, config)
+        hog = spawn()
+        agents.register(mesh, "other", pid=os.getpid())  # the mesh and its folders exist
+        gid = mesh_dir.stat().st_gid
+        started = psutil.Process(hog.pid).create_time()
+
+        def plant() -> None:
+            member = Mesh.open(mesh_dir, config)
+            fields = {"pid": hog.pid, "pid_started": started, "ram_gb": 0.1, "uid": 0}
+            plant_agent(member, "planted", **fields)
+
+        _as_another_user(OTHER_UID, gid, plant)
+        assert (mesh_dir / "agents" / "planted.json").stat().st_uid == OTHER_UID
+        for policy in ("pause", "kill"):
+            actions = hardware.enforce(mesh, policy)
+            assert [a["action"] for a in actions] == ["report"], actions
+            assert f"written by uid {OTHER_UID}" in actions[0]["reason"]
+            mesh.backend.budgets.forget_warning("planted")
+        time.sleep(0.2)
+        assert proc_state(hog.pid) not in ("T", "Z") and hog.poll() is None
+        agents.register(mesh, "planted", pid=hog.pid, ram_gb=0.1)  # the owner's own record
+        assert [a["action"] for a in hardware.enforce(mesh, "pause")] == ["pause"]
+        assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_planted_pause_never_shields_an_agent_from_being_paused(
+    mesh_dir: Path, spawn: Spawn
+) -> None:
+    """A pause record the watcher did not write does not count as a pause: the agent over its
+    declaration is paused all the same (and the record's processes are not resumed)."""
+    mesh = mesh_with(mesh_dir)
+    hog = spawn()
+    agents.register(mesh, "hog", pid=hog.pid, ram_gb=0.1)
+    _plant_pause(mesh_dir, "hog", [], [])
+    assert "hog" in mesh.backend.budgets.paused()  # shown as paused (mesh hw) ...
+    assert [a["action"] for a in hardware.enforce(mesh, "pause")] == ["pause"]  # ... not trusted
+    assert wait_status(hog.pid, {psutil.STATUS_STOPPED}) == psutil.STATUS_STOPPED

@@ -73,8 +73,9 @@ class BudgetBook(Protocol):
         """Held for one enforcement pass: no other pass runs then."""
         ...
 
-    def paused(self) -> list[str]:
-        """The names of the paused agents, sorted."""
+    def paused(self, *, own: bool = False) -> list[str]:
+        """The names of the paused agents, sorted; with `own`, only those whose pause is
+        proven to be this watcher's (as `resume` proves it): what enforcement acts on."""
         ...
 
     def pause(self, name: str, stopped: list[Stopped], over: list[dict[str, Any]]) -> None:
@@ -83,7 +84,11 @@ class BudgetBook(Protocol):
 
     def resume(self, name: str) -> list[Stopped]:
         """Forget `name`'s pause; returns the processes it stopped (none if it was not paused,
-        or its pause record was damaged: quarantined, never returned)."""
+        or its pause record was damaged: quarantined, never returned). Only a pause proven to
+        be this watcher's own returns its processes (a directory mesh: the record's file is
+        this user's, and no one else could write into it; a database: written by this host
+        with this role, by the server's `current_user`); any other is forgotten, resuming
+        nothing."""
         ...
 
     def warned(self, name: str) -> dict[str, float] | None:

@@ -37,7 +37,12 @@ Decision: TypeAlias = "AgentRecord | Literal[Removal.REMOVE] | None"
 class Presence(Protocol):
     def get(self, name: str) -> AgentRecord | None:
         """The agent's record (validated, and holding this very name), or None when `name` is
-        not registered. A stored record that fails validation is quarantined, never returned."""
+        not registered. A stored record that fails validation is quarantined, never returned.
+        Its `writer` says who wrote it, as the storage proves it (never as the record says):
+        the OS uid where the storage proves one (a directory mesh: the owner of the record's
+        file, written so that only its owner can write into it; None when others could have),
+        else the database role recorded by the server. Whoever rewrites a record becomes its
+        writer: the proof follows the last write, never the record's `uid`."""
         ...
 
     def names(self) -> list[str]:

@@ -170,3 +170,14 @@ def test_remove_as_a_decision(backend: Backend) -> None:
     assert backend.presence.get("alpha") is None
     assert backend.presence.last_seen("alpha") is None
     assert backend.presence.names() == []
+
+
+def test_a_record_is_read_with_the_writer_its_storage_proves(backend: Backend) -> None:
+    """Who wrote a record comes from the storage, never from the record: a `written_by` in the
+    record's content is no proof."""
+    _register(backend, "alpha", uid=12345, written_by="forged")
+    agent = backend.presence.get("alpha")
+    assert agent is not None and agent.writer is not None
+    assert agent.writer.uid in (os.geteuid(), None)  # a directory proves the uid; SQL a role
+    assert agent.writer.role != "forged"
+    assert agent.writer.uid is not None or agent.writer.role is not None

@@ -1,5 +1,8 @@
 """`Presence` for the directory mesh: `agents/NAME.json` records, `heartbeats/NAME` mtimes.
 
+The record's writer is proven by its file (`Writer.uid`): records are written sealed (no group
+write bit), so the owner of the file read is the user who wrote it, whatever uid it names.
+
 A heartbeat is an empty file whose modification time is the agent's last sign of life, so a beat
 is one utime(2) and never rewrites the record. A decision about an agent runs under the sidecar
 flock `agent-NAME`.
@@ -13,7 +16,7 @@ from typing import Any
 from drasill_cli import clock
 from drasill_cli.backends.directory.layout import AGENTS_DIR, agent_lock, agent_record, heartbeat
 from drasill_cli.backends.directory.store import FileStore
-from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError
+from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError, Writer
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES
 from drasill_cli.storage.presence import REMOVE, Decision
 
@@ -40,7 +43,11 @@ class DirectoryPresence:
         self.store = store
 
     def get(self, name: str) -> AgentRecord | None:
-        return self.store.read_checked(agent_record(name), _checker(name))
+        found = self.store.read_checked_writer(agent_record(name), _checker(name))
+        if found is None:
+            return None
+        agent, uid = found
+        return agent.replace(writer=Writer(uid=uid))
 
     def names(self) -> list[str]:
         found = (n.removesuffix(RECORD_SUFFIX) for n in self.store.names(AGENTS_DIR))
@@ -60,7 +67,9 @@ class DirectoryPresence:
             if decision is REMOVE:
                 self._drop(name)
                 return None
-            self.store.write(agent_record(name), decision.to_record())
+            # Sealed: the file's owner is then the proof of who wrote the record (`get`); one
+            # who rewrites it makes a file of their own, so the proof follows the new writer.
+            self.store.write(agent_record(name), decision.to_record(), sealed=True)
             if beat:
                 self.store.touch(heartbeat(name))
             return decision

@@ -580,15 +580,16 @@ class FileStore:
         if self.fsync:
             os.fsync(fd)
 
-    def _write_temp(self, staging: int, name: str, data: bytes) -> str:
-        """A flushed temp file holding `data`, in the staging folder (see `sweep_temp`): its
-        name there."""
+    def _write_temp(self, staging: int, name: str, data: bytes, mode: int | None = None) -> str:
+        """A flushed temp file holding `data`, in the staging folder (see `sweep_temp`), with
+        `mode` (default: the mesh's file mode) from its creation on: its name there."""
+        mode = self.file_mode if mode is None else mode
         tmp = f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, flags, self.file_mode, dir_fd=staging)
+            fd = os.open(tmp, flags, mode, dir_fd=staging)
             try:
-                self._exact_mode(fd)
+                self._exact_mode(fd, mode)
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
@@ -602,7 +603,7 @@ class FileStore:
             raise io_error("write", self.root / STAGING_DIR / name, exc) from exc
         return tmp
 
-    def _place(self, rel: str, data: bytes, *, exclusive: bool) -> bool:
+    def _place(self, rel: str, data: bytes, *, exclusive: bool, mode: int | None = None) -> bool:
         parent, name = _split(rel)
         root = self._made_root()
         fds = [root]
@@ -611,7 +612,7 @@ class FileStore:
             fds.append(staging)
             folder = self._walk_made(root, _parts(parent)) if parent else root
             fds.append(folder)
-            tmp = self._write_temp(staging, name, data)
+            tmp = self._write_temp(staging, name, data, mode)
             try:
                 if exclusive:
                     try:
@@ -651,6 +652,28 @@ class FileStore:
         except UnusableRecord as exc:
             self.quarantine(rel, exc.reason)
             return None
+
+    def read_checked_writer(
+        self, rel: str, check: Callable[[dict[str, Any]], T]
+    ) -> tuple[T, int | None] | None:
+        """`read_checked`, with the uid proven to have written the record: the owner of the
+        file read (fstat of the very descriptor), when only that user can have written it
+        (no group or other write bit, no second link); None when that is not proven."""
+        try:
+            raw, info = self._read_with_stat(rel)
+            record = decode_record(raw)
+        except FileNotFoundError:
+            return None
+        except UnusableRecord as exc:
+            self.quarantine(rel, exc.reason)
+            return None
+        try:
+            checked = check(record)
+        except RecordError as exc:
+            self.quarantine(rel, exc.reason)
+            return None
+        sealed = info.st_nlink == 1 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        return checked, info.st_uid if sealed else None
 
     def read_checked(self, rel: str, check: Callable[[dict[str, Any]], T]) -> T | None:
         """The record at `rel` as `check` returns it, or None when it is missing or unusable.
@@ -728,6 +751,10 @@ class FileStore:
     def read_bytes(self, rel: str) -> bytes:
         """The bytes of the regular file `rel` (at most the record bound), opened without
         following links or blocking; `UnusableRecord` says why anything else was refused."""
+        return self._read_with_stat(rel)[0]
+
+    def _read_with_stat(self, rel: str) -> tuple[bytes, os.stat_result]:
+        """`read_bytes`, with the fstat of the descriptor the bytes were read from."""
         parent, name = _split(rel)
         folder = self._open_dir(parent)
         if folder is None:
@@ -755,15 +782,18 @@ class FileStore:
                     raise UnusableRecord(
                         f"is over the record bound of {self.max_record_bytes} bytes"
                     )
-            return b"".join(chunks)
+            return b"".join(chunks), info
         except OSError as exc:
             raise io_error("read", self._fspath(rel), exc) from exc
         finally:
             os.close(fd)
 
-    def write(self, rel: str, record: dict[str, Any]) -> None:
-        """Replace the record atomically."""
-        self._place(rel, encode_record(record), exclusive=False)
+    def write(self, rel: str, record: dict[str, Any], *, sealed: bool = False) -> None:
+        """Replace the record atomically. `sealed`: only its writer may write into the file
+        (no group write bit, even in a group-shared mesh; others still read and replace it),
+        so its owner proves who wrote it (`read_checked_writer`)."""
+        mode = self.file_mode & ~(stat.S_IWGRP | stat.S_IWOTH) if sealed else None
+        self._place(rel, encode_record(record), exclusive=False, mode=mode)
 
     def create(self, rel: str, record: dict[str, Any]) -> bool:
         """Create the record only if absent: one atomic link(2), so exactly one creator wins."""
@@ -1116,11 +1146,12 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def _exact_mode(self, fd: int) -> None:
-        """Give a file we created the mesh's mode, whatever the umask took away."""
+    def _exact_mode(self, fd: int, mode: int | None = None) -> None:
+        """Give a file we created the mesh's mode (or `mode`), whatever the umask took away."""
+        mode = self.file_mode if mode is None else mode
         info = os.fstat(fd)
-        if stat.S_IMODE(info.st_mode) != self.file_mode and info.st_uid == os.geteuid():
-            os.fchmod(fd, self.file_mode)
+        if stat.S_IMODE(info.st_mode) != mode and info.st_uid == os.geteuid():
+            os.fchmod(fd, mode)
 
     def append(self, rel: str, data: bytes) -> int:
         """One write(2) on an O_APPEND descriptor: lines from many processes never interleave."""

@@ -1,5 +1,8 @@
 """`BudgetBook` for a PostgreSQL mesh: `mesh_budgets`, one row per (agent, state) where the
-state is `paused` or `warned`, each operation one transaction.
+state is `paused` or `warned`, each operation one transaction. The server writes the role of
+each write into the record (`written_by`, `current_user`): a pause is resumed only by a watcher
+of the same host and role (a member with the URL can still forge one: see
+docs/howto-multi-host.md).
 
 The two exclusions are held on a connection of their own, opened for the block and closed after
 it (a holder that dies drops its connection, and with it the exclusion), so the operations run
@@ -73,12 +76,13 @@ class PostgresBudgetBook:
 
     # ---- pauses -----------------------------------------------------------------------------
 
-    def paused(self) -> list[str]:
+    def paused(self, *, own: bool = False) -> list[str]:
         with self.backend.transaction() as cur:
             cur.execute(
-                "SELECT agent, record FROM mesh_budgets WHERE state = %s"
+                "SELECT agent, record FROM mesh_budgets WHERE state = %s AND (NOT %s"
+                " OR (host = %s AND record->>'written_by' = current_user))"
                 ' ORDER BY agent COLLATE "C"',
-                (PAUSED,),
+                (PAUSED, own, hostname()),
             )
             names = []
             for agent, raw in cur.fetchall():
@@ -92,9 +96,12 @@ class PostgresBudgetBook:
 
     def resume(self, name: str) -> list[Stopped]:
         with self.backend.transaction() as cur:
+            # Only a pause a watcher of this host and role wrote (the server records the role):
+            # any other resumes nothing here, and is left as it is.
             cur.execute(
-                "DELETE FROM mesh_budgets WHERE agent = %s AND state = %s RETURNING record",
-                (name, PAUSED),
+                "DELETE FROM mesh_budgets WHERE agent = %s AND state = %s AND host = %s"
+                " AND record->>'written_by' = current_user RETURNING record",
+                (name, PAUSED, hostname()),
             )
             row = cur.fetchone()
             if row is None:
@@ -130,7 +137,8 @@ class PostgresBudgetBook:
 
         with self.backend.transaction() as cur:
             cur.execute(
-                "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, %s, %s, %s)"
+                "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, %s, %s,"
+                " jsonb_set(%s, '{written_by}', to_jsonb(current_user::text)))"
                 " ON CONFLICT (agent, state) DO UPDATE"
                 " SET host = excluded.host, updated = now(), record = excluded.record",
                 (name, state, hostname(), Jsonb(record)),

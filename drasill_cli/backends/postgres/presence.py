@@ -5,6 +5,10 @@ A decision about an agent runs in one transaction holding that agent's row lock 
 FOR UPDATE`); when there is no row yet, a transaction-scoped advisory lock on the name (keyed
 by the mesh's id, `mesh_key`) stands in for it, so two registrations of one name (from any
 host) decide one after the other.
+
+Each write stores the server's `current_user` in the record (`written_by`), read back as the
+record's `Writer.role`. It proves which role wrote the row, not which OS user: anyone with the
+mesh's URL may write rows (see docs/howto-multi-host.md for what enforcement trusts).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli.backends.postgres import ops
 from drasill_cli.backends.postgres.quarantine import quarantine
 from drasill_cli.backends.postgres.schema import mesh_key
-from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError
+from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError, Writer
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES
 from drasill_cli.storage.changes import AGENTS, Change
 from drasill_cli.storage.presence import REMOVE, Decision
@@ -25,18 +29,28 @@ if TYPE_CHECKING:
 
     from drasill_cli.backends.postgres import PostgresBackend
 
+# The key of the record where the server writes the role that wrote it (`current_user`, never
+# taken from the client): read back as `AgentRecord.writer`, not as a field of the record.
+WRITTEN_BY = "written_by"
+
 _SELECT_FOR_UPDATE = "SELECT record FROM mesh_agents WHERE name = %s FOR UPDATE"
 
 
 def _checked(name: str, raw: Any) -> AgentRecord:
-    """`raw` as the record of agent `name` (RecordError when it is not one)."""
+    """`raw` as the record of agent `name` (RecordError when it is not one), with the database
+    role that wrote it (`WRITTEN_BY`, set by the server at the write) as its writer."""
+    role = None
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        written_by = raw.pop(WRITTEN_BY, None)
+        role = written_by if isinstance(written_by, str) and written_by else None
     try:
         agent = AgentRecord.from_record(raw)
     except RecordError as exc:
         raise RecordError(f"is not an agent record: it {exc.reason}") from exc
     if agent.name != name:
         raise RecordError(f"holds agent {agent.name!r}, not {name!r}")
-    return agent
+    return agent.replace(writer=Writer(role=role))
 
 
 class PostgresPresence:
@@ -109,7 +123,9 @@ class PostgresPresence:
                 return None
             cur.execute(
                 "INSERT INTO mesh_agents (name, host, record, heartbeat)"
-                " VALUES (%(name)s, %(host)s, %(record)s, CASE WHEN %(beat)s THEN now() END)"
+                " VALUES (%(name)s, %(host)s,"
+                " jsonb_set(%(record)s, '{written_by}', to_jsonb(current_user::text)),"
+                " CASE WHEN %(beat)s THEN now() END)"
                 " ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host,"
                 " record = EXCLUDED.record, updated_at = now(),"
                 " heartbeat = CASE WHEN %(beat)s THEN now() ELSE mesh_agents.heartbeat END",

@@ -43,8 +43,10 @@ _RANK = {"urgent": 0, "normal": 1}
 
 SQL = {
     # ---- dump ----
+    # The server's `written_by` (which role wrote it) stays behind: it names this server's roles.
     "agents": (
-        "SELECT name, record, extract(epoch FROM heartbeat)::float8 FROM mesh_agents ORDER BY name"
+        "SELECT name, record - 'written_by', extract(epoch FROM heartbeat)::float8"
+        " FROM mesh_agents ORDER BY name"
     ),
     "attachments": "SELECT message_id, name FROM mesh_attachments ORDER BY message_id, name",
     # An attachment's content a chunk at a time (`substring` counts bytes from 1).
@@ -59,7 +61,9 @@ SQL = {
         "SELECT greatest((SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
         " FROM mesh_task_numbers), (SELECT coalesce(max(number), 0) FROM mesh_tasks))"
     ),
-    "budgets": "SELECT agent, state, record FROM mesh_budgets ORDER BY state DESC, agent",
+    "budgets": (
+        "SELECT agent, state, record - 'written_by' FROM mesh_budgets ORDER BY state DESC, agent"
+    ),
     # ---- restore ----
     "agent": (
         "INSERT INTO mesh_agents (name, host, record, heartbeat)"
