@@ -177,7 +177,7 @@ def _soak(sizes: Sizes, workdir: Path, base: Path, url: str, outcome: Outcome) -
     env = _env(url, workdir / "home")
     ledgers = workdir / "ledgers"
     ledgers.mkdir(parents=True, exist_ok=True)
-    lockpath = str(workdir / "shared-file.txt")
+    lockpath = _shared_file(workdir / "repo")
     hosts = [f"soak-{chr(ord('a') + i)}" for i in range(sizes.hosts)]
     names = [f"soak-w{i:03d}" for i in range(sizes.workers)]
     mesh = Mesh.open(config=Config(), mesh_url=url)
@@ -249,6 +249,17 @@ def _soak(sizes: Sizes, workdir: Path, base: Path, url: str, outcome: Outcome) -
     records = _read_ledgers(ledgers)
     _check(records, board, outcome)
     _figures(records, restarts, began, stopped, prunes, outcome)
+
+
+def _shared_file(repo: Path) -> str:
+    """A file in a git work tree: its lock key names the repository, so the agents of every
+    host contend for it (a plain path is a different file on each host)."""
+    repo.mkdir(parents=True)
+    (repo / "shared.txt").write_text("one file for every host\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=soak", "-c", "user.email=soak@localhost"]
+    for args in (["init", "-q"], ["add", "shared.txt"], ["commit", "-q", "-m", "shared"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    return str(repo / "shared.txt")
 
 
 def _restart(base: Path, down_for: float) -> dict[str, float]:
@@ -326,6 +337,23 @@ def _check(
                 locks.append((entry["enter"], entry["exit"], worker))
         for task_id, start in open_claims.items():
             claims[task_id].append((start, None, worker))
+    _check_messages(sent, received, receivers, v)
+    _check_tasks(claims, board, v)
+    _check_locks(locks, v)
+    outcome.figures["counts"] = {
+        "sent": len(sent),
+        "received": sum(received.values()),
+        "tasks_completed": sum(1 for t in board.values() if t["state"] == "completed"),
+        "lock_holds": len(locks),
+    }
+
+
+def _check_messages(
+    sent: dict[str, str],
+    received: Counter[str],
+    receivers: dict[str, list[str]],
+    v: list[str],
+) -> None:
     lost = sorted(set(sent) - set(received))
     if lost:
         v.append(f"{len(lost)} sent messages never received, e.g. {lost[:5]}")
@@ -342,6 +370,12 @@ def _check(
     if misdelivered:
         v.append(f"{len(misdelivered)} messages received by another agent: {misdelivered[:5]}")
 
+
+def _check_tasks(
+    claims: dict[str, list[tuple[float, float | None, str]]],
+    board: dict[str, dict[str, Any]],
+    v: list[str],
+) -> None:
     for task_id, held in claims.items():
         holders = {worker for _, _, worker in held}
         if len(holders) > 1:
@@ -361,6 +395,8 @@ def _check(
         elif task_id in claims:
             v.append(f"task {task_id} is {task['state']} after claims {claims[task_id]}")
 
+
+def _check_locks(locks: list[tuple[float, float, str]], v: list[str]) -> None:
     locks.sort()
     latest: tuple[float, float, str] | None = None
     overlaps = []
@@ -371,12 +407,6 @@ def _check(
             latest = interval
     if overlaps:
         v.append(f"{len(overlaps)} overlapping holds of the write lock, e.g. {overlaps[:3]}")
-    outcome.figures["counts"] = {
-        "sent": len(sent),
-        "received": sum(received.values()),
-        "tasks_completed": sum(1 for t in board.values() if t["state"] == "completed"),
-        "lock_holds": len(locks),
-    }
 
 
 def _figures(
@@ -394,17 +424,15 @@ def _figures(
         for e in r
         if e["op"] == "ok" and e["what"] == "consume" and e["t0"] < stopped
     ]
-    delivery = [
-        e["t"] - e["sent"] for r in records.values() for e in r if e["op"] == "recv"
-    ]
+    delivery = [e["t"] - e["sent"] for r in records.values() for e in r if e["op"] == "recv"]
     fails = Counter(
         e["error"].split(":")[0] for r in records.values() for e in r if e["op"] == "fail"
     )
-    retried_sends = sum(1 for r in records.values() for e in r if e["op"] == "send" and e["tries"] > 1)
-    gaps = []
-    oks = sorted(
-        (e["t0"], e["t1"]) for r in records.values() for e in r if e["op"] == "ok"
+    retried_sends = sum(
+        1 for r in records.values() for e in r if e["op"] == "send" and e["tries"] > 1
     )
+    gaps = []
+    oks = sorted((e["t0"], e["t1"]) for r in records.values() for e in r if e["op"] == "ok")
     for restart in restarts:
         after = [t1 for t0, t1 in oks if t0 >= restart["stopped"]]
         first = min(after) if after else None

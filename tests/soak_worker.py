@@ -23,6 +23,7 @@ happened is appended, one JSON object a line, to LEDGER, which tests/soak.py che
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -63,10 +64,8 @@ class Agent:
         mesh, self.mesh = self.mesh, None
         close = getattr(mesh.backend if mesh is not None else None, "close", None)
         if close is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
                 close()
-            except Exception:  # noqa: BLE001 -- a broken connection may fail to close; dropped anyway
-                pass
 
     def attempt(self, what: str, call: Callable[[Mesh], T]) -> tuple[T, int]:
         """`call` until it returns or raises a definite answer of the mesh (NegativeOutcome,
@@ -79,7 +78,7 @@ class Agent:
                 result = call(self._mesh())
             except (NegativeOutcome, NotFound, InvalidInput):
                 raise
-            except Exception as error:  # noqa: BLE001 -- every other failure is a fault to retry
+            except Exception as error:  # every other failure is a fault to retry
                 self.log(op="fail", what=what, t=t0, error=f"{type(error).__name__}: {error}"[:300])
                 self._drop()
                 time.sleep(PAUSE * random.uniform(0.5, 1.5))
@@ -131,10 +130,9 @@ class Agent:
         enter = time.time()
         time.sleep(random.uniform(0.01, 0.05))
         self.log(op="lock", enter=enter, exit=time.time())
-        try:
+        # NegativeOutcome: released already by a first try that had committed.
+        with contextlib.suppress(NegativeOutcome, NotFound):
             self.attempt("unlock", lambda m: locks.release(m, [self.lockpath], self.name))
-        except (NegativeOutcome, NotFound):
-            pass  # released by a retry whose first try had committed
 
     def heartbeat(self) -> None:
         self.attempt("heartbeat", lambda m: agents.heartbeat(m, self.name))
