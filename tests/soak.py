@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -164,7 +165,8 @@ class _Fleet:
 def run(sizes: Sizes, workdir: Path) -> Outcome:
     """The soak at `sizes` in `workdir` (made; its cluster removed afterwards)."""
     outcome = Outcome(asdict(sizes))
-    base = workdir / "pg"
+    # Not under workdir: the server's user (postgres, when we are root) must reach it.
+    base = Path(tempfile.mkdtemp(prefix="drasill-pg-soak-"))
     url = pg_cluster.start(base)
     try:
         _soak(sizes, workdir, base, url, outcome)

@@ -2,7 +2,7 @@
 PostgreSQL mesh while its server is restarted and prune runs from cron on every host; nothing
 is lost, nothing duplicated, no task claimed by two, no lock held by two (tests/soak.py).
 
-The CI version is short (16 agents on 4 hosts for 20 s, one restart); the full one (64 agents,
+The CI version is short (16 agents on 4 hosts for 15 s, one restart); the full one (64 agents,
 4 hosts, 5 minutes, two restarts) is `-m slow`. Each runs its own throwaway cluster, since it
 restarts it. `python -m benchmarks.bench_soak` prints the figures.
 """
@@ -40,7 +40,7 @@ def _soak(sizes: Sizes, tmp_path: Path) -> None:
 
 
 def test_soak_short(tmp_path: Path) -> None:
-    _soak(Sizes(workers=16, hosts=4, seconds=20, restarts=1, prune_every=5), tmp_path)
+    _soak(Sizes(workers=16, hosts=4, seconds=15, restarts=1, prune_every=5), tmp_path)
 
 
 @pytest.mark.slow
