@@ -249,7 +249,7 @@ def _soak(sizes: Sizes, workdir: Path, base: Path, url: str, outcome: Outcome) -
         if task["id"] in task_ids
     }
     records = _read_ledgers(ledgers)
-    _check(records, board, outcome)
+    check(records, board, outcome)
     _figures(records, restarts, began, stopped, prunes, outcome)
 
 
@@ -312,9 +312,12 @@ def _read_ledgers(folder: Path) -> dict[str, list[dict[str, Any]]]:
     return records
 
 
-def _check(
+def check(
     records: dict[str, list[dict[str, Any]]], board: dict[str, dict[str, Any]], outcome: Outcome
 ) -> None:
+    """The workers' ledgers and the board's soak tasks against the invariants: every message
+    whose send returned received exactly once, by its addressee; no task claimed by two
+    workers, none left claimed; no two holds of the write lock overlapping in time."""
     v = outcome.violations
     sent: dict[str, str] = {}
     received: Counter[str] = Counter()
