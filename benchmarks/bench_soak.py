@@ -1,6 +1,6 @@
 """The PostgreSQL soak's figures (issue 23): `python -m benchmarks.bench_soak [--full]`.
 
-Runs tests/soak.py on a dedicated throwaway cluster (it is restarted): by default the CI size
+Runs tests/pg_soak.py on a dedicated throwaway cluster (it is restarted): by default the CI size
 (16 agents on 4 simulated hosts, 20 s, one restart); `--full` the slow test's size (64 agents,
 4 hosts, 5 minutes, two restarts); or any size by option. Prints the violations (none when the
 mesh held), messages/s, p50/p99 of send, of a consume call and of send-to-consume, and each
@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from tests.soak import Sizes, run
+from tests.pg_soak import Sizes, run
 
 
 def main(argv: list[str] | None = None) -> int:

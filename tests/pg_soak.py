@@ -2,13 +2,13 @@
 server is restarted and prune runs from "cron" on every host (issue 23).
 
 `run(Sizes(...), workdir)` starts a DEDICATED throwaway cluster (it is restarted, so never the
-shared test server), adds tasks, starts `sizes.workers` processes of tests/soak_worker.py spread
+shared test server), adds tasks, starts `sizes.workers` processes of tests/pg_soak_worker.py spread
 over `sizes.hosts` hosts (`unshare --uts`, hostnames `soak-a`, ...), lets them send, consume,
 claim, lock and heartbeat for `sizes.seconds`, restarts the server `sizes.restarts` times
 (evenly spaced, down `sizes.down_for` seconds each), runs `mesh prune` on every host every
 `sizes.prune_every` seconds, then stops the senders, drains every inbox and checks the
 workers' ledgers and the board. The result: the violations found (empty when the mesh held)
-and the figures (messages/s, latencies, restart gaps). Used by tests/test_soak.py and
+and the figures (messages/s, latencies, restart gaps). Used by tests/test_pg_soak.py and
 benchmarks/bench_soak.py.
 """
 
@@ -31,7 +31,7 @@ from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
 from tests import pg_cluster
 
-WORKER = Path(__file__).with_name("soak_worker.py")
+WORKER = Path(__file__).with_name("pg_soak_worker.py")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -464,7 +464,7 @@ def _figures(
 
 
 def main(argv: list[str]) -> int:
-    """`python -m tests.soak WORKERS HOSTS SECONDS RESTARTS DIR`: one run, the outcome as JSON."""
+    """`python -m tests.pg_soak WORKERS HOSTS SECONDS RESTARTS DIR`: one run, as JSON."""
     workers, hosts, seconds, restarts = int(argv[0]), int(argv[1]), float(argv[2]), int(argv[3])
     sizes = Sizes(workers=workers, hosts=hosts, seconds=seconds, restarts=restarts)
     outcome = run(sizes, Path(argv[4]).absolute())

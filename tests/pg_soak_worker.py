@@ -1,6 +1,6 @@
-"""One agent of the PostgreSQL soak (tests/soak.py), through the Python API.
+"""One agent of the PostgreSQL soak (tests/pg_soak.py), through the Python API.
 
-Run as `python tests/soak_worker.py NAME LEDGER LOCKPATH PEER...` under a simulated host
+Run as `python tests/pg_soak_worker.py NAME LEDGER LOCKPATH PEER...` under a simulated host
 (`unshare --uts`) with $DRASILL_MESH_URL set. It registers NAME, prints `ready`, waits for a
 line `go` on stdin, then until a line `stop` arrives loops: heartbeat, send one message to a
 random peer, consume one, now and then claim a task and complete it, or take the write lock on
@@ -10,7 +10,7 @@ until nothing is left), prints `done` and exits 0.
 Every operation that fails for any reason other than a definite answer of the mesh (a dropped
 connection, exit-4 style MeshUnusable, a server shutting down) is retried after a short pause
 with the same identity (the same message body, the same task), on a freshly opened Mesh. What
-happened is appended, one JSON object a line, to LEDGER, which tests/soak.py checks:
+happened is appended, one JSON object a line, to LEDGER, which tests/pg_soak.py checks:
 
 - `{"op": "send", "id", "to", "t0", "t1", "tries"}`: a send that returned (it succeeded);
 - `{"op": "recv", "id", "t"}`: a message consumed (its body names its id and send time);

@@ -1,6 +1,6 @@
 """Issue 23's soak: agents on simulated hosts send, consume, claim, lock and heartbeat on one
 PostgreSQL mesh while its server is restarted and prune runs from cron on every host; nothing
-is lost, nothing duplicated, no task claimed by two, no lock held by two (tests/soak.py).
+is lost, nothing duplicated, no task claimed by two, no lock held by two (tests/pg_soak.py).
 
 The CI version is short (16 agents on 4 hosts for 15 s, one restart); the full one (64 agents,
 4 hosts, 5 minutes, two restarts) is `-m slow`. Each runs its own throwaway cluster, since it
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests import pg_cluster
-from tests.soak import Outcome, Sizes, check, run, unshare_refusal
+from tests.pg_soak import Outcome, Sizes, check, run, unshare_refusal
 
 _REFUSAL = unshare_refusal()
 needs_hosts_and_server = [
