@@ -43,7 +43,7 @@ class Sizes:
     restarts: int = 1
     down_for: float = 1.0
     prune_every: float = 5.0
-    tasks_per_worker: int = 10
+    tasks_per_worker: int = 25
 
 
 @dataclass
