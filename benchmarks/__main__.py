@@ -18,6 +18,11 @@ Measures, in one process tree on this machine:
   durable throwaway cluster; send/inbox latency vs a directory mesh, 8 API senders vs Drasill's
   HTTP, consume at 10,000 vs 10 unread, send-to-wake across hosts.
 
+Opt-in (it restarts a server of its own and takes from half a minute to minutes): `--soak` runs
+only the PostgreSQL soak (benchmarks/bench_soak.py: agents on simulated hosts through server
+restarts; messages/s, p50/p99 latencies, restart gaps) at its CI size; `python -m
+benchmarks.bench_soak --full` runs it at the slow test's size (64 agents, 4 hosts, 5 minutes).
+
 Prints a table, the targets with met/missed, and writes the figures as JSON to
 benchmarks/results/benchmark-<time>.json (and latest.json). `--quick` uses fewer rounds and
 smaller scale sizes (it still prints every figure); `--no-drasill` skips the baseline.
@@ -582,7 +587,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller sizes")
     parser.add_argument("--no-drasill", action="store_true", help="skip the Drasill baseline")
+    parser.add_argument(
+        "--soak", action="store_true", help="run only the PostgreSQL soak (bench_soak), CI size"
+    )
     args = parser.parse_args(argv)
+    if args.soak:
+        from benchmarks import bench_soak
+
+        return bench_soak.main([])
     profile = QUICK if args.quick else FULL
     compile_package()
     began = time.perf_counter()
