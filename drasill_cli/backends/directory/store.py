@@ -1308,10 +1308,11 @@ def folder_problem(info: os.stat_result, *, group_shared: bool) -> tuple[str, st
 
 
 def _shared_with_me(info: os.stat_result, *, group_shared: bool) -> bool:
-    """A group-shared folder of another user is ours too when it is setgid to our group."""
+    """A group-shared folder of another user is ours too when it is setgid to our group (root
+    uses every group's folders: its access does not depend on membership)."""
     if not group_shared or not info.st_mode & stat.S_ISGID:
         return False
-    return info.st_gid == os.getegid() or info.st_gid in os.getgroups()
+    return os.geteuid() == 0 or info.st_gid == os.getegid() or info.st_gid in os.getgroups()
 
 
 # A quarantined file's name stays under this many bytes (NAME_MAX is 255 on Linux file systems).

@@ -45,7 +45,8 @@ SQL = {
     # ---- dump ----
     # The server's `written_by` (which role wrote it) stays behind: it names this server's roles.
     "agents": (
-        "SELECT name, record - 'written_by', extract(epoch FROM heartbeat)::float8"
+        "SELECT name, CASE WHEN jsonb_typeof(record) = 'object' THEN record - 'written_by'"
+        " ELSE record END, extract(epoch FROM heartbeat)::float8"
         " FROM mesh_agents ORDER BY name"
     ),
     "attachments": "SELECT message_id, name FROM mesh_attachments ORDER BY message_id, name",
