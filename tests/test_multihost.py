@@ -27,28 +27,12 @@ from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
 from tests import pg_cluster
 from tests.conftest import MeshRunner, with_schema
+from tests.pg_soak import unshare_refusal
 
 CLAIMERS = Path(__file__).with_name("multihost_claimers.py")
 
 
-def _unshare_refusal() -> str | None:
-    """Why `unshare --uts` cannot give a process its own hostname here, or None when it can."""
-    try:
-        done = subprocess.run(
-            ["unshare", "--uts", "sh", "-c", "hostname box-probe && hostname"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as error:
-        return f"unshare cannot run: {error}"
-    if done.returncode != 0 or done.stdout.strip() != "box-probe":
-        return f"unshare --uts is not permitted here: {done.stderr.strip() or done.stdout}"
-    return None
-
-
-_REFUSAL = _unshare_refusal()
+_REFUSAL = unshare_refusal()
 pytestmark = pytest.mark.skipif(
     _REFUSAL is not None, reason=f"simulated hosts need `unshare --uts` (root): {_REFUSAL}"
 )
