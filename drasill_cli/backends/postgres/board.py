@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from drasill_cli.backends.postgres import ops
+from drasill_cli.backends.postgres.ops import begin, finish, forget, new_op, retried
 from drasill_cli.models import RecordError, Task
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
@@ -174,9 +174,9 @@ class PostgresBoard:
         then: Then | None = None,
     ) -> tuple[Task, Task] | None:
         """One try, and a second under the same operation id when the connection was lost
-        midway (`ops.retried`): a change the first try committed is returned, not redone."""
-        op = ops.new_op("task")
-        return ops.retried(
+        midway (`retried`): a change the first try committed is returned, not redone."""
+        op = new_op("task")
+        return retried(
             self.backend,
             f"look with `mesh task show {task_id}`",
             lambda: self._change(op, task_id, decide, timeout, then),
@@ -187,7 +187,7 @@ class PostgresBoard:
     ) -> tuple[Task, Task] | None:
         with self.backend.transaction() as cur:
             writing = not self.backend.read_only
-            done = ops.begin(cur, op) if writing else None
+            done = begin(cur, op) if writing else None
             if done is not None:
                 return _pair(task_id, done.outcome)
             raw = self._lock(cur, task_id, timeout)
@@ -195,7 +195,7 @@ class PostgresBoard:
             after = None if before is None else decide(before)
             if before is None or after is None:
                 if writing:
-                    ops.forget(cur, op)
+                    forget(cur, op)
                 return None
             if after.id != task_id:
                 raise ValueError(f"a change of task {task_id} returned task {after.id}")
@@ -207,19 +207,19 @@ class PostgresBoard:
             if then is not None:
                 then(before, after)
             if writing:
-                ops.finish(cur, op, [before.to_record(), after.to_record()])
+                finish(cur, op, [before.to_record(), after.to_record()])
             self.backend.changes.notify(Change(TASKS))
         return before, after
 
     def add(self, make: Callable[[str], Task]) -> Task:
         """One try, and a second under the same operation id when the connection was lost
         midway: a task the first try added is returned, not added again."""
-        op = ops.new_op("task-add")
-        return ops.retried(self.backend, "look with `mesh task list`", lambda: self._add(op, make))
+        op = new_op("task-add")
+        return retried(self.backend, "look with `mesh task list`", lambda: self._add(op, make))
 
     def _add(self, op: str, make: Callable[[str], Task]) -> Task:
         with self.backend.transaction() as cur:
-            done = ops.begin(cur, op)
+            done = begin(cur, op)
             if done is not None:
                 return Task.from_record(done.outcome)
             # One adder at a time: numbered in the order stored (`make` stamps the creation).
@@ -240,7 +240,7 @@ class PostgresBoard:
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (task.id, number, *_row(task)),
             )
-            ops.finish(cur, op, task.to_record())
+            finish(cur, op, task.to_record())
             self.backend.changes.notify(Change(TASKS))
         return task
 

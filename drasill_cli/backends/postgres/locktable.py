@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from drasill_cli.backends.postgres import ops
+from drasill_cli.backends.postgres.ops import begin, finish, forget, new_op, retried
 from drasill_cli.backends.postgres.quarantine import set_aside
 from drasill_cli.models import RecordError
 from drasill_cli.storage.changes import MESH, Change
@@ -40,11 +40,11 @@ class PostgresLockTable:
 
     def transact(self, decide: Callable[[list[dict[str, Any]]], LockChanges[T]]) -> T:
         """One try, and a second under the same operation id when the connection was lost
-        midway (`ops.retried`): a decision the first try committed is not made again, its
+        midway (`retried`): a decision the first try committed is not made again, its
         result (JSON: lists, dicts, strings, numbers, booleans; a tuple comes back a list)
         is returned."""
-        op = ops.new_op("locks")
-        return ops.retried(
+        op = new_op("locks")
+        return retried(
             self.backend, "look with `mesh locks`", lambda: self._transact(op, decide)
         )
 
@@ -55,7 +55,7 @@ class PostgresLockTable:
                 if changes.put or changes.remove:
                     raise RuntimeError("a lock change was attempted through a read-only view")
                 return changes.result
-            done = ops.begin(cur, op)
+            done = begin(cur, op)
             if done is not None:
                 result: T = done.outcome
                 return result
@@ -63,9 +63,9 @@ class PostgresLockTable:
             changes = decide(self._read(cur))
             self._apply(cur, changes)
             if changes.put or changes.remove:
-                ops.finish(cur, op, changes.result)
+                finish(cur, op, changes.result)
             else:
-                ops.forget(cur, op)  # nothing written: a second try may decide afresh
+                forget(cur, op)  # nothing written: a second try may decide afresh
         return changes.result
 
     def _read(self, cur: psycopg.Cursor[Any]) -> list[dict[str, Any]]:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drasill_cli import clock
-from drasill_cli.backends.postgres import ops
 from drasill_cli.backends.postgres.auditlog import RETURN_LINE, line
+from drasill_cli.backends.postgres.ops import begin, forget, new_op, retried
 from drasill_cli.models import RecordError
 from drasill_cli.storage.changes import INBOXES, MESH, Change
 from drasill_cli.storage.mailbox import ExpiredCopy, check_message, stored_form
@@ -147,8 +147,8 @@ class PostgresMailbox:
         removed agent gets nothing; heartbeats do not conflict.
 
         The message id is the operation's id: a second try (the connection was lost as the
-        first committed, `ops.retried`) inserts nothing and finds the first's copy."""
-        return ops.retried(
+        first committed, `retried`) inserts nothing and finds the first's copy."""
+        return retried(
             self.backend,
             f"look with `mesh history {message['from']}` (is message {message['id']} there?)",
             lambda: self._deliver(message, event),
@@ -206,10 +206,10 @@ class PostgresMailbox:
     def take_next(self, agent: str) -> dict[str, Any] | None:
         """Each copy taken by one UPDATE; a damaged one is quarantined and the next taken.
 
-        A second try (the connection was lost as the first committed, `ops.retried`) gives
+        A second try (the connection was lost as the first committed, `retried`) gives
         back the copy the first took, so a taken message is never lost with its answer."""
-        op = ops.new_op("take")
-        return ops.retried(
+        op = new_op("take")
+        return retried(
             self.backend,
             f"look with `mesh history {agent}` (a message taken shows as read there)",
             lambda: self._take_next(op, agent),
@@ -217,7 +217,7 @@ class PostgresMailbox:
 
     def _take_next(self, op: str, agent: str) -> dict[str, Any] | None:
         with self.backend.transaction() as cur:
-            done = ops.begin(cur, op)
+            done = begin(cur, op)
             if done is not None:
                 if done.outcome is None:
                     return None
@@ -239,7 +239,7 @@ class PostgresMailbox:
                     (agent, op),
                 ).fetchone()
                 if row is None:
-                    ops.forget(cur, op)  # nothing taken: nothing to keep
+                    forget(cur, op)  # nothing taken: nothing to keep
                     return None
                 message = self._checked(cur, _copy_row(row))
                 if message is not None:

@@ -52,14 +52,14 @@ class PostgresMaintenance:
         """The listener rows (`mesh_listening`) of sessions that are gone: a waiter killed
         while waiting leaves its rows, and writers keep announcing to their channels. A killed
         writer leaves nothing else: its transaction rolled back whole. With `apply`, the rows
-        of operations done more than a day ago go too (`ops.sweep`: kept only so that a retry
+        of operations done more than a day ago go too (`sweep`: kept only so that a retry
         after a lost connection finds its first try's outcome; not reported)."""
         del older_than  # a session is gone or not; its age says nothing more
         if apply and not self.backend.read_only:
-            from drasill_cli.backends.postgres import ops
+            from drasill_cli.backends.postgres.ops import sweep
 
             with self.backend.transaction() as cur:
-                ops.sweep(cur)
+                sweep(cur)
         rows = self.backend.statement(_GONE_LISTENERS[apply])
         sessions = sorted({int(pid) for (pid,) in rows})
         return [f"listener rows of ended database session {pid}" for pid in sessions]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from drasill_cli.backends.postgres import ops
+from drasill_cli.backends.postgres.ops import retried
 from drasill_cli.backends.postgres.quarantine import quarantine
 from drasill_cli.backends.postgres.schema import mesh_key
 from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError, Writer
@@ -100,10 +100,10 @@ class PostgresPresence:
     def change(
         self, name: str, decide: Callable[[AgentRecord | None], Decision], *, beat: bool = False
     ) -> AgentRecord | None:
-        """One try, and a second when the connection was lost midway (`ops.retried`): the
+        """One try, and a second when the connection was lost midway (`retried`): the
         second decides again on what is stored, so a registration the first try committed is
         found and refreshed, not refused or doubled."""
-        return ops.retried(
+        return retried(
             self.backend,
             f"look with `mesh agents --all` (is {name} there as you meant?)",
             lambda: self._change(name, decide, beat=beat),
