@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drasill_cli.errors import InvalidInput
+from drasill_cli.location import Location
 
 BUDGET_POLICIES = ("warn", "pause", "kill")
 
@@ -346,14 +347,12 @@ def _check_consistency(config: Config, path: Path) -> None:
         )
 
 
-URL_SCHEMES = ("postgresql://", "postgres://")
-
-
 def resolve_mesh_location(
     mesh_dir: str | os.PathLike[str] | None, mesh_url: str | None, config: Config
-) -> Path | str:
-    """Where the mesh lives by the contract's precedence: a directory (a `Path`) or a
-    PostgreSQL URL (a `str`).
+) -> Location:
+    """Where the mesh lives by the contract's precedence: a directory or a URL (a `Location`;
+    which backend serves it, and whether its URL can be used, the backend registry decides
+    when it is opened or shown: `drasill_cli.mesh`).
 
     Level by level: the flags (`--mesh-dir`, `--mesh-url`), then the variables
     ($DRASILL_MESH_DIR, $DRASILL_MESH_URL), then the config (`mesh_dir`, `[store] url`), then
@@ -382,26 +381,10 @@ def resolve_mesh_location(
                 code="mesh-location-conflict",
             )
         if url:
-            return _check_mesh_url(url, url_where)
+            return Location.of_url(url, url_where)
         if directory:
             break
-    return resolve_mesh_dir(mesh_dir, config)
-
-
-def _check_mesh_url(url: str, where: str) -> str:
-    """A PostgreSQL URL as given; anything else is refused (exit 2) without echoing it, since
-    a URL may carry a password."""
-    if not url.startswith(URL_SCHEMES):
-        shown = f"starts with {url.partition('://')[0][:20]!r}" if "://" in url else "has no scheme"
-        raise InvalidInput(
-            f"{where} is not a PostgreSQL URL (it {shown}); give a libpq "
-            "URI such as postgresql://user@host:5432/dbname",
-            code="invalid-mesh-url",
-        )
-    from drasill_cli.backends import check_url
-
-    check_url(url, where)
-    return url
+    return Location.directory(resolve_mesh_dir(mesh_dir, config))
 
 
 def resolve_mesh_dir(explicit: str | os.PathLike[str] | None, config: Config) -> Path:

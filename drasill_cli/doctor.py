@@ -16,43 +16,20 @@ import importlib.util
 import os
 import shutil
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import tools
 from drasill_cli.config import Config, config_path, load_config, resolve_mesh_location
 from drasill_cli.errors import MeshError
+from drasill_cli.mesh import diagnose, shown_location
 from drasill_cli.onboarding import HEIMDALL_GET
 
 if TYPE_CHECKING:
+    from drasill_cli.location import Location
     from drasill_cli.storage.maintenance import Finding
 
 PYTHON_MIN = (3, 11)
 DEPENDENCIES = ("typer", "rich", "pydantic", "watchfiles", "psutil")
-MOUNTS = Path("/proc/mounts")
-# File systems where an OS lock taken on one client does not exclude another client.
-NETWORK_FS = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb",
-        "smb3",
-        "smbfs",
-        "9p",
-        "afs",
-        "ceph",
-        "glusterfs",
-        "lustre",
-        "gpfs",
-        "davfs",
-        "fuse.sshfs",
-        "fuse.rclone",
-        "fuse.s3fs",
-        "fuse.gcsfuse",
-        "fuse.glusterfs",
-    }
-)
 
 
 def _check(
@@ -104,55 +81,6 @@ def _load_config() -> tuple[Config, dict[str, Any]]:
     return config, _check("config", "ok", f"config file: {where}", required=True)
 
 
-def _unescape(field: str) -> str:
-    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def filesystem_of(path: Path, mounts_text: str) -> tuple[str, str] | None:
-    """(mount point, file system type) of the mount holding `path`, from /proc/mounts text."""
-    target = str(path)
-    best: tuple[str, str] | None = None
-    for line in mounts_text.splitlines():
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point, fstype = _unescape(fields[1]), fields[2]
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= len(best[0])):
-            best = (point, fstype)
-    return best
-
-
-def check_filesystem(root: Path) -> dict[str, Any]:
-    """Warn when the mesh lives on a network file system, where OS locks do not exclude.
-
-    Only the configured path is resolved (a path not made yet lies on its nearest existing
-    parent's mount); nothing in the mesh is looked at."""
-    where = Path(os.path.realpath(root))
-    try:
-        mounts = MOUNTS.read_text()
-    except OSError:
-        return _check("filesystem", "warn", "cannot read /proc/mounts to tell the file system")
-    found = filesystem_of(where, mounts)
-    if found is None:
-        return _check("filesystem", "warn", f"no mount found for {where}")
-    point, fstype = found
-    if fstype in NETWORK_FS or fstype.split(".")[0] in NETWORK_FS:
-        return _check(
-            "filesystem",
-            "warn",
-            f"{root} is on {fstype} (mounted at {point}): file locks taken on one machine do "
-            "not exclude processes on another, so claims and locks are only safe when every "
-            "agent runs on this one machine",
-            "put the mesh on a local disk (--mesh-dir or DRASILL_MESH_DIR), e.g. under "
-            "~/.local/share or /tmp",
-        )
-    return _check("filesystem", "ok", f"{root} is on {fstype} (mounted at {point})")
-
-
 def check_program(
     name: str, program: str, why: str, fix: str, version_args: tuple[str, ...] = ("--version",)
 ) -> dict[str, Any]:
@@ -201,33 +129,11 @@ def _from(finding: Finding) -> dict[str, Any]:
     return _check(*finding[:4], required=finding.required)
 
 
-def check_store(root: Path, config: Config) -> list[dict[str, Any]]:
-    """The store's own diagnosis (the backend's `Maintenance.check`: is it safe and usable,
-    is every stored thing sound), then where the mesh directory lives."""
-    from drasill_cli.mesh import Mesh
-
-    mesh = Mesh.inspect(root, config)
-    found = [_from(finding) for finding in mesh.backend.maintenance.check()]
-    if mesh.backend.kind == "directory":
-        found.append(check_filesystem(root))
-    return found
-
-
-def check_mesh_database(url: str, config: Config) -> list[dict[str, Any]]:
-    """A PostgreSQL mesh: reachable and logged in, its tables made or current (opening does
-    it), then the database's own diagnosis (`Maintenance.check`: server version, privileges,
-    round-trip time, clock skew, transaction pooler), the URL always masked."""
-    from drasill_cli.mesh import Mesh
-
-    try:
-        mesh = Mesh.open(config=config, mesh_url=url)
-    except MeshError as exc:  # one line naming the host and the fix, never the password
-        fix = exc.message.rpartition("; ")[2] if "; " in exc.message else "see the message"
-        return [_check("mesh-database", "fail", exc.message, fix, required=True)]
-    try:
-        return [_from(finding) for finding in mesh.backend.maintenance.check()]
-    finally:
-        mesh.backend.close()
+def check_store(location: Location, config: Config) -> list[dict[str, Any]]:
+    """The store's own diagnosis (the backend's `Maintenance.check`, each backend's own checks
+    included: a directory mesh is safe, writable and on a local file system; a database mesh
+    is reachable, its role may use it, its clock agrees, ...), the URL always masked."""
+    return [_from(finding) for finding in diagnose(location, config)]
 
 
 def run(
@@ -239,6 +145,7 @@ def run(
     checks.append(config_check)
     try:
         location = resolve_mesh_location(mesh_dir, mesh_url, config)
+        shown = shown_location(location)  # a location no backend serves or can use: exit 2
     except MeshError as exc:
         checks.append(
             _check(
@@ -251,12 +158,7 @@ def run(
             )
         )
         return {"ok": False, "mesh_dir": None, "checks": checks}
-    if isinstance(location, str):
-        checks.extend(check_mesh_database(location, config))
-        root = None
-    else:
-        root = location
-        checks.extend(check_store(root, config))
+    checks.extend(check_store(location, config))
     checks.append(
         check_program(
             "heimdall",
@@ -286,8 +188,6 @@ def run(
     checks.append(check_ai_clis(config))
     checks.append(check_nvml())
     ok = all(c["status"] != "fail" for c in checks if c["required"])
-    if root is None:
-        from drasill_cli.backends import shown_location
-
-        return {"ok": ok, "mesh_dir": None, "mesh_url": shown_location(location), "checks": checks}
-    return {"ok": ok, "mesh_dir": str(root), "checks": checks}
+    if location.url is not None:
+        return {"ok": ok, "mesh_dir": None, "mesh_url": shown, "checks": checks}
+    return {"ok": ok, "mesh_dir": shown, "checks": checks}

@@ -7,7 +7,6 @@ Feature modules reach stored state through the interfaces the backend carries (`
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli.config import Config, load_config, resolve_mesh_location
@@ -15,9 +14,9 @@ from drasill_cli.names import check_agent_name
 from drasill_cli.storage import auditlog
 
 if TYPE_CHECKING:
-    from drasill_cli.backends.directory import DirectoryBackend
-    from drasill_cli.backends.directory.store import FileStore
+    from drasill_cli.location import Location
     from drasill_cli.storage import Backend
+    from drasill_cli.storage.maintenance import Finding
 
 
 class Mesh:
@@ -40,18 +39,16 @@ class Mesh:
         created by its first write (a database's tables on first use). `read_only`: a view
         that refuses every write and never makes nor migrates the store (completion)."""
         config = config or load_config()
-        from drasill_cli.backends import open_backend
-
         location = resolve_mesh_location(mesh_dir, mesh_url, config)
-        return cls(open_backend(location, config, read_only=read_only), config)
+        return cls.at(location, config, read_only=read_only)
 
     @classmethod
-    def inspect(cls, root: Path, config: Config) -> Mesh:
-        """The mesh at `root` as it is, read-only, refusing nothing: for `mesh doctor`, which
-        asks `backend.maintenance.check()` what `open` would refuse and why."""
-        from drasill_cli.backends import inspect_directory
+    def at(cls, location: Location, config: Config, *, read_only: bool = False) -> Mesh:
+        """The mesh at `location`, opened by the backend the registry picks for it (exit 2
+        for a location no backend serves, nothing opened)."""
+        from drasill_cli.backends import open_backend
 
-        return cls(inspect_directory(root, config), config)
+        return cls(open_backend(location, config, read_only=read_only), config)
 
     def read_only(self) -> Mesh:
         """A view of this mesh that refuses every write (dry runs)."""
@@ -61,25 +58,6 @@ class Mesh:
     def location(self) -> str:
         """Where the mesh lives, fit to print (a directory, or a URL with its password masked)."""
         return self.backend.location
-
-    @property
-    def _directory(self) -> DirectoryBackend:
-        from drasill_cli.backends.directory import DirectoryBackend
-
-        if not isinstance(self.backend, DirectoryBackend):
-            raise TypeError(f"a {self.backend.kind} mesh has no directory")
-        return self.backend
-
-    @property
-    def root(self) -> Path:
-        """The mesh directory (a directory mesh only: its tests and `mesh doctor`)."""
-        return self._directory.root
-
-    @property
-    def store(self) -> FileStore:
-        """The directory backend's file store (a directory mesh only: tests and `mesh doctor`
-        plant and inspect files through it; feature modules never use it)."""
-        return self._directory.store
 
     @property
     def warnings(self) -> list[str]:
@@ -108,3 +86,19 @@ class Mesh:
         auditlog.append_or_warn(
             self.backend.audit_log, self.warnings, auditlog.event(event, actor, **details)
         )
+
+
+def diagnose(location: Location, config: Config) -> list[Finding]:
+    """The backend's own diagnosis of the mesh at `location` as it is (`mesh doctor`): what
+    opening it would refuse and why, every backend-specific check included; nothing created."""
+    from drasill_cli.backends import diagnose as backend_diagnose
+
+    return backend_diagnose(location, config)
+
+
+def shown_location(location: Location) -> str:
+    """Where the mesh at `location` lives, fit to print (a URL's password masked), without
+    opening it; exit 2 for a location no backend serves or can use."""
+    from drasill_cli.backends import shown_location as shown
+
+    return shown(location)

@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from drasill_cli.config import Config
+from drasill_cli.location import Location
 from drasill_cli.mesh import Mesh
+from tests.harness import DirectoryHarness, PostgresHarness, database_rows, harness_at, tree
 
 if TYPE_CHECKING:
     from drasill_cli.backends.postgres import PostgresBackend
+
+__all__ = ["MeshRunner", "database_rows", "only_some_on_postgres", "tree", "with_schema"]
 
 
 class MeshRunner:
@@ -27,6 +31,10 @@ class MeshRunner:
     def __init__(self, mesh_dir: Path, home: Path, *, url: str | None = None) -> None:
         self._mesh_dir = mesh_dir
         self.url = url
+        # The mesh's own harness (tests/harness.py): every backend-specific step goes there.
+        self.harness = harness_at(
+            Location.of_url(url) if url is not None else Location.directory(mesh_dir)
+        )
         self.env = {
             key: value
             for key, value in os.environ.items()
@@ -41,105 +49,54 @@ class MeshRunner:
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
         )
-        if url is None:
-            self.env["DRASILL_MESH_DIR"] = str(mesh_dir)
-        else:
-            self.env["DRASILL_MESH_URL"] = url
+        self.env.update(self.harness.env())
 
     @property
     def kind(self) -> str:
         """The kind of mesh the runner's commands use: "directory" or "postgres"."""
-        return "directory" if self.url is None else "postgres"
+        return self.harness.kind
 
     @property
     def mesh_dir(self) -> Path:
         """The mesh directory (a directory mesh only: a test that looks at the mesh's files is
         marked `directory_only`)."""
-        if self.url is not None:
+        if not isinstance(self.harness, DirectoryHarness):
             pytest.fail(f"this test looks at mesh files: {DIRECTORY_ONLY_HINT}")
-        return self._mesh_dir
+        return self.harness.root
 
     @contextmanager
     def open(self, config: Config | None = None) -> Iterator[Mesh]:
         """The Python API on the runner's mesh (closed after the block)."""
-        if self.url is None:
-            opened = Mesh.open(self._mesh_dir, config or Config())
-        else:
-            opened = Mesh.open(config=config or Config(), mesh_url=self.url)
-        try:
+        with self.harness.open(config) as opened:
             yield opened
-        finally:
-            opened.backend.close()
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the mesh holds, to prove a command wrote nothing: every file (`tree`), or
         every row of a database mesh (`database_rows`)."""
-        if self.url is None:
-            return tree(self._mesh_dir)
-        return database_rows(self.url)
+        return self.harness.snapshot()
 
     def is_empty(self) -> bool:
         """Whether nothing was ever written: no mesh directory, or not a row in the database
         (whose tables are made on first use)."""
-        if self.url is None:
-            return not self._mesh_dir.exists()
-        return database_rows(self.url) == {}
+        return self.harness.is_empty()
 
     def set_heartbeat(self, name: str, when: float) -> None:
         """Plant `name`'s last heartbeat at `when` (epoch seconds): its heartbeat file's mtime,
         or its row's heartbeat in the database."""
-        if self.url is None:
-            os.utime(self._mesh_dir / "heartbeats" / name, (when, when))
-            return
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            changed = conn.execute(
-                "UPDATE mesh_agents SET heartbeat = to_timestamp(%s) WHERE name = %s",
-                (when, name),
-            ).rowcount
-        assert changed == 1, f"no agent {name} to plant a heartbeat for"
+        self.harness.set_heartbeat(name, when)
 
     def heartbeat(self, name: str) -> float | None:
         """`name`'s last heartbeat as stored (epoch seconds), or None when it has none."""
-        if self.url is None:
-            beat = self._mesh_dir / "heartbeats" / name
-            return beat.stat().st_mtime if beat.exists() else None
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT extract(epoch FROM heartbeat)::float8 FROM mesh_agents WHERE name = %s",
-                (name,),
-            ).fetchone()
-        return None if row is None else row[0]
+        return self.harness.heartbeat(name)
 
     def listening(self, topic: str) -> bool:
         """Whether a session of the database mesh LISTENs on `topic` (a waiter is waiting)."""
-        import psycopg
-
-        from drasill_cli.backends.postgres.changes import channel
-
-        assert self.url is not None, "a directory mesh has no LISTEN"
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            # Channels are keyed by the mesh's random id (MIGRATION_3), not by its schema.
-            mesh_id = conn.execute("SELECT id FROM mesh_identity").fetchone()
-            assert mesh_id is not None, "the mesh has no id"
-            name = channel(mesh_id[0], topic)
-            # A watch lists itself there in the transaction that LISTENs (MIGRATION_2).
-            row = conn.execute(
-                "SELECT count(*) FROM mesh_listening WHERE channel = %s", (name,)
-            ).fetchone()
-        return bool(row and row[0])
+        return self.harness.listening(topic)
 
     def events(self) -> list[dict[str, Any]]:
         """The audit trail, oldest first: the lines of the directory mesh's current log file as
         stored, or every event of a database mesh's log."""
-        if self.url is None:
-            path = self._mesh_dir / "audit" / "events.jsonl"
-            return [json.loads(line) for line in path.read_text().splitlines()]
-        with self.open() as opened:
-            return list(opened.backend.audit_log.read())
+        return self.harness.events()
 
     def argv(self, *args: str) -> list[str]:
         """The command line that runs `mesh ARGS`."""
@@ -260,25 +217,11 @@ def cli(tmp_path: Path, mesh_url: str | None) -> MeshRunner:
 @pytest.fixture
 def mesh(tmp_path: Path, mesh_url: str | None) -> Iterator[Mesh]:
     """The Python API on the test's mesh, with default config."""
-    if mesh_url is None:
-        yield Mesh.open(tmp_path / "mesh", Config())
-        return
-    opened = Mesh.open(config=Config(), mesh_url=mesh_url)
-    try:
+    location = (
+        Location.of_url(mesh_url) if mesh_url is not None else Location.directory(tmp_path / "mesh")
+    )
+    with harness_at(location).open() as opened:
         yield opened
-    finally:
-        opened.backend.close()
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every file under `root` with its content (to prove nothing changed)."""
-    if not root.exists():
-        return {}
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 # ---- PostgreSQL: one throwaway cluster per test session, a fresh schema per test -------------
@@ -317,10 +260,9 @@ def with_schema(url: str, schema: str) -> str:
 
 def postgres_backend(url: str) -> PostgresBackend:
     """The PostgreSQL mesh at `url`, opened as `mesh` opens it (for the backend's own tests)."""
-    from drasill_cli.backends import open_backend
     from drasill_cli.backends.postgres import PostgresBackend
 
-    backend = open_backend(url, Config())
+    backend = PostgresHarness(Location.of_url(url)).open_backend()
     assert isinstance(backend, PostgresBackend)
     return backend
 
@@ -336,48 +278,3 @@ def pg_mesh_url(pg_url: str) -> Iterator[str]:
     yield with_schema(pg_url, schema)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
-# Tables whose rows never change once made (the schema version, the guard rows, the id).
-_FIXED_TABLES = ("mesh_schema", "mesh_guards", "mesh_identity")
-# Columns that keep a last sign of life: `tree` sees a heartbeat file's content, not its mtime.
-_LIFE_SIGNS = ("heartbeat",)
-
-
-def database_rows(url: str) -> dict[str, Any]:
-    """Every row of the database mesh at `url`, by table (empty tables left out; a heartbeat as
-    whether there is one), and the last task number taken: the database's `tree`."""
-    import psycopg
-    from psycopg import sql
-
-    from drasill_cli.backends.postgres.schema import TABLES
-
-    found: dict[str, Any] = {}
-    with psycopg.connect(url, autocommit=True) as conn:
-
-        def exists(name: str) -> bool:
-            return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)
-
-        for table in TABLES:
-            if table in _FIXED_TABLES or not exists(table):
-                continue
-            cur = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
-            names = [column.name for column in cur.description or ()]
-            rows = sorted(
-                repr(
-                    {
-                        name: (value is not None) if name in _LIFE_SIGNS else value
-                        for name, value in zip(names, row, strict=True)
-                    }
-                )
-                for row in cur.fetchall()
-            )
-            if rows:
-                found[table] = rows
-        if exists("mesh_task_numbers"):
-            taken = conn.execute(
-                "SELECT last_value FROM mesh_task_numbers WHERE is_called"
-            ).fetchone()
-            if taken is not None:
-                found["mesh_task_numbers"] = taken[0]
-    return found

@@ -22,15 +22,23 @@ def _is_type_checking(test: ast.expr) -> bool:
     return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
 
 
-def _imported(tree: ast.AST, module: str, is_package: bool, modules: set[str]) -> set[str]:
+def _imported(
+    tree: ast.AST,
+    module: str,
+    is_package: bool,
+    modules: set[str],
+    *,
+    type_checking: bool = False,
+) -> set[str]:
     """Every module of the package `module` imports, at any depth (functions included), except
-    imports only made for type checkers (under `if TYPE_CHECKING:`). `from pkg import sub`
-    where `pkg.sub` is a module is an import of that module (`pkg` is loaded already)."""
+    imports only made for type checkers (under `if TYPE_CHECKING:`) unless `type_checking`.
+    `from pkg import sub` where `pkg.sub` is a module is an import of that module (`pkg` is
+    loaded already)."""
     found: set[str] = set()
     package = module if is_package else module.rpartition(".")[0]
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if isinstance(node, ast.If) and _is_type_checking(node.test) and not type_checking:
             for branch in node.orelse:
                 visit(branch)
             return
@@ -55,13 +63,16 @@ def _imported(tree: ast.AST, module: str, is_package: bool, modules: set[str]) -
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the package's modules it imports (each edge counts once)."""
+def import_graph(*, type_checking: bool = False) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (each edge counts once); with
+    `type_checking`, the imports made only for type checkers count too."""
     sources = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in sources.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        imported = _imported(tree, name, path.name == "__init__.py", set(sources))
+        imported = _imported(
+            tree, name, path.name == "__init__.py", set(sources), type_checking=type_checking
+        )
         graph[name] = {m for m in imported if m in sources and m != name}
     return graph
 
@@ -149,3 +160,143 @@ def test_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert all_cycles(graph) == [["a", "b", "c"]]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# ---- Layers --------------------------------------------------------------------------------
+#
+# cli -> core -> mesh -> storage -> foundation (docs/architecture.md, "Layers"). A module may
+# import only modules of its own layer or of lower ones. Every module of the package has its
+# layer here, by name or by the package it is in (a new module must be given one). The imports
+# checked are the real import statements, at any depth (functions' lazy imports included), and
+# those made only for type checkers (`if TYPE_CHECKING:`) as well: they never run, but a type
+# that names a higher layer is a dependency on it all the same, and none is needed.
+
+LAYERS = ("foundation", "storage", "mesh", "core", "cli")
+
+# Modules by name; packages (a name ending in ".") hold every module under them.
+LAYER_OF = {
+    # foundation: values, rules and the config, known to every layer; no mesh, no storage.
+    "drasill_cli": "foundation",
+    "drasill_cli.errors": "foundation",
+    "drasill_cli.clock": "foundation",
+    "drasill_cli.names": "foundation",
+    "drasill_cli.location": "foundation",
+    "drasill_cli.config": "foundation",
+    "drasill_cli.models": "foundation",
+    "drasill_cli.lockpaths": "foundation",
+    "drasill_cli.liveness": "foundation",
+    "drasill_cli.waiting": "foundation",
+    "drasill_cli.childenv": "foundation",
+    # storage: the interfaces, and the backends that implement them (the registry included).
+    "drasill_cli.storage": "storage",
+    "drasill_cli.storage.": "storage",
+    "drasill_cli.backends": "storage",
+    "drasill_cli.backends.": "storage",
+    # mesh: an opened backend and its config; the one way up to the backends.
+    "drasill_cli.mesh": "mesh",
+    # core: the features (the rules), each taking a Mesh.
+    "drasill_cli.agents": "core",
+    "drasill_cli.audit": "core",
+    "drasill_cli.bridge": "core",
+    "drasill_cli.dashboard": "core",
+    "drasill_cli.demo": "core",
+    "drasill_cli.doctor": "core",
+    "drasill_cli.hardware": "core",
+    "drasill_cli.hardware_enforcement": "core",
+    "drasill_cli.hardware_probes": "core",
+    "drasill_cli.lifecycle": "core",
+    "drasill_cli.locks": "core",
+    "drasill_cli.messages": "core",
+    "drasill_cli.onboarding": "core",
+    "drasill_cli.presence": "core",
+    "drasill_cli.status": "core",
+    "drasill_cli.tasks": "core",
+    "drasill_cli.tools": "core",
+    "drasill_cli.transfer": "core",
+    "drasill_cli.wake": "core",
+    "drasill_cli.watcher": "core",
+    "drasill_cli.web": "core",
+    "drasill_cli.web.": "core",
+    # cli: Typer, parsing and rendering; `python -m drasill_cli`.
+    "drasill_cli.cli": "cli",
+    "drasill_cli.cli.": "cli",
+    "drasill_cli.__main__": "cli",
+}
+
+# The only modules that may import the backend registry or a backend (the package included).
+BACKEND_IMPORTERS = ("drasill_cli.mesh", "drasill_cli.backends")
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of `module`: its own entry, else the nearest package entry holding it."""
+    if module in LAYER_OF:
+        return LAYER_OF[module]
+    parts = module.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        found = LAYER_OF.get(".".join(parts[:end]) + ".")
+        if found is not None:
+            return found
+    return None
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of a higher layer, and each module without a layer."""
+    rank = {name: n for n, name in enumerate(LAYERS)}
+    found: list[str] = []
+    for module in sorted(graph):
+        mine = layer_of(module)
+        if mine is None:
+            found.append(f"{module} has no layer: give it one in LAYER_OF")
+            continue
+        for imported in sorted(graph[module]):
+            theirs = layer_of(imported)
+            if theirs is not None and rank[theirs] > rank[mine]:
+                found.append(f"{module} ({mine}) imports {imported} ({theirs})")
+    return found
+
+
+def backend_importers(graph: dict[str, set[str]]) -> list[str]:
+    """Each module outside `BACKEND_IMPORTERS` that imports `drasill_cli.backends[.*]`."""
+
+    def allowed(module: str) -> bool:
+        return any(module == m or module.startswith(m + ".") for m in BACKEND_IMPORTERS)
+
+    return [
+        f"{module} imports {imported}"
+        for module in sorted(graph)
+        if not allowed(module)
+        for imported in sorted(graph[module])
+        if imported == "drasill_cli.backends" or imported.startswith("drasill_cli.backends.")
+    ]
+
+
+def test_every_module_imports_only_its_own_layer_or_lower_ones() -> None:
+    graph = import_graph(type_checking=True)
+    assert "drasill_cli.location" in graph and "drasill_cli.cli.app" in graph
+    assert layer_violations(graph) == []
+
+
+def test_only_the_mesh_and_the_backends_import_the_backends() -> None:
+    assert backend_importers(import_graph(type_checking=True)) == []
+
+
+def test_the_layer_checks_are_not_blind() -> None:
+    """Planted edges are reported: an upward import (a function's lazy one counts), a module
+    without a layer, a feature reaching a backend past the mesh."""
+    tree = ast.parse(
+        "def later():\n    from drasill_cli.cli import app\n"
+        "from drasill_cli.backends.directory import store\n"
+    )
+    modules = {"drasill_cli.cli.app", "drasill_cli.backends.directory.store"}
+    edges = _imported(tree, "drasill_cli.tasks", False, modules)
+    assert edges == modules
+    graph = {"drasill_cli.tasks": edges, "drasill_cli.brand_new": set()}
+    assert layer_violations(graph) == [
+        "drasill_cli.brand_new has no layer: give it one in LAYER_OF",
+        "drasill_cli.tasks (core) imports drasill_cli.cli.app (cli)",
+    ]
+    assert backend_importers(graph) == [
+        "drasill_cli.tasks imports drasill_cli.backends.directory.store"
+    ]
+    assert layer_of("drasill_cli.backends.postgres.urls") == "storage"
+    assert layer_of("drasill_cli.storage") == "storage"

@@ -57,8 +57,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     "scripts into the repository",
     ("drasill_cli/cli/reference.py", "write_capture"): "writes the status screen capture "
     "into docs/",
-    ("drasill_cli/doctor.py", "check_filesystem"): "reads /proc/self/mounts to name the file "
-    "system a directory mesh is on (NFS and the like break its locks)",
     ("drasill_cli/web/server.py", "_static"): "reads the dashboard page from the installed package",
 }
 

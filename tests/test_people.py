@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from drasill_cli import doctor, tools
+from drasill_cli.backends.directory import filesystem
 from drasill_cli.config import Config
 from drasill_cli.errors import InvalidInput
 from tests.conftest import MeshRunner
@@ -180,9 +181,9 @@ server:/export /net/share nfs4 rw 0 0
 
 
 def test_filesystem_of_picks_the_deepest_mount() -> None:
-    assert doctor.filesystem_of(Path("/net/share/mesh"), MOUNTS) == ("/net/share", "nfs4")
-    assert doctor.filesystem_of(Path("/net/sharex"), MOUNTS) == ("/", "ext4")
-    assert doctor.filesystem_of(Path("/mnt/my files/m"), MOUNTS) == ("/mnt/my files", "cifs")
+    assert filesystem.filesystem_of(Path("/net/share/mesh"), MOUNTS) == ("/net/share", "nfs4")
+    assert filesystem.filesystem_of(Path("/net/sharex"), MOUNTS) == ("/", "ext4")
+    assert filesystem.filesystem_of(Path("/mnt/my files/m"), MOUNTS) == ("/mnt/my files", "cifs")
 
 
 def test_doctor_warns_on_a_network_filesystem(
@@ -190,10 +191,14 @@ def test_doctor_warns_on_a_network_filesystem(
 ) -> None:
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/sda1 / ext4 rw 0 0\nsrv:/x {tmp_path} nfs rw 0 0\n")
-    monkeypatch.setattr(doctor, "MOUNTS", mounts)
-    check = doctor.check_filesystem(tmp_path / "mesh")
+    monkeypatch.setattr(filesystem, "MOUNTS", mounts)
+    monkeypatch.delenv("DRASILL_MESH_URL", raising=False)
+    # The directory backend's own check, part of its `Maintenance.check` that doctor shows.
+    report = doctor.run(mesh_dir=tmp_path / "mesh")
+    check = next(c for c in report["checks"] if c["name"] == "filesystem")
     assert check["status"] == "warn" and "nfs" in check["detail"]
     assert check["fix"] and not check["required"]
+    assert not (tmp_path / "mesh").exists(), "doctor creates nothing"
 
 
 # ---- tools -----------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ from drasill_cli import clock
 from drasill_cli.backends import open_backend
 from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.config import Config
+from drasill_cli.location import Location
 from drasill_cli.models import Task
 
 
 @pytest.fixture
 def backend(pg_mesh_url: str) -> Iterator[PostgresBackend]:
-    made = open_backend(pg_mesh_url, Config())
+    made = open_backend(Location.of_url(pg_mesh_url), Config())
     assert isinstance(made, PostgresBackend)
     yield made
     made.close()

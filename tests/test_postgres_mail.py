@@ -21,6 +21,7 @@ from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.backends.postgres.attachments import cache_root
 from drasill_cli.config import Config
 from drasill_cli.errors import InvalidInput
+from drasill_cli.location import Location
 from tests.storage.mail import attached, deliver, message
 
 
@@ -29,7 +30,7 @@ def backend(
     pg_mesh_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[PostgresBackend]:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    made = open_backend(pg_mesh_url, Config())
+    made = open_backend(Location.of_url(pg_mesh_url), Config())
     assert isinstance(made, PostgresBackend)
     yield made
     made.close()
@@ -107,7 +108,7 @@ def test_broadcast_copies_share_one_cached_file_and_are_copied_in_the_database(
 def test_an_attachment_over_the_limit_is_refused_and_nothing_stored(pg_mesh_url: str) -> None:
     config = Config()
     config.messages.max_attachment_bytes = 10
-    backend = open_backend(pg_mesh_url, config)
+    backend = open_backend(Location.of_url(pg_mesh_url), config)
     try:
         msg_id = clock.new_id("m")
         with pytest.raises(InvalidInput, match="over the limit of 10"):

@@ -13,6 +13,7 @@ import pytest
 from drasill_cli import clock
 from drasill_cli.backends import open_backend
 from drasill_cli.config import Config
+from drasill_cli.location import Location
 from drasill_cli.storage.transfer import attachment_item, check_item
 
 NOW = clock.iso()
@@ -20,7 +21,7 @@ NOW = clock.iso()
 
 @pytest.fixture
 def pg(pg_mesh_url: str) -> Iterator[Any]:
-    opened = open_backend(pg_mesh_url, Config())
+    opened = open_backend(Location.of_url(pg_mesh_url), Config())
     try:
         yield opened
     finally:

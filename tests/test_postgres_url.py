@@ -17,6 +17,7 @@ import pytest
 from drasill_cli.backends.postgres.urls import describe_host, mask_url
 from drasill_cli.config import Config, StoreConfig, resolve_mesh_location
 from drasill_cli.errors import InvalidInput, MeshUnusable
+from drasill_cli.location import Location
 from drasill_cli.mesh import Mesh
 from tests import pg_cluster
 from tests.conftest import MeshRunner, with_schema
@@ -48,20 +49,23 @@ def test_each_level_beats_the_next(clean_env: pytest.MonkeyPatch, tmp_path: Path
     env_dir = str(tmp_path / "env-mesh")
     # the flags beat the variables
     clean_env.setenv("DRASILL_MESH_DIR", env_dir)
-    assert resolve_mesh_location(None, URL, config()) == URL
+    at_url, at_dir = Location.of_url(URL), Location.directory
+    assert resolve_mesh_location(None, URL, config()) == at_url
     clean_env.delenv("DRASILL_MESH_DIR")
     clean_env.setenv("DRASILL_MESH_URL", URL)
-    assert resolve_mesh_location(str(tmp_path / "flag"), None, config()) == tmp_path / "flag"
+    assert resolve_mesh_location(str(tmp_path / "flag"), None, config()) == at_dir(
+        tmp_path / "flag"
+    )
     # the variables beat the config
-    assert resolve_mesh_location(None, None, config(mesh_dir=str(tmp_path / "cfg"))) == URL
+    assert resolve_mesh_location(None, None, config(mesh_dir=str(tmp_path / "cfg"))) == at_url
     clean_env.delenv("DRASILL_MESH_URL")
     clean_env.setenv("DRASILL_MESH_DIR", env_dir)
-    assert resolve_mesh_location(None, None, config(url=URL)) == Path(env_dir)
+    assert resolve_mesh_location(None, None, config(url=URL)) == at_dir(Path(env_dir))
     clean_env.delenv("DRASILL_MESH_DIR")
     # the config alone, then the default directory
-    assert resolve_mesh_location(None, None, config(url=URL)) == URL
-    default = resolve_mesh_location(None, None, config())
-    assert isinstance(default, Path)
+    assert resolve_mesh_location(None, None, config(url=URL)) == at_url
+    default = resolve_mesh_location(None, None, config()).path
+    assert default is not None
     assert default.parts[-2:] == ("drasill", "mesh")
 
 
@@ -104,11 +108,35 @@ def test_cli_refuses_both_variables_with_exit_2_in_json(cli: MeshRunner) -> None
     assert not cli.mesh_dir.exists()
 
 
-def test_a_url_that_is_not_postgresql_is_exit_2_without_its_password(cli: MeshRunner) -> None:
-    done = cli.run("--mesh-url", "mysql://me:hunter2-secret@host/db", "inbox", "--as", "bob")
-    assert done.returncode == 2
-    assert "not a PostgreSQL URL" in done.stderr
+@pytest.mark.parametrize("scheme", ["mysql", "sqlite", "directory", "POSTGRESQLX"])
+def test_a_url_no_backend_serves_is_exit_2_naming_the_schemes_without_its_password(
+    cli: MeshRunner, scheme: str
+) -> None:
+    url = f"{scheme}://me:hunter2-secret@host/db"
+    done = cli.run("--mesh-url", url, "send", "bob", "hi", "--as", "alice")
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"--mesh-url names no kind of mesh this version knows (its scheme is {scheme.lower()!r})"
+        in done.stderr
+    )
+    assert "postgresql:// or postgres://" in done.stderr and "--mesh-dir" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
+    assert cli.is_empty(), "nothing written"
+
+
+def test_the_registry_refuses_an_unknown_scheme_before_opening_anything(tmp_path: Path) -> None:
+    """Backend selection goes by the registry: a `sqlite://` location never reaches PostgreSQL
+    (nor its driver), whatever asks to open it."""
+    from drasill_cli.backends import open_backend
+
+    where = Location.of_url(f"sqlite:///{tmp_path}/mesh.db", "[store] url in /etc/mesh.toml")
+    with pytest.raises(InvalidInput, match="names no kind of mesh") as refused:
+        open_backend(where, Config())
+    assert refused.value.code == "invalid-mesh-url"
+    assert "[store] url in /etc/mesh.toml" in refused.value.message
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InvalidInput):
+        Mesh.at(where, Config())
 
 
 def test_global_option_after_the_command_says_where_it_goes(cli: MeshRunner) -> None:

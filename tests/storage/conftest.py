@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from drasill_cli.backends import open_backend
-from drasill_cli.config import Config
+from drasill_cli.location import Location
 from drasill_cli.storage import Backend
+from tests.harness import Harness, harness_at, harness_of
 
 BACKENDS = ["directory", "postgres"]
 
@@ -25,11 +25,18 @@ def backend(
 ) -> Iterator[Backend]:
     """A fresh mesh on each backend (a private cache for a database mesh's attachments)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    location: Path | str = tmp_path / "mesh"
+    location = Location.directory(tmp_path / "mesh")
     if request.param == "postgres":
-        location = request.getfixturevalue("pg_mesh_url")
-    opened = open_backend(location, Config())
+        location = Location.of_url(request.getfixturevalue("pg_mesh_url"))
+    opened = harness_at(location).open_backend()
     try:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def harness(backend: Backend) -> Harness:
+    """The test's backend's harness (tests/harness.py): the one place that plants what no
+    interface may store, each backend its own way."""
+    return harness_of(backend)

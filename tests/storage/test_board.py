@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +15,11 @@ from drasill_cli import clock
 from drasill_cli.backends import open_backend
 from drasill_cli.config import Config
 from drasill_cli.errors import NegativeOutcome
+from drasill_cli.location import Location
 from drasill_cli.models import Task
 from drasill_cli.storage import Backend
 from drasill_cli.storage.board import TaskBoard, TaskBusy, format_id
+from tests.harness import Harness
 
 RACERS = 12
 PROCESS_RACERS = 6
@@ -73,31 +74,6 @@ def race(count: int, run: Callable[[int], object]) -> list[object]:
     for thread in threads:
         thread.join(60)
     return results
-
-
-def _plant_directory(backend: Backend, task_id: str, raw: dict[str, Any]) -> None:
-    from drasill_cli.backends.directory import DirectoryBackend
-    from drasill_cli.backends.directory.layout import task_record
-
-    assert isinstance(backend, DirectoryBackend)
-    backend.store.write(task_record(task_id), raw)
-
-
-def _plant_postgres(backend: Backend, task_id: str, raw: dict[str, Any]) -> None:
-    from psycopg.types.json import Jsonb
-
-    from drasill_cli.backends.postgres import PostgresBackend
-
-    assert isinstance(backend, PostgresBackend)
-    with backend.transaction() as cur:
-        cur.execute("UPDATE mesh_tasks SET record = %s WHERE id = %s", (Jsonb(raw), task_id))
-
-
-# What no interface may do (store a damaged record in a task's place), done the backend's way.
-PLANT_RECORD: dict[str, Callable[[Backend, str, dict[str, Any]], None]] = {
-    "directory": _plant_directory,
-    "postgres": _plant_postgres,
-}
 
 
 @pytest.fixture
@@ -318,7 +294,7 @@ def test_a_decision_reads_other_tasks_while_they_are_being_changed(board: TaskBo
     assert found is not None and found.state == "completed"
 
 
-def _claim_all(location: Path | str, agent: str, wait: float, start: Any, out: Any) -> None:
+def _claim_all(location: Location, agent: str, wait: float, start: Any, out: Any) -> None:
     """A claimer process: claim queued tasks until none are left; send the ids it won."""
     opened = open_backend(location, Config())
     won: list[str] = []
@@ -337,13 +313,9 @@ def _claim_all(location: Path | str, agent: str, wait: float, start: Any, out: A
         opened.close()
 
 
-def test_racing_processes_claim_each_task_exactly_once(
-    backend: Backend, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
+def test_racing_processes_claim_each_task_exactly_once(backend: Backend, harness: Harness) -> None:
     # The mesh the `backend` fixture opened, opened again by each process.
-    location: Path | str = tmp_path / "mesh"
-    if request.node.callspec.params["backend"] == "postgres":
-        location = request.getfixturevalue("pg_mesh_url")
+    location = harness.location
     board = backend.board
     ids = [board.add(maker(f"task {n}", priority=n % 3)).id for n in range(PROCESS_TASKS)]
     context = multiprocessing.get_context("spawn")
@@ -372,12 +344,13 @@ def test_racing_processes_claim_each_task_exactly_once(
 
 
 def test_a_damaged_record_is_quarantined_never_returned_its_number_never_reused(
-    backend: Backend,
+    backend: Backend, harness: Harness
 ) -> None:
     board = backend.board
     damaged, foreign, sound = (board.add(maker(n)) for n in ("damaged", "foreign", "sound"))
-    PLANT_RECORD[backend.kind](backend, damaged.id, {**damaged.to_record(), "state": "bogus"})
-    PLANT_RECORD[backend.kind](backend, foreign.id, sound.to_record())  # another task's id
+    # What no interface may do (store a damaged record in a task's place): the harness does.
+    harness.plant_task_record(backend, damaged.id, {**damaged.to_record(), "state": "bogus"})
+    harness.plant_task_record(backend, foreign.id, sound.to_record())  # another task's id
     view = backend.read_only_view().board
     assert view.get(damaged.id) is None, "a read-only view never returns it either"
     assert backend.board.get(damaged.id) is None

@@ -10,26 +10,9 @@ from contextlib import AbstractContextManager
 import pytest
 
 from drasill_cli.storage import Backend
+from tests.harness import Harness
 
 OVER = [{"resource": "ram", "declared_gb": 1.0, "measured_gb": 1.5}]
-
-
-def _plant_damaged_pause(backend: Backend, name: str) -> None:
-    """Store a pause record that is not one (the one step that must know the backend)."""
-    if backend.kind == "directory":
-        store = backend.store  # type: ignore[attr-defined]  # the directory backend's own
-        store.write(f"budgets/paused/{name}.json", {"pids": [["not", "a pid"]]})
-        return
-    if backend.kind == "postgres":
-        from psycopg.types.json import Jsonb
-
-        with backend.transaction() as cur:  # type: ignore[attr-defined]  # the database's own
-            cur.execute(
-                "INSERT INTO mesh_budgets (agent, state, host, record) VALUES (%s, %s, %s, %s)",
-                (name, "paused", "here", Jsonb({"pids": [["not", "a pid"]]})),
-            )
-        return
-    raise NotImplementedError(backend.kind)
 
 
 def test_an_empty_book(backend: Backend) -> None:
@@ -71,8 +54,8 @@ def test_a_warning_and_a_pause_are_apart(backend: Backend) -> None:
     assert book.warned("alpha") == {"ram": 1.0}
 
 
-def test_a_damaged_pause_is_never_returned(backend: Backend) -> None:
-    _plant_damaged_pause(backend, "alpha")
+def test_a_damaged_pause_is_never_returned(backend: Backend, harness: Harness) -> None:
+    harness.plant_damaged_pause(backend, "alpha")  # what no interface may store
     assert backend.budgets.resume("alpha") == []
     assert backend.budgets.paused() == []
     assert any("quarantined" in warning for warning in backend.warnings)

@@ -18,9 +18,6 @@ from collections.abc import Callable
 
 import pytest
 
-from drasill_cli import agents, messages, tasks
-from drasill_cli.config import Config
-from drasill_cli.mesh import Mesh
 from drasill_cli.storage import Backend
 from drasill_cli.storage.changes import (
     INBOXES,
@@ -31,37 +28,15 @@ from drasill_cli.storage.changes import (
     Change,
     inbox,
 )
+from tests.harness import harness_of
 
-Cause = Callable[[Change], None]
+Cause = Callable[[Change], None]  # tests/harness.py: each backend's own way to cause one
 
 
 @pytest.fixture
 def cause(backend: Backend) -> Cause:
     """Makes a change of a topic on `backend` (agents alice, bob and carol exist already)."""
-    if backend.kind == "directory":
-        mesh = Mesh(backend, Config())
-        for name in ("alice", "bob", "carol"):
-            agents.register(mesh, name)
-
-        def on_files(change: Change) -> None:
-            if change.topic == INBOXES and change.agent:
-                messages.send(mesh, change.agent, "hello", sender="alice")
-            elif change.topic == TASKS:
-                tasks.add_task(mesh, "a task", actor="alice")
-            else:
-                raise AssertionError(f"no way to cause {change} yet")
-
-        return on_files
-
-    from drasill_cli.backends.postgres import PostgresBackend
-
-    assert isinstance(backend, PostgresBackend)
-
-    def on_database(change: Change) -> None:
-        with backend.db.transaction():
-            backend.changes.notify(change)
-
-    return on_database
+    return harness_of(backend).causer(backend)
 
 
 def test_a_change_between_entering_and_the_first_wait_is_seen(

@@ -13,41 +13,9 @@ import pytest
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.storage import Backend
 from drasill_cli.storage.locktable import LockChanges
+from tests.harness import Harness, harness_of
 
 Table = list[dict[str, Any]]
-
-# How a second process opens the same mesh, by backend kind (`backend.location` is filled in).
-REOPEN = {
-    "directory": (
-        "from pathlib import Path\n"
-        "from drasill_cli.backends import open_directory\n"
-        "from drasill_cli.config import Config\n"
-        "backend = open_directory(Path({location!r}), Config())\n"
-    ),
-    "postgres": (
-        "from drasill_cli.backends import open_postgres\n"
-        "from drasill_cli.config import Config\n"
-        "backend = open_postgres({location!r}, Config())\n"
-    ),
-}
-
-
-def _plant_damaged(backend: Backend) -> None:
-    """Store a lock record that is not a lock (the one step that must know the backend)."""
-    if backend.kind == "directory":
-        store = backend.store  # type: ignore[attr-defined]  # the directory backend's own
-        store.write("locks/not-a-lock.json", {"path": "relative", "mode": "write"})
-        return
-    if backend.kind == "postgres":
-        from psycopg.types.json import Jsonb
-
-        with backend.transaction() as cur:  # type: ignore[attr-defined]  # the database's own
-            cur.execute(
-                "INSERT INTO mesh_locks (key, holder, mode, record) VALUES (%s, %s, %s, %s)",
-                ("relative", "alpha", "write", Jsonb({"path": "relative", "mode": "write"})),
-            )
-        return
-    raise NotImplementedError(backend.kind)
 
 
 def lock(
@@ -116,9 +84,9 @@ def test_a_failing_decision_changes_nothing(backend: Backend) -> None:
     assert keys(backend.locks.all()) == {("/a", "alpha")}
 
 
-def test_damaged_records_are_never_returned(backend: Backend) -> None:
+def test_damaged_records_are_never_returned(backend: Backend, harness: Harness) -> None:
     backend.locks.transact(lambda t: LockChanges(None, put=[lock("/a")]))
-    _plant_damaged(backend)
+    harness.plant_damaged_lock(backend)  # what no interface may store
     seen = backend.locks.transact(lambda t: LockChanges(list(t)))
     assert keys(seen) == {("/a", "alpha")}
     assert keys(backend.locks.all()) == {("/a", "alpha")}
@@ -157,6 +125,7 @@ WORKER = """
 import time
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.storage.locktable import LockChanges
+from tests.harness import Harness, harness_of
 {reopen}
 def append(table):
     size = len(table)
@@ -174,9 +143,7 @@ for _ in range({rounds}):
 def _race(backend: Backend, template: str, processes: int, rounds: int) -> None:
     """Run `processes` copies of the worker `template` on the mesh at once; each must succeed."""
     backend.locks.transact(lambda t: LockChanges(None))  # the mesh exists before they start
-    script = template.format(
-        reopen=REOPEN[backend.kind].format(location=backend.location), rounds=rounds
-    )
+    script = template.format(reopen=harness_of(backend).reopen_source(), rounds=rounds)
     workers = [
         subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
         for _ in range(processes)
@@ -205,6 +172,7 @@ COUNTER = """
 import time
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.storage.locktable import LockChanges
+from tests.harness import Harness, harness_of
 {reopen}
 def increment(table):
     [held] = [e for e in table if e["path"] == "/counter"] or [None]

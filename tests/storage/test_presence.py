@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -13,6 +12,7 @@ from drasill_cli import clock
 from drasill_cli.models import AgentRecord
 from drasill_cli.storage import Backend
 from drasill_cli.storage.presence import REMOVE, Decision
+from tests.harness import Harness
 
 
 def _agent(name: str, **fields: object) -> AgentRecord:
@@ -23,33 +23,6 @@ def _agent(name: str, **fields: object) -> AgentRecord:
 
 def _register(backend: Backend, name: str, **fields: object) -> AgentRecord | None:
     return backend.presence.change(name, lambda _current: _agent(name, **fields), beat=True)
-
-
-def _plant_future_beat_directory(backend: Backend, name: str, at: float) -> None:
-    from drasill_cli.backends.directory import DirectoryBackend
-    from drasill_cli.backends.directory.layout import heartbeat
-
-    assert isinstance(backend, DirectoryBackend)
-    os.utime(backend.store.path(heartbeat(name)), (at, at))
-
-
-def _plant_future_beat_postgres(backend: Backend, name: str, at: float) -> None:
-    from drasill_cli.backends.postgres import PostgresBackend
-
-    assert isinstance(backend, PostgresBackend)
-    with backend.transaction() as cur:
-        cur.execute(
-            "UPDATE mesh_agents SET heartbeat = to_timestamp(%s) WHERE name = %s", (at, name)
-        )
-        assert cur.rowcount == 1
-
-
-# What no interface may do (store a heartbeat in the future: a clock that stepped back), done
-# the backend's own way. A new backend adds its own.
-PLANT_FUTURE_BEAT: dict[str, Callable[[Backend, str, float], None]] = {
-    "directory": _plant_future_beat_directory,
-    "postgres": _plant_future_beat_postgres,
-}
 
 
 def test_register_get_and_names(backend: Backend) -> None:
@@ -139,9 +112,10 @@ def test_beat_and_last_seen(backend: Backend) -> None:
     assert beta is not None and abs(beta - time.time()) < 5
 
 
-def test_a_future_heartbeat_is_reset_to_now(backend: Backend) -> None:
+def test_a_future_heartbeat_is_reset_to_now(backend: Backend, harness: Harness) -> None:
     _register(backend, "alpha")
-    PLANT_FUTURE_BEAT[backend.kind](backend, "alpha", time.time() + 3600)
+    # What no interface may store (a heartbeat in the future: a clock that stepped back).
+    harness.plant_beat(backend, "alpha", time.time() + 3600)
     view = backend.read_only_view().presence
     seen = view.last_seen("alpha")
     assert seen is not None and abs(seen - time.time()) < 5, "a read-only view reads it as now"

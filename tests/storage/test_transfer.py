@@ -18,6 +18,7 @@ import pytest
 from drasill_cli import clock
 from drasill_cli.backends import open_backend
 from drasill_cli.config import Config
+from drasill_cli.location import Location
 from drasill_cli.models import AgentRecord, RecordError, Task
 from drasill_cli.storage import Backend
 from drasill_cli.storage.locktable import LockChanges
@@ -105,7 +106,7 @@ def _restore_all(mesh: Backend, items: list[dict[str, Any]]) -> list[bool]:
 
 @pytest.fixture
 def source(tmp_path: Path) -> Iterator[Backend]:
-    opened = open_backend(tmp_path / "source", Config())
+    opened = open_backend(Location.directory(tmp_path / "source"), Config())
     try:
         yield opened
     finally:

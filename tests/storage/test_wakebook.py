@@ -10,6 +10,7 @@ import pytest
 
 from drasill_cli.storage import Backend
 from drasill_cli.storage.wakebook import AlreadyWatching
+from tests.harness import Harness
 
 HOST = "host-a"
 
@@ -55,8 +56,11 @@ def test_one_watcher_at_a_time_and_the_refused_learns_who(backend: Backend) -> N
 
 def _other_host_may_watch(backend: Backend) -> bool:
     """A database mesh spans machines: one watcher per host. A directory mesh lives on one
-    machine: one watcher per mesh directory, whatever host is named."""
-    return backend.kind != "directory"
+    machine: one watcher per mesh directory, whatever host is named (the registry's
+    `spans_hosts`)."""
+    from drasill_cli.backends import entry_of_kind
+
+    return entry_of_kind(backend.kind).spans_hosts
 
 
 def test_watchers_of_different_hosts(backend: Backend) -> None:
@@ -82,35 +86,18 @@ def test_watchers_of_different_hosts(backend: Backend) -> None:
             pass  # host-b's watcher left: the next one there gets in while host-a still runs
 
 
-def _opened_at(backend: Backend) -> str:
-    """What another process opens to reach the same mesh (a URL with its password)."""
-    from drasill_cli.backends.directory import DirectoryBackend
-    from drasill_cli.backends.postgres import PostgresBackend
-
-    if isinstance(backend, DirectoryBackend):
-        return str(backend.root)
-    assert isinstance(backend, PostgresBackend)
-    return backend.db.url
-
-
 HOLD = """
-import sys, time
-from pathlib import Path
-from drasill_cli.backends import open_backend
-from drasill_cli.config import Config
-kind, where = sys.argv[1:3]
-backend = open_backend(Path(where) if kind == "directory" else where, Config())
+import time
+{reopen}
 with backend.wake_book.watching("host-a", {"pid": 99, "host": "host-a"}):
     print("holding", flush=True)
     time.sleep(600)
 """
 
 
-def test_a_killed_watcher_never_blocks_the_next(backend: Backend) -> None:
-    where = _opened_at(backend)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, backend.kind, where], stdout=subprocess.PIPE, text=True
-    )
+def test_a_killed_watcher_never_blocks_the_next(backend: Backend, harness: Harness) -> None:
+    script = HOLD.replace("{reopen}", harness.reopen_source())
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "holding"

@@ -21,11 +21,14 @@ class DirectoryMaintenance:
         return self.store.sweep_temp(older_than, remove=apply)
 
     def check(self) -> list[Finding]:
-        """`mesh-dir` (safe and writable) and `mesh-entries` (every entry at every depth)."""
+        """`mesh-dir` (safe and writable), `mesh-entries` (every entry at every depth) and
+        `filesystem` (a network file system's locks do not exclude across machines)."""
         from drasill_cli.backends.directory.diagnose import check_mesh_dir, check_mesh_entries
+        from drasill_cli.backends.directory.filesystem import check_filesystem
 
         root, group_shared = self.store.root, self.config.group_shared
         return [
             check_mesh_dir(root, group_shared=group_shared),
             check_mesh_entries(root, self.store.max_record_bytes, group_shared=group_shared),
+            check_filesystem(root),
         ]

@@ -1,0 +1,48 @@
+"""`Location`: where a mesh lives, as `config.resolve_mesh_location` finds it, before anything
+is opened: a directory, or a URL whose scheme names the backend.
+
+A small frozen value of the foundation layer: it knows no backend. Which backend serves a
+location, what it shows and what it may do is the registry's business
+(`drasill_cli.backends`), reached through `drasill_cli.mesh`; an unknown scheme is refused there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Location:
+    """A directory (`path`) or a URL (`url`), never both; `source` says where it was given
+    (`--mesh-url`, `DRASILL_MESH_URL`, ...) for error messages, and is not part of its value."""
+
+    path: Path | None = None
+    url: str | None = None
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("a Location is a directory or a URL, exactly one of them")
+
+    @classmethod
+    def directory(cls, path: Path, source: str = "") -> Location:
+        return cls(path=path, source=source)
+
+    @classmethod
+    def of_url(cls, url: str, source: str = "") -> Location:
+        return cls(url=url, source=source)
+
+    @property
+    def scheme(self) -> str:
+        """A URL's scheme in lower case, which picks its backend ("" for a directory, or a URL
+        without one)."""
+        if self.url is None:
+            return ""
+        scheme, sep, _rest = self.url.partition("://")
+        return scheme.lower() if sep else ""
+
+    def __repr__(self) -> str:  # never the URL itself: it may carry a password
+        if self.path is not None:
+            return f"Location(path={str(self.path)!r})"
+        return f"Location(url=<{self.scheme[:20] or 'no scheme'}://...>)"
