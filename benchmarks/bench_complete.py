@@ -19,6 +19,7 @@ from benchmarks.harness import interleaved, median_ms, mesh_argv, run_timed
 from drasill_cli import agents, locks, tasks
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
+from tests.harness import directory_of
 
 AGENTS = 50
 TASKS = 200
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         mesh = build(root)
         base = {
-            "DRASILL_MESH_DIR": str(mesh.root),
+            "DRASILL_MESH_DIR": str(directory_of(mesh).root),
             "DRASILL_CONFIG": str(root / "config.toml"),
             "DRASILL_AGENT": "agent-000",
             "PATH": "/usr/bin:/bin",

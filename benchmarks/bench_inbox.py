@@ -29,6 +29,7 @@ from pathlib import Path
 from drasill_cli import messages
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
+from tests.harness import directory_of
 
 AGENT = "bench"
 
@@ -78,7 +79,7 @@ def cli_consume(mesh: Mesh, env: dict[str, str], rounds: int) -> float:
 def wait_latency(mesh: Mesh, env: dict[str, str], rounds: int) -> list[float]:
     """Seconds from a send (this process) to `mesh inbox --wait 10` printing it (another)."""
     waiter = "waiter"
-    mesh.store.write(f"agents/{waiter}.json", {"name": waiter})
+    directory_of(mesh).store.write(f"agents/{waiter}.json", {"name": waiter})
     latencies = []
     for _ in range(rounds):
         proc = subprocess.Popen(
@@ -109,7 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "mesh"
         mesh = Mesh.open(root, Config())
-        mesh.store.write(f"agents/{AGENT}.json", {"name": AGENT})
+        directory_of(mesh).store.write(f"agents/{AGENT}.json", {"name": AGENT})
         env = {
             **os.environ,
             "DRASILL_MESH_DIR": str(root),

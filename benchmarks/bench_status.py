@@ -19,6 +19,7 @@ from pathlib import Path
 from drasill_cli import agents, locks, messages, tasks
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
+from tests.harness import directory_of
 
 AGENTS = 200
 TASKS = 1000
@@ -85,7 +86,7 @@ def main() -> int:
             console = Console(file=io.StringIO(), width=80, force_terminal=True)
             console.print(status_screen(status.snapshot(mesh)))
 
-        env = {**os.environ, "DRASILL_MESH_DIR": str(mesh.root), "COLUMNS": "80"}
+        env = {**os.environ, "DRASILL_MESH_DIR": str(directory_of(mesh).root), "COLUMNS": "80"}
         argv = [sys.executable, "-m", "drasill_cli", "status"]
 
         def cli(*extra: str) -> None:

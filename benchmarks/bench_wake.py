@@ -35,6 +35,7 @@ from pathlib import Path
 from drasill_cli import agents, messages
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
+from tests.harness import directory_of
 from tests.heimdall_standin import HeimdallStandIn
 from tests.wake_support import READER, read_lines, wait_quiet, wait_until
 
@@ -126,7 +127,7 @@ def measure(rounds: int) -> dict[str, object]:
     os.environ.update(TMUX_TMPDIR=str(work))
     os.environ.pop("TMUX", None)
     mesh = Mesh.open(work / "mesh", Config())
-    mesh.store.ensure_dir("inbox")
+    directory_of(mesh).store.ensure_dir("inbox")
     watch = _start_watch(env)
     results: dict[str, object] = {
         "rounds": rounds,

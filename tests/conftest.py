@@ -142,7 +142,7 @@ class MeshRunner:
 # A module marked `pytestmark = pytest.mark.both_backends` runs each of its tests that use the
 # `cli` fixture twice: on a directory mesh (`[directory]`) and on a fresh PostgreSQL schema
 # (`[postgres]`); the `mesh` fixture then opens the same mesh. A test that looks at or plants
-# the mesh's files (`mesh_dir`, `cli.mesh_dir`, `mesh.root`, `mesh.store`) is directory-only by
+# the mesh's files (`mesh_dir`, `cli.mesh_dir`, `harness.directory_of(mesh)`) is directory-only by
 # nature: `@pytest.mark.directory_only("why")` keeps it to a directory mesh. Every other test
 # uses a directory mesh, as before.
 

@@ -390,3 +390,13 @@ def database_rows(url: str) -> dict[str, Any]:
             if taken is not None:
                 found["mesh_task_numbers"] = taken[0]
     return found
+
+
+def directory_of(mesh: Mesh) -> DirectoryBackend:
+    """A directory mesh's own backend (its `root` folder and its `FileStore`), for the tests
+    that look at or plant the mesh's files (directory-only by nature)."""
+    from drasill_cli.backends.directory import DirectoryBackend
+
+    backend = mesh.backend
+    assert isinstance(backend, DirectoryBackend), f"a {backend.kind} mesh has no directory"
+    return backend

@@ -25,6 +25,7 @@ from drasill_cli import agents, lifecycle, locks, messages, tasks
 from drasill_cli.config import Config
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
+from tests.harness import directory_of
 
 RECEIVER = "rcv"
 ROLES = ("send", "send", "consume", "claim", "claim", "lock", "lock", "prune")
@@ -277,7 +278,7 @@ def temp_leftovers(root: Path) -> list[str]:
 def message_files(mesh: Mesh, name: str) -> dict[str, list[dict[str, Any]]]:
     """Every message file in the agent's inbox, unread and consumed, by id."""
     found: dict[str, list[dict[str, Any]]] = {}
-    box = mesh.store.path(f"inbox/{name}")
+    box = directory_of(mesh).store.path(f"inbox/{name}")
     for sub in ("new", "cur"):
         for dirpath, _dirs, files in os.walk(box / sub):
             for file_name in files:

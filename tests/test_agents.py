@@ -17,6 +17,7 @@ from drasill_cli import agents, liveness
 from drasill_cli.config import Config, LifecycleConfig
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, only_some_on_postgres
+from tests.harness import directory_of
 
 pytestmark = pytest.mark.both_backends
 
@@ -188,7 +189,7 @@ def test_identity_heartbeat_and_idle_state(mesh_dir: Path) -> None:
     os.utime(beat, (very_old, very_old))
     record = agents.get(mesh, "alpha")
     record.registered_at = "2020-01-01T00:00:00.000000Z"
-    mesh.store.write("agents/alpha.json", record.to_record())
+    directory_of(mesh).store.write("agents/alpha.json", record.to_record())
     assert agents.list_agents(mesh) == []
     assert agents.list_agents(mesh, include_dead=True)[0]["state"] == "dead"
     assert not mesh.touch_heartbeat("nobody")
@@ -217,7 +218,7 @@ def test_recycled_pid_is_not_life(mesh: Mesh) -> None:
     agents.register(mesh, "alpha", pid=me)
     record = agents.get(mesh, "alpha")
     record.pid_started = started - 100
-    mesh.store.write("agents/alpha.json", record.to_record())
+    directory_of(mesh).store.write("agents/alpha.json", record.to_record())
     assert agents.list_agents(mesh, include_dead=True)[0]["state"] == "dead"
 
 

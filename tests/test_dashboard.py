@@ -26,6 +26,7 @@ from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
 from tests import browser
 from tests.conftest import MeshRunner
+from tests.harness import directory_of
 
 NO_BROWSER = browser.available()
 needs_browser = pytest.mark.skipif(NO_BROWSER is not None, reason=str(NO_BROWSER))
@@ -152,7 +153,7 @@ def dash(cli: MeshRunner, populated: dict[str, Any]) -> Iterator[Dashboard]:
 
 
 def audit_events(mesh: Mesh) -> list[dict[str, Any]]:
-    lines = Path(mesh.store.path(AUDIT_CURRENT)).read_text().splitlines()
+    lines = Path(directory_of(mesh).store.path(AUDIT_CURRENT)).read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 

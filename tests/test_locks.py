@@ -22,6 +22,7 @@ from drasill_cli.config import Config, LocksConfig
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, only_some_on_postgres
+from tests.harness import directory_of
 from tests.wake_support import wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -316,9 +317,10 @@ def test_renewal_caps_an_oversized_stored_ttl(mesh: Mesh, tmp_path: Path) -> Non
     target = str(tmp_path / "f")
     [held] = locks.acquire(mesh, [target], "alpha", ttl=10)
     rel = layout.lock_record(held["path"], "alpha")
-    stored = mesh.store.read(rel)
+    store = directory_of(mesh).store
+    stored = store.read(rel)
     assert stored is not None
-    mesh.store.write(rel, {**stored, "ttl": 1e300})  # hand-edited, or written by an older version
+    store.write(rel, {**stored, "ttl": 1e300})  # hand-edited, or written by an older version
     [renewed] = locks.renew(mesh, [target], "alpha")
     assert renewed["ttl"] == locks.MAX_TTL_S
 
@@ -472,7 +474,7 @@ def test_bad_input_through_the_api(mesh: Mesh, tmp_path: Path) -> None:
         locks.acquire(mesh, [""], "alpha")
     with pytest.raises(InvalidInput):
         locks.acquire(mesh, [str(tmp_path / "f")], "alpha", ttl=float("nan"))
-    assert not mesh.root.exists()
+    assert not directory_of(mesh).root.exists()
 
 
 def test_release_all_and_clear_stale_are_idempotent(mesh_dir: Path, tmp_path: Path) -> None:

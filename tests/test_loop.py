@@ -23,6 +23,7 @@ from drasill_cli.cli.common import app
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner
+from tests.harness import directory_of
 
 load_commands()
 
@@ -209,12 +210,12 @@ def test_a_task_being_added_is_not_taken_for_a_stale_queue_marker(
         "created_at": now,
         "updated_at": now,
     }
-    with mesh.store.lock("task-t-0001"):
-        mesh.store.touch("tasks/queued/1000000_t-0001.ref")
+    with directory_of(mesh).store.lock("task-t-0001"):
+        directory_of(mesh).store.touch("tasks/queued/1000000_t-0001.ref")
         claimer = spawn(cli, "claim", "--next", "--as", "w", "--json")
         time.sleep(1.5)  # it meets the marker and waits for the task's lock
         assert claimer.poll() is None, claimer.communicate()
-        mesh.store.write("tasks/t-0001.json", record)
+        directory_of(mesh).store.write("tasks/t-0001.json", record)
     got, _ = _claimed_after(claimer, time.monotonic())
     assert (got["id"], got["state"]) == ("t-0001", "claimed")
 

@@ -13,6 +13,7 @@ from typing import Any
 from drasill_cli import agents, messages
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
+from tests.harness import directory_of
 
 
 def _send_attached(mesh: Mesh, tmp_path: Path) -> dict[str, Any]:
@@ -23,7 +24,9 @@ def _send_attached(mesh: Mesh, tmp_path: Path) -> dict[str, Any]:
 
 
 def _stored(mesh: Mesh, msg_id: str) -> list[Path]:
-    return sorted(p for p in mesh.root.rglob(f"*{msg_id}.json") if "quarantine" not in p.parts)
+    return sorted(
+        p for p in directory_of(mesh).root.rglob(f"*{msg_id}.json") if "quarantine" not in p.parts
+    )
 
 
 def test_the_stored_record_holds_no_path(mesh_dir: Path, tmp_path: Path) -> None:
@@ -64,7 +67,7 @@ def test_an_old_record_with_a_path_still_reads(mesh_dir: Path, tmp_path: Path) -
     assert peeked["attachments"] == [
         {
             "name": "notes.txt",
-            "path": str(mesh.root / "attachments" / sent["id"] / "notes.txt"),
+            "path": str(directory_of(mesh).root / "attachments" / sent["id"] / "notes.txt"),
             "size": 9,
             "sha256": "0" * 64,
         }
@@ -95,4 +98,4 @@ def test_doctor_finds_nothing_wrong_with_records_that_hold_no_path(
 
     mesh = Mesh.open(mesh_dir, Config())
     _send_attached(mesh, tmp_path)
-    assert walk_mesh(mesh.root, 1 << 20) == []
+    assert walk_mesh(directory_of(mesh).root, 1 << 20) == []

@@ -21,6 +21,7 @@ from drasill_cli.errors import InvalidInput, NotFound
 from drasill_cli.mesh import Mesh
 from drasill_cli.storage.changes import inbox
 from tests.conftest import MeshRunner, only_some_on_postgres, tree
+from tests.harness import directory_of
 from tests.wake_support import wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -44,7 +45,7 @@ def register(mesh: Mesh, *names: str) -> None:
     mesh registers them)."""
     for name in names:
         if isinstance(mesh.backend, DirectoryBackend):
-            mesh.store.write(f"agents/{name}.json", {"name": name})
+            directory_of(mesh).store.write(f"agents/{name}.json", {"name": name})
         else:
             agents.register(mesh, name)
 
@@ -308,10 +309,10 @@ def test_broadcast_attachments_are_per_message_and_archive_removes_them(
     assert not bob_path.exists()
     assert not bob_path.parent.exists()
     assert carol_path.read_text() == "shared notes"  # the other recipient keeps its copy
-    archived = sorted((mesh.root / "archive" / "bob").iterdir())
+    archived = sorted((directory_of(mesh).root / "archive" / "bob").iterdir())
     assert [json.loads(p.read_text())["body"] for p in archived] == ["notes", "second"]
     assert messages.unread_count(mesh, "bob") == 0
-    assert files_under(mesh.root / "inbox" / "bob" / "new") == []
+    assert files_under(directory_of(mesh).root / "inbox" / "bob" / "new") == []
     assert messages.find(mesh, sent[0]["id"]) is not None  # still in sent/ history
     assert messages.archive_inbox(mesh, "bob") == 0
 
@@ -395,17 +396,17 @@ def test_refused_sends_write_nothing(cli: MeshRunner, tmp_path: Path) -> None:
 
 
 def test_too_many_attachments_refused(mesh: Mesh, tmp_path: Path) -> None:
-    limited = Mesh.open(mesh.root, Config(messages=MessagesConfig(max_attachments=2)))
+    limited = Mesh.open(directory_of(mesh).root, Config(messages=MessagesConfig(max_attachments=2)))
     register(limited, "bob")
     paths = []
     for index in range(3):
         path = tmp_path / f"f{index}"
         path.write_text("x")
         paths.append(str(path))
-    before = tree(mesh.root)
+    before = tree(directory_of(mesh).root)
     with pytest.raises(InvalidInput, match="max_attachments"):
         messages.send(limited, "bob", "hi", sender="x", attachments=paths)
-    assert tree(mesh.root) == before
+    assert tree(directory_of(mesh).root) == before
 
 
 def test_refused_send_to_a_fresh_mesh_creates_nothing(cli: MeshRunner) -> None:
@@ -437,17 +438,17 @@ def test_invalid_utf8_on_stdin_is_refused(cli: MeshRunner) -> None:
 def test_damaged_and_temp_files_are_skipped(mesh: Mesh) -> None:
     register(mesh, "bob")
     good = messages.send(mesh, "bob", "good", sender="x")[0]
-    new = mesh.root / "inbox" / "bob" / "new"
+    new = directory_of(mesh).root / "inbox" / "bob" / "new"
     leaf = next(p.parent for p in new.rglob("*.json"))
     (leaf / "0-m-0000000000000-0000.json").write_text('{"id": "m-00')  # half a message
-    (mesh.root / "staging" / ".tmp-1-000000ab-1-m-x.json").write_text('{"id"')
+    (directory_of(mesh).root / "staging" / ".tmp-1-000000ab-1-m-x.json").write_text('{"id"')
     (leaf / ".tmp-2-cd-zz.json").write_text("{")
     assert messages.unread_count(mesh, "bob") == 2
     assert [m["id"] for m in messages.list_unread(mesh, "bob")] == [good["id"]]
     assert mesh.warnings and "quarantined" in mesh.warnings[0]
     assert messages.consume(mesh, "bob")["id"] == good["id"]  # type: ignore[index]
     assert messages.consume(mesh, "bob") is None
-    assert list((mesh.root / "quarantine").iterdir())
+    assert list((directory_of(mesh).root / "quarantine").iterdir())
 
 
 def test_a_planted_symlink_is_never_followed(mesh: Mesh, tmp_path: Path) -> None:
@@ -455,7 +456,9 @@ def test_a_planted_symlink_is_never_followed(mesh: Mesh, tmp_path: Path) -> None
     messages.send(mesh, "bob", "real", sender="x")
     outside = tmp_path / "outside.json"
     outside.write_text(json.dumps({"id": "m-evil", "body": "evil"}))
-    leaf = next(p.parent for p in (mesh.root / "inbox" / "bob" / "new").rglob("*.json"))
+    leaf = next(
+        p.parent for p in (directory_of(mesh).root / "inbox" / "bob" / "new").rglob("*.json")
+    )
     (leaf / "0-m-0000000000000-0001.json").symlink_to(outside)
     assert [m["body"] for m in messages.list_unread(mesh, "bob")] == ["real"]
     assert outside.exists()
@@ -467,7 +470,7 @@ def test_consumers_remove_empty_shards(mesh: Mesh) -> None:
         messages.send(mesh, "bob", f"m{index}", sender="x")
     while messages.consume(mesh, "bob") is not None:
         pass
-    assert list((mesh.root / "inbox" / "bob" / "new").iterdir()) == []
+    assert list((directory_of(mesh).root / "inbox" / "bob" / "new").iterdir()) == []
     messages.send(mesh, "bob", "after", sender="x")  # shard folders are recreated
     assert messages.consume(mesh, "bob")["body"] == "after"  # type: ignore[index]
 
@@ -479,7 +482,7 @@ def test_send_survives_a_consumer_removing_a_fresh_shard(
     messages.send(mesh, "bob", "warm up", sender="x")
     messages.consume(mesh, "bob")
     assert messages.consume(mesh, "bob") is None  # walks the empty shards and removes them
-    new = str(mesh.root / "inbox" / "bob" / "new")
+    new = str(directory_of(mesh).root / "inbox" / "bob" / "new")
     real_mkdir = os.mkdir
     raced: list[str] = []
 
@@ -515,7 +518,7 @@ def test_audit_records_send_and_consume(mesh: Mesh) -> None:
     register(mesh, "bob")
     sent = messages.send(mesh, "bob", "audited", sender="alice")[0]
     messages.consume(mesh, "bob")
-    lines = (mesh.root / "audit" / "events.jsonl").read_text().splitlines()
+    lines = (directory_of(mesh).root / "audit" / "events.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     assert [(e["event"], e["actor"], e["id"]) for e in events] == [
         ("send", "alice", sent["id"]),
@@ -641,15 +644,15 @@ def test_failed_attachment_storage_leaves_no_folder(
     one, two = tmp_path / "one", tmp_path / "two"
     one.write_text("1")
     two.write_text("2")
-    real = mesh.store.write_bytes
+    real = directory_of(mesh).store.write_bytes
 
     def second_fails(rel: str, data: bytes) -> None:
         if rel.endswith("/two"):
             raise OSError(28, "No space left on device")
         real(rel, data)
 
-    monkeypatch.setattr(mesh.store, "write_bytes", second_fails)
+    monkeypatch.setattr(directory_of(mesh).store, "write_bytes", second_fails)
     with pytest.raises(OSError):
         messages.send(mesh, "bob", "hi", sender="x", attachments=[str(one), str(two)])
-    assert list((mesh.root / "attachments").iterdir()) == []
+    assert list((directory_of(mesh).root / "attachments").iterdir()) == []
     assert messages.list_unread(mesh, "bob") == []

@@ -395,3 +395,15 @@ def test_doctor_fails_an_unreachable_database_naming_the_host(cli: MeshRunner) -
     assert check["status"] == "fail"
     assert "127.0.0.1:1" in check["detail"]
     assert "start the server" in check["fix"]
+
+
+def test_doctor_names_a_scheme_no_backend_serves(clean_env: pytest.MonkeyPatch) -> None:
+    """Doctor asks the registry too: one required failure naming the schemes, nothing opened."""
+    from drasill_cli import doctor
+
+    report = doctor.run(mesh_url="sqlite://me:hunter2-secret@host/mesh.db")
+    assert report["ok"] is False
+    [where] = [check for check in report["checks"] if check["name"] == "mesh-dir"]
+    assert where["status"] == "fail" and where["required"]
+    assert "postgresql:// or postgres://" in where["detail"]
+    assert "hunter2" not in json.dumps(report)

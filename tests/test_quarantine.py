@@ -20,6 +20,7 @@ from drasill_cli.agents import register
 from drasill_cli.config import Config
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner
+from tests.harness import directory_of
 from tests.other_user import dac_skip_reason, without_dac
 
 pytestmark = pytest.mark.both_backends
@@ -182,13 +183,13 @@ def test_a_send_that_lands_after_its_recipient_was_removed_is_archived(
     sender = Mesh.open(tmp_path / "mesh", Config())
     pruner = Mesh.open(tmp_path / "mesh", Config())
     register(sender, "bob")
-    publish = sender.store.publish
+    publish = directory_of(sender).store.publish
 
     def removed_meanwhile(*args: Any, **kwargs: Any) -> None:
         lifecycle.retire_agent(pruner, "bob", event="agent-removed", actor=None)
         publish(*args, **kwargs)
 
-    monkeypatch.setattr(sender.store, "publish", removed_meanwhile)
+    monkeypatch.setattr(directory_of(sender).store, "publish", removed_meanwhile)
     sent = messages.send(sender, "bob", "late mail", sender="alice")
     new = tmp_path / "mesh" / "inbox" / "bob" / "new"
     assert not list(new.rglob("*.json")) if new.exists() else True

@@ -35,6 +35,7 @@ from drasill_cli.config import Config, LifecycleConfig
 from drasill_cli.errors import NegativeOutcome, StoreFull
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, tree
+from tests.harness import directory_of
 from tests.reliability_support import (
     LOCK_MODES,
     RECEIVER,
@@ -162,14 +163,14 @@ def _check_locks(mesh: Mesh, log: Path, storm: Storm) -> None:
 
 
 def _check_files(mesh: Mesh) -> None:
-    assert every_json_parses(mesh.root) == []
-    quarantine = mesh.root / "quarantine"
+    assert every_json_parses(directory_of(mesh).root) == []
+    quarantine = directory_of(mesh).root / "quarantine"
     assert not quarantine.exists() or not os.listdir(quarantine)
     assert mesh.warnings == []
     # Temp files of killed writers are only leftovers: prune (any age) clears them all.
-    eager = Mesh.open(mesh.root, Config(lifecycle=LifecycleConfig(stale_tmp_after=0)))
+    eager = Mesh.open(directory_of(mesh).root, Config(lifecycle=LifecycleConfig(stale_tmp_after=0)))
     lifecycle.prune(eager)
-    assert temp_leftovers(mesh.root) == []
+    assert temp_leftovers(directory_of(mesh).root) == []
 
 
 def _check_records(mesh: Mesh) -> None:
@@ -189,7 +190,7 @@ def _check_cli(mesh: Mesh, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     directory = isinstance(mesh.backend, DirectoryBackend)
-    cli = MeshRunner(mesh.root if directory else tmp_path / "no-mesh-dir", home)
+    cli = MeshRunner(directory_of(mesh).root if directory else tmp_path / "no-mesh-dir", home)
     if not directory:
         assert isinstance(mesh.backend, PostgresBackend)
         del cli.env["DRASILL_MESH_DIR"]
@@ -203,7 +204,7 @@ def _check_cli(mesh: Mesh, tmp_path: Path) -> None:
     cli.json("unlock", lock_path, "--as", "cli-locker")
     cli.json("prune")
     if directory:
-        assert every_json_parses(mesh.root) == []
+        assert every_json_parses(directory_of(mesh).root) == []
 
 
 @contextlib.contextmanager
@@ -294,10 +295,10 @@ def _cli_kills_seeded(cli: MeshRunner, mesh: Mesh, tmp_path: Path, kills: int, s
     files = message_files(mesh, RECEIVER)
     assert all(len(copies) == 1 for copies in files.values())
     assert set(completed) <= set(files)
-    assert every_json_parses(mesh.root) == []
-    eager = Mesh.open(mesh.root, Config(lifecycle=LifecycleConfig(stale_tmp_after=0)))
+    assert every_json_parses(directory_of(mesh).root) == []
+    eager = Mesh.open(directory_of(mesh).root, Config(lifecycle=LifecycleConfig(stale_tmp_after=0)))
     lifecycle.prune(eager)
-    assert temp_leftovers(mesh.root) == []
+    assert temp_leftovers(directory_of(mesh).root) == []
     assert cli.run("send", RECEIVER, "still works", "--as", "human").returncode == 0
 
 
@@ -343,7 +344,7 @@ def test_full_disk_python_api(
     """ENOSPC injected into writes: StoreFull, and no temp file, record or message is left."""
     agents.register(mesh, RECEIVER)
     tasks.add_task(mesh, "existing", actor="boss")
-    before = tree(mesh.root)
+    before = tree(directory_of(mesh).root)
     real_write = os.write
 
     def half_then_full(fd: int, data: Any) -> int:
@@ -371,7 +372,7 @@ def test_full_disk_python_api(
                 action()
         assert caught.value.code == "store-write-failed" and caught.value.exit_code == 4
         assert "free disk space" in caught.value.message
-        _assert_nothing_partial(mesh.root, before)
+        _assert_nothing_partial(directory_of(mesh).root, before)
     # With space again, everything works and nothing of the failed attempts shows.
     assert messages.list_unread(mesh, RECEIVER) == []
     assert [t["title"] for t in tasks.list_tasks(mesh)] == ["existing"]
@@ -413,8 +414,10 @@ def test_broadcast_cut_short_by_a_full_disk_says_who_got_it(
     assert error.details["delivered"] == [delivered["id"]]
     assert Path(delivered["attachments"][0]["path"]).read_text() == "see these"
     assert messages.list_unread(mesh, "bea") == []
-    assert [p.name for p in (mesh.root / "attachments").iterdir()] == [delivered["id"]]
-    assert temp_leftovers(mesh.root) == []
+    assert [p.name for p in (directory_of(mesh).root / "attachments").iterdir()] == [
+        delivered["id"]
+    ]
+    assert temp_leftovers(directory_of(mesh).root) == []
 
 
 _INJECT = """
@@ -431,7 +434,7 @@ main()
 def test_full_disk_cli_injected(cli: MeshRunner, mesh: Mesh) -> None:
     """The CLI on a disk that refuses writes: exit 4 `store-write-failed`, no traceback."""
     agents.register(mesh, RECEIVER)
-    before = tree(mesh.root)
+    before = tree(directory_of(mesh).root)
     for args in (
         ["send", RECEIVER, "hello", "--as", "human"],
         ["task", "add", "title"],
@@ -447,7 +450,7 @@ def test_full_disk_cli_injected(cli: MeshRunner, mesh: Mesh) -> None:
         assert done.returncode == 4, (done.stdout, done.stderr)
         assert json.loads(done.stdout)["error"]["code"] == "store-write-failed"
         assert "Traceback" not in done.stderr
-        _assert_nothing_partial(mesh.root, before)
+        _assert_nothing_partial(directory_of(mesh).root, before)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from drasill_cli import agents, clock, lifecycle, messages
 from drasill_cli.config import Config, MessagesConfig
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, tree
+from tests.harness import directory_of
 
 DAY = 86400.0
 
@@ -57,9 +58,9 @@ def test_history_past_retention_goes_with_its_attachments_unread_mail_stays(
     assert lifecycle.prune(mesh)["history_expired"] == [], "29 days young: kept"
 
     _later(monkeypatch, 31 * DAY)
-    before = tree(mesh.root)
+    before = tree(directory_of(mesh).root)
     planned = lifecycle.prune(mesh, dry_run=True)
-    assert tree(mesh.root) == before, "a dry run deletes nothing"
+    assert tree(directory_of(mesh).root) == before, "a dry run deletes nothing"
     report = lifecycle.prune(mesh)
     assert sorted(report["history_expired"]) == sorted(planned["history_expired"])
     assert sorted(report["history_expired"]) == [
@@ -70,7 +71,7 @@ def test_history_past_retention_goes_with_its_attachments_unread_mail_stays(
     assert messages.history(mesh, "alice") == []
     assert messages.history(mesh, "bob") == []
     assert not Path(read["attachments"][0]["path"]).exists()  # type: ignore[index]
-    assert not (mesh.root / "attachments" / str(read["id"])).exists()
+    assert not (directory_of(mesh).root / "attachments" / str(read["id"])).exists()
     assert lifecycle.report_is_empty(lifecycle.prune(mesh)), "the second prune is quiet"
     kept = messages.consume(mesh, "bob")
     assert kept is not None and kept["body"] == "still unread", "unread mail is never expired"

@@ -15,6 +15,7 @@ from drasill_cli.backends.directory.store import TMP_PREFIX, FileStore
 from drasill_cli.config import Config, StoreConfig, load_config
 from drasill_cli.errors import InvalidInput, MeshError
 from drasill_cli.mesh import Mesh
+from tests.harness import directory_of
 
 
 class Flushes:
@@ -159,7 +160,7 @@ def test_move_flushes_both_folders(tmp_path: Path, flushes: Flushes) -> None:
 def _mesh(tmp_path: Path, *, fsync: bool) -> Mesh:
     mesh = Mesh.open(tmp_path / "m", Config(store=StoreConfig(fsync=fsync)))
     for name in ("alice", "bob"):
-        mesh.store.write(f"agents/{name}.json", {"name": name})
+        directory_of(mesh).store.write(f"agents/{name}.json", {"name": name})
     return mesh
 
 
@@ -168,7 +169,7 @@ def test_send_flushes_delivery_not_history(tmp_path: Path, flushes: Flushes) -> 
     messages.send(mesh, "bob", "warm up: folders exist", sender="alice")
     flushes.paths.clear()
     sent = messages.send(mesh, "bob", "hello", sender="alice")[0]
-    root = mesh.root
+    root = directory_of(mesh).root
     assert _under(flushes.paths, root / "sent") == []
     assert flushes.paths, "a default send must flush"
     leaf = flushes.paths[-1]
@@ -189,7 +190,7 @@ def test_fsync_false_sends_and_consumes_without_any_flush(
     assert [m["id"] for m in messages.history(mesh, "alice", limit=50)] == [
         m["id"] for m in reversed(sent)
     ]
-    assert not list(mesh.store.path("staging").iterdir())
+    assert not list(directory_of(mesh).store.path("staging").iterdir())
     got = messages.consume(mesh, "bob")
     assert got is not None and got["id"] == sent[0]["id"]
     assert calls == []
@@ -213,8 +214,9 @@ def test_store_fsync_config_key(tmp_path: Path) -> None:
     path.write_text("[store]\nfsync = false\n")
     assert load_config(path).store.fsync is False
     mesh = Mesh.open(tmp_path / "m", load_config(path))
-    assert isinstance(mesh.store, FileStore) and mesh.store.fsync is False
-    assert mesh.read_only().store.fsync is False
+    store = directory_of(mesh).store
+    assert isinstance(store, FileStore) and store.fsync is False
+    assert directory_of(mesh.read_only()).store.fsync is False
     path.write_text('[store]\nfsync = "no"\n')
     with pytest.raises(InvalidInput, match=r"store\.fsync must be true or false"):
         load_config(path)

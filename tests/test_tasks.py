@@ -20,6 +20,7 @@ from drasill_cli.config import Config, LifecycleConfig
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner, only_some_on_postgres, tree
+from tests.harness import directory_of
 
 pytestmark = pytest.mark.both_backends
 
@@ -162,14 +163,16 @@ def test_unknown_dependency_exits_2_and_writes_nothing(cli: MeshRunner) -> None:
 def test_dependency_cycle_exits_2_and_writes_nothing(cli: MeshRunner, mesh: Mesh) -> None:
     one = tasks.add_task(mesh, "one")
     two = tasks.add_task(mesh, "two", depends_on=[one["id"]])
-    mesh.store.write(layout.task_record(one["id"]), {**one, "depends_on": [two["id"]]})
+    directory_of(mesh).store.write(
+        layout.task_record(one["id"]), {**one, "depends_on": [two["id"]]}
+    )
     before = tree(cli.mesh_dir)
     code, error = fails(cli, "task", "add", "three", "--depends", two["id"])
     assert (code, error["code"]) == (2, "dependency-cycle")
     assert one["id"] in error["message"] and two["id"] in error["message"]
     assert tree(cli.mesh_dir) == before
     # A completed task blocks nobody, so a cycle through it is harmless.
-    mesh.store.write(layout.task_record(one["id"]), {**one, "state": "completed"})
+    directory_of(mesh).store.write(layout.task_record(one["id"]), {**one, "state": "completed"})
     assert cli.json("task", "add", "four", "--depends", two["id"])["depends_on"] == [two["id"]]
 
 
@@ -240,10 +243,11 @@ def test_stale_queue_marker_is_skipped_and_cleared(mesh: Mesh) -> None:
     stale = tasks.add_task(mesh, "claimed before a crash", priority=5)
     fresh = tasks.add_task(mesh, "still queued")
     record = {**stale, "state": "claimed", "claimed_by": "ghost"}
-    mesh.store.write(layout.task_record(stale["id"]), record)  # as if killed before the unlink
-    mesh.store.touch(f"{layout.QUEUE_DIR}/0000000_t-gone.ref")  # record never written
+    store = directory_of(mesh).store
+    store.write(layout.task_record(stale["id"]), record)  # as if killed before the unlink
+    store.touch(f"{layout.QUEUE_DIR}/0000000_t-gone.ref")  # record never written
     assert tasks.claim_next(mesh, "ann")["id"] == fresh["id"]
-    assert mesh.store.names(layout.QUEUE_DIR, layout.MARKER_SUFFIX) == []
+    assert directory_of(mesh).store.names(layout.QUEUE_DIR, layout.MARKER_SUFFIX) == []
 
 
 @pytest.mark.directory_only("plants damaged task files (tests/test_postgres_board.py: rows)")

@@ -27,6 +27,7 @@ from drasill_cli.config import Config
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner
+from tests.harness import directory_of
 
 RACERS = 64
 ROUNDS = 50
@@ -230,7 +231,7 @@ def test_8_workers_claim_500_tasks_exactly_once_in_order(mesh: Mesh, mesh_dir: P
         [ctx.Process(target=worker, args=(f"w{i}", out, mesh_dir, barrier)) for i in range(8)],
     )
     check_claim_order(mesh, claims, workers=8, total=500)
-    assert mesh.store.names(layout.QUEUE_DIR, layout.MARKER_SUFFIX) == []
+    assert directory_of(mesh).store.names(layout.QUEUE_DIR, layout.MARKER_SUFFIX) == []
 
 
 def cli_claim_loop(cli: MeshRunner, name: str, claims: dict[str, list[str]]) -> None:

@@ -13,6 +13,7 @@ import pytest
 from drasill_cli import agents, audit, clock, messages, watcher
 from drasill_cli.config import Config, WakeConfig
 from drasill_cli.mesh import Mesh
+from tests.harness import directory_of
 from tests.heimdall_standin import IDLE, THINKING, HeimdallStandIn
 from tests.wake_support import wait_until
 
@@ -145,7 +146,7 @@ def test_new_mail_right_after_a_wake_waits_for_the_agent_to_settle(
 ) -> None:
     # A settle time long enough that the second look surely falls inside it on a slow machine.
     settle = dataclasses.replace(hm_mesh.config.wake, idle_ms=3000)
-    mesh = Mesh.open(hm_mesh.root, dataclasses.replace(hm_mesh.config, wake=settle))
+    mesh = Mesh.open(directory_of(hm_mesh).root, dataclasses.replace(hm_mesh.config, wake=settle))
     messages.send(mesh, "alpha", "one", sender="beta")
     watch_, log = watch(mesh)
     watch_.full_pass()
@@ -226,13 +227,13 @@ def test_damaged_wake_file_is_quarantined_and_the_watch_goes_on(
     hm_mesh: Mesh, alpha: HeimdallStandIn
 ) -> None:
 
-    hm_mesh.store.write_bytes("wake/alpha.json", b"{not json")
+    directory_of(hm_mesh).store.write_bytes("wake/alpha.json", b"{not json")
     messages.send(hm_mesh, "alpha", "one", sender="beta")
     watch_, log = watch(hm_mesh)
     watch_.full_pass()
     assert len(alpha.wait_typed(2)) == 2
     assert any("wake/alpha.json" in e["message"] for e in log.events("warning"))
-    assert any("wake__alpha.json" in n for n in hm_mesh.store.names("quarantine", ""))
+    assert any("wake__alpha.json" in n for n in directory_of(hm_mesh).store.names("quarantine", ""))
 
 
 def test_agent_without_a_session_stays_queued(hm_mesh: Mesh) -> None:

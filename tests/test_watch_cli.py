@@ -16,6 +16,7 @@ import pytest
 from drasill_cli import agents, audit, clock, messages, watcher
 from drasill_cli.mesh import Mesh
 from tests.conftest import MeshRunner
+from tests.harness import directory_of
 from tests.heimdall_standin import IDLE, THINKING, HeimdallStandIn
 from tests.wake_support import (
     BUSY_THEN_READ,
@@ -140,7 +141,7 @@ def test_watch_once_wakes_and_survives_a_damaged_record(
     server = HeimdallStandIn(socket_dir, "s-alpha").start()
     try:
         agents.register(mesh, "alpha", session="s-alpha", backend="heimdall")
-        mesh.store.write_bytes("agents/zeta.json", b'{"name": 3}')
+        directory_of(mesh).store.write_bytes("agents/zeta.json", b'{"name": 3}')
         messages.send(mesh, "alpha", "hello", sender="human")
         done = watch_cli.run("watch", "--once")
         assert done.returncode == 0, done.stderr
@@ -169,7 +170,7 @@ def test_watch_once_json_prints_exactly_one_object(
         for name in ("alpha", "beta"):
             agents.register(mesh, name, session=f"s-{name}", backend="heimdall")
             messages.send(mesh, name, "hello", sender="human")
-        mesh.store.write_bytes("agents/zeta.json", b'{"name": 3}')
+        directory_of(mesh).store.write_bytes("agents/zeta.json", b'{"name": 3}')
         done = watch_cli.run("watch", "--once", "--json")
         assert done.returncode == 0, done.stderr
         [line] = done.stdout.splitlines()
