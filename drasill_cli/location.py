@@ -8,22 +8,38 @@ location, what it shows and what it may do is the registry's business
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 
-@dataclass(frozen=True)
 class Location:
     """A directory (`path`) or a URL (`url`), never both; `source` says where it was given
-    (`--mesh-url`, `DRASILL_MESH_URL`, ...) for error messages, and is not part of its value."""
+    (`--mesh-url`, `DRASILL_MESH_URL`, ...) for error messages, and is not part of its value.
+    Frozen; a plain class with slots rather than a dataclass, whose build would cost every
+    `mesh` call about a millisecond."""
 
-    path: Path | None = None
-    url: str | None = None
-    source: str = field(default="", compare=False)
+    __slots__ = ("path", "source", "url")
 
-    def __post_init__(self) -> None:
-        if (self.path is None) == (self.url is None):
+    path: Path | None
+    url: str | None
+    source: str
+
+    def __init__(self, path: Path | None = None, url: str | None = None, source: str = "") -> None:
+        if (path is None) == (url is None):
             raise ValueError("a Location is a directory or a URL, exactly one of them")
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "url", url)
+        object.__setattr__(self, "source", source)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Location is frozen: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Location):
+            return NotImplemented
+        return (self.path, self.url) == (other.path, other.url)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.url))
 
     @classmethod
     def directory(cls, path: Path, source: str = "") -> Location:

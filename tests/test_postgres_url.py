@@ -407,3 +407,15 @@ def test_doctor_names_a_scheme_no_backend_serves(clean_env: pytest.MonkeyPatch) 
     assert where["status"] == "fail" and where["required"]
     assert "postgresql:// or postgres://" in where["detail"]
     assert "hunter2" not in json.dumps(report)
+
+
+def test_a_location_is_a_frozen_value_that_never_shows_its_url(tmp_path: Path) -> None:
+    at = Location.of_url("postgresql://me:hunter2-secret@host/db", "--mesh-url")
+    assert at == Location.of_url("postgresql://me:hunter2-secret@host/db", "[store] url")
+    assert len({at, Location.of_url(at.url or "")}) == 1
+    assert at.scheme == "postgresql" and Location.directory(tmp_path).scheme == ""
+    assert "hunter2" not in repr(at) and "hunter2" not in str(at)
+    with pytest.raises(AttributeError):
+        at.url = "postgresql://elsewhere/db"  # refused at run time: a Location is frozen
+    with pytest.raises(ValueError, match="exactly one"):
+        Location(path=tmp_path, url="postgresql://host/db")

@@ -13,13 +13,12 @@ harness in tests/harness.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from drasill_cli.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from drasill_cli.config import Config
@@ -28,26 +27,50 @@ if TYPE_CHECKING:
     from drasill_cli.storage.maintenance import Finding
 
 
-@dataclass(frozen=True)
 class BackendEntry:
     """One backend: what it is called, the schemes that name it, what it can do, and how to
-    open, inspect, show and check a location of it (each imports the package when called)."""
+    check, open, diagnose and show a location of it (each imports the package when called).
+    A plain class with slots: a dataclass or NamedTuple build would cost every `mesh` call
+    a fraction of a millisecond more."""
 
-    kind: str
-    # The URL schemes that name it (`postgresql` for postgresql://...); none for directories.
-    schemes: tuple[str, ...]
-    # Whether it serves a mesh directory (a `Location` with a path).
-    directories: bool
-    # A mesh reached from several machines at once (one watcher per host, not per mesh).
-    spans_hosts: bool
-    # Refuse (exit 2) a location this backend cannot use, before anything is opened.
-    check: Callable[[Location], None]
-    # The mesh at the location; read_only: a view that never writes, nor makes the store.
-    open: Callable[[Location, Config, bool], Backend]
-    # The backend's own diagnosis (`Maintenance.check`) of the mesh as it is, for doctor.
-    diagnose: Callable[[Location, Config], list[Finding]]
-    # Where the mesh lives, fit to print (a URL's password masked), without opening it.
-    shown: Callable[[Location], str]
+    __slots__ = (
+        "check",
+        "diagnose",
+        "directories",
+        "kind",
+        "open",
+        "schemes",
+        "shown",
+        "spans_hosts",
+    )
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        schemes: tuple[str, ...],
+        directories: bool,
+        spans_hosts: bool,
+        check: Callable[[Location], None],
+        open: Callable[[Location, Config, bool], Backend],
+        diagnose: Callable[[Location, Config], list[Finding]],
+        shown: Callable[[Location], str],
+    ) -> None:
+        self.kind = kind
+        # The URL schemes that name it (`postgresql` for postgresql://...); none for directories.
+        self.schemes = schemes
+        # Whether it serves a mesh directory (a `Location` with a path).
+        self.directories = directories
+        # A mesh reached from several machines at once (one watcher per host, not per mesh).
+        self.spans_hosts = spans_hosts
+        # Refuse (exit 2) a location this backend cannot use, before anything is opened.
+        self.check = check
+        # The mesh at the location; read_only: a view that never writes, nor makes the store.
+        self.open = open
+        # The backend's own diagnosis (`Maintenance.check`) of the mesh as it is, for doctor.
+        self.diagnose = diagnose
+        # Where the mesh lives, fit to print (a URL's password masked), without opening it.
+        self.shown = shown
 
 
 # ---- directory ---------------------------------------------------------------------------
