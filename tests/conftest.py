@@ -16,7 +16,14 @@ import pytest
 from drasill_cli.config import Config
 from drasill_cli.location import Location
 from drasill_cli.mesh import Mesh
-from tests.harness import DirectoryHarness, PostgresHarness, database_rows, harness_at, tree
+from tests.harness import (
+    DirectoryHarness,
+    PostgresHarness,
+    database_rows,
+    harness_at,
+    location_of,
+    tree,
+)
 
 if TYPE_CHECKING:
     from drasill_cli.backends.postgres import PostgresBackend
@@ -32,9 +39,7 @@ class MeshRunner:
         self._mesh_dir = mesh_dir
         self.url = url
         # The mesh's own harness (tests/harness.py): every backend-specific step goes there.
-        self.harness = harness_at(
-            Location.of_url(url) if url is not None else Location.directory(mesh_dir)
-        )
+        self.harness = harness_at(location_of(mesh_dir, url))
         self.env = {
             key: value
             for key, value in os.environ.items()
@@ -217,10 +222,7 @@ def cli(tmp_path: Path, mesh_url: str | None) -> MeshRunner:
 @pytest.fixture
 def mesh(tmp_path: Path, mesh_url: str | None) -> Iterator[Mesh]:
     """The Python API on the test's mesh, with default config."""
-    location = (
-        Location.of_url(mesh_url) if mesh_url is not None else Location.directory(tmp_path / "mesh")
-    )
-    with harness_at(location).open() as opened:
+    with harness_at(location_of(tmp_path / "mesh", mesh_url)).open() as opened:
         yield opened
 
 

@@ -324,6 +324,11 @@ class PostgresHarness(Harness):
 HARNESSES: dict[str, type[Harness]] = {h.kind: h for h in (DirectoryHarness, PostgresHarness)}
 
 
+def location_of(directory: Path, url: str | None) -> Location:
+    """A test's mesh: at `url` when it has one (a database mesh), else in `directory`."""
+    return Location.of_url(url) if url is not None else Location.directory(directory)
+
+
 def harness_at(location: Location) -> Harness:
     """The harness of the mesh at `location`, of the backend the registry picks for it."""
     from drasill_cli.backends import entry_for
