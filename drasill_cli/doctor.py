@@ -145,7 +145,7 @@ def run(
     checks.append(config_check)
     try:
         location = resolve_mesh_location(mesh_dir, mesh_url, config)
-        shown = shown_location(location)  # a location no backend serves or can use: exit 2
+        shown = shown_location(location)  # refuses a location no backend serves or can use
     except MeshError as exc:
         checks.append(
             _check(
