@@ -414,10 +414,9 @@ def test_broadcast_cut_short_by_a_full_disk_says_who_got_it(
     assert error.details["delivered"] == [delivered["id"]]
     assert Path(delivered["attachments"][0]["path"]).read_text() == "see these"
     assert messages.list_unread(mesh, "bea") == []
-    assert [p.name for p in (directory_of(mesh).root / "attachments").iterdir()] == [
-        delivered["id"]
-    ]
-    assert temp_leftovers(directory_of(mesh).root) == []
+    root = directory_of(mesh).root
+    assert [p.name for p in (root / "attachments").iterdir()] == [delivered["id"]]
+    assert temp_leftovers(root) == []
 
 
 _INJECT = """
