@@ -307,12 +307,12 @@ def _read_memo(  # noqa: PLR0911 -- one return per reason to ignore a memo
     import json
 
     try:
-        memo = json.loads(b"".join(chunks), parse_constant=_no_constant)
+        loaded = json.loads(b"".join(chunks), parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return None
-    if type(memo) is not dict or memo.get("key") != key:
+    if type(loaded) is not dict or loaded.get("key") != key:
         return None
-    return _from_plain(memo.get("config"), source)
+    return _from_plain(loaded.get("config"), source)
 
 
 def _no_constant(name: str) -> Any:

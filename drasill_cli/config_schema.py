@@ -28,11 +28,11 @@ class _Section(BaseModel):
 
 
 class LifecycleSection(_Section):
-    idle_after: float = Field(120.0, ge=0)
-    dead_after: float = Field(600.0, ge=0)
-    remove_after: float = Field(3600.0, ge=0)
-    max_attempts: int = Field(3, ge=1)
-    stale_tmp_after: float = Field(3600.0, ge=0)
+    idle_after: float = Field(default=120.0, ge=0)
+    dead_after: float = Field(default=600.0, ge=0)
+    remove_after: float = Field(default=3600.0, ge=0)
+    max_attempts: int = Field(default=3, ge=1)
+    stale_tmp_after: float = Field(default=3600.0, ge=0)
 
     @model_validator(mode="after")
     def _idle_before_dead(self) -> LifecycleSection:
@@ -45,70 +45,70 @@ class LifecycleSection(_Section):
 
 
 class MessagesSection(_Section):
-    max_body_bytes: int = Field(256 * 1024, ge=1)
-    max_attachment_bytes: int = Field(16 * 1024 * 1024, ge=0)
-    max_attachments: int = Field(8, ge=0)
-    history_days: float = Field(30.0, ge=0)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1)
+    max_attachment_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    max_attachments: int = Field(default=8, ge=0)
+    history_days: float = Field(default=30.0, ge=0)
 
 
 class LocksSection(_Section):
-    default_ttl: float = Field(600.0, gt=0)
+    default_ttl: float = Field(default=600.0, gt=0)
 
 
 class BudgetsSection(_Section):
-    ram_gb: float | None = Field(None, gt=0)
-    vram_gb: float | None = Field(None, gt=0)
-    reserve_ram_gb: float = Field(0.0, ge=0)
+    ram_gb: float | None = Field(default=None, gt=0)
+    vram_gb: float | None = Field(default=None, gt=0)
+    reserve_ram_gb: float = Field(default=0.0, ge=0)
     policy: Literal["warn", "pause", "kill"] = "warn"
-    kill_grace: float = Field(10.0, ge=0)
+    kill_grace: float = Field(default=10.0, ge=0)
 
 
 class WakeSection(_Section):
-    idle_ms: int = Field(3000, ge=0)
-    heimdall_socket_dir: str | None = Field(None, max_length=MAX_TEXT)
-    retry_max: int = Field(5, ge=0)
-    retry_base_s: float = Field(1.0, ge=0)
-    enter_delay_ms: int = Field(200, ge=0)
+    idle_ms: int = Field(default=3000, ge=0)
+    heimdall_socket_dir: str | None = Field(default=None, max_length=MAX_TEXT)
+    retry_max: int = Field(default=5, ge=0)
+    retry_base_s: float = Field(default=1.0, ge=0)
+    enter_delay_ms: int = Field(default=200, ge=0)
 
 
 class WatchSection(_Section):
-    lifecycle_every: float = Field(30.0, ge=0)
-    hardware_every: float = Field(10.0, ge=0)
+    lifecycle_every: float = Field(default=30.0, ge=0)
+    hardware_every: float = Field(default=10.0, ge=0)
 
 
 class AuditSection(_Section):
-    max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    keep: int = Field(5, ge=0)
+    max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    keep: int = Field(default=5, ge=0)
 
 
 class BridgeSection(_Section):
-    timeout: float = Field(3600.0, ge=0)
-    output_tail_bytes: int = Field(4000, ge=0)
+    timeout: float = Field(default=3600.0, ge=0)
+    output_tail_bytes: int = Field(default=4000, ge=0)
 
 
 class StoreSection(_Section):
     fsync: bool = True
-    url: str | None = Field(None, max_length=MAX_TEXT)
-    statement_timeout: float = Field(5.0, ge=0)
-    idle_timeout: float = Field(10.0, ge=0)
-    reconnect_timeout: float = Field(60.0, ge=0)
+    url: str | None = Field(default=None, max_length=MAX_TEXT)
+    statement_timeout: float = Field(default=5.0, ge=0)
+    idle_timeout: float = Field(default=10.0, ge=0)
+    reconnect_timeout: float = Field(default=60.0, ge=0)
 
 
 class ConfigFile(_Section):
     """The whole file. `[tools.NAME]` tables are checked by `tools.py` where they are used."""
 
-    mesh_dir: str | None = Field(None, max_length=MAX_TEXT)
+    mesh_dir: str | None = Field(default=None, max_length=MAX_TEXT)
     group_shared: bool = False
-    lifecycle: LifecycleSection = LifecycleSection()
-    messages: MessagesSection = MessagesSection()
-    locks: LocksSection = LocksSection()
-    budgets: BudgetsSection = BudgetsSection()
-    wake: WakeSection = WakeSection()
-    watch: WatchSection = WatchSection()
-    audit: AuditSection = AuditSection()
-    bridge: BridgeSection = BridgeSection()
-    store: StoreSection = StoreSection()
-    tools: dict[str, dict[str, Any]] = {}
+    lifecycle: LifecycleSection = Field(default_factory=LifecycleSection)
+    messages: MessagesSection = Field(default_factory=MessagesSection)
+    locks: LocksSection = Field(default_factory=LocksSection)
+    budgets: BudgetsSection = Field(default_factory=BudgetsSection)
+    wake: WakeSection = Field(default_factory=WakeSection)
+    watch: WatchSection = Field(default_factory=WatchSection)
+    audit: AuditSection = Field(default_factory=AuditSection)
+    bridge: BridgeSection = Field(default_factory=BridgeSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+    tools: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 # How a type reads in an error message, for people who write TOML, not Python.
