@@ -381,3 +381,13 @@ def database_rows(url: str) -> dict[str, Any]:
             if taken is not None:
                 found["mesh_task_numbers"] = taken[0]
     return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """In-process `load_config` memoizes a config file in the cache directory: keep the
+    suite's memos (and attachment caches) out of the user's own ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
