@@ -60,6 +60,7 @@ class Scratch:
             DRASILL_CONFIG=str(self.root / "config.toml"),
             XDG_DATA_HOME=str(self.root / "data"),
             XDG_CONFIG_HOME=str(self.root / "config"),
+            XDG_CACHE_HOME=str(self.root / "cache"),  # the config memo stays in the scratch
         )
         env.update(extra)
         return env

@@ -7,14 +7,19 @@ is `--mesh-url` > `$DRASILL_MESH_URL` > `url` under `[store]`, level by level wi
 directory: a flag beats a variable, a variable beats the config, and a URL and a directory at the
 same level are refused (`resolve_mesh_location`).
 
-Validation is hand-written over dataclasses rather than pydantic: the config is read by every
-`mesh` call, and pydantic's import and model build would double the start-up of `mesh send`.
+The file is validated by pydantic models (`config_schema.py`: strict types, ranges, messages
+that name the file, the key, the problem and the fix), but pydantic's import and model build
+cost about 120 ms, more than a whole `mesh send`, and every `mesh` call reads the config. So
+the first run after the file changed validates it and memoizes the normalized values in the
+user's cache (`memo_path`); later runs build the dataclasses below from the memo without
+importing pydantic. Without a config file neither happens.
 The dataclasses are neither frozen nor repr'd (building frozen ones costs about 5 ms on every
 call); treat a loaded Config as read-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -22,6 +27,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from drasill_cli import __version__
 from drasill_cli.errors import InvalidInput
 from drasill_cli.location import Location
 
@@ -149,99 +155,6 @@ class Config:
         return Path(home) / ".local/share/heimdall/sessions"
 
 
-_CHECKS: dict[str, tuple[type, ...]] = {
-    "float": (int, float),
-    "int": (int,),
-    "bool": (bool,),
-    "str": (str,),
-}
-
-
-# How a config type reads in an error message, for people who write TOML, not Python.
-_KIND_WORDS = {
-    "float": "a number (e.g. 2.5)",
-    "int": "a whole number (e.g. 3)",
-    "bool": "true or false",
-    "str": 'a quoted string (e.g. "text")',
-}
-
-
-def _check_value(where: str, annotation: str, value: Any) -> Any:
-    allowed = annotation.replace(" ", "").split("|")
-    for kind in allowed:
-        if kind == "None":
-            continue
-        types = _CHECKS[kind]
-        if not isinstance(value, types) or (kind != "bool" and isinstance(value, bool)):
-            continue
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise InvalidInput(
-                    f"config key {where} must be a finite number (got {value!r}); "
-                    "fix the config file",
-                    code="invalid-config",
-                )
-            if value < 0:
-                raise InvalidInput(
-                    f"config key {where} must not be negative (got {value!r}); fix the config file",
-                    code="invalid-config",
-                )
-            return float(value) if kind == "float" else value
-        return value
-    wanted = " or ".join(dict.fromkeys(_KIND_WORDS[k] for k in allowed if k != "None"))
-    raise InvalidInput(
-        f"config key {where} must be {wanted}, got {value!r}; fix it in the config file",
-        code="invalid-config",
-    )
-
-
-def _build(cls: type[Any], table: dict[str, Any], prefix: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        where = f"{prefix}{key}"
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise InvalidInput(
-                f"unknown config key {where!r}; known keys here: {known}", code="invalid-config"
-            )
-        annotation = str(fields[key].type)
-        if annotation.endswith("Config"):
-            if not isinstance(value, dict):
-                raise InvalidInput(f"config key {where} must be a table", code="invalid-config")
-            values[key] = _build(_SECTIONS[annotation], value, f"{where}.")
-        elif key == "tools":
-            values[key] = _tool_profiles(value)
-        else:
-            values[key] = _check_value(where, annotation, value)
-    return cls(**values)
-
-
-def _tool_profiles(value: Any) -> dict[str, dict[str, Any]]:
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise InvalidInput(
-            "config key tools must hold one table per tool, e.g. [tools.mycli]",
-            code="invalid-config",
-        )
-    return {str(name): dict(profile) for name, profile in value.items()}
-
-
-_SECTIONS: dict[str, type[Any]] = {
-    cls.__name__: cls
-    for cls in (
-        LifecycleConfig,
-        MessagesConfig,
-        LocksConfig,
-        BudgetsConfig,
-        WakeConfig,
-        WatchConfig,
-        AuditConfig,
-        BridgeConfig,
-        StoreConfig,
-    )
-}
-
-
 def config_path() -> Path:
     """Where the config file is looked for (it need not exist)."""
     explicit = os.environ.get("DRASILL_CONFIG")
@@ -280,6 +193,159 @@ def _read_config_file(path: Path) -> bytes:
         os.close(fd)
 
 
+# ---- From validated data to the dataclasses, and the memo of it ------------------------------
+
+_SECTIONS: dict[str, type[Any]] = {
+    "lifecycle": LifecycleConfig,
+    "messages": MessagesConfig,
+    "locks": LocksConfig,
+    "budgets": BudgetsConfig,
+    "wake": WakeConfig,
+    "watch": WatchConfig,
+    "audit": AuditConfig,
+    "bridge": BridgeConfig,
+    "store": StoreConfig,
+}
+_TYPE_WORDS: dict[str, type] = {
+    "float": float, "int": int, "bool": bool, "str": str, "None": type(None),
+}  # fmt: skip
+
+
+def _scalar_types(cls: type[Any]) -> dict[str, tuple[type, ...]]:
+    """The exact types each plain field of a dataclass may hold (`float | None` and the like)."""
+    found = {}
+    for field in dataclasses.fields(cls):
+        words = str(field.type).replace(" ", "").split("|")
+        if all(word in _TYPE_WORDS for word in words):
+            found[field.name] = tuple(_TYPE_WORDS[word] for word in words)
+    return found
+
+
+def _from_plain(data: Any, source: str) -> Config | None:  # noqa: PLR0911 -- one per misfit
+    """A Config from validated, normalized plain data (`config_schema.validate`'s result, or a
+    memo of it). None when the data is not exactly that shape: every key known, every value of
+    its field's exact type (floats finite), each section a table, each tool a table."""
+    if type(data) is not dict:
+        return None
+    top = _scalar_types(Config)
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if type(value) is not dict:
+                return None
+            types = _scalar_types(_SECTIONS[key])
+            for name, item in value.items():
+                if type(item) not in types.get(name, ()):
+                    return None
+                if type(item) is float and not math.isfinite(item):
+                    return None
+            values[key] = _SECTIONS[key](**value)
+        elif key == "tools":
+            if type(value) is not dict or not all(type(t) is dict for t in value.values()):
+                return None
+            values[key] = {str(name): dict(table) for name, table in value.items()}
+        elif key in ("mesh_dir", "group_shared") and type(value) in top[key]:
+            values[key] = value
+        else:
+            return None
+    return Config(**values, source=source)
+
+
+# The memo: every command reads the config, and validating it with pydantic costs about 120 ms
+# (more than a whole `mesh send`), so the first run after the file changed validates it and
+# keeps the result in the user's cache; later runs compare the file's text with the memo's and
+# build the dataclasses from it without pydantic. A memo is a cache, never an authority: one
+# that cannot be read, is a link, is not this user's own 0600 file, does not parse, was made for
+# other text or another release, or holds a value of the wrong shape is ignored (and rewritten).
+# What it holds goes through the same plain checks downstream as values read from the file
+# (`resolve_mesh_dir`, `_check_mesh_url`, `tools`), and never names a path by itself.
+MEMO_FORMAT = 1
+MAX_MEMO_BYTES = 8 * MAX_CONFIG_BYTES  # the file's text, JSON-escaped, plus its values
+
+
+def memo_path(path: Path) -> Path:
+    """Where the validated config of the file at `path` is memoized: one memo per file, in
+    `$XDG_CACHE_HOME/drasill/config/` (an absolute XDG_CACHE_HOME only), else `~/.cache/...`."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path("~/.cache").expanduser()
+    import zlib  # loaded by every command already
+
+    name = zlib.crc32(os.fsencode(os.path.abspath(path)))
+    return root / "drasill" / "config" / f"{name:08x}.json"
+
+
+def _memo_key(raw: bytes) -> dict[str, Any] | None:
+    """What a memo must have been made for: this text of the file, this release."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # not a config: the validation says why
+    return {"format": MEMO_FORMAT, "version": __version__, "text": text}
+
+
+def _read_memo(  # noqa: PLR0911 -- one return per reason to ignore a memo
+    memo: Path, key: dict[str, Any], source: str
+) -> Config | None:
+    try:
+        fd = os.open(memo, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            return None
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, MAX_MEMO_BYTES + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_MEMO_BYTES:
+                return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    import json
+
+    try:
+        loaded = json.loads(b"".join(chunks), parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+    if type(loaded) is not dict or loaded.get("key") != key:
+        return None
+    return _from_plain(loaded.get("config"), source)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a config value")
+
+
+def _write_memo(memo: Path, key: dict[str, Any], values: dict[str, Any]) -> None:
+    """Best effort, atomic, 0600: a memo that cannot be written costs the next run a
+    validation, nothing else."""
+    import json
+
+    try:
+        data = json.dumps({"key": key, "config": values}, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return  # e.g. a [tools] table holding a TOML date: not JSON, so validated every time
+    tmp = memo.with_name(f".{memo.name}.{os.urandom(6).hex()}.tmp")
+    try:
+        memo.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            view = memoryview(data.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, memo)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def load_config(path: Path | None = None) -> Config:
     """Read and validate the config file; a missing file gives the defaults."""
     path = path or config_path()
@@ -299,6 +365,26 @@ def load_config(path: Path | None = None) -> Config:
             "fix its permissions or unset DRASILL_CONFIG",
             code="invalid-config",
         ) from exc
+    source = str(path)
+    if not raw:
+        return Config(source=source)  # an empty file (or /dev/null): the defaults
+    key = _memo_key(raw)
+    memo = memo_path(path)
+    if key is not None:
+        known = _read_memo(memo, key, source)
+        if known is not None:
+            return known
+    values = _validate(raw, path)
+    config = _from_plain(values, source)
+    if config is None:  # the schema and the dataclasses disagree: a bug, not bad input
+        raise AssertionError(f"validated config does not fit the dataclasses: {values!r}")
+    if key is not None:
+        _write_memo(memo, key, values)
+    return config
+
+
+def _validate(raw: bytes, path: Path) -> dict[str, Any]:
+    """The file's values, parsed and validated by `config_schema` (pydantic: the slow path)."""
     import tomllib
 
     try:
@@ -312,39 +398,9 @@ def load_config(path: Path | None = None) -> Config:
             f"config file {path} nests too deep to be a mesh config; fix the file",
             code="invalid-config",
         ) from None
-    config: Config = _build(Config, table, "")
-    _check_consistency(config, path)
-    if config.budgets.policy not in BUDGET_POLICIES:
-        raise InvalidInput(
-            f"config key budgets.policy must be one of {', '.join(BUDGET_POLICIES)}, "
-            f"got {config.budgets.policy!r}",
-            code="invalid-config",
-        )
-    return dataclasses.replace(config, source=str(path))
+    from drasill_cli.config_schema import validate
 
-
-def _check_consistency(config: Config, path: Path) -> None:
-    """Values that are each valid but make no sense together, or at zero."""
-    problems = []
-    lifecycle = config.lifecycle
-    if not lifecycle.idle_after < lifecycle.dead_after:
-        problems.append("lifecycle.idle_after must be less than lifecycle.dead_after")
-    if lifecycle.max_attempts < 1:
-        problems.append("lifecycle.max_attempts must be at least 1")
-    if config.locks.default_ttl <= 0:
-        problems.append("locks.default_ttl must be more than 0 seconds")
-    if config.messages.max_body_bytes < 1:
-        problems.append("messages.max_body_bytes must be at least 1")
-    if config.audit.max_bytes < 1024:
-        problems.append("audit.max_bytes must be at least 1024")
-    for key, limit in (("ram_gb", config.budgets.ram_gb), ("vram_gb", config.budgets.vram_gb)):
-        if limit is not None and limit <= 0:
-            problems.append(f"budgets.{key} must be more than 0 (or left out for the machine's)")
-    if problems:
-        raise InvalidInput(
-            f"config file {path}: " + "; ".join(problems) + "; fix the config file",
-            code="invalid-config",
-        )
+    return validate(table, path)
 
 
 def resolve_mesh_location(

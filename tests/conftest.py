@@ -280,3 +280,13 @@ def pg_mesh_url(pg_url: str) -> Iterator[str]:
     yield with_schema(pg_url, schema)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """In-process `load_config` memoizes a config file in the cache directory: keep the
+    suite's memos (and attachment caches) out of the user's own ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()

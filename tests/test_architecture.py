@@ -182,6 +182,7 @@ LAYER_OF = {
     "drasill_cli.names": "foundation",
     "drasill_cli.location": "foundation",
     "drasill_cli.config": "foundation",
+    "drasill_cli.config_schema": "foundation",
     "drasill_cli.models": "foundation",
     "drasill_cli.lockpaths": "foundation",
     "drasill_cli.liveness": "foundation",

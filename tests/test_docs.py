@@ -104,7 +104,7 @@ def test_config_reference_lists_every_key() -> None:
             continue
         if annotation.endswith("Config"):
             section = _section(text, f"### `[{field.name}]`")
-            for key in dataclasses.fields(config_module._SECTIONS[annotation]):
+            for key in dataclasses.fields(config_module._SECTIONS[field.name]):
                 assert f"| `{key.name}` |" in section, f"[{field.name}] {key.name} undocumented"
         else:
             assert f"| `{field.name}` |" in top, f"{field.name} undocumented"

@@ -97,6 +97,18 @@ def test_send_with_stdin_body_and_attachment_imports_nothing_heavy(
     assert (returncode, loaded) == (0, [])
 
 
+def test_send_with_a_config_file_imports_nothing_heavy_after_the_first_run(
+    ready: MeshRunner,
+) -> None:
+    """The first run after the config changed validates it with pydantic; later runs read the
+    memo of it and stay as light as without a config."""
+    ready.config("group_shared = false\n[lifecycle]\nidle_after = 60\n[store]\nfsync = true\n")
+    send = ("send", "bob", "hello", "--as", "alice")
+    assert loaded_by(ready, *send) == (0, ["pydantic", "pydantic_core"])
+    assert loaded_by(ready, *send, heavy=HEAVY | NOT_FOR_PLAIN_MAIL) == (0, [])
+    assert loaded_by(ready, "inbox", "bob", "--json", heavy=HEAVY | NOT_FOR_PLAIN_MAIL) == (0, [])
+
+
 def test_inbox_wait_loads_only_watchfiles(ready: MeshRunner) -> None:
     returncode, loaded = loaded_by(ready, "inbox", "alice", "--wait", "0.2", "--json")
     assert returncode == 1
