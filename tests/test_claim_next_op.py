@@ -117,9 +117,7 @@ def test_racing_processes_claim_each_task_exactly_once(
         location = str(tmp_path / "mesh")
         mesh = Mesh.open(Path(location), Config())
     try:
-        added = [
-            tasks.add_task(mesh, f"task {n}", priority=n % 3)["id"] for n in range(TASKS)
-        ]
+        added = [tasks.add_task(mesh, f"task {n}", priority=n % 3)["id"] for n in range(TASKS)]
         # One task waits on another: claimable only once that is completed (never, here).
         blocked = tasks.add_task(mesh, "blocked", priority=5, depends_on=[added[0]])["id"]
     finally:
@@ -129,8 +127,7 @@ def test_racing_processes_claim_each_task_exactly_once(
     barrier = ctx.Barrier(WORKERS)
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_claimer, args=(location, f"w{i}", out, barrier))
-        for i in range(WORKERS)
+        ctx.Process(target=_claimer, args=(location, f"w{i}", out, barrier)) for i in range(WORKERS)
     ]
     for proc in procs:
         proc.start()
