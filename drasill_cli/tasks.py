@@ -25,7 +25,6 @@ from drasill_cli.models import Task, TaskState
 from drasill_cli.names import check_agent_name, has_control_chars
 from drasill_cli.storage import auditlog
 from drasill_cli.storage.board import (
-    CHANGE_TIMEOUT_S,
     HELD_STATES,
     PRIORITY_LIMIT,
     TaskBoard,
@@ -40,7 +39,6 @@ __all__ = ["HELD_STATES", "PRIORITY_LIMIT", "TaskBusy", "format_id", "id_number"
 
 STATES: tuple[str, ...] = get_args(TaskState)
 MAX_TITLE_CHARS = 200
-LOCK_TIMEOUT_S = CHANGE_TIMEOUT_S
 _ID_RE = re.compile(r"[a-z0-9-]{1,64}")
 _NUMBER_RE = re.compile(r"(?:t-)?0*([0-9]{1,30})")
 # Changes wake `claim_next_wait`; this re-check only guards against a change notice that was lost.
