@@ -151,3 +151,16 @@ def test_racing_processes_claim_each_task_exactly_once(
     finally:
         if backend == "postgres":
             mesh.backend.close()
+
+
+def test_claim_next_on_postgres_sets_a_damaged_task_aside_and_claims_the_next(
+    pg_mesh: Mesh, pg_mesh_url: str
+) -> None:
+    damaged, good = (tasks.add_task(pg_mesh, title)["id"] for title in ("damaged", "good"))
+    with psycopg.connect(pg_mesh_url, autocommit=True) as conn:
+        conn.execute("UPDATE mesh_tasks SET record = record - 'title' WHERE id = %s", (damaged,))
+    assert tasks.claim_next(pg_mesh, "bob")["id"] == good
+    assert any(damaged in warning for warning in pg_mesh.warnings)
+    with psycopg.connect(pg_mesh_url, autocommit=True) as conn:
+        assert conn.execute("SELECT key FROM mesh_quarantine").fetchall() == [(damaged,)]
+        assert conn.execute("SELECT id FROM mesh_tasks").fetchall() == [(good,)]

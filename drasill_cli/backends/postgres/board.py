@@ -50,7 +50,7 @@ from drasill_cli.storage.board import (
     busy,
     format_id,
 )
-from drasill_cli.storage.changes import MESH, TASKS, Change
+from drasill_cli.storage.changes import TASKS, Change
 
 if TYPE_CHECKING:
     import psycopg
@@ -294,8 +294,7 @@ class PostgresBoard:
                 rows = self.backend.statement(
                     _claim_sql(skip_locked=True, in_transaction=False),
                     params,
-                    Change(TASKS),
-                    Change(MESH),
+                    Change(TASKS),  # covers MESH (the audit row)
                 )
                 row = rows[0]
             task_id, before, after, seq, waiting, ready = row
@@ -349,7 +348,7 @@ class PostgresBoard:
             if found[0] is None:
                 forget(cur, op)
             else:
-                self.backend.changes.notify(Change(TASKS), Change(MESH))
+                self.backend.changes.notify(Change(TASKS))
             return tuple(found)
 
     def _claimed(self, task_id: str, before: Any, after: Any) -> Task | None:
