@@ -164,3 +164,22 @@ def test_claim_next_on_postgres_sets_a_damaged_task_aside_and_claims_the_next(
     with psycopg.connect(pg_mesh_url, autocommit=True) as conn:
         assert conn.execute("SELECT key FROM mesh_quarantine").fetchall() == [(damaged,)]
         assert conn.execute("SELECT id FROM mesh_tasks").fetchall() == [(good,)]
+
+
+def test_claim_next_on_postgres_waits_for_a_ready_task_only_when_nothing_else_is_free(
+    pg_mesh: Mesh, pg_mesh_url: str
+) -> None:
+    import threading
+    import time
+
+    only = tasks.add_task(pg_mesh, "only")["id"]
+    with psycopg.connect(pg_mesh_url) as holder:
+        # Another process in the middle of a change of the task (it stays queued).
+        holder.execute("SELECT 1 FROM mesh_tasks WHERE id = %s FOR UPDATE", (only,))
+        release = threading.Timer(0.5, holder.commit)
+        release.start()
+        started = time.monotonic()
+        claimed = tasks.claim_next(pg_mesh, "bob")
+        release.join()
+    assert claimed["id"] == only
+    assert time.monotonic() - started >= 0.4  # it waited for the row, then claimed it
