@@ -23,8 +23,8 @@ from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFoun
 from drasill_cli.mesh import Mesh
 from drasill_cli.models import Task, TaskState
 from drasill_cli.names import check_agent_name, has_control_chars
+from drasill_cli.storage import auditlog
 from drasill_cli.storage.board import (
-    CHANGE_TIMEOUT_S,
     HELD_STATES,
     PRIORITY_LIMIT,
     TaskBoard,
@@ -39,7 +39,6 @@ __all__ = ["HELD_STATES", "PRIORITY_LIMIT", "TaskBusy", "format_id", "id_number"
 
 STATES: tuple[str, ...] = get_args(TaskState)
 MAX_TITLE_CHARS = 200
-LOCK_TIMEOUT_S = CHANGE_TIMEOUT_S
 _ID_RE = re.compile(r"[a-z0-9-]{1,64}")
 _NUMBER_RE = re.compile(r"(?:t-)?0*([0-9]{1,30})")
 # Changes wake `claim_next_wait`; this re-check only guards against a change notice that was lost.
@@ -378,63 +377,20 @@ def claim(mesh: Mesh, actor: str, ref: str) -> dict[str, Any]:
     return _change(mesh, task_id, actor, "task-claim", lambda task: _claimed(task, actor, known))
 
 
-def _try_claim_next(
-    mesh: Mesh, actor: str, task_id: str, timeout: float, known: dict[str, str]
-) -> Task | None:
-    """Claim the queued task `task_id` if it is still queued and ready by `known` (its
-    dependencies' states, looked up before its exclusion); else None."""
-
-    def decide(task: Task) -> Task | None:
-        if task.state != "queued":
-            return None  # claimed by a racer, or its queue entry was stale
-        if _waiting_on(task, known):
-            return None
-        return _claimed(task, actor, known).replace(updated_at=clock.iso())
-
-    def audit(_before: Task, after: Task) -> None:
-        mesh.record(
-            "task-claim", actor, task=task_id, state=after.state, from_state="queued", next=True
-        )
-
-    changed = _board(mesh).change(task_id, decide, timeout=timeout, then=audit)
-    return None if changed is None else changed[1]
-
-
 def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
     """Claim the highest-priority, oldest queued task whose dependencies are all completed.
 
-    Candidates come from the board's queue in claim order. A candidate that is busy is being
-    claimed by a racer, so it is skipped at once and only retried (waiting for it) when
-    nothing else could be claimed; racing claimers thus spread over the queue. A
-    registered claimant that is dead is refused (NegativeOutcome `claimant-dead`).
+    One `TaskBoard.claim_next` (one statement on PostgreSQL): racing claimers each get a
+    different task, and one that is busy is waited for only when nothing else could be
+    claimed. A registered claimant that is dead is refused (NegativeOutcome `claimant-dead`).
     """
     check_agent_name(actor)
     _check_claimant_alive(mesh, actor)
-    states: dict[str, str] = {}
-    board = _board(mesh)
-    busy: list[str] = []
-    waiting = 0
-    for task_id in board.queued():
-        seen = board.get(task_id)
-        # The dependencies are looked up here, before the task's exclusion (`_waiting_on`).
-        if (
-            seen is not None
-            and seen.state == "queued"
-            and _pending_dependencies(mesh, seen, states)
-        ):
-            waiting += 1
-            continue
-        try:
-            won = _try_claim_next(mesh, actor, task_id, 0, states)
-        except TaskBusy:
-            busy.append(task_id)
-            continue
-        if won is not None:
-            return won.to_record()
-    for task_id in busy:
-        won = _try_claim_next(mesh, actor, task_id, LOCK_TIMEOUT_S, states)
-        if won is not None:
-            return won.to_record()
+    event = auditlog.event("task-claim", actor, state="claimed", from_state="queued", next=True)
+    claim = _board(mesh).claim_next(actor, clock.iso(), event)
+    if claim.task is not None:
+        return claim.task.to_record()
+    waiting = claim.waiting
     if waiting:
         why = (
             f"{waiting} queued task(s) wait for dependencies that are not completed; "

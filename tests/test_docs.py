@@ -148,3 +148,44 @@ def test_tutorial_shows_the_status_capture_after_the_demo() -> None:
         assert title in capture
     assert max(len(line) for line in capture.splitlines()) <= reference.CAPTURE_WIDTH
     assert (DOCS / "status-demo.svg").read_text().startswith("<svg")
+
+
+def _schema_tables() -> dict[str, list[str]]:
+    """Every table the migrations create, with its columns (from the SQL itself)."""
+    from drasill_cli.backends.postgres import schema
+
+    found: dict[str, list[str]] = {}
+    sql = "\n".join(schema.MIGRATIONS)
+    for name, body in re.findall(r"CREATE TABLE (\w+) \((.*?)\);\n", sql, re.DOTALL):
+        columns = []
+        for line in body.splitlines():
+            words = line.split("--", 1)[0].split()
+            if words and words[0] not in {"PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}:
+                columns.append(words[0])
+        found[name] = columns
+    return found
+
+
+def test_postgres_schema_doc_lists_every_table_and_column() -> None:
+    """docs/postgres-schema.md names each table in a heading and each of its columns in a table
+    row of that section; and every index, sequence and function of the migrations."""
+    from drasill_cli.backends.postgres import schema
+
+    text = (DOCS / "postgres-schema.md").read_text()
+    assert text.startswith(f"# PostgreSQL schema (version {schema.LATEST})\n")
+    sections = re.split(r"\n(?=### )", text)
+    tables = _schema_tables()
+    assert set(tables) == set(schema.TABLES)  # the parse found them all
+    for table, columns in tables.items():
+        own = [s for s in sections if s.startswith("### ") and f"`{table}`" in s.splitlines()[0]]
+        assert own, f"postgres-schema.md has no section for {table}"
+        for column in columns:
+            row = re.compile(rf"^\|( `{table}` \|)? `{column}` \|", re.MULTILINE)
+            assert any(row.search(s) for s in own), f"postgres-schema.md lacks {table}.{column}"
+    sql = "\n".join(schema.MIGRATIONS)
+    named = re.findall(r"CREATE (?:INDEX|SEQUENCE|(?:OR REPLACE )?FUNCTION) (\w+)", sql)
+    assert named
+    for name in named:
+        assert f"`{name}" in text, f"postgres-schema.md does not name {name}"
+    for number in range(1, schema.LATEST + 1):
+        assert f"`MIGRATION_{number}`" in text, f"postgres-schema.md lacks MIGRATION_{number}"

@@ -28,7 +28,7 @@ helpstyle.install()
 app = typer.Typer(
     name="mesh",
     help="A serverless mesh for AI coding agents: messages, task claims, file locks, wake-ups "
-    "and RAM/GPU budgets, all kept as files in one shared directory.",
+    "and RAM/GPU budgets, kept in one shared directory or one PostgreSQL database.",
     epilog=helpstyle.examples(
         "mesh demo                          # see it work on a throwaway mesh",
         "mesh register alice --role lead    # join as alice",

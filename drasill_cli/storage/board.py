@@ -6,11 +6,13 @@ stored record that fails it, or that holds another task's id, is quarantined and
 The feature module `tasks.py` owns the rules (the state machine, dependencies, claims, review,
 the audit lines); the board owns how tasks are kept and excluded:
 
-- the directory mesh: one record file per task, a sidecar flock per task (`change`), a counter
-  record under its own flock (`add`), and two indexes of empty marker files (the queue in claim
-  order, and the tasks each agent holds) kept in step with the records, repaired by itself;
-- a database: a row per task, `SELECT ... FOR UPDATE` (`NOWAIT` for a timeout of 0) in one
-  transaction per `change`, a sequence for `add`, and indexes on state/priority and holder.
+- `change`: one task read, decided and written under that task's exclusion (a timeout of 0
+  does not wait for it);
+- `add`: numbering and storing in one step (racing adders never share a number);
+- `claim_next`: the first claimable task taken in one step, exactly once among any number of
+  racing claimers;
+- `queued` and `held_by`: hints read without exclusion.
+How tasks are kept and excluded is the backend's (see its own module).
 
 Ids are short and sort in creation order: `t-0001`, `t-0002`, ... Past `t-9999` a letter for
 the number of digits keeps the order: `t-a10000`, `t-b100000`. Every backend numbers with
@@ -20,7 +22,7 @@ the number of digits keeps the order: `t-a10000`, `t-b100000`. Every backend num
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from drasill_cli.errors import NegativeOutcome
 
@@ -41,6 +43,14 @@ HELD_STATES = frozenset({"claimed", "working"})
 
 Decide = Callable[["Task"], "Task | None"]
 Then = Callable[["Task", "Task"], None]
+
+
+class Claim(NamedTuple):
+    """What `TaskBoard.claim_next` did: the task it claimed (None: none was claimable), and
+    how many queued tasks it passed over because a dependency is not completed."""
+
+    task: Task | None
+    waiting: int
 
 
 class TaskBusy(NegativeOutcome):
@@ -134,4 +144,20 @@ class TaskBoard(Protocol):
 
     def held_by(self, agent: str) -> list[str]:
         """Ids of the claimed and working tasks whose claimant is `agent` (a hint, as `queued`)."""
+        ...
+
+    def claim_next(self, actor: str, at: str, event: dict[str, Any]) -> Claim:
+        """Claim the first claimable task for `actor`, in one step.
+
+        Claimable: `queued`, with every task of its `depends_on` stored and `completed` (a
+        dependency that is missing waits). Order: as `queued` (highest priority, then oldest).
+        The task becomes `claimed`, `claimed_by` `actor`, `claimed_at` and `updated_at` `at`;
+        `event` (an audit event, with `task` set to the claimed task's id) is appended to the
+        audit log with it, and a TASKS change is announced after the claim is stored.
+
+        Of any number of racing claimers, on any host, each task goes to exactly one; a task
+        another process is changing is passed over, and waited for (up to `CHANGE_TIMEOUT_S`,
+        then `TaskBusy`) only when nothing else is claimable. No other storage operation runs
+        inside the task's exclusion. `Claim(None, waiting)` when nothing is claimable.
+        """
         ...

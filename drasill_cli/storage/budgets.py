@@ -7,9 +7,9 @@ agent was last warned about (so the same overrun is not warned twice). It also h
 exclusions of the budget rules: admission (a declaration is checked against the others and
 written before the next is checked) and enforcement (one pass at a time).
 
-The directory mesh keeps one record per agent in each of two folders and takes a sidecar flock
-for each exclusion; a database keeps two small tables and takes a session advisory lock for each
-exclusion (held to the end of the block, across the statements run inside it).
+Each exclusion is held for the whole `with` block, across every call made inside it, and
+excludes the same exclusion taken by any other process (for enforcement: on the same host); how
+it is made is the backend's.
 """
 
 from __future__ import annotations

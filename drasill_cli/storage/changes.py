@@ -10,8 +10,7 @@ A topic names what a waiter cares about, in the mesh's words:
 A watch collects changes from the moment it is entered, so a change made between a look and the
 wait that follows still ends the wait: no wake-up is lost. A change is a hint, never the truth:
 after any wake-up the waiter reads the state again (and a slow re-check covers a lost hint).
-The directory backend watches folders (watchfiles); a database backend LISTENs on one channel
-per topic.
+How a change travels to the watches is the backend's.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ The rules (which modes are compatible, leases, directory coverage, who may unloc
   other `transact` on the same mesh runs between the read and the write, and the changes are
   applied whole. An exception raised by `decide` changes nothing and passes on.
 
-The directory mesh runs `transact` under one sidecar flock; a database runs it as one transaction
-holding a table-level advisory lock (`pg_advisory_xact_lock`), reading every row and applying the
-puts (upserts keyed by path and holder) and removes before it commits.
+How the exclusion is made is the backend's (see its own module); the contract is the one
+above: decisions never interleave, on any host that shares the mesh, and each is applied whole
+or not at all.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ record. The feature modules own the rules (names, who may take a name over, when
 dead: `drasill_cli.presence` and `drasill_cli.agents`); a backend only keeps records and
 heartbeats and runs a decision under the agent's exclusion.
 
-The directory mesh keeps one file per record and takes the heartbeat from a file's mtime,
-decisions under a sidecar flock per agent; a database keeps one row per agent (the record and a
-`last_seen` column) and runs a decision inside one transaction holding that row's lock.
+A decision (`change`) runs under the agent's exclusion, which also covers a name with no
+record yet, and is stored whole; a heartbeat never waits on it. How records, heartbeats and the
+exclusion are kept is the backend's.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@
 Wake state is a dict per agent (see `drasill_cli.watcher` for its keys), kept apart from the
 mail it is about; only the one watcher writes it. A stored state that cannot be read is
 quarantined by the backend (reported in `Backend.warnings`) and reads as None, so the watch
-goes on. The backend owns the exclusion: the directory mesh a sidecar flock (one watcher per
-mesh directory), a database an advisory lock keyed by host (one watcher per machine, since a
-watcher types into the sessions of its own host only).
+goes on. The backend owns the exclusion: one watcher per mesh, or per host where the mesh spans
+hosts (a watcher types into the sessions of its own host only); a holder that dies frees it.
 """
 
 from __future__ import annotations

@@ -143,7 +143,9 @@ class DirectoryBackend:
     def board(self) -> DirectoryBoard:
         from drasill_cli.backends.directory.board import DirectoryBoard
 
-        return DirectoryBoard(self.store)
+        return DirectoryBoard(
+            self.store, lambda event: append_or_warn(self.audit_log, self.warnings, event)
+        )
 
     @cached_property
     def mailbox(self) -> DirectoryMailbox:

@@ -17,6 +17,11 @@ hide a queued or held task. A stale marker is this module's own repair: the mark
 `held_by` hand out are remembered, and a `change` of that task, under its lock, removes the ones
 its record no longer matches (under the lock no save is half done, so a marker that disagrees
 with the record is a crash's leftover).
+
+`claim_next` walks the queue markers in claim order: each candidate's dependencies are read
+before its lock, then the claim is a `change` that only compares (a busy task is passed over at
+once and waited for only when nothing else could be claimed); the audit event is appended after
+the task's lock is released.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from drasill_cli.models import RecordError, Task
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
     PRIORITY_LIMIT,
+    Claim,
     Decide,
+    TaskBusy,
     Then,
     busy,
     format_id,
@@ -68,9 +75,18 @@ def _storable(task_id: str) -> bool:
     return _STORABLE_ID.fullmatch(task_id) is not None
 
 
+def _ready(task: Task, states: dict[str, str]) -> bool:
+    """Whether every dependency of `task` is completed by `states` (looked up before)."""
+    return all(states.get(dep) == "completed" for dep in task.depends_on)
+
+
 class DirectoryBoard:
-    def __init__(self, store: FileStore) -> None:
+    def __init__(
+        self, store: FileStore, record: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.store = store
+        # Appends an audit event (`claim_next`); None: the event is dropped (a bare board).
+        self.record = record
         # Markers handed out as hints, checked by the next change of their task: task id ->
         # its queue marker; agent -> ids of its held markers.
         self._queue_seen: dict[str, str] = {}
@@ -188,6 +204,52 @@ class DirectoryBoard:
             if then is not None:
                 then(before, after)
         return before, after
+
+    def claim_next(self, actor: str, at: str, event: dict[str, Any]) -> Claim:
+        states: dict[str, str] = {}  # dependencies' states (completed is final: cacheable)
+        busy_ids: list[str] = []
+        waiting = 0
+        for task_id in self.queued():
+            seen = self.get(task_id)
+            if seen is not None and seen.state == "queued":
+                for dep in seen.depends_on:
+                    if dep not in states:
+                        found = self.get(dep)
+                        states[dep] = found.state if found is not None else "missing"
+                if not _ready(seen, states):
+                    waiting += 1
+                    continue
+            try:
+                won = self._claim(task_id, actor, at, states, 0)
+            except TaskBusy:
+                busy_ids.append(task_id)
+                continue
+            if won is not None:
+                return self._claimed(won, event, waiting)
+        for task_id in busy_ids:
+            won = self._claim(task_id, actor, at, states, CHANGE_TIMEOUT_S)
+            if won is not None:
+                return self._claimed(won, event, waiting)
+        return Claim(None, waiting)
+
+    def _claim(
+        self, task_id: str, actor: str, at: str, states: dict[str, str], timeout: float
+    ) -> Task | None:
+        """`task_id` claimed if it is still queued and ready by `states`; else None (a racer
+        took it, its marker was stale, or it changed since its dependencies were looked up)."""
+
+        def decide(task: Task) -> Task | None:
+            if task.state != "queued" or not _ready(task, states):
+                return None
+            return task.replace(state="claimed", claimed_by=actor, claimed_at=at, updated_at=at)
+
+        changed = self.change(task_id, decide, timeout=timeout)
+        return None if changed is None else changed[1]
+
+    def _claimed(self, task: Task, event: dict[str, Any], waiting: int) -> Claim:
+        if self.record is not None:
+            self.record({**event, "task": task.id})
+        return Claim(task, waiting)
 
     def add(self, make: Callable[[str], Task]) -> Task:
         with self.store.lock(TASK_IDS_LOCK):

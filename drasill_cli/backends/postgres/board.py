@@ -13,6 +13,11 @@ same statement, so they never disagree with it.
   a stored number, never reused, even for a task later quarantined), inserts and notifies in one
   transaction: racing adders are numbered in the order they are stored, and a task is queued
   no earlier than it can be read.
+- `claim_next` is one statement in autocommit (one round trip): the first ready queued row by
+  (priority desc, number) `FOR UPDATE SKIP LOCKED`, its update, the operation's `mesh_ops` row,
+  the audit row and the count of tasks waiting on dependencies (`_claim_sql`). Racing claimers
+  skip each other's rows. Only when it claimed nothing while a ready row was locked does it
+  wait for that row, in a transaction with a `lock_timeout`, as `change` does.
 - `queued` and `held_by` are index scans of the columns (hints: `change` says what a task is).
 
 A row whose record fails `Task.from_record`, or that holds another task's id, is moved to
@@ -25,12 +30,22 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from drasill_cli.backends.postgres.ops import begin, finish, forget, new_op, retried
+from drasill_cli.backends.postgres.connection import LISTENED
+from drasill_cli.backends.postgres.ops import (
+    begin,
+    finish,
+    forget,
+    new_op,
+    retried,
+    second_try,
+)
 from drasill_cli.models import RecordError, Task
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
     HELD_STATES,
+    Claim,
     Decide,
+    TaskBusy,
     Then,
     busy,
     format_id,
@@ -44,6 +59,54 @@ if TYPE_CHECKING:
 
 QUARANTINE_KIND = "tasks"
 _HELD = sorted(HELD_STATES)
+
+# Whether the task row `t` is ready: every id of its record's `depends_on` names a stored task
+# whose state is completed (a missing one waits), as the core's claim decides.
+_READY = (
+    "NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN"
+    " jsonb_typeof({t}.record -> 'depends_on') = 'array' THEN {t}.record -> 'depends_on'"
+    " ELSE '[]'::jsonb END) AS dep(id) LEFT JOIN mesh_tasks AS d ON d.id = dep.id"
+    " WHERE d.state IS DISTINCT FROM 'completed')"
+)
+
+
+def _claim_sql(*, skip_locked: bool, in_transaction: bool) -> str:
+    """The claim of `claim_next` as one statement. Parameters: actor, actor, at, at, op, the audit
+    line's five (`PostgresAuditLog.values`), then (outside a transaction) the channels of
+    `LISTENED`. Returns one row: the id claimed, its record before and after, the audit row's
+    seq (all NULL when nothing was claimed), how many queued tasks wait on dependencies, how
+    many are ready (a ready one left unclaimed was locked), and (outside a transaction) who
+    listens, asked only when a task was claimed."""
+    # On its own the statement is its own transaction: the operation's row is inserted with
+    # the claim (a second try of the operation runs in a transaction after `begin`, which
+    # inserted it: here it only gets the outcome).
+    noted = (
+        "UPDATE mesh_ops SET outcome = to_jsonb(c.id) FROM claimed AS c WHERE op = %s"
+        if in_transaction
+        else "INSERT INTO mesh_ops (op, outcome) SELECT %s, to_jsonb(c.id) FROM claimed AS c"
+    )
+    listened = "" if in_transaction else f", CASE WHEN c.id IS NOT NULL THEN {LISTENED} END"
+    skip = " SKIP LOCKED" if skip_locked else ""
+    ready, waiting, counted = (_READY.format(t=t) for t in ("t", "w", "r"))
+    return (
+        f"WITH pick AS (SELECT t.id, t.record FROM mesh_tasks AS t"  # noqa: S608 -- constant fragments only; every value is a parameter
+        f" WHERE t.state = 'queued' AND jsonb_typeof(t.record) = 'object'"
+        f" AND t.record ->> 'state' = 'queued' AND {ready}"
+        f" ORDER BY t.priority DESC, t.number FOR UPDATE OF t{skip} LIMIT 1),"
+        " claimed AS (UPDATE mesh_tasks AS t SET state = 'claimed', claimed_by = %s,"
+        "  record = t.record || jsonb_build_object('state', 'claimed', 'claimed_by',"
+        "  %s::text, 'claimed_at', %s::text, 'updated_at', %s::text), updated = now()"
+        "  FROM pick WHERE t.id = pick.id"
+        "  RETURNING t.id, pick.record AS before, t.record AS after),"
+        f" noted AS ({noted}),"
+        " line AS (INSERT INTO mesh_audit (at, event, actor, host, details)"
+        "  SELECT coalesce(to_timestamp(%s), now()), %s, %s, %s,"
+        "  %s::jsonb || jsonb_build_object('task', c.id) FROM claimed AS c RETURNING seq)"
+        " SELECT c.id, c.before, c.after, (SELECT seq FROM line),"
+        f" (SELECT count(*) FROM mesh_tasks AS w WHERE w.state = 'queued' AND NOT {waiting}),"
+        f" (SELECT count(*) FROM mesh_tasks AS r WHERE r.state = 'queued' AND {counted})"
+        f"{listened} FROM (SELECT 1) AS one LEFT JOIN claimed AS c ON true"
+    )
 
 
 def _checked(task_id: str, raw: Any) -> Task:
@@ -211,6 +274,94 @@ class PostgresBoard:
             self.backend.changes.notify(Change(TASKS))
         return before, after
 
+    def claim_next(self, actor: str, at: str, event: dict[str, Any]) -> Claim:
+        """One statement (`_claim_sql`) under an operation id: a second try after a lost
+        connection returns the task the first claimed, never claims a second one."""
+        op = new_op("claim")
+        return retried(
+            self.backend,
+            f"look with `mesh task list` (is a task claimed by {actor}?)",
+            lambda: self._claim_next(op, actor, at, event),
+        )
+
+    def _claim_next(self, op: str, actor: str, at: str, event: dict[str, Any]) -> Claim:
+        params = (actor, actor, at, at, op, *self.backend.audit_log.values(event))
+        idle = self.backend.db.conn.info.transaction_status == _idle()
+        while True:
+            if second_try() or not idle:
+                row = self._claim_in_transaction(op, params, skip_locked=True)
+            else:
+                rows = self.backend.statement(
+                    _claim_sql(skip_locked=True, in_transaction=False),
+                    params,
+                    Change(TASKS),  # covers MESH (the audit row)
+                )
+                row = rows[0]
+            task_id, before, after, seq, waiting, ready = row
+            if task_id is None and ready:
+                # A ready task was locked (a racing claimer, or a change of it under way):
+                # wait for it, as `change` would, now that nothing else is claimable.
+                row = self._claim_in_transaction(op, params, skip_locked=False)
+                task_id, before, after, seq, waiting, _ = row
+            if task_id is None:
+                return Claim(None, int(waiting))
+            if seq is not None:  # None: the claim of a first try, found by the second
+                self.backend.audit_log.appended([(seq,)])
+            task = self._claimed(str(task_id), before, after)
+            if task is not None:
+                return Claim(task, int(waiting))
+            op = new_op("claim")  # a damaged record, quarantined: claim the next one
+            params = (actor, actor, at, at, op, *params[5:])
+
+    def _claim_in_transaction(
+        self, op: str, params: tuple[Any, ...], *, skip_locked: bool
+    ) -> tuple[Any, ...]:
+        """The claim in a transaction: a second try (`begin` finds a first that committed), a
+        claim nested in an open transaction, or one that waits for a locked ready task."""
+        from psycopg import errors
+
+        with self.backend.transaction() as cur:
+            done = begin(cur, op)
+            if done is not None:
+                row = None
+                if done.outcome is not None:
+                    row = cur.execute(
+                        "SELECT id, record, record FROM mesh_tasks WHERE id = %s",
+                        (done.outcome,),
+                    ).fetchone()
+                return (*(row or (None, None, None)), None, 0, 0)
+            try:
+                if not skip_locked:
+                    cur.execute(
+                        "SELECT set_config('lock_timeout', %s, true)",
+                        (f"{math.ceil(CHANGE_TIMEOUT_S * 1000)}ms",),
+                    )
+                found = cur.execute(
+                    _claim_sql(skip_locked=skip_locked, in_transaction=True), params
+                ).fetchone()
+            except errors.LockNotAvailable:
+                raise TaskBusy(
+                    "a queued task is busy: another mesh process held it for "
+                    f"{CHANGE_TIMEOUT_S:g}s; try again"
+                ) from None
+            assert found is not None  # noqa: S101 -- the statement returns one row
+            if found[0] is None:
+                forget(cur, op)
+            else:
+                self.backend.changes.notify(Change(TASKS))
+            return tuple(found)
+
+    def _claimed(self, task_id: str, before: Any, after: Any) -> Task | None:
+        """The task as claimed; None after quarantining a row whose record fails its check
+        (looked at only as far as SQL can before the claim: an object, queued, its id)."""
+        try:
+            _checked(task_id, before)
+            return _checked(task_id, after)
+        except RecordError as exc:
+            with self.backend.transaction() as cur:
+                self._quarantine(cur, task_id, after, exc.reason)
+            return None
+
     def add(self, make: Callable[[str], Task]) -> Task:
         """One try, and a second under the same operation id when the connection was lost
         midway: a task the first try added is returned, not added again."""
@@ -243,6 +394,12 @@ class PostgresBoard:
             finish(cur, op, task.to_record())
             self.backend.changes.notify(Change(TASKS))
         return task
+
+
+def _idle() -> Any:
+    from psycopg import pq
+
+    return pq.TransactionStatus.IDLE
 
 
 def _pair(task_id: str, outcome: Any) -> tuple[Task, Task] | None:

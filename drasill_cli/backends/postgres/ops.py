@@ -55,6 +55,12 @@ def new_op(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex}"
 
 
+def second_try() -> bool:
+    """Whether this thread runs the second try of an operation (`retried`): a write done in
+    one statement checks its id with `begin` instead, inside a transaction."""
+    return bool(getattr(_tries, "second", False))
+
+
 def begin(cur: psycopg.Cursor[Any], op: str) -> Done | None:
     """Claim `op` for this transaction: None when it is new (do the write, then `finish`), or
     the outcome of the try that already committed it (do nothing more). A try still running
