@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli.backends.postgres.ops import begin, finish, forget, new_op, retried
-from drasill_cli.models import RecordError, Task
+from drasill_cli.models import RecordError, Task, stored_task
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
     HELD_STATES,
@@ -46,13 +46,6 @@ QUARANTINE_KIND = "tasks"
 _HELD = sorted(HELD_STATES)
 
 
-def _checked(task_id: str, raw: Any) -> Task:
-    task = Task.from_record(raw)
-    if task.id != task_id:
-        raise RecordError(f"holds task {task.id!r}, not {task_id!r}")
-    return task
-
-
 def _row(task: Task) -> tuple[Any, ...]:
     """The column values stored for `task`: state, priority, claimant, record."""
     from psycopg.types.json import Jsonb
@@ -69,7 +62,7 @@ class PostgresBoard:
     def _valid(self, cur: psycopg.Cursor[Any], task_id: str, raw: Any) -> Task | None:
         """The task the row of `task_id` holds, or None after quarantining an unusable one."""
         try:
-            return _checked(task_id, raw)
+            return stored_task(task_id, raw)
         except RecordError as exc:
             self._quarantine(cur, task_id, raw, exc.reason)
             return None
@@ -249,5 +242,5 @@ def _pair(task_id: str, outcome: Any) -> tuple[Task, Task] | None:
     """The (before, after) a committed try of a change stored (None: it changed nothing)."""
     if outcome is None:
         return None
-    before, after = (_checked(task_id, record) for record in outcome)
+    before, after = (stored_task(task_id, record) for record in outcome)
     return before, after
