@@ -39,3 +39,22 @@ def test_no_backend_carries_its_own_copy_of_the_record_checks(said: str) -> None
         if said in path.read_text(encoding="utf-8")
     ]
     assert copies == [], f"{said!r} is checked outside models.py: {copies}"
+
+
+def test_one_builder_makes_the_message_items_of_every_backend() -> None:
+    from drasill_cli.storage.transfer import message_items
+
+    sent = {"id": "m-2", "to": "bob", "via": "sent"}
+    copy = {"id": "m-2", "to": "bob", "via": "inbox"}
+    only_sent = {"id": "m-1", "to": "carol"}
+    items = list(message_items([("sent", sent), ("read", copy), ("sent", only_sent)]))
+    assert items == [
+        {"kind": "message", "message": only_sent, "state": None, "sent": True},
+        {"kind": "message", "message": copy, "state": "read", "sent": True},
+    ]
+    copies = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted((PACKAGE / "backends").rglob("*.py"))
+        if '"kind": "message"' in path.read_text(encoding="utf-8")
+    ]
+    assert copies == [], f"message items built outside storage.transfer: {copies}"

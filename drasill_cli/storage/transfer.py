@@ -355,6 +355,23 @@ class AuditRestorer:
         return True
 
 
+def message_items(copies: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """The `message` items of every stored copy, by message id: each copy given as (where,
+    its message in stored form), `where` the recipient's copy's state (MESSAGE_STATES) or
+    "sent" (the sender's history copy). An item holds the recipient's copy when there is one."""
+    found: dict[str, dict[str, Any]] = {}
+    for where, message in copies:
+        item = found.setdefault(
+            message["id"], {"kind": "message", "message": message, "state": None, "sent": False}
+        )
+        if where == "sent":
+            item["sent"] = True
+        else:
+            item["message"], item["state"] = message, where
+    for msg_id in sorted(found):
+        yield found[msg_id]
+
+
 def lock_items(table: LockTable) -> Iterator[dict[str, Any]]:
     for lock in sorted(table.all(), key=lambda lock: (lock["path"], lock["holder"])):
         yield {"kind": "lock", "record": lock}
