@@ -146,7 +146,12 @@ def _is_name(value: Any, _spec: Field) -> bool:
 
 
 def _is_finite_number(value: Any, _spec: Field) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float is no usable number
+        return False
 
 
 def _has_attachments(value: Any, _spec: Field) -> bool:
