@@ -226,3 +226,15 @@ def test_a_number_too_large_for_a_float_is_refused_not_a_crash() -> None:
     raw = {**_VALID[models.AgentRecord], "ram_gb": 10**400}
     with pytest.raises(RecordError, match="ram_gb"):
         models.AgentRecord.check(raw)
+
+
+def test_only_import_reaches_the_pydantic_record_models() -> None:
+    from tests.test_architecture import import_graph
+
+    pydantic_modules = {"drasill_cli.recordmodels", "drasill_cli.storage.transfer_items"}
+    users = {
+        module
+        for module, imported in import_graph().items()
+        if imported & pydantic_modules and module not in pydantic_modules
+    }
+    assert users == {"drasill_cli.transfer"}, users
