@@ -238,3 +238,16 @@ def test_only_import_reaches_the_pydantic_record_models() -> None:
         if imported & pydantic_modules and module not in pydantic_modules
     }
     assert users == {"drasill_cli.transfer"}, users
+
+
+def test_the_page_takes_agent_names_by_the_name_rule() -> None:
+    from drasill_cli.names import AGENT_NAME_MAX, AGENT_NAME_RE
+    from drasill_cli.web import payloads
+
+    longest = "a" * AGENT_NAME_MAX
+    assert AGENT_NAME_RE.fullmatch(longest) and not AGENT_NAME_RE.fullmatch(longest + "a")
+    assert payloads.parse(payloads.Send, b'{"to": "%s", "body": "x"}' % longest.encode())
+    with pytest.raises(payloads.Invalid, match="to"):
+        payloads.parse(payloads.Send, b'{"to": "%s", "body": "x"}' % (longest + "a").encode())
+    with pytest.raises(payloads.Invalid, match="JSON"):
+        payloads.parse(payloads.Send, b'{"to": "bob", "body": "\\ud800"}')

@@ -85,8 +85,9 @@ class Transfer(Protocol):
         ...
 
     def restore(self, item: dict[str, Any]) -> bool:
-        """Store one item that passed `transfer_items.check_item`; False when it was there already (nothing
-        written). Each item is its own operation (one transaction on a database)."""
+        """Store one item that passed `transfer_items.check_item`; False when it was there
+        already (nothing written). Each item is its own operation (one transaction on a
+        database)."""
         ...
 
 
