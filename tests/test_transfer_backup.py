@@ -221,6 +221,13 @@ BAD_INPUTS: dict[str, tuple[list[bytes], int, str]] = {
         4,
         "repeats the message of line 3",
     ),
+    "infinity": ([b'{"kind": "agent", "record": {}, "last_seen": Infinity}'], 3, "not JSON"),
+    "1e400": ([b'{"kind": "agent", "record": {}, "last_seen": 1e400}'], 3, "infinity"),
+    "deep within the parser": (
+        [b'{"kind": "wake", "agent": "alice", "record": {"x": ' + b"[" * 100 + b"]" * 100 + b"}}"],
+        3,
+        "nests deeper",
+    ),
     "huge number": (
         [
             b'{"kind": "agent", "record": {"name": "bob", "host": "h", "registered_at": "%s", '
