@@ -33,6 +33,11 @@ class Location:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a Location is frozen: cannot set {name}")
 
+    def __reduce__(self) -> tuple[type[Location], tuple[Path | None, str | None, str]]:
+        # Pickled to child processes (multiprocessing): rebuilt through __init__, as the
+        # slots' default restore would go through the frozen __setattr__.
+        return (Location, (self.path, self.url, self.source))
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Location):
             return NotImplemented

@@ -146,7 +146,12 @@ def _is_name(value: Any, _spec: Field) -> bool:
 
 
 def _is_finite_number(value: Any, _spec: Field) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float is no usable number
+        return False
 
 
 def _has_attachments(value: Any, _spec: Field) -> bool:
@@ -415,3 +420,27 @@ class WakeRecord(Record):
     woken_at: str | None = rule("time")
     consumed_at: str | None = rule("time")
     updated_at: str | None = rule("time")
+
+
+# ---- the checks every backend applies to a stored agent or task (one definition) -------------
+
+
+def stored_agent(name: str, raw: Any, now: float | None = None) -> AgentRecord:
+    """`raw`, read from where agent `name` is stored, as that agent's record: RecordError
+    (its reason the quarantine report) when it is no agent record or names another agent."""
+    try:
+        agent = AgentRecord.from_record(raw, now)
+    except RecordError as exc:
+        raise RecordError(f"is not an agent record: it {exc.reason}") from exc
+    if agent.name != name:
+        raise RecordError(f"holds agent {agent.name!r}, not {name!r}")
+    return agent
+
+
+def stored_task(task_id: str, raw: Any, now: float | None = None) -> Task:
+    """`raw`, read from where task `task_id` is stored, as that task: RecordError (its reason
+    the quarantine report) when it is no task record or holds another task's id."""
+    task = Task.from_record(raw, now)
+    if task.id != task_id:
+        raise RecordError(f"holds task {task.id!r}, not {task_id!r}")
+    return task

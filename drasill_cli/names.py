@@ -6,7 +6,8 @@ import re
 
 from drasill_cli.errors import InvalidInput
 
-AGENT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+AGENT_NAME_MAX = 64  # characters
+AGENT_NAME_RE = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{AGENT_NAME_MAX - 1}}}")
 RESERVED_NAMES = frozenset({"all"})
 
 

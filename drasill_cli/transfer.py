@@ -6,7 +6,8 @@ FIFO, a link or a folder where a file belongs, a damaged record) is skipped and 
 the end of the export.
 
 Import reads every line and checks the whole input before it writes anything: each line (UTF-8,
-JSON without NaN, at most `line_limit` bytes, an item that passes `check_item`) and the items
+JSON without NaN, at most `line_limit` bytes, an item that passes `check_item`: a strict
+pydantic model per kind, `storage.transfer_items`, the error naming the field) and the items
 together (one item per key, task dependencies without a cycle, locks that could all be held at
 once, attachments within this mesh's limit). One bad line refuses the import, naming the line,
 and nothing is written. Then it restores the items in order, keyed by ids: an item already
@@ -27,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 from drasill_cli import clock
 from drasill_cli.errors import InvalidInput
 from drasill_cli.models import RecordError
-from drasill_cli.storage.transfer import KINDS, check_item
+from drasill_cli.storage.transfer import KINDS
 
 if TYPE_CHECKING:
     from drasill_cli.config import Config
@@ -135,6 +136,8 @@ def _parse(number: int, line: bytes) -> Any:
 def read_items(stream: IO[bytes], config: Config) -> list[dict[str, Any]]:
     """Every item of an export, checked alone and together; InvalidInput naming the first bad
     line (nothing is written before this returns)."""
+    from drasill_cli.storage.transfer_items import check_item  # pydantic: import only
+
     items: list[dict[str, Any]] = []
     numbers: list[int] = []
     for number, line in _lines(stream, line_limit(config)):

@@ -183,6 +183,8 @@ LAYER_OF = {
     "drasill_cli.location": "foundation",
     "drasill_cli.config": "foundation",
     "drasill_cli.config_schema": "foundation",
+    "drasill_cli.atomicfile": "foundation",
+    "drasill_cli.recordmodels": "foundation",
     "drasill_cli.models": "foundation",
     "drasill_cli.lockpaths": "foundation",
     "drasill_cli.liveness": "foundation",

@@ -14,7 +14,8 @@ from drasill_cli import clock
 from drasill_cli.backends import open_backend
 from drasill_cli.config import Config
 from drasill_cli.location import Location
-from drasill_cli.storage.transfer import attachment_item, check_item
+from drasill_cli.storage.transfer import attachment_item
+from drasill_cli.storage.transfer_items import check_item
 
 NOW = clock.iso()
 

@@ -197,7 +197,7 @@ BAD_INPUTS: dict[str, tuple[list[bytes], int, str]] = {
     "reserved name": (
         [_line({**ALICE, "record": {**ALICE["record"], "name": "all"}})],
         3,
-        "'name'",
+        "has a bad `record.name`: 'all' is not an agent name",
     ),
     "two write locks": ([_line(_lock("alice")), _line(_lock("bob"))], 4, "conflicts"),
     "huge last_seen": ([_line({**ALICE, "last_seen": 1e300})], 3, "`last_seen`"),
@@ -221,6 +221,32 @@ BAD_INPUTS: dict[str, tuple[list[bytes], int, str]] = {
         4,
         "repeats the message of line 3",
     ),
+    "infinity": ([b'{"kind": "agent", "record": {}, "last_seen": Infinity}'], 3, "not JSON"),
+    "1e400": ([b'{"kind": "agent", "record": {}, "last_seen": 1e400}'], 3, "infinity"),
+    "deep within the parser": (
+        [b'{"kind": "wake", "agent": "alice", "record": {"x": ' + b"[" * 100 + b"]" * 100 + b"}}"],
+        3,
+        "nests deeper",
+    ),
+    "huge number": (
+        [
+            b'{"kind": "agent", "record": {"name": "bob", "host": "h", "registered_at": "%s", '
+            b'"ram_gb": 1%s}}' % (NOW.encode(), b"0" * 400)
+        ],
+        3,
+        "has a bad `record.ram_gb`",
+    ),
+    "lone surrogate": (
+        [b'{"kind": "wake", "agent": "alice", "record": {"note": "a\\ud800"}}'],
+        3,
+        "lone surrogate",
+    ),
+    "a bool for a number": (
+        [_line({**_lock("alice"), "record": {**_lock("alice")["record"], "ttl": True}})],
+        3,
+        "has a bad `record.ttl`",
+    ),
+    "a text for a number": ([_line({"kind": "task-sequence", "last": "7"})], 3, "has a bad `last`"),
     "nul in a task": ([_line(_task("t-0001")).replace(b'"x"', b'"a\\u0000b"')], 3, "NUL"),
     "a line too long": (
         [_line({**ALICE, "record": {**ALICE["record"], "name": "bob", "note": "x" * 80_000}})],
@@ -250,7 +276,7 @@ def test_a_bad_input_is_refused_whole_naming_its_line(case: str) -> None:
     assert "nothing was imported" in str(refused.value)
 
 
-@pytest.mark.parametrize("case", ["not utf-8", "deep json", "one id twice"])
+@pytest.mark.parametrize("case", ["not utf-8", "deep json", "one id twice", "huge number"])
 def test_the_cli_exits_2_and_writes_nothing(cli: MeshRunner, case: str) -> None:
     lines, number, _says = BAD_INPUTS[case]
     done = subprocess.run(

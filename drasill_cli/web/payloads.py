@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drasill_cli.names import AGENT_NAME_MAX
+
 Text = Annotated[str, Field(max_length=2_000_000)]  # the byte cap on the body binds first
 Short = Annotated[str, Field(max_length=4096)]
 
@@ -29,7 +31,7 @@ class _Payload(BaseModel):
 class Send(_Payload):
     """`mesh send TO BODY [--priority urgent]`."""
 
-    to: Annotated[str, Field(max_length=64)]  # an agent name (or all)
+    to: Annotated[str, Field(max_length=AGENT_NAME_MAX)]  # an agent name (or all): names.py
     body: Text
     urgent: bool = False
 

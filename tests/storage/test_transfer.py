@@ -22,7 +22,7 @@ from drasill_cli.location import Location
 from drasill_cli.models import AgentRecord, RecordError, Task
 from drasill_cli.storage import Backend
 from drasill_cli.storage.locktable import LockChanges
-from drasill_cli.storage.transfer import check_item
+from drasill_cli.storage.transfer_items import check_item
 from tests.storage.mail import deliver
 
 NOW = clock.iso()
@@ -203,7 +203,7 @@ def test_equal_audit_events_are_kept_as_many_times_as_they_were_logged(backend: 
         ({"kind": "task", "record": {"id": "t-0001", "title": "x"}}, "lacks"),
         ({"kind": "task-sequence", "last": -1}, "not a task number"),
         ({"kind": "message", "message": {"id": "nope"}, "state": "unread", "sent": False}, "id"),
-        ({"kind": "wake", "agent": "bob"}, "no `record` object"),
+        ({"kind": "wake", "agent": "bob"}, "lacks `record`"),
         ({"kind": "audit", "event": {"time": NOW, "event": "x"}, "nth": 0}, "nth"),
         (
             {

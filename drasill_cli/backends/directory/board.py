@@ -43,7 +43,7 @@ from drasill_cli.backends.directory.layout import (
     task_record,
 )
 from drasill_cli.backends.directory.store import Busy, FileStore
-from drasill_cli.models import RecordError, Task
+from drasill_cli.models import Task, stored_task
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
     PRIORITY_LIMIT,
@@ -98,14 +98,7 @@ class DirectoryBoard:
     def get(self, task_id: str) -> Task | None:
         if not _storable(task_id):
             return None
-
-        def check(raw: dict[str, Any]) -> Task:
-            task = Task.from_record(raw)
-            if task.id != task_id:
-                raise RecordError(f"holds task {task.id!r}, not {task_id!r}")
-            return task
-
-        return self.store.read_checked(task_record(task_id), check)
+        return self.store.read_checked(task_record(task_id), lambda raw: stored_task(task_id, raw))
 
     def exists(self, task_id: str) -> bool:
         return _storable(task_id) and self.store.mtime(task_record(task_id)) is not None

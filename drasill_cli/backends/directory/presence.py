@@ -16,7 +16,7 @@ from typing import Any
 from drasill_cli import clock
 from drasill_cli.backends.directory.layout import AGENTS_DIR, agent_lock, agent_record, heartbeat
 from drasill_cli.backends.directory.store import FileStore
-from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError, Writer
+from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, Writer, stored_agent
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES
 from drasill_cli.storage.presence import REMOVE, Decision
 
@@ -24,18 +24,8 @@ RECORD_SUFFIX = ".json"
 
 
 def _checker(name: str) -> Callable[[dict[str, Any]], AgentRecord]:
-    """The check a stored record of `name` passes: a valid agent record, of this very name."""
-
-    def check(raw: dict[str, Any]) -> AgentRecord:
-        try:
-            agent = AgentRecord.from_record(raw)
-        except RecordError as exc:
-            raise RecordError(f"is not an agent record: it {exc.reason}") from exc
-        if agent.name != name:
-            raise RecordError(f"holds agent {agent.name!r}, not {name!r}")
-        return agent
-
-    return check
+    """The check a stored record of `name` passes (`models.stored_agent`)."""
+    return lambda raw: stored_agent(name, raw)
 
 
 class DirectoryPresence:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from drasill_cli import SCHEMA_VERSION, clock
+from drasill_cli import SCHEMA_VERSION, atomicfile, clock
 
 # Re-exported: the directory backend's modules take the store's errors from the store.
 from drasill_cli.errors import Busy as Busy  # noqa: PLC0414 (explicit re-export)
@@ -585,21 +585,9 @@ class FileStore:
         `mode` (default: the mesh's file mode) from its creation on: its name there."""
         mode = self.file_mode if mode is None else mode
         tmp = f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{name}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, flags, mode, dir_fd=staging)
-            try:
-                self._exact_mode(fd, mode)
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                self._fsync(fd)
-            finally:
-                os.close(fd)
+            atomicfile.write_new(staging, tmp, data, mode, fsync=self.fsync)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=staging)
             raise io_error("write", self.root / STAGING_DIR / name, exc) from exc
         return tmp
 

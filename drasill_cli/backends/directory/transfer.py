@@ -35,6 +35,7 @@ from drasill_cli.storage.transfer import (
     attachment_bytes,
     audit_items,
     lock_items,
+    message_items,
     meta_item,
     restore_lock,
     restore_wake,
@@ -128,17 +129,7 @@ class DirectoryTransfer:
         )
 
     def _messages(self) -> Iterator[dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for where, message in self.backend.mailbox.stored_copies():
-            item = found.setdefault(
-                message["id"], {"kind": "message", "message": message, "state": None, "sent": False}
-            )
-            if where == "sent":
-                item["sent"] = True
-            else:
-                item["message"], item["state"] = message, where
-        for msg_id in sorted(found):
-            yield found[msg_id]
+        return message_items(self.backend.mailbox.stored_copies())
 
     def _budgets(self, kind: str) -> Iterator[dict[str, Any]]:
         folder, check = _BUDGET_FOLDERS[kind], _BUDGET_CHECKS[kind]

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drasill_cli import atomicfile
 from drasill_cli.backends.postgres.schema import ATTACHMENT_HARD_LIMIT
 from drasill_cli.errors import InvalidInput, MeshUnusable
 from drasill_cli.models import RecordError
@@ -377,26 +378,7 @@ def _sound(folder: int, name: str, digest: str) -> bool:
 def _write(folder: int, name: str, data: bytes) -> None:
     """`data` as `name` in `folder`, whole or not at all (temp file, flushed, renamed)."""
     temp = f".{name[:100]}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(
-        temp,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        _FILE_MODE,
-        dir_fd=folder,
-    )
-    try:
-        try:
-            os.fchmod(fd, _FILE_MODE)  # whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp, dir_fd=folder)
-        raise
+    atomicfile.replace(folder, name, data, _FILE_MODE, temp=temp)
 
 
 def _forget(digest: str, name: str) -> None:

@@ -39,7 +39,7 @@ from drasill_cli.backends.postgres.ops import (
     retried,
     second_try,
 )
-from drasill_cli.models import RecordError, Task
+from drasill_cli.models import RecordError, Task, stored_task
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
     HELD_STATES,
@@ -109,13 +109,6 @@ def _claim_sql(*, skip_locked: bool, in_transaction: bool) -> str:
     )
 
 
-def _checked(task_id: str, raw: Any) -> Task:
-    task = Task.from_record(raw)
-    if task.id != task_id:
-        raise RecordError(f"holds task {task.id!r}, not {task_id!r}")
-    return task
-
-
 def _row(task: Task) -> tuple[Any, ...]:
     """The column values stored for `task`: state, priority, claimant, record."""
     from psycopg.types.json import Jsonb
@@ -132,7 +125,7 @@ class PostgresBoard:
     def _valid(self, cur: psycopg.Cursor[Any], task_id: str, raw: Any) -> Task | None:
         """The task the row of `task_id` holds, or None after quarantining an unusable one."""
         try:
-            return _checked(task_id, raw)
+            return stored_task(task_id, raw)
         except RecordError as exc:
             self._quarantine(cur, task_id, raw, exc.reason)
             return None
@@ -355,8 +348,8 @@ class PostgresBoard:
         """The task as claimed; None after quarantining a row whose record fails its check
         (looked at only as far as SQL can before the claim: an object, queued, its id)."""
         try:
-            _checked(task_id, before)
-            return _checked(task_id, after)
+            stored_task(task_id, before)
+            return stored_task(task_id, after)
         except RecordError as exc:
             with self.backend.transaction() as cur:
                 self._quarantine(cur, task_id, after, exc.reason)
@@ -406,5 +399,5 @@ def _pair(task_id: str, outcome: Any) -> tuple[Task, Task] | None:
     """The (before, after) a committed try of a change stored (None: it changed nothing)."""
     if outcome is None:
         return None
-    before, after = (_checked(task_id, record) for record in outcome)
+    before, after = (stored_task(task_id, record) for record in outcome)
     return before, after

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli.backends.postgres.ops import retried
 from drasill_cli.backends.postgres.quarantine import quarantine
 from drasill_cli.backends.postgres.schema import mesh_key
-from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError, Writer
+from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError, Writer, stored_agent
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES
 from drasill_cli.storage.changes import AGENTS, Change
 from drasill_cli.storage.presence import REMOVE, Decision
@@ -44,13 +44,7 @@ def _checked(name: str, raw: Any) -> AgentRecord:
         raw = dict(raw)
         written_by = raw.pop(WRITTEN_BY, None)
         role = written_by if isinstance(written_by, str) and written_by else None
-    try:
-        agent = AgentRecord.from_record(raw)
-    except RecordError as exc:
-        raise RecordError(f"is not an agent record: it {exc.reason}") from exc
-    if agent.name != name:
-        raise RecordError(f"holds agent {agent.name!r}, not {name!r}")
-    return agent.replace(writer=Writer(role=role))
+    return stored_agent(name, raw).replace(writer=Writer(role=role))
 
 
 class PostgresPresence:

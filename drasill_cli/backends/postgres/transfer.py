@@ -27,6 +27,7 @@ from drasill_cli.storage.transfer import (
     attachment_bytes,
     audit_items,
     lock_items,
+    message_items,
     meta_item,
     restore_lock,
     restore_wake,
@@ -214,26 +215,18 @@ class PostgresTransfer:
                 return None
 
     def _messages(self) -> Iterator[dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
+        return message_items(self._copies())
+
+    def _copies(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(where, message) of each stored copy: a recipient's state, or "sent"."""
         for state, body in self._rows("copies"):
             message = self._message(body)
             if message is not None:
-                found[message["id"]] = {
-                    "kind": "message",
-                    "message": message,
-                    "state": state,
-                    "sent": False,
-                }
+                yield state, message
         for (body,) in self._rows("sent"):
             message = self._message(body)
             if message is not None:
-                item = found.setdefault(
-                    message["id"],
-                    {"kind": "message", "message": message, "state": None, "sent": False},
-                )
-                item["sent"] = True
-        for msg_id in sorted(found):
-            yield found[msg_id]
+                yield "sent", message
 
     def _message(self, body: Any) -> dict[str, Any] | None:
         try:
