@@ -19,7 +19,6 @@ call); treat a loaded Config as read-only.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -329,21 +328,27 @@ def _write_memo(memo: Path, key: dict[str, Any], values: dict[str, Any]) -> None
         data = json.dumps({"key": key, "config": values}, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         return  # e.g. a [tools] table holding a TOML date: not JSON, so validated every time
-    tmp = memo.with_name(f".{memo.name}.{os.urandom(6).hex()}.tmp")
+    from drasill_cli import atomicfile
+
     try:
         memo.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            view = memoryview(data.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, memo)
+        folder = os.open(memo.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        return
+    try:
+        # No fsync: a memo lost to a crash costs the next run one validation.
+        atomicfile.replace(
+            folder,
+            memo.name,
+            data.encode("utf-8"),
+            0o600,
+            temp=f".{memo.name}.{os.urandom(6).hex()}.tmp",
+            fsync=False,
+        )
+    except OSError:
+        pass  # best effort (above)
+    finally:
+        os.close(folder)
 
 
 def load_config(path: Path | None = None) -> Config:
