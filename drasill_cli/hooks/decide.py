@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drasill_cli import clock, lockpaths, locks, messages, onboarding
-from drasill_cli.errors import NegativeOutcome
 from drasill_cli.hooks import events
 from drasill_cli.hooks.events import Answer, Event
-from drasill_cli.mesh import Mesh
-from drasill_cli.models import AgentRecord
-from drasill_cli.storage.locktable import LockChanges
+
+if TYPE_CHECKING:
+    from drasill_cli.mesh import Mesh
+    from drasill_cli.models import AgentRecord
+    from drasill_cli.storage.locktable import LockChanges
+
+# The core modules are imported where they are used: a hook call with nothing to do (no mail,
+# no edit) imports none of locks, tasks, messages or onboarding.
 
 MAIL_PER_CALL = 5
 OPEN_TASK_STATES = ("claimed", "working")
@@ -55,7 +58,8 @@ def session_start(mesh: Mesh, agent: str, event: Event, cli_pid: int | None) -> 
     A live agent of that name registered by another process (`mesh launch`'s pane, a
     `mesh register --pid`) is refreshed by a heartbeat only: the hook never takes a name over.
     """
-    from drasill_cli import agents
+    from drasill_cli import agents, onboarding
+    from drasill_cli.errors import NegativeOutcome
 
     record = mesh.backend.presence.get(agent)
     notice = None
@@ -98,6 +102,9 @@ def before_edit(mesh: Mesh, agent: str, event: Event) -> Answer:
     take or renew the agent's write lock on each (all or none)."""
     if not event.paths:
         return Answer()
+    from drasill_cli import locks
+    from drasill_cli.errors import NegativeOutcome
+
     targets = locks.resolve_all([_absolute(path, event.cwd) for path in event.paths])
     mine = [
         lock for lock in locks.list_locks(mesh) if lock["holder"] == agent and not lock["stale"]
@@ -129,6 +136,8 @@ def before_edit(mesh: Mesh, agent: str, event: Event) -> Answer:
 
 def refusal(paths: Sequence[str], conflicts: Sequence[dict[str, Any]], fallback: str) -> str:
     """The reason an edit is refused: each holder, its mode and when its lease ends."""
+    from drasill_cli import clock, lockpaths
+
     if not conflicts:
         return f"mesh: edit refused: {fallback}"
     now = clock.now()
@@ -151,6 +160,8 @@ def _mark(mesh: Mesh, agent: str, paths: Sequence[str], mark: dict[str, Any]) ->
     """Mark the agent's locks on `paths` as taken by a hook (`HOOK_KEY`)."""
     if not paths:
         return
+    from drasill_cli.storage.locktable import LockChanges
+
     wanted = set(paths)
 
     def decide(table: list[dict[str, Any]]) -> LockChanges[None]:
@@ -166,6 +177,7 @@ def _mark(mesh: Mesh, agent: str, paths: Sequence[str], mark: dict[str, Any]) ->
 
 def _drop_hook_locks(mesh: Mesh, agent: str, keep: Any) -> list[dict[str, Any]]:
     """Remove the agent's hook-taken locks for which `keep(mark)` is false; returns them."""
+    from drasill_cli.storage.locktable import LockChanges
 
     def decide(table: list[dict[str, Any]]) -> LockChanges[list[dict[str, Any]]]:
         gone = [
@@ -183,6 +195,15 @@ def _drop_hook_locks(mesh: Mesh, agent: str, keep: Any) -> list[dict[str, Any]]:
     return gone
 
 
+def hook_locks(mesh: Mesh, agent: str) -> list[dict[str, Any]]:
+    """The locks hooks took for `agent` (as stored)."""
+    return [
+        lock
+        for lock in mesh.backend.locks.all()
+        if lock["holder"] == agent and isinstance(lock.get(HOOK_KEY), dict)
+    ]
+
+
 def release_hook_locks(
     mesh: Mesh, agent: str, *, session: str | None = None
 ) -> list[dict[str, Any]]:
@@ -195,6 +216,8 @@ def release_hook_locks(
 def release_for_ended_tasks(mesh: Mesh, agent: str) -> list[dict[str, Any]]:
     """Release the hook-taken locks of `agent` that belong to a task it no longer has open
     (done, failed, released, or taken from it)."""
+    if not hook_locks(mesh, agent):  # the common case: one read, no task listed, no write
+        return []
     task = open_task(mesh, agent)
     current = task["id"] if task else None
     return _drop_hook_locks(
@@ -217,6 +240,10 @@ def _message_line(message: dict[str, Any]) -> str:
 def take_mail(mesh: Mesh, agent: str, limit: int = MAIL_PER_CALL) -> str | None:
     """Up to `limit` unread messages, consumed (urgent first, as `mesh inbox`), as one text
     with a last line saying how many more wait; None when there is none."""
+    if not mesh.backend.mailbox.unread_count(agent):  # the common case: nothing parsed
+        return None
+    from drasill_cli import messages
+
     taken = []
     for _ in range(limit):
         message = messages.consume(mesh, agent)
@@ -240,6 +267,8 @@ def after_tool(mesh: Mesh, agent: str, event: Event) -> Answer:
 
 def _remind_once(mesh: Mesh, agent: str, task_id: str) -> bool:
     """Note on the agent's record that it was reminded of `task_id`; False if it already was."""
+    from drasill_cli.models import AgentRecord
+
     first = False
 
     def decide(record: AgentRecord | None) -> AgentRecord | None:
