@@ -291,6 +291,9 @@ def test_identity_from_an_ancestor_process(cli: MeshRunner, mesh: Mesh, work: Pa
 
 
 def test_a_recycled_pid_lends_no_identity() -> None:
+    from drasill_cli import liveness
+
+    assert identity.this_host() == liveness.hostname()
     chain = identity.ancestors(os.getpid())
     me = chain[0]
     assert me.pid == os.getpid()

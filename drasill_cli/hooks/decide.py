@@ -42,6 +42,7 @@ MAIL_PER_CALL = 5
 OPEN_TASK_STATES = ("claimed", "working")
 HOOK_KEY = "hook"  # the mark on a lock record taken by a hook
 REMINDED_KEY = "hook_reminded"  # the agent record's note of the task it was reminded of
+HOOK_TASK_KEY = "hook_task"  # the agent record's note of the task its hook locks belong to
 
 
 def beat(mesh: Mesh, agent: str) -> bool:
@@ -131,6 +132,8 @@ def before_edit(mesh: Mesh, agent: str, event: Event) -> Answer:
     marked = [lock["path"] for lock in granted if lock["path"] not in own]
     mark = {"cli": event.cli, "session": event.session_id, "task": task["id"] if task else None}
     _mark(mesh, agent, marked, mark)
+    if task is not None and marked:
+        _set_note(mesh, agent, HOOK_TASK_KEY, task["id"])
     return Answer()
 
 
@@ -213,16 +216,46 @@ def release_hook_locks(
     )
 
 
+def _set_note(mesh: Mesh, agent: str, key: str, value: Any, *, only_if: Any = None) -> bool:
+    """Set `key` of the agent's record to `value` (None: remove it); with `only_if`, only while
+    it still holds that. False when nothing was written."""
+    from drasill_cli.models import AgentRecord
+
+    wrote = False
+
+    def decide(record: AgentRecord | None) -> AgentRecord | None:
+        nonlocal wrote
+        if record is None or record.extra.get(key) == value:
+            return None
+        if only_if is not None and record.extra.get(key) != only_if:
+            return None
+        data = {k: v for k, v in record.to_record().items() if k != key}
+        if value is not None:
+            data[key] = value
+        wrote = True
+        return AgentRecord.from_record(data)
+
+    mesh.backend.presence.change(agent, decide)
+    return wrote
+
+
 def release_for_ended_tasks(mesh: Mesh, agent: str) -> list[dict[str, Any]]:
     """Release the hook-taken locks of `agent` that belong to a task it no longer has open
-    (done, failed, released, or taken from it)."""
-    if not hook_locks(mesh, agent):  # the common case: one read, no task listed, no write
+    (done, failed, released, or taken from it).
+
+    The agent's record notes the task its hook locks belong to (`HOOK_TASK_KEY`), so a call
+    with no such task reads one record and no lock (the lock table's reader loads git and
+    process helpers: not for a call with nothing to do)."""
+    record = mesh.backend.presence.get(agent)
+    task_id = record.extra.get(HOOK_TASK_KEY) if record is not None else None
+    if not isinstance(task_id, str):
         return []
-    task = open_task(mesh, agent)
-    current = task["id"] if task else None
-    return _drop_hook_locks(
-        mesh, agent, lambda mark: mark.get("task") is None or mark.get("task") == current
-    )
+    task = mesh.backend.board.get(task_id)
+    if task is not None and task.state in OPEN_TASK_STATES and task.claimed_by == agent:
+        return []
+    gone = _drop_hook_locks(mesh, agent, lambda mark: mark.get("task") != task_id)
+    _set_note(mesh, agent, HOOK_TASK_KEY, None, only_if=task_id)
+    return gone
 
 
 # ---- mail and stop ----------------------------------------------------------------------
@@ -267,19 +300,7 @@ def after_tool(mesh: Mesh, agent: str, event: Event) -> Answer:
 
 def _remind_once(mesh: Mesh, agent: str, task_id: str) -> bool:
     """Note on the agent's record that it was reminded of `task_id`; False if it already was."""
-    from drasill_cli.models import AgentRecord
-
-    first = False
-
-    def decide(record: AgentRecord | None) -> AgentRecord | None:
-        nonlocal first
-        if record is None or record.extra.get(REMINDED_KEY) == task_id:
-            return None
-        first = True
-        return AgentRecord.from_record({**record.to_record(), REMINDED_KEY: task_id})
-
-    mesh.backend.presence.change(agent, decide)
-    return first
+    return _set_note(mesh, agent, REMINDED_KEY, task_id)
 
 
 def stop(mesh: Mesh, agent: str, event: Event) -> Answer:

@@ -30,6 +30,12 @@ class Process(NamedTuple):
     name: str
 
 
+def this_host() -> str:
+    """This machine's name as agent records hold it: `liveness.hostname`'s value, without
+    importing liveness (it loads subprocess and shutil, which a hook with nothing to do skips)."""
+    return os.uname().nodename
+
+
 def agent_from_env(environ: Mapping[str, str]) -> str | None:
     """`$DRASILL_AGENT` when it is a valid agent name (InvalidInput when set but invalid)."""
     name = environ.get("DRASILL_AGENT", "").strip()

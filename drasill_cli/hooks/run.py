@@ -57,7 +57,6 @@ def _payload(stdin: IO[str]) -> dict[str, Any]:
 
 def _identity(mesh: Mesh, event: Event, environ: Mapping[str, str]) -> str | None:
     """`$DRASILL_AGENT`, else the agent registered on this host whose pid is an ancestor."""
-    from drasill_cli import liveness
     from drasill_cli.hooks import identity
 
     named = identity.agent_from_env(environ)
@@ -72,7 +71,7 @@ def _identity(mesh: Mesh, event: Event, environ: Mapping[str, str]) -> str | Non
         identity.Registered(agent.name, agent.pid, agent.pid_started, agent.host)
         for agent in records(mesh)
     )
-    return identity.agent_among(chain, found, liveness.hostname())
+    return identity.agent_among(chain, found, identity.this_host())
 
 
 def _cli_pid(event: Event) -> int | None:
