@@ -45,10 +45,14 @@ def main() -> int:
         mesh("register", "bob")
         mesh("register", "carol")
         mesh("lock", str(held), "--as", "bob", "--ttl", "3600")
-        post = json.dumps({"session_id": "s", "cwd": str(work), "hook_event_name": "PostToolUse",
-                           "tool_name": "Bash", "tool_input": {"command": "ls"}}).encode()  # fmt: skip
-        pre = json.dumps({"session_id": "s", "cwd": str(work), "hook_event_name": "PreToolUse",
-                          "tool_name": "Write", "tool_input": {"file_path": str(held)}}).encode()  # fmt: skip
+        post = json.dumps(
+            {"session_id": "s", "cwd": str(work), "hook_event_name": "PostToolUse",
+             "tool_name": "Bash", "tool_input": {"command": "ls"}}
+        ).encode()  # fmt: skip
+        pre = json.dumps(
+            {"session_id": "s", "cwd": str(work), "hook_event_name": "PreToolUse",
+             "tool_name": "Write", "tool_input": {"file_path": str(held)}}
+        ).encode()  # fmt: skip
         hook = [PYTHON, "-m", "drasill_cli", "hook", "claude"]
 
         def deliver() -> float:
