@@ -183,7 +183,9 @@ def test_hook_locks_are_released_when_the_task_ends_and_at_session_end(
     tasks.claim(mesh, "alice", task["id"])
     hook(mesh, "claude", "pre-tool", payload("claude", "pre-tool", work), env)
     hook(mesh, "claude", "pre-tool", payload("claude", "pre-tool-notebook", work), env)
+    hook(mesh, "claude", "pre-tool", payload("claude", "pre-tool-edit", work), env)  # renewed
     assert {lock[decide.HOOK_KEY]["task"] for lock in mesh.backend.locks.all()} == {task["id"]}
+    assert len(mesh.backend.locks.all()) == 2
     hook(mesh, "claude", "post-tool", payload("claude", "post-tool", work), env)
     assert len(mesh.backend.locks.all()) == 2  # the task is still open
     tasks.done(mesh, task["id"], "alice")

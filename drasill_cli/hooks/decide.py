@@ -126,10 +126,10 @@ def before_edit(mesh: Mesh, agent: str, event: Event) -> Answer:
         granted = locks.acquire(mesh, wanted, agent, mode="write")
     except NegativeOutcome as exc:
         return Answer(deny=refusal(wanted, exc.details.get("conflicts") or [], str(exc)))
-    # Marked: a lock new to the agent, or one a hook took before (acquire rewrote its record);
-    # a lock the agent took itself (`mesh lock`) stays its own.
-    own = {lock["path"] for lock in mine if not lock.get(HOOK_KEY)}
-    marked = [lock["path"] for lock in granted if lock["path"] not in own]
+    # Marked: the locks new to the agent. One it held before on that very path was a read or
+    # intent lock it took itself (a hook's lock is a write lock, renewed above): it stays its own.
+    before = {lock["path"] for lock in mine}
+    marked = [lock["path"] for lock in granted if lock["path"] not in before]
     mark = {"cli": event.cli, "session": event.session_id, "task": task["id"] if task else None}
     _mark(mesh, agent, marked, mark)
     if task is not None and marked:

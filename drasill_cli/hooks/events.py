@@ -43,7 +43,3 @@ class Answer:
     context: str | None = None
     block_stop: bool = False
     notice: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.deny is None and self.context is None and not self.notice
