@@ -419,3 +419,41 @@ def test_codex_trust_is_detected_per_entry() -> None:
     )
     assert settings.codex_trust(path, hooks, config) == {
         "trusted": True, "entries": untrusted["entries"], "untrusted": []}  # fmt: skip
+
+
+# ---- the real process: `python -m drasill_cli hook CLI EVENT` ----------------------------
+
+
+def module_hook(cli: MeshRunner, cli_name: str, event: str, stdin: str, **env: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "drasill_cli", "hook", cli_name, event],
+        input=stdin,
+        env={**cli.env, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    return json.loads(done.stdout) if done.stdout else None
+
+
+def test_the_module_entry_refuses_a_held_file_as_a_process(
+    cli: MeshRunner, mesh: Mesh, work: Path
+) -> None:
+    two_agents(mesh)
+    locks.acquire(mesh, [str(work / "src" / "app.py")], "bob")
+    answer = module_hook(cli, "claude", "pre-tool", payload("claude", "pre-tool", work),
+                         DRASILL_AGENT="alice")  # fmt: skip
+    assert "bob holds a write lock" in denial("claude", answer)
+
+
+def test_the_module_entry_finds_its_agent_among_its_ancestors(
+    cli: MeshRunner, mesh: Mesh, work: Path
+) -> None:
+    """Gemini may give hooks a cleaned environment: no $DRASILL_AGENT. The test process is the
+    hook's parent, registered as the agent (pid and start time, as `mesh register --pid`)."""
+    two_agents(mesh)
+    agents.register(mesh, "erin", pid=os.getpid())
+    messages.send(mesh, "erin", "mail for the ancestor", sender="bob")
+    answer = module_hook(cli, "gemini", "post-tool", payload("gemini", "post-tool", work))
+    assert "mail for the ancestor" in context("gemini", "post-tool", answer)
