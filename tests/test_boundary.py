@@ -42,6 +42,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     "file), whole and checked before anything is written",
     ("drasill_cli/liveness.py", "heimdall_pids"): "reads heimdall's pid file (the supervisor's)",
     ("drasill_cli/liveness.py", "heimdall_session_alive"): "looks for heimdall's socket",
+    ("drasill_cli/hooks/identity.py", "_boot_time"): "reads /proc/stat's boot time (a hook's "
+    "ancestors' start times, without psutil)",
+    ("drasill_cli/hooks/identity.py", "process"): "reads /proc/PID/stat of the hook's ancestors "
+    "(the agent registered as one of them is the hook's identity)",
     ("drasill_cli/onboarding.py", "_start_heimdall"): "makes heimdall's socket folder and waits "
     "for its socket (`mesh launch`)",
     ("drasill_cli/onboarding.py", "_start_tmux"): "removes the launch's own environment file "
