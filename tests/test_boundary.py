@@ -38,6 +38,12 @@ MESH_NAMES = {"mesh", "self.mesh", "self._mesh", "view", "state.mesh"}
 # (module, enclosing function) -> why it may touch files: none of these is a mesh file.
 ALLOWED: dict[tuple[str, str], str] = {
     ("drasill_cli/config.py", "_read_config_file"): "reads the user's config file",
+    ("drasill_cli/config.py", "_read_memo"): "reads the user's own memo of the validated config "
+    "file (in the user's cache directory), checked before it is used",
+    ("drasill_cli/config.py", "_write_memo"): "opens the user's cache folder for the config memo",
+    ("drasill_cli/atomicfile.py", "write_new"): "the one atomic no-follow writer, given an open "
+    "folder by the directory store, the attachment cache and the config memo",
+    ("drasill_cli/atomicfile.py", "replace"): "the one atomic no-follow writer's rename (above)",
     ("drasill_cli/messages.py", "_read_file"): "reads the file a sender attaches (the user's "
     "file), whole and checked before anything is written",
     ("drasill_cli/liveness.py", "heimdall_pids"): "reads heimdall's pid file (the supervisor's)",
