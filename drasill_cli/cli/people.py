@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from drasill_cli.cli import complete, views
-from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, emit, note, say, state
+from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, emit, note, state
 from drasill_cli.cli.helpstyle import examples
 
 
@@ -55,7 +55,7 @@ def _watch(ctx: typer.Context, json_out: bool) -> None:
 
     mesh = state(ctx).mesh()
     if not sys.stdout.isatty() or json_out:  # a new screen (or JSON object) after each change
-        plain = _PlainScreens()
+        plain = views.ScreensOnChange()
         for snap in status.watch(mesh):
             emit(Shown(snap, plain), json_out)
             sys.stdout.flush()
@@ -74,28 +74,6 @@ def _watch(ctx: typer.Context, json_out: bool) -> None:
             width, height = console.size
             screen = status_screen(snap, fit_rows(snap, height), width=width, compact=True)
             live.update(screen, refresh=True)
-
-
-class _PlainScreens:
-    """Not a terminal (a pipe, a log file): a fresh plain render after each change, each after
-    a separator line with its time; a quiet refresh that changed nothing prints nothing."""
-
-    def __init__(self) -> None:
-        self.previous: Any = None
-
-    def __call__(self, snap: dict[str, Any]) -> None:
-        from drasill_cli import status
-        from drasill_cli.cli.statusview import status_screen
-
-        key = status.change_key(snap)
-        if self.previous is not None and key == self.previous:
-            return
-        if self.previous is not None:
-            say("")
-        self.previous = key
-        say(f"---- {snap['generated_at']} " + "-" * 40)
-        console = views.console()
-        console.print(status_screen(snap, width=console.width))
 
 
 @command(

@@ -403,6 +403,29 @@ def status(snap: dict[str, Any]) -> None:
     shown.print(status_screen(snap, width=shown.width))
 
 
+class ScreensOnChange:
+    """`mesh status --watch` off a terminal (a pipe, a log file): a fresh plain render after
+    each change, each after a separator line with its time; a quiet refresh that changed
+    nothing prints nothing."""
+
+    def __init__(self) -> None:
+        self.previous: Any = None
+
+    def __call__(self, snap: dict[str, Any]) -> None:
+        from drasill_cli import status
+        from drasill_cli.cli.statusview import status_screen
+
+        key = status.change_key(snap)
+        if self.previous is not None and key == self.previous:
+            return
+        if self.previous is not None:
+            say("")
+        self.previous = key
+        say(f"---- {snap['generated_at']} " + "-" * 40)
+        shown = console()
+        shown.print(status_screen(snap, width=shown.width))
+
+
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 
