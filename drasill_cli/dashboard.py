@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from drasill_cli import status
+from drasill_cli.describe import describe_event
 from drasill_cli.errors import InvalidInput
 from drasill_cli.mesh import Mesh
 
@@ -140,7 +141,9 @@ def page_view(snap: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         "tasks": shown_tasks(snap["tasks"]),
         "locks": [_trimmed(lock) for lock in snap["locks"][:MAX_LOCKS]],
         "budgets": snap["budgets"],
-        "recent": [_trimmed(event) for event in snap["recent"]],
+        "recent": [
+            {**_trimmed(event), "what": _cut(describe_event(event))} for event in snap["recent"]
+        ],
         "messages": snap["messages"],
         "counts": {**snap["counts"], "agents_total": len(snap["agents"])},
         "warnings": [_cut(w) for w in warnings[-WARNINGS_SHOWN:]],

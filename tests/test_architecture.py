@@ -201,6 +201,7 @@ LAYER_OF = {
     "drasill_cli.agents": "core",
     "drasill_cli.audit": "core",
     "drasill_cli.bridge": "core",
+    "drasill_cli.describe": "core",
     "drasill_cli.hooks": "core",
     "drasill_cli.hooks.decide": "core",
     "drasill_cli.hooks.events": "core",

@@ -778,3 +778,58 @@ def test_a_page_that_takes_nothing_is_dropped(monkeypatch: pytest.MonkeyPatch) -
 
     asyncio.run(scenario())
     assert len(sent) == 4  # the head, the retry hint, the view, one patch: then dropped
+
+
+# ---- one description of an event, on the terminal and on the page -----------------------------
+
+
+def _recent_on_the_terminal(snap: dict[str, Any]) -> str:
+    """The status screen as `mesh status` prints it, wide enough that no line wraps."""
+    import io
+
+    from rich.console import Console
+
+    from drasill_cli.cli.statusview import status_screen
+
+    out = io.StringIO()
+    console = Console(file=out, width=240, highlight=False, soft_wrap=False)
+    console.print(status_screen(snap, width=240))
+    return out.getvalue()
+
+
+def test_the_terminal_and_the_page_describe_each_event_alike(
+    api: Mesh, populated: dict[str, Any]
+) -> None:
+    from drasill_cli import dashboard
+    from drasill_cli.cli.statusview import FULL
+
+    messages.send(api, "bob", "hello", sender="alice", priority="urgent")
+    messages.consume(api, "bob")
+    snap = dashboard.view(api)
+    page = dashboard.page_view(snap, [])["recent"]
+    said = [event["what"] for event in page[: FULL.recent]]
+    assert said[:2] == ["bob read a message from alice", "alice -> bob (urgent)"]
+    assert any(what.startswith("bob lock ") and what.endswith("app.py") for what in said)
+    screen = _recent_on_the_terminal(snap)
+    for what in said:
+        assert what in screen, f"{what!r} is not on the status screen"
+    # The page has no description of its own: it shows what the server sent.
+    script = (Path(dashboard.__file__).parent / "web" / "static" / "app.js").read_text()
+    assert "function describe" not in script
+    assert "e.what" in script
+
+
+@needs_browser
+def test_the_page_shows_the_servers_description_of_each_event(
+    chrome: browser.Browser, dash: Dashboard, api: Mesh
+) -> None:
+    from drasill_cli import dashboard
+
+    open_page(chrome, dash)
+    expected = [e["what"] for e in dashboard.page_view(dashboard.view(api), [])["recent"]]
+    shown = chrome.run(
+        "return [...document.querySelectorAll('#events li')].map(li => li.textContent)"
+    )
+    assert len(shown) == len(expected)
+    for line, what in zip(shown, expected, strict=True):
+        assert line.endswith(" " + what), (line, what)

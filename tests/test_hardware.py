@@ -489,7 +489,7 @@ def test_a_record_not_provably_the_owners_is_reported_never_signalled(
     assert action["agent"] == "planted"
     assert "uid" in action["reason"]
     assert action["pids"] == []
-    from drasill_cli.cli.watch import describe
+    from drasill_cli.cli.views import describe_watch_event as describe
 
     assert "not provably its own" in describe({"event": "hardware", **action})
     time.sleep(0.2)

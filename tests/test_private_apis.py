@@ -5,6 +5,14 @@
 - `cli/helpstyle.py` replaces `TyperArgument._usage_display_name` and `display_type_rich`.
 - `cli/shells.py` uses Typer's completion classes and scripts (`typer._completion_*`).
 - `cli/app.py` catches `typer._click.exceptions.NoArgsIsHelpError` (no public name).
+- `cli/locks.py` subclasses `typer.core.TyperCommand`, overriding `parse_args` and
+  `collect_usage_pieces` of Typer's copy of Click's `Command`; `cli/lightparams.py` annotates
+  with `typer._click.Context` and `typer.core._TyperParameter` (type checking only).
+
+Typer 0.29 does not re-export click: `typer._click` is its own adapted copy of Click (Typer no
+longer depends on click), so click's public classes are not the ones Typer raises or calls
+(`test_typer_click_is_a_copy_not_click`). Where Typer publishes a name (`typer.Context`,
+`typer.Exit`, `typer.core.TyperCommand`, `typer.main.get_command`), mesh uses that.
 - `backends/directory/events.py` drives `watchfiles._rust_notify.RustNotify` directly: the
   public `watchfiles.watch` only starts watching on its first iteration, losing a wake-up made
   between a look and the wait that follows.
@@ -35,7 +43,7 @@ from tests.conftest import MeshRunner
 # The pristine (unpatched) names, read in a fresh interpreter: mesh patches some on import.
 SIGNATURES = r"""
 import dataclasses, inspect, json
-import typer.core, typer._coercion as co, typer._completion_shared as cs
+import typer, typer._click, typer.core, typer._coercion as co, typer._completion_shared as cs
 import typer._completion_classes as cc, typer._click.shell_completion as sc
 import typer._click.exceptions as ex
 from watchfiles._rust_notify import RustNotify
@@ -65,6 +73,11 @@ print(json.dumps({
     "format_completion": [names(k.format_completion) for k in (
         cc.BashComplete, cc.ZshComplete, cc.FishComplete)],
     "NoArgsIsHelpError is a UsageError": issubclass(ex.NoArgsIsHelpError, ex.UsageError),
+    "NoArgsIsHelpError(ctx)": names(ex.NoArgsIsHelpError),
+    "TyperCommand.parse_args": names(typer.core.TyperCommand.parse_args),
+    "TyperCommand.collect_usage_pieces": names(typer.core.TyperCommand.collect_usage_pieces),
+    "typer.Context is a typer._click.Context": issubclass(typer.Context, typer._click.Context),
+    "_TyperParameter.get_runtime_param": names(typer.core._TyperParameter.get_runtime_param),
     "RustNotify": names(RustNotify),
     "RustNotify.watch": names(RustNotify.watch),
 }))
@@ -87,6 +100,11 @@ EXPECTED: dict[str, Any] = {
     "add_completion_class": ["cls", "name"],
     "format_completion": [["self", "item"]] * 3,
     "NoArgsIsHelpError is a UsageError": True,
+    "NoArgsIsHelpError(ctx)": ["ctx"],
+    "TyperCommand.parse_args": ["self", "ctx", "args"],
+    "TyperCommand.collect_usage_pieces": ["self", "ctx"],
+    "typer.Context is a typer._click.Context": True,
+    "_TyperParameter.get_runtime_param": ["self"],
     "RustNotify": [
         "watch_paths",
         "debug",
@@ -107,6 +125,27 @@ def test_private_names_and_signatures_are_the_ones_mesh_was_written_for() -> Non
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     assert found == EXPECTED
+
+
+def test_typer_click_is_a_copy_not_click() -> None:
+    """Typer raises and calls its own copy of Click's classes, never click's: so mesh cannot
+    use click's public names for them (if a Typer release re-exported click, this fails and
+    the private imports can become click's public ones)."""
+    code = (
+        "import importlib.util, json, typer._click.exceptions as ex, typer._click.core as co\n"
+        "click = importlib.util.find_spec('click')\n"
+        "same = None\n"
+        "if click is not None:\n"
+        "    import click.core, click.exceptions\n"
+        "    same = [ex.NoArgsIsHelpError is click.exceptions.NoArgsIsHelpError,\n"
+        "            issubclass(co.Command, click.core.Command)]\n"
+        "print(json.dumps({'module': co.Command.__module__, 'same': same}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["module"] == "typer._click.core"
+    assert found["same"] in (None, [False, False])
 
 
 # --- the Typer fast path (cli/lightparams.py) ---------------------------------------------

@@ -122,7 +122,7 @@ def test_long_paths_are_cut_from_the_middle_only_when_the_width_demands(
 
 
 def test_fit_rows_keeps_every_section_within_the_height() -> None:
-    from drasill_cli.cli.people import fit_rows
+    from drasill_cli.cli.statusview import fit_rows
 
     snap = {
         "agents": [{}] * 40,

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from drasill_cli.cli import complete
-from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli import complete, views
+from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, state
 from drasill_cli.cli.helpstyle import examples
-from drasill_cli.cli.render import ago, table
-
-
-def show_agent(agent: dict[str, Any], verb: str, json_out: bool) -> None:
-    """One agent, as JSON or as a human line."""
-    if json_out:
-        print_json(agent)
-    else:
-        where = f" session {agent['session']}" if agent.get("session") else ""
-        pid = f" pid {agent['pid']}" if agent.get("pid") else ""
-        say(f"{verb} {agent['name']} ({agent['state']}){pid}{where}")
 
 
 @command(
@@ -81,7 +70,7 @@ def register_cmd(
         ),
     ] = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Join the mesh as NAME (or refresh an existing registration)."""
     from drasill_cli import agents
 
@@ -98,7 +87,7 @@ def register_cmd(
         replace=replace,
         wait=wait,
     )
-    show_agent(agent, "registered", json_out)
+    return Shown(agent, views.agent, "registered")
 
 
 @command(
@@ -124,7 +113,7 @@ def unregister_cmd(
     ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Leave the mesh: the record goes, its locks and budget are released, its tasks requeued.
 
     Removing another agent (or with no identity) that is still alive needs --force. Its unread
@@ -135,12 +124,7 @@ def unregister_cmd(
     cli = state(ctx)
     actor = cli.identity(as_, required=False) or "human"
     agent = agents.unregister(cli.mesh(), name, actor, force=force)
-    show_agent(agent, "unregistered", json_out)
-    if agent["archived"] and not json_out:
-        say(
-            f"its {agent['archived']} unread message(s) were archived; read them with "
-            f"`mesh history {name} --archived`"
-        )
+    return Shown(agent, views.unregistered)
 
 
 @command(
@@ -149,14 +133,14 @@ def unregister_cmd(
     short_help="Tell the mesh the agent is alive.",
     epilog=examples("mesh heartbeat --as alice", "DRASILL_AGENT=alice mesh heartbeat"),
 )
-def heartbeat_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) -> None:
+def heartbeat_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) -> Shown:
     """Tell the mesh the agent is alive (any command run --as NAME does this too)."""
     from drasill_cli import agents
 
     cli = state(ctx)
     name = cli.require_identity(as_)
     agent = agents.heartbeat(cli.mesh(), name)
-    show_agent(agent, "heartbeat", json_out)
+    return Shown(agent, views.agent, "heartbeat")
 
 
 @command(
@@ -169,22 +153,9 @@ def agents_cmd(
     ctx: typer.Context,
     all_: Annotated[bool, typer.Option("--all", help="Include dead agents.")] = False,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """List active and idle agents with their unread counts."""
     from drasill_cli import agents
 
     found = agents.list_agents(state(ctx).mesh(), include_dead=all_)
-    if json_out:
-        print_json(found)
-        return
-    if not found:
-        say("no agents registered (mesh register NAME)")
-        return
-    table(
-        None,
-        ["name", "state", "unread", "role", "tool", "last seen"],
-        [
-            [a["name"], a["state"], a["unread"], a["role"], a["tool"], ago(a["last_seen"])]
-            for a in found
-        ],
-    )
+    return Shown(found, views.agents)

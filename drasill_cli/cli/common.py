@@ -145,6 +145,48 @@ def print_json(value: Any) -> None:
     sys.stdout.write(text + "\n")
 
 
+class Shown:
+    """A command's result: `value` (what --json prints) and how people see it.
+
+    A command returns one; the `command` decorator renders it, the one place that chooses
+    between JSON and the human view (`views.py` holds the views). `view(value, *args)` prints
+    the human form; `exit_code` ends the command after the output (exit 1: an ordinary negative
+    outcome whose output is still the answer, such as an empty inbox's `null`); `then` runs
+    after the output in both modes (a note on stderr).
+    """
+
+    __slots__ = ("args", "exit_code", "then", "value", "view")
+
+    def __init__(
+        self,
+        value: Any,
+        view: Callable[..., None],
+        *args: Any,
+        exit_code: int = 0,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        self.value = value
+        self.view = view
+        self.args = args
+        self.exit_code = exit_code
+        self.then = then
+
+    def render(self, json_out: bool) -> None:
+        """Print the value as one JSON value, or its human view; then `then`."""
+        if json_out:
+            print_json(self.value)
+        else:
+            self.view(self.value, *self.args)
+        if self.then is not None:
+            self.then()
+
+
+def emit(shown: Shown, json_out: bool) -> None:
+    """Render one result of a streaming command (an event, a snapshot), as the decorator
+    renders a command's result."""
+    shown.render(json_out)
+
+
 def say(text: str) -> None:
     """Human-facing text on stdout (only when --json is off), control characters spelled out."""
     sys.stdout.write(printable(text) + "\n")
@@ -186,7 +228,9 @@ def _unhandled_io(exc: OSError) -> MeshError:
 def command(target: typer.Typer, name: str | None = None, **options: Any) -> Callable[[F], F]:
     """Register a command whose MeshErrors become the contract's output and exit code.
 
-    The command must take `ctx: typer.Context` and, where it has one, `json_out`.
+    The command must take `ctx: typer.Context` and, where it has one, `json_out`. What it
+    returns is rendered here: a `Shown` as JSON under --json or else as its human view (a
+    command that streams its output renders each item with `emit` and returns None).
     """
 
     def decorate(func: F) -> F:
@@ -197,6 +241,10 @@ def command(target: typer.Typer, name: str | None = None, **options: Any) -> Cal
             try:
                 try:
                     result = func(*args, **kwargs)
+                    if isinstance(result, Shown):
+                        result.render(bool(kwargs.get("json_out")))
+                        if result.exit_code:
+                            raise typer.Exit(result.exit_code)
                 except OSError as exc:
                     raise _unhandled_io(exc) from exc
             except MeshError as exc:
@@ -211,7 +259,7 @@ def command(target: typer.Typer, name: str | None = None, **options: Any) -> Cal
                 cli.flush_warnings()
             cli.beat()
             cli.flush_warnings()
-            return result
+            return None if isinstance(result, Shown) else result
 
         target.command(name, **options)(wrapper)
         return func

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from drasill_cli.cli.common import JsonOpt, app, command, note, print_json, state
+from drasill_cli.cli import views
+from drasill_cli.cli.common import JsonOpt, Shown, app, command, emit, note, state
 from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput, MeshUnusable
 
@@ -140,10 +141,8 @@ def dashboard_cmd(
         raise
     bound = served.port
     url = f"http://{server.HOST}:{bound}/?token={token}"
-    if json_out:
-        print_json({"url": url, "port": bound, "mesh_dir": mesh.location, "as": actor})
-    else:
-        sys.stdout.write(url + "\n")
+    found = {"url": url, "port": bound, "mesh_dir": mesh.location, "as": actor}
+    emit(Shown(found, views.dashboard_url), json_out)
     sys.stdout.flush()
     note(
         f"dashboard of {mesh.location} on {server.HOST}:{bound}, acting as {actor}; the URL above "

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from drasill_cli import clock
-from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli import views
+from drasill_cli.cli.common import JsonOpt, Shown, app, command, emit, state
 from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput
 
@@ -32,41 +33,6 @@ def parse_since(text: str) -> float:
         ) from None
 
 
-def _summary(report: dict[str, Any]) -> list[str]:
-    verb = "would " if report["dry_run"] else ""
-    lines = [f"{verb}mark {name} dead" for name in report["marked_dead"]]
-    lines += [f"{verb}remove {name}" for name in report["removed"]]
-    lines += [
-        f"{verb}archive {count} unread message(s) of {name}"
-        for name, count in report["archived_messages"].items()
-    ]
-    from drasill_cli import lockpaths
-
-    lines += [
-        f"{verb}release {lock['mode']} lock on {lockpaths.shown(lock)} held by {lock['holder']}"
-        for lock in report["locks_released"]
-    ]
-    lines += [f"{verb}requeue task {t['id']} ({t['title']})" for t in report["tasks_requeued"]]
-    lines += [
-        f"{verb}abandon task {t['id']} ({t['title']}): too many attempts"
-        for t in report["tasks_abandoned"]
-    ]
-    lines += [f"{verb}release the budget of {name}" for name in report["budgets_released"]]
-    if report["temp_files_removed"]:
-        lines.append(f"{verb}remove {len(report['temp_files_removed'])} stale temp file(s)")
-    if report["history_expired"]:
-        lines.append(
-            f"{verb}delete {len(report['history_expired'])} sent or read message(s) "
-            "past messages.history_days"
-        )
-    if report["attachments_removed"]:
-        lines.append(
-            f"{verb}remove the attachments of {len(report['attachments_removed'])} "
-            "message(s) never delivered"
-        )
-    return lines
-
-
 @command(
     app,
     "prune",
@@ -83,7 +49,7 @@ def prune_cmd(
         bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
     ] = False,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Apply the lifecycle now: mark the dead, free their locks and tasks, archive, clean up.
 
     Safe from cron, concurrently, at any rate; prints nothing when nothing changed (with
@@ -92,25 +58,7 @@ def prune_cmd(
     from drasill_cli import lifecycle
 
     report = lifecycle.prune(state(ctx).mesh(), dry_run=dry_run)
-    if json_out:
-        print_json(report)
-        return
-    lines = _summary(report)
-    for line in lines:
-        say(line)
-    if not lines and dry_run:
-        say("nothing to prune: no dead agents, stale locks, old messages or stale files")
-
-
-def _human(event: dict[str, Any]) -> str:
-    details = " ".join(
-        f"{key}={value}"
-        for key, value in event.items()
-        if key not in ("time", "event", "actor") and value not in (None, False, [], {})
-    )
-    return (
-        f"{event.get('time')} {event.get('actor') or '-'} {event.get('event')} {details}".rstrip()
-    )
+    return Shown(report, views.prune)
 
 
 @command(
@@ -143,10 +91,7 @@ def log_cmd(
     events = audit.follow(mesh, start) if follow else audit.read_events(mesh, start)
     try:
         for event in events:
-            if json_out:
-                print_json(event)
-            else:
-                say(_human(event))
+            emit(Shown(event, views.log_event), json_out)
             if follow:
                 sys.stdout.flush()
     except (KeyboardInterrupt, BrokenPipeError):

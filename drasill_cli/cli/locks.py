@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer.core import TyperCommand
 
-from drasill_cli.cli import complete
-from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.cli import complete, views
+from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, note, state
 from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput, MeshError
 
@@ -62,18 +62,6 @@ HeldPathsArg = Annotated[
 ]
 
 
-def show_locks(found: list[dict[str, Any]], verb: str, json_out: bool) -> None:
-    """Locks as a JSON list, or one human line each (a held lock says its lease)."""
-    if json_out:
-        print_json(found)
-        return
-    from drasill_cli import lockpaths
-
-    for lock in found:
-        lease = f", lease {lock['ttl']:g}s until {lock['expires_at']}" if verb == "locked" else ""
-        say(f"{verb} {lockpaths.shown(lock)} ({lock['mode']}, {lock['holder']}{lease})")
-
-
 @command(
     app,
     "lock",
@@ -116,7 +104,7 @@ def lock_cmd(
     ] = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Lock PATHs for the agent (all or none); locking again renews.
 
     Lock before you edit, new files too (their path or their folder). Relative paths are fine:
@@ -148,9 +136,7 @@ def lock_cmd(
     mesh = cli.mesh()
     if run is None:
         granted = locks.acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait)
-        show_locks(granted, "locked", json_out)
-        _mention_missing(paths)
-        return
+        return Shown(granted, views.lock_lines, "locked", then=lambda: _mention_missing(paths))
     with locks.hold(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait) as lease:
         code = _run_holding(run, lease)
     raise typer.Exit(code)
@@ -218,14 +204,14 @@ def unlock_cmd(
     ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Release your locks on exactly these PATHs (all or none)."""
     from drasill_cli import locks
 
     cli = state(ctx)
     holder = cli.require_identity(as_)
     released = locks.release(cli.mesh(), paths, holder, force=force)
-    show_locks(released, "unlocked", json_out)
+    return Shown(released, views.lock_lines, "unlocked")
 
 
 @command(
@@ -234,33 +220,11 @@ def unlock_cmd(
     short_help="List locks and who holds them.",
     epilog=examples("mesh locks", "mesh locks --as alice   # marks yours", "mesh locks --json"),
 )
-def locks_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) -> None:
+def locks_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = False) -> Shown:
     """List locks; stale ones (lease ran out, holder dead) bind no one and await prune."""
     from drasill_cli import locks
 
     cli = state(ctx)
     me = cli.identity(as_, required=False)
     found = locks.list_locks(cli.mesh())
-    if json_out:
-        print_json(found)
-        return
-    if not found:
-        say("no locks held (mesh lock PATH)")
-        return
-    from drasill_cli import lockpaths
-    from drasill_cli.cli.render import table
-
-    table(
-        None,
-        ["path", "mode", "holder", "expires", "state"],
-        [
-            [
-                lockpaths.shown(lock),
-                lock["mode"],
-                f"{lock['holder']} (you)" if lock["holder"] == me else lock["holder"],
-                lock["expires_at"],
-                "stale" if lock["stale"] else "held",
-            ]
-            for lock in found
-        ],
-    )
+    return Shown(found, views.locks, me)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from drasill_cli.cli import complete
-from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.cli import complete, views
+from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, note, state
 from drasill_cli.cli.helpstyle import examples
-from drasill_cli.cli.render import printable
 from drasill_cli.errors import InvalidInput, NegativeOutcome
 
 if TYPE_CHECKING:
@@ -37,18 +36,6 @@ def _read_stdin() -> str:
             "--attach FILE)",
             code="invalid-body",
         ) from None
-
-
-def _show(message: dict[str, Any]) -> None:
-    """A header line (from, time, priority, id), attachments, then the body as stored."""
-    header = [f"from {message['from']}", message["created_at"], message["priority"], message["id"]]
-    if message.get("reply_to"):
-        header.append(f"reply to {message['reply_to']}")
-    say(" | ".join(header))
-    for item in message.get("attachments") or []:
-        say(f"attachment {item['name']} ({item['size']} bytes): {item['path']}")
-    body = printable(message["body"])
-    sys.stdout.write(body if body.endswith("\n") else body + "\n")
 
 
 @command(
@@ -101,7 +88,7 @@ def send_cmd(
         bool, typer.Option("--no-wake", help="Deliver without waking an idle recipient.")
     ] = False,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Send a message to an agent (or to all); the sender defaults to `human`."""
     from drasill_cli import messages
 
@@ -124,12 +111,7 @@ def send_cmd(
             "(mesh agents lists them; mesh register NAME adds one)",
             code="no-recipients",
         )
-    if json_out:
-        print_json(sent if to == "all" else sent[0])
-        return
-    for message in sent:
-        extra = f", {len(message['attachments'])} attachment(s)" if message["attachments"] else ""
-        say(f"sent {message['id']} to {message['to']} ({message['priority']}{extra})")
+    return Shown(sent if to == "all" else sent[0], views.sent)
 
 
 @command(
@@ -175,7 +157,7 @@ def inbox_cmd(
     ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Read the next message (urgent first, then oldest); exit 1 when there is none.
 
     Taking a message and printing it are two steps: if `mesh inbox` is killed between them, the
@@ -198,8 +180,8 @@ def inbox_cmd(
     who = cli.whose(name, as_)
     mesh = cli.mesh()
     if last:
-        _show_last(messages.last_consumed(mesh, who), who, json_out)
-        return
+        message = messages.last_consumed(mesh, who)
+        return Shown(message, views.last_message, who, exit_code=1 if message is None else 0)
     deadline = time.monotonic() + (wait or 0.0)
     while True:
         if wait is None:
@@ -213,26 +195,9 @@ def inbox_cmd(
             break
         remaining = deadline - time.monotonic()
         if wait is None or remaining <= 0 or not messages.wait_for(mesh, who, remaining):
-            _report_empty(who, wait, json_out)
-    if json_out:
-        print_json(found)
-        return
-    for index, message in enumerate(found if isinstance(found, list) else [found]):
-        if index:
-            say("")
-        _show(message)
-
-
-def _show_last(message: dict[str, Any] | None, who: str, json_out: bool) -> None:
-    """`inbox --last`: the message consumed last, or exit 1 (`null`) when there is none."""
-    if json_out:
-        print_json(message)
-    elif message is not None:
-        _show(message)
-    else:
-        note(f"{who} has consumed no message that is still kept (see `mesh history`)")
-    if message is None:
-        raise typer.Exit(1)
+            # Empty: exit 1, with exactly `null` on stdout under --json.
+            return Shown(None, views.empty_inbox, who, wait, exit_code=1)
+    return Shown(found, views.messages)
 
 
 def _fetch(mesh: Mesh, who: str, *, peek: bool, list_: bool) -> Any:
@@ -244,16 +209,6 @@ def _fetch(mesh: Mesh, who: str, *, peek: bool, list_: bool) -> Any:
     if peek:
         return messages.peek(mesh, who)
     return messages.consume(mesh, who)
-
-
-def _report_empty(who: str, wait: float | None, json_out: bool) -> NoReturn:
-    """Empty inbox: exit 1, with exactly `null` on stdout under --json."""
-    if json_out:
-        print_json(None)
-    else:
-        waited = f" after waiting {wait:g}s" if wait is not None else ""
-        note(f"no unread messages for {who}{waited}; wait for one with `mesh inbox --wait SECONDS`")
-    raise typer.Exit(1)
 
 
 @command(
@@ -282,7 +237,7 @@ def history_cmd(
     ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Show messages sent and read, newest first (--archived: mail left unread at removal)."""
     from drasill_cli import messages
 
@@ -290,15 +245,4 @@ def history_cmd(
     who = cli.whose(name, as_)
     mesh = cli.mesh()
     found = messages.archived(mesh, who, limit) if archived else messages.history(mesh, who, limit)
-    if json_out:
-        print_json(found)
-        return
-    if not found:
-        say(f"no archived mail for {who}" if archived else f"no messages sent or read by {who}")
-        return
-    for message in found:
-        first = message["body"].strip().splitlines()[0] if message["body"].strip() else ""
-        if len(first) > 60:
-            first = first[:57] + "..."
-        sent = f"{message['created_at']}  {message['from']} -> {message['to']}"
-        say(f"{sent}  {message['id']}  {first}")
+    return Shown(found, views.history, who, archived)

@@ -1,6 +1,7 @@
 """Commands for people: `status`, `doctor`, `tools`, `bridge`, `demo`.
 
-The status screen itself is drawn by `drasill_cli.cli.statusview`.
+Their views are in `drasill_cli.cli.views`; the status screen itself is drawn by
+`drasill_cli.cli.statusview`.
 """
 
 from __future__ import annotations
@@ -9,27 +10,13 @@ import contextlib
 import sys
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from drasill_cli.cli import complete
-from drasill_cli.cli.common import AsOpt, JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.cli import complete, views
+from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, emit, note, state
 from drasill_cli.cli.helpstyle import examples
-from drasill_cli.cli.render import table
-from drasill_cli.cli.statusview import fit_rows, status_screen
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-# The renderer moved to statusview; tests and older callers still import it from here.
-__all__ = ["fit_rows", "status_screen"]
-
-
-def _console(width: int | None = None) -> Console:
-    from rich.console import Console
-
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=width)
 
 
 @contextlib.contextmanager
@@ -67,17 +54,17 @@ def _watch(ctx: typer.Context, json_out: bool) -> None:
     from drasill_cli import status
 
     mesh = state(ctx).mesh()
-    if json_out:
+    if not sys.stdout.isatty() or json_out:  # a new screen (or JSON object) after each change
+        plain = views.ScreensOnChange()
         for snap in status.watch(mesh):
-            print_json(snap)
+            emit(Shown(snap, plain), json_out)
             sys.stdout.flush()
-        return
-    if not sys.stdout.isatty():
-        _watch_plain(status.watch(mesh))
         return
     from rich.live import Live
 
-    console = _console()
+    from drasill_cli.cli.statusview import fit_rows, status_screen
+
+    console = views.console()
     stop = threading.Event()
     with (
         _quit_on_q(stop),
@@ -87,25 +74,6 @@ def _watch(ctx: typer.Context, json_out: bool) -> None:
             width, height = console.size
             screen = status_screen(snap, fit_rows(snap, height), width=width, compact=True)
             live.update(screen, refresh=True)
-
-
-def _watch_plain(updates: Iterator[dict[str, Any]]) -> None:
-    """Not a terminal (a pipe, a log file): a fresh plain render after each change, each after
-    a separator line with its time; a quiet refresh that changed nothing prints nothing."""
-    from drasill_cli import status
-
-    console = _console()
-    previous: Any = None
-    for snap in updates:
-        key = status.change_key(snap)
-        if previous is not None and key == previous:
-            continue
-        if previous is not None:
-            say("")
-        previous = key
-        say(f"---- {snap['generated_at']} " + "-" * 40)
-        console.print(status_screen(snap, width=console.width))
-        sys.stdout.flush()
 
 
 @command(
@@ -130,7 +98,7 @@ def status_cmd(
         ),
     ] = False,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown | None:
     """One screen: agents, unread mail, tasks, locks, budgets and recent traffic.
 
     Paths are shown relative to the working directory (or ~) and shortened from the middle
@@ -145,18 +113,11 @@ def status_cmd(
             _watch(ctx, json_out)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-        return
-    snap = status.snapshot(state(ctx).mesh())
-    if json_out:
-        print_json(snap)
-        return
-    console = _console()
-    console.print(status_screen(snap, width=console.width))
+        return None
+    return Shown(status.snapshot(state(ctx).mesh()), views.status)
 
 
 # ---- doctor and tools ------------------------------------------------------------------------
-
-MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 
 @command(
@@ -165,7 +126,7 @@ MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
     short_help="Check the set-up and say how to fix each problem.",
     epilog=examples("mesh doctor", "mesh --mesh-dir /srv/mesh doctor --json"),
 )
-def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> Shown:
     """Check what the mesh needs and what is installed, and say how to fix each problem.
 
     Exit 0 when the required parts (Python, config, a safe writable mesh directory) are fine,
@@ -174,31 +135,15 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     from drasill_cli import doctor
 
     report = doctor.run(state(ctx).mesh_dir, state(ctx).mesh_url)
-    if json_out:
-        failed = [c["name"] for c in report["checks"] if c["required"] and c["status"] == "fail"]
-        if failed:  # the contract's error envelope, beside the whole report
-            report["error"] = {
-                "code": "doctor-failed",
-                "message": f"required checks failed: {', '.join(failed)}; each check's `fix` "
-                "says what to do",
-            }
-        print_json(report)
-    else:
-        pad = max(len(check["name"]) for check in report["checks"])
-        for check in report["checks"]:
-            need = " (required)" if check["required"] and check["status"] == "fail" else ""
-            say(f"{MARK[check['status']]} {check['name']:<{pad}} {check['detail']}{need}")
-            if check["fix"] and check["status"] != "ok":
-                say(f"{'':{pad + 5}} fix: {check['fix']}")
-        verdict = "ready" if report["ok"] else "not ready: fix the FAIL lines above"
-        where = (
-            f"mesh url {report['mesh_url']}"
-            if report.get("mesh_url")
-            else f"mesh dir {report['mesh_dir'] or '(not resolved)'}"
-        )
-        say(f"{where}: {verdict}")
-    if not report["ok"]:
-        raise typer.Exit(1)
+    failed = [c["name"] for c in report["checks"] if c["required"] and c["status"] == "fail"]
+    if failed:  # the contract's error envelope, beside the whole report (JSON only)
+        error = {
+            "code": "doctor-failed",
+            "message": f"required checks failed: {', '.join(failed)}; each check's `fix` "
+            "says what to do",
+        }
+        return Shown({**report, "error": error}, views.doctor, exit_code=0 if report["ok"] else 1)
+    return Shown(report, views.doctor, exit_code=0 if report["ok"] else 1)
 
 
 @command(
@@ -207,37 +152,20 @@ def doctor_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     short_help="List the AI coding CLIs mesh knows and which are installed.",
     epilog=examples("mesh tools", "mesh tools --json"),
 )
-def tools_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def tools_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> Shown:
     """List the AI coding CLIs mesh knows, which are on PATH, and how bridge runs each."""
     from drasill_cli import tools
     from drasill_cli.config import load_config
 
     del ctx  # only the config matters: the mesh directory need not exist or be usable
     rows = tools.detect(load_config())
-    if json_out:
-        print_json(rows)
-        return
-    table(
-        None,
-        ["tool", "installed", "version", "runs"],
-        [
-            [
-                row["name"],
-                "yes" if row["installed"] else "no",
-                row["version"] or "-",
-                " ".join(row["command"]),
-            ]
-            for row in rows
-        ],
-    )
-    if not any(row["installed"] for row in rows):
-        note('none installed; add your own with [tools.NAME] command = ["mycli", "{prompt}"]')
+    return Shown(rows, views.tools)
 
 
 # ---- bridge and demo -------------------------------------------------------------------------
 
 
-def _progress(json_out: bool) -> Any:
+def _progress() -> Any:
     def report(event: str, details: dict[str, Any]) -> None:
         if event == "claimed":
             task = details["task"]
@@ -247,21 +175,12 @@ def _progress(json_out: bool) -> Any:
         elif event == "finished":
             task = details["task"]
             note(f"{task['state']} {task['id']} (exit status {details['exit_status']})")
-            if json_out:
-                print_json(details)
-                sys.stdout.flush()
         elif event == "waiting":
             note(f"waiting for work: {details['reason']}")
         elif event == "skipped":
             note(f"skipped: {details['reason']}")
 
     return report
-
-
-def _say_result(result: dict[str, Any]) -> None:
-    """One handled task, as a human line: `STATE ID: TITLE`."""
-    task = result["task"]
-    say(f"{task['state']} {task['id']}: {task['title']}")
 
 
 @command(
@@ -289,7 +208,7 @@ def bridge_cmd(
         bool, typer.Option("--once", help="Handle at most one task, then exit (1: none to claim).")
     ] = False,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown | None:
     """Work as a task worker: claim the next task, run the AI CLI on it, record the result.
 
     Registers the identity with the tool, then loops: claim, mark working, run the tool
@@ -305,19 +224,14 @@ def bridge_cmd(
     mesh = cli.mesh()
     profile = bridge.start(mesh, name, tool)
     if once:
-        result = bridge.work_once(mesh, name, profile, _progress(False))
-        if json_out:
-            print_json(result)
-        else:
-            _say_result(result)
-        return
+        return Shown(bridge.work_once(mesh, name, profile, _progress()), views.bridge_result)
     try:
-        for result in bridge.serve(mesh, name, profile, _progress(json_out)):
-            if not json_out:
-                _say_result(result)
-                sys.stdout.flush()
+        for result in bridge.serve(mesh, name, profile, _progress()):
+            emit(Shown(result, views.bridge_result), json_out)
+            sys.stdout.flush()
     except KeyboardInterrupt:
-        return
+        pass
+    return None
 
 
 @command(
@@ -332,7 +246,7 @@ def demo_cmd(
         bool, typer.Option("--keep", help="Keep the demo mesh and print where it is.")
     ] = False,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Run three simulated agents on a throwaway mesh, then show the status screen.
 
     The demo uses a new temporary directory and the default config: your own mesh is never
@@ -340,14 +254,4 @@ def demo_cmd(
     """
     from drasill_cli import demo
 
-    result = demo.run(keep)
-    if json_out:
-        print_json(result)
-        return
-    for step in result["steps"]:
-        note(f"- {step}")
-    note("")
-    console = _console()
-    console.print(status_screen(result["status"], width=console.width))
-    if result["kept"]:
-        note(f"\nthe demo mesh is kept: mesh --mesh-dir {result['kept']} status")
+    return Shown(demo.run(keep), views.demo)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli.cli.render import ago, since, span
+from drasill_cli.describe import describe_event, place
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -53,22 +54,6 @@ def _until(timestamp: str) -> str:
     from drasill_cli import clock
 
     return f"in {span(clock.parse_iso(timestamp) - clock.now())}"
-
-
-def place(path: str) -> str:
-    """A path as the person would write it here: relative to the working directory when
-    under it, `~/...` under the home directory, else absolute."""
-    import os
-
-    here = os.getcwd()
-    if path == here:
-        return "."
-    if here != "/" and path.startswith(here + "/"):
-        return os.path.relpath(path, here)
-    home = os.path.expanduser("~")
-    if home not in ("", "/") and path.startswith(home.rstrip("/") + "/"):
-        return "~" + path[len(home.rstrip("/")) :]
-    return path
 
 
 def shorten_middle(text: str, width: int) -> str:
@@ -265,21 +250,6 @@ def _budgets_section(snap: dict[str, Any]) -> list[RenderableType]:
     else:
         out.append(_dim("  GPU  none found"))
     return out
-
-
-def describe_event(event: dict[str, Any]) -> str:
-    """One audit event as a short line: messages as `from -> to`, the rest as `actor event`."""
-    actor = event.get("actor") or "-"
-    kind = str(event.get("event"))
-    if kind == "send":
-        urgent = " (urgent)" if event.get("priority") == "urgent" else ""
-        return f"{actor} -> {event.get('to')}{urgent}"
-    if kind == "consume":
-        return f"{actor} read a message from {event.get('sender')}"
-    target = event.get("task") or event.get("agent") or ""
-    if not target and isinstance(event.get("paths"), list) and event["paths"]:
-        target = place(str(event["paths"][0]))
-    return f"{actor} {kind} {target}".rstrip()
 
 
 def _recent_section(snap: dict[str, Any], rows: Rows, width: int) -> list[RenderableType]:

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from drasill_cli.cli import complete
-from drasill_cli.cli.common import (
-    AsOpt,
-    JsonOpt,
-    app,
-    command,
-    note,
-    print_json,
-    say,
-    state,
-)
+from drasill_cli.cli import complete, views
+from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, note, state
 from drasill_cli.cli.helpstyle import examples
-from drasill_cli.cli.render import ago, table
 from drasill_cli.errors import InvalidInput
 
 task_app = typer.Typer(
@@ -49,32 +39,6 @@ ResultOpt = Annotated[
     str | None,
     typer.Option("--result", help="What came of it (kept in the task's result).", metavar="TEXT"),
 ]
-
-
-def _who(task: dict[str, Any]) -> str:
-    """`working by ann`, `review, done by ann`, `completed, done by ann, approved by bob`."""
-    claimant = task.get("claimed_by")
-    if not claimant:
-        return str(task["state"])
-    if task["state"] in ("claimed", "working"):
-        return f"{task['state']} by {claimant}"
-    words = f"{task['state']}, done by {claimant}"
-    if task.get("approved_by"):
-        words += f", approved by {task['approved_by']}"
-    return words
-
-
-def show_task(task: dict[str, Any], verb: str, json_out: bool) -> None:
-    """One task, as JSON or as a human line (plus who was told by message, if anyone)."""
-    if json_out:
-        print_json(task)
-        return
-    say(f"{verb} {task['id']} [{_who(task)}] {task['title']}")
-    if task.get("review_note") and verb in ("approved", "rejected"):
-        say(f"review note: {task['review_note']}")
-    if "notified" in task:
-        told = ", ".join(task["notified"])
-        note(f"told {told} by message" if told else "no other agent is registered to tell")
 
 
 @command(
@@ -111,7 +75,7 @@ def add_cmd(
     ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Queue a task. Its working directory is recorded (workers such as the bridge run there)."""
     from drasill_cli import tasks
 
@@ -126,7 +90,7 @@ def add_cmd(
         review=review,
         cwd=os.getcwd(),
     )
-    show_task(task, "added", json_out)
+    return Shown(task, views.task, "added")
 
 
 @command(
@@ -148,34 +112,12 @@ def list_cmd(
         ),
     ] = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """List tasks, oldest first."""
     from drasill_cli import tasks
 
     found = tasks.list_tasks(state(ctx).mesh(), state_)
-    if json_out:
-        print_json(found)
-        return
-    if not found:
-        say(f"no tasks in state {state_}" if state_ else "no tasks yet (mesh task add TITLE)")
-        return
-    table(
-        None,
-        ["id", "state", "pri", "claimed by", "requeued", "updated", "title"],
-        [
-            [
-                t["id"],
-                t["state"],
-                t["priority"],
-                t["claimed_by"],
-                t["attempts"] or "-",
-                ago(t["updated_at"]),
-                t["title"],
-            ]
-            for t in found
-        ],
-        wrap=("title",),
-    )
+    return Shown(found, views.tasks, state_)
 
 
 @command(
@@ -195,38 +137,12 @@ def show_cmd(
         ),
     ],
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Show one task in full."""
     from drasill_cli import tasks
 
     task = tasks.get_task(state(ctx).mesh(), task_id)
-    if json_out:
-        print_json(task)
-        return
-    for key in (
-        "id",
-        "title",
-        "state",
-        "priority",
-        "created_by",
-        "created_at",
-        "claimed_by",
-        "claimed_at",
-        "updated_at",
-        "attempts",
-        "depends_on",
-        "review",
-        "approved_by",
-        "review_note",
-        "cwd",
-    ):
-        value = task.get(key)
-        if isinstance(value, list):
-            value = ", ".join(value) or "-"
-        say(f"{key + ':':13} {'-' if value is None else value}")
-    for key in ("body", "result"):
-        if task.get(key):
-            say(f"{key}:\n{task[key]}")
+    return Shown(task, views.task_in_full)
 
 
 @command(
@@ -269,7 +185,7 @@ def claim_cmd(
     ] = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Claim a task: of any number of racing claimers exactly one wins; the others exit 1.
 
     Nothing claimable is an ordinary exit 1 (one plain line saying why); wait for work with
@@ -298,7 +214,7 @@ def claim_cmd(
             f"warning: {actor} is not registered, so its tasks are not requeued if it dies; "
             f"run `mesh register {actor}` first"
         )
-    show_task(task, "claimed", json_out)
+    return Shown(task, views.task, "claimed")
 
 
 @command(
@@ -313,13 +229,13 @@ def start_cmd(
     result: ResultOpt = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Mark your claimed task as being worked on."""
     from drasill_cli import tasks
 
     cli = state(ctx)
     task = tasks.start(cli.mesh(), task_id, cli.require_identity(as_), result)
-    show_task(task, "started", json_out)
+    return Shown(task, views.task, "started")
 
 
 @command(
@@ -334,7 +250,7 @@ def done_cmd(
     result: ResultOpt = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Finish your task: completed, or review when it was added with --review.
 
     A task entering review is announced by message to its creator (or, when you created it, to
@@ -344,7 +260,7 @@ def done_cmd(
 
     cli = state(ctx)
     task = tasks.done(cli.mesh(), task_id, cli.require_identity(as_), result)
-    show_task(task, "done", json_out)
+    return Shown(task, views.task, "done")
 
 
 @command(
@@ -359,13 +275,13 @@ def fail_cmd(
     result: ResultOpt = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Give up on your task for good (say why with --result); release --force requeues it."""
     from drasill_cli import tasks
 
     cli = state(ctx)
     task = tasks.fail(cli.mesh(), task_id, cli.require_identity(as_), result)
-    show_task(task, "failed", json_out)
+    return Shown(task, views.task, "failed")
 
 
 @command(
@@ -391,13 +307,13 @@ def release_cmd(
     ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Put your task back in the queue (only while it is still yours, unless --force)."""
     from drasill_cli import tasks
 
     cli = state(ctx)
     task = tasks.release(cli.mesh(), task_id, cli.require_identity(as_), result, force=force)
-    show_task(task, "released", json_out)
+    return Shown(task, views.task, "released")
 
 
 NoteOpt = Annotated[
@@ -424,7 +340,7 @@ def approve_cmd(
     note_: NoteOpt = None,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Approve a task in review: it is completed (not allowed to the agent that did it).
 
     The author's result is kept; --note goes to review_note and the author is told.
@@ -433,7 +349,7 @@ def approve_cmd(
 
     cli = state(ctx)
     task = tasks.approve(cli.mesh(), task_id, cli.require_identity(as_), note_)
-    show_task(task, "approved", json_out)
+    return Shown(task, views.task, "approved")
 
 
 @command(
@@ -455,11 +371,11 @@ def reject_cmd(
     ],
     as_: AsOpt = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Send a task in review back to its author: it returns to working with the same claimant,
     who gets the note by message (not allowed to the agent that did it)."""
     from drasill_cli import tasks
 
     cli = state(ctx)
     task = tasks.reject(cli.mesh(), task_id, cli.require_identity(as_), note_)
-    show_task(task, "rejected", json_out)
+    return Shown(task, views.task, "rejected")

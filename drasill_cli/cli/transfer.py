@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from drasill_cli.cli.common import JsonOpt, app, command, note, print_json, say, state
+from drasill_cli.cli import views
+from drasill_cli.cli.common import JsonOpt, Shown, app, command, note, state
 from drasill_cli.cli.helpstyle import examples
 
 
@@ -81,7 +82,7 @@ def export_cmd(
         "mesh export | mesh --mesh-url postgresql://db/team import --json",
     ),
 )
-def import_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def import_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> Shown:
     """Read the JSON lines of `mesh export` from stdin and restore every record not there yet.
 
     The whole input is checked first: one bad line (not UTF-8, not JSON, too long, an unknown
@@ -109,12 +110,5 @@ def import_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         raise
     restored = sum(counts["restored"] for counts in summary.values())
     present = sum(counts["present"] for counts in summary.values())
-    if json_out:
-        print_json({"restored": restored, "present": present, "kinds": summary})
-        return
-    for kind, counts in summary.items():
-        say(f"{kind}: {counts['restored']} restored, {counts['present']} already present")
-    say(
-        f"imported into {mesh.location}: {restored} restored, {present} already present"
-        + ("; nothing was missing" if not restored else "")
-    )
+    found = {"restored": restored, "present": present, "kinds": summary}
+    return Shown(found, views.imported, mesh.location)

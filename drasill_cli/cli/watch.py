@@ -8,123 +8,35 @@ from typing import Annotated, Any
 
 import typer
 
-from drasill_cli.cli import complete
-from drasill_cli.cli.common import JsonOpt, app, command, print_json, say, state
+from drasill_cli.cli import complete, views
+from drasill_cli.cli.common import JsonOpt, Shown, app, command, emit, state
 from drasill_cli.cli.helpstyle import examples
 
-_HUMAN: dict[str, str] = {
-    "start": "watching {mesh} (pid {pid})",
-    "stop": "stopped",
-    "queued": "{agent}: {messages} new message(s) waiting for a wake",
-    "wake": "woke {agent} ({backend} {session}): {text}",
-    "busy": "{agent} is busy; its wake waits until it is idle",
-    "blocked": "{agent} cannot be woken: {reason}",
-    "dead": "{agent}: {backend} session {session} is gone; reported dead",
-    "retry": "{agent}: wake failed ({error}); retrying in {in_s:g} s",
-    "failed": "{agent}: wake failed {attempts} times ({error}); waiting for new mail",
-    "consumed": "{agent} has read the mail it was woken for",
-    "warning": "warning: {message}",
-    "error": "error in {job} {agent}: {error}",
-}
 
-
-# What a lifecycle pass did, per key of its report: a count goes in {n}.
-_LIFECYCLE: dict[str, str] = {
-    "marked_dead": "{n} agent(s) marked dead",
-    "removed": "{n} agent(s) removed",
-    "archived_messages": "unread mail of {n} agent(s) archived",
-    "locks_released": "{n} lock(s) released",
-    "tasks_requeued": "{n} task(s) requeued",
-    "tasks_abandoned": "{n} task(s) abandoned",
-    "budgets_released": "{n} budget(s) released",
-    "temp_files_removed": "{n} stale temp file(s) removed",
-    "history_expired": "{n} old message(s) deleted",
-    "attachments_removed": "attachments of {n} undelivered message(s) removed",
-}
-_BUDGET_ACTION = {
-    "warn": "warned",
-    "pause": "paused",
-    "kill": "killed",
-    "resume": "resumed",
-    "report": "not acting on",
-}
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(_plain(item) for item in value) or "none"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
-    return str(value)
-
-
-def _lifecycle_line(event: dict[str, Any]) -> str:
-    parts = [
-        _LIFECYCLE.get(key, key.replace("_", " ") + " {n}").format(n=value)
-        for key, value in event.items()
-        if key not in ("event", "time")
-    ]
-    return "lifecycle: " + (", ".join(parts) or "nothing to do") + " (see mesh log)"
-
-
-def _hardware_line(event: dict[str, Any]) -> str:
-    done = _BUDGET_ACTION.get(str(event.get("action")), str(event.get("action")))
-    over = ", ".join(
-        f"uses {o['measured_gb']:g} GiB of {o['resource']} (declared {o['declared_gb']:g})"
-        for o in event.get("over") or []
-        if isinstance(o, dict) and {"measured_gb", "resource", "declared_gb"} <= set(o)
-    )
-    why = over or event.get("reason") or "over its budget"
-    if event.get("action") == "report":
-        why = f"{why}; its processes are not provably its own: {event.get('reason')}"
-    return f"budget: {done} {event.get('agent')}: {why}"
-
-
-def describe(event: dict[str, Any]) -> str:
-    """One watch event as a sentence for people: never raw JSON."""
-    kind = event["event"]
-    if kind == "lifecycle":
-        return _lifecycle_line(event)
-    if kind == "hardware":
-        return _hardware_line(event)
-    template = _HUMAN.get(kind)
-    try:
-        text = template.format(**event) if template else None
-    except (KeyError, ValueError):
-        text = None
-    if text is None:
-        details = "; ".join(f"{k} {_plain(v)}" for k, v in event.items() if k != "event")
-        text = f"{kind}: {details}" if details else str(kind)
-    return text
-
-
-def _human(event: dict[str, Any]) -> None:
-    """One line per event on stderr, for people and journald."""
-    from drasill_cli import clock
-    from drasill_cli.cli.render import printable
-
-    sys.stderr.write(f"{clock.iso()[11:19]} {printable(describe(event), lines=False)}\n")
-    sys.stderr.flush()
-
-
-def _json_line(event: dict[str, Any]) -> None:
-    """One JSON object per event on stdout (JSON Lines), flushed at once."""
+def _emit_event(event: dict[str, Any], json_out: bool) -> None:
+    """One event of the long-running watch: a JSON object on stdout (JSON Lines: time, event,
+    details), or a line for people on stderr; flushed at once."""
     from drasill_cli import clock
 
-    print_json({"time": clock.iso(), **event})
+    emit(Shown({"time": clock.iso(), **event}, views.watch_event, event), json_out)
     sys.stdout.flush()
 
 
 class _Collected:
-    """Gathers one pass's events (each stamped with its time) for `watch --once --json`."""
+    """Gathers one pass's events (each stamped with its time) for `watch --once`; with `echo`,
+    each is also shown to people as it happens (a line on stderr)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, echo: bool) -> None:
         self.events: list[dict[str, Any]] = []
+        self.echo = echo
 
     def __call__(self, event: dict[str, Any]) -> None:
         from drasill_cli import clock
 
-        self.events.append({"time": clock.iso(), **event})
+        stamped = {"time": clock.iso(), **event}
+        self.events.append(stamped)
+        if self.echo:
+            views.watch_event(stamped, event)
 
     def summary(self, mesh_dir: str, started_at: str) -> dict[str, Any]:
         """The one JSON object `--once --json` prints."""
@@ -161,7 +73,7 @@ def watch_cmd(
         bool, typer.Option("--once", help="Do one full pass (wake, lifecycle, budgets), then exit.")
     ] = False,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown | None:
     """Wake idle agents that have new mail; apply the lifecycle and budgets. One per mesh.
 
     Without --json, events go to stderr as lines for people. With --json, the long-running
@@ -173,14 +85,12 @@ def watch_cmd(
 
     mesh = state(ctx).mesh()
     with watcher.single_instance(mesh) as guard:
-        if once:
+        if once:  # people see the events as they happen; --json gets one object at the end
             started_at = clock.iso()
-            collected = _Collected()
-            watcher.Watcher(mesh, collected if json_out else _human).full_pass()
-            if json_out:
-                print_json(collected.summary(mesh.location, started_at))
-            return
-        watch = watcher.Watcher(mesh, _json_line if json_out else _human, guard)
+            collected = _Collected(echo=not json_out)
+            watcher.Watcher(mesh, collected).full_pass()
+            return Shown(collected.summary(mesh.location, started_at), views.watch_pass)
+        watch = watcher.Watcher(mesh, lambda event: _emit_event(event, json_out), guard)
         previous = {
             signum: signal.signal(signum, lambda _signum, _frame: watch.stop())
             for signum in (signal.SIGINT, signal.SIGTERM)
@@ -190,6 +100,7 @@ def watch_cmd(
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+    return None
 
 
 @command(
@@ -212,7 +123,7 @@ def prompt_cmd(
         ),
     ] = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Print the short block an agent needs in its system prompt to use the mesh."""
     import os
 
@@ -221,10 +132,7 @@ def prompt_cmd(
     del ctx
     name = name or os.environ.get("DRASILL_AGENT") or None
     text = onboarding.prompt(name)
-    if json_out:
-        print_json({"name": name, "prompt": text})
-    else:
-        say(text)
+    return Shown({"name": name, "prompt": text}, views.prompt)
 
 
 @command(
@@ -263,25 +171,11 @@ def launch_cmd(
         ),
     ] = None,
     json_out: JsonOpt = False,
-) -> None:
+) -> Shown:
     """Start an agent in a detached supervised session with the mesh prompt, and register it."""
     from drasill_cli import onboarding
 
     agent = onboarding.launch(
         state(ctx).mesh(), name, tool=tool, backend=backend, tool_args=tool_args or ()
     )
-    if json_out:
-        print_json(agent)
-        return
-    attach = (
-        f"tmux attach -t {agent['session']}"
-        if agent["backend"] == "tmux"
-        else f"hm attach {agent['session']}"
-    )
-    say(f"launched {agent['name']} ({tool}) in {agent['backend']} session {agent['session']}")
-    sys.stderr.write(f"attach with: {attach}\n")
-    if not agent["prompt_passed"]:
-        sys.stderr.write(
-            f"note: {tool} has no known system-prompt flag; give it the text of "
-            f"`mesh prompt {name}` yourself\n"
-        )
+    return Shown(agent, views.launched, tool)

@@ -193,20 +193,10 @@ function renderMessages(messages) {
     ...(items.length ? items : [el("li", { class: "empty" }, "no messages yet")]));
 }
 
-function describe(event) {
-  const actor = event.actor || "-";
-  if (event.event === "send") return `${actor} → ${event.to}${event.priority === "urgent" ? " (urgent)" : ""}`;
-  if (event.event === "consume") return `${actor} read a message from ${event.sender}`;
-  let target = event.task || event.agent || "";
-  if (!target && Array.isArray(event.paths) && event.paths.length) target = event.paths[0];
-  const note = event.note ? `: ${event.note}` : "";
-  return `${actor} ${event.event} ${target}${note}`.trim();
-}
-
 function renderEvents(events) {
   if (!changed("events", events)) return;
   const items = events.map((e) => el("li", { dataset: { event: e.event || "" } },
-    el("span", { class: "dim ago", dataset: { ts: e.time || "" } }, ago(e.time)), " ", describe(e)));
+    el("span", { class: "dim ago", dataset: { ts: e.time || "" } }, ago(e.time)), " ", e.what || ""));
   document.getElementById("events").replaceChildren(
     ...(items.length ? items : [el("li", { class: "empty" }, "nothing recorded yet")]));
 }
