@@ -183,7 +183,7 @@ def register(
         return record, existing if alive else None
 
     existing, record = _admit_and_store(mesh, name, build, wait)
-    mesh.record(
+    mesh.append_audit_event(
         "register",
         name,
         pid=record.pid,

@@ -195,7 +195,7 @@ def work_once(
         succeeded = outcome["exit_status"] == 0 and not outcome["timed_out"]
         finish = tasks.done if succeeded else tasks.fail
         finished = finish(mesh, task["id"], name, text)
-    mesh.record(
+    mesh.append_audit_event(
         "bridge-run",
         name,
         task=task["id"],

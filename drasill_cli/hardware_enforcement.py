@@ -117,7 +117,7 @@ def _report(
     if mesh.backend.budgets.warned(name) == key:
         return None
     mesh.backend.budgets.warn(name, key)
-    mesh.record("budget-report", "mesh", agent=name, over=over, policy=policy, reason=reason)
+    mesh.append_audit_event("budget-report", "mesh", agent=name, over=over, policy=policy, reason=reason)
     return {"agent": name, "action": "report", "over": over, "pids": [], "reason": reason}
 
 
@@ -132,7 +132,7 @@ def _resume(mesh: Mesh, name: str, reason: str) -> dict[str, Any]:
             if liveness.same_start(proc.create_time(), started):
                 proc.send_signal(signal.SIGCONT)
                 resumed.append(pid)
-    mesh.record("budget-resume", "mesh", agent=name, pids=resumed, reason=reason)
+    mesh.append_audit_event("budget-resume", "mesh", agent=name, pids=resumed, reason=reason)
     return {"agent": name, "action": "resume", "pids": resumed, "reason": reason}
 
 
@@ -163,7 +163,7 @@ def _warn(mesh: Mesh, usage: Usage, over: list[dict[str, Any]]) -> dict[str, Any
     except MeshError:
         delivered = False  # the audit event still records the overrun
     mesh.backend.budgets.warn(name, key)
-    mesh.record("budget-warn", "mesh", agent=name, over=over, delivered=delivered)
+    mesh.append_audit_event("budget-warn", "mesh", agent=name, over=over, delivered=delivered)
     return {"agent": name, "action": "warn", "over": over, "delivered": delivered}
 
 
@@ -175,7 +175,7 @@ def _pause(
     stopped = _signal(owned, signal.SIGSTOP)
     mesh.backend.budgets.pause(name, stopped, over)
     pids = [pid for pid, _ in stopped]
-    mesh.record("budget-pause", "mesh", agent=name, over=over, pids=pids)
+    mesh.append_audit_event("budget-pause", "mesh", agent=name, over=over, pids=pids)
     return {"agent": name, "action": "pause", "over": over, "pids": pids}
 
 
@@ -195,7 +195,7 @@ def _kill(
     mesh.backend.budgets.forget_warning(name)
     pids = [p.pid for p in targets]
     forced = [p.pid for p in alive]
-    mesh.record("budget-kill", "mesh", agent=name, over=over, pids=pids, forced=forced)
+    mesh.append_audit_event("budget-kill", "mesh", agent=name, over=over, pids=pids, forced=forced)
     return {"agent": name, "action": "kill", "over": over, "pids": pids, "forced": forced}
 
 

@@ -90,7 +90,7 @@ def retire_agent(
     if report["removed"]:
         _archive_late_mail(mesh, name, report)
         archived = report["archived_messages"].get(name, 0)
-        mesh.record(event, actor, agent=name, archived=archived)
+        mesh.append_audit_event(event, actor, agent=name, archived=archived)
     return report
 
 
@@ -151,9 +151,9 @@ def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
     if not marked:
         return None
     agent = marked[0]
-    mesh.record("agent-dead", "prune", agent=name, pid=agent.pid, session=agent.session)
+    mesh.append_audit_event("agent-dead", "prune", agent=name, pid=agent.pid, session=agent.session)
     if agent.ram_gb or agent.vram_gb:
-        mesh.record(
+        mesh.append_audit_event(
             "budget-released", "prune", agent=name, ram_gb=agent.ram_gb, vram_gb=agent.vram_gb
         )
     return agent
@@ -391,7 +391,7 @@ def apply(run: Pass, actions: list[Action]) -> Report:
         action.apply(run, report)
     if not report_is_empty(report):
         counts = {key: _count(value) for key, value in report.items() if key != "dry_run"}
-        run.mesh.record("prune", "prune", **counts)
+        run.mesh.append_audit_event("prune", "prune", **counts)
     return report
 
 

@@ -286,7 +286,7 @@ def _audit_cleared(
 ) -> None:
     """Audit each lock a decision removed from the table."""
     for lock in locks:
-        mesh.record("lock-cleared", actor, path=lock["path"], holder=lock["holder"], reason=why)
+        mesh.append_audit_event("lock-cleared", actor, path=lock["path"], holder=lock["holder"], reason=why)
 
 
 # ---- acquire -------------------------------------------------------------------------------
@@ -412,7 +412,7 @@ def _acquire(
             mesh, targets, holder, mode, lease, keep=keep
         )
         if granted:
-            mesh.record(
+            mesh.append_audit_event(
                 "lock",
                 holder,
                 paths=resolved,
@@ -553,7 +553,7 @@ def release(
     removed = mesh.backend.locks.transact(decide)
     taken = [lock for lock in removed if lock["holder"] != holder]
     if removed:
-        mesh.record(
+        mesh.append_audit_event(
             "unlock",
             holder,
             paths=[lock["path"] for lock in removed],
@@ -740,7 +740,7 @@ def _restore(mesh: Mesh, previous: Locks, holder: str) -> None:
         return LockChanges(changed, put=[*reset, *changed])
 
     for lock in mesh.backend.locks.transact(decide):
-        mesh.record(
+        mesh.append_audit_event(
             "lock", holder, paths=[lock["path"]], mode=lock["mode"], expires_at=lock["expires_at"]
         )
 
@@ -757,4 +757,4 @@ def _release_own(mesh: Mesh, paths: list[str], holder: str) -> None:
     removed = {lock["path"] for lock in mesh.backend.locks.transact(decide)}
     gone = [p for p in paths if p in removed]
     if gone:
-        mesh.record("unlock", holder, paths=gone, forced_from=[])
+        mesh.append_audit_event("unlock", holder, paths=gone, forced_from=[])

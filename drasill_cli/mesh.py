@@ -79,7 +79,7 @@ class Mesh:
         check_agent_name(name)
         return self.backend.presence.beat(name)
 
-    def record(self, event: str, actor: str | None, **details: Any) -> None:
+    def append_audit_event(self, event: str, actor: str | None, **details: Any) -> None:
         """Append one event to the audit log: time, event, actor and details (the log's one
         writer; `drasill_cli.audit` reads it). A failing append is a warning (`append_or_warn`).
         """

@@ -295,7 +295,7 @@ def consume(mesh: Mesh, name: str) -> dict[str, Any] | None:
     """Take the next message (urgent first, then oldest): exactly one reader gets each one."""
     message = _mailbox(mesh, name).take_next(name)
     if message is not None:
-        mesh.record("consume", name, id=message["id"], sender=message.get("from"))
+        mesh.append_audit_event("consume", name, id=message["id"], sender=message.get("from"))
     return message
 
 
@@ -383,7 +383,7 @@ def archive_inbox(mesh: Mesh, name: str) -> int:
     for msg_id in moved:
         remove_attachment_folder(mesh, msg_id)
     if moved:
-        mesh.record("archive-inbox", None, agent=name, messages=len(moved))
+        mesh.append_audit_event("archive-inbox", None, agent=name, messages=len(moved))
     return len(moved)
 
 

@@ -121,7 +121,7 @@ def launch(
     except Exception:
         _stop(backend, session)
         raise
-    mesh.record("launch", name, tool=tool, backend=backend, session=session, pid=pid)
+    mesh.append_audit_event("launch", name, tool=tool, backend=backend, session=session, pid=pid)
     return {**agent, "prompt_passed": bool(prompt_args)}
 
 

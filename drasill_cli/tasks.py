@@ -142,7 +142,7 @@ def _change(
     def audit(before: Task, after: Task) -> None:
         if before.claimed_by is not None and before.claimed_by != after.claimed_by:
             details["previous_claimant"] = before.claimed_by
-        mesh.record(
+        mesh.append_audit_event(
             event, actor, task=task_id, state=after.state, from_state=before.state, **details
         )
 
@@ -280,7 +280,7 @@ def add_task(
         )
 
     task = _board(mesh).add(make)
-    mesh.record(
+    mesh.append_audit_event(
         "task-add", actor, task=task.id, state=task.state, priority=priority, depends_on=deps
     )
     return task.to_record()
@@ -702,7 +702,7 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
         return after_claimant_left(before, died=died, max_attempts=max_attempts)
 
     def audit(_before: Task, after: Task) -> None:
-        mesh.record(
+        mesh.append_audit_event(
             "task-abandon" if after.state == "abandoned" else "task-requeue",
             None,
             task=after.id,

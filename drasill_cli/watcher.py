@@ -343,7 +343,7 @@ class Watcher:
             next_attempt_at=clock.iso(now + self.mesh.config.wake.idle_ms / 1000),
         )
         details = {"session": agent.session, "backend": agent.backend, "messages": len(batch)}
-        self.mesh.record(
+        self.mesh.append_audit_event(
             "wake", ACTOR, agent=name, outcome="woken", newest=newest, text=line, **details
         )
         self.report({"event": "wake", "agent": name, "text": line, **details})
@@ -355,7 +355,7 @@ class Watcher:
         if reported:
             return
         details = {"session": agent.session, "backend": agent.backend}
-        self.mesh.record(
+        self.mesh.append_audit_event(
             "wake", ACTOR, agent=name, outcome="dead", reason="session is gone", **details
         )
         self.report({"event": "dead", "agent": name, **details})
@@ -371,7 +371,7 @@ class Watcher:
         details = {"session": agent.session, "backend": agent.backend, "attempts": attempts}
         if attempts >= config.retry_max:
             state.update(state="failed", next_attempt_at=None)
-            self.mesh.record("wake", ACTOR, agent=name, outcome="failed", error=error, **details)
+            self.mesh.append_audit_event("wake", ACTOR, agent=name, outcome="failed", error=error, **details)
             self.report({"event": "failed", "agent": name, "error": error, **details})
             return None
         delay = min(MAX_BACKOFF_S, config.retry_base_s * 2.0 ** (attempts - 1))

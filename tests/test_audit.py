@@ -28,12 +28,12 @@ from drasill_cli.config import Config
 mesh = Mesh.open(sys.argv[1], Config())
 worker = int(sys.argv[2])
 for i in range(int(sys.argv[3])):
-    mesh.record("test-event", f"w{worker}", seq=i, padding="x" * (i % 300))
+    mesh.append_audit_event("test-event", f"w{worker}", seq=i, padding="x" * (i % 300))
 """
 
 
 def test_16_concurrent_appenders_lose_and_interleave_nothing(mesh_dir: Path) -> None:
-    Mesh.open(mesh_dir, Config()).record("start", None)
+    Mesh.open(mesh_dir, Config()).append_audit_event("start", None)
     procs = [
         subprocess.Popen([sys.executable, "-c", APPENDER, str(mesh_dir), str(w), "400"])
         for w in range(16)
@@ -50,7 +50,7 @@ def test_16_concurrent_appenders_lose_and_interleave_nothing(mesh_dir: Path) -> 
 def test_rotation_keeps_every_event_readable(mesh_dir: Path) -> None:
     mesh = Mesh.open(mesh_dir, Config(audit=AuditConfig(max_bytes=2000, keep=100)))
     for i in range(200):
-        mesh.record("tick", "me", seq=i)
+        mesh.append_audit_event("tick", "me", seq=i)
     rotated = [p for p in (mesh_dir / "audit").iterdir() if p.name != "events.jsonl"]
     assert rotated
     assert [e["seq"] for e in audit.read_events(mesh)] == list(range(200))
@@ -59,7 +59,7 @@ def test_rotation_keeps_every_event_readable(mesh_dir: Path) -> None:
 def test_rotation_drops_only_beyond_keep(mesh_dir: Path) -> None:
     mesh = Mesh.open(mesh_dir, Config(audit=AuditConfig(max_bytes=500, keep=2)))
     for i in range(100):
-        mesh.record("tick", "me", seq=i)
+        mesh.append_audit_event("tick", "me", seq=i)
     assert len(list((mesh_dir / "audit").iterdir())) <= 3
 
 

@@ -73,7 +73,7 @@ def test_status_recent_reads_only_the_tail(mesh_dir: Path) -> None:
 
     mesh = Mesh.open(mesh_dir, Config())
     for i in range(3000):
-        mesh.record("note", "alpha", n=i)
+        mesh.append_audit_event("note", "alpha", n=i)
     events = status.recent_events(mesh, limit=5)
     assert [e["n"] for e in events] == [2999, 2998, 2997, 2996, 2995]
 

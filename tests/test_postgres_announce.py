@@ -154,19 +154,19 @@ def test_follow_gives_a_row_that_commits_after_a_higher_one(mesh: Mesh, pg_mesh_
                 "INSERT INTO mesh_audit (event, actor, details) VALUES ('slow', NULL, %s)",
                 (psycopg.types.json.Jsonb(auditlog.event("slow", None)),),
             )
-            mesh.record("quick", "alice")
+            mesh.append_audit_event("quick", "alice")
             wait_for("quick")
             for n in range(3):  # longer than GAP_MIN_S, the reader looking meanwhile
                 time.sleep(GAP_MIN_S * 0.6)
-                mesh.record(f"meanwhile{n}", "alice")
+                mesh.append_audit_event(f"meanwhile{n}", "alice")
                 wait_for(f"meanwhile{n}")
             slow.commit()
-        mesh.record("after", "alice")  # its announcement wakes the reader
+        mesh.append_audit_event("after", "alice")  # its announcement wakes the reader
         wait_for("after")
         wait_for("slow")
     finally:
         stop.set()
-        mesh.record("stop", None)
+        mesh.append_audit_event("stop", None)
         reader.join(10)
     kinds = [e["event"] for e in given if e["event"] in ("slow", "quick", "after")]
     assert sorted(kinds) == ["after", "quick", "slow"]  # each once, the slow one too

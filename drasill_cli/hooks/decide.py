@@ -71,7 +71,7 @@ def session_start(mesh: Mesh, agent: str, event: Event, cli_pid: int | None) -> 
             notice = f"mesh: {agent} not registered: {exc}"
     else:
         beat(mesh, agent)
-    mesh.record("hook-session", agent, cli=event.cli, session=event.session_id, pid=cli_pid)
+    mesh.append_audit_event("hook-session", agent, cli=event.cli, session=event.session_id, pid=cli_pid)
     return Answer(context=onboarding.prompt(agent), notice=notice)
 
 
@@ -194,7 +194,7 @@ def _drop_hook_locks(mesh: Mesh, agent: str, keep: Any) -> list[dict[str, Any]]:
 
     gone: list[dict[str, Any]] = mesh.backend.locks.transact(decide)
     if gone:
-        mesh.record("unlock", agent, paths=[lock["path"] for lock in gone], by="hook")
+        mesh.append_audit_event("unlock", agent, paths=[lock["path"] for lock in gone], by="hook")
     return gone
 
 
