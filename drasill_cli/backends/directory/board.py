@@ -43,12 +43,13 @@ from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
     PRIORITY_LIMIT,
     Decide,
-    Then,
+    Describe,
     busy,
     format_id,
     holder,
     id_number,
 )
+from drasill_cli.storage.exclusion import deciding, deciding2
 
 RECORD_SUFFIX = ".json"
 # An id that can name a record file: no separator, no dot-dot, no hidden name.
@@ -69,8 +70,9 @@ def _storable(task_id: str) -> bool:
 
 
 class DirectoryBoard:
-    def __init__(self, store: FileStore) -> None:
+    def __init__(self, store: FileStore, audit: Callable[[dict[str, Any]], None]) -> None:
         self.store = store
+        self._audit = audit  # appends a change's audit event (`append_or_warn`)
         # Markers handed out as hints, checked by the next change of their task: task id ->
         # its queue marker; agent -> ids of its held markers.
         self._queue_seen: dict[str, str] = {}
@@ -170,7 +172,7 @@ class DirectoryBoard:
         decide: Decide,
         *,
         timeout: float = CHANGE_TIMEOUT_S,
-        then: Then | None = None,
+        event: Describe | None = None,
     ) -> tuple[Task, Task] | None:
         if not _storable(task_id):
             return None
@@ -179,14 +181,14 @@ class DirectoryBoard:
             self._repair(task_id, before)
             if before is None:
                 return None
-            after = decide(before)
+            after = deciding("TaskBoard.change", decide, before)
             if after is None:
                 return None
             if after.id != task_id:
                 raise ValueError(f"a change of task {task_id} returned task {after.id}")
             self._save(before, after)
-            if then is not None:
-                then(before, after)
+            if event is not None:
+                self._audit(deciding2("TaskBoard.change", event, before, after))
         return before, after
 
     def add(self, make: Callable[[str], Task]) -> Task:
