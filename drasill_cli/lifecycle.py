@@ -6,9 +6,11 @@ read-only view (`foresee`) and changes nothing, so the dry run and the real run 
 disagree about what is due.
 
 `prune` is idempotent and safe to run concurrently (from cron, from `mesh watch`, by hand):
-every action re-reads under the record's exclusion and acts only if the condition still holds,
-so eight prunes racing end in the same state as one. It never deletes mail: a removed agent's
-unread messages are archived.
+every action re-reads under the record's exclusion (a decision: it only compares) and acts only
+if the condition still holds, and what follows (releases, requeues, archives, audit lines)
+runs after the commit, each step idempotent, so eight prunes racing end in the same state as
+one, and a prune or unregister killed midway is completed by the next. It never deletes mail:
+a removed agent's unread messages are archived.
 """
 
 from __future__ import annotations
