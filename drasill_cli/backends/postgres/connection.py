@@ -350,8 +350,9 @@ class Database:
         announced_before = len(pending)
         committing = False  # the block is done: what fails now is the COMMIT (issue 23, 6)
         try:
-            # Nested in this thread's open transaction (a read inside a task change), the block
-            # is a savepoint; PostgreSQL ends its READ ONLY with it, the outer one stays writable.
+            # Nested in this thread's open transaction (the backend's own: a task change's audit
+            # row), the block is a savepoint; PostgreSQL ends its READ ONLY with it, the outer
+            # one stays writable. A decision's call never gets here (`refuse_inside`).
             with self.answering(conn, outermost), conn.transaction(), conn.cursor() as cur:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
