@@ -134,11 +134,18 @@ def register(
     observer = Observer(mesh)
     session_started = _session_started(mesh, session, backend, observer) if pid is None else None
 
-    def build(existing: AgentRecord | None) -> tuple[AgentRecord, AgentRecord | None]:
-        """The record to store over `existing`, and the live record it refreshes (None when
-        it makes a new one); NegativeOutcome when a different live holder has the name."""
+    def build(
+        existing: AgentRecord | None, beat: float | None
+    ) -> tuple[AgentRecord, AgentRecord | None]:
+        """The record to store over `existing` (whose heartbeat, looked up before, is `beat`),
+        and the live record it refreshes (None when it makes a new one); NegativeOutcome when
+        a different live holder has the name."""
         # A live holder being re-registered (not replaced); its record has no `dead_at`.
-        alive = existing is not None and not replace and observer.state(existing) != "dead"
+        alive = (
+            existing is not None
+            and not replace
+            and observer.state(existing, seen=observer.seen(existing, beat)) != "dead"
+        )
         if existing is not None and alive and _holder_differs(existing, pid, session):
             held_by = ", ".join(
                 f"{label} {value}"
@@ -196,7 +203,7 @@ def register(
     return observer.view(record)
 
 
-Build = Callable[[AgentRecord | None], tuple[AgentRecord, AgentRecord | None]]
+Build = Callable[[AgentRecord | None, float | None], tuple[AgentRecord, AgentRecord | None]]
 
 
 def _admit_and_store(
@@ -213,7 +220,10 @@ def _admit_and_store(
 
     deadline = time.monotonic() + (wait or 0.0)
     for _ in range(_MAX_TRIES):
-        record, admitted = build(mesh.backend.presence.get(name))
+        seen = mesh.backend.presence.get(name)
+        # Its heartbeat looked up before the exclusion: the decision only compares.
+        beat = mesh.backend.presence.last_seen(name) if seen is not None else None
+        record, admitted = build(seen, beat)
         wanted = hardware.increases(record, admitted)
         decided: list[tuple[AgentRecord | None, AgentRecord]] = []
 
@@ -221,8 +231,9 @@ def _admit_and_store(
             existing: AgentRecord | None,
             wanted: dict[str, float] = wanted,
             decided: list[tuple[AgentRecord | None, AgentRecord]] = decided,
+            beat: float | None = beat,
         ) -> AgentRecord:
-            stored, now_admitted = build(existing)
+            stored, now_admitted = build(existing, beat)
             now_wanted = hardware.increases(stored, now_admitted)
             if any(wanted.get(resource) != amount for resource, amount in now_wanted.items()):
                 raise _Changed  # the agent changed since the check: check again

@@ -1,7 +1,8 @@
 """The audit log's read side: every state change as one event, oldest first, or followed live.
 
-Events are written by `Mesh.append_audit_event` (the one writer) into `mesh.backend.audit_log`; this module
-never imports `mesh` at run time, so the log can be read from anywhere without an import cycle.
+Events are written by `Mesh.append_audit_event` (the one writer) into `mesh.backend.audit_log`;
+this module never imports `mesh` at run time, so the log can be read from anywhere without an
+import cycle.
 How events are kept, rotated and parsed is the backend's (`drasill_cli.storage.auditlog`).
 """
 

@@ -117,7 +117,9 @@ def _report(
     if mesh.backend.budgets.warned(name) == key:
         return None
     mesh.backend.budgets.warn(name, key)
-    mesh.append_audit_event("budget-report", "mesh", agent=name, over=over, policy=policy, reason=reason)
+    mesh.append_audit_event(
+        "budget-report", "mesh", agent=name, over=over, policy=policy, reason=reason
+    )
     return {"agent": name, "action": "report", "over": over, "pids": [], "reason": reason}
 
 

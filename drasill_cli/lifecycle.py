@@ -6,9 +6,11 @@ read-only view (`foresee`) and changes nothing, so the dry run and the real run 
 disagree about what is due.
 
 `prune` is idempotent and safe to run concurrently (from cron, from `mesh watch`, by hand):
-every action re-reads under the record's exclusion and acts only if the condition still holds,
-so eight prunes racing end in the same state as one. It never deletes mail: a removed agent's
-unread messages are archived.
+every action re-reads under the record's exclusion (a decision: it only compares) and acts only
+if the condition still holds, and what follows (releases, requeues, archives, audit lines)
+runs after the commit, each step idempotent, so eight prunes racing end in the same state as
+one, and a prune or unregister killed midway is completed by the next. It never deletes mail:
+a removed agent's unread messages are archived.
 """
 
 from __future__ import annotations
@@ -50,15 +52,18 @@ def report_is_empty(report: Report) -> bool:
 # ---- freeing and removing one agent (prune and `mesh unregister`) ------------------------------
 
 
-def release_agent(mesh: Mesh, name: str, report: Report, *, died: bool = True) -> None:
-    """Free what a dead or departing agent held: its locks and its claimed tasks.
+def release_agent(
+    mesh: Mesh, name: str, report: Report, *, died: bool = True, until: float | None = None
+) -> None:
+    """Free what a dead or departing agent held: its locks and its claimed tasks (with
+    `until`, only those it took by then). Each is its own exclusion; run it holding none.
 
     `died=False` (unregister): its tasks are requeued without counting a failed attempt.
     """
     from drasill_cli import locks, tasks
 
-    report["locks_released"].extend(locks.release_all(mesh, name))
-    for task in tasks.requeue_tasks_of(mesh, name, died=died):
+    report["locks_released"].extend(locks.release_all(mesh, name, until=until))
+    for task in tasks.requeue_tasks_of(mesh, name, died=died, until=until):
         key = "tasks_abandoned" if task["state"] == "abandoned" else "tasks_requeued"
         report[key].append(task)
 
@@ -69,33 +74,69 @@ def retire_agent(
     """Remove an agent for good: release its holdings, archive its unread mail, drop it.
 
     Used by `unregister` (event "unregister") and by prune after `remove_after`
-    (event "agent-removed", `only_if_dead`). Everything happens under the agent's exclusion, so
-    a new process registering the name meanwhile never loses its fresh locks or tasks.
+    (event "agent-removed", `only_if_dead`). In steps, each its own exclusion or none, each
+    idempotent (an exclusion only decides: `storage.exclusion`):
+
+    1. under the agent's exclusion, it is marked dead (if it is not yet), and the moment is
+       the cut: whatever it took by then is its predecessor's;
+    2. after that commit, its locks and claimed tasks taken by the cut are freed and its unread
+       mail is archived;
+    3. under its exclusion again, the record is removed if it is still the one marked;
+    4. mail delivered meanwhile is archived, unless the name was registered again.
+
+    A process that registers the name after step 1 keeps the locks and tasks it takes (taken
+    after the cut), and its record is never removed (step 3 finds another record). A process
+    killed between steps leaves a dead agent: the next `mesh unregister` or prune completes it.
     """
     from drasill_cli import messages
 
     report = _empty_report()
+    marked: list[tuple[AgentRecord, float]] = []
 
-    def decide(agent: AgentRecord | None) -> Decision:
+    def mark(agent: AgentRecord | None) -> Decision:
         if agent is None or (only_if_dead and agent.dead_at is None):
             return None
-        release_agent(mesh, name, report, died=event != "unregister")
-        archived = messages.archive_inbox(mesh, name)
-        if archived:
-            report["archived_messages"][name] = archived
-        report["removed"].append(name)
+        now = clock.now()
+        marked.append((agent, now))
+        if agent.dead_at is not None:
+            return None
+        agent.dead_at = clock.iso(now)
+        return agent
+
+    mesh.backend.presence.change(name, mark)
+    if not marked:
+        return report
+    agent, cut = marked[0]
+    release_agent(mesh, name, report, died=event != "unregister", until=cut)
+    archived = messages.archive_inbox(mesh, name)
+
+    removed: list[bool] = []
+
+    def remove(current: AgentRecord | None) -> Decision:
+        same = current is not None and (current.registered_at, current.dead_at) == (
+            agent.registered_at,
+            agent.dead_at,
+        )
+        if not same:
+            return None  # gone (another retirer), or registered again since the mark
+        removed.append(True)
         return REMOVE
 
-    mesh.backend.presence.change(name, decide)
-    if report["removed"]:
-        _archive_late_mail(mesh, name, report)
-        archived = report["archived_messages"].get(name, 0)
+    mesh.backend.presence.change(name, remove)
+    if removed:
+        report["removed"].append(name)
+        archived += _archive_late_mail(mesh, name)
+        if archived:
+            report["archived_messages"][name] = archived
         mesh.append_audit_event(event, actor, agent=name, archived=archived)
+    elif archived:
+        report["archived_messages"][name] = archived
     return report
 
 
-def _archive_late_mail(mesh: Mesh, name: str, report: Report) -> None:
-    """Archive mail delivered while the agent was being removed, unless the name was taken again.
+def _archive_late_mail(mesh: Mesh, name: str) -> int:
+    """Archive mail delivered while the agent was being removed, unless the name was taken
+    again: how many.
 
     A sender that found the agent registered can land its message after the removal's archive
     pass (on a directory mesh nothing holds the recipient while a send is under way); a sender
@@ -103,27 +144,18 @@ def _archive_late_mail(mesh: Mesh, name: str, report: Report) -> None:
     """
     from drasill_cli import messages
 
-    def decide(agent: AgentRecord | None) -> Decision:
-        if agent is None:
-            late = messages.archive_inbox(mesh, name)
-            if late:
-                archived = report["archived_messages"]
-                archived[name] = archived.get(name, 0) + late
-        return None
-
-    mesh.backend.presence.change(name, decide)
+    if mesh.is_registered(name):
+        return 0
+    return messages.archive_inbox(mesh, name)
 
 
 def _release_if_still_dead(mesh: Mesh, name: str, report: Report) -> None:
-    """Free a dead agent's holdings, re-checked under its exclusion: a process that registered
-    the name again since prune looked must keep the locks and tasks it took."""
-
-    def decide(agent: AgentRecord | None) -> Decision:
-        if agent is not None and agent.dead_at is not None:
-            release_agent(mesh, name, report)
-        return None
-
-    mesh.backend.presence.change(name, decide)
+    """Free a dead agent's holdings if it is still dead, and only what it took before that
+    look: a process that registered the name again since prune looked keeps what it took."""
+    cut = clock.now()
+    agent = mesh.backend.presence.get(name)
+    if agent is not None and agent.dead_at is not None:
+        release_agent(mesh, name, report, until=cut)
 
 
 def _save_reset_death(mesh: Mesh, name: str) -> None:
@@ -139,9 +171,12 @@ def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
     """Set `dead_at` on an agent found dead (re-checked under its exclusion); returns the
     updated record, or None when it is gone, already marked, or no longer dead."""
     marked: list[AgentRecord] = []
+    beat = mesh.backend.presence.last_seen(name)  # looked up before: a decision only compares
 
     def decide(agent: AgentRecord | None) -> Decision:
-        if agent is None or agent.dead_at is not None or observer.state(agent) != "dead":
+        if agent is None or agent.dead_at is not None:
+            return None
+        if observer.state(agent, seen=observer.seen(agent, beat)) != "dead":
             return None
         agent.dead_at = clock.iso()
         marked.append(agent)

@@ -286,7 +286,9 @@ def _audit_cleared(
 ) -> None:
     """Audit each lock a decision removed from the table."""
     for lock in locks:
-        mesh.append_audit_event("lock-cleared", actor, path=lock["path"], holder=lock["holder"], reason=why)
+        mesh.append_audit_event(
+            "lock-cleared", actor, path=lock["path"], holder=lock["holder"], reason=why
+        )
 
 
 # ---- acquire -------------------------------------------------------------------------------
@@ -298,7 +300,6 @@ Locks = list[dict[str, Any]]
 def _gives(held: str, asked: str) -> bool:
     """Whether holding `held` excludes at least whom `asked` would (write excludes all)."""
     return COMPATIBLE[held] <= COMPATIBLE[asked]
-
 
 
 def _run_mode(held: str, asked: str) -> str:
@@ -621,13 +622,23 @@ def clear_stale(mesh: Mesh, *, dry_run: bool = False) -> list[dict[str, Any]]:
     return [view(lock) for lock in stale]
 
 
-def release_all(mesh: Mesh, holder: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
-    """Remove every lock of `holder` (a dead or removed agent); returns them. Idempotent."""
+def release_all(
+    mesh: Mesh, holder: str, *, dry_run: bool = False, until: float | None = None
+) -> list[dict[str, Any]]:
+    """Remove every lock of `holder` (a dead or removed agent); returns them. Idempotent.
+
+    With `until` (epoch seconds: when the agent was retired, decided under its exclusion), only
+    the locks acquired by then: a process that registered the name since keeps what it took."""
     check_agent_name(holder)
 
     def decide(records: Locks) -> LockChanges[Locks]:
         table, reset = _prepared(records, clock.now(), save=not mesh.backend.read_only)
-        theirs = [lock for lock in table if lock["holder"] == holder]
+        theirs = [
+            lock
+            for lock in table
+            if lock["holder"] == holder
+            and (until is None or clock.parse_iso(lock["acquired_at"]) <= until)
+        ]
         return LockChanges(theirs, put=reset, remove=[] if dry_run else theirs)
 
     theirs = mesh.backend.locks.transact(decide)

@@ -66,14 +66,22 @@ class Observer:
         beat = self.mesh.backend.presence.last_seen(agent.name)
         return clock.parse_iso(agent.registered_at) if beat is None else beat
 
-    def state(self, agent: AgentRecord, now: float | None = None) -> str:
-        """active, idle or dead, by the contract's lifecycle rules."""
+    def seen(self, agent: AgentRecord, beat: float | None) -> float:
+        """`last_seen` from a heartbeat looked up before (`Presence.last_seen`): for a decision
+        under the agent's exclusion, which must not read the storage itself."""
+        return clock.parse_iso(agent.registered_at) if beat is None else beat
+
+    def state(
+        self, agent: AgentRecord, now: float | None = None, *, seen: float | None = None
+    ) -> str:
+        """active, idle or dead, by the contract's lifecycle rules (`seen`: its last sign of
+        life, when looked up already: see `seen`)."""
         if agent.dead_at is not None:
             return "dead"
         alive = self.process_or_session_alive(agent)
         if alive is False:
             return "dead"
-        age = (now or clock.now()) - self.last_seen(agent)
+        age = (now or clock.now()) - (self.last_seen(agent) if seen is None else seen)
         lifecycle = self.mesh.config.lifecycle
         if age >= lifecycle.dead_after and alive is None:
             return "dead"

@@ -139,15 +139,15 @@ def _change(
     if actor is not None:
         check_agent_name(actor)
 
-    def audit(before: Task, after: Task) -> None:
+    def audit(before: Task, after: Task) -> dict[str, Any]:
         if before.claimed_by is not None and before.claimed_by != after.claimed_by:
             details["previous_claimant"] = before.claimed_by
-        mesh.append_audit_event(
+        return auditlog.event(
             event, actor, task=task_id, state=after.state, from_state=before.state, **details
         )
 
     changed = _board(mesh).change(
-        task_id, lambda task: decide(task).replace(updated_at=clock.iso()), then=audit
+        task_id, lambda task: decide(task).replace(updated_at=clock.iso()), event=audit
     )
     if changed is None:  # gone since it was named (a damaged record, quarantined)
         raise _unknown(task_id)
@@ -681,7 +681,9 @@ def after_claimant_left(task: Task, *, died: bool, max_attempts: int) -> Task:
     )
 
 
-def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[dict[str, Any]]:
+def requeue_tasks_of(
+    mesh: Mesh, agent_name: str, *, died: bool = True, until: float | None = None
+) -> list[dict[str, Any]]:
     """Return an agent's claimed and working tasks to the queue.
 
     With `died` (the caller decides the agent is dead), each counts as a failed attempt:
@@ -689,7 +691,9 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
     (`mesh task release ID --force` requeues it). With `died=False` (the agent was
     unregistered) the tasks go back to queued with attempts unchanged. Each task is changed
     under its exclusion and only while it is still held by `agent_name`, so running this twice, or
-    from several prune processes at once, changes each task once.
+    from several prune processes at once, changes each task once. With `until` (epoch seconds:
+    when the agent was retired), only the tasks claimed by then: a process that registered the
+    name since keeps what it claimed.
     """
     check_agent_name(agent_name)
     max_attempts = mesh.config.lifecycle.max_attempts
@@ -699,10 +703,13 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
     def decide(before: Task) -> Task | None:
         if holder(before) != agent_name:
             return None  # moved on since it was listed
+        claimed = before.claimed_at
+        if until is not None and claimed is not None and clock.parse_iso(claimed) > until:
+            return None  # claimed by a new holder of the name
         return after_claimant_left(before, died=died, max_attempts=max_attempts)
 
-    def audit(_before: Task, after: Task) -> None:
-        mesh.append_audit_event(
+    def audit(_before: Task, after: Task) -> dict[str, Any]:
+        return auditlog.event(
             "task-abandon" if after.state == "abandoned" else "task-requeue",
             None,
             task=after.id,
@@ -713,7 +720,7 @@ def requeue_tasks_of(mesh: Mesh, agent_name: str, *, died: bool = True) -> list[
         )
 
     for task_id in board.held_by(agent_name):
-        done = board.change(task_id, decide, then=audit)
+        done = board.change(task_id, decide, event=audit)
         if done is not None:
             changed.append(done[1].to_record())
     return changed

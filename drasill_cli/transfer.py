@@ -329,5 +329,7 @@ def import_items(mesh: Mesh, items: list[dict[str, Any]]) -> dict[str, dict[str,
         counts["restored" if wanted and transfer.restore(item) else "present"] += 1
     restored = sum(counts["restored"] for counts in summary.values())
     if restored:
-        mesh.append_audit_event("mesh-imported", None, restored=restored, source=items[0].get("source"))
+        mesh.append_audit_event(
+            "mesh-imported", None, restored=restored, source=items[0].get("source")
+        )
     return {kind: summary[kind] for kind in KINDS if kind in summary}

@@ -371,7 +371,9 @@ class Watcher:
         details = {"session": agent.session, "backend": agent.backend, "attempts": attempts}
         if attempts >= config.retry_max:
             state.update(state="failed", next_attempt_at=None)
-            self.mesh.append_audit_event("wake", ACTOR, agent=name, outcome="failed", error=error, **details)
+            self.mesh.append_audit_event(
+                "wake", ACTOR, agent=name, outcome="failed", error=error, **details
+            )
             self.report({"event": "failed", "agent": name, "error": error, **details})
             return None
         delay = min(MAX_BACKOFF_S, config.retry_base_s * 2.0 ** (attempts - 1))

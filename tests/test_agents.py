@@ -50,9 +50,6 @@ def test_agents_from_two_directories_see_each_other(cli: MeshRunner, tmp_path: P
             assert agent["unread"] == 0
 
 
-# tests/storage/test_presence.py (exclusive changes) and test_postgres_backend.py (racing first
-# opens) race on a database mesh; 32 interpreters at once starve the other test worker.
-@pytest.mark.directory_only("time budget: 32 processes")
 def test_32_concurrent_registrations_all_land(cli: MeshRunner) -> None:
     procs = [
         subprocess.Popen(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,14 +123,16 @@ def test_dry_run_changes_nothing(cli: MeshRunner, tmp_path: Path) -> None:
     assert report["temp_files_removed"] == temp_files
 
 
+GHOSTS = 4  # agents that die before the prunes
+ROUNDS = 15  # each churning worker's sends, claims and locks
 CHURN = """
 import sys, os
 from drasill_cli.mesh import Mesh
 from drasill_cli import messages, tasks, locks
-mesh = Mesh.open(sys.argv[1])
+mesh = Mesh.open()  # the runner's mesh, from its environment (a directory or a URL)
 me = sys.argv[2]
 sent = 0
-for i in range(40):
+for i in range(int(sys.argv[1])):
     messages.send(mesh, "sink", f"{me} {i}", sender=me)
     sent += 1
     try:
@@ -145,27 +148,30 @@ print(sent)
 """
 
 
-@pytest.mark.directory_only("time budget: 25 s of churn on a directory mesh, more on a database")
 def test_concurrent_prunes_during_activity(cli: MeshRunner, tmp_path: Path) -> None:
-    cli.json("register", "sink")
-    ghosts = []
-    for i in range(6):
-        ghost = _sleeper()
-        ghosts.append(ghost)
-        cli.json("register", f"ghost{i}", "--pid", str(ghost.pid))
-        task = cli.json("task", "add", f"ghost task {i}")
-        cli.json("claim", task["id"], "--as", f"ghost{i}")
-        cli.json("lock", str(tmp_path / f"g{i}"), "--as", f"ghost{i}", "--ttl", "3600")
-    for i in range(30):
-        cli.json("task", "add", f"work {i}")
+    """Prunes racing each other and three agents at work: each death is recorded, each dead
+    holder's task requeued and lock freed exactly once, and no live agent's work is lost (on
+    a database mesh too: every exclusion only decides, so none waits on another's work)."""
+    from drasill_cli import agents, locks, tasks
+
+    ghosts = [_sleeper() for _ in range(GHOSTS)]
+    with cli.open() as mesh:  # the setup in-process: only the races need processes
+        agents.register(mesh, "sink")
+        for i, ghost in enumerate(ghosts):
+            agents.register(mesh, f"ghost{i}", pid=ghost.pid)
+            task = tasks.add_task(mesh, f"ghost task {i}")
+            tasks.claim(mesh, f"ghost{i}", task["id"])
+            locks.acquire(mesh, [str(tmp_path / f"g{i}")], f"ghost{i}", ttl=3600)
+        for i in range(6):
+            tasks.add_task(mesh, f"work {i}")
+        for i in range(3):
+            agents.register(mesh, f"busy{i}")
     for ghost in ghosts:
         ghost.kill()
         ghost.wait()
-    for i in range(3):
-        cli.json("register", f"busy{i}")
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", CHURN, str(cli.mesh_dir), f"busy{i}", str(tmp_path)],
+            [sys.executable, "-c", CHURN, str(ROUNDS), f"busy{i}", str(tmp_path)],
             env=cli.env,
             stdout=subprocess.PIPE,
             text=True,
@@ -180,7 +186,7 @@ def test_concurrent_prunes_during_activity(cli: MeshRunner, tmp_path: Path) -> N
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(8)
+        for _ in range(4)
     ]
     reports = []
     for proc in prunes:
@@ -190,17 +196,19 @@ def test_concurrent_prunes_during_activity(cli: MeshRunner, tmp_path: Path) -> N
         reports.append(json.loads(out))
     sent = sum(int(w.communicate(timeout=120)[0]) for w in workers)
     marked = sorted(n for r in reports for n in r["marked_dead"])
-    assert marked == [f"ghost{i}" for i in range(6)], "each death is recorded exactly once"
+    assert marked == [f"ghost{i}" for i in range(GHOSTS)], "each death is recorded exactly once"
     requeued = [t["id"] for r in reports for t in r["tasks_requeued"]]
-    assert len(requeued) == len(set(requeued)) == 6
+    assert len(requeued) == len(set(requeued)) == GHOSTS
+    released = [lock["path"] for r in reports for lock in r["locks_released"]]
+    assert sorted(released) == sorted(os.path.realpath(tmp_path / f"g{i}") for i in range(GHOSTS))
     final = cli.json("prune")
     assert final["marked_dead"] == final["tasks_requeued"] == final["locks_released"] == []
     inbox = cli.json("inbox", "sink", "--list")
-    assert len(inbox) == sent == 120
-    tasks = cli.json("task", "list")
-    ghost_tasks = [t for t in tasks if t["title"].startswith("ghost task")]
+    assert len(inbox) == sent == 3 * ROUNDS
+    listed = cli.json("task", "list")
+    ghost_tasks = [t for t in listed if t["title"].startswith("ghost task")]
     assert all(t["attempts"] == 1 for t in ghost_tasks)
-    assert all(t["claimed_by"] is None or t["claimed_by"].startswith("busy") for t in tasks)
+    assert all(t["claimed_by"] is None or t["claimed_by"].startswith("busy") for t in listed)
     held = cli.json("locks")
     assert all(not lock["holder"].startswith("ghost") for lock in held)
 
@@ -234,6 +242,76 @@ def test_unregister_releases_and_archives(cli: MeshRunner, tmp_path: Path) -> No
     if cli.kind == "directory":
         archived = list((cli.mesh_dir / "archive").rglob("*.json"))
         assert len(archived) == 1
+
+
+def test_a_retire_stopped_after_its_commit_is_completed_by_the_next(
+    cli: MeshRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retiring frees, requeues and archives after its exclusion's commit: a process stopped
+    in between leaves a dead agent that still holds them, and the next unregister completes."""
+    from drasill_cli import agents, lifecycle, locks, messages, tasks
+
+    path = os.path.realpath(tmp_path / "f")
+    with cli.open() as mesh:
+        agents.register(mesh, "lead")
+        agents.register(mesh, "leaver")
+        task = tasks.add_task(mesh, "t")
+        tasks.claim(mesh, "leaver", task["id"])
+        locks.acquire(mesh, [path], "leaver", ttl=3600)
+        messages.send(mesh, "leaver", "bye", sender="lead")
+
+        def stopped(*_args: object, **_kwargs: object) -> None:
+            raise KeyboardInterrupt  # the process ends right after the mark's commit
+
+        monkeypatch.setattr(lifecycle, "release_agent", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            agents.unregister(mesh, "leaver")
+    monkeypatch.undo()
+    leaver = [a for a in cli.json("agents", "--all") if a["name"] == "leaver"]
+    assert [a["state"] for a in leaver] == ["dead"]
+    assert [lock["holder"] for lock in cli.json("locks")] == ["leaver"]
+    assert cli.json("task", "show", task["id"])["claimed_by"] == "leaver"
+
+    cli.json("unregister", "leaver", "--as", "lead")
+    assert "leaver" not in [a["name"] for a in cli.json("agents", "--all")]
+    shown = cli.json("task", "show", task["id"])
+    assert (shown["state"], shown["claimed_by"]) == ("queued", None)
+    assert cli.json("locks") == []
+    assert [m["body"] for m in cli.json("history", "leaver", "--archived")] == ["bye"]
+    assert [e["agent"] for e in cli.events() if e["event"] == "unregister"] == ["leaver"]
+
+
+def test_a_name_registered_again_while_it_is_retired_keeps_what_it_took(
+    cli: MeshRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that registers the name between the retirement's mark and its releases keeps
+    the lock and task it takes then (taken after the cut), and its record is not removed."""
+    from drasill_cli import agents, lifecycle, locks, tasks
+
+    old_path, new_path = (os.path.realpath(tmp_path / name) for name in ("old", "new"))
+    with cli.open() as mesh:
+        agents.register(mesh, "leaver")
+        old = tasks.add_task(mesh, "old")
+        tasks.claim(mesh, "leaver", old["id"])
+        locks.acquire(mesh, [old_path], "leaver", ttl=3600)
+        new = tasks.add_task(mesh, "new")
+        release = lifecycle.release_agent
+
+        def racing(on: Any, name: str, report: Any, **kwargs: Any) -> None:
+            agents.register(on, name)  # a new process takes the dead name meanwhile
+            tasks.claim(on, name, new["id"])
+            locks.acquire(on, [new_path], name, ttl=3600)
+            release(on, name, report, **kwargs)
+
+        monkeypatch.setattr(lifecycle, "release_agent", racing)
+        agents.unregister(mesh, "leaver")
+    monkeypatch.undo()
+    leaver = [a for a in cli.json("agents", "--all") if a["name"] == "leaver"]
+    assert [a["state"] for a in leaver] == ["active"]
+    assert [(lock["holder"], lock["path"]) for lock in cli.json("locks")] == [("leaver", new_path)]
+    assert cli.json("task", "show", old["id"])["state"] == "queued"
+    shown = cli.json("task", "show", new["id"])
+    assert (shown["state"], shown["claimed_by"]) == ("claimed", "leaver")
 
 
 def test_unregister_requeues_without_counting_an_attempt(cli: MeshRunner) -> None:

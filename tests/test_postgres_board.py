@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,6 +20,8 @@ from drasill_cli.backends.postgres import PostgresBackend
 from drasill_cli.config import Config
 from drasill_cli.location import Location
 from drasill_cli.models import Task
+from drasill_cli.storage.auditlog import event
+from drasill_cli.storage.exclusion import InsideExclusion
 
 
 @pytest.fixture
@@ -89,18 +92,14 @@ def test_racing_changes_append_inside_their_transactions_without_deadlock(
     barrier = threading.Barrier(racers)
     failures: list[BaseException] = []
 
-    def then(_before: Task, after: Task) -> None:
-        with backend.transaction() as cur:
-            cur.execute(
-                "INSERT INTO mesh_audit (event, details) VALUES ('test', %s)",
-                (Jsonb({"task": after.id, "attempts": after.attempts}),),
-            )
+    def describe(_before: Task, after: Task) -> dict[str, Any]:
+        return event("test", None, task=after.id, attempts=after.attempts)
 
     def racer(i: int) -> None:
         barrier.wait()
         try:
             for task_id in tasks[i % 3 :] + tasks[: i % 3]:
-                board.change(task_id, lambda t: t.replace(attempts=t.attempts + 1), then=then)
+                board.change(task_id, lambda t: t.replace(attempts=t.attempts + 1), event=describe)
         except BaseException as exc:  # the test reports what each racer met
             failures.append(exc)
 
@@ -111,41 +110,30 @@ def test_racing_changes_append_inside_their_transactions_without_deadlock(
         thread.join(60)
     assert failures == []
     with backend.transaction() as cur:
-        cur.execute("SELECT details->>'task', count(*) FROM mesh_audit GROUP BY 1 ORDER BY 1")
+        cur.execute(
+            "SELECT details->>'task', count(*) FROM mesh_audit WHERE event = 'test'"
+            " GROUP BY 1 ORDER BY 1"
+        )
         assert cur.fetchall() == [(task_id, racers) for task_id in tasks]
     assert [t.attempts for t in board.all()] == [racers] * 3
 
 
-def test_the_lock_wait_ends_with_the_lock(backend: PostgresBackend) -> None:
-    """`then` (the audit line) waits for its own locks as any operation does."""
-    task = backend.board.add(make)
-    with backend.transaction() as cur:
-        cur.execute("SHOW lock_timeout")
-        default = cur.fetchone()
-    seen: list[object] = []
-
-    def then(_before: Task, _after: Task) -> None:
-        with backend.transaction() as cur:
-            cur.execute("SHOW lock_timeout")
-            seen.append(cur.fetchone())
-
-    backend.board.change(task.id, lambda t: t.replace(attempts=1), timeout=0.25, then=then)
-    assert seen == [default]
-
-
-def test_a_read_only_read_inside_a_change_leaves_it_writable(backend: PostgresBackend) -> None:
+def test_a_read_inside_a_change_is_refused_not_a_savepoint(backend: PostgresBackend) -> None:
+    """A decision reaching the database (even a read-only view's read) is refused: it would
+    nest a savepoint inside the change's transaction (`storage.exclusion`)."""
     board = backend.board
     other, task = board.add(make), board.add(make)
     view = backend.read_only_view().board
 
     def decide(t: Task) -> Task:
-        assert view.get(other.id) is not None
+        view.get(other.id)
         return t.replace(state="working", claimed_by="ann")
 
-    assert board.change(task.id, decide) is not None
+    with pytest.raises(InsideExclusion):
+        board.change(task.id, decide)
     stored = board.get(task.id)
-    assert stored is not None and stored.state == "working"
-    assert board.held_by("ann") == [task.id]
+    assert stored is not None and stored.state == "queued"
+    assert board.held_by("ann") == []
 
 
 def test_a_damaged_row_goes_to_mesh_quarantine(backend: PostgresBackend) -> None:

@@ -71,7 +71,9 @@ def session_start(mesh: Mesh, agent: str, event: Event, cli_pid: int | None) -> 
             notice = f"mesh: {agent} not registered: {exc}"
     else:
         beat(mesh, agent)
-    mesh.append_audit_event("hook-session", agent, cli=event.cli, session=event.session_id, pid=cli_pid)
+    mesh.append_audit_event(
+        "hook-session", agent, cli=event.cli, session=event.session_id, pid=cli_pid
+    )
     return Answer(context=onboarding.prompt(agent), notice=notice)
 
 

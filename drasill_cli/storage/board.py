@@ -42,7 +42,8 @@ CHANGE_TIMEOUT_S = 30.0
 HELD_STATES = frozenset({"claimed", "working"})
 
 Decide = Callable[["Task"], "Task | None"]
-Then = Callable[["Task", "Task"], None]
+# The audit event of a change (`auditlog.event`), made from the task before and after it.
+Describe = Callable[["Task", "Task"], dict[str, Any]]
 
 
 class Claim(NamedTuple):
@@ -125,13 +126,16 @@ class TaskBoard(Protocol):
         decide: Decide,
         *,
         timeout: float = CHANGE_TIMEOUT_S,
-        then: Then | None = None,
+        event: Describe | None = None,
     ) -> tuple[Task, Task] | None:
         """Read, decide and write one task, excluding every other change of it.
 
         `decide(before)` returns the task to store, None to leave it as it is, or raises (a
-        `MeshError`; nothing is written). `then(before, after)` runs after the write, still
-        under the exclusion (the audit line: each task's events are logged in order). Returns
+        `MeshError`; nothing is written). `event(before, after)` makes the change's audit
+        event, which the backend appends with the write, under the same exclusion (so each
+        task's events are logged in the order they happened; a failing append is a warning,
+        as `auditlog.append_or_warn`). Both callbacks only decide: neither may reach the
+        storage (`storage.exclusion`). Returns
         `(before, after)`, or None when there is no such task or `decide` returned None.
         `TaskBusy` when another change held the task for `timeout` seconds (0: do not wait).
         """

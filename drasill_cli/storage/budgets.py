@@ -65,8 +65,8 @@ class BudgetBook(Protocol):
     def admitting(self) -> contextlib.AbstractContextManager[None]:
         """Held while one declaration is checked and written: no other admission runs then.
 
-        Taken before the agent's exclusion (`Presence.change`), never inside it, and never
-        held while waiting for room."""
+        Taken before the agent's exclusion (`Presence.change`), never inside it (a decision
+        reaches no storage: `storage.exclusion`), and never held while waiting for room."""
         ...
 
     def enforcing(self) -> contextlib.AbstractContextManager[None]:

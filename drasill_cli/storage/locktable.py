@@ -73,6 +73,8 @@ class LockTable(Protocol):
     def transact(self, decide: Callable[[list[dict[str, Any]]], LockChanges[T]]) -> T:
         """Run `decide` on the whole table (as `all` returns it) with every other `transact`
         of this mesh shut out, apply the changes it returns whole, and return their `result`.
+        `decide` only decides: it reaches no interface (refused: `storage.exclusion`) and
+        never waits.
 
         On a read-only view the decision runs and may change nothing (changes raise)."""
         ...

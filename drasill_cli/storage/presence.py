@@ -62,7 +62,8 @@ class Presence(Protocol):
         and returns the record to store, None to store nothing, or REMOVE. With `beat`, storing
         a record is also a heartbeat (registering is a sign of life). Returns the record stored
         after the decision (None when there is none). An exception from `decide` passes through
-        and nothing is written. `decide` must not call `change` or `remove` itself."""
+        and nothing is written. `decide` only decides: it reaches no interface (refused:
+        `storage.exclusion`) and never waits."""
         ...
 
     def remove(self, name: str) -> bool:

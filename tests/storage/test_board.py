@@ -18,6 +18,7 @@ from drasill_cli.errors import NegativeOutcome
 from drasill_cli.location import Location
 from drasill_cli.models import Task
 from drasill_cli.storage import Backend
+from drasill_cli.storage.auditlog import event
 from drasill_cli.storage.board import TaskBoard, TaskBusy, format_id
 from tests.harness import Harness
 
@@ -123,9 +124,12 @@ def test_a_new_task_never_reuses_a_handed_out_number(board: TaskBoard) -> None:
 def test_change_returns_before_and_after_and_writes_whole(board: TaskBoard) -> None:
     task = board.add(maker())
     seen: list[tuple[str, str]] = []
-    changed = board.change(
-        task.id, claimed_by("ann"), then=lambda b, a: seen.append((b.state, a.state))
-    )
+
+    def describe(b: Task, a: Task) -> dict[str, Any]:
+        seen.append((b.state, a.state))
+        return event("test-change", None, task=a.id)
+
+    changed = board.change(task.id, claimed_by("ann"), event=describe)
     assert changed is not None
     before, after = changed
     assert (before.state, after.state, after.claimed_by) == ("queued", "claimed", "ann")
@@ -137,13 +141,18 @@ def test_change_returns_before_and_after_and_writes_whole(board: TaskBoard) -> N
 def test_a_decision_that_declines_or_raises_writes_nothing(board: TaskBoard) -> None:
     task = board.add(maker())
     hooked: list[Task] = []
-    assert board.change(task.id, lambda t: None, then=lambda b, a: hooked.append(a)) is None
+
+    def describe(_b: Task, a: Task) -> dict[str, Any]:
+        hooked.append(a)
+        return event("test-change", None)
+
+    assert board.change(task.id, lambda t: None, event=describe) is None
 
     def refuse(_task: Task) -> Task:
         raise NegativeOutcome("no", code="refused")
 
     with pytest.raises(NegativeOutcome):
-        board.change(task.id, refuse, then=lambda b, a: hooked.append(a))
+        board.change(task.id, refuse, event=describe)
     assert hooked == []
     stored = board.get(task.id)
     assert stored is not None and stored.state == "queued"
@@ -250,8 +259,8 @@ def test_a_busy_task_with_timeout_0_is_task_busy_at_once(board: TaskBoard) -> No
     assert board.change(task.id, lambda t: t.replace(state="failed"), timeout=0) is not None
 
 
-def test_then_runs_inside_the_exclusion_and_sees_the_write(board: TaskBoard) -> None:
-    """`then` (the audit line) sees the task as written, and no racer changes it meanwhile."""
+def test_the_event_is_made_inside_the_exclusion_from_the_write(board: TaskBoard) -> None:
+    """`event` (the audit line) gets the task as written, and no racer changes it meanwhile."""
     task = board.add(maker())
     seen: list[object] = []
 
@@ -261,33 +270,29 @@ def test_then_runs_inside_the_exclusion_and_sees_the_write(board: TaskBoard) -> 
         except TaskBusy as exc:
             seen.append(exc.code)
 
-    def then(_before: Task, _after: Task) -> None:
-        stored = board.get(task.id)
-        seen.append(stored.claimed_by if stored is not None else None)
-        thread = threading.Thread(target=racer)
+    def describe(_before: Task, after: Task) -> dict[str, Any]:
+        seen.append(after.claimed_by)
+        thread = threading.Thread(target=racer)  # its own context: not inside this decision
         thread.start()
         thread.join(30)
+        return event("test-change", None, task=after.id)
 
-    assert board.change(task.id, claimed_by("ann"), then=then) is not None
+    assert board.change(task.id, claimed_by("ann"), event=describe) is not None
     assert seen == ["ann", "task-busy"]
     stored = board.get(task.id)
     assert stored is not None and stored.claimed_by == "ann"
 
 
-def test_a_decision_reads_other_tasks_while_they_are_being_changed(board: TaskBoard) -> None:
-    """A claim checks its dependencies with `get`: never held up by their own changes."""
+def test_a_look_at_tasks_being_changed_is_never_held_up(board: TaskBoard) -> None:
+    """A claim looks up its dependencies with `get` before its own change (a decision never
+    reads the storage): never held up by their own changes."""
     dependency = board.add(maker("dependency"))
     task = board.add(maker("task"))
     with _being_changed(board, dependency.id, "completed"):
         started = time.monotonic()
-        states: list[str] = []
-
-        def decide(t: Task) -> Task | None:
-            found = board.get(dependency.id)
-            states.append(found.state if found is not None else "missing")
-            return t.replace(attempts=t.attempts + 1)
-
-        assert board.change(task.id, decide, timeout=0) is not None
+        found = board.get(dependency.id)
+        states = [found.state if found is not None else "missing"]
+        assert board.change(task.id, lambda t: t.replace(attempts=1), timeout=0) is not None
         assert time.monotonic() - started < 5
         assert states == ["queued"]  # the change in progress is not seen before it is done
     found = board.get(dependency.id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drasill_cli.backends.directory.store import MAX_RECORD_BYTES, FileStore
 from drasill_cli.storage.auditlog import append_or_warn
@@ -143,9 +143,13 @@ class DirectoryBackend:
     def board(self) -> DirectoryBoard:
         from drasill_cli.backends.directory.board import DirectoryBoard
 
-        return DirectoryBoard(
-            self.store, lambda event: append_or_warn(self.audit_log, self.warnings, event)
-        )
+        return DirectoryBoard(self.store, self._audit)
+
+    def _audit(self, line: dict[str, Any]) -> None:
+        """Append a task change's audit event under the task's exclusion (the board's)."""
+        from drasill_cli.storage.auditlog import append_or_warn
+
+        append_or_warn(self.audit_log, self.warnings, line)
 
     @cached_property
     def mailbox(self) -> DirectoryMailbox:

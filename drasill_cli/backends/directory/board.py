@@ -49,13 +49,14 @@ from drasill_cli.storage.board import (
     PRIORITY_LIMIT,
     Claim,
     Decide,
+    Describe,
     TaskBusy,
-    Then,
     busy,
     format_id,
     holder,
     id_number,
 )
+from drasill_cli.storage.exclusion import deciding, deciding2
 
 RECORD_SUFFIX = ".json"
 # An id that can name a record file: no separator, no dot-dot, no hidden name.
@@ -81,12 +82,9 @@ def _ready(task: Task, states: dict[str, str]) -> bool:
 
 
 class DirectoryBoard:
-    def __init__(
-        self, store: FileStore, record: Callable[[dict[str, Any]], None] | None = None
-    ) -> None:
+    def __init__(self, store: FileStore, audit: Callable[[dict[str, Any]], None]) -> None:
         self.store = store
-        # Appends an audit event (`claim_next`); None: the event is dropped (a bare board).
-        self.record = record
+        self._audit = audit  # appends a change's audit event (`append_or_warn`)
         # Markers handed out as hints, checked by the next change of their task: task id ->
         # its queue marker; agent -> ids of its held markers.
         self._queue_seen: dict[str, str] = {}
@@ -179,7 +177,7 @@ class DirectoryBoard:
         decide: Decide,
         *,
         timeout: float = CHANGE_TIMEOUT_S,
-        then: Then | None = None,
+        event: Describe | None = None,
     ) -> tuple[Task, Task] | None:
         if not _storable(task_id):
             return None
@@ -188,14 +186,14 @@ class DirectoryBoard:
             self._repair(task_id, before)
             if before is None:
                 return None
-            after = decide(before)
+            after = deciding("TaskBoard.change", decide, before)
             if after is None:
                 return None
             if after.id != task_id:
                 raise ValueError(f"a change of task {task_id} returned task {after.id}")
             self._save(before, after)
-            if then is not None:
-                then(before, after)
+            if event is not None:
+                self._audit(deciding2("TaskBoard.change", event, before, after))
         return before, after
 
     def claim_next(self, actor: str, at: str, event: dict[str, Any]) -> Claim:
@@ -213,20 +211,26 @@ class DirectoryBoard:
                     waiting += 1
                     continue
             try:
-                won = self._claim(task_id, actor, at, states, 0)
+                won = self._claim(task_id, actor, at, states, 0, event)
             except TaskBusy:
                 busy_ids.append(task_id)
                 continue
             if won is not None:
-                return self._claimed(won, event, waiting)
+                return Claim(won, waiting)
         for task_id in busy_ids:
-            won = self._claim(task_id, actor, at, states, CHANGE_TIMEOUT_S)
+            won = self._claim(task_id, actor, at, states, CHANGE_TIMEOUT_S, event)
             if won is not None:
-                return self._claimed(won, event, waiting)
+                return Claim(won, waiting)
         return Claim(None, waiting)
 
     def _claim(
-        self, task_id: str, actor: str, at: str, states: dict[str, str], timeout: float
+        self,
+        task_id: str,
+        actor: str,
+        at: str,
+        states: dict[str, str],
+        timeout: float,
+        event: dict[str, Any],
     ) -> Task | None:
         """`task_id` claimed if it is still queued and ready by `states`; else None (a racer
         took it, its marker was stale, or it changed since its dependencies were looked up)."""
@@ -236,13 +240,11 @@ class DirectoryBoard:
                 return None
             return task.replace(state="claimed", claimed_by=actor, claimed_at=at, updated_at=at)
 
-        changed = self.change(task_id, decide, timeout=timeout)
-        return None if changed is None else changed[1]
+        def audit(_before: Task, after: Task) -> dict[str, Any]:
+            return {**event, "task": after.id}
 
-    def _claimed(self, task: Task, event: dict[str, Any], waiting: int) -> Claim:
-        if self.record is not None:
-            self.record({**event, "task": task.id})
-        return Claim(task, waiting)
+        changed = self.change(task_id, decide, timeout=timeout, event=audit)
+        return None if changed is None else changed[1]
 
     def add(self, make: Callable[[str], Task]) -> Task:
         with self.store.lock(TASK_IDS_LOCK):

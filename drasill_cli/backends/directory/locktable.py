@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from drasill_cli.backends.directory.layout import LOCK_TABLE_DIR, LOCK_TABLE_GUARD, lock_record
 from drasill_cli.backends.directory.store import FileStore
 from drasill_cli.models import RecordError
+from drasill_cli.storage.exclusion import deciding
 from drasill_cli.storage.locktable import LockChanges, check_lock
 
 T = TypeVar("T")
@@ -33,12 +34,12 @@ class DirectoryLockTable:
 
     def transact(self, decide: Callable[[list[dict[str, Any]]], LockChanges[T]]) -> T:
         if self.store.read_only:  # a dry run: no sidecar to create, and nothing may change
-            changes = decide(self.all())
+            changes = deciding("LockTable.transact", decide, self.all())
             if changes.put or changes.remove:
                 raise RuntimeError("a lock change was attempted through a read-only view")
             return changes.result
         with self.store.lock(LOCK_TABLE_GUARD):
-            changes = decide(self.all())
+            changes = deciding("LockTable.transact", decide, self.all())
             for lock in changes.remove:
                 self.store.remove(lock_record(lock["path"], lock["holder"]))
             for lock in changes.put:

@@ -18,6 +18,7 @@ from drasill_cli.backends.directory.layout import AGENTS_DIR, agent_lock, agent_
 from drasill_cli.backends.directory.store import FileStore
 from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, Writer, stored_agent
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES
+from drasill_cli.storage.exclusion import deciding
 from drasill_cli.storage.presence import REMOVE, Decision
 
 RECORD_SUFFIX = ".json"
@@ -51,7 +52,7 @@ class DirectoryPresence:
     ) -> AgentRecord | None:
         with self.store.lock(agent_lock(name)):
             current = self.get(name)
-            decision = decide(current)
+            decision = deciding("Presence.change", decide, current)
             if decision is None:
                 return current
             if decision is REMOVE:

@@ -44,6 +44,7 @@ from drasill_cli.errors import MeshError, MeshUnusable
 from drasill_cli.errors import StoreFull as StoreFull  # noqa: PLC0414 (explicit re-export)
 from drasill_cli.errors import io_error as io_error  # noqa: PLC0414 (explicit re-export)
 from drasill_cli.models import RecordError
+from drasill_cli.storage.exclusion import refuse_inside
 
 T = TypeVar("T")
 
@@ -337,6 +338,7 @@ class FileStore:
 
     def _open_root(self) -> int | None:
         """A descriptor of the mesh directory, checked; None when it does not exist."""
+        refuse_inside("the directory mesh")
         try:
             fd = os.open(self._root_path, _DIR_FLAGS)
         except FileNotFoundError:
@@ -366,6 +368,7 @@ class FileStore:
 
     def _made_root(self) -> int:
         """`_open_root` for a write: the mesh is made first if it is new."""
+        refuse_inside("the directory mesh")
         self._writable()
         self._materialize()
         root = self._open_root()
@@ -382,7 +385,10 @@ class FileStore:
         mode: `MeshUnusable` when others may write it). None when it or a folder above it does
         not exist, unless `create`: then each missing folder is made with the mesh's mode (with
         `durable`, each new one is flushed into its parent). A symlink or anything but a folder
-        on the way is quarantined (reported only, by a read-only view) and counts as absent."""
+        on the way is quarantined (reported only, by a read-only view) and counts as absent.
+        Refused inside an exclusion's decision (`storage.exclusion`): every read and write of
+        the mesh starts here or at `_made_root`."""
+        refuse_inside("the directory mesh")
         if self._held:
             held = self._held_copy(rel_dir)
             if held is not None:

@@ -6,9 +6,9 @@ same statement, so they never disagree with it.
 
 - `change` is one transaction: `SELECT ... FOR UPDATE` of the row (`NOWAIT` for a timeout of 0,
   else a transaction-local `lock_timeout`: a lock not had in time is `TaskBusy`), the decision,
-  the `UPDATE`, `then` (the audit line, on this thread's connection: inside the transaction, so
-  it waits on nothing the change holds), and the TASKS notification at commit. Of any number of
-  racing changers, on any host, each sees the one before it.
+  the `UPDATE`, the change's audit row (`event`, inserted on this thread's connection: inside
+  the transaction, so it waits on nothing the change holds), and the TASKS notification at
+  commit. Of any number of racing changers, on any host, each sees the one before it.
 - `add` takes the `tasks` guard row, numbers from the sequence `mesh_task_numbers` (never below
   a stored number, never reused, even for a task later quarantined), inserts and notifies in one
   transaction: racing adders are numbered in the order they are stored, and a task is queued
@@ -40,17 +40,19 @@ from drasill_cli.backends.postgres.ops import (
     second_try,
 )
 from drasill_cli.models import RecordError, Task, stored_task
+from drasill_cli.storage.auditlog import append_or_warn
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
     HELD_STATES,
     Claim,
     Decide,
+    Describe,
     TaskBusy,
-    Then,
     busy,
     format_id,
 )
 from drasill_cli.storage.changes import TASKS, Change
+from drasill_cli.storage.exclusion import deciding, deciding2
 
 if TYPE_CHECKING:
     import psycopg
@@ -227,7 +229,7 @@ class PostgresBoard:
         decide: Decide,
         *,
         timeout: float = CHANGE_TIMEOUT_S,
-        then: Then | None = None,
+        event: Describe | None = None,
     ) -> tuple[Task, Task] | None:
         """One try, and a second under the same operation id when the connection was lost
         midway (`retried`): a change the first try committed is returned, not redone."""
@@ -235,11 +237,11 @@ class PostgresBoard:
         return retried(
             self.backend,
             f"look with `mesh task show {task_id}`",
-            lambda: self._change(op, task_id, decide, timeout, then),
+            lambda: self._change(op, task_id, decide, timeout, event),
         )
 
     def _change(
-        self, op: str, task_id: str, decide: Decide, timeout: float, then: Then | None
+        self, op: str, task_id: str, decide: Decide, timeout: float, event: Describe | None
     ) -> tuple[Task, Task] | None:
         with self.backend.transaction() as cur:
             writing = not self.backend.read_only
@@ -248,7 +250,7 @@ class PostgresBoard:
                 return _pair(task_id, done.outcome)
             raw = self._lock(cur, task_id, timeout)
             before = None if raw is None else self._valid(cur, task_id, raw)
-            after = None if before is None else decide(before)
+            after = None if before is None else deciding("TaskBoard.change", decide, before)
             if before is None or after is None:
                 if writing:
                     forget(cur, op)
@@ -260,8 +262,9 @@ class PostgresBoard:
                 " updated = now() WHERE id = %s",
                 (*_row(after), task_id),
             )
-            if then is not None:
-                then(before, after)
+            if event is not None:
+                line = deciding2("TaskBoard.change", event, before, after)
+                append_or_warn(self.backend.audit_log, self.backend.warnings, line)
             if writing:
                 finish(cur, op, [before.to_record(), after.to_record()])
             self.backend.changes.notify(Change(TASKS))

@@ -21,6 +21,7 @@ from drasill_cli import clock
 from drasill_cli.backends.postgres.urls import describe_host, mask_url
 from drasill_cli.backends.postgres.urls import passwords as _passwords
 from drasill_cli.errors import MeshUnusable, StoreUnreachable
+from drasill_cli.storage.exclusion import refuse_inside
 
 if TYPE_CHECKING:
     import psycopg
@@ -265,7 +266,9 @@ class Database:
         committed before it (the URL's own `options`, such as a search_path, are kept). Its
         statements end after `statement_timeout`, and a transaction left idle after
         `idle_timeout`, unless `holding`: a connection that holds a transaction open as a
-        guard while its block runs (`PostgresBudgetBook`)."""
+        guard while its block runs (`PostgresBudgetBook`). Refused inside an exclusion's
+        decision."""
+        refuse_inside("a database connection")
         pg = driver()
         from psycopg.conninfo import conninfo_to_dict
 
@@ -337,7 +340,9 @@ class Database:
     def transaction(self, *, read_only: bool = False) -> Iterator[psycopg.Cursor[Any]]:
         """One transaction: commits when the block ends, rolls back on any error; what it
         announced goes out once it has committed (`announce`). Driver errors leave as
-        `MeshUnusable` naming the host and the fix."""
+        `MeshUnusable` naming the host and the fix. Refused inside an exclusion's decision
+        (`storage.exclusion`)."""
+        refuse_inside("a database transaction")
         psycopg = driver()
         conn = self.conn
         outermost = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -345,8 +350,9 @@ class Database:
         announced_before = len(pending)
         committing = False  # the block is done: what fails now is the COMMIT (issue 23, 6)
         try:
-            # Nested in this thread's open transaction (a read inside a task change), the block
-            # is a savepoint; PostgreSQL ends its READ ONLY with it, the outer one stays writable.
+            # Nested in this thread's open transaction (the backend's own: a task change's audit
+            # row), the block is a savepoint; PostgreSQL ends its READ ONLY with it, the outer
+            # one stays writable. A decision's call never gets here (`refuse_inside`).
             with self.answering(conn, outermost), conn.transaction(), conn.cursor() as cur:
                 if read_only:
                     cur.execute("SET TRANSACTION READ ONLY")
@@ -388,8 +394,9 @@ class Database:
         column holds the channels of `announce` someone listens on, looked up after the
         statement's writes and under the listeners' lock (`MIGRATION_2`); those are announced
         once it has committed, and with none, nothing more is sent: a write that nobody
-        waits for is one round trip.
+        waits for is one round trip. Refused inside an exclusion's decision.
         """
+        refuse_inside("a database statement")
         psycopg = driver()
         conn = self.conn
         nested = conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE

@@ -20,6 +20,7 @@ from drasill_cli.backends.postgres.ops import begin, finish, forget, new_op, ret
 from drasill_cli.backends.postgres.quarantine import set_aside
 from drasill_cli.models import RecordError
 from drasill_cli.storage.changes import MESH, Change
+from drasill_cli.storage.exclusion import deciding
 from drasill_cli.storage.locktable import LockChanges, check_lock
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class PostgresLockTable:
     def _transact(self, op: str, decide: Callable[[list[dict[str, Any]]], LockChanges[T]]) -> T:
         with self.backend.transaction() as cur:
             if self.backend.read_only:  # a dry run: nothing may change, so nothing to guard
-                changes = decide(self._read(cur))
+                changes = deciding("LockTable.transact", decide, self._read(cur))
                 if changes.put or changes.remove:
                     raise RuntimeError("a lock change was attempted through a read-only view")
                 return changes.result
@@ -60,7 +61,7 @@ class PostgresLockTable:
                 result: T = done.outcome
                 return result
             cur.execute("SELECT 1 FROM mesh_guards WHERE name = 'locks' FOR UPDATE")
-            changes = decide(self._read(cur))
+            changes = deciding("LockTable.transact", decide, self._read(cur))
             self._apply(cur, changes)
             if changes.put or changes.remove:
                 finish(cur, op, changes.result)

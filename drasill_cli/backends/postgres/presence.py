@@ -22,6 +22,7 @@ from drasill_cli.backends.postgres.schema import mesh_key
 from drasill_cli.models import FUTURE_SLACK_S, AgentRecord, RecordError, Writer, stored_agent
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES
 from drasill_cli.storage.changes import AGENTS, Change
+from drasill_cli.storage.exclusion import deciding
 from drasill_cli.storage.presence import REMOVE, Decision
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class PostgresPresence:
     ) -> AgentRecord | None:
         with self.backend.transaction() as cur:
             current = self._record(cur, name, self._lock(cur, name))
-            decision = decide(current)
+            decision = deciding("Presence.change", decide, current)
             if decision is None:
                 return current
             if decision is REMOVE:
