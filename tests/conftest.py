@@ -159,6 +159,10 @@ class MeshRunner:
         what the test proves something about (races, signals, start-up, a terminal, servers,
         commands left running)."""
         merged = {**self.env, **(env or {})}
+        if not process and any(key.startswith("PYTHON") for key in env or {}):
+            pytest.fail(
+                "a run with its own PYTHON* variables needs a fresh interpreter: process=True"
+            )
         if not process:
             from tests.inprocess import run_mesh
 

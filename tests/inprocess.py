@@ -89,6 +89,11 @@ def run_mesh(
 ) -> subprocess.CompletedProcess[str]:
     """`mesh ARGS` in this process, as `subprocess.run(argv, input=..., capture_output=True,
     text=True, env=env, cwd=cwd)` would run it."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "mesh runs in process only from the test's main thread (a thread racing others "
+            "races nothing: runs cannot overlap); pass process=True"
+        )
     if not _running.acquire(blocking=False):
         raise RuntimeError(
             "an in-process run of mesh is already going (another thread?): in-process runs "
