@@ -12,7 +12,8 @@ never leaks into the next run). The CLI itself closes the mesh it opened when th
 What a subprocess proves and this cannot (races between processes, signals, kill -9, start-up
 time, imports, a terminal, `lock -- CMD`, servers, commands left running in the background)
 stays a real process: `MeshRunner.run(..., process=True)`. Runs cannot overlap (one process has
-one set of streams): a second run while one is going, from another thread, is refused.
+one set of streams) and are refused off the main thread. `timeout` does not apply in process
+(pytest-timeout ends a run that hangs).
 """
 
 from __future__ import annotations
@@ -59,8 +60,7 @@ def _process_state(argv0: str, args: Sequence[str], cwd: str | Path | None) -> I
     saved_cwd = os.getcwd()
     mask = os.umask(0o022)
     os.umask(mask)
-    on_main = threading.current_thread() is threading.main_thread()
-    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS} if on_main else {}
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}  # run_mesh: the main thread
     sys.argv = [argv0, *args]
     if cwd is not None:
         os.chdir(cwd)
