@@ -28,12 +28,12 @@ from tests.harness import (
 if TYPE_CHECKING:
     from drasill_cli.backends.postgres import PostgresBackend
 
-__all__ = ["MeshRunner", "database_rows", "only_some_on_postgres", "tree", "with_schema"]
+__all__ = ["MeshRunner", "database_rows", "tree", "with_schema"]
 
 
 class MeshRunner:
-    """Runs `mesh` in a subprocess against one mesh (a directory, or a PostgreSQL URL) with a
-    clean environment."""
+    """Runs `mesh` against one mesh (a directory, or a PostgreSQL URL) with a clean
+    environment: in the test process, or as a subprocess where that proves something."""
 
     def __init__(self, mesh_dir: Path, home: Path, *, url: str | None = None) -> None:
         self._mesh_dir = mesh_dir
@@ -114,9 +114,21 @@ class MeshRunner:
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
         timeout: float = 60,
+        process: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `mesh ARGS` and return the completed process (text mode)."""
+        """Run `mesh ARGS` and return the completed process (text mode): in this process
+        (tests/inprocess.py), or as a real subprocess with `process=True`, where a process is
+        what the test proves something about (races, signals, start-up, a terminal, servers,
+        commands left running)."""
         merged = {**self.env, **(env or {})}
+        if not process and any(key.startswith("PYTHON") for key in env or {}):
+            pytest.fail(
+                "a run with its own PYTHON* variables needs a fresh interpreter: process=True"
+            )
+        if not process:
+            from tests.inprocess import run_mesh
+
+            return run_mesh(args, input=input, env=merged, cwd=cwd)
         return subprocess.run(
             self.argv(*args),
             input=input.decode() if isinstance(input, bytes) else input,
@@ -178,13 +190,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and node.get_closest_marker("directory_only") is None
     ):
         metafunc.parametrize("mesh_kind", BACKENDS, indirect=True)
-
-
-def only_some_on_postgres(cli: MeshRunner, kept: bool) -> None:
-    """CI's time budget: a parametrized test whose cases differ only in code both backends share
-    runs every case on a directory mesh, and on a database mesh only the `kept` ones."""
-    if cli.kind == "postgres" and not kept:
-        pytest.skip("time budget: on a database mesh only some cases run (the rest: shared code)")
 
 
 @pytest.fixture

@@ -231,7 +231,7 @@ def test_without_the_web_extra_it_says_what_to_install(cli: MeshRunner, tmp_path
     (fake / "starlette").mkdir(parents=True)
     (fake / "starlette" / "__init__.py").write_text("raise ImportError('starlette is absent')\n")
     env = {"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = cli.run("dashboard", "--no-open", env=env)
+    done = cli.run("dashboard", "--no-open", env=env, process=True)  # a fresh interpreter
     assert done.returncode == 4
     assert "pip install 'drasill-cli[web]'" in done.stderr
     assert done.stdout == ""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drasill_cli.cli.render import printable
-from tests.conftest import MeshRunner, only_some_on_postgres
+from tests.conftest import MeshRunner
 
 pytestmark = pytest.mark.both_backends
 
@@ -49,7 +49,6 @@ def test_mail_is_shown_spelled_out_and_json_stays_exact(cli: MeshRunner) -> None
 def test_titles_roles_and_paths_are_shown_spelled_out(cli: MeshRunner, tmp_path: Path) -> None:
     """Titles and roles with control characters are refused by the commands, so they are
     planted as a writer of the mesh could; a file name may hold them anyway."""
-    only_some_on_postgres(cli, kept=False)
     cli.json("register", "alice", "--role", "dev")
     task = cli.json("task", "add", "plain title", "--body", EVIL, "--as", "alice")
     with cli.open() as mesh:

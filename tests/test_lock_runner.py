@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from drasill_cli import locks
-from tests.conftest import MeshRunner, only_some_on_postgres
+from tests.conftest import MeshRunner
 from tests.wake_support import wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -85,14 +85,13 @@ def wait_for_lock(cli: MeshRunner) -> None:
 def test_a_lock_held_before_the_run_is_neither_released_nor_changed_after(
     cli: MeshRunner, tmp_path: Path, before: str, asked: str, during: str
 ) -> None:
-    only_some_on_postgres(cli, kept=before == "write")
     target = str(tmp_path / "f")
     other = str(tmp_path / "g")
     cli.json("lock", target, "--mode", before, "--ttl", "900", "--as", "alpha")
     script = f"{shlex.join(cli.argv('locks', '--json'))}"
     done = cli.run(
         "lock", target, other, "--mode", asked, "--ttl", "60", "--as", "alpha",
-        "--", "sh", "-c", script,
+        "--", "sh", "-c", script, process=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     seen = {(lock["path"], lock["mode"]) for lock in json.loads(done.stdout)}
@@ -117,7 +116,6 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-@pytest.mark.directory_only("time budget: forwarding signals is the same code on both")
 def test_every_catchable_signal_reaches_the_command_and_its_code_is_the_exit_code(
     cli: MeshRunner, tmp_path: Path, runners: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -158,7 +156,6 @@ def test_an_interrupted_long_command_ends_with_130_and_releases(
     assert cli.json("locks") == []
 
 
-@pytest.mark.directory_only("time budget: how a runner's command dies is the same code on both")
 def test_a_killed_runner_takes_its_command_along_before_anyone_else_enters(
     cli: MeshRunner, tmp_path: Path, runners: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -183,7 +180,7 @@ def test_a_killed_runner_takes_its_command_along_before_anyone_else_enters(
         assert runner.wait(timeout=10) == -signal.SIGKILL
         done = cli.run(
             "lock", target, "--as", "beta", "--wait", "30", "--",
-            sys.executable, "-c", WATCHER, str(ticks),
+            sys.executable, "-c", WATCHER, str(ticks), process=True,
         )  # fmt: skip
         assert (done.returncode, done.stdout) == (0, "alone\n"), (round_, done.stderr)
         wait_until(lambda p=command_pid: not _running(p), timeout=10)  # type: ignore[misc]
@@ -198,7 +195,6 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-@pytest.mark.directory_only("time budget: the terminal handling is the same code on both")
 def test_a_command_on_a_terminal_reads_it_and_ctrl_c_ends_it_with_130(
     cli: MeshRunner, tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config, LocksConfig
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner, only_some_on_postgres
+from tests.conftest import MeshRunner
 from tests.harness import directory_of
 from tests.wake_support import wait_until
 
@@ -51,7 +51,6 @@ def dead_pid() -> int:
 def test_compatibility_table(
     cli: MeshRunner, tmp_path: Path, held: str, asked: str, first: str
 ) -> None:
-    only_some_on_postgres(cli, kept=(first, asked) == ("alpha", held))  # the diagonal
     second = "beta" if first == "alpha" else "alpha"
     target = str(tmp_path / "f.py")
     cli.json("lock", target, "--mode", held, "--as", first)
@@ -218,7 +217,8 @@ def test_command_runs_holding_the_lock_and_its_exit_code_passes_through(
 ) -> None:
     target = str(tmp_path / "f")
     script = f'mesh_locks=$({" ".join(cli.argv("locks", "--json"))}); echo "$mesh_locks"; exit 7'
-    done = cli.run("lock", target, "--as", "alpha", "--", "sh", "-c", script)
+    # A process: the command writes to the runner's own stdout.
+    done = cli.run("lock", target, "--as", "alpha", "--", "sh", "-c", script, process=True)
     assert done.returncode == 7, done.stderr
     [seen] = json.loads(done.stdout)
     assert (seen["path"], seen["holder"]) == (target, "alpha")
@@ -229,14 +229,14 @@ def test_command_sees_arguments_after_double_dash_untouched(
     cli: MeshRunner, tmp_path: Path
 ) -> None:
     done = cli.run(
-        "lock", str(tmp_path / "f"), "--as", "alpha", "--", "echo", "--json", "--as", "x"
-    )
+        "lock", str(tmp_path / "f"), "--as", "alpha", "--", "echo", "--json", "--as", "x",
+        process=True,
+    )  # fmt: skip
     assert done.returncode == 0
     assert done.stdout == "--json --as x\n"
 
 
 # The release after a command is covered on both by test_command_runs_holding_the_lock_...
-@pytest.mark.directory_only("time budget: how a command that cannot run exits is shared code")
 def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
     done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--json", "--", "no-such-cmd-x")
     assert done.returncode == 127
@@ -253,7 +253,6 @@ def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Pat
 
 
 # The release after a command is covered on both by test_command_runs_holding_the_lock_...
-@pytest.mark.directory_only("time budget: how a command that cannot run exits is shared code")
 def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
     script = tmp_path / "not-executable.sh"
     script.write_text("#!/bin/sh\necho hi\n")
@@ -270,7 +269,6 @@ def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path
     assert human.stderr.startswith("error: ") and str(script) in human.stderr
 
 
-@pytest.mark.directory_only("time budget: the same wake as test_wait_is_granted_when_the_...")
 def test_wait_inf_waits_until_granted(cli: MeshRunner, tmp_path: Path) -> None:
     target = str(tmp_path / "f")
     holder = subprocess.Popen(
@@ -456,7 +454,6 @@ def test_force_unlock_tells_a_registered_holder(cli: MeshRunner, tmp_path: Path)
 def test_bad_input_exits_2_and_writes_nothing(
     cli: MeshRunner, tmp_path: Path, args: list[str]
 ) -> None:
-    only_some_on_postgres(cli, kept=args[:1] == ["--mode"])  # refused before the mesh is read
     cli.json("lock", str(tmp_path / "held"), "--as", "alpha")
     before = cli.snapshot()
     done = cli.run("lock", str(tmp_path / "f"), "--json", *args)

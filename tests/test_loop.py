@@ -129,7 +129,6 @@ def test_reject_sends_the_task_back_with_the_note_and_approve_keeps_the_result(
 
 
 # The review round trip runs on both in test_reject_sends_the_task_back_with_the_note_and_...
-@pytest.mark.directory_only("time budget: whom a review asks is decided by shared code")
 def test_review_by_the_creator_itself_asks_every_other_live_agent(cli: MeshRunner) -> None:
     register(cli, "solo", "b", "c")
     cli.json("register", "gone", "--pid", str(_dead_pid()))
@@ -271,7 +270,6 @@ def test_ids_are_short_sorted_and_every_form_shown_is_accepted(cli: MeshRunner) 
     assert cli.run("task", "show", "99").returncode == 3
 
 
-@pytest.mark.directory_only("time budget: the tables are rendered by code both backends share")
 @pytest.mark.parametrize("columns", ["20", "40", "80", "200"])
 def test_tables_never_break_ids_or_paths(cli: MeshRunner, tmp_path: Path, columns: str) -> None:
     register(cli, "a-rather-long-agent-name")

@@ -20,7 +20,7 @@ from drasill_cli.config import Config, MessagesConfig
 from drasill_cli.errors import InvalidInput, NotFound
 from drasill_cli.mesh import Mesh
 from drasill_cli.storage.changes import inbox
-from tests.conftest import MeshRunner, only_some_on_postgres, tree
+from tests.conftest import MeshRunner, tree
 from tests.harness import directory_of
 from tests.wake_support import wait_until
 
@@ -126,7 +126,6 @@ def test_peek_and_list_consume_nothing(cli: MeshRunner, mesh: Mesh) -> None:
 
 @pytest.mark.parametrize("flags", [[], ["--peek"], ["--list"]])
 def test_empty_inbox_exits_1_with_null(cli: MeshRunner, flags: list[str]) -> None:
-    only_some_on_postgres(cli, kept=flags == [])  # the same empty answer for each flag
     cli.json("register", "bob")
     done = cli.run("inbox", "bob", *flags, "--json")
     assert (done.returncode, done.stdout) == (1, "null\n")
@@ -381,18 +380,15 @@ def test_refused_sends_write_nothing(cli: MeshRunner, tmp_path: Path) -> None:
         cases.append(
             (2, "unreadable-attachment", ["send", "bob", "hi", "--attach", str(unreadable)], None)
         )
-    if cli.kind == "postgres":  # time budget: the rest are refused by code both backends share
-        cases = [case for case in cases if case[0] == 3 or "attachment" in case[1]]
     for code, error_code, args, stdin in cases:
         error = _refused(cli, code, *args, input=stdin)
         assert error["code"] == error_code, (args, error)
         assert error["message"]
     assert _refused(cli, 3, "inbox", "ghost")["code"] == "unknown-agent"
-    if cli.kind == "directory":
-        assert _refused(cli, 2, "inbox", "bob", "--peek", "--list")["code"] == "invalid-usage"
-        assert _refused(cli, 2, "inbox", "bob", "--wait", "-1")["code"] == "invalid-wait"
-        assert _refused(cli, 2, "inbox", "Ghost!")["code"] == "invalid-name"
-        assert _refused(cli, 2, "inbox")["code"] == "missing-identity"
+    assert _refused(cli, 2, "inbox", "bob", "--peek", "--list")["code"] == "invalid-usage"
+    assert _refused(cli, 2, "inbox", "bob", "--wait", "-1")["code"] == "invalid-wait"
+    assert _refused(cli, 2, "inbox", "Ghost!")["code"] == "invalid-name"
+    assert _refused(cli, 2, "inbox")["code"] == "missing-identity"
 
 
 def test_too_many_attachments_refused(mesh: Mesh, tmp_path: Path) -> None:

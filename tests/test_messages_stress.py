@@ -104,12 +104,13 @@ def test_16_writers_x_500_with_4_consumers_exactly_once(cli: MeshRunner, tmp_pat
 
     def cli_sender(name: str) -> None:
         cli_sent.extend(
-            cli.json("send", "sink", f"{name}:{index}", "--as", name) for index in range(5)
+            cli.json("send", "sink", f"{name}:{index}", "--as", name, process=True)
+            for index in range(5)
         )
 
     def cli_consumer() -> None:
         for _ in range(10):
-            done = cli.run("inbox", "sink", "--json")
+            done = cli.run("inbox", "sink", "--json", process=True)  # processes race
             assert done.returncode in (0, 1), done.stderr
             if done.returncode == 0:
                 message = json.loads(done.stdout)

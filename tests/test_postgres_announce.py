@@ -214,7 +214,7 @@ def test_a_host_with_a_fast_clock_reads_the_servers(
     real_ns = time.time_ns
     monkeypatch.setattr(time, "time_ns", lambda: real_ns() + int(skew * 1e9))
     monkeypatch.setattr(time, "time", lambda: real_ns() / 1e9 + skew)
-    monkeypatch.setattr(clock, "_offset_ns", 0)  # restored after the test
+    monkeypatch.setattr(clock, "_current", clock.Clock())  # a fresh clock, restored after
     mesh = Mesh(postgres_backend(pg_mesh_url), Config())
     try:
         agents.register(mesh, "alice")

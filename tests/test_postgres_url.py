@@ -259,11 +259,11 @@ def test_a_missing_driver_is_exit_4_saying_what_to_install(cli: MeshRunner, tmp_
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCK_PSYCOPG)
     env = {"PYTHONPATH": str(site), "DRASILL_MESH_DIR": ""}
-    done = cli.run("--mesh-url", URL, "inbox", "--as", "bob", env=env)
+    done = cli.run("--mesh-url", URL, "inbox", "--as", "bob", env=env, process=True)
     assert done.returncode == 4, done.stderr
     assert "pip install 'drasill-cli[postgres]'" in done.stderr
     assert done.stderr.count("\n") == 1
-    done = cli.run("--mesh-url", URL, "inbox", "--as", "bob", "--json", env=env)
+    done = cli.run("--mesh-url", URL, "inbox", "--as", "bob", "--json", env=env, process=True)
     assert json.loads(done.stdout)["error"]["code"] == "driver-missing"
 
 

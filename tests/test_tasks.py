@@ -19,7 +19,7 @@ from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config, LifecycleConfig
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner, only_some_on_postgres, tree
+from tests.conftest import MeshRunner, tree
 from tests.harness import directory_of
 
 pytestmark = pytest.mark.both_backends
@@ -225,7 +225,6 @@ def test_bad_input_exit_codes(
     cli: MeshRunner, mesh: Mesh, args: list[str], code: int, error_code: str
 ) -> None:
     # The cases that look tasks up in the mesh; the rest are refused before it is read.
-    only_some_on_postgres(cli, kept=error_code in ("ambiguous-task-id", "unknown-task"))
     tasks.add_task(mesh, "one")
     tasks.add_task(mesh, "two")
     before = cli.snapshot()

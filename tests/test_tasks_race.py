@@ -237,7 +237,7 @@ def test_8_workers_claim_500_tasks_exactly_once_in_order(mesh: Mesh, mesh_dir: P
 def cli_claim_loop(cli: MeshRunner, name: str, claims: dict[str, list[str]]) -> None:
     mine = claims.setdefault(name, [])
     while True:
-        done = cli.run("claim", "--next", "--as", name, "--json")
+        done = cli.run("claim", "--next", "--as", name, "--json", process=True)  # they race
         if done.returncode == 1:
             assert json.loads(done.stdout)["error"]["code"] == "nothing-claimable"
             return

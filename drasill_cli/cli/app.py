@@ -99,6 +99,12 @@ def load_commands(args: list[str] | None = None) -> None:
     wanted = [COMMAND_MODULES[word]] if word in COMMAND_MODULES else COMMAND_MODULES.values()
     for module in dict.fromkeys(wanted):
         importlib.import_module(f"drasill_cli.cli.{module}")
+    # Help order is the modules' order, whichever were loaded first (an earlier run in the same
+    # process, as the in-process test runner makes, may have loaded others already).
+    order = {f"drasill_cli.cli.{name}": n for n, name in enumerate(COMMAND_MODULES.values())}
+    app.registered_commands.sort(
+        key=lambda info: order.get(getattr(info.callback, "__module__", ""), 0)
+    )
 
 
 def _show_version(value: bool) -> None:
@@ -183,19 +189,22 @@ def root(
 ) -> None:
     """A serverless mesh for AI coding agents on one machine."""
     del version, install_completion, show_completion
-    ctx.obj = CliState(mesh_dir, mesh_url)
+    if isinstance(ctx.obj, CliState):  # main's: it closes the mesh when the command ends
+        ctx.obj.mesh_dir, ctx.obj.mesh_url = mesh_dir, mesh_url
+    else:
+        ctx.obj = CliState(mesh_dir, mesh_url)
 
 
 # Environment variables the mesh reads as text.
 TEXT_VARIABLES = ("DRASILL_AGENT", "DRASILL_MESH_DIR", "DRASILL_CONFIG", "DRASILL_MESH_URL")
 
 
-def _not_utf8() -> str | None:
+def _not_utf8(args: list[str]) -> str | None:
     """What on the command line or in the environment is not valid UTF-8, if anything.
 
     Python hands such bytes over as lone surrogates, which no file or record could hold.
     """
-    for position, arg in enumerate(sys.argv[1:], start=1):
+    for position, arg in enumerate(args, start=1):
         if not is_utf8(arg):
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             return f"argument {position} ({shown!r}) is not valid UTF-8"
@@ -256,12 +265,12 @@ def usage_hint(exc: Exception, args: list[str]) -> str:
     return f"see {path} --help"
 
 
-def _refuse_undecodable_text() -> None:
+def _refuse_undecodable_text(args: list[str]) -> None:
     """Exit 2 on an argument or variable that is not UTF-8; show odd file names escaped."""
-    problem = _not_utf8()
+    problem = _not_utf8(args)
     if problem is not None:
         message = f"{problem}; pass text in UTF-8 (put binary data in a file and attach it)"
-        if "--json" in sys.argv[1:]:
+        if "--json" in args:
             print_json({"error": {"code": "invalid-encoding", "message": message}})
         else:
             sys.stderr.write(f"error: {message}\n")
@@ -272,17 +281,19 @@ def _refuse_undecodable_text() -> None:
             reconfigure(errors="backslashreplace")
 
 
-def main() -> None:
-    """Run `mesh`; a usage error exits 2, as JSON on stdout when --json was given."""
-    _refuse_undecodable_text()
-    args = sys.argv[1:]
+def main(argv: list[str] | None = None) -> None:
+    """Run `mesh` with `argv` (default: the process's arguments); it ends by raising SystemExit
+    with the exit code. A usage error exits 2, as JSON on stdout when --json was given."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    _refuse_undecodable_text(args)
     if "_MESH_COMPLETE" in os.environ:
         from drasill_cli.cli import shells
 
         shells.enable()
     load_commands(args)
+    invocation = CliState()
     try:
-        code = app(args=_with_shell(args), standalone_mode=False, prog_name="mesh")
+        code = app(args=_with_shell(args), standalone_mode=False, prog_name="mesh", obj=invocation)
     except Exception as exc:
         exit_code = getattr(exc, "exit_code", None)
         format_message = getattr(exc, "format_message", None)
@@ -304,4 +315,6 @@ def main() -> None:
         sys.exit(int(exit_code))
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        invocation.close()
     sys.exit(code if isinstance(code, int) else 0)

@@ -120,6 +120,12 @@ class CliState:
         except (MeshError, OSError) as exc:
             self._mesh.warnings.append(f"could not record the heartbeat of {self.actor}: {exc}")
 
+    def close(self) -> None:
+        """Release the mesh's connections, if it was opened (the command has ended)."""
+        if self._mesh is not None:
+            mesh, self._mesh = self._mesh, None
+            mesh.backend.close()
+
     def flush_warnings(self) -> None:
         """Report what the core handled on the way (quarantined files) on stderr."""
         if self._mesh is not None:
