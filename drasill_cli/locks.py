@@ -735,10 +735,11 @@ def _restore(mesh: Mesh, previous: Locks, holder: str) -> None:
     if not previous:
         return
     wanted = {lock["path"]: (lock["mode"], float(lock["ttl"])) for lock in previous}
+    # The holder looked up before the exclusion: the decision only compares.
+    judge = _Judge(mesh, clock.now()).prime({holder})
 
     def decide(records: Locks) -> LockChanges[Locks]:
-        now = clock.now()
-        judge = _Judge(mesh, now)
+        now = judge.now
         table, reset = _prepared(records, now)
         changed = []
         for lock in table:
