@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, get_args
 
-from drasill_cli import clock
+from drasill_cli import clock, lockpaths
 from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound, OrdinaryOutcome
 from drasill_cli.mesh import Mesh
 from drasill_cli.models import Task, TaskState
@@ -251,7 +251,11 @@ def add_task(
     review: bool = False,
     cwd: str | None = None,
 ) -> dict[str, Any]:
-    """Queue a new task; invalid input (exit 2) writes nothing."""
+    """Queue a new task; invalid input (exit 2) writes nothing.
+
+    Its `cwd` is the top of the git work tree holding `cwd` (default: the current directory)
+    when there is one, else `cwd` itself: workers start where the whole project is.
+    """
     if actor is not None:
         check_agent_name(actor)
     title = _check_title(title)
@@ -263,6 +267,8 @@ def add_task(
             code="invalid-priority",
         )
     deps = _check_dependencies(mesh, depends_on)
+    where = cwd or os.getcwd()
+    where = lockpaths.work_tree_top(where) or where
 
     def make(task_id: str) -> Task:
         now = clock.iso()  # taken as the id is: creation times follow the numbering
@@ -277,7 +283,7 @@ def add_task(
             updated_at=now,
             depends_on=deps,
             review=review,
-            cwd=cwd or os.getcwd(),
+            cwd=where,
         )
 
     task = _board(mesh).add(make)

@@ -112,7 +112,8 @@ def add_cmd(
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Queue a task. Its working directory is recorded (workers such as the bridge run there)."""
+    """Queue a task. Its working directory is recorded (workers such as the bridge run there):
+    the top of the git work tree when run inside one."""
     from drasill_cli import tasks
 
     cli = state(ctx)
