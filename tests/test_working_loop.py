@@ -4,6 +4,7 @@ filters, unlock by every printed form. The CLI tests run on both backends."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,3 +31,27 @@ def test_task_add_records_the_top_of_the_git_work_tree(cli: MeshRunner, tmp_path
     outside = tmp_path / "loose"
     outside.mkdir()
     assert cli.json("task", "add", "docs", cwd=outside)["cwd"] == str(outside)
+
+
+def closed_pipe(cli: MeshRunner, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `mesh ARGS` writing into a pipe whose reader is already gone (`| head` that quit)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            cli.argv(*args), stdout=write, stderr=subprocess.PIPE, env=cli.env, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+
+
+def test_a_closed_pipe_ends_quietly_with_the_commands_status(cli: MeshRunner) -> None:
+    cli.json("register", "alice")
+    task = cli.json("task", "add", "parse", "--body", "x" * 5000)["id"]
+    cli.json("send", "alice", "hello", "--as", "bob")
+    for args in (("task", "show", task), ("export",), ("history", "alice"), ("task", "list")):
+        done = closed_pipe(cli, *args)
+        assert (done.returncode, done.stderr) == (0, ""), args
+    missing = closed_pipe(cli, "task", "show", "t-9999")
+    assert missing.returncode == 3 and "Broken pipe" not in missing.stderr
