@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from tests.conftest import MeshRunner
 pytestmark = pytest.mark.both_backends
 
 
-def failure(cli: MeshRunner, *args: str) -> tuple[int, dict[str, Any]]:
-    done = cli.run(*args, "--json")
+def failure(cli: MeshRunner, *args: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    done = cli.run(*args, "--json", **kwargs)
     assert done.returncode != 0, done.stdout
     return done.returncode, json.loads(done.stdout)["error"]
 
@@ -55,3 +56,38 @@ def test_a_closed_pipe_ends_quietly_with_the_commands_status(cli: MeshRunner) ->
         assert (done.returncode, done.stderr) == (0, ""), args
     missing = closed_pipe(cli, "task", "show", "t-9999")
     assert missing.returncode == 3 and "Broken pipe" not in missing.stderr
+
+
+def git_repo(path: Path) -> Path:
+    (path / "src").mkdir(parents=True)
+    (path / "src" / "parser.py").write_text("")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b", "GIT_COMMITTER_NAME": "a",
+           "GIT_COMMITTER_EMAIL": "a@b"}  # fmt: skip
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "first"]):
+        subprocess.run(["git", "-C", str(path), *args], check=True, env=env)
+    return path
+
+
+def test_unlock_takes_every_form_that_locks_prints(cli: MeshRunner, tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cli.json("register", "alice")
+
+    def lock() -> tuple[str, str]:
+        cli.json("lock", "src/parser.py", "--as", "alice", cwd=repo)
+        rows = cli.run("locks", cwd=elsewhere).stdout.splitlines()[1:]
+        [shown] = [re.split(r"\s{2,}", row)[0] for row in rows]
+        [listed] = cli.json("locks")
+        return shown, listed["path"]
+
+    shown, key = lock()
+    assert shown.startswith("src/parser.py in git repository ") and "(at " in shown
+    forms = [shown, shown.split(" (at ")[0], key]
+    for form in forms:
+        [released] = cli.json("unlock", form, "--as", "alice", cwd=elsewhere)
+        assert released["path"] == key, form
+        lock()
+    assert cli.json("unlock", "src/parser.py", "--as", "alice", cwd=repo)[0]["path"] == key
+    code, error = failure(cli, "unlock", shown, "--as", "alice", cwd=elsewhere)
+    assert (code, error["code"]) == (3, "lock-not-found")
