@@ -141,8 +141,7 @@ def _held_key(mesh: Mesh, text: str) -> str | None:
     )
     if len(found) > 1:
         raise InvalidInput(
-            f"{text!r} names locks in several repositories: {', '.join(found)}; "
-            "give the whole key",
+            f"{text!r} names locks in several repositories: {', '.join(found)}; give the whole key",
             code="ambiguous-lock-path",
         )
     return found[0] if found else None
@@ -338,7 +337,6 @@ Locks = list[dict[str, Any]]
 def _gives(held: str, asked: str) -> bool:
     """Whether holding `held` excludes at least whom `asked` would (write excludes all)."""
     return COMPATIBLE[held] <= COMPATIBLE[asked]
-
 
 
 def _run_mode(held: str, asked: str) -> str:

@@ -61,8 +61,11 @@ def test_a_closed_pipe_ends_quietly_with_the_commands_status(cli: MeshRunner) ->
 def git_repo(path: Path) -> Path:
     (path / "src").mkdir(parents=True)
     (path / "src" / "parser.py").write_text("")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b", "GIT_COMMITTER_NAME": "a",
-           "GIT_COMMITTER_EMAIL": "a@b"}  # fmt: skip
+    who = {"NAME": "a", "EMAIL": "a@b"}
+    env = {
+        **os.environ,
+        **{f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER") for k, v in who.items()},
+    }
     for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "first"]):
         subprocess.run(["git", "-C", str(path), *args], check=True, env=env)
     return path
