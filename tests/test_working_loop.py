@@ -94,3 +94,37 @@ def test_unlock_takes_every_form_that_locks_prints(cli: MeshRunner, tmp_path: Pa
     assert cli.json("unlock", "src/parser.py", "--as", "alice", cwd=repo)[0]["path"] == key
     code, error = failure(cli, "unlock", shown, "--as", "alice", cwd=elsewhere)
     assert (code, error["code"]) == (3, "lock-not-found")
+
+
+def test_log_filters_by_agent_kind_and_task(cli: MeshRunner) -> None:
+    cli.json("register", "alice")
+    cli.json("register", "bob")
+    first = cli.json("task", "add", "parse", "--as", "human")["id"]
+    second = cli.json("task", "add", "docs", "--as", "human")["id"]
+    cli.json("claim", first, "--as", "alice")
+    cli.json("claim", second, "--as", "bob")
+
+    def log(*args: str) -> list[tuple[str, str | None, str | None]]:
+        lines = cli.run("log", *args, "--json").stdout.splitlines()
+        return [(e["event"], e.get("actor"), e.get("task")) for e in map(json.loads, lines)]
+
+    assert log("--agent", "bob") == [("register", "bob", None), ("task-claim", "bob", second)]
+    assert log("--kind", "task-claim") == [
+        ("task-claim", "alice", first),
+        ("task-claim", "bob", second),
+    ]
+    assert log("--task", first) == [("task-add", "human", first), ("task-claim", "alice", first)]
+    assert log("--task", first, "--agent", "bob") == []
+    followed = subprocess.Popen(
+        cli.argv("log", "--follow", "--json", "--kind", "task-done"),
+        stdout=subprocess.PIPE, env=cli.env, text=True,
+    )  # fmt: skip
+    try:
+        cli.json("task", "done", first, "--as", "alice")
+        assert followed.stdout is not None
+        event = json.loads(followed.stdout.readline())
+        assert (event["event"], event["task"]) == ("task-done", first)
+    finally:
+        followed.kill()
+        followed.wait()
+    assert failure(cli, "log", "--agent", "no/such")[0] == 2
