@@ -192,3 +192,17 @@ def test_a_lock_in_a_repository_is_offered_by_key_and_by_path(
     for form in offered:
         assert cli.json("unlock", form, "--as", "alice")[0]["path"] == held["path"]
         cli.json("lock", str(repo / "src" / "parser.py"), "--as", "alice")
+
+
+def test_zsh_install_leaves_global_completion_styles_alone(cli: MeshRunner) -> None:
+    home = Path(cli.env["HOME"])
+    mine = "# my own set-up\nbindkey -e\n"
+    (home / ".zshrc").write_text(mine)
+    for _ in range(2):  # installing again adds nothing
+        done = cli.run("--install-completion", "zsh")
+        assert done.returncode == 0, done.stderr
+    zshrc = (home / ".zshrc").read_text()
+    assert zshrc.startswith(mine)
+    assert "zstyle" not in zshrc  # no `zstyle ':completion:*' menu select` for every command
+    assert zshrc.count("compinit") == 2 and zshrc.count("fpath+=") == 1
+    assert (home / ".zfunc" / "_mesh").read_text().startswith("#compdef mesh")
