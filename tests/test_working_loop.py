@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,21 @@ def test_log_filters_by_agent_kind_and_task(cli: MeshRunner) -> None:
         followed.kill()
         followed.wait()
     assert failure(cli, "log", "--agent", "no/such")[0] == 2
+
+
+def test_an_outsider_of_a_group_shared_mesh_is_told_to_join_its_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from drasill_cli.backends.directory import store
+
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    monkeypatch.setattr(os, "getegid", lambda: 4242)
+    monkeypatch.setattr(os, "getgroups", lambda: [4242])
+    shared = os.stat_result((stat.S_IFDIR | stat.S_ISGID | 0o770, 0, 0, 2, 1001, 4343, 0, 0, 0, 0))
+    for group_shared in (True, False):
+        code, what, fix = store.folder_problem(shared, group_shared=group_shared) or ("", "", "")
+        assert code == "unsafe-owner"
+        assert "chown" not in fix and "usermod -aG" in fix, fix
+        assert "4343" in what
+    private = os.stat_result((stat.S_IFDIR | 0o700, 0, 0, 2, 1001, 1001, 0, 0, 0, 0))
+    assert "chown" in (store.folder_problem(private, group_shared=False) or ("", "", ""))[2]
