@@ -443,6 +443,7 @@ def _acquire(
     lease = (
         ttl if ttl is not None else check_ttl(mesh.config.locks.default_ttl, "locks.default_ttl")
     )
+    mesh.require_registered(holder, "take locks")
     deadline = time.monotonic() + (wait or 0.0)
     delay = WAIT_FIRST_S
     while True:

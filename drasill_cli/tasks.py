@@ -378,6 +378,7 @@ def claim(mesh: Mesh, actor: str, ref: str) -> dict[str, Any]:
         # A task is stored whole, so this look without exclusion is a true past state: losers
         # of a race leave without waiting for the winner's change.
         raise _claim_lost(seen)
+    mesh.require_registered(actor, f"claim task {task_id}")
     _check_claimant_alive(mesh, actor)
     known: dict[str, str] = {}
     _pending_dependencies(mesh, seen, known)  # before the exclusion: inside, it only compares
@@ -415,6 +416,7 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
     registered claimant that is dead is refused (NegativeOutcome `claimant-dead`).
     """
     check_agent_name(actor)
+    mesh.require_registered(actor, "claim a task")
     _check_claimant_alive(mesh, actor)
     states: dict[str, str] = {}
     board = _board(mesh)
@@ -517,6 +519,14 @@ def _own(task: Task, actor: str, verb: str) -> None:
         )
 
 
+def _registered_id(mesh: Mesh, ref: str, actor: str, verb: str) -> str:
+    """The id `ref` names, once `actor` is known to be registered (NotRegistered, exit 3):
+    only a registered agent moves a claimed task."""
+    task_id = resolve_id(mesh, ref)
+    mesh.require_registered(actor, f"{verb} task {task_id}")
+    return task_id
+
+
 def _with_result(task: Task, result: str | None, limit: int, **update: Any) -> Task:
     if result is not None:
         _check_text("result", result, limit)
@@ -532,7 +542,7 @@ def start(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[s
         _own(task, actor, "start")
         return _with_result(task, result, limit, state="working")
 
-    return _change(mesh, resolve_id(mesh, ref), actor, "task-start", decide)
+    return _change(mesh, _registered_id(mesh, ref, actor, "start"), actor, "task-start", decide)
 
 
 def done(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
@@ -548,7 +558,7 @@ def done(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[st
         _own(task, actor, "finish")
         return _with_result(task, result, limit, state="review" if task.review else "completed")
 
-    task = _change(mesh, resolve_id(mesh, ref), actor, "task-done", decide)
+    task = _change(mesh, _registered_id(mesh, ref, actor, "finish"), actor, "task-done", decide)
     if task["state"] == "review":
         task["notified"] = _tell(mesh, actor, _reviewers(mesh, task, actor), _review_request(task))
     return task
@@ -562,7 +572,7 @@ def fail(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[st
         _own(task, actor, "fail")
         return _with_result(task, result, limit, state="failed")
 
-    return _change(mesh, resolve_id(mesh, ref), actor, "task-fail", decide)
+    return _change(mesh, _registered_id(mesh, ref, actor, "fail"), actor, "task-fail", decide)
 
 
 FORCE_RELEASABLE = frozenset({"claimed", "working", "review", "failed", "abandoned"})
@@ -593,7 +603,8 @@ def release(
             task, result, limit, state="queued", claimed_by=None, claimed_at=None, approved_by=None
         )
 
-    return _change(mesh, resolve_id(mesh, ref), actor, "task-release", decide, forced=force)
+    task_id = resolve_id(mesh, ref) if force else _registered_id(mesh, ref, actor, "release")
+    return _change(mesh, task_id, actor, "task-release", decide, forced=force)
 
 
 def _reviewable(task: Task, actor: str, verb: str) -> None:

@@ -147,3 +147,31 @@ def test_an_outsider_of_a_group_shared_mesh_is_told_to_join_its_group(
         assert "4343" in what
     private = os.stat_result((stat.S_IFDIR | 0o700, 0, 0, 2, 1001, 1001, 0, 0, 0, 0))
     assert "chown" in (store.folder_problem(private, group_shared=False) or ("", "", ""))[2]
+
+
+def test_unregistered_names_cannot_claim_lock_or_move_tasks(
+    cli: MeshRunner, tmp_path: Path
+) -> None:
+    cli.json("register", "alice")
+    task = cli.json("task", "add", "parse", "--as", "human")["id"]  # adding stays open
+    cli.json("send", "alice", "hello", "--as", "human")  # sending stays open
+    for args in (("claim", task), ("claim", "--next"), ("lock", str(tmp_path / "f.py"))):
+        code, error = failure(cli, *args, "--as", "alcie")
+        assert code == 3, error
+        assert error["code"] == "not-registered"
+        assert "mesh register alcie" in error["message"]
+    human = cli.run("claim", task, "--as", "alcie")
+    assert human.returncode == 3 and "mesh register alcie" in human.stderr
+    assert cli.json("claim", task, "--as", "alice")["claimed_by"] == "alice"
+    for verb in ("start", "done", "fail", "release"):
+        code, error = failure(cli, "task", verb, task, "--as", "alcie")
+        assert (code, error["code"]) == (3, "not-registered"), verb
+    assert cli.json("task", "show", task)["claimed_by"] == "alice"
+
+
+def test_reviewing_stays_open_to_unregistered_names(cli: MeshRunner) -> None:
+    cli.json("register", "alice")
+    task = cli.json("task", "add", "parse", "--review", "--as", "human")["id"]
+    cli.json("claim", task, "--as", "alice")
+    cli.json("task", "done", task, "--as", "alice")
+    assert cli.json("task", "approve", task, "--as", "human")["state"] == "completed"

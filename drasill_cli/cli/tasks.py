@@ -294,11 +294,6 @@ def claim_cmd(
         task = tasks.claim_next_wait(mesh, actor, wait)
     else:
         task = tasks.claim_next(mesh, actor)
-    if not mesh.is_registered(actor):
-        note(
-            f"warning: {actor} is not registered, so its tasks are not requeued if it dies; "
-            f"run `mesh register {actor}` first"
-        )
     show_task(task, "claimed", json_out)
 
 
