@@ -350,7 +350,7 @@ def _claimed(task: Task, actor: str, known: dict[str, str]) -> Task:
 def _check_claimant_alive(mesh: Mesh, actor: str) -> None:
     """Refuse (exit 1) a registered agent that is dead: prune would take its claim back.
 
-    An unregistered claimant is allowed (its tasks are then never requeued).
+    An unregistered claimant never gets this far (`Mesh.require_registered`).
     """
     if not mesh.is_registered(actor):
         return
