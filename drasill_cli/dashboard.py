@@ -241,7 +241,7 @@ def approve(mesh: Mesh, actor: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def reject(mesh: Mesh, actor: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Reject a task in review with a note: it goes back for another run."""
+    """Reject a task in review with a note: it goes back to `working`, to its author."""
     return review(mesh, actor, _text(payload, "id", required=True), "reject", _note(payload))
 
 

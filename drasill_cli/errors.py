@@ -58,6 +58,13 @@ class NotFound(MeshError):
     default_code = "not-found"
 
 
+class NotRegistered(NotFound):
+    """Claiming, locking or moving a claimed task as a name that is not a registered agent
+    (exit 3): a mistyped name would hold work that nothing ever takes back."""
+
+    default_code = "not-registered"
+
+
 class MeshUnusable(MeshError):
     """Unsafe permissions or owner, or a store damaged beyond repair (exit 4)."""
 

@@ -124,6 +124,24 @@ def root_commit(top: str) -> str | None:
     return roots[0] if done.returncode == 0 and roots else None
 
 
+# A repository key as `shown` writes it: "src/a.py in git repository 0123456789ab", then
+# optionally " (at /where/it/is[ on host])".
+_SHOWN_KEY = re.compile(
+    r"(?P<rel>.+?) in git repository (?P<root>[0-9a-f]{7,64})(?: \(at (?P<at>/.*)\))?", re.DOTALL
+)
+WHOLE_TREE = "(the whole work tree)"
+
+
+def parse_shown(text: str) -> tuple[str, str, str | None] | None:
+    """(root commit or its prefix, relative path, the "at" path with any " on HOST") of a
+    repository key as `shown` writes it; None for any other text."""
+    found = _SHOWN_KEY.fullmatch(text)
+    if found is None:
+        return None
+    rel = found.group("rel")
+    return found.group("root"), "" if rel == WHOLE_TREE else rel, found.group("at")
+
+
 def local(lock: dict[str, Any]) -> tuple[str, str] | None:
     """(host, absolute path there) of where a lock was taken, when the record says."""
     host = lock.get("host")
@@ -142,7 +160,7 @@ def shown(lock: dict[str, Any], plain: Callable[[str], str] = str) -> str:
         elsewhere = isinstance(host, str) and host != hostname()
         return plain(lock["path"]) + (f" on {host}" if elsewhere else "")
     root, rel = parts
-    text = f"{rel or '(the whole work tree)'} in git repository {root[:12]}"
+    text = f"{rel or WHOLE_TREE} in git repository {root[:12]}"
     where = local(lock)
     if where is not None:
         host, path = where

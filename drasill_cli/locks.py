@@ -120,6 +120,45 @@ def resolve_all(paths: Sequence[str]) -> list[Target]:
     return list(found.values())
 
 
+def _held_key(mesh: Mesh, text: str) -> str | None:
+    """The key of a lock named as `mesh locks` shows it ("src/a.py in git repository
+    0123456789ab (at ...)", or "/a/path on HOST"), matched against the locks held; None when
+    `text` is not such a form or names no lock (then it is taken as a path)."""
+    if os.path.lexists(text):
+        return None
+    keys = {lock["path"] for lock in mesh.backend.locks.all() if isinstance(lock.get("path"), str)}
+    parsed = lockpaths.parse_shown(text)
+    if parsed is None:
+        plain, _on, _host = text.rpartition(" on ")
+        return plain if plain in keys else None
+    prefix, rel, _at = parsed
+    found = sorted(
+        key
+        for key in keys
+        if (parts := lockpaths.split_key(key)) is not None
+        and parts[0].startswith(prefix)
+        and parts[1] == rel
+    )
+    if len(found) > 1:
+        raise InvalidInput(
+            f"{text!r} names locks in several repositories: {', '.join(found)}; give the whole key",
+            code="ambiguous-lock-path",
+        )
+    return found[0] if found else None
+
+
+def _release_targets(mesh: Mesh, paths: Sequence[str]) -> list[str]:
+    """The keys `mesh unlock` releases: each PATH as `mesh lock` took it, or as `mesh locks`
+    shows it (the human form, or the key from --json)."""
+    if not paths:
+        raise InvalidInput("give at least one PATH to unlock", code="missing-path")
+    keys: dict[str, None] = {}
+    for path in paths:
+        key = _held_key(mesh, path) if path else None
+        keys.setdefault(key if key is not None else resolve_target(path).key)
+    return list(keys)
+
+
 def covers(outer: str, inner: str) -> bool:
     """Whether a lock on `outer` covers `inner`, by whole path components."""
     if outer == inner:
@@ -406,6 +445,7 @@ def _acquire(
     lease = (
         ttl if ttl is not None else check_ttl(mesh.config.locks.default_ttl, "locks.default_ttl")
     )
+    mesh.require_registered(holder, "take locks")
     deadline = time.monotonic() + (wait or 0.0)
     delay = WAIT_FIRST_S
     while True:
@@ -520,7 +560,7 @@ def release(
     with no live lock: NotFound (exit 3).
     """
     check_agent_name(holder)
-    resolved = [target.key for target in resolve_all(paths)]
+    resolved = _release_targets(mesh, paths)
 
     judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
 

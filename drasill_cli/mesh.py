@@ -70,6 +70,20 @@ class Mesh:
         """Whether `name` has an agent record (no parse: cheap on hot paths)."""
         return self.backend.presence.is_registered(name)
 
+    def require_registered(self, name: str, doing: str) -> None:
+        """Refuse (NotRegistered, exit 3) `doing` as `name` unless it is a registered agent:
+        claiming, locking and moving a claimed task need a name the mesh can watch (one that
+        dies is requeued and its locks freed); sending, adding tasks and reviewing do not."""
+        if self.is_registered(name):
+            return
+        from drasill_cli.errors import NotRegistered
+
+        raise NotRegistered(
+            f"{name} is not a registered agent, so it cannot {doing}; register it first with "
+            f"`mesh register {name}` (or check the name: --as, DRASILL_AGENT)",
+            agent=name,
+        )
+
     def agent_names(self) -> list[str]:
         """Names of every registered agent, sorted (no parse)."""
         return self.backend.presence.names()

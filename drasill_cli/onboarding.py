@@ -88,8 +88,12 @@ def launch(
     backend: str | None = None,
     tool_args: Sequence[str] = (),
     cwd: str | None = None,
+    role: str | None = None,
+    ram_gb: float | None = None,
+    vram_gb: float | None = None,
 ) -> dict[str, Any]:
-    """Start `tool` as agent `name` in a detached supervised session and register it."""
+    """Start `tool` as agent `name` in a detached supervised session and register it (with
+    `role` and the `ram_gb`/`vram_gb` budget, as `agents.register` takes them)."""
     from drasill_cli import agents
 
     check_agent_name(name)
@@ -116,7 +120,16 @@ def launch(
         pid = _start_heimdall(mesh, session, argv, env, cwd)
     try:
         agent = agents.register(
-            mesh, name, session=session, backend=backend, pid=pid, tool=tool, cwd=cwd
+            mesh,
+            name,
+            session=session,
+            backend=backend,
+            pid=pid,
+            tool=tool,
+            cwd=cwd,
+            role=role,
+            ram_gb=ram_gb,
+            vram_gb=vram_gb,
         )
     except Exception:
         _stop(backend, session)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, get_args
 
-from drasill_cli import clock
+from drasill_cli import clock, lockpaths
 from drasill_cli.errors import InvalidInput, MeshError, NegativeOutcome, NotFound, OrdinaryOutcome
 from drasill_cli.mesh import Mesh
 from drasill_cli.models import Task, TaskState
@@ -250,7 +250,11 @@ def add_task(
     review: bool = False,
     cwd: str | None = None,
 ) -> dict[str, Any]:
-    """Queue a new task; invalid input (exit 2) writes nothing."""
+    """Queue a new task; invalid input (exit 2) writes nothing.
+
+    Its `cwd` is the top of the git work tree holding `cwd` (default: the current directory)
+    when there is one, else `cwd` itself: workers start where the whole project is.
+    """
     if actor is not None:
         check_agent_name(actor)
     title = _check_title(title)
@@ -262,6 +266,8 @@ def add_task(
             code="invalid-priority",
         )
     deps = _check_dependencies(mesh, depends_on)
+    where = cwd or os.getcwd()
+    where = lockpaths.work_tree_top(where) or where
 
     def make(task_id: str) -> Task:
         now = clock.iso()  # taken as the id is: creation times follow the numbering
@@ -276,7 +282,7 @@ def add_task(
             updated_at=now,
             depends_on=deps,
             review=review,
-            cwd=cwd or os.getcwd(),
+            cwd=where,
         )
 
     task = _board(mesh).add(make)
@@ -343,7 +349,7 @@ def _claimed(task: Task, actor: str, known: dict[str, str]) -> Task:
 def _check_claimant_alive(mesh: Mesh, actor: str) -> None:
     """Refuse (exit 1) a registered agent that is dead: prune would take its claim back.
 
-    An unregistered claimant is allowed (its tasks are then never requeued).
+    An unregistered claimant never gets this far (`Mesh.require_registered`).
     """
     if not mesh.is_registered(actor):
         return
@@ -371,6 +377,7 @@ def claim(mesh: Mesh, actor: str, ref: str) -> dict[str, Any]:
         # A task is stored whole, so this look without exclusion is a true past state: losers
         # of a race leave without waiting for the winner's change.
         raise _claim_lost(seen)
+    mesh.require_registered(actor, f"claim task {task_id}")
     _check_claimant_alive(mesh, actor)
     known: dict[str, str] = {}
     _pending_dependencies(mesh, seen, known)  # before the exclusion: inside, it only compares
@@ -385,6 +392,7 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
     claimed. A registered claimant that is dead is refused (NegativeOutcome `claimant-dead`).
     """
     check_agent_name(actor)
+    mesh.require_registered(actor, "claim a task")
     _check_claimant_alive(mesh, actor)
     event = auditlog.event("task-claim", actor, state="claimed", from_state="queued", next=True)
     claim = _board(mesh).claim_next(actor, clock.iso(), event)
@@ -467,6 +475,14 @@ def _own(task: Task, actor: str, verb: str) -> None:
         )
 
 
+def _registered_id(mesh: Mesh, ref: str, actor: str, verb: str) -> str:
+    """The id `ref` names, once `actor` is known to be registered (NotRegistered, exit 3):
+    only a registered agent moves a claimed task."""
+    task_id = resolve_id(mesh, ref)
+    mesh.require_registered(actor, f"{verb} task {task_id}")
+    return task_id
+
+
 def _with_result(task: Task, result: str | None, limit: int, **update: Any) -> Task:
     if result is not None:
         _check_text("result", result, limit)
@@ -482,7 +498,7 @@ def start(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[s
         _own(task, actor, "start")
         return _with_result(task, result, limit, state="working")
 
-    return _change(mesh, resolve_id(mesh, ref), actor, "task-start", decide)
+    return _change(mesh, _registered_id(mesh, ref, actor, "start"), actor, "task-start", decide)
 
 
 def done(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[str, Any]:
@@ -498,7 +514,7 @@ def done(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[st
         _own(task, actor, "finish")
         return _with_result(task, result, limit, state="review" if task.review else "completed")
 
-    task = _change(mesh, resolve_id(mesh, ref), actor, "task-done", decide)
+    task = _change(mesh, _registered_id(mesh, ref, actor, "finish"), actor, "task-done", decide)
     if task["state"] == "review":
         task["notified"] = _tell(mesh, actor, _reviewers(mesh, task, actor), _review_request(task))
     return task
@@ -512,7 +528,7 @@ def fail(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[st
         _own(task, actor, "fail")
         return _with_result(task, result, limit, state="failed")
 
-    return _change(mesh, resolve_id(mesh, ref), actor, "task-fail", decide)
+    return _change(mesh, _registered_id(mesh, ref, actor, "fail"), actor, "task-fail", decide)
 
 
 FORCE_RELEASABLE = frozenset({"claimed", "working", "review", "failed", "abandoned"})
@@ -543,7 +559,8 @@ def release(
             task, result, limit, state="queued", claimed_by=None, claimed_at=None, approved_by=None
         )
 
-    return _change(mesh, resolve_id(mesh, ref), actor, "task-release", decide, forced=force)
+    task_id = resolve_id(mesh, ref) if force else _registered_id(mesh, ref, actor, "release")
+    return _change(mesh, task_id, actor, "task-release", decide, forced=force)
 
 
 def _reviewable(task: Task, actor: str, verb: str) -> None:

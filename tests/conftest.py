@@ -28,7 +28,22 @@ from tests.harness import (
 if TYPE_CHECKING:
     from drasill_cli.backends.postgres import PostgresBackend
 
-__all__ = ["MeshRunner", "database_rows", "tree", "with_schema"]
+__all__ = [
+    "MeshRunner",
+    "database_rows",
+    "register",
+    "tree",
+    "with_schema",
+]
+
+
+def register(mesh: Mesh, *names: str) -> None:
+    """Register `names` on `mesh` as live agents (their life is the test's process): a name
+    must be registered to claim, lock or move a claimed task."""
+    from drasill_cli import agents
+
+    for name in names:
+        agents.register(mesh, name, pid=os.getpid())
 
 
 class MeshRunner:
@@ -145,6 +160,12 @@ class MeshRunner:
         done = self.run(*args, "--json", **kwargs)
         assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
         return json.loads(done.stdout)
+
+    def register(self, *names: str) -> None:
+        """Register `names` as live agents (their life is the test's process), in-process: a
+        name must be registered to claim, lock or move a claimed task."""
+        with self.open() as mesh:
+            register(mesh, *names)
 
     def config(self, text: str) -> Path:
         """Write the config file the runner's processes will read."""

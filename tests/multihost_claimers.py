@@ -11,10 +11,11 @@ with exit 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 
-from drasill_cli import tasks
+from drasill_cli import agents, tasks
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
 
@@ -43,6 +44,8 @@ def race(
 def main(prefix: str, count: int) -> int:
     claimers = [f"{prefix}-c{i:02d}" for i in range(count)]
     meshes = [Mesh.open() for _ in claimers]
+    for claimer in claimers:  # only a registered name claims (issue 27); its life is ours
+        agents.register(meshes[0], claimer, pid=os.getpid())
     for line in sys.stdin:
         if line.strip() != "go":
             continue

@@ -76,7 +76,9 @@ def _consume(mesh: Mesh, log: Path, slot: int, rng: random.Random) -> None:
 
 
 def _claim(mesh: Mesh, log: Path, slot: int, rng: random.Random) -> None:
-    actor = f"cl{slot}x{os.getpid()}"  # unregistered: its claims are never requeued
+    actor = f"cl{slot}x{os.getpid()}"
+    # Alive as long as the test (its parent): killed mid-claim, its claims are never requeued.
+    agents.register(mesh, actor, pid=os.getppid(), replace=True)
     while True:
         try:
             task = tasks.claim_next(mesh, actor)

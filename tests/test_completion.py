@@ -175,3 +175,34 @@ def test_show_completion_prints_the_shipped_file(cli: MeshRunner, shell: str) ->
     done = cli.run("--show-completion", shell)
     root = Path(__file__).resolve().parent.parent
     assert done.stdout == (root / "completions" / f"mesh.{shell}").read_text()
+
+
+@pytest.mark.parametrize("shell", ("bash", "zsh"))
+def test_a_lock_in_a_repository_is_offered_by_key_and_by_path(
+    cli: MeshRunner, tmp_path: Path, shell: str
+) -> None:
+    from tests.test_working_loop import git_repo
+
+    repo = git_repo(tmp_path / "repo")
+    cli.json("register", "alice")
+    [held] = cli.json("lock", str(repo / "src" / "parser.py"), "--as", "alice")
+    # zsh's value list escapes a colon (`git\\:...`), which zsh inserts as a plain colon
+    offered = [v.replace("\\\\:", ":") for v in complete(cli, shell, "mesh unlock --as alice ")]
+    assert sorted(offered) == sorted([held["path"], str(repo / "src" / "parser.py")])
+    for form in offered:
+        assert cli.json("unlock", form, "--as", "alice")[0]["path"] == held["path"]
+        cli.json("lock", str(repo / "src" / "parser.py"), "--as", "alice")
+
+
+def test_zsh_install_leaves_global_completion_styles_alone(cli: MeshRunner) -> None:
+    home = Path(cli.env["HOME"])
+    mine = "# my own set-up\nbindkey -e\n"
+    (home / ".zshrc").write_text(mine)
+    for _ in range(2):  # installing again adds nothing
+        done = cli.run("--install-completion", "zsh")
+        assert done.returncode == 0, done.stderr
+    zshrc = (home / ".zshrc").read_text()
+    assert zshrc.startswith(mine)
+    assert "zstyle" not in zshrc  # no `zstyle ':completion:*' menu select` for every command
+    assert zshrc.count("compinit") == 2 and zshrc.count("fpath+=") == 1
+    assert (home / ".zfunc" / "_mesh").read_text().startswith("#compdef mesh")

@@ -35,6 +35,7 @@ def test_relative_mesh_dir_in_the_config_is_refused(cli: MeshRunner) -> None:
 
 
 def test_lock_on_a_missing_path_is_granted_with_a_word(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alice")
     missing = tmp_path / "not-there.py"
     done = cli.run("lock", str(missing), "--as", "alice")
     assert done.returncode == 0
@@ -86,6 +87,7 @@ def test_prune_dry_run_says_when_there_is_nothing_to_do(cli: MeshRunner) -> None
 
 
 def test_a_completed_task_does_not_show_tries_0(cli: MeshRunner) -> None:
+    cli.register("alice")
     task = cli.json("task", "add", "one")
     cli.json("claim", task["id"], "--as", "alice")
     cli.json("task", "done", task["id"], "--as", "alice")

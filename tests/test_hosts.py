@@ -16,6 +16,7 @@ from drasill_cli import agents, hardware, hardware_enforcement, lifecycle, liven
 from drasill_cli.config import BudgetsConfig, Config, LifecycleConfig
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
+from tests.conftest import register
 
 ELSEWHERE = "box-b"
 
@@ -70,6 +71,7 @@ def test_a_lock_on_an_absolute_path_binds_on_its_own_host_only(
     from drasill_cli.storage.locktable import LockChanges
 
     mesh = Mesh.open(mesh_dir, Config())
+    register(mesh, "remote", "near", "other")
     target = tmp_path / "notes.md"
     target.write_text("x\n")
     locks.acquire(mesh, [str(target)], "remote")

@@ -14,7 +14,7 @@ import pytest
 from drasill_cli import lockpaths, locks
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner
+from tests.conftest import MeshRunner, register
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git binary")
 
@@ -62,6 +62,7 @@ def clones(tmp_path: Path) -> tuple[Path, Path, str]:
 def test_clones_of_one_repository_conflict_on_the_same_relative_file(
     cli: MeshRunner, clones: tuple[Path, Path, str]
 ) -> None:
+    cli.register("alpha", "beta")
     one, two, root = clones
     [held] = cli.json("lock", "src/a.py", "--as", "alpha", cwd=one)
     assert held["path"] == f"git:{root}/src/a.py"
@@ -83,6 +84,7 @@ def test_clones_of_one_repository_conflict_on_the_same_relative_file(
 
 
 def test_a_separate_git_dir_and_a_subfolder_key_alike(mesh: Mesh, tmp_path: Path) -> None:
+    register(mesh, "alpha", "beta")
     """A work tree whose `.git` is a file (as in worktrees and `--separate-git-dir` clones)."""
     one, root = make_repo(tmp_path / "one")
     git(tmp_path, "clone", "-q", "--separate-git-dir", str(tmp_path / "store"), str(one), "two")
@@ -94,6 +96,7 @@ def test_a_separate_git_dir_and_a_subfolder_key_alike(mesh: Mesh, tmp_path: Path
 
 
 def test_outside_a_work_tree_the_lock_is_on_the_absolute_path(mesh: Mesh, tmp_path: Path) -> None:
+    register(mesh, "alpha", "beta")
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "f").write_text("")
@@ -110,6 +113,7 @@ def test_outside_a_work_tree_the_lock_is_on_the_absolute_path(mesh: Mesh, tmp_pa
 def test_a_folder_holding_a_work_tree_covers_its_files_on_this_host(
     mesh: Mesh, clones: tuple[Path, Path, str]
 ) -> None:
+    register(mesh, "alpha", "beta")
     one, _two, _root = clones
     locks.acquire(mesh, [str(one.parent)], "alpha")  # the folder both clones live in
     with pytest.raises(NegativeOutcome):
@@ -133,6 +137,7 @@ def test_git_variables_of_the_caller_do_not_change_the_key(
 def test_mesh_locks_shows_the_repository_and_the_relative_path(
     cli: MeshRunner, clones: tuple[Path, Path, str]
 ) -> None:
+    cli.register("alpha", "beta")
     one, two, root = clones
     cli.json("lock", "src/a.py", "--as", "alpha", cwd=one)
     listed = cli.run("locks", cwd=two)

@@ -85,6 +85,7 @@ def wait_for_lock(cli: MeshRunner) -> None:
 def test_a_lock_held_before_the_run_is_neither_released_nor_changed_after(
     cli: MeshRunner, tmp_path: Path, before: str, asked: str, during: str
 ) -> None:
+    cli.register("alpha")
     target = str(tmp_path / "f")
     other = str(tmp_path / "g")
     cli.json("lock", target, "--mode", before, "--ttl", "900", "--as", "alpha")
@@ -119,6 +120,7 @@ def lines(path: Path) -> list[str]:
 def test_every_catchable_signal_reaches_the_command_and_its_code_is_the_exit_code(
     cli: MeshRunner, tmp_path: Path, runners: list[subprocess.Popen[bytes]]
 ) -> None:
+    cli.register("alpha")
     target = str(tmp_path / "f")
     log = tmp_path / "signals"
     runner = subprocess.Popen(
@@ -142,6 +144,7 @@ def test_every_catchable_signal_reaches_the_command_and_its_code_is_the_exit_cod
 def test_an_interrupted_long_command_ends_with_130_and_releases(
     cli: MeshRunner, tmp_path: Path, runners: list[subprocess.Popen[bytes]]
 ) -> None:
+    cli.register("alpha")
     target = str(tmp_path / "f")
     runner = subprocess.Popen(
         cli.argv("lock", target, "--as", "alpha", "--", "sleep", "100"),
@@ -161,6 +164,7 @@ def test_a_killed_runner_takes_its_command_along_before_anyone_else_enters(
 ) -> None:
     """Rounds: alpha's runner (alpha's registered process) is SIGKILLed mid-run, and beta then
     enters the same critical section at once (alpha is dead): alpha's command must be gone."""
+    cli.register("beta", "alpha")
     target = str(tmp_path / "f")
     for round_ in range(3):
         ticks = tmp_path / f"ticks-{round_}"
@@ -200,6 +204,7 @@ def test_a_command_on_a_terminal_reads_it_and_ctrl_c_ends_it_with_130(
 ) -> None:
     """COMMAND runs in a process group of its own, yet in the terminal's foreground: it reads
     the terminal, and Ctrl-C typed there ends it (exit 130)."""
+    cli.register("alpha")
     target = str(tmp_path / "f")
     script = "print('got', input(), flush=True); import time; time.sleep(100)"
     master, slave = pty.openpty()

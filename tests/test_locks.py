@@ -21,7 +21,7 @@ from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config, LocksConfig
 from drasill_cli.errors import InvalidInput, NegativeOutcome, NotFound
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner
+from tests.conftest import MeshRunner, register
 from tests.harness import directory_of
 from tests.wake_support import wait_until
 
@@ -52,6 +52,7 @@ def test_compatibility_table(
     cli: MeshRunner, tmp_path: Path, held: str, asked: str, first: str
 ) -> None:
     second = "beta" if first == "alpha" else "alpha"
+    cli.register(first, second)
     target = str(tmp_path / "f.py")
     cli.json("lock", target, "--mode", held, "--as", first)
     done = cli.run("lock", target, "--mode", asked, "--as", second, "--json")
@@ -78,6 +79,7 @@ def test_table_matches_the_core(mesh: Mesh) -> None:
 
 @pytest.mark.parametrize("held", locks.MODES)
 def test_an_agent_never_conflicts_with_itself(mesh: Mesh, tmp_path: Path, held: str) -> None:
+    register(mesh, "alpha", "beta")
     target = str(tmp_path / "f")
     locks.acquire(mesh, [target, str(tmp_path)], "alpha", mode=held)
     for asked in locks.MODES:
@@ -87,6 +89,7 @@ def test_an_agent_never_conflicts_with_itself(mesh: Mesh, tmp_path: Path, held: 
 
 
 def test_upgrade_succeeds_only_without_other_readers(mesh: Mesh, tmp_path: Path) -> None:
+    register(mesh, "alpha", "beta")
     target = str(tmp_path / "f")
     locks.acquire(mesh, [target], "alpha", mode="read")
     locks.acquire(mesh, [target], "beta", mode="read")
@@ -102,6 +105,7 @@ def test_upgrade_succeeds_only_without_other_readers(mesh: Mesh, tmp_path: Path)
 
 
 def test_directory_lock_conflicts_with_file_lock_both_ways(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha", "beta")
     (tmp_path / "src").mkdir()
     cli.json("lock", "src/a.py", "--as", "alpha", cwd=tmp_path)
     done = cli.run("lock", "src/", "--as", "beta", "--json", cwd=tmp_path)
@@ -131,6 +135,7 @@ def test_coverage_compares_whole_components() -> None:
 def test_agents_in_other_directories_and_through_symlinks_agree(
     cli: MeshRunner, tmp_path: Path
 ) -> None:
+    cli.register("alpha", "beta")
     repo = tmp_path / "repo"
     (repo / "pkg").mkdir(parents=True)
     (tmp_path / "link").symlink_to(repo)
@@ -143,6 +148,7 @@ def test_agents_in_other_directories_and_through_symlinks_agree(
 
 
 def test_several_paths_are_granted_all_or_none(mesh: Mesh, tmp_path: Path) -> None:
+    register(mesh, "alpha", "beta")
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     locks.acquire(mesh, [two], "alpha")
     with pytest.raises(NegativeOutcome):
@@ -154,6 +160,7 @@ def test_several_paths_are_granted_all_or_none(mesh: Mesh, tmp_path: Path) -> No
 
 
 def test_locking_again_renews_and_keeps_acquired_at(mesh: Mesh, tmp_path: Path) -> None:
+    register(mesh, "alpha", "beta")
     target = str(tmp_path / "f")
     [first] = locks.acquire(mesh, [target], "alpha", ttl=10)
     time.sleep(0.05)
@@ -164,8 +171,10 @@ def test_locking_again_renews_and_keeps_acquired_at(mesh: Mesh, tmp_path: Path) 
 
 
 def test_denial_names_holder_mode_and_expiry(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha", "beta")
     target = str(tmp_path / "f")
-    [held] = cli.json("lock", target, "--mode", "intent", "--ttl", "90", "--as", "alpha")
+    cli.json("lock", target, "--mode", "intent", "--ttl", "90", "--as", "alpha")
+    [held] = cli.json("locks")  # a registered holder's lease runs from its last heartbeat
     done = cli.run("lock", target, "--as", "beta", "--json")
     assert done.returncode == 1
     error = json.loads(done.stdout)["error"]
@@ -183,6 +192,7 @@ def test_denial_names_holder_mode_and_expiry(cli: MeshRunner, tmp_path: Path) ->
 
 
 def test_wait_is_granted_when_the_holder_lets_go(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("beta", "alpha")
     target = str(tmp_path / "f")
     holder = subprocess.Popen(
         cli.argv("lock", target, "--as", "alpha", "--", "sleep", "3"), env=cli.env
@@ -196,6 +206,7 @@ def test_wait_is_granted_when_the_holder_lets_go(cli: MeshRunner, tmp_path: Path
 def test_wait_times_out_with_the_conflicts_and_does_not_spin(
     cli: MeshRunner, tmp_path: Path
 ) -> None:
+    cli.register("alpha", "beta")
     target = str(tmp_path / "f")
     cli.json("lock", target, "--as", "alpha")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -215,6 +226,7 @@ def test_wait_times_out_with_the_conflicts_and_does_not_spin(
 def test_command_runs_holding_the_lock_and_its_exit_code_passes_through(
     cli: MeshRunner, tmp_path: Path
 ) -> None:
+    cli.register("alpha")
     target = str(tmp_path / "f")
     script = f'mesh_locks=$({" ".join(cli.argv("locks", "--json"))}); echo "$mesh_locks"; exit 7'
     # A process: the command writes to the runner's own stdout.
@@ -228,6 +240,7 @@ def test_command_runs_holding_the_lock_and_its_exit_code_passes_through(
 def test_command_sees_arguments_after_double_dash_untouched(
     cli: MeshRunner, tmp_path: Path
 ) -> None:
+    cli.register("alpha", "x")
     done = cli.run(
         "lock", str(tmp_path / "f"), "--as", "alpha", "--", "echo", "--json", "--as", "x",
         process=True,
@@ -238,6 +251,7 @@ def test_command_sees_arguments_after_double_dash_untouched(
 
 # The release after a command is covered on both by test_command_runs_holding_the_lock_...
 def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha")
     done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--json", "--", "no-such-cmd-x")
     assert done.returncode == 127
     error = json.loads(done.stdout)["error"]
@@ -254,6 +268,7 @@ def test_command_not_found_exits_127_and_releases(cli: MeshRunner, tmp_path: Pat
 
 # The release after a command is covered on both by test_command_runs_holding_the_lock_...
 def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha")
     script = tmp_path / "not-executable.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o644)
@@ -270,6 +285,7 @@ def test_command_not_executable_exits_126_and_releases(cli: MeshRunner, tmp_path
 
 
 def test_wait_inf_waits_until_granted(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("beta", "alpha")
     target = str(tmp_path / "f")
     holder = subprocess.Popen(
         cli.argv("lock", target, "--as", "alpha", "--", "sleep", "2"), env=cli.env
@@ -283,6 +299,8 @@ def test_wait_inf_waits_until_granted(cli: MeshRunner, tmp_path: Path) -> None:
 
 
 def test_ttl_over_30_days_exits_2_naming_the_limit(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha")
+    before = cli.snapshot()
     for ttl in ("1e12", "1e300", "2592001"):
         done = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--ttl", ttl, "--json")
         assert done.returncode == 2, (ttl, done.stdout, done.stderr)
@@ -292,7 +310,7 @@ def test_ttl_over_30_days_exits_2_naming_the_limit(cli: MeshRunner, tmp_path: Pa
         human = cli.run("lock", str(tmp_path / "f"), "--as", "alpha", "--ttl", ttl)
         assert human.returncode == 2
         assert human.stderr.startswith("error: --ttl") and "Traceback" not in human.stderr
-    assert cli.is_empty()
+    assert cli.snapshot() == before
     [held] = cli.json("lock", str(tmp_path / "f"), "--as", "alpha", "--ttl", "2592000")
     assert held["ttl"] == 2592000
 
@@ -300,6 +318,7 @@ def test_ttl_over_30_days_exits_2_naming_the_limit(cli: MeshRunner, tmp_path: Pa
 def test_config_default_ttl_is_bounded_where_used(mesh_dir: Path, tmp_path: Path) -> None:
     for default_ttl in (1e12, 1e300, float("inf")):
         mesh = Mesh.open(mesh_dir, Config(locks=LocksConfig(default_ttl=default_ttl)))
+        register(mesh, "alpha", "beta", "gamma")
         with pytest.raises(InvalidInput) as caught:
             locks.acquire(mesh, [str(tmp_path / "f")], "alpha")
         assert caught.value.code == "invalid-config"
@@ -312,6 +331,7 @@ def test_config_default_ttl_is_bounded_where_used(mesh_dir: Path, tmp_path: Path
 
 
 def test_renewal_caps_an_oversized_stored_ttl(mesh: Mesh, tmp_path: Path) -> None:
+    register(mesh, "alpha", "beta")
     target = str(tmp_path / "f")
     [held] = locks.acquire(mesh, [target], "alpha", ttl=10)
     rel = layout.lock_record(held["path"], "alpha")
@@ -324,6 +344,7 @@ def test_renewal_caps_an_oversized_stored_ttl(mesh: Mesh, tmp_path: Path) -> Non
 
 
 def test_command_renews_the_lease_while_it_runs(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha", "beta")
     target = str(tmp_path / "f")
     holder = subprocess.Popen(
         cli.argv("lock", target, "--as", "alpha", "--ttl", "2", "--", "sleep", "6"), env=cli.env
@@ -345,6 +366,7 @@ def test_command_renews_the_lease_while_it_runs(cli: MeshRunner, tmp_path: Path)
 def test_sigkilled_holder_frees_the_lock_when_the_lease_runs_out(
     cli: MeshRunner, tmp_path: Path
 ) -> None:
+    cli.register("alpha", "beta")
     target = str(tmp_path / "f")
     holder = subprocess.Popen(
         cli.argv("lock", target, "--as", "alpha", "--ttl", "3", "--", "sleep", "100"),
@@ -370,6 +392,7 @@ def test_sigkilled_holder_frees_the_lock_when_the_lease_runs_out(
 
 
 def test_dead_registered_holder_blocks_no_one(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("beta")
     target = str(tmp_path / "f")
     cli.json("register", "alpha", "--pid", str(dead_pid()))
     cli.json("lock", target, "--as", "alpha", "--ttl", "600")
@@ -384,6 +407,7 @@ def test_dead_registered_holder_blocks_no_one(cli: MeshRunner, tmp_path: Path) -
 
 
 def test_live_registered_holder_blocks(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha", "beta")
     target = str(tmp_path / "f")
     cli.json("register", "alpha", "--pid", str(os.getpid()))
     cli.json("lock", target, "--as", "alpha")
@@ -391,6 +415,7 @@ def test_live_registered_holder_blocks(cli: MeshRunner, tmp_path: Path) -> None:
 
 
 def test_unlock_only_your_own(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha", "beta")
     target = str(tmp_path / "f")
     cli.json("lock", target, "--as", "alpha")
     done = cli.run("unlock", target, "--as", "beta", "--json")
@@ -410,6 +435,7 @@ def test_unlock_only_your_own(cli: MeshRunner, tmp_path: Path) -> None:
 
 
 def test_force_unlock_takes_an_unregistered_holders_lock(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha", "beta")
     target = str(tmp_path / "f")
     cli.json("lock", target, "--as", "alpha")
     [taken] = cli.json("unlock", target, "--as", "beta", "--force")
@@ -454,6 +480,7 @@ def test_force_unlock_tells_a_registered_holder(cli: MeshRunner, tmp_path: Path)
 def test_bad_input_exits_2_and_writes_nothing(
     cli: MeshRunner, tmp_path: Path, args: list[str]
 ) -> None:
+    cli.register("alpha")
     cli.json("lock", str(tmp_path / "held"), "--as", "alpha")
     before = cli.snapshot()
     done = cli.run("lock", str(tmp_path / "f"), "--json", *args)
@@ -476,6 +503,7 @@ def test_bad_input_through_the_api(mesh: Mesh, tmp_path: Path) -> None:
 
 def test_release_all_and_clear_stale_are_idempotent(mesh_dir: Path, tmp_path: Path) -> None:
     mesh = Mesh.open(mesh_dir, Config())
+    register(mesh, "alpha", "beta", "gamma")
     locks.acquire(mesh, [str(tmp_path / "a"), str(tmp_path / "b")], "alpha")
     locks.acquire(mesh, [str(tmp_path / "c")], "beta", ttl=0.05)
     locks.acquire(mesh, [str(tmp_path / "d")], "gamma")
@@ -513,6 +541,7 @@ def test_clear_stale_drops_dead_agents_locks(cli: MeshRunner, tmp_path: Path) ->
 
 
 def test_expired_lease_stops_renewal_from_reviving_it(mesh: Mesh, tmp_path: Path) -> None:
+    register(mesh, "alpha", "beta")
     target = str(tmp_path / "f")
     locks.acquire(mesh, [target], "alpha", ttl=0.05)
     time.sleep(0.1)
@@ -522,6 +551,7 @@ def test_expired_lease_stops_renewal_from_reviving_it(mesh: Mesh, tmp_path: Path
 
 
 def test_hold_releases_and_reports_a_lock_taken_meanwhile(mesh: Mesh, tmp_path: Path) -> None:
+    register(mesh, "alpha", "beta")
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     # A lease long enough that a late renewal (the renewer runs every ttl/3) cannot let `two`
     # expire on a loaded machine: the renewal that notices `one` is gone also renews `two`.
@@ -538,6 +568,7 @@ def test_hold_releases_and_reports_a_lock_taken_meanwhile(mesh: Mesh, tmp_path: 
 
 @pytest.mark.directory_only("plants damaged lock files")
 def test_damaged_lock_record_is_quarantined_not_fatal(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha")
     cli.json("lock", str(tmp_path / "f"), "--as", "alpha")
     (cli.mesh_dir / "locks" / "junk.json").write_text("{not json")
     forged = cli.mesh_dir / "locks" / ("0" * 64 + "-beta.json")
@@ -550,6 +581,7 @@ def test_damaged_lock_record_is_quarantined_not_fatal(cli: MeshRunner, tmp_path:
 
 
 def test_locks_lists_human_table(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("alpha")
     assert "no locks" in cli.run("locks").stdout
     cli.json("lock", str(tmp_path / "f"), "--as", "alpha", "--mode", "read")
     done = cli.run("locks", "--as", "alpha")

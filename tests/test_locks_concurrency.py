@@ -31,6 +31,7 @@ def _start_cli_workers(cli: MeshRunner, counter: Path, rounds: int) -> list[subp
     """Each worker is a shell loop of `mesh lock COUNTER --wait 120 -- sh -c INCREMENT` (a
     generous wait: 32 contenders on a loaded two-core machine can keep one waiting past 30 s;
     what this test proves is that no increment is lost)."""
+    cli.register(*(f"w{i:02d}" for i in range(AGENTS)))
     workers = []
     for i in range(AGENTS):
         lock = " ".join(cli.argv("lock", str(counter), "--as", f"w{i:02d}", "--wait", "120", "--"))
@@ -78,6 +79,7 @@ def test_32_cli_agents_lose_no_increment(cli: MeshRunner, tmp_path: Path) -> Non
 
 def test_32_api_agents_x_50_rounds_lose_no_increment(cli: MeshRunner, tmp_path: Path) -> None:
     """The full 32 x 50 with the lock taken through the Python API in 32 worker processes."""
+    cli.register(*(f"w{i:02d}" for i in range(AGENTS)))
     counter = _counter(tmp_path)
     workers = [
         subprocess.Popen(

@@ -144,6 +144,7 @@ def test_review_by_the_creator_itself_asks_every_other_live_agent(cli: MeshRunne
 
 
 def test_approve_no_longer_takes_result(cli: MeshRunner) -> None:
+    cli.register("a", "b")
     task = cli.json("task", "add", "x", "--review")
     cli.json("claim", task["id"], "--as", "a")
     cli.json("task", "done", task["id"], "--result", "mine", "--as", "a")
@@ -297,6 +298,7 @@ def test_tables_never_break_ids_or_paths(cli: MeshRunner, tmp_path: Path, column
 
 
 def test_wording_of_unlock_approve_and_empty_lists(cli: MeshRunner, tmp_path: Path) -> None:
+    cli.register("a")
     target = tmp_path / "f"
     locked = cli.run("lock", str(target), "--as", "a")
     assert "lease" in locked.stdout and "until" in locked.stdout

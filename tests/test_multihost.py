@@ -287,6 +287,7 @@ def test_a_write_lock_on_one_host_refuses_the_same_path_on_that_host_only(
 ) -> None:
     """Outside a work tree a lock is on the absolute path on its host (contract): the same path
     on another machine is another file."""
+    runner.register("ann", "amy", "ben")
     box_a, box_b = _hosts(runner, 2)
     shared = tmp_path / "shared" / "notes.md"
     shared.parent.mkdir()
@@ -317,6 +318,7 @@ def _git(*args: str, cwd: Path) -> None:
 def test_clones_of_one_repository_on_two_hosts_contend_for_the_same_file(
     runner: MeshRunner, tmp_path: Path
 ) -> None:
+    runner.register("ann", "ben")
     box_a, box_b = _hosts(runner, 2)
     origin = tmp_path / "origin"
     (origin / "src").mkdir(parents=True)
@@ -405,6 +407,7 @@ def test_a_database_restart_fails_commands_with_exit_4_and_loses_nothing(
     )
     box_a, box_b = _hosts(_runner(secret, tmp_path / "home"), 2)
     box_a.json("register", "reader")  # the schema is made by (and belongs to) the password role
+    box_b.json("register", "claimer")  # only a registered name claims
     mesh = _mesh(plain)
     queued = {tasks.add_task(mesh, f"job {i}", actor="boss")["id"] for i in range(400)}
     sends = Loop(box_a, lambda i: ("send", "reader", f"body-{i}", "--as", "writer"))

@@ -126,6 +126,7 @@ def _check_claims(mesh: Mesh, log: Path) -> None:
     assert not queued & set(per_task), "a journaled claim is back in the queue"
     # Later claims work: the queued rest is claimed, each once, then nothing is left.
     got = set()
+    agents.register(mesh, "late-claimer", pid=os.getpid(), replace=True)
     while True:
         try:
             got.add(tasks.claim_next(mesh, "late-claimer")["id"])
@@ -158,6 +159,7 @@ def _check_locks(mesh: Mesh, log: Path, storm: Storm) -> None:
     assert not live, f"locks of dead agents still bind: {live}"
     lifecycle.prune(mesh)
     assert locks.list_locks(mesh) == []
+    agents.register(mesh, "late-locker", pid=os.getpid(), replace=True)
     locks.acquire(mesh, storm.paths, "late-locker", mode="write", ttl=5)
     locks.release(mesh, storm.paths, "late-locker")
 
@@ -198,6 +200,8 @@ def _check_cli(mesh: Mesh, tmp_path: Path) -> None:
     sent = cli.json("send", RECEIVER, "after the storm", "--as", "human")
     assert cli.json("inbox", RECEIVER)["id"] == sent["id"]
     cli.json("task", "add", "one more")
+    for name in ("cli-claimer", "cli-locker"):
+        agents.register(mesh, name, pid=os.getpid(), replace=True)
     assert cli.json("claim", "--next", "--as", "cli-claimer")["title"] == "one more"
     lock_path = str(tmp_path / "work" / "a.py")
     cli.json("lock", lock_path, "--as", "cli-locker", "--ttl", "5")
@@ -267,6 +271,8 @@ def _cli_kills_seeded(cli: MeshRunner, mesh: Mesh, tmp_path: Path, kills: int, s
     completed: dict[str, str] = {}
     consumed: list[str] = []
     done_kills = 0
+    for name in ("cli-claimer", "cli-locker"):
+        agents.register(mesh, name, pid=os.getpid(), replace=True)
     while done_kills < kills:
         kind = rng.choice(("send", "send", "inbox", "claim", "lock", "prune"))
         body = f"cli-{done_kills}-{rng.getrandbits(32):x}"
@@ -359,7 +365,7 @@ def test_full_disk_python_api(
         lambda: messages.send(mesh, RECEIVER, "a message that does not fit", sender="human"),
         lambda: agents.register(mesh, "newcomer"),
         lambda: tasks.add_task(mesh, "a task that does not fit", actor="boss"),
-        lambda: locks.acquire(mesh, [str(target)], "locker"),
+        lambda: locks.acquire(mesh, [str(target)], RECEIVER),
     ]
     for action in actions:
         with monkeypatch.context() as patch:
@@ -377,6 +383,7 @@ def test_full_disk_python_api(
     assert messages.list_unread(mesh, RECEIVER) == []
     assert [t["title"] for t in tasks.list_tasks(mesh)] == ["existing"]
     assert messages.send(mesh, RECEIVER, "fits now", sender="human")[0]["body"] == "fits now"
+    agents.register(mesh, "worker", pid=os.getpid())
     assert tasks.claim_next(mesh, "worker")["title"] == "existing"
 
 

@@ -108,6 +108,7 @@ def test_status_shows_whole_ids_relative_paths_and_hidden_counts(
 def test_long_paths_are_cut_from_the_middle_only_when_the_width_demands(
     cli: MeshRunner, tmp_path: Path
 ) -> None:
+    cli.register("alpha")
     deep = tmp_path / ("d" * 30) / ("e" * 30) / "the-file-that-matters.py"
     deep.parent.mkdir(parents=True)
     deep.write_text("")

@@ -17,9 +17,9 @@ import pytest
 from drasill_cli import agents, tasks
 from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config, LifecycleConfig
-from drasill_cli.errors import NegativeOutcome
+from drasill_cli.errors import NegativeOutcome, NotRegistered
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner, tree
+from tests.conftest import MeshRunner, register, tree
 from tests.harness import directory_of
 
 pytestmark = pytest.mark.both_backends
@@ -82,6 +82,7 @@ def test_add_show_list(cli: MeshRunner, tmp_path: Path) -> None:
 
 
 def test_claim_start_done_and_the_audit_trail(cli: MeshRunner) -> None:
+    cli.register("ann")
     task = cli.json("task", "add", "build it")
     claimed = cli.json("claim", task["id"], "--as", "ann")
     assert (claimed["state"], claimed["claimed_by"]) == ("claimed", "ann")
@@ -93,17 +94,18 @@ def test_claim_start_done_and_the_audit_trail(cli: MeshRunner) -> None:
         "built",
         "ann",
     )
-    trail = [(e["event"], e["actor"], e["state"]) for e in cli.events()]
+    trail = [(e["event"], e["actor"], e["state"]) for e in cli.events() if "task" in e]
     assert trail == [
         ("task-add", None, "queued"),
         ("task-claim", "ann", "claimed"),
         ("task-start", "ann", "working"),
         ("task-done", "ann", "completed"),
     ]
-    assert all(e["task"] == task["id"] for e in cli.events())
+    assert all(e["task"] == task["id"] for e in cli.events() if e["event"] != "register")
 
 
 def test_done_by_a_non_claimant_exits_1_and_changes_nothing(cli: MeshRunner) -> None:
+    cli.register("ann", "bob")
     task = cli.json("task", "add", "guarded")
     cli.json("claim", task["id"], "--as", "ann")
     before = cli.snapshot()
@@ -118,6 +120,7 @@ def test_done_by_a_non_claimant_exits_1_and_changes_nothing(cli: MeshRunner) -> 
 
 
 def test_review_needs_another_agent(cli: MeshRunner) -> None:
+    cli.register("ann", "rev", "other")
     task = cli.json("task", "add", "risky change", "--review")
     cli.json("claim", task["id"], "--as", "ann")
     in_review = cli.json("task", "done", task["id"], "--as", "ann", "--result", "patch ready")
@@ -137,6 +140,7 @@ def test_review_needs_another_agent(cli: MeshRunner) -> None:
 
 
 def test_dependencies_gate_claims(cli: MeshRunner) -> None:
+    cli.register("ann", "bob")
     base = cli.json("task", "add", "base")
     top = cli.json("task", "add", "on top", "--priority", "9", "--depends", base["id"][:15])
     assert top["depends_on"] == [base["id"]]
@@ -177,6 +181,7 @@ def test_dependency_cycle_exits_2_and_writes_nothing(cli: MeshRunner, mesh: Mesh
 
 
 def test_release_is_conditional_on_the_owner(cli: MeshRunner) -> None:
+    cli.register("ann", "lead", "bob")
     task = cli.json("task", "add", "contested")
     cli.json("claim", task["id"], "--as", "ann")
     taken = cli.json("task", "release", task["id"], "--force", "--as", "lead")
@@ -195,6 +200,7 @@ def test_release_is_conditional_on_the_owner(cli: MeshRunner) -> None:
 
 
 def test_failed_task_runs_again_only_when_forced(cli: MeshRunner) -> None:
+    cli.register("ann", "bob", "lead")
     task = cli.json("task", "add", "flaky")
     cli.json("claim", task["id"], "--as", "ann")
     failed = cli.json("task", "fail", task["id"], "--result", "tests red", "--as", "ann")
@@ -225,6 +231,7 @@ def test_bad_input_exit_codes(
     cli: MeshRunner, mesh: Mesh, args: list[str], code: int, error_code: str
 ) -> None:
     # The cases that look tasks up in the mesh; the rest are refused before it is read.
+    cli.register("ann")
     tasks.add_task(mesh, "one")
     tasks.add_task(mesh, "two")
     before = cli.snapshot()
@@ -234,11 +241,13 @@ def test_bad_input_exit_codes(
 
 
 def test_nothing_to_claim_exits_1(cli: MeshRunner) -> None:
+    cli.register("ann")
     code, error = fails(cli, "claim", "--as", "ann")
     assert (code, error["code"], error["waiting"]) == (1, "nothing-claimable", 0)
 
 
 def test_stale_queue_marker_is_skipped_and_cleared(mesh: Mesh) -> None:
+    register(mesh, "ann")
     stale = tasks.add_task(mesh, "claimed before a crash", priority=5)
     fresh = tasks.add_task(mesh, "still queued")
     record = {**stale, "state": "claimed", "claimed_by": "ghost"}
@@ -262,6 +271,7 @@ def test_damaged_task_record_is_quarantined_not_fatal(cli: MeshRunner, mesh: Mes
 
 
 def test_killed_claimant_task_is_requeued_by_prune(cli: MeshRunner, mesh: Mesh) -> None:
+    cli.register("w2")
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         cli.json("register", "w1", "--pid", str(worker.pid))
@@ -288,6 +298,7 @@ def test_killed_claimant_task_is_requeued_by_prune(cli: MeshRunner, mesh: Mesh) 
 
 def test_requeue_abandons_at_max_attempts_and_force_revives(mesh_dir: Path) -> None:
     mesh = Mesh.open(mesh_dir, Config(lifecycle=LifecycleConfig(max_attempts=2)))
+    register(mesh, "w1", "w2", "w3")
     task = tasks.add_task(mesh, "cursed")
     tasks.claim(mesh, "w1", task["id"])
     assert tasks.requeue_tasks_of(mesh, "w1")[0]["state"] == "queued"
@@ -308,6 +319,7 @@ def _requeue_worker(mesh_dir: Path, out: Any) -> None:
 
 
 def test_concurrent_requeues_change_each_task_once(mesh: Mesh, mesh_dir: Path) -> None:
+    register(mesh, "gone")
     ids = [tasks.add_task(mesh, f"job {i}")["id"] for i in range(20)]
     for task_id in ids:
         tasks.claim(mesh, "gone", task_id)
@@ -358,26 +370,23 @@ def test_dead_claimant_refused_through_the_api(mesh: Mesh) -> None:
     with pytest.raises(NegativeOutcome) as caught:
         tasks.claim(mesh, "d", task["id"])
     assert caught.value.code == "claimant-dead"
-    assert tasks.claim(mesh, "unregistered-worker", task["id"])["state"] == "claimed"
+    with pytest.raises(NotRegistered):  # an unregistered name is refused (issue 27)
+        tasks.claim(mesh, "unregistered-worker", task["id"])
 
 
-def test_unregistered_warning_only_after_a_successful_claim(cli: MeshRunner) -> None:
+def test_unregistered_claimant_is_refused_before_anything_is_claimed(cli: MeshRunner) -> None:
     nothing = cli.run("claim", "--next", "--as", "k5")
-    assert nothing.returncode == 1
-    assert "not registered" not in nothing.stderr
-    assert nothing.stderr.startswith("nothing to claim")  # an ordinary state: no `error:`
+    assert nothing.returncode == 3 and "mesh register k5" in nothing.stderr
     task = cli.json("task", "add", "work")
-    done = cli.run("claim", "--next", "--as", "k5", "--json")
-    assert done.returncode == 0
-    assert json.loads(done.stdout)["id"] == task["id"]
-    assert "warning: k5 is not registered" in done.stderr
-    lost = cli.run("claim", task["id"], "--as", "k6")
-    assert lost.returncode == 1
-    assert "not registered" not in lost.stderr
+    refused = cli.run("claim", "--next", "--as", "k5", "--json")
+    assert refused.returncode == 3
+    assert json.loads(refused.stdout)["error"]["code"] == "not-registered"
+    assert cli.json("task", "show", task["id"])["state"] == "queued"
 
 
 def test_requeue_of_an_unregistered_claimant_keeps_attempts(mesh_dir: Path) -> None:
     mesh = Mesh.open(mesh_dir, Config(lifecycle=LifecycleConfig(max_attempts=1)))
+    register(mesh, "w1", "w2")
     task = tasks.add_task(mesh, "work")
     tasks.claim(mesh, "w1", task["id"])
     [back] = tasks.requeue_tasks_of(mesh, "w1", died=False)

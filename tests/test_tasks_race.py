@@ -26,7 +26,7 @@ from drasill_cli.backends.directory import layout
 from drasill_cli.config import Config
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
-from tests.conftest import MeshRunner
+from tests.conftest import MeshRunner, register
 from tests.harness import directory_of
 
 RACERS = 64
@@ -97,6 +97,7 @@ def check_one_winner(cli: MeshRunner, task_id: str, results: list[Any]) -> None:
 
 
 def run_cli_rounds(cli: MeshRunner, mesh: Mesh, rounds: int) -> None:
+    register(mesh, *(f"r{i:02d}" for i in range(RACERS)))
     for _ in range(rounds):
         task_id = tasks.add_task(mesh, "contested")["id"]
         argvs = [["claim", task_id, "--as", f"r{i:02d}", "--json"] for i in range(RACERS)]
@@ -157,6 +158,7 @@ def claim_rounds(name: str, mesh_dir: Path, task_ids: list[str], barrier: Any) -
 
 
 def test_64_processes_50_rounds_one_winner_each(mesh: Mesh, mesh_dir: Path) -> None:
+    register(mesh, *(f"p{i:02d}" for i in range(RACERS)))
     task_ids = [tasks.add_task(mesh, f"round {i}")["id"] for i in range(ROUNDS)]
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(RACERS)
@@ -221,6 +223,7 @@ def claim_until_empty(name: str, mesh_dir: Path, barrier: Any) -> list[str]:
 
 
 def test_8_workers_claim_500_tasks_exactly_once_in_order(mesh: Mesh, mesh_dir: Path) -> None:
+    register(mesh, *(f"w{i}" for i in range(8)))
     add_shuffled(mesh, 500)
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(8)
@@ -246,6 +249,7 @@ def cli_claim_loop(cli: MeshRunner, name: str, claims: dict[str, list[str]]) -> 
 
 
 def run_cli_workers(cli: MeshRunner, mesh: Mesh, total: int) -> None:
+    register(mesh, *(f"w{i}" for i in range(8)))
     add_shuffled(mesh, total)
     claims: dict[str, list[str]] = {}
     threads = [

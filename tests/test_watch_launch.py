@@ -100,10 +100,14 @@ def test_launch_tmux_starts_a_detached_registered_agent_that_can_be_woken(
         "FAKE_OUT": str(out),
         "TMUX_TMPDIR": str(tmux_tmpdir),
     }
-    done = cli.run("launch", "alpha", "--backend", "tmux", "--json", "--", "--model", "x", env=env)
+    done = cli.run(
+        "launch", "alpha", "--backend", "tmux", "--role", "reviewer", "--ram-gb", "0.5",
+        "--vram-gb", "0", "--json", "--", "--model", "x", env=env,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     agent = json.loads(done.stdout)
     assert (agent["name"], agent["backend"], agent["session"]) == ("alpha", "tmux", "mesh-alpha")
+    assert (agent["role"], agent["ram_gb"]) == ("reviewer", 0.5)  # as `register` takes them
     assert agent["state"] == "active"
     assert agent["pid"] > 0
     # The file exists as soon as the fake tool opens it: wait until its JSON is complete.

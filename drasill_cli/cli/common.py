@@ -231,6 +231,33 @@ def _unhandled_io(exc: OSError) -> MeshError:
     return io_error("use", exc.filename or "the mesh directory", exc)
 
 
+def _reader_gone() -> None:
+    """The reader of stdout went away (`| head` that had enough): the rest is not wanted. Point
+    stdout at the null device so nothing more written, nor the flush at exit, fails."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, sys.stdout.fileno())
+        finally:
+            os.close(null)
+    except (OSError, ValueError, AttributeError):  # stdout without a descriptor (captured)
+        pass
+
+
+def _own_status(result: object) -> None:
+    """End with the exit status a `Shown` result carries (0: return normally)."""
+    if isinstance(result, Shown) and result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _flush_stdout() -> None:
+    """Flush stdout, where a closed pipe shows; a closed pipe ends the output quietly."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone()
+
+
 def command(target: typer.Typer, name: str | None = None, **options: Any) -> Callable[[F], F]:
     """Register a command whose MeshErrors become the contract's output and exit code.
 
@@ -244,15 +271,18 @@ def command(target: typer.Typer, name: str | None = None, **options: Any) -> Cal
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             ctx: typer.Context = kwargs["ctx"]
             cli = state(ctx)
+            result = None
             try:
                 try:
                     result = func(*args, **kwargs)
                     if isinstance(result, Shown):
                         result.render(bool(kwargs.get("json_out")))
-                        if result.exit_code:
-                            raise typer.Exit(result.exit_code)
+                    sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit
+                except BrokenPipeError:  # output cut short by its reader: not a mesh problem
+                    _reader_gone()
                 except OSError as exc:
                     raise _unhandled_io(exc) from exc
+                _own_status(result)  # the command's own exit status, pipe closed or not
             except MeshError as exc:
                 if exc.exit_code in (1, 3):
                     cli.beat()
@@ -262,6 +292,7 @@ def command(target: typer.Typer, name: str | None = None, **options: Any) -> Cal
                 cli.beat()
                 raise
             finally:
+                _flush_stdout()
                 cli.flush_warnings()
             cli.beat()
             cli.flush_warnings()

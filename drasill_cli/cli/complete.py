@@ -131,6 +131,9 @@ def held_lock_paths(ctx: Any, incomplete: str) -> Items:
     mesh = _mesh(ctx)
     if mesh is None:
         return []
+    from drasill_cli import lockpaths
+    from drasill_cli.liveness import hostname
+
     me = _identity(ctx)
     found: Items = []
     for record in _listed(mesh.backend.locks.all):
@@ -138,9 +141,12 @@ def held_lock_paths(ctx: Any, incomplete: str) -> Items:
             continue
         if me is not None and record.get("holder") != me:
             continue
-        shown = _shown_path(record["path"])
-        if shown.startswith(incomplete):
-            found.append((shown, f"{record.get('mode')} lock of {record.get('holder')}"))
+        about = f"{record.get('mode')} lock of {record.get('holder')}"
+        forms = [_shown_path(record["path"])]  # a path, or a repository key: unlock takes both
+        where = lockpaths.local(record) if lockpaths.split_key(record["path"]) else None
+        if where is not None and where[0] == hostname():
+            forms.append(_shown_path(where[1]))  # the path as it was locked here
+        found += [(form, about) for form in forms if form.startswith(incomplete)]
     return sorted(set(found))[:MAX_ITEMS]
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from drasill_cli import clock
-from drasill_cli.cli import views
+from drasill_cli.cli import complete, views
 from drasill_cli.cli.common import JsonOpt, Shown, app, command, emit, state
 from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput
@@ -65,7 +65,12 @@ def prune_cmd(
     app,
     "log",
     short_help="Show the audit trail of every change.",
-    epilog=examples("mesh log --since 10m", "mesh log --follow", "mesh log --json --since 1d"),
+    epilog=examples(
+        "mesh log --since 10m",
+        "mesh log --follow --agent alice",
+        "mesh log --task t-0007",
+        "mesh log --json --since 1d --kind task-claim",
+    ),
 )
 def log_cmd(
     ctx: typer.Context,
@@ -78,17 +83,46 @@ def log_cmd(
             help="Only events from this time (ISO-8601, or 10m, 2h, 1d ago).", metavar="TIME"
         ),
     ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            help="Only events done by this agent.",
+            metavar="NAME",
+            autocompletion=complete.agent_names,
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind", help="Only events of this kind (task-claim, lock, ...).", metavar="KIND"
+        ),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="Only events about this task.",
+            metavar="ID",
+            autocompletion=complete.task_ids,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The audit trail of every change, one event per line (JSON Lines with --json)."""
-    from drasill_cli import audit
+    from drasill_cli import audit, tasks
 
     if since:
         parse_since(since)  # a bad value is exit 2 before the mesh is opened
+    audit.check_filters(agent, kind)
     mesh = state(ctx).mesh()
     # Counted back once the mesh is open: a database mesh's clock is the server's.
     start = parse_since(since) if since else None
-    events = audit.follow(mesh, start) if follow else audit.read_events(mesh, start)
+    task_id = None if task is None else tasks.resolve_id(mesh, task)
+    chosen: dict[str, Any] = {"agent": agent, "kind": kind, "task": task_id}
+    events = (
+        audit.follow(mesh, start, **chosen) if follow else audit.read_events(mesh, start, **chosen)
+    )
     try:
         for event in events:
             emit(Shown(event, views.log_event), json_out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -86,12 +87,34 @@ def script(shell: str) -> str:
     return get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=check(shell))
 
 
+ZSH_LOADER = "fpath+=~/.zfunc; autoload -Uz compinit; compinit"
+
+
+def _install_zsh() -> Path:
+    """`~/.zfunc/_mesh`, loaded by one line added to `~/.zshrc` when missing. Unlike Typer's
+    installer, it sets no global completion style (`zstyle ':completion:*' menu select` would
+    change how every command completes)."""
+    home = Path.home()
+    zshrc = home / ".zshrc"
+    text = zshrc.read_text() if zshrc.is_file() else ""
+    if ZSH_LOADER not in text:
+        sep = "" if not text or text.endswith("\n") else "\n"
+        zshrc.write_text(f"{text}{sep}{ZSH_LOADER}\n")
+    path = home / ".zfunc" / f"_{PROG}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script("zsh"))
+    return path
+
+
 def install(shell: str) -> None:
     """Install completion for `shell` in the user's home, then say where and how to use it."""
     from typer._completion_shared import install as typer_install  # (private: no public name)
 
     chosen = check(shell)
-    _shell, path = typer_install(shell=chosen, prog_name=PROG, complete_var=COMPLETE_VAR)
+    if chosen == "zsh":
+        path = _install_zsh()
+    else:
+        _shell, path = typer_install(shell=chosen, prog_name=PROG, complete_var=COMPLETE_VAR)
     sys.stdout.write(f"{chosen} completion installed in {path}\n")
     sys.stderr.write(f"open a new {chosen} (or source its rc file) to use it\n")
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from drasill_cli.cli import complete, views
-from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, note, state
+from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, state
 from drasill_cli.cli.helpstyle import examples
 from drasill_cli.errors import InvalidInput
 
@@ -76,7 +76,8 @@ def add_cmd(
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> Shown:
-    """Queue a task. Its working directory is recorded (workers such as the bridge run there)."""
+    """Queue a task. Its working directory is recorded (workers such as the bridge run there):
+    the top of the git work tree when run inside one."""
     from drasill_cli import tasks
 
     cli = state(ctx)
@@ -209,11 +210,6 @@ def claim_cmd(
         task = tasks.claim_next_wait(mesh, actor, wait)
     else:
         task = tasks.claim_next(mesh, actor)
-    if not mesh.is_registered(actor):
-        note(
-            f"warning: {actor} is not registered, so its tasks are not requeued if it dies; "
-            f"run `mesh register {actor}` first"
-        )
     return Shown(task, views.task, "claimed")
 
 

@@ -170,12 +170,28 @@ def launch_cmd(
             autocompletion=complete.backends,
         ),
     ] = None,
+    role: Annotated[
+        str | None, typer.Option(help="Free-form role, e.g. reviewer.", metavar="TEXT")
+    ] = None,
+    ram_gb: Annotated[
+        float | None, typer.Option(help="RAM budget to reserve, in GiB.", metavar="GIB")
+    ] = None,
+    vram_gb: Annotated[
+        float | None, typer.Option(help="GPU memory to reserve, in GiB.", metavar="GIB")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> Shown:
     """Start an agent in a detached supervised session with the mesh prompt, and register it."""
     from drasill_cli import onboarding
 
     agent = onboarding.launch(
-        state(ctx).mesh(), name, tool=tool, backend=backend, tool_args=tool_args or ()
+        state(ctx).mesh(),
+        name,
+        tool=tool,
+        backend=backend,
+        tool_args=tool_args or (),
+        role=role,
+        ram_gb=ram_gb,
+        vram_gb=vram_gb,
     )
     return Shown(agent, views.launched, tool)

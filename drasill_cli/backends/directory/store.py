@@ -1281,6 +1281,8 @@ def folder_problem(info: os.stat_result, *, group_shared: bool) -> tuple[str, st
     in a group-shared mesh."""
     me = os.geteuid()
     if info.st_uid != me and not _shared_with_me(info, group_shared=group_shared):
+        if info.st_mode & stat.S_ISGID:  # a group-shared mesh: join it, never take it over
+            return _outsider(info, group_shared=group_shared)
         return (
             "unsafe-owner",
             f"is owned by uid {info.st_uid}, not by you (uid {me})",
@@ -1299,6 +1301,42 @@ def folder_problem(info: os.stat_result, *, group_shared: bool) -> tuple[str, st
             "chmod g-w {path}, or set group_shared = true in the config",
         )
     return None
+
+
+def _outsider(info: os.stat_result, *, group_shared: bool) -> tuple[str, str, str]:
+    """The problem of a group-shared (setgid) folder of another user that is not ours: set
+    group_shared when its group is one of ours, else ask to join the group."""
+    import grp
+    import pwd
+
+    gid = info.st_gid
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    mine = gid == os.getegid() or gid in os.getgroups()
+    if mine and not group_shared:
+        return (
+            "unsafe-owner",
+            f"is a group-shared mesh of uid {info.st_uid} (group {group}, gid {gid})",
+            "set group_shared = true in your config to use it",
+        )
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        me = str(os.geteuid())
+    return (
+        "unsafe-owner",
+        f"is a group-shared mesh of uid {info.st_uid} for group {group} (gid {gid}), "
+        "which you are not in",
+        (
+            f"ask an administrator to add you to the group (usermod -aG {group} {me}), log in "
+            "again, and set group_shared = true in your config; or use a mesh directory of "
+            "your own (--mesh-dir)"
+        )
+        .replace("{", "{{")
+        .replace("}", "}}"),  # a template: `{path}` is filled in later
+    )
 
 
 def _shared_with_me(info: os.stat_result, *, group_shared: bool) -> bool:
