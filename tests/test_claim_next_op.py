@@ -19,6 +19,7 @@ from drasill_cli import tasks
 from drasill_cli.config import Config
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.mesh import Mesh
+from tests.conftest import register
 
 WORKERS = 4
 TASKS = 60
@@ -27,6 +28,7 @@ TASKS = 60
 @pytest.fixture
 def pg_mesh(pg_mesh_url: str) -> Iterator[Mesh]:
     opened = Mesh.open(config=Config(), mesh_url=pg_mesh_url)
+    register(opened, "ann", "bob")  # claiming takes a registered name
     try:
         yield opened
     finally:
@@ -117,6 +119,7 @@ def test_racing_processes_claim_each_task_exactly_once(
         location = str(tmp_path / "mesh")
         mesh = Mesh.open(Path(location), Config())
     try:
+        register(mesh, *(f"w{i}" for i in range(WORKERS)))
         added = [tasks.add_task(mesh, f"task {n}", priority=n % 3)["id"] for n in range(TASKS)]
         # One task waits on another: claimable only once that is completed (never, here).
         blocked = tasks.add_task(mesh, "blocked", priority=5, depends_on=[added[0]])["id"]
