@@ -50,7 +50,9 @@ ELLIPSIS = "…"
 
 
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
+    from drasill_cli.units import gib
+
+    return gib(value)
 
 
 def _pair(declared: float | None, measured: float | None) -> str:
@@ -248,8 +250,8 @@ def _bar(label: str, section: dict[str, Any]) -> RenderableType:
         f"  {label:<4} ",
         ("█" * filled, style),
         ("░" * (BAR_WIDTH - filled), "dim"),
-        f" {declared:.1f}/{limit:.1f} GiB declared, agents use {section['agents_gb']:.1f},"
-        f" free {section['free_gb']:.1f}",
+        f" {_gb(declared)}/{_gb(limit)} GiB declared, agents use {_gb(section['agents_gb'])},"
+        f" free {_gb(section['free_gb'])}",
         no_wrap=True,
         overflow="ellipsis",
     )

@@ -443,7 +443,7 @@ def _lifecycle_line(event: dict[str, Any]) -> str:
 def _hardware_line(event: dict[str, Any]) -> str:
     done = _BUDGET_ACTION.get(str(event.get("action")), str(event.get("action")))
     over = ", ".join(
-        f"uses {o['measured_gb']:g} GiB of {o['resource']} (declared {o['declared_gb']:g})"
+        f"uses {_gb(o['measured_gb'])} GiB of {o['resource']} (declared {_gb(o['declared_gb'])})"
         for o in event.get("over") or []
         if isinstance(o, dict) and {"measured_gb", "resource", "declared_gb"} <= set(o)
     )
@@ -579,7 +579,10 @@ def demo(result: dict[str, Any]) -> None:
 
 
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    """An amount of memory in GiB, as everywhere (`units.gib`)."""
+    from drasill_cli.units import gib
+
+    return gib(value)
 
 
 def _hw_summary(label: str, section: dict[str, Any]) -> str:
