@@ -104,15 +104,15 @@ def resolve_id(mesh: Mesh, ref: str) -> str:
     return matches[0]
 
 
-def waits_on(task: Task, state_of: Callable[[str], str]) -> list[dict[str, str]]:
-    """What a queued task waits on: `{id, state}` of each dependency not completed (`missing`
-    for one that is not stored); empty for a task in any other state. `state_of` names a
-    dependency's state."""
-    if task.state != "queued":
+def waits_on(task: dict[str, Any], state_of: Callable[[str], str]) -> list[dict[str, str]]:
+    """What a queued task (a task object) waits on: `{id, state}` of each dependency not
+    completed (`missing` for one that is not stored); empty for a task in any other state.
+    `state_of` names a dependency's state."""
+    if task["state"] != "queued":
         return []
     return [
         {"id": dep, "state": state}
-        for dep in task.depends_on
+        for dep in task["depends_on"]
         if (state := state_of(dep)) != "completed"
     ]
 
@@ -123,9 +123,10 @@ def blocked_for_good(waits: Sequence[dict[str, str]]) -> bool:
     return any(dep["state"] in BLOCKING_STATES for dep in waits)
 
 
-def _with_waits(task: Task, state_of: Callable[[str], str]) -> dict[str, Any]:
-    record = task.to_record()
-    record["waits_on"] = waits_on(task, state_of)
+def _with_waits(task: Task | dict[str, Any], state_of: Callable[[str], str]) -> dict[str, Any]:
+    """The task object with `waits_on` and `blocked`."""
+    record = task.to_record() if isinstance(task, Task) else task
+    record["waits_on"] = waits_on(record, state_of)
     record["blocked"] = blocked_for_good(record["waits_on"])
     return record
 
@@ -744,8 +745,8 @@ def edit(
             )
         return task.replace(**update)
 
-    changed = sorted(update)
-    return _change(mesh, task_id, actor, "task-edit", decide, changed=changed)
+    edited = _change(mesh, task_id, actor, "task-edit", decide, changed=sorted(update))
+    return _with_waits(edited, _state_of(mesh))
 
 
 def _check_not_reaching(mesh: Mesh, task_id: str, deps: Sequence[str]) -> None:

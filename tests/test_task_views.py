@@ -152,8 +152,14 @@ def test_edit_a_queued_task(cli: MeshRunner) -> None:
     assert (event["actor"], event["task"]) == ("lead", task)
     assert event["changed"] == ["body", "depends_on", "priority", "review", "title"]
 
+    freed = cli.json("task", "edit", task, "--no-depends")
+    assert (freed["depends_on"], freed["waits_on"]) == ([], [])
+    waits = cli.json("task", "edit", task, "--depends", base)["waits_on"]
+    assert waits == [{"id": base, "state": "queued"}]
+
     before = cli.snapshot()
     for bad in (
+        ["--depends", base, "--no-depends"],
         ["--title", ""],
         ["--priority", "99999999"],
         ["--depends", task],  # itself

@@ -153,6 +153,31 @@ def list_cmd(
 
 @command(
     task_app,
+    "show",
+    short_help="Show one task in full.",
+    epilog=examples("mesh task show ID", "mesh task show ID --json"),
+)
+def show_cmd(
+    ctx: typer.Context,
+    task_id: Annotated[
+        str,
+        typer.Argument(
+            help="Task id, or a unique prefix of one.",
+            metavar="ID",
+            autocompletion=complete.task_ids,
+        ),
+    ],
+    json_out: JsonOpt = False,
+) -> Shown:
+    """Show one task in full."""
+    from drasill_cli import tasks
+
+    task = tasks.get_task(state(ctx).mesh(), task_id)
+    return Shown(task, views.task_in_full)
+
+
+@command(
+    task_app,
     "cancel",
     short_help="Cancel a task for good (its creator, or --force).",
     epilog=examples(
@@ -199,7 +224,7 @@ def cancel_cmd(
     epilog=examples(
         'mesh task edit ID --title "fix the login test on CI"',
         "mesh task edit ID --priority 9 --depends t-0003 --depends t-0004",
-        "mesh task edit ID --no-review",
+        "mesh task edit ID --no-depends --no-review",
     ),
 )
 def edit_cmd(
@@ -222,6 +247,9 @@ def edit_cmd(
             autocompletion=complete.task_ids,
         ),
     ] = None,
+    no_depends: Annotated[
+        bool, typer.Option("--no-depends", help="Drop every dependency it has.")
+    ] = False,
     review: Annotated[
         bool | None,
         typer.Option(
@@ -235,6 +263,8 @@ def edit_cmd(
     read). Invalid input changes nothing (exit 2); a task in another state is exit 1."""
     from drasill_cli import tasks
 
+    if depends and no_depends:
+        raise InvalidInput("give --depends ID or --no-depends, not both", code="invalid-usage")
     cli = state(ctx)
     task = tasks.edit(
         cli.mesh(),
@@ -243,35 +273,10 @@ def edit_cmd(
         title=title,
         body=body,
         priority=priority,
-        depends_on=depends,
+        depends_on=[] if no_depends else depends,
         review=review,
     )
     return Shown(task, views.task, "edited")
-
-
-@command(
-    task_app,
-    "show",
-    short_help="Show one task in full.",
-    epilog=examples("mesh task show ID", "mesh task show ID --json"),
-)
-def show_cmd(
-    ctx: typer.Context,
-    task_id: Annotated[
-        str,
-        typer.Argument(
-            help="Task id, or a unique prefix of one.",
-            metavar="ID",
-            autocompletion=complete.task_ids,
-        ),
-    ],
-    json_out: JsonOpt = False,
-) -> Shown:
-    """Show one task in full."""
-    from drasill_cli import tasks
-
-    task = tasks.get_task(state(ctx).mesh(), task_id)
-    return Shown(task, views.task_in_full)
 
 
 @command(
