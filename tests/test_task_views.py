@@ -176,6 +176,16 @@ def test_edit_a_queued_task(cli: MeshRunner) -> None:
     assert (code, error["code"]) == (1, "wrong-state") and "claimed" in error["message"]
 
 
+def test_an_edited_priority_moves_the_task_in_the_queue(cli: MeshRunner) -> None:
+    first = cli.json("task", "add", "first")["id"]
+    second = cli.json("task", "add", "second")["id"]
+    cli.json("task", "edit", second, "--priority", "5")
+    assert cli.json("claim", "--next", "--as", "ann")["id"] == second
+    cli.json("task", "edit", first, "--priority", "-3")
+    assert cli.json("claim", "--next", "--as", "ann")["id"] == first
+    assert error_of(cli, "claim", "--next", "--as", "ann")[1]["code"] == "nothing-claimable"
+
+
 def test_piped_tables_keep_each_record_on_one_line(cli: MeshRunner) -> None:
     cli.json("register", "ann", "--role", "a role with many words " * 6)
     task = cli.json("task", "add", LONG.strip(), "--as", "ann")["id"]
