@@ -50,6 +50,7 @@ def table(
     *,
     free: Sequence[str] = (),
     wide: bool = False,
+    header: bool = True,
 ) -> None:
     """Every human table: a header, then one record a line, never a cell wrapped onto another.
 
@@ -57,6 +58,7 @@ def table(
     it by its id. On a terminal a table too wide for it has its `free` columns (free text such as
     a title) cut with an ellipsis, as `mesh status` does; ids, names and paths are never cut, and
     `wide` keeps every cell whole there too (a line is then longer than the terminal).
+    `header` False leaves out the line of column names (a list whose lines explain themselves).
     """
     import shutil
 
@@ -83,7 +85,7 @@ def table(
             for row in texts
         ]
     out = []
-    for cells in [list(columns), *texts]:
+    for cells in [list(columns), *texts] if header else texts:
         padded = [cell + " " * (widths[i] - cell_width(cell)) for i, cell in enumerate(cells)]
         out.append((" " * GAP).join(padded).rstrip())
     sys.stdout.write("\n".join(out) + "\n")
@@ -272,23 +274,24 @@ def empty_inbox(found: None, who: str, wait: float | None) -> None:
 
 
 def history(found: list[dict[str, Any]], who: str, archived: bool) -> None:
-    """`mesh history`: one line per message, newest first, the body's first line cut."""
+    """`mesh history`: one line per message, newest first, with the body's first line (cut to
+    fit on a terminal)."""
     if not found:
         say(f"no archived mail for {who}" if archived else f"no messages sent or read by {who}")
         return
     table(
-        ["sent", "from", "to", "id", "body"],
+        ["sent", "from -> to", "id", "body"],
         [
             [
                 item["created_at"],
-                item["from"],
-                item["to"],
+                f"{item['from']} -> {item['to']}",
                 item["id"],
                 item["body"].strip().splitlines()[0] if item["body"].strip() else "",
             ]
             for item in found
         ],
         free=("body",),
+        header=False,
     )
 
 
