@@ -224,6 +224,7 @@ def test_terminal_tables_cut_titles_unless_wide(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setattr("sys.stdout", out)
         views.tasks([task], None, False, wide)
         header, row = out.getvalue().splitlines()
+        assert header.split()[-1] == "title"
         assert row.startswith("t-0001") and "t-0002 (working)" in row
         if wide:
             assert row.endswith(LONG.strip())
