@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from drasill_cli import liveness
 from drasill_cli.errors import NegativeOutcome
 from drasill_cli.hardware_probes import RESOURCES, Meter, Usage, gpu_probe, ram_probe, sample
+from drasill_cli.units import gib
 
 if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
@@ -99,14 +100,15 @@ def shortfall(mesh: Mesh, record: AgentRecord, wanted: dict[str, float]) -> Budg
             free[f"{resource}_gb"] = budget_free
             if resource == "vram" and gpu is None:
                 reasons.append(
-                    f"needs {amount:g} GiB of {RESOURCES[resource]} but no GPU was found on this "
-                    "machine (no device, driver or NVML; see mesh hw): register without --vram-gb"
+                    f"needs {gib(amount)} GiB of {RESOURCES[resource]} but no GPU was found on "
+                    "this machine (no device, driver or NVML; see mesh hw): register without "
+                    "--vram-gb"
                 )
                 continue
             reasons.append(
-                f"needs {amount:g} GiB of {RESOURCES[resource]} but {budget_free:g} GiB is free "
-                f"(limit {limit:g} GiB, {declared[resource]:g} GiB declared by other live agents, "
-                f"{available:g} GiB available on this machine)"
+                f"needs {gib(amount)} GiB of {RESOURCES[resource]} but {gib(budget_free)} GiB is "
+                f"free (limit {gib(limit)} GiB, {gib(declared[resource])} GiB declared by other "
+                f"live agents, {gib(available)} GiB available on this machine)"
             )
     if not reasons:
         return None

@@ -27,6 +27,7 @@ from drasill_cli import liveness
 from drasill_cli.config import BUDGET_POLICIES
 from drasill_cli.errors import InvalidInput, MeshError
 from drasill_cli.hardware_probes import RESOURCES, Usage, gpu_probe, sample
+from drasill_cli.units import gib
 
 if TYPE_CHECKING:
     import psutil
@@ -140,8 +141,8 @@ def _resume(mesh: Mesh, name: str, reason: str) -> dict[str, Any]:
 
 def _describe(over: list[dict[str, Any]]) -> str:
     return ", ".join(
-        f"{o['measured_gb']:g} GiB of {RESOURCES[o['resource']]} "
-        f"(declared {o['declared_gb']:g} GiB)"
+        f"{gib(o['measured_gb'])} GiB of {RESOURCES[o['resource']]} "
+        f"(declared {gib(o['declared_gb'])} GiB)"
         for o in over
     )
 

@@ -60,6 +60,14 @@ class Mesh:
         return self.backend.location
 
     @property
+    def spans_hosts(self) -> bool:
+        """Whether the mesh is reached from several machines at once (its backend's registry
+        entry says so): views then show each agent's host."""
+        from drasill_cli.backends import entry_of_kind
+
+        return entry_of_kind(self.backend.kind).spans_hosts
+
+    @property
     def warnings(self) -> list[str]:
         """Problems met and handled (quarantined records); the CLI shows them on stderr."""
         return self.backend.warnings

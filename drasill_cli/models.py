@@ -25,7 +25,9 @@ from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES, is_utf8
 
 Backend = Literal["heimdall", "tmux"]
 BACKENDS: tuple[str, ...] = ("heimdall", "tmux")
-TaskState = Literal["queued", "claimed", "working", "review", "completed", "failed", "abandoned"]
+TaskState = Literal[
+    "queued", "claimed", "working", "review", "completed", "failed", "abandoned", "cancelled"
+]
 TASK_STATES: tuple[str, ...] = (
     "queued",
     "claimed",
@@ -34,6 +36,7 @@ TASK_STATES: tuple[str, ...] = (
     "completed",
     "failed",
     "abandoned",
+    "cancelled",
 )
 PRIORITIES: tuple[str, ...] = ("normal", "urgent")
 LOCK_MODES: tuple[str, ...] = ("read", "write", "intent", "co_write")

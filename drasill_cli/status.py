@@ -87,6 +87,7 @@ def snapshot(mesh: Mesh) -> dict[str, Any]:
     lock_list = locks.list_locks(mesh)
     return {
         "mesh_dir": mesh.location,
+        "spans_hosts": mesh.spans_hosts,
         "generated_at": clock.iso(),
         "agents": agents,
         "tasks": task_list,

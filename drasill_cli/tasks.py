@@ -43,6 +43,10 @@ _ID_RE = re.compile(r"[a-z0-9-]{1,64}")
 _NUMBER_RE = re.compile(r"(?:t-)?0*([0-9]{1,30})")
 # Changes wake `claim_next_wait`; this re-check only guards against a change notice that was lost.
 WAIT_RECHECK_S = 5.0
+# A dependency in one of these states never completes by itself: its dependents are blocked.
+BLOCKING_STATES = frozenset({"failed", "abandoned", "cancelled"})
+# The states a task may be cancelled from (completed and cancelled are final).
+CANCELLABLE = frozenset({"queued", "claimed", "working", "review", "failed", "abandoned"})
 
 Decide = Callable[[Task], Task]
 
@@ -100,21 +104,85 @@ def resolve_id(mesh: Mesh, ref: str) -> str:
     return matches[0]
 
 
+def waits_on(task: dict[str, Any], state_of: Callable[[str], str]) -> list[dict[str, str]]:
+    """What a queued task (a task object) waits on: `{id, state}` of each dependency not
+    completed (`missing` for one that is not stored); empty for a task in any other state.
+    `state_of` names a dependency's state."""
+    if task["state"] != "queued":
+        return []
+    return [
+        {"id": dep, "state": state}
+        for dep in task["depends_on"]
+        if (state := state_of(dep)) != "completed"
+    ]
+
+
+def blocked_for_good(waits: Sequence[dict[str, str]]) -> bool:
+    """Whether a task waits on a dependency that will not complete by itself (failed,
+    abandoned or cancelled: only `mesh task release --force` or an edit frees it)."""
+    return any(dep["state"] in BLOCKING_STATES for dep in waits)
+
+
+def _with_waits(task: Task | dict[str, Any], state_of: Callable[[str], str]) -> dict[str, Any]:
+    """The task object with `waits_on` and `blocked`."""
+    record = task.to_record() if isinstance(task, Task) else task
+    record["waits_on"] = waits_on(record, state_of)
+    record["blocked"] = blocked_for_good(record["waits_on"])
+    return record
+
+
+def _state_of(mesh: Mesh) -> Callable[[str], str]:
+    """A dependency's state as stored now (`missing` when it is not), each read once."""
+    seen: dict[str, str] = {}
+
+    def state_of(task_id: str) -> str:
+        if task_id not in seen:
+            found = _board(mesh).get(task_id)
+            seen[task_id] = found.state if found is not None else "missing"
+        return seen[task_id]
+
+    return state_of
+
+
 def get_task(mesh: Mesh, ref: str) -> dict[str, Any]:
-    """The task object for an id or unique id prefix; NotFound (exit 3) if there is none."""
-    return _require(mesh, resolve_id(mesh, ref)).to_record()
+    """The task object for an id or unique id prefix (with `waits_on` and `blocked`, as
+    `list_tasks`); NotFound (exit 3) if there is none."""
+    return _with_waits(_require(mesh, resolve_id(mesh, ref)), _state_of(mesh))
 
 
-def list_tasks(mesh: Mesh, state: str | None = None) -> list[dict[str, Any]]:
-    """Every task (or those in `state`), oldest first."""
+def list_tasks(
+    mesh: Mesh,
+    state: str | None = None,
+    *,
+    ready: bool = False,
+    mine: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every task (or those in `state`), oldest first, each with `waits_on` (the dependencies
+    a queued task waits on, `{id, state}`) and `blocked` (one of them failed, was abandoned or
+    cancelled). `ready`: only queued tasks that wait on nothing (what `claim --next` could
+    take); `mine`: only the tasks that agent created or claimed."""
     if state is not None and state not in STATES:
         raise InvalidInput(
             f"unknown task state {state!r}; use one of {', '.join(STATES)}",
             code="invalid-state",
         )
+    if ready and state not in (None, "queued"):
+        raise InvalidInput(
+            f"--ready lists queued tasks, so it cannot go with --state {state}; drop one",
+            code="invalid-usage",
+        )
+    if mine is not None:
+        check_agent_name(mine)
+    every = _board(mesh).all()
+    states = {task.id: task.state for task in every}
     found = [
-        task.to_record() for task in _board(mesh).all() if state is None or task.state == state
+        _with_waits(task, lambda dep: states.get(dep, "missing"))
+        for task in every
+        if (state is None or task.state == state)
+        and (mine is None or mine in (task.created_by, task.claimed_by))
     ]
+    if ready:
+        found = [task for task in found if task["state"] == "queued" and not task["waits_on"]]
     # Creation order; the time first keeps it across id formats (meshes made before short ids).
     return sorted(found, key=lambda task: (task["created_at"], task["id"]))
 
@@ -239,6 +307,14 @@ def _check_dependencies(mesh: Mesh, refs: Sequence[str]) -> list[str]:
     return resolved
 
 
+def _check_priority(priority: int) -> None:
+    if not -PRIORITY_LIMIT <= priority <= PRIORITY_LIMIT:
+        raise InvalidInput(
+            f"--priority must be between {-PRIORITY_LIMIT} and {PRIORITY_LIMIT}, got {priority}",
+            code="invalid-priority",
+        )
+
+
 def add_task(
     mesh: Mesh,
     title: str,
@@ -250,7 +326,8 @@ def add_task(
     review: bool = False,
     cwd: str | None = None,
 ) -> dict[str, Any]:
-    """Queue a new task; invalid input (exit 2) writes nothing.
+    """Queue a new task (returned with what it waits on, as `get_task`); invalid input (exit 2)
+    writes nothing.
 
     Its `cwd` is the top of the git work tree holding `cwd` (default: the current directory)
     when there is one, else `cwd` itself: workers start where the whole project is.
@@ -260,11 +337,7 @@ def add_task(
     title = _check_title(title)
     limit = mesh.config.messages.max_body_bytes
     _check_text("body", body, limit)
-    if not -PRIORITY_LIMIT <= priority <= PRIORITY_LIMIT:
-        raise InvalidInput(
-            f"--priority must be between {-PRIORITY_LIMIT} and {PRIORITY_LIMIT}, got {priority}",
-            code="invalid-priority",
-        )
+    _check_priority(priority)
     deps = _check_dependencies(mesh, depends_on)
     where = cwd or os.getcwd()
     where = lockpaths.work_tree_top(where) or where
@@ -289,7 +362,7 @@ def add_task(
     mesh.append_audit_event(
         "task-add", actor, task=task.id, state=task.state, priority=priority, depends_on=deps
     )
-    return task.to_record()
+    return _with_waits(task, _state_of(mesh))
 
 
 # ---- claim -----------------------------------------------------------------------------------
@@ -399,14 +472,43 @@ def claim_next(mesh: Mesh, actor: str) -> dict[str, Any]:
     if claim.task is not None:
         return claim.task.to_record()
     waiting = claim.waiting
-    if waiting:
+    waits = _waiting_tasks(mesh) if waiting else []
+    if waits:
         why = (
-            f"{waiting} queued task(s) wait for dependencies that are not completed; "
-            "see `mesh task list`"
+            f"{len(waits)} queued task(s) wait for dependencies that are not completed: "
+            + "; ".join(_waits_line(task) for task in waits[:WAITS_NAMED])
+            + (f"; and {len(waits) - WAITS_NAMED} more" if len(waits) > WAITS_NAMED else "")
+            + "; see `mesh task list`"
         )
+    elif waiting:  # they moved on since the claim looked: try again
+        why = "the tasks that waited for dependencies changed meanwhile; claim again"
     else:
         why = "no task is queued; add work with `mesh task add`"
-    raise NothingClaimable(f"nothing to claim: {why}", waiting=waiting)
+    raise NothingClaimable(f"nothing to claim: {why}", waiting=waiting, waits=waits)
+
+
+# How many waiting tasks the message of a claim that found nothing names (JSON lists them all).
+WAITS_NAMED = 5
+
+
+def _waiting_tasks(mesh: Mesh) -> list[dict[str, Any]]:
+    """The queued tasks that wait on a dependency, each as `{id, title, waits_on, blocked}`,
+    in claim order (read after the claim, outside every exclusion)."""
+    return [
+        {key: task[key] for key in ("id", "title", "priority", "waits_on", "blocked")}
+        for task in sorted(
+            list_tasks(mesh, "queued"), key=lambda task: (-task["priority"], task["id"])
+        )
+        if task["waits_on"]
+    ]
+
+
+def _waits_line(task: dict[str, Any]) -> str:
+    """`t-0002 waits on t-0001 (working)`, or `t-0003 is blocked for good by t-0001 (failed)`."""
+    deps = ", ".join(f"{dep['id']} ({dep['state']})" for dep in task["waits_on"])
+    if task["blocked"]:
+        return f"{task['id']} is blocked for good by {deps}"
+    return f"{task['id']} waits on {deps}"
 
 
 def claim_next_wait(mesh: Mesh, actor: str, wait: float) -> dict[str, Any]:
@@ -561,6 +663,138 @@ def release(
 
     task_id = resolve_id(mesh, ref) if force else _registered_id(mesh, ref, actor, "release")
     return _change(mesh, task_id, actor, "task-release", decide, forced=force)
+
+
+def cancel(
+    mesh: Mesh, ref: str, actor: str | None, note: str | None = None, *, force: bool = False
+) -> dict[str, Any]:
+    """Cancel a task for good: `cancelled`, a final state (its dependents are blocked).
+
+    Only its creator may, unless `force`; a completed or cancelled task cannot be. A task held
+    by a claimant is taken from it, and the claimant is told by message (under `notified`).
+    `note` (why) is kept in the task's `result` when the task has none, and in the audit event.
+    """
+    if actor is not None:
+        check_agent_name(actor)
+    checked = _check_note(note, mesh.config.messages.max_body_bytes, required=False)
+
+    def decide(task: Task) -> Task:
+        if task.state not in CANCELLABLE:
+            raise NegativeOutcome(
+                f"task {task.id} is {task.state}, which is final; only a task that is "
+                f"{', '.join(sorted(CANCELLABLE))} can be cancelled",
+                code="wrong-state",
+                state=task.state,
+            )
+        if not force and (actor is None or actor != task.created_by):
+            by = task.created_by or "nobody named"
+            raise NegativeOutcome(
+                f"task {task.id} was created by {by}, not {actor or 'an unnamed caller'}; "
+                f"only its creator may cancel it; add --force to cancel it anyway",
+                code="not-creator",
+                created_by=task.created_by,
+            )
+        result = task.result if task.result or checked is None else f"cancelled: {checked}"
+        return task.replace(state="cancelled", result=result)
+
+    task = _change(
+        mesh, resolve_id(mesh, ref), actor, "task-cancel", decide, note=checked, forced=force
+    )
+    claimant = task["claimed_by"]
+    if claimant is not None and claimant != actor:
+        why = f": {_excerpt(checked, task['id'])}" if checked else ""
+        body = (
+            f'task {task["id"]} "{task["title"]}" was cancelled by {actor or "someone"}{why}\n'
+            "Stop work on it; it is no longer yours to finish."
+        )
+        task["notified"] = _tell(mesh, actor or "mesh", [claimant], body)
+    return task
+
+
+def edit(
+    mesh: Mesh,
+    ref: str,
+    actor: str | None,
+    *,
+    title: str | None = None,
+    body: str | None = None,
+    priority: int | None = None,
+    depends_on: Sequence[str] | None = None,
+    review: bool | None = None,
+) -> dict[str, Any]:
+    """Change a queued task's title, body, priority, dependencies (replaced whole) or review.
+
+    Invalid input (exit 2) writes nothing; a task no longer queued is refused (exit 1, naming
+    its state): once claimed, its claimant works on what it read.
+    """
+    if actor is not None:
+        check_agent_name(actor)
+    update: dict[str, Any] = {}
+    if title is not None:
+        update["title"] = _check_title(title)
+    if body is not None:
+        _check_text("body", body, mesh.config.messages.max_body_bytes)
+        update["body"] = body
+    if priority is not None:
+        _check_priority(priority)
+        update["priority"] = priority
+    if review is not None:
+        update["review"] = review
+    task_id = resolve_id(mesh, ref)
+    if depends_on is not None:
+        deps = _check_dependencies(mesh, depends_on)
+        _check_not_reaching(mesh, task_id, deps)
+        update["depends_on"] = deps
+    if not update:
+        raise InvalidInput(
+            "nothing to change: give --title, --body, --priority, --depends, --review or "
+            "--no-review",
+            code="nothing-to-change",
+        )
+
+    def decide(task: Task) -> Task:
+        if task.state != "queued":
+            raise NegativeOutcome(
+                f"task {task.id} is {task.state}, not queued; only a queued task can be "
+                "edited (add a new task instead)",
+                code="wrong-state",
+                state=task.state,
+            )
+        return task.replace(**update)
+
+    edited = _change(mesh, task_id, actor, "task-edit", decide, changed=sorted(update))
+    return _with_waits(edited, _state_of(mesh))
+
+
+def _check_not_reaching(mesh: Mesh, task_id: str, deps: Sequence[str]) -> None:
+    """Refuse (exit 2) dependencies through which `task_id` would wait on itself."""
+    seen: set[str] = set()
+    trail: dict[str, str | None] = dict.fromkeys(deps)
+    pending = list(deps)
+    while pending:
+        current = pending.pop()
+        if current == task_id:
+            chain = [current]
+            step = trail[current]
+            while step is not None:
+                chain.append(step)
+                step = trail[step]
+            loop = " -> ".join([task_id, *reversed(chain)])
+            raise InvalidInput(
+                f"--depends: {task_id} would wait on itself ({loop}), so it could never run; "
+                "drop that dependency",
+                code="dependency-cycle",
+            )
+        if current in seen:
+            continue
+        seen.add(current)
+        found = _board(mesh).get(current)
+        if found is None or found.state == "completed":
+            continue
+        for dep in found.depends_on:
+            if dep not in seen:
+                trail.setdefault(dep, current)
+                pending.append(dep)
 
 
 def _reviewable(task: Task, actor: str, verb: str) -> None:

@@ -180,6 +180,7 @@ LAYER_OF = {
     "drasill_cli.errors": "foundation",
     "drasill_cli.clock": "foundation",
     "drasill_cli.names": "foundation",
+    "drasill_cli.units": "foundation",
     "drasill_cli.location": "foundation",
     "drasill_cli.config": "foundation",
     "drasill_cli.config_schema": "foundation",

@@ -82,7 +82,7 @@ def test_modes_states_tools_and_held_locks_complete(
 ) -> None:
     del busy
     assert complete(cli, shell, "mesh lock x --mode ") == ["write", "read", "intent", "co_write"]
-    assert complete(cli, shell, "mesh task list --state c") == ["claimed", "completed"]
+    assert complete(cli, shell, "mesh task list --state c") == ["claimed", "completed", "cancelled"]
     assert "claude" in complete(cli, shell, "mesh launch x --tool ")
     assert "codex" in complete(cli, shell, "mesh bridge --tool c")
     held = complete(cli, shell, "mesh unlock --as alice ")

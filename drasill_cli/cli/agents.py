@@ -152,10 +152,15 @@ def heartbeat_cmd(ctx: typer.Context, as_: AsOpt = None, json_out: JsonOpt = Fal
 def agents_cmd(
     ctx: typer.Context,
     all_: Annotated[bool, typer.Option("--all", help="Include dead agents.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="On a terminal, show every role whole (never cut).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> Shown:
-    """List active and idle agents with their unread counts."""
+    """List active and idle agents with their unread counts (and hosts, on a mesh that spans
+    hosts). Piped, each agent is one line; on a terminal long roles are cut to fit."""
     from drasill_cli import agents
 
-    found = agents.list_agents(state(ctx).mesh(), include_dead=all_)
-    return Shown(found, views.agents)
+    mesh = state(ctx).mesh()
+    found = agents.list_agents(mesh, include_dead=all_)
+    return Shown(found, views.agents, mesh.spans_hosts, wide)

@@ -19,7 +19,16 @@ if TYPE_CHECKING:
     from drasill_cli.mesh import Mesh
 
 MAX_ITEMS = 200
-TASK_STATES = ("queued", "claimed", "working", "review", "completed", "failed", "abandoned")
+TASK_STATES = (
+    "queued",
+    "claimed",
+    "working",
+    "review",
+    "completed",
+    "failed",
+    "abandoned",
+    "cancelled",
+)
 OPEN_STATES = ("queued", "claimed", "working", "review")
 LOCK_MODES = (
     ("write", "only you (the default)"),

@@ -15,7 +15,16 @@ from drasill_cli.describe import describe_event, place
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-TASK_ORDER = ("working", "claimed", "review", "queued", "failed", "abandoned", "completed")
+TASK_ORDER = (
+    "working",
+    "claimed",
+    "review",
+    "queued",
+    "failed",
+    "abandoned",
+    "cancelled",
+    "completed",
+)
 OPEN_TASKS = ("working", "claimed", "review", "queued")
 BAR_WIDTH = 24
 STATE_STYLE = {"active": "green", "idle": "yellow", "dead": "red"}
@@ -41,7 +50,9 @@ ELLIPSIS = "…"
 
 
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
+    from drasill_cli.units import gib
+
+    return gib(value)
 
 
 def _pair(declared: float | None, measured: float | None) -> str:
@@ -135,11 +146,13 @@ def _agents_section(snap: dict[str, Any], rows: Rows, width: int) -> list[Render
     if not agents:
         return [title, _dim("  none registered (mesh register NAME)")]
     out: list[RenderableType] = [title]
+    hosts = bool(snap.get("spans_hosts"))
     if rows.agents:
         cells: list[list[Cell]] = [
             [
                 agent["name"],
                 (agent["state"], STATE_STYLE.get(agent["state"], "")),
+                *([agent.get("host") or "-"] if hosts else []),
                 agent.get("role") or "-",
                 agent.get("tool") or "-",
                 str(agent["unread"]) if agent["unread"] else "-",
@@ -149,7 +162,12 @@ def _agents_section(snap: dict[str, Any], rows: Rows, width: int) -> list[Render
             ]
             for agent in agents[: rows.agents]
         ]
-        columns = ("name", "state", "role", "tool", "unread", "seen", "ram GiB", "vram GiB")
+        columns = (
+            "name",
+            "state",
+            *(("host",) if hosts else ()),
+            *("role", "tool", "unread", "seen", "ram GiB", "vram GiB"),
+        )
         out.append(_grid(columns, cells, width, free="role"))
     if len(agents) > rows.agents:
         out.append(_dim(f"  {len(agents) - rows.agents} more not shown (mesh agents --all)"))
@@ -232,8 +250,8 @@ def _bar(label: str, section: dict[str, Any]) -> RenderableType:
         f"  {label:<4} ",
         ("█" * filled, style),
         ("░" * (BAR_WIDTH - filled), "dim"),
-        f" {declared:.1f}/{limit:.1f} GiB declared, agents use {section['agents_gb']:.1f},"
-        f" free {section['free_gb']:.1f}",
+        f" {_gb(declared)}/{_gb(limit)} GiB declared, agents use {_gb(section['agents_gb'])},"
+        f" free {_gb(section['free_gb'])}",
         no_wrap=True,
         overflow="ellipsis",
     )

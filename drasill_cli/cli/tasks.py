@@ -1,4 +1,4 @@
-"""`mesh task add|list|show|start|done|fail|release|approve|reject` and `mesh claim`."""
+"""`mesh task add|list|show|cancel|edit|start|done|fail|release|approve|reject` and `mesh claim`."""
 
 from __future__ import annotations
 
@@ -97,8 +97,13 @@ def add_cmd(
 @command(
     task_app,
     "list",
-    short_help="List tasks, oldest first.",
-    epilog=examples("mesh task list", "mesh task list --state queued", "mesh task list --json"),
+    short_help="List tasks, oldest first, with what each waits on.",
+    epilog=examples(
+        "mesh task list",
+        "mesh task list --ready            # what `mesh claim --next` could take",
+        "mesh task list --mine --as alice  # the tasks alice created or claimed",
+        "mesh task list --state queued --json",
+    ),
 )
 def list_cmd(
     ctx: typer.Context,
@@ -107,18 +112,44 @@ def list_cmd(
         typer.Option(
             "--state",
             help="Only tasks in this state: queued, claimed, working, review, completed, "
-            "failed or abandoned.",
+            "failed, abandoned or cancelled.",
             metavar="STATE",
             autocompletion=complete.task_states,
         ),
     ] = None,
+    ready: Annotated[
+        bool,
+        typer.Option(
+            "--ready",
+            help="Only queued tasks whose dependencies are all completed (claimable now).",
+        ),
+    ] = False,
+    mine: Annotated[
+        bool,
+        typer.Option(
+            "--mine",
+            help="Only your tasks: those you created or claimed (--as NAME or DRASILL_AGENT).",
+        ),
+    ] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="On a terminal, show every title whole (never cut).")
+    ] = False,
+    as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> Shown:
-    """List tasks, oldest first."""
+    """List tasks, oldest first. A queued task shows what it waits on (the dependencies not
+    completed, with their states; JSON `waits_on`), and a task whose dependency failed, was
+    abandoned or cancelled is blocked for good (JSON `blocked`).
+
+    Piped, each task is one line (grep finds it by its id); on a terminal long titles are cut
+    with an ellipsis to fit, unless --wide.
+    """
     from drasill_cli import tasks
 
-    found = tasks.list_tasks(state(ctx).mesh(), state_)
-    return Shown(found, views.tasks, state_)
+    cli = state(ctx)
+    who = cli.require_identity(as_) if mine else None
+    found = tasks.list_tasks(cli.mesh(), state_, ready=ready, mine=who)
+    return Shown(found, views.tasks, state_, ready, wide)
 
 
 @command(
@@ -144,6 +175,109 @@ def show_cmd(
 
     task = tasks.get_task(state(ctx).mesh(), task_id)
     return Shown(task, views.task_in_full)
+
+
+@command(
+    task_app,
+    "cancel",
+    short_help="Cancel a task for good (its creator, or --force).",
+    epilog=examples(
+        'mesh task cancel ID --note "not needed after all" --as lead',
+        "mesh task cancel ID --force --as lead   # a task someone else created",
+    ),
+)
+def cancel_cmd(
+    ctx: typer.Context,
+    task_id: IdArg,
+    note_: Annotated[
+        str | None,
+        typer.Option(
+            "--note",
+            help="Why (kept in the audit log and, if it has none, the task's result).",
+            metavar="TEXT",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Cancel it even though you did not create it."),
+    ] = False,
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> Shown:
+    """Cancel a task: state cancelled, which is final. Only its creator may, unless --force.
+
+    A task that is completed or cancelled already cannot be; a claimant holding it is told by
+    message. Tasks that depend on it are blocked for good (`mesh task edit` can drop the
+    dependency while they are queued).
+    """
+    from drasill_cli import tasks
+
+    cli = state(ctx)
+    actor = cli.identity(as_, required=not force)
+    task = tasks.cancel(cli.mesh(), task_id, actor, note_, force=force)
+    return Shown(task, views.task, "cancelled")
+
+
+@command(
+    task_app,
+    "edit",
+    short_help="Change a queued task's title, body, priority, dependencies or review.",
+    epilog=examples(
+        'mesh task edit ID --title "fix the login test on CI"',
+        "mesh task edit ID --priority 9 --depends t-0003 --depends t-0004",
+        "mesh task edit ID --no-depends --no-review",
+    ),
+)
+def edit_cmd(
+    ctx: typer.Context,
+    task_id: IdArg,
+    title: Annotated[
+        str | None, typer.Option("--title", help="A new title (one line).", metavar="TEXT")
+    ] = None,
+    body: Annotated[str | None, typer.Option("--body", help="A new body.", metavar="TEXT")] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option("--priority", help="A new priority (larger is claimed first).", metavar="N"),
+    ] = None,
+    depends: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--depends",
+            help="Its dependencies, replacing the ones it has (repeatable).",
+            metavar="ID",
+            autocompletion=complete.task_ids,
+        ),
+    ] = None,
+    no_depends: Annotated[
+        bool, typer.Option("--no-depends", help="Drop every dependency it has.")
+    ] = False,
+    review: Annotated[
+        bool | None,
+        typer.Option(
+            "--review/--no-review", help="Whether `done` sends it to review.", show_default=False
+        ),
+    ] = None,
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> Shown:
+    """Change a queued task (only while queued: once claimed, its claimant works on what it
+    read). Invalid input changes nothing (exit 2); a task in another state is exit 1."""
+    from drasill_cli import tasks
+
+    if depends and no_depends:
+        raise InvalidInput("give --depends ID or --no-depends, not both", code="invalid-usage")
+    cli = state(ctx)
+    task = tasks.edit(
+        cli.mesh(),
+        task_id,
+        cli.identity(as_, required=False),
+        title=title,
+        body=body,
+        priority=priority,
+        depends_on=[] if no_depends else depends,
+        review=review,
+    )
+    return Shown(task, views.task, "edited")
 
 
 @command(

@@ -9,10 +9,11 @@ drawn by `statusview`, imported only by the views that need it, so `mesh send` s
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli.cli.common import note, say
-from drasill_cli.cli.render import ago, printable, table
+from drasill_cli.cli.render import ago, cell_width, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,6 +24,71 @@ def console(width: int | None = None) -> Console:
     from rich.console import Console
 
     return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=width)
+
+
+# ---- tables ----------------------------------------------------------------------------------
+
+ELLIPSIS = "…"
+GAP = 2
+
+
+def _cut(text: str, width: int) -> str:
+    """`text` cut to `width` terminal columns, ending in an ellipsis when cut."""
+    if cell_width(text) <= width:
+        return text
+    kept = ""
+    for char in text:
+        if cell_width(kept + char) > width - 1:
+            break
+        kept += char
+    return kept + ELLIPSIS if width >= 1 else ""
+
+
+def table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    free: Sequence[str] = (),
+    wide: bool = False,
+    header: bool = True,
+) -> None:
+    """Every human table: a header, then one record a line, never a cell wrapped onto another.
+
+    Off a terminal (a pipe, a file) each record is one whole line, however long, so `grep` finds
+    it by its id. On a terminal a table too wide for it has its `free` columns (free text such as
+    a title) cut with an ellipsis, as `mesh status` does; ids, names and paths are never cut, and
+    `wide` keeps every cell whole there too (a line is then longer than the terminal).
+    `header` False leaves out the line of column names (a list whose lines explain themselves).
+    """
+    import shutil
+
+    texts = [
+        [printable(" ".join(("-" if cell is None else str(cell)).split())) for cell in row]
+        for row in rows
+    ]
+    widths = [
+        max([cell_width(column)] + [cell_width(row[i]) for row in texts])
+        for i, column in enumerate(columns)
+    ]
+    cuttable = [i for i, column in enumerate(columns) if column in free]
+    if cuttable and not wide and sys.stdout.isatty():
+        excess = sum(widths) + GAP * (len(columns) - 1) - shutil.get_terminal_size().columns
+        for i in reversed(cuttable):  # the last free column gives first
+            if excess <= 0:
+                break
+            floor = max(cell_width(columns[i]), 8)
+            give = min(excess, max(0, widths[i] - floor))
+            widths[i] -= give
+            excess -= give
+        texts = [
+            [_cut(cell, widths[i]) if i in cuttable else cell for i, cell in enumerate(row)]
+            for row in texts
+        ]
+    out = []
+    for cells in [list(columns), *texts] if header else texts:
+        padded = [cell + " " * (widths[i] - cell_width(cell)) for i, cell in enumerate(cells)]
+        out.append((" " * GAP).join(padded).rstrip())
+    sys.stdout.write("\n".join(out) + "\n")
 
 
 # ---- agents ----------------------------------------------------------------------------------
@@ -45,18 +111,28 @@ def unregistered(found: dict[str, Any]) -> None:
         )
 
 
-def agents(found: list[dict[str, Any]]) -> None:
-    """`mesh agents`: a table."""
+def agents(found: list[dict[str, Any]], hosts: bool, wide: bool) -> None:
+    """`mesh agents`: a table (with each agent's host when the mesh spans hosts)."""
     if not found:
         say("no agents registered (mesh register NAME)")
         return
+    columns = ["name", "state", "unread", *(["host"] if hosts else []), "role", "tool"]
     table(
-        None,
-        ["name", "state", "unread", "role", "tool", "last seen"],
+        [*columns, "last seen"],
         [
-            [a["name"], a["state"], a["unread"], a["role"], a["tool"], ago(a["last_seen"])]
+            [
+                a["name"],
+                a["state"],
+                a["unread"],
+                *([a.get("host")] if hosts else []),
+                a["role"],
+                a["tool"],
+                ago(a["last_seen"]),
+            ]
             for a in found
         ],
+        free=("role",),
+        wide=wide,
     )
 
 
@@ -86,14 +162,25 @@ def task(found: dict[str, Any], verb: str) -> None:
         note(f"told {told} by message" if told else "no other agent is registered to tell")
 
 
-def tasks(found: list[dict[str, Any]], state: str | None) -> None:
-    """`mesh task list`: a table, the titles wrapped."""
-    if not found:
+def waits(task: dict[str, Any]) -> str:
+    """What a queued task waits on, for people: `-`, `t-0001 (working)`, or
+    `blocked for good: t-0001 (failed)`."""
+    deps = ", ".join(f"{dep['id']} ({dep['state']})" for dep in task.get("waits_on") or [])
+    if not deps:
+        return "-"
+    return f"blocked for good: {deps}" if task.get("blocked") else deps
+
+
+def tasks(found: list[dict[str, Any]], state: str | None, ready: bool, wide: bool) -> None:
+    """`mesh task list`: a table, one task a line; on a terminal the titles are cut to fit."""
+    if not found and ready:
+        say("no task is ready (queued with every dependency completed); see `mesh task list`")
+    elif not found:
         say(f"no tasks in state {state}" if state else "no tasks yet (mesh task add TITLE)")
+    if not found:
         return
     table(
-        None,
-        ["id", "state", "pri", "claimed by", "requeued", "updated", "title"],
+        ["id", "state", "pri", "claimed by", "requeued", "updated", "waits on", "title"],
         [
             [
                 t["id"],
@@ -102,11 +189,13 @@ def tasks(found: list[dict[str, Any]], state: str | None) -> None:
                 t["claimed_by"],
                 t["attempts"] or "-",
                 ago(t["updated_at"]),
+                waits(t),
                 t["title"],
             ]
             for t in found
         ],
-        wrap=("title",),
+        free=("title",),
+        wide=wide,
     )
 
 
@@ -124,12 +213,13 @@ def task_in_full(found: dict[str, Any]) -> None:
         "updated_at",
         "attempts",
         "depends_on",
+        "waits_on",
         "review",
         "approved_by",
         "review_note",
         "cwd",
     ):
-        value = found.get(key)
+        value = waits(found) if key == "waits_on" else found.get(key)
         if isinstance(value, list):
             value = ", ".join(value) or "-"
         say(f"{key + ':':13} {'-' if value is None else value}")
@@ -184,16 +274,25 @@ def empty_inbox(found: None, who: str, wait: float | None) -> None:
 
 
 def history(found: list[dict[str, Any]], who: str, archived: bool) -> None:
-    """`mesh history`: one line per message, newest first, the body's first line cut."""
+    """`mesh history`: one line per message, newest first, with the body's first line (cut to
+    fit on a terminal)."""
     if not found:
         say(f"no archived mail for {who}" if archived else f"no messages sent or read by {who}")
         return
-    for item in found:
-        first = item["body"].strip().splitlines()[0] if item["body"].strip() else ""
-        if len(first) > 60:
-            first = first[:57] + "..."
-        when = f"{item['created_at']}  {item['from']} -> {item['to']}"
-        say(f"{when}  {item['id']}  {first}")
+    table(
+        ["sent", "from -> to", "id", "body"],
+        [
+            [
+                item["created_at"],
+                f"{item['from']} -> {item['to']}",
+                item["id"],
+                item["body"].strip().splitlines()[0] if item["body"].strip() else "",
+            ]
+            for item in found
+        ],
+        free=("body",),
+        header=False,
+    )
 
 
 # ---- locks -----------------------------------------------------------------------------------
@@ -216,7 +315,6 @@ def locks(found: list[dict[str, Any]], me: str | None) -> None:
     from drasill_cli import lockpaths
 
     table(
-        None,
         ["path", "mode", "holder", "expires", "state"],
         [
             [
@@ -348,7 +446,7 @@ def _lifecycle_line(event: dict[str, Any]) -> str:
 def _hardware_line(event: dict[str, Any]) -> str:
     done = _BUDGET_ACTION.get(str(event.get("action")), str(event.get("action")))
     over = ", ".join(
-        f"uses {o['measured_gb']:g} GiB of {o['resource']} (declared {o['declared_gb']:g})"
+        f"uses {_gb(o['measured_gb'])} GiB of {o['resource']} (declared {_gb(o['declared_gb'])})"
         for o in event.get("over") or []
         if isinstance(o, dict) and {"measured_gb", "resource", "declared_gb"} <= set(o)
     )
@@ -449,7 +547,6 @@ def doctor(report: dict[str, Any]) -> None:
 def tools(rows: list[dict[str, Any]]) -> None:
     """`mesh tools`: a table, and how to add one when none is installed."""
     table(
-        None,
         ["tool", "installed", "version", "runs"],
         [
             [
@@ -485,7 +582,10 @@ def demo(result: dict[str, Any]) -> None:
 
 
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    """An amount of memory in GiB, as everywhere (`units.gib`)."""
+    from drasill_cli.units import gib
+
+    return gib(value)
 
 
 def _hw_summary(label: str, section: dict[str, Any]) -> str:
@@ -527,7 +627,7 @@ def hardware(report: dict[str, Any]) -> None:
         if gpu is not None:
             row += [_gb(item["declared"]["vram_gb"]), _gb(item["measured"]["vram_gb"])]
         rows.append([*row, ", ".join(o["resource"] for o in item["over"]) or "-"])
-    table(None, [*columns, "over"], rows)
+    table([*columns, "over"], rows)
 
 
 # ---- onboarding, transfer, dashboard ---------------------------------------------------------

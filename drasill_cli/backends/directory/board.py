@@ -146,13 +146,16 @@ class DirectoryBoard:
         """Write the record and keep both indexes in step (markers added first, removed last)."""
         store = self.store
         was_queued = before is not None and before.state == "queued"
+        # A queued task given a new priority (`mesh task edit`) moves in the queue: its new
+        # marker is added and the old one removed, as for a task leaving the queue.
+        requeued = was_queued and before is not None and before.priority != after.priority
         old_holder, new_holder = holder(before), holder(after)
-        if after.state == "queued" and not was_queued:
+        if after.state == "queued" and (requeued or not was_queued):
             store.touch(_queue_marker(after))
         if new_holder is not None and new_holder != old_holder:
             store.touch(_held_marker(new_holder, after.id))
         store.write(task_record(after.id), after.to_record())
-        if before is not None and was_queued and after.state != "queued":
+        if before is not None and was_queued and (requeued or after.state != "queued"):
             store.remove(_queue_marker(before))
         if old_holder is not None and old_holder != new_holder:
             store.remove(_held_marker(old_holder, after.id))

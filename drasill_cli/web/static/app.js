@@ -44,6 +44,7 @@ function until(iso) {
   return `in ${(seconds / 3600).toFixed(1)}h`;
 }
 
+// An amount in GiB with the precision of the terminal (drasill_cli/units.py): two decimals at most.
 function gb(value) {
   return value === null || value === undefined ? "-" : Number(value).toFixed(2).replace(/\.?0+$/, "");
 }
@@ -207,9 +208,9 @@ function gauge(label, section) {
   const fill = el("span", { class: share >= 0.9 ? "full" : share >= 0.7 ? "warn" : "" });
   fill.style.width = `${Math.round(share * 100)}%`;
   return el("div", { class: "gauge", dataset: { resource: label } },
-    el("div", {}, el("b", {}, label), ` ${gb(section.declared_gb)} of ${gb(limit)} GB declared · `
+    el("div", {}, el("b", {}, label), ` ${gb(section.declared_gb)} of ${gb(limit)} GiB declared · `
       + `agents use ${gb(section.agents_gb)} · free ${gb(section.free_gb)} · `
-      + `machine ${gb(section.used_gb)}/${gb(section.total_gb)} GB used`),
+      + `machine ${gb(section.used_gb)}/${gb(section.total_gb)} GiB used`),
     el("div", { class: "bar" }, fill));
 }
 
