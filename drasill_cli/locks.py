@@ -408,25 +408,33 @@ def _acquire(
     )
     deadline = time.monotonic() + (wait or 0.0)
     delay = WAIT_FIRST_S
-    while True:
-        granted, conflicts, lapsed, before = _try_grant(
-            mesh, targets, holder, mode, lease, keep=keep
-        )
-        if granted:
-            mesh.append_audit_event(
-                "lock",
-                holder,
-                paths=resolved,
-                mode=mode,
-                expires_at=granted[0]["expires_at"],
+    kept = False
+    with contextlib.ExitStack() as waiting:
+        while True:
+            granted, conflicts, lapsed, before = _try_grant(
+                mesh, targets, holder, mode, lease, keep=keep
             )
-            _tell_lapsed(mesh, holder, lapsed)
-            return granted, before
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _denied(resolved, mode, conflicts, wait)
-        time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))  # noqa: S311 -- jitter
-        delay = min(delay * 2, WAIT_MAX_S)
+            if granted:
+                waiting.close()  # the keepalive stops before the grant is told
+                mesh.append_audit_event(
+                    "lock",
+                    holder,
+                    paths=resolved,
+                    mode=mode,
+                    expires_at=granted[0]["expires_at"],
+                )
+                _tell_lapsed(mesh, holder, lapsed)
+                return granted, before
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _denied(resolved, mode, conflicts, wait)
+            if not kept:  # the first wait: the holder stays alive while it waits
+                from drasill_cli.keepalive import kept_alive
+
+                waiting.enter_context(kept_alive(mesh, holder))
+                kept = True
+            time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))  # noqa: S311 -- jitter
+            delay = min(delay * 2, WAIT_MAX_S)
 
 
 def _tell_lapsed(mesh: Mesh, taker: str, lapsed: list[dict[str, Any]]) -> None:
@@ -486,10 +494,18 @@ def renew(
     return _renew(mesh, [target.key for target in resolve_all(paths)], holder, ttl)
 
 
+def renew_all(mesh: Mesh, holder: str) -> list[dict[str, Any]]:
+    """Extend every live lock `holder` has, each by its own lease; returns those renewed (a
+    command waiting as `holder` keeps its locks: `keepalive`)."""
+    check_agent_name(holder)
+    return _renew(mesh, None, holder, None)
+
+
 def _renew(
-    mesh: Mesh, paths: Sequence[str], holder: str, ttl: float | None
+    mesh: Mesh, paths: Sequence[str] | None, holder: str, ttl: float | None
 ) -> list[dict[str, Any]]:
-    """`renew` on already resolved paths (a lease must not re-resolve a replaced symlink)."""
+    """`renew` on already resolved paths (a lease must not re-resolve a replaced symlink);
+    `paths` None: every lock of `holder`."""
 
     judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
 
@@ -498,7 +514,7 @@ def _renew(
         table, reset = _prepared(records, now, save=not mesh.backend.read_only)
         mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
         renewed = []
-        for path in paths:
+        for path in mine if paths is None else paths:
             lock = mine.get(path)
             if lock is None or judge.expired(lock):
                 continue

@@ -412,12 +412,13 @@ def claim_next_wait(mesh: Mesh, actor: str, wait: float) -> dict[str, Any]:
     check_wait(wait, "until a task is ready")
     if wait == 0:
         return claim_next(mesh, actor)
+    from drasill_cli.keepalive import kept_alive
     from drasill_cli.storage.changes import TASKS
     from drasill_cli.waiting import enduring
 
     deadline = time.monotonic() + wait
     patience = mesh.config.store.reconnect_timeout
-    with mesh.backend.changes.watch(TASKS) as changes:
+    with kept_alive(mesh, actor), mesh.backend.changes.watch(TASKS) as changes:
         while True:
             try:  # across a restart of the store's server
                 return enduring(lambda: claim_next(mesh, actor), patience)

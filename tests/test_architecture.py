@@ -210,6 +210,7 @@ LAYER_OF = {
     "drasill_cli.hooks.protocols": "core",
     "drasill_cli.hooks.run": "core",
     "drasill_cli.hooks.settings": "core",
+    "drasill_cli.keepalive": "core",
     "drasill_cli.dashboard": "core",
     "drasill_cli.demo": "core",
     "drasill_cli.doctor": "core",
