@@ -630,6 +630,20 @@ def _reviewers(mesh: Mesh, task: dict[str, Any], author: str) -> list[str]:
     return [a["name"] for a in presence.list_agents(mesh) if a["name"] != author]
 
 
+def reviews_for(mesh: Mesh, actor: str) -> list[dict[str, Any]]:
+    """Tasks in review waiting on `actor`: not its own work, and it is one of those asked to
+    review them (`_reviewers`: the creator, or every other live agent when the creator did
+    it); highest priority first, then the longest waiting."""
+    check_agent_name(actor)
+    found = [
+        task
+        for task in list_tasks(mesh, "review")
+        if task["claimed_by"] != actor and actor in _reviewers(mesh, task, task["claimed_by"])
+    ]
+    found.sort(key=lambda task: (-task["priority"], task["updated_at"], task["id"]))
+    return found
+
+
 def _excerpt(text: str, task_id: str, limit: int = 1000) -> str:
     """`text`, cut to `limit` characters with a pointer to the whole (messages have a limit)."""
     if len(text) <= limit:

@@ -198,6 +198,7 @@ LAYER_OF = {
     # mesh: an opened backend and its config; the one way up to the backends.
     "drasill_cli.mesh": "mesh",
     # core: the features (the rules), each taking a Mesh.
+    "drasill_cli.agenda": "core",
     "drasill_cli.agents": "core",
     "drasill_cli.audit": "core",
     "drasill_cli.bridge": "core",

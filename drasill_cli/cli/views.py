@@ -86,6 +86,26 @@ def task(found: dict[str, Any], verb: str) -> None:
         note(f"told {told} by message" if told else "no other agent is registered to tell")
 
 
+def next_thing(found: dict[str, Any]) -> None:
+    """`mesh next`: the message, the review or the task claimed, and what to do with it."""
+    kind = found["kind"]
+    if kind == "message":
+        message(found["message"])
+        if found["unread"]:
+            note(f"{found['unread']} more unread: run `mesh next` again")
+    elif kind == "review":
+        review = found["review"]
+        task(review, "review")
+        if review["result"]:
+            say(f"its result: {review['result']}")
+        say(
+            f"approve with `mesh task approve {review['id']} --note TEXT`, or send it back "
+            f"with `mesh task reject {review['id']} --note TEXT`"
+        )
+    else:
+        task(found["task"], "claimed")
+
+
 def tasks(found: list[dict[str, Any]], state: str | None) -> None:
     """`mesh task list`: a table, the titles wrapped."""
     if not found:
