@@ -408,33 +408,25 @@ def _acquire(
     )
     deadline = time.monotonic() + (wait or 0.0)
     delay = WAIT_FIRST_S
-    kept = False
-    with contextlib.ExitStack() as waiting:
-        while True:
-            granted, conflicts, lapsed, before = _try_grant(
-                mesh, targets, holder, mode, lease, keep=keep
+    while True:
+        granted, conflicts, lapsed, before = _try_grant(
+            mesh, targets, holder, mode, lease, keep=keep
+        )
+        if granted:
+            mesh.append_audit_event(
+                "lock",
+                holder,
+                paths=resolved,
+                mode=mode,
+                expires_at=granted[0]["expires_at"],
             )
-            if granted:
-                waiting.close()  # the keepalive stops before the grant is told
-                mesh.append_audit_event(
-                    "lock",
-                    holder,
-                    paths=resolved,
-                    mode=mode,
-                    expires_at=granted[0]["expires_at"],
-                )
-                _tell_lapsed(mesh, holder, lapsed)
-                return granted, before
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _denied(resolved, mode, conflicts, wait)
-            if not kept:  # the first wait: the holder stays alive while it waits
-                from drasill_cli.keepalive import kept_alive
-
-                waiting.enter_context(kept_alive(mesh, holder))
-                kept = True
-            time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))  # noqa: S311 -- jitter
-            delay = min(delay * 2, WAIT_MAX_S)
+            _tell_lapsed(mesh, holder, lapsed)
+            return granted, before
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _denied(resolved, mode, conflicts, wait)
+        time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))  # noqa: S311 -- jitter
+        delay = min(delay * 2, WAIT_MAX_S)
 
 
 def _tell_lapsed(mesh: Mesh, taker: str, lapsed: list[dict[str, Any]]) -> None:

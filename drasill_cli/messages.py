@@ -333,12 +333,11 @@ def wait_for(mesh: Mesh, name: str, timeout: float) -> bool:
     mailbox = _mailbox(mesh, name)
     if timeout == 0:
         return mailbox.has_unread(name)
-    from drasill_cli.keepalive import kept_alive
     from drasill_cli.storage.changes import inbox
 
     deadline = time.monotonic() + timeout
     patience = mesh.config.store.reconnect_timeout
-    with kept_alive(mesh, name), mesh.backend.changes.watch(inbox(name)) as new_mail:
+    with mesh.backend.changes.watch(inbox(name)) as new_mail:
         while True:
             if enduring(lambda: mailbox.has_unread(name), patience):  # across a restart
                 return True

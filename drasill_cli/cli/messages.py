@@ -182,6 +182,16 @@ def inbox_cmd(
     if last:
         message = messages.last_consumed(mesh, who)
         return Shown(message, views.last_message, who, exit_code=1 if message is None else 0)
+    from drasill_cli.keepalive import kept_alive
+
+    with kept_alive(mesh, who if wait else None):  # a waiting agent stays alive
+        return _inbox(mesh, who, peek=peek, list_=list_, wait=wait)
+
+
+def _inbox(mesh: Mesh, who: str, *, peek: bool, list_: bool, wait: float | None) -> Shown:
+    """The next message(s), waiting up to `wait` seconds for one (`inbox_cmd`)."""
+    from drasill_cli import messages
+
     deadline = time.monotonic() + (wait or 0.0)
     while True:
         if wait is None:
