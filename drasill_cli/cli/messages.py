@@ -225,7 +225,11 @@ def _fetch(mesh: Mesh, who: str, *, peek: bool, list_: bool) -> Any:
     app,
     "history",
     short_help="Show messages sent and read, newest first.",
-    epilog=examples("mesh history --as alice", "mesh history bob --limit 5"),
+    epilog=examples(
+        "mesh history --as alice",
+        "mesh history bob --limit 5",
+        "mesh history --sent --as alice   # what alice sent: unread, read (when) or archived",
+    ),
 )
 def history_cmd(
     ctx: typer.Context,
@@ -245,14 +249,29 @@ def history_cmd(
             help="Instead: the unread mail archived when NAME was unregistered or removed.",
         ),
     ] = False,
+    sent: Annotated[
+        bool,
+        typer.Option(
+            "--sent",
+            help="Instead: the messages NAME sent, each with its state: unread, read (with "
+            "read_at) or archived.",
+        ),
+    ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> Shown:
-    """Show messages sent and read, newest first (--archived: mail left unread at removal)."""
+    """Show messages sent and read, newest first (--archived: mail left unread at removal;
+    --sent: receipts of the mail sent)."""
     from drasill_cli import messages
 
+    if archived and sent:
+        raise InvalidInput(
+            "--archived and --sent do not go together; pick one", code="invalid-usage"
+        )
     cli = state(ctx)
     who = cli.whose(name, as_)
     mesh = cli.mesh()
+    if sent:
+        return Shown(messages.receipts(mesh, who, limit), views.receipts, who)
     found = messages.archived(mesh, who, limit) if archived else messages.history(mesh, who, limit)
     return Shown(found, views.history, who, archived)

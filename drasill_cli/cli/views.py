@@ -216,6 +216,21 @@ def history(found: list[dict[str, Any]], who: str, archived: bool) -> None:
         say(f"{when}  {item['id']}  {first}")
 
 
+def receipts(found: list[dict[str, Any]], who: str) -> None:
+    """`mesh history --sent`: one line per message sent, with what became of it."""
+    if not found:
+        say(f"no messages sent by {who}")
+        return
+    for item in found:
+        first = item["body"].strip().splitlines()[0] if item["body"].strip() else ""
+        if len(first) > 50:
+            first = first[:47] + "..."
+        state = item["state"]
+        if state == "read" and item["read_at"]:
+            state = f"read {item['read_at']}"
+        say(f"{item['created_at']}  -> {item['to']}  {item['id']}  [{state}]  {first}")
+
+
 # ---- locks -----------------------------------------------------------------------------------
 
 
