@@ -72,7 +72,10 @@ class KeepAlive:
 
     def start(self) -> None:
         """Begin beating, first after a third of the shortest lease the agent holds now."""
-        held = self.mesh.backend.locks.all()
+        try:
+            held = self.mesh.backend.locks.all()
+        except (MeshError, OSError):  # the wait says so if the store is lost: beat by default
+            held = []
         self._leases += [float(lock["ttl"]) for lock in held if lock["holder"] == self.name]
         self._thread.start()
 
