@@ -743,10 +743,10 @@ def _restore(mesh: Mesh, previous: Locks, holder: str) -> None:
     if not previous:
         return
     wanted = {lock["path"]: (lock["mode"], float(lock["ttl"])) for lock in previous}
+    judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
 
     def decide(records: Locks) -> LockChanges[Locks]:
-        now = clock.now()
-        judge = _Judge(mesh, now)
+        now = judge.now = clock.now()
         table, reset = _prepared(records, now)
         changed = []
         for lock in table:
