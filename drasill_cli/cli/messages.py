@@ -182,9 +182,11 @@ def inbox_cmd(
     if last:
         message = messages.last_consumed(mesh, who)
         return Shown(message, views.last_message, who, exit_code=1 if message is None else 0)
+    if not wait:  # no wait: nothing to keep alive (and nothing more to import)
+        return _inbox(mesh, who, peek=peek, list_=list_, wait=wait)
     from drasill_cli.keepalive import kept_alive
 
-    with kept_alive(mesh, who if wait else None):  # a waiting agent stays alive
+    with kept_alive(mesh, who):  # a waiting agent stays alive
         return _inbox(mesh, who, peek=peek, list_=list_, wait=wait)
 
 
