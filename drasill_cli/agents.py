@@ -247,7 +247,10 @@ def _admit_and_store(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise
-            hardware.wait_for_room(mesh, record, wanted, remaining)
+            from drasill_cli.keepalive import kept_alive
+
+            with kept_alive(mesh, name):  # a registered agent waiting for room stays alive
+                hardware.wait_for_room(mesh, record, wanted, remaining)
             continue
         except _Changed:
             continue

@@ -187,6 +187,10 @@ def _mark_dead(mesh: Mesh, observer: Observer, name: str) -> AgentRecord | None:
         return None
     agent = marked[0]
     mesh.append_audit_event("agent-dead", "prune", agent=name, pid=agent.pid, session=agent.session)
+    from drasill_cli import messages
+
+    # After the commit, by the one pass that marked it: each sender hears once.
+    messages.bounce_unread(mesh, name)
     if agent.ram_gb or agent.vram_gb:
         mesh.append_audit_event(
             "budget-released", "prune", agent=name, ram_gb=agent.ram_gb, vram_gb=agent.vram_gb

@@ -526,10 +526,18 @@ def renew(
     return _renew(mesh, [target.key for target in resolve_all(paths)], holder, ttl)
 
 
+def renew_all(mesh: Mesh, holder: str) -> list[dict[str, Any]]:
+    """Extend every live lock `holder` has, each by its own lease; returns those renewed (a
+    command waiting as `holder` keeps its locks: `keepalive`)."""
+    check_agent_name(holder)
+    return _renew(mesh, None, holder, None)
+
+
 def _renew(
-    mesh: Mesh, paths: Sequence[str], holder: str, ttl: float | None
+    mesh: Mesh, paths: Sequence[str] | None, holder: str, ttl: float | None
 ) -> list[dict[str, Any]]:
-    """`renew` on already resolved paths (a lease must not re-resolve a replaced symlink)."""
+    """`renew` on already resolved paths (a lease must not re-resolve a replaced symlink);
+    `paths` None: every lock of `holder`."""
 
     judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
 
@@ -538,7 +546,7 @@ def _renew(
         table, reset = _prepared(records, now, save=not mesh.backend.read_only)
         mine = {lock["path"]: lock for lock in table if lock["holder"] == holder}
         renewed = []
-        for path in paths:
+        for path in mine if paths is None else paths:
             lock = mine.get(path)
             if lock is None or judge.expired(lock):
                 continue

@@ -362,6 +362,54 @@ def history(mesh: Mesh, name: str, limit: int = 20) -> list[dict[str, Any]]:
     return mesh.backend.mailbox.history(name, _check_limit(limit))
 
 
+def receipts(mesh: Mesh, name: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Messages `name` sent, newest first, each with `state` (`unread`, `read`, `archived`)
+    and `read_at` (when read; None otherwise or when no longer known)."""
+    check_agent_name(name)
+    return mesh.backend.mailbox.receipts(name, _check_limit(limit))
+
+
+# The sender of a bounce (not an agent: a reply to it is refused as to an unknown agent).
+BOUNCER = "mesh"
+# A bounce names at most this many messages, then how many more.
+BOUNCE_LISTED = 10
+
+
+def bounce_unread(mesh: Mesh, name: str) -> list[str]:
+    """Tell each registered sender of `name`'s unread mail, once, what it sent that was not
+    read: for an agent just marked dead (`lifecycle`, after that commit, by the one pass that
+    marked it, so concurrent prunes bounce once). The mail stays where it is. Returns who was
+    told; a failed notice is a warning."""
+    by_sender: dict[str, list[dict[str, Any]]] = {}
+    for message in mesh.backend.mailbox.unread(name):
+        by_sender.setdefault(message["from"], []).append(message)
+    told = []
+    for sender, unread in sorted(by_sender.items()):
+        if sender == name or not mesh.is_registered(sender):
+            continue
+        lines = [f"- {m['id']} ({m['created_at']}): {_first_line(m['body'])}" for m in unread]
+        more = len(lines) - BOUNCE_LISTED
+        body = (
+            f"bounce: {name} was marked dead with {len(unread)} message(s) from you unread:\n"
+            + "\n".join(lines[:BOUNCE_LISTED])
+            + (f"\n... and {more} more" if more > 0 else "")
+            + "\nThey stay in its inbox (archived when it is removed); if they matter, send "
+            "them to another agent (`mesh agents` lists who is alive)."
+        )
+        try:
+            send(mesh, sender, body, sender=BOUNCER, priority="urgent")
+        except MeshError as exc:
+            mesh.warnings.append(f"could not bounce {name}'s unread mail to {sender}: {exc}")
+            continue
+        told.append(sender)
+    return told
+
+
+def _first_line(body: str, keep: int = 60) -> str:
+    first = body.strip().splitlines()[0] if body.strip() else ""
+    return first if len(first) <= keep else first[: keep - 3] + "..."
+
+
 def archived(mesh: Mesh, name: str, limit: int = 20) -> list[dict[str, Any]]:
     """Unread mail archived when `name` was unregistered or removed, newest first."""
     check_agent_name(name)

@@ -2,8 +2,10 @@
 
 The prompt stays under 250 words: protocol-server peers cost agents about 25k tokens of tool
 definitions, and a shell-out CLI explained in a paragraph is the point of this design. It
-teaches the whole loop (mail, claim and wait, review, locks and their lease) because that is
-what agents working from it alone got wrong.
+teaches the whole loop (`mesh next --wait 600`: mail, review, claim; review; locks and their
+lease) and answers what agents working from it alone had to guess: that they are registered
+already, that `task start` is optional, where `--json` goes, that waiting keeps their locks,
+and what the hooks do when installed.
 
 `launch` starts the tool detached, in a new process session, so the agent outlives the shell
 that launched it: under tmux (`new-session -d`) or under heimdall (`hm run`), with the prompt
@@ -39,25 +41,24 @@ SOCKET_WAIT_S = 5.0
 TMUX_TIMEOUT_S = 10.0
 
 _PROMPT = """\
-You are {who} on a mesh of AI agents; `mesh` is its CLI (--json for \
-JSON). {identity}
-Exit 1 is an ordinary "no" (empty inbox, nothing to claim, lock held, wait ran out), not a \
-failure; 2 bad input; 3 not found.
-- Mail: `mesh inbox` takes your next message; `mesh inbox --wait 600` waits for one. A typed \
-"[mesh] ... mesh inbox" line means mail. `mesh send NAME "text"` (`all`: everyone). \
-`mesh agents` lists agents.
-- Tasks: `mesh claim --next` takes a ready task; `mesh claim --next --wait 600` waits until \
-one is (added, released, dependencies done). Finish with `mesh task done ID \
---result "what changed, how tested"` (or `fail`; `release` gives it back). Add: \
-`mesh task add TITLE --depends ID --review`.
-- Review: a --review task enters review when done; its creator (else everyone) is messaged. \
-Reviewer: `mesh task show ID`, then `mesh task approve ID --note "..."` or `mesh task reject \
-ID --note "what to fix"`; rejected, it returns to its author (working) with the note by mail: \
-fix, then `done` again.
+You are {who} on a mesh of AI agents; `mesh` is its CLI. {identity} You are registered \
+already (by `mesh launch` or the hooks). --json goes after the command \
+(`mesh next --json`). Exit 1 is an ordinary "no" (nothing to do, lock held); \
+2 bad input; 3 not found.
+- The loop: `mesh next --wait 600` gives your next thing: a message (urgent first), else a \
+review waiting on you, else it claims a ready task. Act on it, run it again. Waiting \
+keeps you alive and your locks held.
+- Tasks: `mesh task done ID --result "what changed, how tested"` (or `fail`; `release` gives \
+it back); `mesh task start ID` is optional. Add: `mesh task add TITLE --depends ID --review`.
+- Review: `mesh task approve ID --note "..."` or `mesh task reject \
+ID --note "what to fix"`; rejected work returns to its author with the note by mail.
+- Mail: `mesh send NAME "text"` (`all`: everyone); `mesh inbox` reads mail only.
 - Locks: `mesh lock PATH...` before editing shared files, new ones too; relative paths are \
-fine. A lock holds until a lease (default 600s, `--ttl SECONDS`) passes after your last mesh \
-command: in long work run `mesh heartbeat`. It frees if you die. `mesh unlock PATH...` after.
-Check your inbox after each task and before stopping."""
+fine. A lock lasts a lease (default 600s, `--ttl SECONDS`) after your last mesh command: in \
+long work without a wait, run `mesh heartbeat`. `mesh unlock PATH...` after.
+- Hooks, when installed, put your mail into your context and lock each file you edit \
+(refusing a file another agent holds).
+Check your mail before stopping."""
 
 
 def prompt(name: str | None = None) -> str:

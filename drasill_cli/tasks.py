@@ -522,12 +522,13 @@ def claim_next_wait(mesh: Mesh, actor: str, wait: float) -> dict[str, Any]:
     check_wait(wait, "until a task is ready")
     if wait == 0:
         return claim_next(mesh, actor)
+    from drasill_cli.keepalive import kept_alive
     from drasill_cli.storage.changes import TASKS
     from drasill_cli.waiting import enduring
 
     deadline = time.monotonic() + wait
     patience = mesh.config.store.reconnect_timeout
-    with mesh.backend.changes.watch(TASKS) as changes:
+    with kept_alive(mesh, actor), mesh.backend.changes.watch(TASKS) as changes:
         while True:
             try:  # across a restart of the store's server
                 return enduring(lambda: claim_next(mesh, actor), patience)
@@ -878,6 +879,20 @@ def _reviewers(mesh: Mesh, task: dict[str, Any], author: str) -> list[str]:
     from drasill_cli import presence
 
     return [a["name"] for a in presence.list_agents(mesh) if a["name"] != author]
+
+
+def reviews_for(mesh: Mesh, actor: str) -> list[dict[str, Any]]:
+    """Tasks in review waiting on `actor`: not its own work, and it is one of those asked to
+    review them (`_reviewers`: the creator, or every other live agent when the creator did
+    it); highest priority first, then the longest waiting."""
+    check_agent_name(actor)
+    found = [
+        task
+        for task in list_tasks(mesh, "review")
+        if task["claimed_by"] != actor and actor in _reviewers(mesh, task, task["claimed_by"])
+    ]
+    found.sort(key=lambda task: (-task["priority"], task["updated_at"], task["id"]))
+    return found
 
 
 def _excerpt(text: str, task_id: str, limit: int = 1000) -> str:

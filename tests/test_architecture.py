@@ -199,6 +199,7 @@ LAYER_OF = {
     # mesh: an opened backend and its config; the one way up to the backends.
     "drasill_cli.mesh": "mesh",
     # core: the features (the rules), each taking a Mesh.
+    "drasill_cli.agenda": "core",
     "drasill_cli.agents": "core",
     "drasill_cli.audit": "core",
     "drasill_cli.bridge": "core",
@@ -211,6 +212,7 @@ LAYER_OF = {
     "drasill_cli.hooks.protocols": "core",
     "drasill_cli.hooks.run": "core",
     "drasill_cli.hooks.settings": "core",
+    "drasill_cli.keepalive": "core",
     "drasill_cli.dashboard": "core",
     "drasill_cli.demo": "core",
     "drasill_cli.doctor": "core",

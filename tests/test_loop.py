@@ -432,6 +432,24 @@ def test_prompt_is_under_250_words_and_teaches_the_loop() -> None:
         assert needed in text, needed
 
 
+def test_prompt_answers_what_agents_had_to_guess() -> None:
+    """Issue 25: registration is done for them, `task start` is optional, where --json goes,
+    `mesh next --wait 600` is the loop, hooks deliver mail and lock files, waiting keeps locks;
+    still under 250 words, with or without a name."""
+    for text in (onboarding.prompt(), onboarding.prompt("a-rather-long-agent-name")):
+        assert len(text.split()) < 250, len(text.split())
+        for needed in (
+            "You are registered already",
+            "`mesh task start ID` is optional",
+            "--json goes after the command (`mesh next --json`)",
+            "The loop: `mesh next --wait 600`",
+            "Waiting keeps you alive and your locks held",
+            "Hooks, when installed, put your mail into your context and lock each file you edit",
+        ):
+            assert needed in text, needed
+        assert "claim --next --wait" not in text  # the old loop is gone
+
+
 def test_every_command_and_flag_the_prompt_names_exists() -> None:
     text = onboarding.prompt("alpha")
     commands = _command_tree()

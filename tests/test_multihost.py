@@ -211,6 +211,52 @@ def test_mail_sent_on_one_host_wakes_a_waiter_on_another_within_a_second(
     assert exited[0] - sent_at < 1.0, f"woken {exited[0] - sent_at:.2f} s after the send"
 
 
+@pytest.mark.parametrize("by", ["mail", "task"])
+def test_next_wait_on_one_host_wakes_within_a_second_on_mail_or_a_task_from_another(
+    runner: MeshRunner, pg_mesh_url: str, by: str
+) -> None:
+    box_a, box_b = _hosts(runner, 2)
+    box_a.json("register", "alice")
+    before = _listening(pg_mesh_url)
+    waiter = box_a.popen("next", "--wait", "60", "--as", "alice", "--json")
+    deadline = time.monotonic() + 30
+    while _listening(pg_mesh_url) <= before and time.monotonic() < deadline:
+        assert waiter.poll() is None, waiter.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)  # the waiter has looked (nothing to do) and sleeps on the notification
+    assert waiter.poll() is None, waiter.communicate()
+    if by == "mail":
+        done = box_b.run("send", "alice", "hello from box-b", "--as", "bob")
+    else:
+        done = box_b.run("task", "add", "work from box-b", "--as", "bob")
+    sent_at = time.monotonic()  # after the command's own start-up and exit
+    assert done.returncode == 0, done.stderr
+    assert waiter.stdout is not None
+    line = waiter.stdout.readline()
+    woken = time.monotonic()
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, (line, out, err)
+    assert json.loads(line)["kind"] == ("message" if by == "mail" else "task")
+    assert woken - sent_at < 1.0, f"woken {woken - sent_at:.2f} s after the {by} ended"
+
+
+def test_a_wait_on_one_host_keeps_its_agent_alive_for_a_prune_on_another(
+    runner: MeshRunner, sleeper: subprocess.Popen[bytes]
+) -> None:
+    runner.config("[lifecycle]\nidle_after = 1\ndead_after = 2\n")
+    box_a, box_b = _hosts(runner, 2)
+    # Alive on A by its process; B can judge it by its heartbeat alone.
+    box_a.json("register", "worker", "--pid", str(sleeper.pid))
+    waiter = box_a.popen("next", "--wait", "5", "--as", "worker")
+    time.sleep(3.5)  # longer than dead_after since its last own command
+    assert waiter.poll() is None, waiter.communicate()
+    box_b.json("prune")
+    agent = _agent(box_b, "worker")
+    assert agent["state"] != "dead" and agent.get("dead_at") is None, agent
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 1 and "still nothing to do for worker" in err, (out, err)
+
+
 # ---- 3. 64 claimers over 4 hosts x 50 rounds: one winner each ---------------------------------
 
 HOSTS, PER_HOST, TASKS_PER_ROUND = 4, 16, 16

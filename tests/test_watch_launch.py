@@ -38,7 +38,14 @@ def test_prompt_is_short_and_names_the_essentials() -> None:
     text = onboarding.prompt("alpha")
     assert len(text) < 1800  # about 400 tokens at 4 characters a token
     assert len(text.split()) < 250
-    for needed in ("alpha", "mesh send", "mesh inbox", "mesh claim", "mesh lock", "--json"):
+    for needed in (
+        "alpha",
+        "mesh send",
+        "mesh inbox",
+        "mesh next --wait 600",
+        "mesh lock",
+        "--json",
+    ):
         assert needed in text
     assert "$DRASILL_AGENT" in onboarding.prompt()
 

@@ -33,6 +33,7 @@ COMMAND_MODULES: dict[str, str] = {
     "history": "messages",
     "task": "tasks",
     "claim": "tasks",
+    "next": "tasks",
     "lock": "locks",
     "unlock": "locks",
     "locks": "locks",

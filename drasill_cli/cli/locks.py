@@ -134,11 +134,15 @@ def lock_cmd(
     cli = state(ctx)
     holder = cli.require_identity(as_)
     mesh = cli.mesh()
-    if run is None:
-        granted = locks.acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait)
-        return Shown(granted, views.lock_lines, "locked", then=lambda: _mention_missing(paths))
-    with locks.hold(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait) as lease:
-        code = _run_holding(run, lease)
+    from drasill_cli.keepalive import kept_alive
+
+    # A holder waiting for its locks stays alive, and keeps the locks it holds already.
+    with kept_alive(mesh, holder if wait else None):
+        if run is None:
+            granted = locks.acquire(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait)
+            return Shown(granted, views.lock_lines, "locked", then=lambda: _mention_missing(paths))
+        with locks.hold(mesh, paths, holder, mode=mode, ttl=ttl, wait=wait) as lease:
+            code = _run_holding(run, lease)
     raise typer.Exit(code)
 
 

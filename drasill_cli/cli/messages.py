@@ -182,6 +182,18 @@ def inbox_cmd(
     if last:
         message = messages.last_consumed(mesh, who)
         return Shown(message, views.last_message, who, exit_code=1 if message is None else 0)
+    if not wait:  # no wait: nothing to keep alive (and nothing more to import)
+        return _inbox(mesh, who, peek=peek, list_=list_, wait=wait)
+    from drasill_cli.keepalive import kept_alive
+
+    with kept_alive(mesh, who):  # a waiting agent stays alive
+        return _inbox(mesh, who, peek=peek, list_=list_, wait=wait)
+
+
+def _inbox(mesh: Mesh, who: str, *, peek: bool, list_: bool, wait: float | None) -> Shown:
+    """The next message(s), waiting up to `wait` seconds for one (`inbox_cmd`)."""
+    from drasill_cli import messages
+
     deadline = time.monotonic() + (wait or 0.0)
     while True:
         if wait is None:
@@ -215,7 +227,11 @@ def _fetch(mesh: Mesh, who: str, *, peek: bool, list_: bool) -> Any:
     app,
     "history",
     short_help="Show messages sent and read, newest first.",
-    epilog=examples("mesh history --as alice", "mesh history bob --limit 5"),
+    epilog=examples(
+        "mesh history --as alice",
+        "mesh history bob --limit 5",
+        "mesh history --sent --as alice   # what alice sent: unread, read (when) or archived",
+    ),
 )
 def history_cmd(
     ctx: typer.Context,
@@ -235,14 +251,29 @@ def history_cmd(
             help="Instead: the unread mail archived when NAME was unregistered or removed.",
         ),
     ] = False,
+    sent: Annotated[
+        bool,
+        typer.Option(
+            "--sent",
+            help="Instead: the messages NAME sent, each with its state: unread, read (with "
+            "read_at) or archived.",
+        ),
+    ] = False,
     as_: AsOpt = None,
     json_out: JsonOpt = False,
 ) -> Shown:
-    """Show messages sent and read, newest first (--archived: mail left unread at removal)."""
+    """Show messages sent and read, newest first (--archived: mail left unread at removal;
+    --sent: receipts of the mail sent)."""
     from drasill_cli import messages
 
+    if archived and sent:
+        raise InvalidInput(
+            "--archived and --sent do not go together; pick one", code="invalid-usage"
+        )
     cli = state(ctx)
     who = cli.whose(name, as_)
     mesh = cli.mesh()
+    if sent:
+        return Shown(messages.receipts(mesh, who, limit), views.receipts, who)
     found = messages.archived(mesh, who, limit) if archived else messages.history(mesh, who, limit)
     return Shown(found, views.history, who, archived)

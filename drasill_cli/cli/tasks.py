@@ -348,6 +348,49 @@ def claim_cmd(
 
 
 @command(
+    app,
+    "next",
+    short_help="Your next thing to do: mail, a review, or a task claimed.",
+    epilog=examples(
+        "mesh next --as alice            # one message, else a review, else claim a task",
+        "mesh next --wait 600 --as alice # the working loop: block until there is something",
+        "mesh next --json | jq .kind     # message, review or task",
+    ),
+)
+def next_cmd(
+    ctx: typer.Context,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            help="Block up to SECONDS until there is something to do (mail, a review, a "
+            "claimable task), from any host; inf: no limit. Keeps you alive and your locks "
+            "held while it waits. Exit 1 when the time is up.",
+            metavar="SECONDS",
+        ),
+    ] = None,
+    as_: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> Shown:
+    """Do the next thing: read your next unread message (consumed, urgent first), else show a
+    review waiting on you, else claim the next ready task.
+
+    One message per call (run it again for the next; the answer says how many are left). A
+    review stays next until you approve or reject it. Nothing to do is an ordinary exit 1;
+    `mesh next --wait 600` is the loop.
+    """
+    from drasill_cli import agenda
+
+    cli = state(ctx)
+    actor = cli.require_identity(as_)
+    mesh = cli.mesh()
+    found = (
+        agenda.next_wait(mesh, actor, wait) if wait is not None else agenda.next_thing(mesh, actor)
+    )
+    return Shown(found, views.next_thing)
+
+
+@command(
     task_app,
     "start",
     short_help="Mark your claimed task as being worked on.",

@@ -162,6 +162,26 @@ def task(found: dict[str, Any], verb: str) -> None:
         note(f"told {told} by message" if told else "no other agent is registered to tell")
 
 
+def next_thing(found: dict[str, Any]) -> None:
+    """`mesh next`: the message, the review or the task claimed, and what to do with it."""
+    kind = found["kind"]
+    if kind == "message":
+        message(found["message"])
+        if found["unread"]:
+            note(f"{found['unread']} more unread: run `mesh next` again")
+    elif kind == "review":
+        review = found["review"]
+        task(review, "review")
+        if review["result"]:
+            say(f"its result: {review['result']}")
+        say(
+            f"approve with `mesh task approve {review['id']} --note TEXT`, or send it back "
+            f"with `mesh task reject {review['id']} --note TEXT`"
+        )
+    else:
+        task(found["task"], "claimed")
+
+
 def waits(task: dict[str, Any]) -> str:
     """What a queued task waits on, for people: `-`, `t-0001 (working)`, or
     `blocked for good: t-0001 (failed)`."""
@@ -286,6 +306,30 @@ def history(found: list[dict[str, Any]], who: str, archived: bool) -> None:
                 item["created_at"],
                 f"{item['from']} -> {item['to']}",
                 item["id"],
+                item["body"].strip().splitlines()[0] if item["body"].strip() else "",
+            ]
+            for item in found
+        ],
+        free=("body",),
+        header=False,
+    )
+
+
+def receipts(found: list[dict[str, Any]], who: str) -> None:
+    """`mesh history --sent`: one line per message sent, with what became of it."""
+    if not found:
+        say(f"no messages sent by {who}")
+        return
+    table(
+        ["sent", "to", "id", "state", "body"],
+        [
+            [
+                item["created_at"],
+                item["to"],
+                item["id"],
+                f"read {item['read_at']}"
+                if item["state"] == "read" and item["read_at"]
+                else item["state"],
                 item["body"].strip().splitlines()[0] if item["body"].strip() else "",
             ]
             for item in found

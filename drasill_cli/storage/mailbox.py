@@ -134,6 +134,13 @@ class Mailbox(Protocol):
         """Messages `agent` sent or took, newest first, at most `limit`."""
         ...
 
+    def receipts(self, agent: str, limit: int) -> list[dict[str, Any]]:
+        """Messages `agent` sent, newest first, at most `limit`, each with the `state` of its
+        recipient's copy (`unread`, `read`, `archived`) and `read_at` (when it was taken, an
+        ISO time; None unless read, or when the read copy has expired: a copy that left the
+        unread mail and is not archived was read)."""
+        ...
+
     def archived(self, agent: str, limit: int) -> list[dict[str, Any]]:
         """Unread mail archived when `agent` was removed, newest first, at most `limit`."""
         ...

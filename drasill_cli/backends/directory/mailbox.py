@@ -184,6 +184,25 @@ class DirectoryMailbox:
         rels.update({_id_of(n): f"{cur}/{n}" for n in self.store.names(cur)})
         return self._newest(rels, limit)
 
+    def receipts(self, agent: str, limit: int) -> list[dict[str, Any]]:
+        """Where the recipient's copy of each sent message is tells its state: `new/` unread,
+        `cur/` read (taken at its rename, the file's ctime), the archive archived."""
+        folder = sent_folder(agent)
+        sent = self._newest({_id_of(n): f"{folder}/{n}" for n in self.store.names(folder)}, limit)
+        return [self._receipt(message) for message in sent]
+
+    def _receipt(self, message: dict[str, Any]) -> dict[str, Any]:
+        files = copy_files(message)
+        # A copy only moves out of `new/` (taken or archived): looked at in that order, a
+        # move between two looks is still seen.
+        if self.store.mtime(files["unread"]) is not None:
+            return {**message, "state": "unread", "read_at": None}
+        taken = self.store.changed_ns(files["read"])
+        if taken is None and self.store.mtime(files["archived"]) is not None:
+            return {**message, "state": "archived", "read_at": None}
+        read_at = None if taken is None else clock.iso(taken / 1e9)
+        return {**message, "state": "read", "read_at": read_at}
+
     def archived(self, agent: str, limit: int) -> list[dict[str, Any]]:
         folder = archive_folder(agent)
         return self._newest({_id_of(n): f"{folder}/{n}" for n in self.store.names(folder)}, limit)

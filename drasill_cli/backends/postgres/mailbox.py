@@ -326,6 +326,30 @@ class PostgresMailbox:
 
         return self._newest(fetch, limit)
 
+    def receipts(self, agent: str, limit: int) -> list[dict[str, Any]]:
+        """Sent rows, newest first, each joined to its recipient's copy: its `state`, and
+        `changed` (when it was taken) for a read one."""
+        found: list[dict[str, Any]] = []
+        if limit <= 0:
+            return found
+        with self.backend.transaction() as cur:
+            rows = cur.execute(
+                "SELECT s.id, s.body, m.state, m.changed FROM mesh_sent AS s"
+                " LEFT JOIN mesh_messages AS m"
+                "  ON m.id = s.id AND m.recipient = (s.body::jsonb ->> 'to')"
+                " WHERE s.sender = %s ORDER BY s.id DESC LIMIT %s",
+                (agent, limit),
+            ).fetchall()
+            for msg_id, body, stored, changed in rows:
+                row = _Row("mesh_sent", (agent, msg_id), _sent_entry(agent, msg_id), body)
+                message = self._checked(cur, row)
+                if message is None:
+                    continue
+                state = stored or "read"  # the copy left the unread mail and expired: read
+                read_at = clock.iso(changed.timestamp()) if state == "read" and changed else None
+                found.append({**message, "state": state, "read_at": read_at})
+        return found
+
     def archived(self, agent: str, limit: int) -> list[dict[str, Any]]:
         def fetch(cur: psycopg.Cursor[Any], below: str | None, n: int) -> list[_Row]:
             bound = "" if below is None else " AND id < %s"
