@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import liveness
@@ -88,8 +88,12 @@ def launch(
     backend: str | None = None,
     tool_args: Sequence[str] = (),
     cwd: str | None = None,
+    before_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Start `tool` as agent `name` in a detached supervised session and register it."""
+    """Start `tool` as agent `name` in a detached supervised session and register it.
+
+    `before_start` runs once the request is checked, before the tool starts (`mesh launch
+    --hooks` installs the tool's hooks there, so the tool reads them when it starts)."""
     from drasill_cli import agents
 
     check_agent_name(name)
@@ -110,6 +114,8 @@ def launch(
     cwd = cwd or os.getcwd()
     env = {"DRASILL_AGENT": name, **mesh.backend.child_env()}
     session = f"mesh-{name}"
+    if before_start is not None:
+        before_start()
     if backend == "tmux":
         pid = _start_tmux(session, argv, env, cwd)
     else:

@@ -18,6 +18,9 @@ import pytest
 
 from drasill_cli.hooks import install
 from tests.conftest import MeshRunner
+from tests.wake_support import needs_tmux
+
+pytest_plugins = ["tests.wake_fixtures"]  # tmux_tmpdir
 
 CLIS = ("claude", "codex", "gemini", "copilot")
 PROJECT_FILE = {
@@ -216,3 +219,54 @@ def test_the_hooks_call_this_mesh_when_another_or_none_is_on_path(
     assert install.program(str(here)) == "mesh"  # the one on PATH: portable
     assert install.program("/usr/lib/python3/drasill_cli/__main__.py") == "mesh"
     assert install.program(os.path.join(str(tmp_path), "a b", "mesh")) == "mesh"  # no quoting
+
+
+# A stand-in for `claude`: sleeps in its pane (the launch only has to start it).
+FAKE_CLAUDE = "#!/bin/sh\nsleep 60\n"
+
+
+@pytest.fixture
+def fake_claude(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "claude").write_text(FAKE_CLAUDE)
+    (bin_dir / "claude").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def hooks_check(cli: MeshRunner, repo: Path, env: dict[str, str]) -> dict[str, Any]:
+    report = cli.json("doctor", cwd=repo, env=env)
+    [check] = [check for check in report["checks"] if check["name"] == "hooks"]
+    assert check["required"] is False
+    return dict(check)
+
+
+def test_doctor_reports_missing_hooks_and_untrusted_codex_ones(
+    cli: MeshRunner, repo: Path, fake_claude: dict[str, str]
+) -> None:
+    check = hooks_check(cli, repo, fake_claude)
+    assert check["status"] == "warn" and "claude: no mesh hooks" in check["detail"]
+    cli.json("hooks", "install", "claude", cwd=repo)
+    assert hooks_check(cli, repo, fake_claude)["status"] == "ok"
+    cli.json("hooks", "install", "codex", "--scope", "user", cwd=repo)
+    check = hooks_check(cli, repo, fake_claude)
+    assert check["status"] == "warn" and "not trusted yet" in check["detail"]
+
+
+@needs_tmux
+def test_launch_hints_at_the_hooks_and_installs_them_with_the_flag(
+    cli: MeshRunner, repo: Path, fake_claude: dict[str, str], tmux_tmpdir: Path
+) -> None:
+    env = {**fake_claude, "TMUX_TMPDIR": str(tmux_tmpdir)}
+    done = cli.run("launch", "alpha", "--backend", "tmux", "--json", env=env, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["hooks"]["installed"] is False
+    assert "mesh hooks install claude" in done.stderr
+    assert not (repo / ".claude").exists()
+    done = cli.run("launch", "bravo", "--backend", "tmux", "--hooks", env=env, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    path = repo / PROJECT_FILE["claude"]
+    assert f"hooks installed in {path}" in done.stderr
+    assert "mesh hook claude pre-tool" in path.read_text()
+    for session in ("mesh-alpha", "mesh-bravo"):
+        subprocess.run(["tmux", "kill-session", "-t", f"={session}"], check=False)

@@ -554,6 +554,17 @@ def launched(found: dict[str, Any], tool: str) -> None:
         )
 
 
+def launch_hooks(hooks: dict[str, Any] | None) -> None:
+    """`mesh launch`, after its output (JSON too): the hooks it installed, or a hint."""
+    if hooks is not None and hooks["changed"]:
+        note(f"the mesh's {hooks['cli']} hooks installed in {hooks['path']}")
+    elif hooks is not None and not hooks["installed"]:
+        note(
+            f"hint: `mesh hooks install {hooks['cli']}` (or `mesh launch --hooks`) lets the mesh "
+            "deliver mail to this agent and refuse edits of files others hold"
+        )
+
+
 def imported(found: dict[str, Any], location: str) -> None:
     """`mesh import`: per kind, then in all, what was restored and what was already there."""
     for kind, counts in found["kinds"].items():

@@ -344,3 +344,21 @@ def missing(report: dict[str, Any], installed_clis: set[str]) -> list[str]:
         if cli in installed_clis and not any(row["installed"] for row in rows):
             problems.append(f"{cli}: no mesh hooks (mesh hooks install {cli})")
     return problems
+
+
+def for_launch(tool: str, *, apply: bool, cwd: str | None = None) -> dict[str, Any] | None:
+    """`mesh launch`'s view of `tool`'s hooks (None: a tool without hooks): installed in the
+    project (inside a work tree) or else the user scope when `apply` (`--hooks`); {cli,
+    installed, path (where they are or would go), changed}."""
+    cli = os.path.basename(tool)
+    if cli not in CLIS:
+        return None
+    scope = "project" if project_top(cwd) is not None else "user"
+    if apply:
+        found = install(cli, scope, cwd=cwd)
+        return {"cli": cli, "installed": True, "path": found["path"], "changed": found["changed"]}
+    report = status(cwd)
+    rows = [row for row in report["entries"] if row["cli"] == cli]
+    there = [row for row in rows if row["installed"]]
+    path = there[0]["path"] if there else next(r["path"] for r in rows if r["scope"] == scope)
+    return {"cli": cli, "installed": bool(there), "path": path, "changed": False}
