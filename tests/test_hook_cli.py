@@ -125,16 +125,18 @@ def test_mesh_hook_help_documents_the_hidden_command(cli: MeshRunner) -> None:
     assert " hooks " in listed.stdout and " hook " not in listed.stdout
 
 
+@pytest.mark.parametrize("agent", ["alice", None])
 def test_a_no_op_hook_imports_no_command_layer_nor_heavy_module(
-    cli: MeshRunner, work: Path
+    cli: MeshRunner, work: Path, agent: str | None
 ) -> None:
-    """An agent on the mesh, no mail, after a tool call: the console script answers without
-    Typer, rich, pydantic, psutil, and without psycopg on a directory mesh."""
+    """An agent on the mesh, no mail, after a tool call (or a session not on the mesh: no
+    identity, the registered agents searched for an ancestor): the console script answers
+    without Typer, rich, pydantic, psutil, and without psycopg on a directory mesh."""
     cli.json("register", "alice")
     done = subprocess.run(
         [sys.executable, "-X", "importtime", str(SCRIPT), "hook", "claude", "post-tool"],
         input=payload("claude", "post-tool", work),
-        env={**cli.env, "DRASILL_AGENT": "alice"},
+        env={**cli.env, **({"DRASILL_AGENT": agent} if agent else {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -149,7 +151,6 @@ def test_a_no_op_hook_imports_no_command_layer_nor_heavy_module(
     assert "drasill_cli" in loaded  # the probe sees the imports
     heavy = HEAVY | ({"psycopg"} if cli.kind == "directory" else set())
     assert sorted(loaded & heavy) == []
-    assert cli.heartbeat("alice") is not None
 
 
 @pytest.mark.parametrize("verb", ["done", "fail", "release"])

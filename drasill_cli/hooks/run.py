@@ -65,11 +65,13 @@ def _identity(mesh: Mesh, event: Event, environ: Mapping[str, str]) -> str | Non
     chain = identity.ancestors()
     if not chain:
         return None
-    from drasill_cli.presence import records
-
+    # The records straight from the store (not `presence.records`: that module loads
+    # liveness, hence subprocess and shutil, which a session not on the mesh never needs).
+    table = mesh.backend.presence
     found = (
         identity.Registered(agent.name, agent.pid, agent.pid_started, agent.host)
-        for agent in records(mesh)
+        for agent in (table.get(name) for name in table.names())
+        if agent is not None
     )
     return identity.agent_among(chain, found, identity.this_host())
 
