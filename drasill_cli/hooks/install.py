@@ -357,7 +357,10 @@ def for_launch(tool: str, *, apply: bool, cwd: str | None = None) -> dict[str, A
     if apply:
         found = install(cli, scope, cwd=cwd)
         return {"cli": cli, "installed": True, "path": found["path"], "changed": found["changed"]}
-    report = status(cwd)
+    try:  # only a hint: a settings file that cannot be read never stops a launch
+        report = status(cwd)
+    except (InvalidInput, OSError):
+        return None
     rows = [row for row in report["entries"] if row["cli"] == cli]
     there = [row for row in rows if row["installed"]]
     path = there[0]["path"] if there else next(r["path"] for r in rows if r["scope"] == scope)
