@@ -70,7 +70,7 @@ class Model(BaseHTTPRequestHandler):
                     "status": "completed",
                     "content": [{"type": "output_text", "text": "Understood.",
                                  "annotations": []}]}  # fmt: skip
-        events = [
+        events: list[dict[str, Any]] = [
             {"type": "response.created", "response": {"id": f"resp_{turn}"}},
             {"type": "response.output_item.done", "output_index": 0, "item": item},
             {"type": "response.completed", "response": {"id": f"resp_{turn}", "usage": USAGE}},
