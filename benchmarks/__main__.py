@@ -4,6 +4,8 @@ Measures, in one process tree on this machine:
 - CLI latency of `mesh send` and `mesh inbox` (the installed `.venv/bin/mesh` entry point) beside
   the interpreter floor, `python -c "import typer, pydantic"`, and the original Drasill 1.0.0
   driven by one `curl` per call (with curl's own start-up measured alone);
+- hook latency: `mesh hook` (no-op, deliver one message, refuse an edit) beside the interpreter
+  floor and `import typer, pydantic` (benchmarks/bench_hooks.py; target: no-op <= 0.6x);
 - throughput with 8 concurrent senders: Python API (8 processes) at the default durability
   (`[store] fsync = true`) and at Drasill's (`fsync = false`, like SQLite WAL with
   `synchronous = NORMAL`), CLI (8 threads each running `mesh send` processes) and Drasill's HTTP
@@ -47,6 +49,7 @@ from typing import Any
 from benchmarks import (
     bench_compare,
     bench_dashboard,
+    bench_hooks,
     bench_loop,
     bench_postgres,
     bench_scale,
@@ -186,6 +189,16 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 **_verdict(loop["ratio"][worst], LATENCY_BAR, at_most=True),
             }
         )
+    hooks = results.get("hooks")
+    if hooks:
+        targets.append(
+            {
+                "target": f"no-op `mesh hook` <= {bench_hooks.TARGET}x `import typer, pydantic`",
+                **_verdict(hooks["ratio"][bench_hooks.NO_OP], bench_hooks.TARGET, at_most=True),
+                "beside": f"deliver one message {hooks['ratio'][bench_hooks.DELIVER]:.2f}x, "
+                f"refuse an edit {hooks['ratio'][bench_hooks.REFUSE]:.2f}x",
+            }
+        )
     rates = results.get("throughput", {}).get("msgs_per_s", {})
     name = (
         f"Python API, 8 senders >= {THROUGHPUT_BAR}x Drasill HTTP, 8 clients, at equal "
@@ -319,6 +332,9 @@ def print_report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None
 
     _print_latency(results)
     _print_loop(results)
+    if results.get("hooks"):
+        print()
+        print("\n".join(bench_hooks.report(results["hooks"])))
     _print_throughput(results)
     _print_scale(results)
     _print_wake(results)
@@ -616,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             results, "latency", lambda: bench_compare.cli_latency(drasill, profile["latency_runs"])
         )
         _section(results, "loop", lambda: bench_loop.loop_latency(profile["latency_runs"]))
+        _section(results, "hooks", lambda: bench_hooks.measure(profile["latency_runs"]))
         _section(
             results,
             "throughput",

@@ -1,9 +1,10 @@
-"""Hook latency: `.venv/bin/python -m benchmarks.bench_hooks [--rounds N]`.
+"""Hook latency: `.venv/bin/python -m benchmarks.bench_hooks [--rounds N]` (also a section of
+`python -m benchmarks`).
 
-Times one `mesh hook claude ...` call per case, through `python -m drasill_cli hook` (the fast
-path that skips the command layer; the `mesh` console script will take the same path once
-`mesh hook` is wired), on a scratch directory mesh, beside the interpreter floor and
-`python -c "import typer, pydantic"`, all interleaved so that noise hits each alike:
+Times one `mesh hook claude ...` call per case through the installed `mesh` console script
+(its entry, drasill_cli/cli/entry.py, answers `mesh hook` without loading Typer), on a scratch
+directory mesh, beside the interpreter floor and `python -c "import typer, pydantic"`, all
+interleaved so that noise hits each alike:
 
 - no identity: no `$DRASILL_AGENT`, no registered ancestor (a session not on the mesh);
 - no-op: an agent on the mesh, after a tool call, no mail (heartbeat, hook locks, mail count);
@@ -18,18 +19,31 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+from typing import Any
 
-from benchmarks.harness import PYTHON, compile_package, interleaved, median_ms, run_timed, scratch
+from benchmarks.harness import (
+    PYTHON,
+    compile_package,
+    interleaved,
+    median_ms,
+    mesh_argv,
+    run_timed,
+    scratch,
+)
 
 TARGET = 0.6
+FLOOR = "python -c pass (interpreter floor)"
+FRAMEWORK = "python -c 'import typer, pydantic'"
+NO_IDENTITY = "mesh hook, no identity"
+NO_OP = "mesh hook, no-op (agent, no mail)"
+DELIVER = "mesh hook, deliver one message"
+REFUSE = "mesh hook, refuse an edit"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    rounds = parser.parse_args().rounds
-    compile_package()
+def measure(rounds: int) -> dict[str, Any]:
+    """{rounds, entry_point, median_ms: {case: ms}, ratio: {case: x import typer+pydantic}}."""
     place = scratch("hooks")
+    mesh_cmd = mesh_argv()
     try:
         env = place.env()
         work = place.root / "work"
@@ -38,8 +52,7 @@ def main() -> int:
         held.write_text("x = 1\n")
 
         def mesh(*args: str) -> None:
-            subprocess.run([PYTHON, "-m", "drasill_cli", *args], env=env, check=True,
-                           capture_output=True)  # fmt: skip
+            subprocess.run([*mesh_cmd, *args], env=env, check=True, capture_output=True)
 
         mesh("register", "alice")
         mesh("register", "bob")
@@ -53,37 +66,56 @@ def main() -> int:
             {"session_id": "s", "cwd": str(work), "hook_event_name": "PreToolUse",
              "tool_name": "Write", "tool_input": {"file_path": str(held)}}
         ).encode()  # fmt: skip
-        hook = [PYTHON, "-m", "drasill_cli", "hook", "claude"]
+        hook = [*mesh_cmd, "hook", "claude"]
 
         def deliver() -> float:
             mesh("send", "carol", "one message", "--as", "bob")
             return run_timed([*hook, "post-tool"], {**env, "DRASILL_AGENT": "carol"}, post)
 
         cases = {
-            "interpreter floor": lambda: run_timed([PYTHON, "-c", "pass"], env),
-            "import typer, pydantic": lambda: run_timed(
-                [PYTHON, "-c", "import typer, pydantic"], env
-            ),
-            "hook, no identity": lambda: run_timed([*hook, "post-tool"], env, post),
-            "hook, no-op (agent, no mail)": lambda: run_timed(
-                [*hook, "post-tool"], {**env, "DRASILL_AGENT": "alice"}, post
-            ),
-            "hook, deliver one message": deliver,
-            "hook, refuse an edit": lambda: run_timed(
-                [*hook, "pre-tool"], {**env, "DRASILL_AGENT": "alice"}, pre
-            ),
+            FLOOR: lambda: run_timed([PYTHON, "-c", "pass"], env),
+            FRAMEWORK: lambda: run_timed([PYTHON, "-c", "import typer, pydantic"], env),
+            NO_IDENTITY: lambda: run_timed([*hook, "post-tool"], env, post),
+            NO_OP: lambda: run_timed([*hook, "post-tool"], {**env, "DRASILL_AGENT": "alice"}, post),
+            DELIVER: deliver,
+            REFUSE: lambda: run_timed([*hook, "pre-tool"], {**env, "DRASILL_AGENT": "alice"}, pre),
         }
         samples = interleaved(cases, rounds)
     finally:
         place.cleanup()
-    figures = {name: median_ms(values) for name, values in samples.items()}
-    floor = figures["import typer, pydantic"]
-    print(f"{'case (median of ' + str(rounds) + ')':36s} {'ms':>8s} {'x typer+pydantic':>17s}")
-    for name, value in figures.items():
-        print(f"{name:36s} {value:8.1f} {value / floor:17.2f}")
-    ratio = figures["hook, no-op (agent, no mail)"] / floor
-    print(f"target: no-op <= {TARGET}x import typer, pydantic: {ratio:.2f}x, "
-          f"{'met' if ratio <= TARGET else 'missed'}")  # fmt: skip
+    figures = {name: round(median_ms(values), 1) for name, values in samples.items()}
+    framework = figures[FRAMEWORK]
+    return {
+        "rounds": rounds,
+        "entry_point": " ".join(mesh_cmd),
+        "median_ms": figures,
+        "ratio": {name: round(value / framework, 2) for name, value in figures.items()},
+        "target": TARGET,
+    }
+
+
+def report(found: dict[str, Any]) -> list[str]:
+    """The table's lines (also printed by `python -m benchmarks`)."""
+    lines = [
+        f"Hook latency (median of {found['rounds']} interleaved runs, entry point "
+        f"{found['entry_point']}; ratio to `import typer, pydantic`)"
+    ]
+    for name, value in found["median_ms"].items():
+        lines.append(f"  {name:<46} {value:8.1f} ms  {found['ratio'][name]:.2f}x")
+    ratio = found["ratio"][NO_OP]
+    lines.append(
+        f"  target: no-op <= {found['target']}x import typer, pydantic: {ratio:.2f}x, "
+        f"{'met' if ratio <= found['target'] else 'missed'}"
+    )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    rounds = parser.parse_args().rounds
+    compile_package()
+    print("\n".join(report(measure(rounds))))
     return 0
 
 

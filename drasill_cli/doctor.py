@@ -108,6 +108,33 @@ def check_ai_clis(config: Config) -> dict[str, Any]:
     return _check("ai-clis", "ok", names)
 
 
+def check_hooks(cwd: str | None = None) -> dict[str, Any]:
+    """The mesh's hooks in the agent CLIs installed here: missing, partial, or (Codex) not yet
+    trusted. Optional: an agent without them must remember to read mail and lock files."""
+    from drasill_cli.hooks import install
+    from drasill_cli.hooks.protocols import CLIS
+
+    present = {cli for cli in CLIS if shutil.which(cli) is not None}
+    try:
+        report = install.status(cwd)
+    except MeshError as exc:
+        return _check("hooks", "warn", f"cannot read the hooks' settings: {exc.message}", None)
+    problems = install.missing(report, present)
+    installed = sorted(
+        {f"{row['cli']} ({row['scope']})" for row in report["entries"] if row["installed"]}
+    )
+    if problems:
+        return _check(
+            "hooks",
+            "warn",
+            "; ".join(problems),
+            "do what each item says in parentheses (docs/howto-hooks-claude.md and the other "
+            "hook how-tos)",
+        )
+    detail = f"installed: {', '.join(installed)}" if installed else "no agent CLI with hooks here"
+    return _check("hooks", "ok", detail)
+
+
 def check_nvml() -> dict[str, Any]:
     """GPU memory can be measured (only needed for --vram-gb budgets)."""
     from drasill_cli import hardware_probes
@@ -186,6 +213,7 @@ def run(
         )
     )
     checks.append(check_ai_clis(config))
+    checks.append(check_hooks())
     checks.append(check_nvml())
     ok = all(c["status"] != "fail" for c in checks if c["required"])
     if location.url is not None:

@@ -29,7 +29,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import SCHEMA_VERSION, clock, lockpaths
@@ -693,6 +693,40 @@ def release_all(
     if not dry_run:
         _audit_cleared(mesh, theirs, None, "holder-gone")
     return [view(lock) for lock in theirs]
+
+
+# ---- locks taken by the agent CLIs' hooks (drasill_cli.hooks) -----------------------------
+
+HOOK_KEY = "hook"  # a lock record's mark when a hook took it: {cli, session, task}
+
+
+def release_hook_locks(
+    mesh: Mesh, holder: str, keep: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Remove `holder`'s locks that a hook took and for which `keep(mark)` is false; returns
+    them (as stored). Idempotent; audited as one `unlock` by the hook."""
+    check_agent_name(holder)
+
+    def decide(table: Locks) -> LockChanges[Locks]:
+        gone = [
+            lock
+            for lock in table
+            if lock["holder"] == holder
+            and isinstance(lock.get(HOOK_KEY), dict)
+            and not keep(lock[HOOK_KEY])
+        ]
+        return LockChanges(gone, remove=gone)
+
+    gone: Locks = mesh.backend.locks.transact(decide)
+    if gone:
+        mesh.append_audit_event("unlock", holder, paths=[lock["path"] for lock in gone], by="hook")
+    return gone
+
+
+def release_task_hook_locks(mesh: Mesh, holder: str, task_id: str) -> list[dict[str, Any]]:
+    """Release the locks hooks took for `holder` while it worked on `task_id` (the task has
+    ended: done, failed, released or taken from it)."""
+    return release_hook_locks(mesh, holder, lambda mark: mark.get("task") != task_id)
 
 
 # ---- holding while something runs ----------------------------------------------------------

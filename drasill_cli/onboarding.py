@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import liveness
@@ -92,9 +92,13 @@ def launch(
     role: str | None = None,
     ram_gb: float | None = None,
     vram_gb: float | None = None,
+    before_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Start `tool` as agent `name` in a detached supervised session and register it (with
-    `role` and the `ram_gb`/`vram_gb` budget, as `agents.register` takes them)."""
+    `role` and the `ram_gb`/`vram_gb` budget, as `agents.register` takes them).
+
+    `before_start` runs once the request is checked, before the tool starts (`mesh launch
+    --hooks` installs the tool's hooks there, so the tool reads them when it starts)."""
     from drasill_cli import agents
 
     check_agent_name(name)
@@ -115,6 +119,8 @@ def launch(
     cwd = cwd or os.getcwd()
     env = {"DRASILL_AGENT": name, **mesh.backend.child_env()}
     session = f"mesh-{name}"
+    if before_start is not None:
+        before_start()
     if backend == "tmux":
         pid = _start_tmux(session, argv, env, cwd)
     else:

@@ -618,6 +618,7 @@ def done(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[st
         return _with_result(task, result, limit, state="review" if task.review else "completed")
 
     task = _change(mesh, _registered_id(mesh, ref, actor, "finish"), actor, "task-done", decide)
+    _release_hook_locks(mesh, actor, task["id"])
     if task["state"] == "review":
         task["notified"] = _tell(mesh, actor, _reviewers(mesh, task, actor), _review_request(task))
     return task
@@ -631,7 +632,9 @@ def fail(mesh: Mesh, ref: str, actor: str, result: str | None = None) -> dict[st
         _own(task, actor, "fail")
         return _with_result(task, result, limit, state="failed")
 
-    return _change(mesh, _registered_id(mesh, ref, actor, "fail"), actor, "task-fail", decide)
+    task = _change(mesh, _registered_id(mesh, ref, actor, "fail"), actor, "task-fail", decide)
+    _release_hook_locks(mesh, actor, task["id"])
+    return task
 
 
 FORCE_RELEASABLE = frozenset({"claimed", "working", "review", "failed", "abandoned"})
@@ -647,8 +650,10 @@ def release(
     its claimant. `attempts` is kept.
     """
     limit = mesh.config.messages.max_body_bytes
+    claimant: list[str | None] = [None]
 
     def decide(task: Task) -> Task:
+        claimant[0] = task.claimed_by
         if not force:
             _own(task, actor, "release")
         elif task.state not in FORCE_RELEASABLE:
@@ -663,7 +668,9 @@ def release(
         )
 
     task_id = resolve_id(mesh, ref) if force else _registered_id(mesh, ref, actor, "release")
-    return _change(mesh, task_id, actor, "task-release", decide, forced=force)
+    task = _change(mesh, task_id, actor, "task-release", decide, forced=force)
+    _release_hook_locks(mesh, claimant[0], task["id"])
+    return task
 
 
 def cancel(
@@ -796,6 +803,21 @@ def _check_not_reaching(mesh: Mesh, task_id: str, deps: Sequence[str]) -> None:
             if dep not in seen:
                 trail.setdefault(dep, current)
                 pending.append(dep)
+
+
+def _release_hook_locks(mesh: Mesh, claimant: str | None, task_id: str) -> None:
+    """After a task ended for its claimant (done, fail, release; committed): release the locks
+    the agent CLI's hooks took for it (drasill_cli.hooks; contract "Agents held by the mesh").
+    Idempotent (the hook's next call would do it too), so a failure here is a warning: the
+    task's change stands."""
+    if claimant is None:
+        return
+    from drasill_cli import locks
+
+    try:
+        locks.release_task_hook_locks(mesh, claimant, task_id)
+    except MeshError as exc:
+        mesh.warnings.append(f"could not release the hook locks of task {task_id}: {exc}")
 
 
 def _reviewable(task: Task, actor: str, verb: str) -> None:

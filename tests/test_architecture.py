@@ -208,6 +208,7 @@ LAYER_OF = {
     "drasill_cli.hooks.decide": "core",
     "drasill_cli.hooks.events": "core",
     "drasill_cli.hooks.identity": "core",
+    "drasill_cli.hooks.install": "core",
     "drasill_cli.hooks.patch": "core",
     "drasill_cli.hooks.protocols": "core",
     "drasill_cli.hooks.run": "core",

@@ -56,6 +56,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     "ancestors' start times, without psutil)",
     ("drasill_cli/hooks/identity.py", "process"): "reads /proc/PID/stat of the hook's ancestors "
     "(the agent registered as one of them is the hook's identity)",
+    ("drasill_cli/hooks/install.py", "_open_folders"): "opens (and makes) the folders of an "
+    "agent CLI's settings file, never through a link (`mesh hooks install`)",
+    ("drasill_cli/hooks/install.py", "_read"): "reads an agent CLI's settings file without "
+    "following a link",
+    ("drasill_cli/hooks/install.py", "_write"): "writes or removes an agent CLI's settings "
+    "file (atomically, via atomicfile, keeping its mode)",
     ("drasill_cli/onboarding.py", "_start_heimdall"): "makes heimdall's socket folder and waits "
     "for its socket (`mesh launch`)",
     ("drasill_cli/onboarding.py", "_start_tmux"): "removes the launch's own environment file "

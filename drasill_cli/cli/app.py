@@ -42,6 +42,8 @@ COMMAND_MODULES: dict[str, str] = {
     "watch": "watch",
     "prompt": "watch",
     "launch": "watch",
+    "hooks": "agenthooks",
+    "hook": "agenthooks",
     "hw": "hardware",
     "status": "people",
     "doctor": "people",

@@ -30,9 +30,18 @@ The contract behind these commands, and their exit codes and JSON output, are de
 [exit-codes.md](exit-codes.md) and [json-output.md](json-output.md).
 """
 
+HIDDEN_HEADER = """## Commands hidden from `mesh --help`
 
-def command_paths() -> Iterator[list[str]]:
-    """Every command as its words after `mesh`, groups before their subcommands, in order."""
+Run by programs rather than people: the agent CLIs' hooks that `mesh hooks install` writes
+call `mesh hook CLI EVENT` (see [../howto-hooks-claude.md](../howto-hooks-claude.md) and the
+other hook how-tos).
+"""
+
+
+def command_paths(*, hidden: bool = False) -> Iterator[list[str]]:
+    """Every command as its words after `mesh`, groups before their subcommands, in order;
+    `hidden`: instead, the commands hidden from `mesh --help` (`mesh hook`, which the agent
+    CLIs' installed hooks run)."""
     import typer.main
 
     from drasill_cli.cli.app import load_commands
@@ -41,10 +50,13 @@ def command_paths() -> Iterator[list[str]]:
     load_commands()
 
     def walk(command: Any, prefix: list[str]) -> Iterator[list[str]]:
-        yield prefix
+        if not hidden:
+            yield prefix
         for name, sub in getattr(command, "commands", {}).items():
             if not getattr(sub, "hidden", False):
                 yield from walk(sub, [*prefix, name])
+            elif hidden:
+                yield [*prefix, name]
 
     yield from walk(typer.main.get_command(app), [])
 
@@ -74,6 +86,10 @@ def cli_reference() -> str:
     for path in command_paths():
         title = " ".join(["mesh", *path])
         sections.append(f"## `{title}`\n\n```text\n{help_text(path)}```\n")
+    sections.append(HIDDEN_HEADER)
+    for path in command_paths(hidden=True):
+        title = " ".join(["mesh", *path])
+        sections.append(f"### `{title}`\n\n```text\n{help_text(path)}```\n")
     return "\n".join(sections)
 
 

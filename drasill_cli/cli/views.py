@@ -698,6 +698,17 @@ def launched(found: dict[str, Any], tool: str) -> None:
         )
 
 
+def launch_hooks(hooks: dict[str, Any] | None) -> None:
+    """`mesh launch`, after its output (JSON too): the hooks it installed, or a hint."""
+    if hooks is not None and hooks["changed"]:
+        note(f"the mesh's {hooks['cli']} hooks installed in {hooks['path']}")
+    elif hooks is not None and not hooks["installed"]:
+        note(
+            f"hint: `mesh hooks install {hooks['cli']}` (or `mesh launch --hooks`) lets the mesh "
+            "deliver mail to this agent and refuse edits of files others hold"
+        )
+
+
 def imported(found: dict[str, Any], location: str) -> None:
     """`mesh import`: per kind, then in all, what was restored and what was already there."""
     for kind, counts in found["kinds"].items():
@@ -711,3 +722,47 @@ def imported(found: dict[str, Any], location: str) -> None:
 def dashboard_url(found: dict[str, Any]) -> None:
     """`mesh dashboard`: the URL alone, as the first line."""
     sys.stdout.write(found["url"] + "\n")
+
+
+def hooks_changed(found: dict[str, Any], verb: str) -> None:
+    """`mesh hooks install|uninstall`: the file's new text on a dry run, else what changed."""
+    if found["dry_run"]:
+        if found["text"] is None:
+            note(f"dry run: {found['path']} would be removed (nothing but the mesh's hooks)")
+        else:
+            sys.stdout.write(printable(found["text"]))
+            note(f"dry run: {found['path']} not written")
+        return
+    cli, path = found["cli"], found["path"]
+    if not found["changed"]:
+        state = "already installed" if verb == "install" else "not installed"
+        say(f"{cli}: the mesh's hooks are {state} in {path}: nothing changed")
+    elif verb == "install":
+        say(f"{cli}: the mesh's hooks installed in {path}")
+        if cli == "codex":
+            note("codex runs them once trusted: start codex, run /hooks, and trust them")
+    elif found["removed"]:
+        say(f"{cli}: the mesh's hooks removed; {path} held nothing else and is removed")
+    else:
+        say(f"{cli}: the mesh's hooks removed from {path} (every other entry kept)")
+
+
+def hooks_status(found: dict[str, Any]) -> None:
+    """`mesh hooks status`: one row per CLI and scope."""
+    rows = []
+    for row in found["entries"]:
+        if row.get("error"):
+            state = f"unreadable: {row['error']}"
+        elif row["installed"]:
+            state = "installed"
+            if row.get("trusted") is False:
+                state += " (not trusted yet: codex /hooks)"
+        elif any(row["events"].values()):
+            missing = [event for event, there in row["events"].items() if not there]
+            state = f"partly (missing {', '.join(missing)})"
+        else:
+            state = "-"
+        rows.append([row["cli"], row["scope"], state, row["path"]])
+    table(["cli", "scope", "hooks", "file"], rows)
+    if found["project"] is None:
+        note("not inside a git work tree: project scope not shown")

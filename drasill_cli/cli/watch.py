@@ -143,6 +143,7 @@ def prompt_cmd(
         "mesh launch alice                       # claude, under heimdall or tmux",
         "mesh launch bob --tool codex --backend tmux",
         "mesh launch carol -- --model opus       # arguments for the tool after --",
+        "mesh launch dave --hooks                # install claude's mesh hooks first",
     ),
 )
 def launch_cmd(
@@ -179,10 +180,25 @@ def launch_cmd(
     vram_gb: Annotated[
         float | None, typer.Option(help="GPU memory to reserve, in GiB.", metavar="GIB")
     ] = None,
+    hooks: Annotated[
+        bool,
+        typer.Option(
+            "--hooks",
+            help="First install the mesh's hooks for the tool (claude, codex, gemini, "
+            "copilot) in this git work tree, else in your home: mail reaches the agent and "
+            "edits of held files are refused (see mesh hooks).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> Shown:
     """Start an agent in a detached supervised session with the mesh prompt, and register it."""
     from drasill_cli import onboarding
+    from drasill_cli.hooks import install
+
+    found: list[dict[str, Any] | None] = [None]
+
+    def before_start() -> None:
+        found[0] = install.for_launch(tool, apply=hooks)
 
     agent = onboarding.launch(
         state(ctx).mesh(),
@@ -193,5 +209,12 @@ def launch_cmd(
         role=role,
         ram_gb=ram_gb,
         vram_gb=vram_gb,
+        before_start=before_start,
     )
-    return Shown(agent, views.launched, tool)
+    hooks_found = found[0]
+    return Shown(
+        {**agent, "hooks": hooks_found},
+        views.launched,
+        tool,
+        then=lambda: views.launch_hooks(hooks_found),
+    )

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 MAIL_PER_CALL = 5
 OPEN_TASK_STATES = ("claimed", "working")
-HOOK_KEY = "hook"  # the mark on a lock record taken by a hook
+HOOK_KEY = "hook"  # the mark on a lock record taken by a hook (locks.HOOK_KEY)
 REMINDED_KEY = "hook_reminded"  # the agent record's note of the task it was reminded of
 HOOK_TASK_KEY = "hook_task"  # the agent record's note of the task its hook locks belong to
 
@@ -182,22 +182,9 @@ def _mark(mesh: Mesh, agent: str, paths: Sequence[str], mark: dict[str, Any]) ->
 
 def _drop_hook_locks(mesh: Mesh, agent: str, keep: Any) -> list[dict[str, Any]]:
     """Remove the agent's hook-taken locks for which `keep(mark)` is false; returns them."""
-    from drasill_cli.storage.locktable import LockChanges
+    from drasill_cli import locks
 
-    def decide(table: list[dict[str, Any]]) -> LockChanges[list[dict[str, Any]]]:
-        gone = [
-            lock
-            for lock in table
-            if lock["holder"] == agent
-            and isinstance(lock.get(HOOK_KEY), dict)
-            and not keep(lock[HOOK_KEY])
-        ]
-        return LockChanges(gone, remove=gone)
-
-    gone: list[dict[str, Any]] = mesh.backend.locks.transact(decide)
-    if gone:
-        mesh.append_audit_event("unlock", agent, paths=[lock["path"] for lock in gone], by="hook")
-    return gone
+    return locks.release_hook_locks(mesh, agent, keep)
 
 
 def hook_locks(mesh: Mesh, agent: str) -> list[dict[str, Any]]:

@@ -65,11 +65,13 @@ def _identity(mesh: Mesh, event: Event, environ: Mapping[str, str]) -> str | Non
     chain = identity.ancestors()
     if not chain:
         return None
-    from drasill_cli.presence import records
-
+    # The records straight from the store (not `presence.records`: that module loads
+    # liveness, hence subprocess and shutil, which a session not on the mesh never needs).
+    table = mesh.backend.presence
     found = (
         identity.Registered(agent.name, agent.pid, agent.pid_started, agent.host)
-        for agent in records(mesh)
+        for agent in (table.get(name) for name in table.names())
+        if agent is not None
     )
     return identity.agent_among(chain, found, identity.this_host())
 
@@ -90,9 +92,12 @@ def main(
     environ: Mapping[str, str],
     *,
     mesh: Mesh | None = None,
+    mesh_dir: str | None = None,
+    mesh_url: str | None = None,
 ) -> int:
     """Answer one hook call of `cli` for the mesh's `event` (see `events.EVENTS`); returns the
-    exit status. `mesh`: an opened mesh to use (tests); else the configured one is opened."""
+    exit status. `mesh`: an opened mesh to use (tests); else the one `mesh_dir`/`mesh_url`
+    (`mesh --mesh-dir DIR hook ...`) or the configuration names is opened."""
     from drasill_cli.hooks import protocols
 
     if cli not in protocols.CLIS or event not in events.EVENTS:
@@ -108,7 +113,7 @@ def main(
         )
     parsed = protocols.parse(cli, event, _payload(stdin), environ)
     try:
-        answer = _decide(parsed, environ, mesh)
+        answer = _decide(parsed, environ, mesh, (mesh_dir, mesh_url))
     except Exception as exc:  # noqa: BLE001 -- a hook never crashes its CLI; it says why
         answer = Answer(notice=_failed(exc))
     return _say(stdout, stderr, parsed, answer)
@@ -125,11 +130,16 @@ def _failed(exc: BaseException) -> str:
     return f"mesh hook failed (the action goes ahead): {type(exc).__name__}: {text}"
 
 
-def _decide(event: Event, environ: Mapping[str, str], mesh: Mesh | None) -> Answer:
+def _decide(
+    event: Event,
+    environ: Mapping[str, str],
+    mesh: Mesh | None,
+    location: tuple[str | None, str | None] = (None, None),
+) -> Answer:
     if mesh is None:
         from drasill_cli.mesh import Mesh
 
-        opened = Mesh.open()
+        opened = Mesh.open(location[0], mesh_url=location[1])
         try:
             return _decide_on(opened, event, environ)
         finally:
