@@ -32,6 +32,7 @@ GIT_PREFIX = "git:"
 # A repository key: `git:` and a root commit (sha1 or sha256), then nothing or `/` and a path.
 _GIT_KEY = re.compile(r"git:([0-9a-f]{40}|[0-9a-f]{64})(/.*)?", re.DOTALL)
 GIT_TIMEOUT_S = 10.0
+SHORT_ID = 8  # hex digits of a root commit in a lock's human form
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,15 +135,16 @@ def local(lock: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def shown(lock: dict[str, Any], plain: Callable[[str], str] = str) -> str:
-    """A lock's path as a person reads it: the path (as `plain` writes it), or for a
-    repository key the path in the repository, which repository, and where its holder works."""
+    """A lock's path as a person reads it, the one human form the terminal and the dashboard
+    share: the path (as `plain` writes it), or for a repository key `PATH in repository
+    SHORTID` (the root commit's first 8 hex digits) and where its holder works."""
     parts = split_key(lock["path"])
     if parts is None:
         host = lock.get("host")
         elsewhere = isinstance(host, str) and host != hostname()
         return plain(lock["path"]) + (f" on {host}" if elsewhere else "")
     root, rel = parts
-    text = f"{rel or '(the whole work tree)'} in git repository {root[:12]}"
+    text = f"{rel or '(the whole work tree)'} in repository {root[:SHORT_ID]}"
     where = local(lock)
     if where is not None:
         host, path = where

@@ -164,6 +164,16 @@ class Browser:
         self._session("POST", "/window/rect", {"width": 1440, "height": min(height + 140, 4000)})
         return self.screenshot()
 
+    def resize(self, width: int, height: int) -> None:
+        """Set the window to `width` x `height` pixels (the viewport is a little smaller)."""
+        self._session("POST", "/window/rect", {"width": width, "height": height})
+
+    def viewport(self, width: int, height: int) -> None:
+        """Size the window so that the page's viewport is `width` x `height` pixels."""
+        self.resize(width, height)
+        inner = self.run("return [window.innerWidth, window.innerHeight]")
+        self.resize(2 * width - int(inner[0]), 2 * height - int(inner[1]))
+
     def close(self) -> None:
         """End the session, chromedriver and the profile."""
         if self.session:

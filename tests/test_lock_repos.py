@@ -138,7 +138,7 @@ def test_mesh_locks_shows_the_repository_and_the_relative_path(
     listed = cli.run("locks", cwd=two)
     assert listed.returncode == 0, listed.stderr
     text = " ".join(listed.stdout.split())
-    assert f"src/a.py in git repository {root[:12]}" in text
+    assert f"src/a.py in repository {root[:8]}" in text
     assert str((one / "src" / "a.py").resolve()) in text
     [shown] = cli.json("locks")
     assert (shown["repository"], shown["repository_path"]) == (root, "src/a.py")
