@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+KEYS = {"Escape": "\ue00c", "Enter": "\ue007"}  # WebDriver's code points for named keys
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -153,6 +154,15 @@ class Browser:
     def type(self, css: str, text: str) -> None:
         """Type `text` into the element."""
         self._session("POST", f"/element/{self.find(css)}/value", {"text": text})
+
+    def press(self, key: str) -> None:
+        """Press and release `key` (a character, or `Escape`/`Enter`) on the keyboard, wherever
+        the focus is (as a person does)."""
+        key = KEYS.get(key, key)
+        actions = [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
+        self._session(
+            "POST", "/actions", {"actions": [{"type": "key", "id": "keys", "actions": actions}]}
+        )
 
     def screenshot(self) -> bytes:
         """The visible page as PNG."""
