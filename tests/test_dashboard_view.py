@@ -147,8 +147,9 @@ def test_a_tasks_detail_has_its_history_and_notes(cli: MeshRunner) -> None:
     ]
     reject = detail["history"][3]
     assert reject["note"] == "the tests do not cover X"
-    assert reject["what"] == describe_event({"event": "task-reject", "actor": "alice",
-                                             "task": task["id"]})  # fmt: skip
+    assert reject["what"] == describe_event(
+        {"event": "task-reject", "actor": "alice", "task": task["id"]}
+    )
     assert all(h["time"] for h in detail["history"])
     assert (detail["body"], detail["result"], detail["review_note"]) == (
         "all of it",
@@ -166,7 +167,8 @@ def test_latest_messages_say_who_read_them_and_what_is_attached(
     notes = tmp_path / "notes.md"
     notes.write_text("x" * 2048)
     with cli.open() as mesh:
-        [first] = messages.send(mesh, "bob", "see the notes", sender="alice", attachments=[str(notes)])
+        files = [str(notes)]
+        [first] = messages.send(mesh, "bob", "see the notes", sender="alice", attachments=files)
         [second] = messages.send(mesh, "alice", "thanks", sender="bob")
         messages.consume(mesh, "bob")
         latest = dashboard.latest_messages(mesh)
@@ -229,8 +231,17 @@ def test_every_state_has_its_column_cancelled_included() -> None:
 
 def test_sizes_are_gib_with_one_decimal() -> None:
     assert render.gib(3) == "3.0" and render.gib(0.26) == "0.3" and render.gib(None) == "-"
-    gauge = render.gauge("RAM", {"limit_gb": 8, "declared_gb": 6, "agents_gb": 1.25,
-                                 "free_gb": 2, "used_gb": 3, "total_gb": 16})  # fmt: skip
+    gauge = render.gauge(
+        "RAM",
+        {
+            "limit_gb": 8,
+            "declared_gb": 6,
+            "agents_gb": 1.25,
+            "free_gb": 2,
+            "used_gb": 3,
+            "total_gb": 16,
+        },
+    )
     assert "6.0 of 8.0 GiB declared" in gauge and "GB " not in gauge
     assert 'class="warn w8"' in gauge
     assert "GB" not in template().replace("GiB", "")

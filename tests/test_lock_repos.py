@@ -116,7 +116,7 @@ def test_a_folder_holding_a_work_tree_covers_its_files_on_this_host(
         locks.acquire(mesh, [str(one / "src" / "a.py")], "beta")
     locks.release(mesh, [str(one.parent)], "alpha")
     locks.acquire(mesh, [str(one / "src" / "a.py")], "beta")
-    with pytest.raises(NegativeOutcome, match=r"beta holds a write lock on src/a\.py in repository"):
+    with pytest.raises(NegativeOutcome, match=r"beta holds a write lock on src/a\.py in repo"):
         locks.acquire(mesh, [str(one.parent)], "alpha")
 
 
