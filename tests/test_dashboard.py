@@ -645,6 +645,8 @@ def test_approving_from_the_page_completes_the_task(
         "return [...document.querySelectorAll('#detail .history li')].map(l => l.dataset.event)"
     )
     assert history == ["task-add", "task-claim", "task-done"]
+    detail = chrome.run("return document.getElementById('detail').textContent")
+    assert "result notes drafted" in detail and "null" not in detail
     chrome.click("#reject-button")  # no note: refused on the page, as the server would
     chrome.wait("return document.getElementById('flash').className === 'error'")
     assert "needs a note" in chrome.run("return document.getElementById('flash').textContent")

@@ -400,7 +400,7 @@ function renderDetail(task) {
   const history = task.history.map((h) => el("li", { dataset: { event: h.event || "" } },
     el("span", { class: "dim" }, (h.time || "").replace("T", " ").slice(0, 19)), " ",
     h.what || "", h.note ? el("div", { class: "note" }, `“${h.note}”`) : null));
-  document.getElementById("detail").replaceChildren(
+  const parts = [
     el("h2", {}, el("span", { class: `badge ${task.state}` }, task.state), " ", `${task.id} ${task.title}`),
     el("div", { class: "fields" },
       field("priority", task.priority), field("added by", task.created_by),
@@ -413,7 +413,8 @@ function renderDetail(task) {
     task.result ? el("div", { class: "field" }, el("span", { class: "dim" }, "result "), task.result) : null,
     task.review_note ? el("div", { class: "field review-note" }, el("span", { class: "dim" }, "review note "), task.review_note) : null,
     el("h3", {}, "History"),
-    el("ul", { class: "feed history" }, ...(history.length ? history : [el("li", { class: "empty" }, "nothing recorded")])));
+    el("ul", { class: "feed history" }, ...(history.length ? history : [el("li", { class: "empty" }, "nothing recorded")]))];
+  document.getElementById("detail").replaceChildren(...parts.filter((part) => part !== null));
   const form = document.getElementById("review-form");
   form.hidden = task.state !== "review";
   document.getElementById("detail-dialog").dataset.id = task.id;
