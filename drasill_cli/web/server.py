@@ -368,18 +368,6 @@ def create_app(
     async def snapshot(_request: Request) -> Response:
         return Response(hub.data, media_type="application/json", headers=SECURITY_HEADERS)
 
-    async def task(request: Request) -> Response:
-        task_id = request.path_params["task_id"]
-        if len(task_id) > MAX_ID:
-            return _error(400, "invalid-input", f"a task id is at most {MAX_ID} characters")
-        try:
-            detail = await run_in_threadpool(dashboard.task_detail, mesh, task_id)
-        except MeshError as exc:
-            return JSONResponse(
-                exc.to_json(), HTTP_STATUS.get(exc.exit_code, 400), SECURITY_HEADERS
-            )
-        return JSONResponse(detail, 200, SECURITY_HEADERS)
-
     def act(name: str) -> Callable[[Request], Awaitable[Response]]:
         action = dashboard.ACTIONS[name]
         model = payloads.MODELS[name]
@@ -416,7 +404,7 @@ def create_app(
         Route("/", index, methods=["GET"]),
         *[Route(path, asset, methods=["GET"]) for path in STATIC],
         Route("/api/view", snapshot, methods=["GET"]),
-        Route("/api/task/{task_id}", task, methods=["GET"]),
+        Route("/api/task/{task_id}", _task_detail(mesh, guard), methods=["GET"]),
         Route("/events", Stream(hub), methods=["GET"]),
         *[Route(f"/api/{name}", act(name), methods=["POST"]) for name in dashboard.ACTIONS],
     ]
@@ -432,6 +420,29 @@ def create_app(
 
     app = Starlette(routes=routes, lifespan=lifespan)
     return Guard(app, token, port), feed
+
+
+def _task_detail(mesh: Mesh, guard: threading.Lock) -> Callable[[Request], Awaitable[Response]]:
+    """GET /api/task/ID: a task's detail (`dashboard.task_detail`), read when the page asks."""
+
+    async def task(request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        if len(task_id) > MAX_ID:
+            return _error(400, "invalid-input", f"a task id is at most {MAX_ID} characters")
+
+        def read() -> dict[str, Any]:
+            with guard:  # one user of the mesh at a time, as for the feed and the actions
+                return dashboard.task_detail(mesh, task_id)
+
+        try:
+            detail = await run_in_threadpool(read)
+        except MeshError as exc:
+            return JSONResponse(
+                exc.to_json(), HTTP_STATUS.get(exc.exit_code, 400), SECURITY_HEADERS
+            )
+        return JSONResponse(detail, 200, SECURITY_HEADERS)
+
+    return task
 
 
 async def _body(request: Request, limit: int) -> bytes | None:
