@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drasill_cli import status
+from drasill_cli import lockpaths, status
 from drasill_cli.describe import describe_event
 from drasill_cli.errors import InvalidInput
 from drasill_cli.mesh import Mesh
@@ -31,7 +31,10 @@ TITLE_CHARS = 200
 TEXT_PREVIEW_CHARS = 300
 DEPENDS_SHOWN = 20
 WARNINGS_SHOWN = 20
+HISTORY_SHOWN = 50
+ATTACHMENTS_SHOWN = 20
 FINISHED = ("completed", "failed", "abandoned", "cancelled")
+HELD = ("claimed", "working", "review")  # a task in these states is its claimant's
 TASK_KEYS = (
     "id", "title", "state", "priority", "created_by", "claimed_by", "created_at", "updated_at",
     "attempts", "review", "approved_by",
@@ -42,15 +45,22 @@ TASK_KEYS = (
 
 
 def latest_messages(mesh: Mesh, limit: int = LATEST_MESSAGES) -> list[dict[str, Any]]:
-    """The latest messages sent in the mesh, newest first, with (the start of) their bodies.
+    """The latest messages sent in the mesh, newest first, with (the start of) their bodies,
+    whether they were read (by whom, when) and their attachments (names and sizes).
 
     Found through the audit log's `send` events (a tail read), then each message by its id
-    (a few stats each): no mailbox is scanned.
+    (a few stats each): no mailbox is scanned. A message is read when the same tail holds its
+    `consume` event (which always comes after its `send`).
     """
     from drasill_cli import messages
 
+    events = status.recent_events(mesh, MESSAGE_SCAN_EVENTS)
+    reads: dict[str, dict[str, Any]] = {}
+    for event in events:  # newest first: the first consume of an id is its latest
+        if event.get("event") == "consume" and isinstance(event.get("id"), str):
+            reads.setdefault(event["id"], {"by": event.get("actor"), "at": event.get("time")})
     found: list[dict[str, Any]] = []
-    for event in status.recent_events(mesh, MESSAGE_SCAN_EVENTS):
+    for event in events:
         if event.get("event") != "send" or not isinstance(event.get("id"), str):
             continue
         try:
@@ -58,6 +68,7 @@ def latest_messages(mesh: Mesh, limit: int = LATEST_MESSAGES) -> list[dict[str, 
         except InvalidInput:
             continue
         body = message.get("body", "") if message else None
+        read = reads.get(event["id"])
         found.append(
             {
                 "id": event["id"],
@@ -67,11 +78,23 @@ def latest_messages(mesh: Mesh, limit: int = LATEST_MESSAGES) -> list[dict[str, 
                 "at": event.get("time"),
                 "body": None if body is None else body[:BODY_PREVIEW_CHARS],
                 "cut": body is not None and len(body) > BODY_PREVIEW_CHARS,
+                "read": None if read is None else {"by": read["by"], "at": read["at"]},
+                "attachments": _attachments(message),
             }
         )
         if len(found) >= limit:
             break
     return found
+
+
+def _attachments(message: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A message's attachments as the page shows them: name and size, never a path."""
+    items = (message or {}).get("attachments") or []
+    return [
+        {"name": _cut(item.get("name"), 120), "size": item.get("size")}
+        for item in items[:ATTACHMENTS_SHOWN]
+        if isinstance(item, dict)
+    ]
 
 
 def view(mesh: Mesh) -> dict[str, Any]:
@@ -102,12 +125,15 @@ def _trimmed(value: Any, depth: int = 0) -> Any:
 
 
 def task_preview(task: dict[str, Any]) -> dict[str, Any]:
-    """What a task card shows: never its body; its title, result and dependencies cut short."""
+    """What a task card shows: never its body; its title, result and dependencies cut short,
+    and what it waits on (`waits_on`, when the core says) as it is."""
     shown = {key: task.get(key) for key in TASK_KEYS}
     shown["title"] = _cut(task.get("title"), TITLE_CHARS)
     shown["result"] = _cut(task.get("result"))
     depends = task.get("depends_on") or []
     shown["depends_on"] = list(depends[:DEPENDS_SHOWN])
+    if "waits_on" in task:
+        shown["waits_on"] = _trimmed(task["waits_on"])
     return shown
 
 
@@ -130,16 +156,38 @@ def shown_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def page_view(snap: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     """What the page is sent of a `view`: what it shows and nothing more, bounded whatever the
     mesh holds (previews, the latest N, true totals in `counts`)."""
-    agents = [
-        {key: _trimmed(value) for key, value in agent.items() if key != "cwd"}
-        for agent in snap["agents"][:MAX_AGENTS]
-    ]
+    holding: dict[str, list[dict[str, Any]]] = {}
+    for task in snap["tasks"]:
+        if task.get("state") in HELD and task.get("claimed_by"):
+            holding.setdefault(task["claimed_by"], []).append(task)
+    locks_held: dict[str, int] = {}
+    for lock in snap["locks"]:
+        locks_held[lock.get("holder")] = locks_held.get(lock.get("holder"), 0) + 1
+    agents = []
+    for agent in snap["agents"][:MAX_AGENTS]:
+        shown = {key: _trimmed(value) for key, value in agent.items() if key != "cwd"}
+        held = sorted(holding.get(agent["name"], []), key=lambda t: str(t.get("updated_at")))
+        shown["task"] = (
+            None
+            if not held
+            else {
+                "id": held[-1]["id"],
+                "title": _cut(held[-1].get("title"), TITLE_CHARS),
+                "state": held[-1].get("state"),
+                "others": len(held) - 1,
+            }
+        )
+        shown["locks_held"] = locks_held.get(agent["name"], 0)
+        agents.append(shown)
     return {
         "mesh_dir": snap["mesh_dir"],
         "generated_at": snap["generated_at"],
         "agents": agents,
         "tasks": shown_tasks(snap["tasks"]),
-        "locks": [_trimmed(lock) for lock in snap["locks"][:MAX_LOCKS]],
+        "locks": [
+            {**_trimmed(lock), "shown": _cut(lockpaths.shown(lock))}
+            for lock in snap["locks"][:MAX_LOCKS]
+        ],
         "budgets": snap["budgets"],
         "recent": [
             {**_trimmed(event), "what": _cut(describe_event(event))} for event in snap["recent"]
@@ -148,6 +196,38 @@ def page_view(snap: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         "counts": {**snap["counts"], "agents_total": len(snap["agents"])},
         "warnings": [_cut(w) for w in warnings[-WARNINGS_SHOWN:]],
     }
+
+
+def task_detail(mesh: Mesh, task_id: str) -> dict[str, Any]:
+    """A task as its detail on the page shows it: the card's fields, the start of its body,
+    its result and review note, and its history (the audit log's events about it since it was
+    added, the latest `HISTORY_SHOWN`, oldest first, each described as the terminal does)."""
+    import collections
+
+    from drasill_cli import audit, clock, tasks
+
+    task = tasks.get_task(mesh, task_id)  # NotFound (404) when there is none
+    detail = task_preview(task)
+    detail["body"] = _cut(task.get("body") or "", BODY_PREVIEW_CHARS)
+    detail["review_note"] = _cut(task.get("review_note"), BODY_PREVIEW_CHARS)
+    detail["claimed_at"] = task.get("claimed_at")
+    since = None
+    if isinstance(task.get("created_at"), str):
+        since = clock.parse_iso(task["created_at"]) - 1.0
+    history: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_SHOWN)
+    for event in audit.read_events(mesh, since):
+        if event.get("task") == task["id"]:
+            history.append(
+                {
+                    "time": event.get("time"),
+                    "event": event.get("event"),
+                    "actor": event.get("actor"),
+                    "note": _cut(event.get("note")),
+                    "what": _cut(describe_event(event)),
+                }
+            )
+    detail["history"] = list(history)
+    return detail
 
 
 def change_key(snap: dict[str, Any]) -> Any:

@@ -26,6 +26,16 @@ def place(path: str) -> str:
     return path
 
 
+def lock_path(path: str) -> str:
+    """A locked path as a person reads it: a key in a git repository in its human form
+    (`src/a.py in repository 1a2b3c4d`, as `mesh locks` writes it), else `place(path)`."""
+    from drasill_cli import lockpaths
+
+    if lockpaths.split_key(path) is not None:
+        return lockpaths.shown({"path": path})
+    return place(path)
+
+
 def describe_event(event: dict[str, Any]) -> str:
     """One audit event as a short line: messages as `from -> to`, the rest as `actor event`
     and what it touched (a task, an agent, or the first path)."""
@@ -38,5 +48,5 @@ def describe_event(event: dict[str, Any]) -> str:
         return f"{actor} read a message from {event.get('sender')}"
     target = event.get("task") or event.get("agent") or ""
     if not target and isinstance(event.get("paths"), list) and event["paths"]:
-        target = place(str(event["paths"][0]))
+        target = lock_path(str(event["paths"][0]))
     return f"{actor} {kind} {target}".rstrip()

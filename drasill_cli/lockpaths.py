@@ -32,6 +32,7 @@ GIT_PREFIX = "git:"
 # A repository key: `git:` and a root commit (sha1 or sha256), then nothing or `/` and a path.
 _GIT_KEY = re.compile(r"git:([0-9a-f]{40}|[0-9a-f]{64})(/.*)?", re.DOTALL)
 GIT_TIMEOUT_S = 10.0
+SHORT_ID = 8  # hex digits of a root commit in a lock's human form
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +125,11 @@ def root_commit(top: str) -> str | None:
     return roots[0] if done.returncode == 0 and roots else None
 
 
-# A repository key as `shown` writes it: "src/a.py in git repository 0123456789ab", then
-# optionally " (at /where/it/is[ on host])".
+# A repository key as `shown` writes it: "src/a.py in repository 1a2b3c4d", then optionally
+# " (at /where/it/is[ on host])" ("in git repository" too: the form of an earlier release).
 _SHOWN_KEY = re.compile(
-    r"(?P<rel>.+?) in git repository (?P<root>[0-9a-f]{7,64})(?: \(at (?P<at>/.*)\))?", re.DOTALL
+    r"(?P<rel>.+?) in (?:git )?repository (?P<root>[0-9a-f]{7,64})(?: \(at (?P<at>/.*)\))?",
+    re.DOTALL,
 )
 WHOLE_TREE = "(the whole work tree)"
 
@@ -152,15 +154,16 @@ def local(lock: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def shown(lock: dict[str, Any], plain: Callable[[str], str] = str) -> str:
-    """A lock's path as a person reads it: the path (as `plain` writes it), or for a
-    repository key the path in the repository, which repository, and where its holder works."""
+    """A lock's path as a person reads it, the one human form the terminal and the dashboard
+    share: the path (as `plain` writes it), or for a repository key `PATH in repository
+    SHORTID` (the root commit's first 8 hex digits) and where its holder works."""
     parts = split_key(lock["path"])
     if parts is None:
         host = lock.get("host")
         elsewhere = isinstance(host, str) and host != hostname()
         return plain(lock["path"]) + (f" on {host}" if elsewhere else "")
     root, rel = parts
-    text = f"{rel or WHOLE_TREE} in git repository {root[:12]}"
+    text = f"{rel or WHOLE_TREE} in repository {root[:SHORT_ID]}"
     where = local(lock)
     if where is not None:
         host, path = where

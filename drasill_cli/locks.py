@@ -121,8 +121,8 @@ def resolve_all(paths: Sequence[str]) -> list[Target]:
 
 
 def _held_key(mesh: Mesh, text: str) -> str | None:
-    """The key of a lock named as `mesh locks` shows it ("src/a.py in git repository
-    0123456789ab (at ...)", or "/a/path on HOST"), matched against the locks held; None when
+    """The key of a lock named as `mesh locks` shows it ("src/a.py in repository
+    1a2b3c4d (at ...)", or "/a/path on HOST"), matched against the locks held; None when
     `text` is not such a form or names no lock (then it is taken as a path)."""
     if os.path.lexists(text):
         return None

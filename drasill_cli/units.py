@@ -1,8 +1,9 @@
 """Memory amounts as people read them: GiB (2**30 bytes), one precision everywhere.
 
 The terminal (`mesh hw`, `mesh status`, budget refusals and warnings, the watch's lines) and the
-dashboard page (its `gb` in app.js, which follows this) show an amount the same way: at most
-two decimals, trailing zeros dropped (`1.5`, `0.73`, `80`). JSON keeps the exact number.
+dashboard page (`gib` in web/static/app.js and web/render.py, which follow this) show an amount
+the same way: at most two decimals, trailing zeros dropped (`1.5`, `0.73`, `80`). JSON keeps the
+exact number.
 """
 
 from __future__ import annotations

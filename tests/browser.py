@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+KEYS = {"Escape": "\ue00c", "Enter": "\ue007"}  # WebDriver's code points for named keys
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -154,6 +155,15 @@ class Browser:
         """Type `text` into the element."""
         self._session("POST", f"/element/{self.find(css)}/value", {"text": text})
 
+    def press(self, key: str) -> None:
+        """Press and release `key` (a character, or `Escape`/`Enter`) on the keyboard, wherever
+        the focus is (as a person does)."""
+        key = KEYS.get(key, key)
+        actions = [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
+        self._session(
+            "POST", "/actions", {"actions": [{"type": "key", "id": "keys", "actions": actions}]}
+        )
+
     def screenshot(self) -> bytes:
         """The visible page as PNG."""
         return base64.b64decode(self._session("GET", "/screenshot"))
@@ -163,6 +173,16 @@ class Browser:
         height = int(self.run("return document.documentElement.scrollHeight"))
         self._session("POST", "/window/rect", {"width": 1440, "height": min(height + 140, 4000)})
         return self.screenshot()
+
+    def resize(self, width: int, height: int) -> None:
+        """Set the window to `width` x `height` pixels (the viewport is a little smaller)."""
+        self._session("POST", "/window/rect", {"width": width, "height": height})
+
+    def viewport(self, width: int, height: int) -> None:
+        """Size the window so that the page's viewport is `width` x `height` pixels."""
+        self.resize(width, height)
+        inner = self.run("return [window.innerWidth, window.innerHeight]")
+        self.resize(2 * width - int(inner[0]), 2 * height - int(inner[1]))
 
     def close(self) -> None:
         """End the session, chromedriver and the profile."""

@@ -168,12 +168,45 @@ def test_first_line_is_a_loopback_url_with_a_token(dash: Dashboard) -> None:
     assert b"mesh dashboard" in body
 
 
-@pytest.mark.parametrize("path", ["/", "/app.js", "/app.css", "/events", "/api/view", "/nope"])
+@pytest.mark.parametrize(
+    "path", ["/", "/app.js", "/app.css", "/events", "/api/view", "/api/task/t-0001", "/nope"]
+)
 def test_requests_without_the_token_get_403_and_nothing(dash: Dashboard, path: str) -> None:
     assert dash.request(path) == (403, b"")
     wrong = "x" * len(dash.token)
     assert dash.request(f"{path}?token={wrong}") == (403, b"")
     assert dash.request(f"{path}?token={dash.token[:-1]}") == (403, b"")
+
+
+def test_the_first_response_already_shows_the_mesh(
+    dash: Dashboard, populated: dict[str, Any]
+) -> None:
+    """No blank cards before the first event: the HTML holds agents, cards and locks, under
+    the same strict policy (no inline script or style)."""
+    request = urllib.request.Request(f"{dash.url}")  # noqa: S310 -- the dashboard on loopback
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 -- loopback
+        page = response.read().decode()
+        policy = response.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy
+    assert '<tr data-name="alice"' in page and '<tr data-name="bob"' in page
+    review = populated["review"]["id"]
+    assert f'data-id="{review}" data-state="review"' in page
+    assert f"waits on {review} (review)" in page
+    assert 'data-holder="bob"' in page
+    assert "connecting" in page  # the live badge: the feed is not needed to see the mesh
+
+
+def test_a_tasks_detail_is_one_get(dash: Dashboard, populated: dict[str, Any]) -> None:
+    review = populated["review"]["id"]
+    code, body = dash.request(f"/api/task/{review}?token={dash.token}")
+    assert code == 200, body
+    detail = json.loads(body)
+    assert [h["event"] for h in detail["history"]] == ["task-add", "task-claim", "task-done"]
+    assert detail["result"] == "notes drafted"
+    code, body = dash.request(f"/api/task/t-9999?token={dash.token}")
+    assert code == 404, body
+    code, body = dash.request(f"/api/task/{'t' * 500}?token={dash.token}")
+    assert code == 400, body
 
 
 def test_a_post_needs_the_token_in_a_header_not_only_the_url(dash: Dashboard, api: Mesh) -> None:
@@ -528,11 +561,27 @@ def test_page_lists_agents_and_tasks(
         populated["after"]["id"],
     )
     assert deps == [
-        "after Write the release notes (review)",
+        f"waits on {populated['review']['id']} (review)",
         populated["review"]["id"],
     ]
+    holder = chrome.run(
+        "return document.querySelector(`#board .task[data-id='${arguments[0]}'] .holder`)"
+        ".textContent",
+        populated["review"]["id"],
+    )
+    assert holder == "held by alice"
     held = chrome.run("return document.querySelector('#locks tbody tr').dataset.holder")
     assert held == "bob"
+    # `/` goes to the search box; what it holds filters every section
+    chrome.press("/")
+    assert chrome.run("return document.activeElement.id") == "search"
+    chrome.type("#search", "release")
+    visible = chrome.run(
+        "return [...document.querySelectorAll('#board .task')].filter(c => !c.hidden)"
+        ".map(c => c.dataset.id)"
+    )
+    assert visible == [populated["review"]["id"]]
+    assert chrome.run("return document.querySelector('#agents tr[data-name=bob]').hidden")
 
 
 @needs_browser
@@ -561,6 +610,9 @@ def test_sending_from_the_form_delivers_to_the_inbox(
     chrome: browser.Browser, dash: Dashboard, api: Mesh
 ) -> None:
     open_page(chrome, dash)
+    assert not chrome.run("return document.getElementById('send-dialog').open")
+    chrome.press("m")  # the form is behind a button, and a key
+    chrome.wait("return document.getElementById('send-dialog').open")
     chrome.run("document.getElementById('send-to').value = 'bob'")
     chrome.type("#send-body", "please rebase on main")
     chrome.click("#send-urgent")
@@ -568,6 +620,12 @@ def test_sending_from_the_form_delivers_to_the_inbox(
     chrome.wait("return !document.getElementById('flash').hidden")
     flash = chrome.run("return document.getElementById('flash').textContent")
     assert flash.startswith("sent m-"), flash
+    after = chrome.run(
+        "return [document.getElementById('send-dialog').open,"
+        " document.getElementById('send-body').value,"
+        " document.getElementById('send-urgent').checked]"
+    )
+    assert after == [False, "", False], "the form is reset after a send"
     message = messages.consume(api, "bob")
     assert message is not None
     assert message["body"] == "please rebase on main"
@@ -581,15 +639,31 @@ def test_approving_from_the_page_completes_the_task(
 ) -> None:
     open_page(chrome, dash)
     card = f"#board .task[data-id='{populated['review']['id']}']"
-    chrome.type(f"{card} input.note", "ship it")
-    chrome.click(f"{card} button.approve")
+    chrome.click(f"{card} button.review-open")
+    chrome.wait("return document.querySelector('#detail li[data-event=task-done]')")
+    history = chrome.run(
+        "return [...document.querySelectorAll('#detail .history li')].map(l => l.dataset.event)"
+    )
+    assert history == ["task-add", "task-claim", "task-done"]
+    detail = chrome.run("return document.getElementById('detail').textContent")
+    assert "result notes drafted" in detail and "null" not in detail
+    chrome.click("#reject-button")  # no note: refused on the page, as the server would
+    chrome.wait("return document.getElementById('flash').className === 'error'")
+    assert "needs a note" in chrome.run("return document.getElementById('flash').textContent")
+    assert tasks.get_task(api, populated["review"]["id"])["state"] == "review"
+    chrome.type("#review-note", "ship it")
+    chrome.click("#approve-button")
     chrome.wait(
         f"return document.querySelector(\"{card}\")?.dataset.state === 'completed'", timeout=5
     )
+    chrome.wait("return document.querySelector('#detail li[data-event=task-approve]')")
+    assert chrome.run("return document.getElementById('review-note').value") == ""
     task = tasks.get_task(api, populated["review"]["id"])
     assert task["state"] == "completed"
     assert task["approved_by"] == "human"
     assert any(e.get("note") == "ship it" for e in audit_events(api))
+    chrome.press("Escape")
+    chrome.wait("return !document.getElementById('detail-dialog').open")
 
 
 @needs_browser
@@ -597,6 +671,8 @@ def test_adding_a_task_and_force_unlocking_from_the_page(
     chrome: browser.Browser, dash: Dashboard, api: Mesh, populated: dict[str, Any]
 ) -> None:
     open_page(chrome, dash)
+    chrome.press("n")
+    chrome.wait("return document.getElementById('task-dialog').open")
     chrome.type("#task-title", "Profile the indexer")
     chrome.run("document.getElementById('task-priority').value = '7'")
     chrome.click("#task-review")
@@ -613,6 +689,14 @@ def test_adding_a_task_and_force_unlocking_from_the_page(
     added = next(t for t in tasks.list_tasks(api) if t["title"] == "Profile the indexer")
     assert (added["priority"], added["review"]) == (7, True)
     assert added["depends_on"] == [populated["plain"]["id"]]
+    form = chrome.run(
+        "return [document.getElementById('task-dialog').open,"
+        " document.getElementById('task-title').value,"
+        " document.getElementById('task-priority').value,"
+        " document.getElementById('task-review').checked,"
+        " document.getElementById('task-depends').selectedOptions.length]"
+    )
+    assert form == [False, "", "0", False, 0], "the form is reset after a task is added"
 
     chrome.click("#locks tbody button.unlock")
     assert len(locks.list_locks(api)) == 1, "one click does not unlock"

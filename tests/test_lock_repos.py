@@ -90,7 +90,7 @@ def test_a_separate_git_dir_and_a_subfolder_key_alike(mesh: Mesh, tmp_path: Path
     git(tmp_path, "clone", "-q", "--separate-git-dir", str(tmp_path / "store"), str(one), "two")
     assert (tmp_path / "two" / ".git").is_file()
     locks.acquire(mesh, [str(one / "src")], "alpha")
-    with pytest.raises(NegativeOutcome, match="alpha holds a write lock on src in git"):
+    with pytest.raises(NegativeOutcome, match="alpha holds a write lock on src in repository"):
         locks.acquire(mesh, [str(tmp_path / "two" / "src" / "new.py")], "beta")
     assert locks.resolve(str(tmp_path / "two")) == f"git:{root}"
 
@@ -120,7 +120,7 @@ def test_a_folder_holding_a_work_tree_covers_its_files_on_this_host(
         locks.acquire(mesh, [str(one / "src" / "a.py")], "beta")
     locks.release(mesh, [str(one.parent)], "alpha")
     locks.acquire(mesh, [str(one / "src" / "a.py")], "beta")
-    with pytest.raises(NegativeOutcome, match=r"beta holds a write lock on src/a\.py in git"):
+    with pytest.raises(NegativeOutcome, match=r"beta holds a write lock on src/a\.py in repo"):
         locks.acquire(mesh, [str(one.parent)], "alpha")
 
 
@@ -143,7 +143,7 @@ def test_mesh_locks_shows_the_repository_and_the_relative_path(
     listed = cli.run("locks", cwd=two)
     assert listed.returncode == 0, listed.stderr
     text = " ".join(listed.stdout.split())
-    assert f"src/a.py in git repository {root[:12]}" in text
+    assert f"src/a.py in repository {root[:8]}" in text
     assert str((one / "src" / "a.py").resolve()) in text
     [shown] = cli.json("locks")
     assert (shown["repository"], shown["repository_path"]) == (root, "src/a.py")

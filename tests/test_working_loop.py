@@ -86,7 +86,7 @@ def test_unlock_takes_every_form_that_locks_prints(cli: MeshRunner, tmp_path: Pa
         return shown, listed["path"]
 
     shown, key = lock()
-    assert shown.startswith("src/parser.py in git repository ") and "(at " in shown
+    assert shown.startswith("src/parser.py in repository ") and "(at " in shown
     forms = [shown, shown.split(" (at ")[0], key]
     for form in forms:
         [released] = cli.json("unlock", form, "--as", "alice", cwd=elsewhere)

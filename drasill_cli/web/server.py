@@ -22,7 +22,10 @@ only by `mesh dashboard`, never by the other commands.
   before anything acts: else 400.
 - Ctrl-C or SIGTERM: every page's stream is ended at once, so the server stops within its
   graceful second, quietly; the command then exits 130 (128 + the signal).
-- The page is served from the package (drasill_cli/web/static): no CDN, works offline.
+- The page is served from the package (drasill_cli/web/static): no CDN, works offline. Its
+  HTML already holds the current view (`render.page`, every value escaped, no inline script),
+  so nothing is blank before the feed's first event; a task's detail (`GET /api/task/ID`:
+  its history from the audit log) is read when the person opens it, never pushed.
 - No terminal, no file access: the only actions are the dashboard's five core calls.
 """
 
@@ -31,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import html
 import json
 import secrets
 import socket
@@ -81,6 +83,7 @@ STREAM_HEADERS = [
 ]
 MAX_STREAMS = 200  # open pages at once; more get 503 (their browsers retry)
 WRITE_TIMEOUT_S = 10.0  # a page that takes no data this long is dropped
+MAX_ID = 200  # a task id (or prefix) asked for, in characters
 DRAIN_LIMIT = 16 * 1024 * 1024  # an oversized body is read and dropped up to this, then cut
 
 
@@ -209,6 +212,7 @@ class Feed:
         self.stop = threading.Event()
         self.warnings: list[str] = []
         self._key: Any = None
+        self.view: dict[str, Any] | None = None  # the latest page view (the first HTML's)
         self._sections: dict[str, str] = {}
         self._tasks: dict[str, str] = {}
         self._thread = threading.Thread(target=self._run, name="mesh-dashboard-feed", daemon=True)
@@ -225,6 +229,7 @@ class Feed:
                 return
             self._key = key
             view = dashboard.page_view(snap, self.warnings)
+            self.view = view
             self.hub.publish(_json(view).encode(), self._patch(view))
 
     def _patch(self, view: dict[str, Any]) -> bytes | None:
@@ -338,14 +343,12 @@ def create_app(
     mesh: Mesh, token: str, port: int, actor: str, on_page: Callable[[], None] | None = None
 ) -> tuple[ASGIApp, Feed]:
     """The dashboard's ASGI app (guarded) and the feed that keeps its page current."""
-    from drasill_cli.web import payloads
+    from drasill_cli.web import payloads, render
 
     hub = Hub()
     guard = threading.Lock()
     feed = Feed(mesh, hub, guard)
-    page = (
-        _static("index.html").replace("{{TOKEN}}", token).replace("{{ACTOR}}", html.escape(actor))
-    )
+    template = _static("index.html")
     assets = {path: _static(path.lstrip("/")) for path in STATIC}
     limit = max_body(mesh)
 
@@ -355,6 +358,7 @@ def create_app(
         if on_page is not None and not opened:
             opened.append(True)
             on_page()
+        page = render.page(template, feed.view, token, actor)  # the current state, escaped
         return Response(page, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
     async def asset(request: Request) -> Response:
@@ -400,6 +404,7 @@ def create_app(
         Route("/", index, methods=["GET"]),
         *[Route(path, asset, methods=["GET"]) for path in STATIC],
         Route("/api/view", snapshot, methods=["GET"]),
+        Route("/api/task/{task_id}", _task_detail(mesh, guard), methods=["GET"]),
         Route("/events", Stream(hub), methods=["GET"]),
         *[Route(f"/api/{name}", act(name), methods=["POST"]) for name in dashboard.ACTIONS],
     ]
@@ -415,6 +420,29 @@ def create_app(
 
     app = Starlette(routes=routes, lifespan=lifespan)
     return Guard(app, token, port), feed
+
+
+def _task_detail(mesh: Mesh, guard: threading.Lock) -> Callable[[Request], Awaitable[Response]]:
+    """GET /api/task/ID: a task's detail (`dashboard.task_detail`), read when the page asks."""
+
+    async def task(request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        if len(task_id) > MAX_ID:
+            return _error(400, "invalid-input", f"a task id is at most {MAX_ID} characters")
+
+        def read() -> dict[str, Any]:
+            with guard:  # one user of the mesh at a time, as for the feed and the actions
+                return dashboard.task_detail(mesh, task_id)
+
+        try:
+            detail = await run_in_threadpool(read)
+        except MeshError as exc:
+            return JSONResponse(
+                exc.to_json(), HTTP_STATUS.get(exc.exit_code, 400), SECURITY_HEADERS
+            )
+        return JSONResponse(detail, 200, SECURITY_HEADERS)
+
+    return task
 
 
 async def _body(request: Request, limit: int) -> bytes | None:
