@@ -11,6 +11,10 @@ if the condition still holds, and what follows (releases, requeues, archives, au
 runs after the commit, each step idempotent, so eight prunes racing end in the same state as
 one, and a prune or unregister killed midway is completed by the next. It never deletes mail:
 a removed agent's unread messages are archived.
+
+What a name no longer registered still holds (a task claimed before claiming needed a
+registered name, or one whose claim escaped its retirement's cut) is freed too
+(`FreeUnregistered`): nobody watches such a claimant, so otherwise it would hold it forever.
 """
 
 from __future__ import annotations

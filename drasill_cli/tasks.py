@@ -1,7 +1,8 @@
 """Tasks: add, claim exactly once, move through the lifecycle, depend on each other, get reviewed.
 
 The rules live here: the state machine, dependencies, who may move a task, review, requeueing
-the tasks of a dead claimant, the messages to reviewers and the audit lines. How tasks are kept
+the tasks of a dead claimant (and of one no longer registered), the messages to reviewers and
+the audit lines. How tasks are kept
 and excluded is the task board's (`mesh.backend.board`, `drasill_cli.storage.board`): every
 change is one `board.change`, a read-decide-write under the task's exclusion, so of any number
 of racing claimers exactly one wins and only the claimant can move its task.
