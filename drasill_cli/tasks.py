@@ -754,16 +754,19 @@ def _left_event(died: bool) -> Callable[[Task, Task], dict[str, Any]]:
 _TAKEN_STAMPS = ("claimed_at", "updated_at")
 
 
+def _stamps_reset(task: Task) -> bool:
+    """Whether a stamp of `task` lay in the future (a clock that stepped back): read as now."""
+    return any(stamp in task.clock_reset for stamp in _TAKEN_STAMPS)
+
+
 def held_unregistered(task: Task, registered: Collection[str], until: float) -> bool:
     """Whether `task` is claimed or working by a name not in `registered` (the names registered
     when the caller looked, at `until` or later), claimed and last changed by `until`: what a
     process that registered the name after that look claimed or moved is not (it is that
     process's). Only compares: a decision under the task's exclusion asks it too."""
     claimant = holder(task)
-    if claimant is None or claimant in registered:
+    if claimant is None or claimant in registered or _stamps_reset(task):
         return False
-    if any(stamp in task.clock_reset for stamp in _TAKEN_STAMPS):
-        return False  # stamped by a clock that has since stepped back: read as now
     return all(
         clock.parse_iso(stamp) <= until
         for stamp in (task.claimed_at, task.updated_at)
@@ -783,29 +786,29 @@ def requeue_unregistered(
     so a name registered again after the look keeps what it claims or moves, and racing callers
     change each task once. Such a task was claimed before claiming needed a registered name, or
     escaped its claimant's retirement (a claim stamped after the retirement's cut by a clock
-    running ahead). A task whose stamps lie in the future (a clock that stepped back) has them
-    stored as now, so it ages from here and a later call requeues it.
+    running ahead). A task whose stamps lay in the future (a clock that stepped back) gets them
+    stored as now instead, so it ages from here and a later call requeues it. Reads only the
+    tasks of names that hold some (`TaskBoard.holders`).
     """
     max_attempts = mesh.config.lifecycle.max_attempts
     board = _board(mesh)
     changed = []
-
-    def decide(before: Task) -> Task | None:
-        if not held_unregistered(before, registered, until):
-            return None  # moved on since it was listed, or taken again since the look
-        return after_claimant_left(before, died=False, max_attempts=max_attempts)
-
-    def keep_reset(before: Task) -> Task | None:
-        reset = any(stamp in before.clock_reset for stamp in _TAKEN_STAMPS)
-        return before if reset and holder(before) not in (None, *registered) else None
-
-    for task in board.all():  # a hint: each change decides on the record as it is then
-        if holder(task) is None or holder(task) in registered:
+    for name in board.holders():
+        if name in registered:
             continue
-        if any(stamp in task.clock_reset for stamp in _TAKEN_STAMPS):
-            board.change(task.id, keep_reset)
-            continue
-        done = board.change(task.id, decide, event=_left_event(died=False))
-        if done is not None:
-            changed.append(done[1].to_record())
+        for task_id in board.held_by(name):
+            reset: list[Task] = []
+
+            def decide(before: Task, name: str = name, reset: list[Task] = reset) -> Task | None:
+                if held_unregistered(before, registered, until):
+                    return after_claimant_left(before, died=False, max_attempts=max_attempts)
+                if holder(before) == name and _stamps_reset(before):
+                    reset.append(before)  # stored as now below: it ages from here
+                return None  # moved on since it was listed, or taken again since the look
+
+            done = board.change(task_id, decide, event=_left_event(died=False))
+            if done is not None:
+                changed.append(done[1].to_record())
+            elif reset:
+                board.change(task_id, lambda before: before if _stamps_reset(before) else None)
     return changed

@@ -202,3 +202,24 @@ def test_concurrent_prunes_requeue_each_orphan_once(cli: MeshRunner, tmp_path: P
     listed = {t["id"]: t for t in cli.json("task", "list")}
     assert all(listed[t]["state"] == "queued" and listed[t]["attempts"] == 0 for t in orphans)
     assert (listed[kept]["state"], listed[kept]["claimed_by"]) == ("claimed", "lead")
+
+
+def test_a_claim_stamped_in_the_future_ages_from_the_first_prune(cli: MeshRunner) -> None:
+    """A claim stamped by a clock that has since stepped back reads as made now, at every look:
+    prune stores it as now, so it ages from there and a later prune requeues it."""
+    from drasill_cli import clock, tasks
+
+    with cli.open() as mesh:
+        register(mesh, "lead", "gone")
+        task = tasks.add_task(mesh, "t", actor="lead")
+        claimed = tasks.claim(mesh, "gone", task["id"])
+        _forget(mesh, "gone")
+        future = clock.iso(time.time() + 3600)
+        raw = {**claimed, "claimed_at": future, "updated_at": future}
+        cli.harness.plant_task_record(mesh.backend, task["id"], raw)
+    assert cli.json("prune", "--dry-run")["tasks_requeued"] == []
+    assert cli.json("prune")["tasks_requeued"] == []
+    time.sleep(PAST_MARGIN_S)
+    assert [t["id"] for t in cli.json("prune")["tasks_requeued"]] == [task["id"]]
+    shown = cli.json("task", "show", task["id"])
+    assert (shown["state"], shown["claimed_by"], shown["attempts"]) == ("queued", None, 0)
