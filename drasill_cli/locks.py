@@ -713,7 +713,10 @@ def release_unregistered(
     needed a registered name, or escaped its holder's retirement. `registered` holds the names
     registered when the caller looked, and `until` is a moment before that look: a lock taken
     or renewed later is kept (a process that registered the name since holds it). The decision
-    only compares, so racing callers remove each lock once. Idempotent."""
+    only compares, so racing callers remove each lock once. Idempotent. The table is read
+    first without its exclusion: when no such lock is there (the common case), none is taken."""
+    if not unregistered_locks(mesh, registered, until=until):
+        return []
 
     def decide(records: Locks) -> LockChanges[Locks]:
         table, reset = _prepared(records, clock.now(), save=not mesh.backend.read_only)
