@@ -11,6 +11,10 @@ if the condition still holds, and what follows (releases, requeues, archives, au
 runs after the commit, each step idempotent, so eight prunes racing end in the same state as
 one, and a prune or unregister killed midway is completed by the next. It never deletes mail:
 a removed agent's unread messages are archived.
+
+What a name no longer registered still holds (a task claimed before claiming needed a
+registered name, or one whose claim escaped its retirement's cut) is freed too
+(`FreeUnregistered`): nobody watches such a claimant, so otherwise it would hold it forever.
 """
 
 from __future__ import annotations
@@ -316,6 +320,50 @@ class Release:
         _release_if_still_dead(run.mesh, self.name, report)
 
 
+# What prune leaves to the next prune: a claim or lock stamped less than this before its look
+# at the registered names may have been taken after the look, on a host whose clock runs behind
+# (the hosts of a database mesh read the server's clock, each to within FOLLOW_TOLERANCE_S).
+CLOCK_MARGIN_S = 2 * clock.FOLLOW_TOLERANCE_S
+
+
+def look_up_registered(mesh: Mesh) -> tuple[frozenset[str], float]:
+    """The names registered now, and a moment before this look (less `CLOCK_MARGIN_S`): what
+    a name missing from the look held by that moment was taken before it could register again,
+    so it is its predecessor's."""
+    until = clock.now() - CLOCK_MARGIN_S
+    return frozenset(mesh.agent_names()), until
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeUnregistered:
+    """Requeue the tasks and drop the locks still held by names that are not registered (taken
+    before claiming and locking needed a registered name, or escaped a retirement's cut): a
+    claimant nobody watches would keep them forever. As for an unregistered claimant: back to
+    queued, attempts unchanged. The names are looked up first; each decision only compares."""
+
+    def foresee(self, run: Pass, report: Report) -> None:
+        from drasill_cli import locks, tasks
+
+        registered, until = look_up_registered(run.mesh)
+        report["locks_released"].extend(locks.unregistered_locks(run.mesh, registered, until=until))
+        report["tasks_requeued"].extend(
+            task
+            for task in run.tasks
+            if tasks.held_unregistered(Task.from_record(task), registered, until)
+        )
+
+    def apply(self, run: Pass, report: Report) -> None:
+        from drasill_cli import locks, tasks
+
+        registered, until = look_up_registered(run.mesh)
+        report["locks_released"].extend(
+            locks.release_unregistered(run.mesh, registered, until=until)
+        )
+        report["tasks_requeued"].extend(
+            tasks.requeue_unregistered(run.mesh, registered, until=until)
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class ClearStaleLocks:
     """Drop locks whose lease ran out or whose holder is dead."""
@@ -390,7 +438,8 @@ class RemoveOrphanAttachments:
 
 def plan(run: Pass) -> list[Action]:
     """What the lifecycle asks for now, read from the mesh: deaths to record, dead agents to
-    free or remove, then stale locks, temp files, old history and orphan attachments."""
+    free or remove, what names no longer registered hold, then stale locks, temp files, old
+    history and orphan attachments."""
     now = clock.now()
     lifecycle = run.mesh.config.lifecycle
     actions: list[Action] = []
@@ -406,6 +455,7 @@ def plan(run: Pass) -> list[Action]:
             dead_since = clock.parse_iso(agent.dead_at)
         due = now - dead_since >= lifecycle.remove_after
         actions.append(Remove(agent.name) if due else Release(agent.name))
+    actions.append(FreeUnregistered())
     actions.append(ClearStaleLocks())
     actions.append(SweepTemp(now - lifecycle.stale_tmp_after))
     days = run.mesh.config.messages.history_days

@@ -29,7 +29,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from drasill_cli import SCHEMA_VERSION, clock, lockpaths
@@ -727,6 +727,47 @@ def release_task_hook_locks(mesh: Mesh, holder: str, task_id: str) -> list[dict[
     """Release the locks hooks took for `holder` while it worked on `task_id` (the task has
     ended: done, failed, released or taken from it)."""
     return release_hook_locks(mesh, holder, lambda mark: mark.get("task") != task_id)
+
+
+def _taken_unregistered(lock: dict[str, Any], registered: Collection[str], until: float) -> bool:
+    """Whether a prepared lock is held by a name not in `registered` (looked up at `until` or
+    later) and was taken or last renewed by `until` (its lease started then: a renewal keeps
+    `acquired_at`), so not by a process that registered the name after that look."""
+    started = lock["_expires"] - float(lock["ttl"])
+    return lock["holder"] not in registered and started <= until
+
+
+def unregistered_locks(
+    mesh: Mesh, registered: Collection[str], *, until: float
+) -> list[dict[str, Any]]:
+    """The locks `release_unregistered` would remove, changing nothing (a dry run)."""
+    table, _reset = _prepared(mesh.backend.locks.all(), clock.now(), save=False)
+    table.sort(key=lambda lock: (lock["path"], lock["holder"]))
+    return [view(lock) for lock in table if _taken_unregistered(lock, registered, until)]
+
+
+def release_unregistered(
+    mesh: Mesh, registered: Collection[str], *, until: float
+) -> list[dict[str, Any]]:
+    """Remove every lock held by a name that is not registered (prune); returns them.
+
+    Only a registered name may lock, so such a lock binds no one: it was taken before locking
+    needed a registered name, or escaped its holder's retirement. `registered` holds the names
+    registered when the caller looked, and `until` is a moment before that look: a lock taken
+    or renewed later is kept (a process that registered the name since holds it). The decision
+    only compares, so racing callers remove each lock once. Idempotent. The table is read
+    first without its exclusion: when no such lock is there (the common case), none is taken."""
+    if not unregistered_locks(mesh, registered, until=until):
+        return []
+
+    def decide(records: Locks) -> LockChanges[Locks]:
+        table, reset = _prepared(records, clock.now(), save=not mesh.backend.read_only)
+        theirs = [lock for lock in table if _taken_unregistered(lock, registered, until)]
+        return LockChanges(theirs, put=reset, remove=theirs)
+
+    theirs = mesh.backend.locks.transact(decide)
+    _audit_cleared(mesh, theirs, None, "holder-unregistered")
+    return [view(lock) for lock in theirs]
 
 
 # ---- holding while something runs ----------------------------------------------------------

@@ -1,7 +1,8 @@
 """Tasks: add, claim exactly once, move through the lifecycle, depend on each other, get reviewed.
 
 The rules live here: the state machine, dependencies, who may move a task, review, requeueing
-the tasks of a dead claimant, the messages to reviewers and the audit lines. How tasks are kept
+the tasks of a dead claimant (and of one no longer registered), the messages to reviewers and
+the audit lines. How tasks are kept
 and excluded is the task board's (`mesh.backend.board`, `drasill_cli.storage.board`): every
 change is one `board.change`, a read-decide-write under the task's exclusion, so of any number
 of racing claimers exactly one wins and only the claimant can move its task.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, get_args
 
 from drasill_cli import clock, lockpaths
@@ -996,19 +997,89 @@ def requeue_tasks_of(
             return None  # claimed by a new holder of the name
         return after_claimant_left(before, died=died, max_attempts=max_attempts)
 
-    def audit(_before: Task, after: Task) -> dict[str, Any]:
+    for task_id in board.held_by(agent_name):
+        done = board.change(task_id, decide, event=_left_event(died))
+        if done is not None:
+            changed.append(done[1].to_record())
+    return changed
+
+
+def _left_event(died: bool) -> Callable[[Task, Task], dict[str, Any]]:
+    """The audit event of a task given back because its claimant left (`after_claimant_left`)."""
+
+    def audit(before: Task, after: Task) -> dict[str, Any]:
         return auditlog.event(
             "task-abandon" if after.state == "abandoned" else "task-requeue",
             None,
             task=after.id,
             state=after.state,
-            agent=agent_name,
+            agent=before.claimed_by,
             attempts=after.attempts,
             reason="claimant dead" if died else "claimant unregistered",
         )
 
-    for task_id in board.held_by(agent_name):
-        done = board.change(task_id, decide, event=audit)
-        if done is not None:
-            changed.append(done[1].to_record())
+    return audit
+
+
+# The stamps that say when a held task was last taken or changed (see `held_unregistered`).
+_TAKEN_STAMPS = ("claimed_at", "updated_at")
+
+
+def _stamps_reset(task: Task) -> bool:
+    """Whether a stamp of `task` lay in the future (a clock that stepped back): read as now."""
+    return any(stamp in task.clock_reset for stamp in _TAKEN_STAMPS)
+
+
+def held_unregistered(task: Task, registered: Collection[str], until: float) -> bool:
+    """Whether `task` is claimed or working by a name not in `registered` (the names registered
+    when the caller looked, at `until` or later), claimed and last changed by `until`: what a
+    process that registered the name after that look claimed or moved is not (it is that
+    process's). Only compares: a decision under the task's exclusion asks it too."""
+    claimant = holder(task)
+    if claimant is None or claimant in registered or _stamps_reset(task):
+        return False
+    return all(
+        clock.parse_iso(stamp) <= until
+        for stamp in (task.claimed_at, task.updated_at)
+        if stamp is not None
+    )
+
+
+def requeue_unregistered(
+    mesh: Mesh, registered: Collection[str], *, until: float
+) -> list[dict[str, Any]]:
+    """Return to the queue every claimed or working task whose claimant is not registered, as
+    for a claimant that unregistered (attempts unchanged; audited "claimant unregistered").
+
+    `registered` holds the names registered when the caller looked, and `until` is a moment
+    before that look (less the margin of the hosts' clocks): only a task claimed and last changed
+    by then is requeued (`held_unregistered`), re-checked under its exclusion by comparing only,
+    so a name registered again after the look keeps what it claims or moves, and racing callers
+    change each task once. Such a task was claimed before claiming needed a registered name, or
+    escaped its claimant's retirement (a claim stamped after the retirement's cut by a clock
+    running ahead). A task whose stamps lay in the future (a clock that stepped back) gets them
+    stored as now instead, so it ages from here and a later call requeues it. Reads only the
+    tasks of names that hold some (`TaskBoard.holders`).
+    """
+    max_attempts = mesh.config.lifecycle.max_attempts
+    board = _board(mesh)
+    changed = []
+    for name in board.holders():
+        if name in registered:
+            continue
+        for task_id in board.held_by(name):
+            reset: list[Task] = []
+
+            def decide(before: Task, name: str = name, reset: list[Task] = reset) -> Task | None:
+                if held_unregistered(before, registered, until):
+                    return after_claimant_left(before, died=False, max_attempts=max_attempts)
+                if holder(before) == name and _stamps_reset(before):
+                    reset.append(before)  # stored as now below: it ages from here
+                return None  # moved on since it was listed, or taken again since the look
+
+            done = board.change(task_id, decide, event=_left_event(died=False))
+            if done is not None:
+                changed.append(done[1].to_record())
+            elif reset:
+                board.change(task_id, lambda before: before if _stamps_reset(before) else None)
     return changed

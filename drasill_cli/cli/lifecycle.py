@@ -52,6 +52,9 @@ def prune_cmd(
 ) -> Shown:
     """Apply the lifecycle now: mark the dead, free their locks and tasks, archive, clean up.
 
+    Tasks and locks still held by names no longer registered are freed too (the tasks are
+    requeued with their attempts unchanged).
+
     Safe from cron, concurrently, at any rate; prints nothing when nothing changed (with
     --dry-run it says so).
     """

@@ -11,7 +11,7 @@ the audit lines); the board owns how tasks are kept and excluded:
 - `add`: numbering and storing in one step (racing adders never share a number);
 - `claim_next`: the first claimable task taken in one step, exactly once among any number of
   racing claimers;
-- `queued` and `held_by`: hints read without exclusion.
+- `queued`, `held_by` and `holders`: hints read without exclusion.
 How tasks are kept and excluded is the backend's (see its own module).
 
 Ids are short and sort in creation order: `t-0001`, `t-0002`, ... Past `t-9999` a letter for
@@ -148,6 +148,12 @@ class TaskBoard(Protocol):
 
     def held_by(self, agent: str) -> list[str]:
         """Ids of the claimed and working tasks whose claimant is `agent` (a hint, as `queued`)."""
+        ...
+
+    def holders(self) -> list[str]:
+        """The names that may hold a claimed or working task, sorted: every claimant of one is
+        listed, without reading the tasks (a hint, as `held_by`: a name listed may hold nothing
+        by now)."""
         ...
 
     def claim_next(self, actor: str, at: str, event: dict[str, Any]) -> Claim:

@@ -219,6 +219,20 @@ def test_held_by_follows_claims_and_releases(board: TaskBoard) -> None:
     assert board.queued() == [three.id]
 
 
+def test_holders_lists_every_claimant(board: TaskBoard) -> None:
+    one, two, three = (board.add(maker(n)) for n in ("one", "two", "three"))
+    assert board.holders() == []
+    board.change(one.id, claimed_by("bob"))
+    board.change(two.id, claimed_by("ann"))
+    board.change(three.id, claimed_by("ann"))
+    board.change(three.id, lambda t: t.replace(state="working"))
+    assert board.holders() == ["ann", "bob"]
+    board.change(one.id, requeued)
+    board.change(two.id, lambda t: t.replace(state="completed"))
+    assert "ann" in board.holders(), "working is held too"
+    assert all(board.held_by(name) == [] for name in board.holders() if name != "ann")
+
+
 @contextmanager
 def _being_changed(board: TaskBoard, task_id: str, state: str) -> Iterator[None]:
     """A change of `task_id` in progress in another thread for the whole block; it writes

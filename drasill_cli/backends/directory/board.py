@@ -44,6 +44,7 @@ from drasill_cli.backends.directory.layout import (
 )
 from drasill_cli.backends.directory.store import Busy, FileStore
 from drasill_cli.models import Task, stored_task
+from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES
 from drasill_cli.storage.board import (
     CHANGE_TIMEOUT_S,
     PRIORITY_LIMIT,
@@ -131,6 +132,15 @@ class DirectoryBoard:
         with self._seen_guard:
             self._held_seen[agent] = set(found)
         return found
+
+    def holders(self) -> list[str]:
+        # A folder of `tasks/held/` is named by its agent; one that no agent name could be
+        # names no claimant (left for `mesh doctor`).
+        return [
+            name
+            for name in sorted(self.store.subdirs(HELD_DIR))
+            if AGENT_NAME_RE.fullmatch(name) and name not in RESERVED_NAMES
+        ]
 
     # ---- writing ---------------------------------------------------------------------------
 

@@ -191,6 +191,15 @@ class PostgresBoard:
             )
             return [str(row[0]) for row in cur.fetchall()]
 
+    def holders(self) -> list[str]:
+        with self.backend.transaction() as cur:
+            cur.execute(
+                "SELECT DISTINCT claimed_by FROM mesh_tasks"
+                " WHERE claimed_by IS NOT NULL AND state = ANY(%s) ORDER BY claimed_by",
+                (_HELD,),
+            )
+            return [str(row[0]) for row in cur.fetchall()]
+
     # ---- writing ---------------------------------------------------------------------------
 
     def _lock(self, cur: psycopg.Cursor[Any], task_id: str, timeout: float) -> Any:
