@@ -1,0 +1,93 @@
+"""The README and every how-to work as typed: their shell blocks run, in order, on a throwaway
+mesh (tests/doc_commands.py says what is run, and how a page marks a block that cannot run here
+and why). A how-to added later is covered as soon as it lands: the pages are found by name."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MeshRunner
+from tests.doc_commands import Page, Terminals, parse
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("howto-*.md"))]
+
+
+def _page_id(path: Path) -> str:
+    return path.name
+
+
+def test_the_pages_are_found() -> None:
+    names = {path.name for path in PAGES}
+    assert {"README.md", "howto-cron-prune.md", "howto-group-shared.md"} <= names
+
+
+@pytest.mark.parametrize("path", PAGES, ids=_page_id)
+def test_every_skipped_block_says_why(path: Path) -> None:
+    page = parse(path)
+    for block in page.blocks:
+        if block.skip is not None:
+            assert len(block.skip.split()) >= 3, (
+                f"{path.name}:{block.line}: a skipped block needs a reason in its marker "
+                "(<!-- doc-test: skip WHY IT CANNOT RUN HERE -->)"
+            )
+
+
+def test_the_readme_walkthrough_is_run() -> None:
+    """The walkthrough is not skipped: both of its terminals run."""
+    page = parse(ROOT / "README.md")
+    assert {command.terminal for command in page.commands} == {1, 2}
+    assert any(command.line.startswith("mesh claim --next") for command in page.commands)
+
+
+def _run_page(page: Page, cli: MeshRunner, tmp_path: Path, url: str | None) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**cli.env, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    # The reader's defaults, under the throwaway HOME: ~/.config, ~/.local/share/drasill/mesh.
+    for key in ("DRASILL_MESH_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        env.pop(key, None)
+    if url is not None:
+        env["DOC_TEST_PG_URL"] = url
+    replace = {}
+    for number, path in enumerate(page.paths):
+        replace[path] = str(tmp_path / f"page-path-{number}")
+    terminals = Terminals(env, work, replace, url)
+    where = page.path.name
+    try:
+        for line in page.setup:
+            code, output = terminals.run(1, line)
+            assert code == 0, f"{where}: setup {line}\nexit {code}\n{output}"
+        for command in page.commands:
+            code, output = terminals.run(command.terminal, command.line)
+            assert code == command.expected, (
+                f"{where}, terminal {command.terminal}: {command.line}\n"
+                f"typed: {terminals.typed(command.line)}\n"
+                f"exit {code}, the page implies {command.expected}\n{output}"
+            )
+    finally:
+        terminals.close()
+
+
+RUNNABLE = [path for path in PAGES if parse(path).commands]
+
+
+def test_most_pages_have_commands_to_run() -> None:
+    """A page whose every block is skipped is the exception (each says why)."""
+    assert len(RUNNABLE) > len(PAGES) // 2
+    assert ROOT / "README.md" in RUNNABLE
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("path", RUNNABLE, ids=_page_id)
+def test_the_page_runs_as_typed(
+    path: Path, cli: MeshRunner, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    page = parse(path)
+    url = None
+    if "postgresql://" in path.read_text():
+        url = request.getfixturevalue("pg_mesh_url")
+    _run_page(page, cli, tmp_path, url)
