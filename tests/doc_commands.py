@@ -5,7 +5,8 @@ What is run: every fenced block whose language is `sh`, `bash` or `console`. In 
 block every line is a command (a line ending in a backslash goes on with the next), except blank
 lines and comment lines; in a `console` block only the lines that start with `$ ` (the prompt is
 cut off). `# terminal N` switches to terminal N (a persistent bash process of its own, as the
-page asks the reader to open); lines before any such comment go to terminal 1. A command whose
+page asks the reader to open); lines before any such comment are terminal 0, which runs in
+terminal 1 (docs/tutorial.md also types its `export` lines there in both). A command whose
 comment says `exit N` must exit N, every other command 0.
 
 Markers, HTML comments a rendered page does not show, say what a page needs here:
@@ -133,7 +134,7 @@ def parse(path: Path) -> Page:
             page.paths.append(rest)
         elif marker.group("kind") != "skip":
             raise AssertionError(f"{path.name}: unknown doc-test marker {marker.group(0)!r}")
-    terminal = 1
+    terminal = 0  # no `# terminal N` yet: the first terminal
     for fence in FENCE.finditer(text):
         if fence.group("lang") not in LANGUAGES:
             continue
@@ -218,6 +219,8 @@ class Terminals:
         return line if url is None else URL.sub(lambda _: url, line)
 
     def run(self, terminal: int, line: str) -> tuple[int, str]:
+        """Type `line` in `terminal` (0: the first); its exit status and output."""
+        terminal = terminal or 1
         if terminal not in self.shells:
             self.shells[terminal] = Shell(self.env, self.cwd)
         return self.shells[terminal].run(self.typed(line))
