@@ -64,7 +64,7 @@ def _run_page(page: Page, cli: MeshRunner, tmp_path: Path, url: str | None) -> N
         for command in page.commands:
             code, output = terminals.run(command.terminal, command.line)
             assert code == command.expected, (
-                f"{where}, terminal {command.terminal}: {command.line}\n"
+                f"{where}, terminal {command.terminal or 1}: {command.line}\n"
                 f"typed: {terminals.typed(command.line)}\n"
                 f"exit {code}, the page implies {command.expected}\n{output}"
             )
