@@ -91,3 +91,63 @@ def test_the_page_runs_as_typed(
     if "postgresql://" in path.read_text():
         url = request.getfixturevalue("pg_mesh_url")
     _run_page(page, cli, tmp_path, url)
+
+
+SAMPLE = """# A page
+
+<!-- doc-test: setup touch Makefile -->
+<!-- doc-test: path /srv/shared -->
+```sh
+# terminal 1
+mesh send bob hi \\
+  --priority urgent
+mesh inbox      # exit 1: empty
+```
+
+<!-- doc-test: skip needs root on the machine -->
+```bash
+groupadd meshers
+```
+
+<!-- doc-test: skip -->
+```sh
+sudo reboot
+```
+
+```console
+$ mesh inbox --as bob
+[urgent] from alice: hi
+# terminal 2
+$ ls /srv/shared
+```
+
+```toml
+[store]
+```
+"""
+
+
+def test_the_parser_reads_the_conventions(tmp_path: Path) -> None:
+    page_path = tmp_path / "howto-sample.md"
+    page_path.write_text(SAMPLE)
+    page = parse(page_path)
+    assert page.setup == ["touch Makefile"]
+    assert page.paths == ["/srv/shared"]
+    assert [block.skip for block in page.blocks] == [None, "needs root on the machine", "", None]
+    assert [(c.terminal, c.line, c.expected) for c in page.commands] == [
+        (1, "mesh send bob hi    --priority urgent", 0),
+        (1, "mesh inbox      # exit 1: empty", 1),
+        (1, "mesh inbox --as bob", 0),
+        (2, "ls /srv/shared", 0),
+    ]
+    with pytest.raises(AssertionError, match="unknown doc-test marker"):
+        page_path.write_text("<!-- doc-test: skipp typo -->\n")
+        parse(page_path)
+
+
+def test_lines_are_typed_with_the_tests_paths_and_url(tmp_path: Path) -> None:
+    url = "postgresql://mesh@/postgres?host=/tmp/s&options=-csearch_path%3Dt_1"
+    terminals = Terminals({}, tmp_path, {"/srv/mesh": "/tmp/x/mesh"}, url)
+    assert terminals.typed('ls /srv/mesh/agents && mesh --mesh-url "postgresql://a@b/c" x') == (
+        f'ls /tmp/x/mesh/agents && mesh --mesh-url "{url}" x'
+    )
