@@ -20,13 +20,20 @@ Markers, HTML comments a rendered page does not show, say what a page needs here
 Each page runs with a throwaway HOME (so `~`, XDG folders and the default mesh are the test's);
 a `postgresql://` URL in a command becomes a fresh schema's URL, which the shells also have in
 `$DOC_TEST_PG_URL` (for a setup marker that writes a config file).
+
+How: each terminal is a persistent bash process; a plain `mesh ARGS` line (no shell syntax)
+runs in the test process (tests/inprocess.py) with that shell's exported environment and
+working directory, every other line in the shell itself (so `$(...)`, pipes, `&&`, variables
+and `cd` behave as typed).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -41,6 +48,10 @@ MARKER = re.compile(r"<!--\s*doc-test:\s*(?P<kind>\w+)(?P<rest>.*?)-->", re.S)
 EXPECTED = re.compile(r"\bexit (\d+)\b")
 URL = re.compile(r"postgresql://[^\s\"']+")
 RC_MARK = "__DOC_TEST_RC__"
+SHELL_SYNTAX = re.compile(r"[|&;<>$`()*?~{}\[\]!=\\]")
+# Commands that stay a real process: they start processes, servers or long waits of their own,
+# or write to the process's own stdout (`lock -- CMD`); see tests/inprocess.py.
+AS_PROCESS = ("bridge", "watch", "dashboard", "launch", "demo", "--install-completion")
 LINE_TIMEOUT = 60.0  # seconds one typed line may take: a command that waits for ever fails
 
 
@@ -149,6 +160,17 @@ def parse(path: Path) -> Page:
     return page
 
 
+def in_process_args(line: str) -> list[str] | None:
+    """The arguments of a plain `mesh ARGS` line that can run in this process, else None."""
+    command = line.split(" #", 1)[0].strip()
+    if not command.startswith("mesh ") or SHELL_SYNTAX.search(command):
+        return None
+    args = shlex.split(command)[1:]
+    if "--" in args or any(word in args for word in AS_PROCESS):
+        return None
+    return args
+
+
 class Shell:
     """One terminal: a bash process fed one command at a time."""
 
@@ -189,6 +211,15 @@ class Shell:
             f"{line!r}: {''.join(output)}"
         )
 
+    def state(self) -> tuple[dict[str, str], str]:
+        """The shell's exported environment and working directory, as a command would get."""
+        code, out = self.run("env -0 | base64 -w0; echo; pwd")
+        assert code == 0, out
+        encoded, cwd = out.splitlines()[:2]
+        pairs = base64.b64decode(encoded).decode().split("\0")
+        env = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+        return env, cwd
+
     def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
@@ -219,11 +250,23 @@ class Terminals:
         return line if url is None else URL.sub(lambda _: url, line)
 
     def run(self, terminal: int, line: str) -> tuple[int, str]:
-        """Type `line` in `terminal` (0: the first); its exit status and output."""
+        """Type `line` in `terminal` (0: the first); its exit status and output. A plain
+        `mesh ARGS` line (no shell syntax but a trailing comment) runs in this process
+        (tests/inprocess.py), with the shell's environment and working directory: what a
+        `mesh` process started by that shell would get, without its start-up cost."""
         terminal = terminal or 1
         if terminal not in self.shells:
             self.shells[terminal] = Shell(self.env, self.cwd)
-        return self.shells[terminal].run(self.typed(line))
+        shell = self.shells[terminal]
+        typed = self.typed(line)
+        args = in_process_args(typed)
+        if args is None:
+            return shell.run(typed)
+        from tests.inprocess import run_mesh
+
+        env, cwd = shell.state()
+        done = run_mesh(args, input=None, env=env, cwd=cwd)
+        return done.returncode, done.stdout + done.stderr
 
     def close(self) -> None:
         for shell in self.shells.values():

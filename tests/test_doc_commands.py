@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MeshRunner
-from tests.doc_commands import Page, Terminals, parse
+from tests.doc_commands import Page, Terminals, in_process_args, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("howto-*.md"))]
@@ -151,3 +151,23 @@ def test_lines_are_typed_with_the_tests_paths_and_url(tmp_path: Path) -> None:
     assert terminals.typed('ls /srv/mesh/agents && mesh --mesh-url "postgresql://a@b/c" x') == (
         f'ls /tmp/x/mesh/agents && mesh --mesh-url "{url}" x'
     )
+
+
+def test_plain_mesh_lines_run_in_process_and_the_rest_in_the_shell() -> None:
+    assert in_process_args('mesh task add "Write the parser" --priority 5   # a comment') == [
+        "task",
+        "add",
+        "Write the parser",
+        "--priority",
+        "5",
+    ]
+    for line in (
+        'mesh task done "$TASK"',
+        "mesh doctor | tail -1",
+        "mesh lock src/parser.py -- make test",
+        "mesh watch --once",
+        "mesh --mesh-dir ~/.local/share/drasill/mesh export > backup.jsonl",
+        "command -v mesh",
+        "DRASILL_AGENT=alice mesh inbox",
+    ):
+        assert in_process_args(line) is None, line
