@@ -43,7 +43,9 @@ def test_the_readme_walkthrough_is_run() -> None:
     assert any(command.line.startswith("mesh claim --next") for command in page.commands)
 
 
-def _run_page(page: Page, cli: MeshRunner, tmp_path: Path, url: str | None) -> None:
+def _run_page(
+    page: Page, cli: MeshRunner, tmp_path: Path, url: str | None, mesh_url: str | None = None
+) -> None:
     work = tmp_path / "work"
     work.mkdir()
     env = {**cli.env, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
@@ -52,6 +54,8 @@ def _run_page(page: Page, cli: MeshRunner, tmp_path: Path, url: str | None) -> N
         env.pop(key, None)
     if url is not None:
         env["DOC_TEST_PG_URL"] = url
+    if mesh_url is not None:
+        env["DRASILL_MESH_URL"] = mesh_url  # as a host of a PostgreSQL mesh has it
     replace = {}
     for number, path in enumerate(page.paths):
         replace[path] = str(tmp_path / f"page-path-{number}")
@@ -91,6 +95,20 @@ def test_the_page_runs_as_typed(
     if "postgresql://" in path.read_text():
         url = request.getfixturevalue("pg_mesh_url")
     _run_page(page, cli, tmp_path, url)
+
+
+
+@pytest.mark.timeout(300)
+def test_the_readme_walkthrough_runs_on_a_postgresql_mesh_too(
+    cli: MeshRunner, tmp_path: Path, pg_mesh_url: str
+) -> None:
+    """The same commands on a PostgreSQL mesh (README: "the same commands, exit codes and
+    JSON"), with DRASILL_MESH_URL set in both terminals."""
+    _run_page(parse(ROOT / "README.md"), cli, tmp_path, None, mesh_url=pg_mesh_url)
+    on_postgres = MeshRunner(tmp_path / "unused", Path(cli.env["HOME"]), url=pg_mesh_url)
+    tasks = on_postgres.json("task", "list")
+    assert {task["title"] for task in tasks} == {"Write the parser", "Review the parser"}
+    assert not (Path(cli.env["HOME"]) / ".local" / "share" / "drasill").exists()
 
 
 SAMPLE = """# A page
