@@ -97,7 +97,6 @@ def test_the_page_runs_as_typed(
     _run_page(page, cli, tmp_path, url)
 
 
-
 @pytest.mark.timeout(300)
 def test_the_readme_walkthrough_runs_on_a_postgresql_mesh_too(
     cli: MeshRunner, tmp_path: Path, pg_mesh_url: str
