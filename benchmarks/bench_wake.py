@@ -60,7 +60,7 @@ def _start_watch(env: dict[str, str]) -> subprocess.Popen[str]:
 
 def _heimdall_rounds(mesh: Mesh, socket_dir: Path, rounds: int) -> tuple[list[float], list[float]]:
     server = HeimdallStandIn(socket_dir, "s-bench").start()
-    agents.register(mesh, "hm-agent", session="s-bench", backend="heimdall")
+    agents.register(mesh, "hm-agent", session="s-bench", supervisor="heimdall")
     to_text, to_enter = [], []
     try:
         for n in range(rounds):
@@ -86,7 +86,7 @@ def _tmux_rounds(mesh: Mesh, work: Path, rounds: int) -> list[float]:
         check=True,
     )
     wait_until(out.exists, 10)
-    agents.register(mesh, "tmux-agent", session="bench", backend="tmux")
+    agents.register(mesh, "tmux-agent", session="bench", supervisor="tmux")
     latencies = []
     for n in range(rounds):
         wait_quiet("bench", IDLE_MS / 1000)

@@ -17,7 +17,7 @@ from typing import Any
 from drasill_cli import clock, liveness
 from drasill_cli.errors import Busy, InvalidInput, NegativeOutcome
 from drasill_cli.mesh import Mesh
-from drasill_cli.models import BACKENDS, AgentRecord
+from drasill_cli.models import SUPERVISORS, AgentRecord
 from drasill_cli.names import check_agent_name, has_control_chars
 from drasill_cli.presence import (
     Observer,
@@ -76,14 +76,14 @@ def _holder_differs(existing: AgentRecord, pid: int | None, session: str | None)
 
 
 def _session_started(
-    mesh: Mesh, session: str | None, backend: str | None, observer: Observer
+    mesh: Mesh, session: str | None, supervisor: str | None, observer: Observer
 ) -> float | None:
     """The start time of the process the session runs now (None: no session, or none found)."""
     if session is None:
         return None
     from drasill_cli import hardware_probes  # only a session registration looks it up
 
-    root = hardware_probes.session_root(mesh, session, backend, observer)
+    root = hardware_probes.session_root(mesh, session, supervisor, observer)
     return liveness.process_start_time(root) if root is not None else None
 
 
@@ -92,7 +92,7 @@ def register(
     name: str,
     *,
     session: str | None = None,
-    backend: str | None = None,
+    supervisor: str | None = None,
     pid: int | None = None,
     role: str | None = None,
     tool: str | None = None,
@@ -112,9 +112,9 @@ def register(
     session = _clean_text("session", session)
     role = _clean_text("role", role)
     tool = _clean_text("tool", tool)
-    if backend is not None and backend not in BACKENDS:
+    if supervisor is not None and supervisor not in SUPERVISORS:
         raise InvalidInput(
-            f"--backend must be heimdall or tmux, got {backend!r}", code="invalid-backend"
+            f"--backend must be heimdall or tmux, got {supervisor!r}", code="invalid-backend"
         )
     if pid is not None and not 0 < pid <= MAX_PID:
         raise InvalidInput(
@@ -128,11 +128,11 @@ def register(
             )
     if wait is not None:
         check_wait(wait)
-    if session is not None and backend is None:
-        backend = "heimdall"
+    if session is not None and supervisor is None:
+        supervisor = "heimdall"
     started = liveness.process_start_time(pid) if pid is not None else None
     observer = Observer(mesh)
-    session_started = _session_started(mesh, session, backend, observer) if pid is None else None
+    session_started = _session_started(mesh, session, supervisor, observer) if pid is None else None
 
     def build(
         existing: AgentRecord | None, beat: float | None
@@ -164,7 +164,7 @@ def register(
         declared = {
             "pid": pid,
             "session": session,
-            "backend": backend,
+            "backend": supervisor,
             "role": role,
             "tool": tool,
             "ram_gb": ram_gb,
@@ -195,7 +195,7 @@ def register(
         name,
         pid=record.pid,
         session=record.session,
-        backend=record.backend,
+        backend=record.supervisor,
         ram_gb=record.ram_gb,
         vram_gb=record.vram_gb,
         replaced=bool(existing and replace),

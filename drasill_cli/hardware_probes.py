@@ -99,12 +99,12 @@ def heimdall_child_pid(socket_dir: Path, session: str) -> int | None:
 
 
 def session_root(
-    mesh: Mesh, session: str, backend: str | None, observer: presence.Observer
+    mesh: Mesh, session: str, supervisor: str | None, observer: presence.Observer
 ) -> int | None:
     """The process a session runs: heimdall's supervised child, or the tmux pane's process."""
-    if backend == "heimdall":
+    if supervisor == "heimdall":
         return heimdall_child_pid(mesh.config.heimdall_socket_dir(), session)
-    if backend == "tmux":
+    if supervisor == "tmux":
         panes = observer.tmux_panes()
         return panes.pid(session) if panes is not None else None
     return None
@@ -227,7 +227,7 @@ class Meter:
         if agent.pid is not None:
             return agent.pid if self.table.alive(agent.pid, agent.pid_started) else None
         if agent.session:
-            return session_root(self.mesh, agent.session, agent.backend, self.observer)
+            return session_root(self.mesh, agent.session, agent.supervisor, self.observer)
         return None
 
     def processes(self, agent: AgentRecord) -> list[psutil.Process]:

@@ -23,8 +23,9 @@ from typing import Any, ClassVar, Literal, Self
 from drasill_cli import SCHEMA_VERSION, clock
 from drasill_cli.names import AGENT_NAME_RE, RESERVED_NAMES, is_utf8
 
-Backend = Literal["heimdall", "tmux"]
-BACKENDS: tuple[str, ...] = ("heimdall", "tmux")
+Supervisor = Literal["heimdall", "tmux"]
+# The terminal supervisors that type into an agent's session (stored as the key "backend").
+SUPERVISORS: tuple[str, ...] = ("heimdall", "tmux")
 TaskState = Literal[
     "queued", "claimed", "working", "review", "completed", "failed", "abandoned", "cancelled"
 ]
@@ -328,7 +329,7 @@ class AgentRecord(Record):
     # processes of that uid. Records of older versions have none (enforcement then reports).
     uid: int | None = rule("int", minimum=0)
     session: str | None = rule("str")
-    backend: Backend | None = rule("choice", choices=BACKENDS)
+    supervisor: Supervisor | None = rule("choice", choices=SUPERVISORS, key="backend")
     # The start time of the session's process (heimdall's child, the tmux pane's) at
     # registration, so a process that later runs in the session is not taken for the agent.
     session_started: float | None = rule("float")

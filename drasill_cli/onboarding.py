@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from drasill_cli import liveness
 from drasill_cli.errors import InvalidInput, MeshUnusable, NegativeOutcome
-from drasill_cli.models import BACKENDS
+from drasill_cli.models import SUPERVISORS
 from drasill_cli.names import check_agent_name
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def prompt(name: str | None = None) -> str:
     )
 
 
-def default_backend() -> str:
+def default_supervisor() -> str:
     """heimdall when `hm` is installed, else tmux."""
     return "heimdall" if shutil.which("hm") else "tmux"
 
@@ -86,7 +86,7 @@ def launch(
     name: str,
     *,
     tool: str = "claude",
-    backend: str | None = None,
+    supervisor: str | None = None,
     tool_args: Sequence[str] = (),
     cwd: str | None = None,
     role: str | None = None,
@@ -102,10 +102,10 @@ def launch(
     from drasill_cli import agents
 
     check_agent_name(name)
-    backend = backend or default_backend()
-    if backend not in BACKENDS:
+    supervisor = supervisor or default_supervisor()
+    if supervisor not in SUPERVISORS:
         raise InvalidInput(
-            f"--backend must be heimdall or tmux, got {backend!r}", code="invalid-backend"
+            f"--backend must be heimdall or tmux, got {supervisor!r}", code="invalid-backend"
         )
     executable = shutil.which(tool)
     if executable is None:
@@ -121,7 +121,7 @@ def launch(
     session = f"mesh-{name}"
     if before_start is not None:
         before_start()
-    if backend == "tmux":
+    if supervisor == "tmux":
         pid = _start_tmux(session, argv, env, cwd)
     else:
         pid = _start_heimdall(mesh, session, argv, env, cwd)
@@ -130,7 +130,7 @@ def launch(
             mesh,
             name,
             session=session,
-            backend=backend,
+            supervisor=supervisor,
             pid=pid,
             tool=tool,
             cwd=cwd,
@@ -139,9 +139,9 @@ def launch(
             vram_gb=vram_gb,
         )
     except Exception:
-        _stop(backend, session)
+        _stop(supervisor, session)
         raise
-    mesh.append_audit_event("launch", name, tool=tool, backend=backend, session=session, pid=pid)
+    mesh.append_audit_event("launch", name, tool=tool, backend=supervisor, session=session, pid=pid)
     return {**agent, "prompt_passed": bool(prompt_args)}
 
 
@@ -231,9 +231,9 @@ def _start_heimdall(
     return process.pid
 
 
-def _stop(backend: str, session: str) -> None:
+def _stop(supervisor: str, session: str) -> None:
     """Undo a launch whose registration was refused."""
-    if backend == "tmux":
+    if supervisor == "tmux":
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             liveness.tmux_run(["kill-session", "-t", f"={session}"], timeout=TMUX_TIMEOUT_S)
     else:

@@ -46,10 +46,10 @@ class Observer:
             if alive is not None:
                 verdicts.append(alive)
         if agent.session and agent.host == liveness.hostname():
-            if agent.backend == "heimdall":
+            if agent.supervisor == "heimdall":
                 socket_dir = self.mesh.config.heimdall_socket_dir()
                 verdicts.append(liveness.heimdall_session_alive(socket_dir, agent.session))
-            elif agent.backend == "tmux":
+            elif agent.supervisor == "tmux":
                 alive = liveness.tmux_session_alive(agent.session, self.tmux_panes())
                 if alive is not None:
                     verdicts.append(alive)

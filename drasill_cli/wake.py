@@ -1,13 +1,13 @@
-"""Wake backends: how a notice is typed into an agent's terminal, and how idleness is judged.
+"""Terminal supervisors: how a notice is typed into an agent's terminal, and how idleness is judged.
 
-Two backends sit behind one interface (`WakeBackend`): heimdall, spoken to over its Unix socket
+Two supervisors sit behind one interface (`Supervisor`): heimdall, spoken to over its Unix socket
 protocol (STATUS to see idle, INPUT to type), and tmux (`send-keys`, idle from pane activity).
 Both type one short line and then a carriage return as a separate write after a pause: Claude
 Code submits on `\\r`, and text plus Enter in one burst can be taken as a paste and not submitted.
 What is typed is never a message body, only a notice that tells the agent to read its inbox, so
 "delivered" keeps meaning that the agent read the mail itself.
 
-tmux sockets: the backend runs plain `tmux`, so it talks to the server that tmux itself would
+tmux sockets: the supervisor runs plain `tmux`, so it talks to the server that tmux itself would
 pick, i.e. the one under `$TMUX_TMPDIR` (default `/tmp`). Run `mesh watch` with the same
 `TMUX_TMPDIR` as the agents' sessions; tests give each case a private `TMUX_TMPDIR`.
 """
@@ -53,8 +53,8 @@ class WakeFailed(Exception):
     """The session may exist but could not be reached or typed into this time (retryable)."""
 
 
-class WakeBackend(Protocol):
-    """What the watcher needs from a session backend."""
+class Supervisor(Protocol):
+    """What the watcher needs from a terminal supervisor."""
 
     def is_idle(self, session: str) -> bool | None:
         """True when the session is idle, False when busy, None when it is gone.

@@ -33,8 +33,8 @@ from drasill_cli.names import AGENT_NAME_RE
 from drasill_cli.wake import (
     HeimdallBackend,
     SessionGone,
+    Supervisor,
     TmuxBackend,
-    WakeBackend,
     WakeFailed,
     notice,
 )
@@ -104,7 +104,7 @@ class Watcher:
         self.taken_over: dict[str, Any] | None = None  # the holder, once another took over
         wake = mesh.config.wake
         delay = wake.enter_delay_ms / 1000
-        self.backends: dict[str, WakeBackend] = {
+        self.supervisors: dict[str, Supervisor] = {
             "heimdall": HeimdallBackend(mesh.config.heimdall_socket_dir(), enter_delay=delay),
             "tmux": TmuxBackend(wake.idle_ms, enter_delay=delay),
         }
@@ -295,14 +295,14 @@ class Watcher:
         self, name: str, state: dict[str, Any], agent: AgentRecord, batch: list[dict[str, Any]]
     ) -> float | None:
         """Type the notice if the session is idle; never into a busy or a vanished one."""
-        session, kind = agent.session or "", agent.backend or ""
+        session, kind = agent.session or "", agent.supervisor or ""
         state.update(session=session, backend=kind)
-        backend = self.backends[kind]
+        supervisor = self.supervisors[kind]
         line = notice(name, batch)
         try:
-            idle = backend.is_idle(session)
+            idle = supervisor.is_idle(session)
             if idle:
-                backend.type_line(session, line)
+                supervisor.type_line(session, line)
         except SessionGone:
             idle = None
         except WakeFailed as exc:
@@ -342,7 +342,7 @@ class Watcher:
             # The woken agent needs time to start its turn before it can look idle again.
             next_attempt_at=clock.iso(now + self.mesh.config.wake.idle_ms / 1000),
         )
-        details = {"session": agent.session, "backend": agent.backend, "messages": len(batch)}
+        details = {"session": agent.session, "backend": agent.supervisor, "messages": len(batch)}
         self.mesh.append_audit_event(
             "wake", ACTOR, agent=name, outcome="woken", newest=newest, text=line, **details
         )
@@ -354,7 +354,7 @@ class Watcher:
         state.update(state="dead", dead_session=agent.session, busy=False)
         if reported:
             return
-        details = {"session": agent.session, "backend": agent.backend}
+        details = {"session": agent.session, "backend": agent.supervisor}
         self.mesh.append_audit_event(
             "wake", ACTOR, agent=name, outcome="dead", reason="session is gone", **details
         )
@@ -368,7 +368,7 @@ class Watcher:
         config = self.mesh.config.wake
         attempts = int(state.get("attempts", 0)) + 1
         state.update(attempts=attempts, last_error=error, busy=False)
-        details = {"session": agent.session, "backend": agent.backend, "attempts": attempts}
+        details = {"session": agent.session, "backend": agent.supervisor, "attempts": attempts}
         if attempts >= config.retry_max:
             state.update(state="failed", next_attempt_at=None)
             self.mesh.append_audit_event(
@@ -394,7 +394,7 @@ def _blocked(agent: AgentRecord | None) -> str | None:
         return "not registered"
     if agent.dead_at is not None:
         return f"dead since {agent.dead_at}"
-    if agent.session is None or agent.backend is None:
+    if agent.session is None or agent.supervisor is None:
         return "no session to wake (register with --session and --backend)"
     if agent.host != liveness.hostname():
         return f"its session is on host {agent.host}; run mesh watch there"

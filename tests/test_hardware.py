@@ -121,7 +121,7 @@ def test_heimdall_session_child_is_measured(mesh_dir: Path, tmp_path: Path, spaw
     (sockets / "s1.sock").touch()
     (sockets / "s1.pid").write_text(f"{os.getpid()}\n{hog.pid}\n")
     mesh = Mesh.open(mesh_dir, Config(wake=WakeConfig(heimdall_socket_dir=str(sockets))))
-    agents.register(mesh, "sess", session="s1", backend="heimdall", ram_gb=1.0)
+    agents.register(mesh, "sess", session="s1", supervisor="heimdall", ram_gb=1.0)
     [row] = hardware.hw_report(mesh)["agents"]
     assert row["pids"] == [hog.pid]
     assert row["measured"]["ram_gb"] > 0.28
@@ -141,7 +141,7 @@ def test_tmux_pane_process_is_measured(mesh: Mesh) -> None:
                 check=True,
             ).stdout
         )
-        agents.register(mesh, "pane", session=session, backend="tmux")
+        agents.register(mesh, "pane", session=session, supervisor="tmux")
         [row] = hardware.hw_report(mesh)["agents"]
         assert row["pids"][0] == pane_pid
         assert row["measured"]["ram_gb"] > 0
@@ -191,7 +191,7 @@ def test_one_measuring_pass_lists_tmux_panes_and_reads_processes_once(
 
     monkeypatch.setattr(hardware_probes.ProcessTable, "__init__", counted)
     for i in range(3):
-        agents.register(mesh, f"pane-{i}", session=f"s{i}:0.0", backend="tmux")
+        agents.register(mesh, f"pane-{i}", session=f"s{i}:0.0", supervisor="tmux")
     agents.register(mesh, "pid", pid=hog.pid, ram_gb=2.0)
     listings.clear()
     tables.clear()
@@ -510,7 +510,7 @@ def test_a_recycled_session_root_is_reported_never_signalled(
     (sockets / "s1.sock").touch()
     (sockets / "s1.pid").write_text(f"{os.getpid()}\n{first.pid}\n")
     mesh = Mesh.open(mesh_dir, Config(wake=WakeConfig(heimdall_socket_dir=str(sockets))))
-    agents.register(mesh, "sess", session="s1", backend="heimdall", ram_gb=0.1)
+    agents.register(mesh, "sess", session="s1", supervisor="heimdall", ram_gb=0.1)
     (sockets / "s1.pid").write_text(f"{os.getpid()}\n{second.pid}\n")  # not what registered
     [action] = hardware.enforce(mesh, "kill")
     assert action["action"] == "report"

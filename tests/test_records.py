@@ -103,7 +103,7 @@ _INTERESTING = st.sampled_from(
         *models.TASK_STATES,
         *models.PRIORITIES,
         *models.LOCK_MODES,
-        *models.BACKENDS,
+        *models.SUPERVISORS,
         *models.WAKE_STATES,
     ]
 )

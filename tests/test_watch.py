@@ -39,7 +39,7 @@ def hm_mesh(mesh_dir: Path, socket_dir: Path) -> Mesh:
 def alpha(hm_mesh: Mesh, socket_dir: Path) -> Iterator[HeimdallStandIn]:
     """Agent `alpha` registered on a running stand-in session."""
     server = HeimdallStandIn(socket_dir, SESSION).start()
-    agents.register(hm_mesh, "alpha", session=SESSION, backend="heimdall")
+    agents.register(hm_mesh, "alpha", session=SESSION, supervisor="heimdall")
     yield server
     server.stop()
 
@@ -172,7 +172,7 @@ def test_gone_session_gets_nothing_and_the_agent_is_reported_dead(
 ) -> None:
     other = HeimdallStandIn(socket_dir, "s-beta").start()
     try:
-        agents.register(hm_mesh, "beta", session="s-beta", backend="heimdall")
+        agents.register(hm_mesh, "beta", session="s-beta", supervisor="heimdall")
         alpha.stop()
         messages.send(hm_mesh, "alpha", "hello?", sender="human")
         messages.send(hm_mesh, "beta", "hello", sender="human")

@@ -140,7 +140,7 @@ def test_watch_once_wakes_and_survives_a_damaged_record(
 ) -> None:
     server = HeimdallStandIn(socket_dir, "s-alpha").start()
     try:
-        agents.register(mesh, "alpha", session="s-alpha", backend="heimdall")
+        agents.register(mesh, "alpha", session="s-alpha", supervisor="heimdall")
         directory_of(mesh).store.write_bytes("agents/zeta.json", b'{"name": 3}')
         messages.send(mesh, "alpha", "hello", sender="human")
         done = watch_cli.run("watch", "--once")
@@ -168,7 +168,7 @@ def test_watch_once_json_prints_exactly_one_object(
     servers = [HeimdallStandIn(socket_dir, f"s-{n}").start() for n in ("alpha", "beta")]
     try:
         for name in ("alpha", "beta"):
-            agents.register(mesh, name, session=f"s-{name}", backend="heimdall")
+            agents.register(mesh, name, session=f"s-{name}", supervisor="heimdall")
             messages.send(mesh, name, "hello", sender="human")
         directory_of(mesh).store.write_bytes("agents/zeta.json", b'{"name": 3}')
         done = watch_cli.run("watch", "--once", "--json")
@@ -190,7 +190,7 @@ def test_killed_watch_restarted_loses_no_pending_wake(
 ) -> None:
     server = HeimdallStandIn(socket_dir, "s-alpha", state=THINKING).start()
     try:
-        agents.register(mesh, "alpha", session="s-alpha", backend="heimdall")
+        agents.register(mesh, "alpha", session="s-alpha", supervisor="heimdall")
         first = WatchProcess(watch_cli, {})
         started.append(first)
         for n in range(3):
@@ -234,7 +234,7 @@ def test_tmux_pane_reads_the_notice_within_two_seconds(
     started: list[WatchProcess],
 ) -> None:
     out = start_pane("reader", READER, tmp=tmp_path)
-    agents.register(mesh, "alpha", session="reader", backend="tmux")
+    agents.register(mesh, "alpha", session="reader", supervisor="tmux")
     watch = WatchProcess(watch_cli, {"TMUX_TMPDIR": str(tmux_tmpdir)})
     started.append(watch)
     wait_looping(watch, mesh)  # started, first pass done: waiting for mail
@@ -265,7 +265,7 @@ def test_tmux_busy_pane_is_not_typed_into_until_quiet(
     release = tmp_path / "release"
     # Busy until released (at most 120 s), so it is surely still busy when the watcher looks.
     out = start_pane("busy", BUSY_THEN_READ, "120", str(release), tmp=tmp_path)
-    agents.register(mesh, "alpha", session="busy", backend="tmux")
+    agents.register(mesh, "alpha", session="busy", supervisor="tmux")
     messages.send(mesh, "alpha", "hello", sender="beta")
     assert watch.wait(lambda e: e["event"] == "busy" and e["agent"] == "alpha", 15), watch.events
     assert watch.count(lambda e: e["event"] == "wake") == 0

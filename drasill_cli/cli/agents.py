@@ -34,9 +34,9 @@ def register_cmd(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="Session backend used to wake it: heimdall or tmux.",
+            help="Terminal supervisor used to wake it: heimdall or tmux.",
             metavar="BACKEND",
-            autocompletion=complete.backends,
+            autocompletion=complete.supervisors,
         ),
     ] = None,
     pid: Annotated[
@@ -78,7 +78,7 @@ def register_cmd(
         state(ctx).mesh(),
         name,
         session=session,
-        backend=backend,
+        supervisor=backend,
         pid=pid,
         role=role,
         tool=tool,

@@ -37,7 +37,7 @@ LOCK_MODES = (
     ("co_write", "shared writing with other co_write holders"),
 )
 PRIORITIES = (("normal", "read in order"), ("urgent", "read before normal mail"))
-BACKENDS = (("heimdall", "heimdall's socket protocol"), ("tmux", "a tmux pane"))
+SUPERVISORS = (("heimdall", "heimdall's socket protocol"), ("tmux", "a tmux pane"))
 
 Items = list[tuple[str, str]]
 T = TypeVar("T")
@@ -177,10 +177,10 @@ def priorities(ctx: Any, incomplete: str) -> Items:
     return _matching(list(PRIORITIES), incomplete)
 
 
-def backends(ctx: Any, incomplete: str) -> Items:
+def supervisors(ctx: Any, incomplete: str) -> Items:
     """heimdall and tmux."""
     del ctx
-    return _matching(list(BACKENDS), incomplete)
+    return _matching(list(SUPERVISORS), incomplete)
 
 
 def shell_names(ctx: Any, incomplete: str) -> Items:

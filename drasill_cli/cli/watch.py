@@ -166,9 +166,9 @@ def launch_cmd(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="Session backend: heimdall or tmux (default: heimdall if hm exists).",
+            help="Terminal supervisor: heimdall or tmux (default: heimdall if hm exists).",
             metavar="BACKEND",
-            autocompletion=complete.backends,
+            autocompletion=complete.supervisors,
         ),
     ] = None,
     role: Annotated[
@@ -204,7 +204,7 @@ def launch_cmd(
         state(ctx).mesh(),
         name,
         tool=tool,
-        backend=backend,
+        supervisor=backend,
         tool_args=tool_args or (),
         role=role,
         ram_gb=ram_gb,
