@@ -229,8 +229,9 @@ def test_every_state_has_its_column_cancelled_included() -> None:
     assert 'data-id="t-1"' in cancelled and "cancelled (1)" in cancelled
 
 
-def test_sizes_are_gib_with_one_decimal() -> None:
-    assert render.gib(3) == "3.0" and render.gib(0.26) == "0.3" and render.gib(None) == "-"
+def test_sizes_are_gib_at_the_terminals_precision() -> None:
+    assert render.gib(3) == "3" and render.gib(0.256) == "0.26" and render.gib(None) == "-"
+    assert render.gib(True) == "-"  # a flag is no size
     gauge = render.gauge(
         "RAM",
         {
@@ -242,6 +243,6 @@ def test_sizes_are_gib_with_one_decimal() -> None:
             "total_gb": 16,
         },
     )
-    assert "6.0 of 8.0 GiB declared" in gauge and "GB " not in gauge
+    assert "6 of 8 GiB declared" in gauge and "GB " not in gauge
     assert 'class="warn w8"' in gauge
     assert "GB" not in template().replace("GiB", "")

@@ -192,7 +192,12 @@ def _check(
     assert not twice, f"consumed twice: {twice[:10]}"
     lost = sent - set(consumed)
     assert not lost, f"sent, never consumed: {sorted(lost)[:10]}"
-    strays = set(consumed) - sent - unsure
+    # A killed agent's unread mail bounces one notice (from `mesh`) to each sender: expected,
+    # and only for an agent this soak killed.
+    bounces = {body for body in consumed if body.startswith("bounce: ")}
+    bounced = {body.split()[1] for body in bounces}
+    assert bounced <= set(deaths), f"bounces for agents never killed: {bounced - set(deaths)}"
+    strays = set(consumed) - sent - unsure - bounces
     assert not strays, f"consumed, never sent: {sorted(strays)[:10]}"
     for r in reports:  # an agent is found dead only once it has ended (by a later prune)
         assert deaths.get(r["name"], r["ended"]) >= r["ended"], (r["name"], deaths, r["ended"])

@@ -15,6 +15,12 @@ from tests.conftest import MeshRunner
 
 pytestmark = pytest.mark.both_backends
 
+
+@pytest.fixture(autouse=True)
+def _team(cli: MeshRunner) -> None:
+    """The names these tests claim and move tasks as, registered (claiming takes one)."""
+    cli.register("ann", "bob", "lead")
+
 LONG = "refactor the parser so that every error names its line and column " * 3
 
 
@@ -196,7 +202,8 @@ def test_piped_tables_keep_each_record_on_one_line(cli: MeshRunner) -> None:
     assert len(listing.splitlines()) == 2  # a header and the one task
     assert LONG.strip() in line_of(listing, task)  # whole: nothing cut when piped
     agents = cli.run("agents", env=env).stdout.splitlines()
-    assert len(agents) == 2 and "a role with many words " * 5 in agents[1]
+    ann = [line for line in agents if line.startswith("ann ")]  # ann, bob and lead: one line each
+    assert len(agents) == 4 and len(ann) == 1 and "a role with many words " * 5 in ann[0]
     history = cli.run("history", "ann", env=env).stdout.splitlines()
     assert len(history) == 1 and LONG.strip() in history[0] and "bob -> ann" in history[0]
 

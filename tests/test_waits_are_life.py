@@ -45,6 +45,7 @@ def test_a_9s_wait_with_dead_after_4_ends_alive_and_a_prune_meanwhile_keeps_its_
     locks = cli.json("locks")
     assert [(lock["holder"], lock["stale"]) for lock in locks] == [("beta", False)], locks
     # Another agent is refused the file beta holds.
+    cli.register("gamma")
     other = cli.run("lock", str(held), "--as", "gamma")
     assert other.returncode == 1, (other.stdout, other.stderr)
     out, err = waiter.communicate(timeout=30)

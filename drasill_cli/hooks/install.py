@@ -102,7 +102,12 @@ def program(argv0: str | None = None) -> str:
     argv0 = sys.argv[0] if argv0 is None else argv0
     if os.path.basename(argv0) != settings.PROGRAM:  # `python -m drasill_cli`: no script
         return settings.PROGRAM
-    here = os.path.abspath(argv0 if "/" in argv0 else shutil.which(argv0) or argv0)
+    if "/" not in argv0:  # run as a bare name: the one PATH finds
+        found = shutil.which(argv0)
+        if found is None:  # found nowhere: nothing better than the plain name is known
+            return settings.PROGRAM
+        argv0 = found
+    here = os.path.abspath(argv0)
     on_path = shutil.which(settings.PROGRAM)
     if on_path is not None and os.path.realpath(on_path) == os.path.realpath(here):
         return settings.PROGRAM
