@@ -11,21 +11,29 @@ Both backends run every decision inside `deciding`, and every path into stored s
 database transaction or statement, a directory mesh's folder walk) first calls `refuse_inside`:
 a decision that calls another interface (or the same one) fails at once with
 `InsideExclusion`, a programming error, on both backends alike, instead of nesting a savepoint
-or a second commit inside the exclusion. The cost is one context-variable read per operation.
+or a second commit inside the exclusion. The cost is one thread-local read per operation (a
+thread-local, not a context variable: `threading` is loaded on every command anyway, while
+`contextvars` would add to start-up; a decision never awaits, so its thread is its context).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TypeVar
 
 A = TypeVar("A")
 B = TypeVar("B")
 R = TypeVar("R")
 
-# The decision running in this thread (or task) now: the exclusion's name, None outside one.
-_deciding: ContextVar[str | None] = ContextVar("drasill_deciding", default=None)
+
+class _Deciding(threading.local):
+    """The decision running in this thread now: the exclusion's name, None outside one."""
+
+    exclusion: str | None = None
+
+
+_deciding = _Deciding()
 
 
 class InsideExclusion(RuntimeError):
@@ -35,26 +43,26 @@ class InsideExclusion(RuntimeError):
 def deciding(exclusion: str, decide: Callable[[A], R], current: A) -> R:
     """`decide(current)`, marked as running under `exclusion`: any storage call it makes
     raises `InsideExclusion`."""
-    token = _deciding.set(exclusion)
+    outer, _deciding.exclusion = _deciding.exclusion, exclusion
     try:
         return decide(current)
     finally:
-        _deciding.reset(token)
+        _deciding.exclusion = outer
 
 
 def deciding2(exclusion: str, decide: Callable[[A, B], R], first: A, second: B) -> R:
     """`deciding` for a callback of two arguments (a task change's event: before, after)."""
-    token = _deciding.set(exclusion)
+    outer, _deciding.exclusion = _deciding.exclusion, exclusion
     try:
         return decide(first, second)
     finally:
-        _deciding.reset(token)
+        _deciding.exclusion = outer
 
 
 def refuse_inside(entry: str) -> None:
     """Raise `InsideExclusion` when called from a decision (every storage entry calls this
     before it touches stored state)."""
-    exclusion = _deciding.get()
+    exclusion = _deciding.exclusion
     if exclusion is not None:
         raise InsideExclusion(
             f"{entry} was called inside the decision of {exclusion}: a decision only decides; "
@@ -64,4 +72,4 @@ def refuse_inside(entry: str) -> None:
 
 def inside() -> str | None:
     """The exclusion whose decision runs now, or None."""
-    return _deciding.get()
+    return _deciding.exclusion
