@@ -704,17 +704,20 @@ def release_hook_locks(
     mesh: Mesh, holder: str, keep: Callable[[dict[str, Any]], bool]
 ) -> list[dict[str, Any]]:
     """Remove `holder`'s locks that a hook took and for which `keep(mark)` is false; returns
-    them (as stored). Idempotent; audited as one `unlock` by the hook."""
+    them (as stored). Idempotent; audited as one `unlock` by the hook. The table is read first
+    without its exclusion: when the holder has no such lock (the common case, every task end),
+    the exclusion is not taken."""
     check_agent_name(holder)
 
+    def releasable(lock: dict[str, Any]) -> bool:
+        mark = lock.get(HOOK_KEY)
+        return lock.get("holder") == holder and isinstance(mark, dict) and not keep(mark)
+
+    if not any(releasable(lock) for lock in mesh.backend.locks.all()):
+        return []
+
     def decide(table: Locks) -> LockChanges[Locks]:
-        gone = [
-            lock
-            for lock in table
-            if lock["holder"] == holder
-            and isinstance(lock.get(HOOK_KEY), dict)
-            and not keep(lock[HOOK_KEY])
-        ]
+        gone = [lock for lock in table if releasable(lock)]
         return LockChanges(gone, remove=gone)
 
     gone: Locks = mesh.backend.locks.transact(decide)
