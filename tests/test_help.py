@@ -68,3 +68,22 @@ def test_json_before_the_command_says_where_it_goes(cli: MeshRunner) -> None:
     assert error["code"] == "invalid-usage"
     assert "--version" not in error["message"]
     assert "mesh agents --json" in error["message"]
+
+
+def test_a_subcommand_run_builds_only_itself_and_leaves_its_group_whole(cli: MeshRunner) -> None:
+    """`mesh task list` has Typer build only `list` of the `task` group (speed), and the group
+    is whole again afterwards: its help, a typo and the next in-process run see every command."""
+    from drasill_cli.cli.common import app
+
+    cli.json("task", "add", "one")
+    listed = cli.run("task", "list", "--mesh-dir", "task")  # a value that names the group
+    assert listed.returncode != 0  # global options go before the command (usage error)
+    assert cli.run("--mesh-dir", str(cli.mesh_dir), "task", "list").returncode == 0
+    group = next(info for info in app.registered_groups if info.name == "task")
+    assert group.typer_instance is not None
+    names = {info.name for info in group.typer_instance.registered_commands}
+    assert {"add", "list", "show", "cancel", "edit", "done", "reject"} <= names
+    help_text = cli.run("task", "--help").stdout
+    assert all(f"  {name} " in help_text for name in ("add", "list", "cancel", "reject"))
+    typo = cli.run("task", "lst")
+    assert typo.returncode == 2 and "Did you mean 'list'" in typo.stderr

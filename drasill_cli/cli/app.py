@@ -8,9 +8,11 @@ completion and unknown commands load them all.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -64,15 +66,25 @@ GLOBAL_OPTIONS = (
 )
 
 
+def _command_at(args: list[str]) -> int | None:
+    """Where the command is named on the command line (skipping global options and their
+    values), or None."""
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word in GLOBAL_OPTIONS_WITH_VALUE:
+            index += 2
+            continue
+        if not word.startswith("-"):
+            return index
+        index += 1
+    return None
+
+
 def _command_word(args: list[str]) -> str | None:
     """The command named on the command line, skipping global options and their values."""
-    words = iter(args)
-    for word in words:
-        if word in GLOBAL_OPTIONS_WITH_VALUE:
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
+    at = _command_at(args)
+    return None if at is None else args[at]
 
 
 def _completion_args() -> list[str]:
@@ -88,6 +100,35 @@ def _completion_args() -> list[str]:
     except ValueError:  # an open quote, a bad COMP_CWORD: complete against every command
         return []
     return words[1:] if typed.endswith(" ") else words[1:-1]
+
+
+@contextlib.contextmanager
+def _only_subcommand(args: list[str]) -> Iterator[None]:
+    """While `mesh GROUP SUB ...` runs, its group holds only SUB: Typer builds every command of
+    a group (its parameters from signatures) before it runs one, about 2 ms a command, on every
+    call of `mesh task ...`. The group as registered is put back afterwards (an in-process run
+    leaves nothing changed); help of the group itself, completion and an unknown SUB see it
+    whole."""
+    at = _command_at(args)
+    group = None if at is None else args[at]
+    sub = None
+    if at is not None and "_MESH_COMPLETE" not in os.environ:
+        sub = _command_word(args[at + 1 :])
+    found = next((info for info in app.registered_groups if info.name == group), None)
+    typer_app = None if found is None or sub is None else found.typer_instance
+    if typer_app is None:
+        yield
+        return
+    whole = typer_app.registered_commands
+    chosen = [info for info in whole if info.name == sub]
+    if len(chosen) != 1:
+        yield
+        return
+    typer_app.registered_commands = chosen
+    try:
+        yield
+    finally:
+        typer_app.registered_commands = whole
 
 
 def load_commands(args: list[str] | None = None) -> None:
@@ -296,7 +337,10 @@ def main(argv: list[str] | None = None) -> None:
     load_commands(args)
     invocation = CliState()
     try:
-        code = app(args=_with_shell(args), standalone_mode=False, prog_name="mesh", obj=invocation)
+        with _only_subcommand(args):
+            code = app(
+                args=_with_shell(args), standalone_mode=False, prog_name="mesh", obj=invocation
+            )
     except Exception as exc:
         exit_code = getattr(exc, "exit_code", None)
         format_message = getattr(exc, "format_message", None)
