@@ -570,7 +570,18 @@ def release(
     check_agent_name(holder)
     resolved = _release_targets(mesh, paths)
 
-    judge = _judge_holders(mesh)  # before the exclusion: inside, it only compares
+    # Before the exclusion (inside, it only compares): only other holders of these paths are
+    # ever judged, so releasing one's own locks probes no process (no psutil on this path).
+    others = (
+        set()
+        if force
+        else {
+            lock["holder"]
+            for lock in mesh.backend.locks.all()
+            if lock.get("path") in resolved and lock.get("holder") != holder
+        }
+    )
+    judge = _Judge(mesh, clock.now()).prime(others)
 
     def decide(records: Locks) -> LockChanges[Locks]:
         now = judge.now = clock.now()
