@@ -21,6 +21,7 @@ def _team(cli: MeshRunner) -> None:
     """The names these tests claim and move tasks as, registered (claiming takes one)."""
     cli.register("ann", "bob", "lead")
 
+
 LONG = "refactor the parser so that every error names its line and column " * 3
 
 

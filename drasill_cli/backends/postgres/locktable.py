@@ -45,9 +45,7 @@ class PostgresLockTable:
         result (JSON: lists, dicts, strings, numbers, booleans; a tuple comes back a list)
         is returned."""
         op = new_op("locks")
-        return retried(
-            self.backend, "look with `mesh locks`", lambda: self._transact(op, decide)
-        )
+        return retried(self.backend, "look with `mesh locks`", lambda: self._transact(op, decide))
 
     def _transact(self, op: str, decide: Callable[[list[dict[str, Any]]], LockChanges[T]]) -> T:
         with self.backend.transaction() as cur:
