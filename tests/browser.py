@@ -147,13 +147,26 @@ class Browser:
         element: str = value[ELEMENT]
         return element
 
+    def _on_element(self, css: str, action: str, payload: dict[str, Any]) -> None:
+        """`action` on the element matching `css`, found anew if the page replaced it between
+        the find and the action (the live page redraws a card when its task changes: a person
+        would click the card now on screen, so the test does too)."""
+        for attempt in range(5):
+            try:
+                self._session("POST", f"/element/{self.find(css)}/{action}", payload)
+                return
+            except RuntimeError as exc:
+                if "stale element reference" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.05)
+
     def click(self, css: str) -> None:
         """Click the element, as a person would."""
-        self._session("POST", f"/element/{self.find(css)}/click", {})
+        self._on_element(css, "click", {})
 
     def type(self, css: str, text: str) -> None:
         """Type `text` into the element."""
-        self._session("POST", f"/element/{self.find(css)}/value", {"text": text})
+        self._on_element(css, "value", {"text": text})
 
     def press(self, key: str) -> None:
         """Press and release `key` (a character, or `Escape`/`Enter`) on the keyboard, wherever
