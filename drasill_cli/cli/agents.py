@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 
 from drasill_cli.cli import complete, views
-from drasill_cli.cli.common import AsOpt, JsonOpt, Shown, app, command, state
+from drasill_cli.cli.common import (
+    AsOpt,
+    JsonOpt,
+    RamGbOpt,
+    RoleOpt,
+    Shown,
+    VramGbOpt,
+    app,
+    command,
+    state,
+)
 from drasill_cli.cli.helpstyle import examples
 
 
@@ -42,9 +52,7 @@ def register_cmd(
     pid: Annotated[
         int | None, typer.Option(help="Process whose life is the agent's life.", metavar="PID")
     ] = None,
-    role: Annotated[
-        str | None, typer.Option(help="Free-form role, e.g. reviewer.", metavar="TEXT")
-    ] = None,
+    role: RoleOpt = None,
     tool: Annotated[
         str | None,
         typer.Option(
@@ -53,12 +61,8 @@ def register_cmd(
             autocompletion=complete.tool_names,
         ),
     ] = None,
-    ram_gb: Annotated[
-        float | None, typer.Option(help="RAM budget to reserve, in GiB.", metavar="GIB")
-    ] = None,
-    vram_gb: Annotated[
-        float | None, typer.Option(help="GPU memory to reserve, in GiB.", metavar="GIB")
-    ] = None,
+    ram_gb: RamGbOpt = None,
+    vram_gb: VramGbOpt = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Take the name over from a live holder.")
     ] = False,

@@ -46,6 +46,14 @@ app = typer.Typer(
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print exactly one JSON value on stdout (errors too).")
 ]
+# The budget and role an agent declares, alike for `mesh register` and `mesh launch`.
+RoleOpt = Annotated[str | None, typer.Option(help="Free-form role, e.g. reviewer.", metavar="TEXT")]
+RamGbOpt = Annotated[
+    float | None, typer.Option(help="RAM budget to reserve, in GiB.", metavar="GIB")
+]
+VramGbOpt = Annotated[
+    float | None, typer.Option(help="GPU memory to reserve, in GiB.", metavar="GIB")
+]
 AsOpt = Annotated[
     str | None,
     typer.Option(

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from drasill_cli.cli import complete, views
-from drasill_cli.cli.common import JsonOpt, Shown, app, command, emit, state
+from drasill_cli.cli.common import (
+    JsonOpt,
+    RamGbOpt,
+    RoleOpt,
+    Shown,
+    VramGbOpt,
+    app,
+    command,
+    emit,
+    state,
+)
 from drasill_cli.cli.helpstyle import examples
 
 
@@ -171,15 +181,9 @@ def launch_cmd(
             autocompletion=complete.supervisors,
         ),
     ] = None,
-    role: Annotated[
-        str | None, typer.Option(help="Free-form role, e.g. reviewer.", metavar="TEXT")
-    ] = None,
-    ram_gb: Annotated[
-        float | None, typer.Option(help="RAM budget to reserve, in GiB.", metavar="GIB")
-    ] = None,
-    vram_gb: Annotated[
-        float | None, typer.Option(help="GPU memory to reserve, in GiB.", metavar="GIB")
-    ] = None,
+    role: RoleOpt = None,
+    ram_gb: RamGbOpt = None,
+    vram_gb: VramGbOpt = None,
     hooks: Annotated[
         bool,
         typer.Option(

@@ -24,6 +24,7 @@ import re
 import shutil
 import stat
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from drasill_cli import atomicfile
@@ -241,27 +242,12 @@ def install(
     """Merge the mesh's entries into `cli`'s settings file; {cli, scope, path, changed,
     dry_run, text (the resulting file)}. `command`: how the hooks call `mesh` (default:
     `program()`)."""
-    check_cli(cli)
-    check_scope(scope)
-    base = base_of(scope, cwd)
-    relative = _relative(cli, scope)
-    path = os.path.join(base, relative)
-    before = read_settings(base, relative)
-    try:
-        after = settings.install(cli, before, command or program())
-    except settings.SettingsError as exc:
-        raise _parse_error(path, exc) from None
-    changed = after != before
-    if changed and not dry_run:
-        _write(base, relative, after, NEW_MODE[scope])
-    return {
-        "cli": cli,
-        "scope": scope,
-        "path": path,
-        "changed": changed,
-        "dry_run": dry_run,
-        "text": after,
-    }
+    hooks = command or program()
+    found = _change_settings(
+        cli, scope, cwd, dry_run, lambda before: settings.install(cli, before, hooks)
+    )
+    del found["removed"]
+    return found
 
 
 def uninstall(
@@ -269,19 +255,34 @@ def uninstall(
 ) -> dict[str, Any]:
     """Remove exactly the mesh's entries from `cli`'s settings file (the file too when nothing
     else is left in it); {cli, scope, path, changed, removed (the file), dry_run, text}."""
+    return _change_settings(
+        cli,
+        scope,
+        cwd,
+        dry_run,
+        lambda before: None if before is None else settings.uninstall(cli, before),
+    )
+
+
+def _change_settings(
+    cli: str,
+    scope: str,
+    cwd: str | None,
+    dry_run: bool,
+    change: Callable[[str | None], str | None],
+) -> dict[str, Any]:
+    """`cli`'s settings file in `scope` made `change(its text)` (None: no file), written
+    unless `dry_run` or unchanged; what install and uninstall report."""
     check_cli(cli)
     check_scope(scope)
     base = base_of(scope, cwd)
     relative = _relative(cli, scope)
     path = os.path.join(base, relative)
     before = read_settings(base, relative)
-    if before is None:
-        after = None
-    else:
-        try:
-            after = settings.uninstall(cli, before)
-        except settings.SettingsError as exc:
-            raise _parse_error(path, exc) from None
+    try:
+        after = change(before)
+    except settings.SettingsError as exc:
+        raise _parse_error(path, exc) from None
     changed = after != before
     if changed and not dry_run:
         _write(base, relative, after, NEW_MODE[scope])
